@@ -1,0 +1,377 @@
+"""The Segmenter: camera image in, label image (and panoptic ids) out. No ROS imports.
+
+Data path for one frame (camera resolution H x W, network resolution h x w)::
+
+    rgb (H, W, 3) uint8
+      -> preprocess: resize to (h, w) (bilinear, cv2.INTER_LINEAR), ImageNet-normalize,
+         -> (1, 3, h, w) float32 "image"
+      -> backend.infer({"image": ...}) -> {"semantic": (1, C, h, w), ["center": (1, 1, h, w),
+         "offset": (1, 2, h, w)]}
+      -> postprocess: upsample logits to (H, W) (bilinear, align_corners=False) and argmax;
+         panoptic models: upsample heads with offsets scaled by (H/h, W/w), then group instances
+         (seg_perception.panoptic)
+      -> SegResult(semantic (H, W) uint8, panoptic (H, W) int32 | None, segments, timings)
+
+The same Segmenter serves the ROS node, the offline bag evaluator and the benchmark.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .datasets.labels import LabelSet, get_label_set
+from .results import SegResult, StageTimings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .panoptic import PanopticConfig
+    from .runtime.base import Backend
+
+LOG = logging.getLogger("seg_perception.pipeline")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Network resolution used when neither the caller nor the checkpoint names one.
+DEFAULT_RESOLUTION = (512, 1024)
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Shipped defaults (trained on synthetic scenes, see docs/TRAINING.md).
+SHIPPED_WEIGHTS = {
+    "deeplabv3plus_mobilenetv2": WEIGHTS_DIR / "deeplabv3plus_mobilenetv2_synthetic.pt",
+    "panoptic_deeplab_mobilenetv3_large": WEIGHTS_DIR / "panoptic_deeplab_mobilenetv3_synthetic.pt",
+}
+NO_WEIGHTS = ("", "none", "random")
+
+
+class PipelineError(ValueError):
+    """A Segmenter could not be configured (bad resolution, input, label set, ...)."""
+
+
+def parse_resolution(value: Any) -> tuple[int, int]:
+    """Parse ``"512x1024"`` / ``(512, 1024)`` / ``[512, 1024]`` into ``(H, W)``.
+
+    Raises:
+        PipelineError: anything else, or non-positive / absurd sizes.
+    """
+    if isinstance(value, str):
+        parts = value.lower().replace(" ", "").split("x")
+        try:
+            hw = tuple(int(p) for p in parts)
+        except ValueError:
+            hw = ()
+    elif isinstance(value, (tuple, list)):
+        try:
+            hw = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            hw = ()
+    else:
+        hw = ()
+    if len(hw) != 2 or not all(8 <= v <= 8192 for v in hw):
+        raise PipelineError(
+            f"resolution {value!r} is not valid: write it as 'HxW' (height x width), "
+            "each between 8 and 8192, e.g. '512x1024'"
+        )
+    return hw  # type: ignore[return-value]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (used to identify weights in reports and caches)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for a backend plus what was learned while loading it."""
+
+    model: torch.nn.Module
+    model_name: str
+    task: str
+    label_set: LabelSet
+    weights_path: Optional[str]
+    weights_sha256: Optional[str]
+    resolution: Optional[tuple[int, int]]  # the checkpoint's recommended network resolution
+    meta: dict
+
+
+def load_model(
+    model: str,
+    *,
+    weights: str | None,
+    label_set: str | None = None,
+    model_kwargs: dict | None = None,
+) -> LoadedModel:
+    """Build ``model`` and load ``weights`` into it (eval mode, CPU).
+
+    ``weights`` is a path to a seg_perception checkpoint (carries model name, builder kwargs and
+    label set), a public checkpoint of a supported format (converted), ``"default"`` for the
+    shipped weights of ``model``, or ``None`` / ``"none"`` for random initialization (a loud
+    warning is logged: outputs are meaningless).
+
+    Raises:
+        ValueError: unknown model (lists registered ones) or label set.
+        seg_perception.models.checkpoints.CheckpointError: missing / corrupt / mismatching weights.
+    """
+    from .models import get_model, model_info
+    from .models import checkpoints as ckpt
+
+    info = model_info(model)
+    kwargs = dict(model_kwargs or {})
+    if isinstance(weights, str) and weights.strip().lower() == "default":
+        if model not in SHIPPED_WEIGHTS:
+            raise PipelineError(
+                f"weights 'default' is only defined for {', '.join(sorted(SHIPPED_WEIGHTS))}; "
+                f"pass a checkpoint path for {model!r} or 'none' for random init"
+            )
+        weights = str(SHIPPED_WEIGHTS[model])
+    if weights is None or str(weights).strip().lower() in NO_WEIGHTS:
+        labels = get_label_set(label_set or "cityscapes")
+        kwargs.setdefault("num_classes", labels.num_classes)
+        net = get_model(model, **kwargs)
+        LOG.warning(
+            "model %s runs with RANDOM weights (weights: none): its outputs are meaningless. "
+            "Pass weights: <path> or 'default' for the shipped model.", model,
+        )
+        return LoadedModel(net.eval(), model, info.task, labels, None, None, None, {})
+
+    path = Path(os.path.expanduser(str(weights)))
+    if not path.is_file():
+        raise ckpt.CheckpointError(
+            f"weights file {str(path)!r} does not exist; pass an existing checkpoint path, "
+            "'default' for the shipped model, or 'none' for random init"
+        )
+    digest = sha256_file(path)
+    if _is_own_checkpoint(path):
+        loaded = ckpt.load_checkpoint(path, expect_model=model)
+        labels = get_label_set(label_set or loaded.label_set)
+        meta = dict(loaded.meta)
+        res = meta.get("resolution")
+        return LoadedModel(
+            loaded.model.eval(), model, info.task, labels, str(path), digest,
+            parse_resolution(res) if res else None, meta,
+        )
+    labels = get_label_set(label_set or "cityscapes")
+    kwargs.setdefault("num_classes", labels.num_classes)
+    net = get_model(model, **kwargs)
+    meta = ckpt.load_weights(net, path, model_name=model) or {}
+    return LoadedModel(net.eval(), model, info.task, labels, str(path), digest, None, dict(meta))
+
+
+def _is_own_checkpoint(path: Path) -> bool:
+    """True when ``path`` holds a seg_perception checkpoint (a dict with ``format: seg_perception/N``)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not loadable here: let the converters produce the precise error
+        return False
+    return isinstance(obj, dict) and str(obj.get("format", "")).startswith("seg_perception/")
+
+
+class Segmenter:
+    """Pre-process -> backend inference -> post-process, for one model at one network resolution.
+
+    Attributes:
+        task: ``"semantic"`` or ``"panoptic"``.
+        label_set: the label space of the model's output channels.
+        resolution: network input (H, W).
+    """
+
+    def __init__(
+        self,
+        backend: "Backend",
+        *,
+        task: str,
+        label_set: LabelSet,
+        resolution: tuple[int, int],
+        model_name: str = "",
+        weights_path: str | None = None,
+        weights_sha256: str | None = None,
+        panoptic: "PanopticConfig | None" = None,
+        device: str = "cpu",
+        backend_name: str = "",
+    ) -> None:
+        if task not in ("semantic", "panoptic"):
+            raise PipelineError(f"task must be 'semantic' or 'panoptic', got {task!r}")
+        self.backend = backend
+        self.task = task
+        self.label_set = label_set
+        self.resolution = parse_resolution(resolution)
+        self.model_name = model_name
+        self.weights_path = weights_path
+        self.weights_sha256 = weights_sha256
+        self.device = torch.device(device)
+        self.backend_name = backend_name or getattr(backend, "name", "")
+        self.panoptic_cfg = None
+        if task == "panoptic":
+            from .panoptic import PanopticConfig
+
+            self.panoptic_cfg = panoptic or PanopticConfig()
+            self.panoptic_cfg.validate()
+        mean = np.array(IMAGENET_MEAN, dtype=np.float32) * 255.0
+        std = np.array(IMAGENET_STD, dtype=np.float32) * 255.0
+        self._scale = (1.0 / std).reshape(1, 1, 3)
+        self._shift = (-mean / std).reshape(1, 1, 3)
+        self._input_name = backend.input_spec()[0].name
+        self._closed = False
+
+    # ------------------------------------------------------------------ stages
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32 normalized network input.
+
+        Raises:
+            PipelineError: wrong dtype, rank or channel count, or an empty image.
+        """
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+            shape = getattr(rgb, "shape", type(rgb).__name__)
+            raise PipelineError(f"expected an (H, W, 3) RGB image, got shape {shape}; convert with conversions.to_rgb")
+        if rgb.dtype != np.uint8:
+            raise PipelineError(f"expected dtype uint8, got {rgb.dtype}; convert with conversions.to_rgb")
+        if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            raise PipelineError(f"empty image of shape {rgb.shape}")
+        h, w = self.resolution
+        if rgb.shape[:2] != (h, w):
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+        x = rgb.astype(np.float32) * self._scale + self._shift  # (h, w, 3)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
+
+    def _to_torch(self, value: Any) -> torch.Tensor:
+        t = torch.as_tensor(value)
+        return t.float() if t.dtype != torch.float32 else t
+
+    def postprocess(self, outputs: dict, out_hw: tuple[int, int], index: int = 0) -> SegResult:
+        """Backend outputs for one batch element -> SegResult at ``out_hw`` (camera H, W)."""
+        logits = self._to_torch(outputs["semantic"])[index]  # (C, h, w)
+        if logits.shape[0] != self.label_set.num_classes:
+            raise PipelineError(
+                f"model outputs {logits.shape[0]} classes but label set {self.label_set.name!r} has "
+                f"{self.label_set.num_classes}; pass the label_set the model was trained with"
+            )
+        H, W = out_hw
+        if self.task == "panoptic":
+            from .panoptic import panoptic_postprocess, resize_heads
+
+            center = self._to_torch(outputs["center"])[index]
+            offset = self._to_torch(outputs["offset"])[index]
+            if tuple(logits.shape[-2:]) != (H, W):
+                logits, center, offset = resize_heads(logits, center, offset, (H, W))
+            out = panoptic_postprocess(
+                logits, center, offset,
+                thing_ids=self.label_set.thing_ids, cfg=self.panoptic_cfg, label_set=self.label_set,
+            )
+            semantic = out.semantic.to(torch.uint8 if self.label_set.num_classes <= 256 else torch.int32)
+            return SegResult(
+                semantic=self._label_numpy(semantic),
+                panoptic=out.panoptic.cpu().numpy().astype(np.int32, copy=False),
+                segments=list(out.segments),
+            )
+        if tuple(logits.shape[-2:]) != (H, W):
+            logits = F.interpolate(logits[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+        return SegResult(semantic=self._label_numpy(logits.argmax(0)))
+
+    def _label_numpy(self, labels: torch.Tensor) -> np.ndarray:
+        dtype = np.uint8 if self.label_set.num_classes <= 256 else np.uint16
+        return labels.cpu().numpy().astype(dtype, copy=False)
+
+    # ------------------------------------------------------------------ API
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def segment(self, rgb: np.ndarray) -> SegResult:
+        """Segment one (H, W, 3) uint8 RGB frame; the result is at (H, W)."""
+        if self._closed:
+            raise PipelineError("Segmenter is closed")
+        t0 = time.perf_counter()
+        x = self.preprocess(rgb)
+        t1 = time.perf_counter()
+        outputs = self.backend.infer({self._input_name: x})
+        self._sync()
+        t2 = time.perf_counter()
+        result = self.postprocess(outputs, rgb.shape[:2])
+        self._sync()
+        t3 = time.perf_counter()
+        result.timings = StageTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return result
+
+    def segment_batch(self, frames: list[np.ndarray]) -> list[SegResult]:
+        """Segment several frames; returns one SegResult per frame (timings per frame)."""
+        return [self.segment(f) for f in frames]
+
+    def close(self) -> None:
+        """Release the backend (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self.backend.deactivate()
+            except Exception:  # pragma: no cover - best effort on shutdown
+                LOG.debug("backend deactivate failed", exc_info=True)
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def describe(self) -> dict:
+        """JSON-ready description for reports and diagnostics."""
+        return {
+            "model": self.model_name,
+            "task": self.task,
+            "weights": self.weights_path,
+            "weights_sha256": self.weights_sha256,
+            "backend": self.backend_name,
+            "device": str(self.device),
+            "resolution": list(self.resolution),
+            "label_set": self.label_set.name,
+        }
+
+
+def build_segmenter(
+    model: str,
+    *,
+    weights: str | None,
+    resolution: tuple[int, int] | str | None = None,
+    backend: str = "torch",
+    device: str = "cpu",
+    precision: str = "fp32",
+    label_set: str | None = None,
+    panoptic: "PanopticConfig | None" = None,
+    model_kwargs: dict | None = None,
+    backend_options: dict | None = None,
+) -> Segmenter:
+    """Load ``model`` + ``weights`` and wrap it in a Segmenter running on ``backend``.
+
+    ``resolution`` is the network input (H, W); None uses the checkpoint's recorded resolution or
+    :data:`DEFAULT_RESOLUTION`. See :func:`load_model` for ``weights``.
+    """
+    from .runtime.factory import create_backend
+
+    loaded = load_model(model, weights=weights, label_set=label_set, model_kwargs=model_kwargs)
+    res = parse_resolution(resolution) if resolution is not None else (loaded.resolution or DEFAULT_RESOLUTION)
+    be = create_backend(
+        backend, loaded.model, resolution=res, batch=1, device=device, precision=precision,
+        options=backend_options,
+    )
+    be.activate()
+    return Segmenter(
+        be,
+        task=loaded.task,
+        label_set=loaded.label_set,
+        resolution=res,
+        model_name=loaded.model_name,
+        weights_path=loaded.weights_path,
+        weights_sha256=loaded.weights_sha256,
+        panoptic=panoptic,
+        device=device if backend == "torch" else "cpu",
+        backend_name=backend,
+    )
