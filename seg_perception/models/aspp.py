@@ -1,0 +1,85 @@
+"""Atrous Spatial Pyramid Pooling (Chen et al. 2017/2018).
+
+Layout (state-dict keys): ``convs.0`` 1x1 conv-BN-ReLU; ``convs.1..3`` 3x3 atrous conv-BN-ReLU at
+the given rates; ``convs.4`` image pooling (``convs.4.1`` 1x1 conv, ``convs.4.2`` BN);
+``project`` 1x1 conv-BN-ReLU (+ dropout) over the concatenation of the five branches.
+
+Default rates: (6, 12, 18) at output stride 16 and (12, 24, 36) at output stride 8
+(:func:`aspp_rates`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def aspp_rates(output_stride: int) -> tuple[int, int, int]:
+    """Atrous rates for ``output_stride`` (16 -> (6, 12, 18), 8 -> (12, 24, 36), 32 -> (3, 6, 9))."""
+    table = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
+    if output_stride not in table:
+        raise ValueError(f"output_stride must be one of {sorted(table)}, got {output_stride!r}")
+    return table[output_stride]
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
+    """Conv2d (no bias, 'same' padding) -> BatchNorm2d -> ReLU; keys ``0.*``, ``1.*``."""
+    pad = (kernel - 1) // 2 * dilation
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ASPPPooling(nn.Sequential):
+    """Image-level branch: global mean -> 1x1 conv-BN-ReLU -> broadcast back to (h, w).
+
+    (N, cin, h, w) -> (N, cout, h, w). Note: BatchNorm over a 1x1 map needs batch > 1 in training.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(cin, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        y = super().forward(x)
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+
+class ASPP(nn.Module):
+    """ASPP: (N, in_channels, h, w) -> (N, out_channels, h, w).
+
+    Args:
+        in_channels: channels of the backbone's last map.
+        out_channels: channels of every branch and of the projection (paper: 256).
+        rates: three atrous rates.
+        dropout: dropout after the projection (training only).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = (6, 12, 18),
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        if len(rates) != 3:
+            raise ValueError(f"ASPP needs exactly 3 atrous rates, got {tuple(rates)!r}")
+        branches: list[nn.Module] = [conv_bn_relu(in_channels, out_channels, 1)]
+        branches += [conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates]
+        branches.append(ASPPPooling(in_channels, out_channels))
+        self.convs = nn.ModuleList(branches)
+        self.project = nn.Sequential(
+            nn.Conv2d(5 * out_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([branch(x) for branch in self.convs], dim=1))
