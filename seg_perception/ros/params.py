@@ -1,0 +1,175 @@
+"""The node's parameters: one table with types, defaults, descriptions and validation.
+
+ROS-free: :func:`validate` and :class:`NodeConfig` are plain Python so the launch logic, the CLI and
+the tests use the same rules as the node. ``seg_perception.ros.node`` turns :data:`PARAMETERS`
+into declared ROS parameters with descriptors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..datasets.labels import list_label_sets
+from ..pipeline import PipelineError, parse_resolution
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+TRANSPORTS = ("raw", "compressed")
+RELIABILITY = ("best_effort", "reliable")
+DEFAULT_MODEL = "deeplabv3plus_mobilenetv2"
+
+#: Parameters whose change on a running node rebuilds the Segmenter (refused if the rebuild fails).
+RELOAD_KEYS = frozenset({"model", "weights", "label_set", "num_classes", "resolution", "backend", "device",
+                         "precision", "center_threshold", "nms_kernel", "top_k", "stuff_area"})
+#: Parameters that only take effect at start-up (topics and QoS are wired once).
+STARTUP_ONLY_KEYS = frozenset({"input_transport", "qos_reliability", "qos_depth"})
+
+
+class ParameterError(ValueError):
+    """A parameter value is invalid; the message names the parameter and the allowed values."""
+
+
+def _models() -> list[str]:
+    from ..models import list_models
+
+    return list_models()
+
+
+def _choice(name: str, choices: Callable[[], tuple | list] | tuple) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        allowed = choices() if callable(choices) else choices
+        if v not in allowed:
+            raise ParameterError(f"parameter '{name}' = {v!r} is not allowed; choose one of: {', '.join(allowed)}")
+        return v
+
+    return check
+
+
+def _range(name: str, lo: float, hi: float, kind: type) -> Callable[[Any], Any]:
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not isinstance(v, int)):
+            raise ParameterError(f"parameter '{name}' = {v!r} must be a{'n integer' if kind is int else ' number'}")
+        if not lo <= v <= hi:
+            raise ParameterError(f"parameter '{name}' = {v!r} is out of range; allowed: [{lo}, {hi}]")
+        return kind(v)
+
+    return check
+
+
+def _device(v: Any) -> str:
+    s = str(v).strip().lower()
+    if s == "cpu" or s == "cuda" or (s.startswith("cuda:") and s[5:].isdigit()):
+        return s
+    raise ParameterError(f"parameter 'device' = {v!r} is not allowed; use 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _resolution(v: Any) -> str:
+    if v in ("", "auto"):
+        return ""
+    try:
+        h, w = parse_resolution(v)
+    except PipelineError as e:
+        raise ParameterError(f"parameter 'resolution': {e}") from None
+    return f"{h}x{w}"
+
+
+def _odd_kernel(v: Any) -> int:
+    v = _range("nms_kernel", 1, 51, int)(v)
+    if v % 2 == 0:
+        raise ParameterError(f"parameter 'nms_kernel' = {v} must be odd (e.g. 7)")
+    return v
+
+
+def _weights(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ParameterError(f"parameter 'weights' = {v!r} must be a string: a file path, 'default' or 'none'")
+    return v.strip()
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter."""
+
+    name: str
+    default: Any
+    description: str
+    check: Callable[[Any], Any]
+    choices: Optional[Callable[[], list] | tuple] = None
+    read_only: bool = False
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model", DEFAULT_MODEL, "Registered network name (see `seg-perception models`).", _choice("model", _models), _models),
+    ParamSpec("weights", "default", "Checkpoint path; 'default' = the shipped weights of `model`; 'none' = random init (warning).", _weights),
+    ParamSpec("label_set", "", "Label space ('' = from the checkpoint, else cityscapes).", lambda v: v if v == "" else _choice("label_set", list_label_sets)(v), list_label_sets),
+    ParamSpec("num_classes", 0, "Expected number of output classes (0 = from label set/checkpoint); checked at load.", _range("num_classes", 0, 65535, int)),
+    ParamSpec("resolution", "", "Network input 'HxW' (camera images are resized to it); '' = checkpoint default.", _resolution),
+    ParamSpec("device", "cpu", "Inference device: cpu, cuda, cuda:N.", _device),
+    ParamSpec("backend", "torch", "Inference runtime.", _choice("backend", BACKENDS), BACKENDS),
+    ParamSpec("precision", "fp32", "Numeric precision (fp16/int8 need CUDA/TensorRT).", _choice("precision", PRECISIONS), PRECISIONS),
+    ParamSpec("overlay_alpha", 0.5, "Mask opacity in ~/overlay, 0..1.", _range("overlay_alpha", 0.0, 1.0, float)),
+    ParamSpec("input_transport", "raw", "Subscribe 'image' (raw) or 'image/compressed'. Start-up only.", _choice("input_transport", TRANSPORTS), TRANSPORTS, True),
+    ParamSpec("qos_reliability", "best_effort", "Subscription reliability (sensor-data default). Start-up only.", _choice("qos_reliability", RELIABILITY), RELIABILITY, True),
+    ParamSpec("qos_depth", 1, "Subscription queue depth. Start-up only.", _range("qos_depth", 1, 100, int), None, True),
+    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", _range("diagnostics_period", 0.05, 60.0, float)),
+    ParamSpec("center_threshold", 0.1, "Panoptic: center heatmap threshold.", _range("center_threshold", 0.0, 1.0, float)),
+    ParamSpec("nms_kernel", 7, "Panoptic: center NMS max-pool kernel (odd).", _odd_kernel),
+    ParamSpec("top_k", 200, "Panoptic: max number of instance centers.", _range("top_k", 1, 10000, int)),
+    ParamSpec("stuff_area", 2048, "Panoptic: stuff segments smaller than this (px at 1024x2048, scaled) become void.", _range("stuff_area", 0, 10_000_000, int)),
+)
+SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+def validate(name: str, value: Any) -> Any:
+    """Validate and normalize one parameter value.
+
+    Raises:
+        ParameterError: unknown parameter or invalid value (message lists what is allowed).
+    """
+    if name not in SPECS:
+        raise ParameterError(f"unknown parameter {name!r}; known: {', '.join(SPECS)}")
+    return SPECS[name].check(value)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Validated node configuration (what the node and the CLI run with)."""
+
+    values: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, overrides: dict | None = None) -> "NodeConfig":
+        vals = {p.name: p.default for p in PARAMETERS}
+        for k, v in (overrides or {}).items():
+            vals[k] = v
+        return cls({k: validate(k, v) for k, v in vals.items()})
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def replace(self, **changes: Any) -> "NodeConfig":
+        merged = dict(self.values)
+        merged.update(changes)
+        return NodeConfig.from_dict(merged)
+
+    def panoptic_config(self):
+        """The PanopticConfig these parameters describe."""
+        from ..panoptic import PanopticConfig
+
+        return PanopticConfig(
+            center_threshold=self["center_threshold"], nms_kernel=self["nms_kernel"],
+            top_k=self["top_k"], stuff_area=self["stuff_area"],
+        )
+
+    def segmenter_kwargs(self) -> dict:
+        """Keyword arguments for :func:`seg_perception.pipeline.build_segmenter`."""
+        return {
+            "model": self["model"],
+            "weights": self["weights"],
+            "resolution": self["resolution"] or None,
+            "backend": self["backend"],
+            "device": self["device"],
+            "precision": self["precision"],
+            "label_set": self["label_set"] or None,
+            "panoptic": self.panoptic_config(),
+        }
