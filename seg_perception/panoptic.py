@@ -1,0 +1,568 @@
+"""Panoptic-DeepLab post-processing: center heatmap + offsets + semantic logits -> panoptic ids.
+
+Pure functions in vectorized torch; the same code runs on CPU and CUDA. There is no Python loop
+per instance or per pixel: instance grouping loops over a bounded number of pixel chunks only
+to cap memory, and class votes, renumbering, areas, boxes and scores are ``bincount`` /
+``scatter_reduce`` / lookup-table operations.
+
+Pipeline (Cheng et al., "Panoptic-DeepLab", CVPR 2020):
+
+1. ``semantic = argmax(semantic_logits)``; thing pixels are those whose semantic class is in
+   ``thing_ids``.
+2. :func:`find_centers`: keep center-heatmap values ``> center_threshold`` that are the maximum of
+   their ``nms_kernel x nms_kernel`` window (max-pool NMS, same padding), then the ``top_k``
+   highest. A plateau of equal neighbouring maxima (e.g. a symmetric peak after bilinear
+   upsampling) keeps one center: the first in raster order.
+3. :func:`group_instances`: every thing pixel ``p`` predicts a center at ``p + offset(p)`` and
+   joins the nearest kept center (squared Euclidean distance, ties -> lower instance index).
+4. :func:`merge_semantic_and_instance`: instance class = majority vote of the semantic labels of
+   its pixels (ties -> lower class id); instances are renumbered per class ``1..n`` in instance
+   order, ``id = class * label_divisor + n``; stuff pixels get ``class * label_divisor``; stuff
+   classes covering fewer than the scaled ``stuff_area`` pixels, and thing pixels with no
+   instance, become ``void_label``.
+
+Void label: ``void_label`` defaults to ``255 * label_divisor = 255000``, *not* 0, because class 0
+is a valid stuff class (Cityscapes ``road``) whose panoptic id is ``0 * 1000 + 0 = 0``. Void
+pixels are not segments.
+
+DESIGN CHOICE (resolution): the network usually runs below the camera resolution. The
+:class:`~seg_perception.pipeline.Segmenter` calls :func:`resize_heads` to upsample all three
+heads bilinearly to the camera resolution and then :func:`panoptic_postprocess`, so grouping
+runs at the output resolution. Offsets are displacements measured in pixels of the network
+grid, so besides being resized they are *multiplied by the resize factor* (``H / h`` for dy,
+``W / w`` for dx); resizing them without scaling points every pixel at the wrong place.
+
+Segment scores (see :class:`seg_perception.results.Segment`): a thing's score is the center
+heatmap value at its instance's center; a stuff segment's score is the mean softmax probability
+of its class over the segment's pixels.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .datasets.labels import LabelSet
+from .results import LABEL_DIVISOR, Segment
+
+__all__ = [
+    "PanopticConfig",
+    "PanopticOutput",
+    "find_centers",
+    "group_instances",
+    "merge_semantic_and_instance",
+    "resize_heads",
+    "panoptic_postprocess",
+    "time_postprocess",
+]
+
+_INT32_MAX = 2**31 - 1
+#: Default memory budget of one grouping chunk (distance matrix and temporaries).
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class PanopticConfig:
+    """Panoptic-DeepLab post-processing parameters (defaults: the paper's Cityscapes setting).
+
+    Attributes:
+        center_threshold: center heatmap values must be strictly above this, in [0, 1].
+        nms_kernel: odd max-pool window (pixels of the grid grouping runs on), >= 1.
+        top_k: at most this many centers, in [1, label_divisor - 1].
+        stuff_area: minimum stuff segment area in pixels *at* ``stuff_area_reference_hw``;
+            at an H x W output the threshold is ``stuff_area * H * W / (ref_h * ref_w)``.
+        stuff_area_reference_hw: (height, width) the ``stuff_area`` refers to.
+        label_divisor: panoptic id = class * label_divisor + instance.
+        void_label: id of void pixels; 255000 by default, not 0 (0 is road stuff).
+    """
+
+    center_threshold: float = 0.1
+    nms_kernel: int = 7
+    top_k: int = 200
+    stuff_area: int = 2048
+    stuff_area_reference_hw: tuple[int, int] = (1024, 2048)
+    label_divisor: int = LABEL_DIVISOR
+    void_label: int = 255 * LABEL_DIVISOR
+
+    def validate(self) -> "PanopticConfig":
+        """Check every field; return ``self`` so calls chain.
+
+        Raises:
+            ValueError: naming the bad field, its value and the allowed range.
+        """
+        t = self.center_threshold
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.0 <= float(t) <= 1.0:
+            raise ValueError(f"PanopticConfig.center_threshold={t!r} must be a number in [0, 1]")
+        k = self.nms_kernel
+        if not _is_int(k) or k < 1 or k % 2 == 0:
+            raise ValueError(
+                f"PanopticConfig.nms_kernel={k!r} must be an odd integer >= 1 (e.g. 7), "
+                "so the max-pool window is centred on its pixel"
+            )
+        d = self.label_divisor
+        if not _is_int(d) or d < 2:
+            raise ValueError(f"PanopticConfig.label_divisor={d!r} must be an integer >= 2 (e.g. 1000)")
+        if not _is_int(self.top_k) or not 1 <= self.top_k <= d - 1:
+            raise ValueError(
+                f"PanopticConfig.top_k={self.top_k!r} must be an integer in [1, label_divisor - 1 = {d - 1}] "
+                "so instance numbers fit below label_divisor"
+            )
+        a = self.stuff_area
+        if not isinstance(a, (int, float)) or isinstance(a, bool) or a < 0:
+            raise ValueError(f"PanopticConfig.stuff_area={a!r} must be a number >= 0 (pixels; 0 keeps all stuff)")
+        ref = self.stuff_area_reference_hw
+        if (
+            not isinstance(ref, (tuple, list))
+            or len(ref) != 2
+            or not all(_is_int(v) and v >= 1 for v in ref)
+        ):
+            raise ValueError(
+                f"PanopticConfig.stuff_area_reference_hw={ref!r} must be (height, width), two integers >= 1, "
+                "e.g. (1024, 2048)"
+            )
+        v = self.void_label
+        if not _is_int(v) or not 0 <= v <= _INT32_MAX:
+            raise ValueError(
+                f"PanopticConfig.void_label={v!r} must be an integer in [0, {_INT32_MAX}] "
+                f"(default 255 * label_divisor = {255 * d})"
+            )
+        return self
+
+    def min_stuff_area(self, hw: tuple[int, int]) -> float:
+        """Stuff area threshold in pixels for an output of size ``hw = (H, W)``."""
+        ref_h, ref_w = self.stuff_area_reference_hw
+        return float(self.stuff_area) * hw[0] * hw[1] / (ref_h * ref_w)
+
+
+@dataclass(frozen=True)
+class PanopticOutput:
+    """Result of :func:`panoptic_postprocess`, on the device of the input heads.
+
+    Attributes:
+        panoptic: (H, W) int32 panoptic ids (``class * label_divisor + instance``, void pixels
+            hold ``cfg.void_label``).
+        semantic: (H, W) int64 argmax class per pixel.
+        segments: one :class:`Segment` per distinct non-void id, sorted by id.
+    """
+
+    panoptic: torch.Tensor
+    semantic: torch.Tensor
+    segments: list[Segment]
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_hw(name: str, t: torch.Tensor, channels: Optional[int], hint: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 3 or (channels is not None and t.shape[0] != channels):
+        want = f"({channels}, H, W)" if channels is not None else "(C, H, W)"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}; {hint}")
+
+
+def _max_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """(H, W) -> (H, W) max over the ``kernel x kernel`` window centred on each pixel (windows
+    clipped at the border). Separable: a row pass then a column pass, same result as 2-D."""
+    pad = kernel // 2
+    x = F.max_pool2d(x[None, None], (1, kernel), stride=1, padding=(0, pad))
+    return F.max_pool2d(x, (kernel, 1), stride=1, padding=(pad, 0))[0, 0]
+
+
+def find_centers(center: torch.Tensor, cfg: PanopticConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Instance centers from a center heatmap: threshold, max-pool NMS, top-k.
+
+    Args:
+        center: (1, H, W) float heatmap in [0, 1].
+        cfg: uses ``center_threshold`` (strict ``>``), ``nms_kernel`` and ``top_k``.
+
+    Returns:
+        ``(centers, scores)``: centers (K, 2) int64 (y, x) and scores (K,) float heatmap values,
+        K <= top_k, sorted by score descending (ties in raster order). Of a plateau of equal
+        maxima closer than the NMS window only the first in raster order is kept.
+    """
+    _check_hw("center", center, 1, "pass one image's heatmap, e.g. outputs['center'][0]")
+    hm = center[0].float()
+    h, w = hm.shape
+    k = cfg.nms_kernel
+    cand = (hm > cfg.center_threshold) & (hm == _max_pool(hm, k))
+    # Plateaus: candidates within one window of each other have equal values (each is the max of
+    # a window holding the other); keep the one with the smallest raster index.
+    dtype = torch.float32 if h * w < 2**24 else torch.float64  # raster indices stay exact
+    idx = torch.arange(h * w, device=hm.device, dtype=dtype).view(h, w)
+    neg = torch.where(cand, -idx, torch.full_like(idx, -float(h * w + 1)))
+    keep = cand & (_max_pool(neg, k) == neg)
+    flat = torch.nonzero(keep.flatten()).flatten()  # raster order
+    scores = hm.flatten()[flat]
+    order = torch.sort(scores, descending=True, stable=True).indices[: cfg.top_k]
+    flat = flat[order]
+    centers = torch.stack([torch.div(flat, w, rounding_mode="floor"), flat % w], dim=1)
+    return centers, scores[order]
+
+
+def group_instances(
+    centers: torch.Tensor,
+    offset: torch.Tensor,
+    thing_mask: torch.Tensor,
+    *,
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> torch.Tensor:
+    """Assign every thing pixel to the nearest center after adding its offset.
+
+    Pixel ``(y, x)`` predicts the center ``(y + offset[0, y, x], x + offset[1, y, x])`` and joins
+    center ``argmin_k`` of the squared distance (ties -> lowest k). Thing pixels are processed
+    in chunks so the (pixels, K) distance matrix stays within ``max_chunk_bytes``.
+
+    Args:
+        centers: (K, 2) int64 (y, x), K >= 0.
+        offset: (2, H, W) float (dy, dx) in pixels of this H x W grid.
+        thing_mask: (H, W) bool, True where the semantic class is a thing.
+        max_chunk_bytes: memory bound of one chunk's temporaries.
+
+    Returns:
+        (H, W) int32 instance index: k + 1 for center k, 0 outside ``thing_mask``.
+    """
+    _check_hw("offset", offset, 2, "pass one image's offsets (dy, dx), e.g. outputs['offset'][0]")
+    h, w = offset.shape[1:]
+    if thing_mask.shape != (h, w):
+        raise ValueError(f"thing_mask shape {tuple(thing_mask.shape)} must match offset's H x W {(h, w)}")
+    if centers.dim() != 2 or centers.shape[1] != 2:
+        raise ValueError(f"centers must have shape (K, 2) (y, x), got {tuple(centers.shape)}")
+    out = torch.zeros(h * w, dtype=torch.int32, device=offset.device)
+    k = centers.shape[0]
+    if k == 0:
+        return out.view(h, w)
+    pix = torch.nonzero(thing_mask.flatten()).flatten()
+    if pix.numel() == 0:
+        return out.view(h, w)
+    off = offset.float().flatten(1)  # (2, H*W)
+    cy = centers[:, 0].float()
+    cx = centers[:, 1].float()
+    # dy, dx and the distance: three float32 (chunk, K) temporaries, plus the argmin result.
+    chunk = max(1, max_chunk_bytes // (k * 4 * 3 + 8))
+    for start in range(0, pix.numel(), chunk):
+        p = pix[start : start + chunk]
+        py = torch.div(p, w, rounding_mode="floor").float() + off[0, p]
+        px = (p % w).float() + off[1, p]
+        dy = py[:, None] - cy[None, :]
+        dx = px[:, None] - cx[None, :]
+        dist = dy * dy
+        dist += dx * dx
+        out[p] = dist.argmin(dim=1).to(torch.int32) + 1
+    return out.view(h, w)
+
+
+def _thing_lut(thing_ids: frozenset[int], num_classes: int, device: torch.device) -> torch.Tensor:
+    """(num_classes,) bool lookup: True for thing classes."""
+    lut = torch.zeros(num_classes, dtype=torch.bool, device=device)
+    ids = [int(t) for t in thing_ids if 0 <= int(t) < num_classes]
+    if ids:
+        lut[torch.tensor(ids, device=device)] = True
+    return lut
+
+
+def merge_semantic_and_instance(
+    semantic: torch.Tensor,
+    instance: torch.Tensor,
+    thing_ids: frozenset[int],
+    cfg: PanopticConfig,
+) -> torch.Tensor:
+    """Fuse a semantic map and a class-agnostic instance map into panoptic ids.
+
+    Args:
+        semantic: (H, W) int64 class ids >= 0.
+        instance: (H, W) integer instance index (0 = none), e.g. from :func:`group_instances`;
+            values on stuff pixels are ignored.
+        thing_ids: classes that have instances.
+        cfg: uses ``label_divisor``, ``void_label``, ``stuff_area`` (scaled to H x W).
+
+    Returns:
+        (H, W) int32 panoptic ids. Instance class = majority semantic vote over its thing pixels
+        (ties -> lower class); instances are numbered per class 1..n in instance-index order;
+        stuff -> ``class * label_divisor``; small stuff classes and thing pixels without an
+        instance -> ``void_label``.
+
+    Raises:
+        ValueError: shape mismatch, negative classes, or a ``void_label`` that collides with a
+            real panoptic id.
+    """
+    if semantic.dim() != 2 or instance.shape != semantic.shape:
+        raise ValueError(
+            f"semantic {tuple(semantic.shape)} and instance {tuple(instance.shape)} must both be (H, W)"
+        )
+    dev = semantic.device
+    sem = semantic.long()
+    if sem.numel() == 0:
+        return torch.full(sem.shape, cfg.void_label, dtype=torch.int32, device=dev)
+    lo, hi = int(sem.min()), int(sem.max())
+    if lo < 0:
+        raise ValueError(f"semantic class ids must be >= 0, found {lo}")
+    num_classes = max(hi + 1, max((int(t) + 1 for t in thing_ids), default=0))
+    div, void = cfg.label_divisor, cfg.void_label
+    if void < num_classes * div and void % div < cfg.top_k + 1:
+        raise ValueError(
+            f"void_label={void} collides with panoptic ids of classes 0..{num_classes - 1} "
+            f"(label_divisor {div}); use a value >= {num_classes * div}, e.g. 255 * label_divisor"
+        )
+    if (num_classes - 1) * div + cfg.top_k > _INT32_MAX:
+        raise ValueError(f"label_divisor={div} with {num_classes} classes overflows int32 panoptic ids")
+
+    is_thing = _thing_lut(thing_ids, num_classes, dev)[sem]  # (H, W) bool
+    inst = torch.where(is_thing, instance.long(), torch.zeros_like(sem))
+    n_inst = int(inst.max()) + 1 if inst.numel() else 1
+
+    # Majority vote: votes[k, c] = pixels of instance k with class c (row 0 = no instance).
+    votes = torch.bincount((inst * num_classes + sem).flatten(), minlength=n_inst * num_classes)
+    votes = votes.view(n_inst, num_classes)
+    inst_class = votes.argmax(dim=1)  # first max -> lowest class on ties
+    present = votes.sum(dim=1) > 0
+    present[0] = False
+    # Per-class running count in instance order -> 1..n numbering.
+    onehot = F.one_hot(inst_class, num_classes) * present[:, None].long()
+    rank = onehot.cumsum(dim=0).gather(1, inst_class[:, None])[:, 0]
+    thing_lut = torch.where(present, inst_class * div + rank, torch.full_like(rank, void))
+    thing_lut[0] = void  # thing pixels that no instance claimed
+
+    # Stuff: one segment per class, void when below the scaled area threshold.
+    stuff_pix = sem[~is_thing]
+    stuff_area = torch.bincount(stuff_pix, minlength=num_classes)
+    classes = torch.arange(num_classes, device=dev)
+    big = stuff_area.double() >= cfg.min_stuff_area(tuple(sem.shape))
+    stuff_lut = torch.where(big, classes * div, torch.full_like(classes, void))
+
+    pan = torch.where(is_thing, thing_lut[inst], stuff_lut[sem])
+    return pan.to(torch.int32)
+
+
+def resize_heads(
+    semantic_logits: torch.Tensor,
+    center: torch.Tensor,
+    offset: torch.Tensor,
+    out_hw: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Upsample (or downsample) the three heads to ``out_hw``, scaling offsets to the new grid.
+
+    Bilinear, ``align_corners=False``. Offsets are displacements, so besides being resized dy is
+    multiplied by ``H / h`` and dx by ``W / w``.
+
+    Args:
+        semantic_logits: (C, h, w) float.
+        center: (1, h, w) float.
+        offset: (2, h, w) float (dy, dx) in pixels of the h x w grid.
+        out_hw: (H, W) output size.
+
+    Returns:
+        ``(semantic_logits (C, H, W), center (1, H, W), offset (2, H, W))``, offsets in pixels of
+        the H x W grid.
+    """
+    _check_hw("semantic_logits", semantic_logits, None, "drop the batch dimension: outputs['semantic'][0]")
+    _check_hw("center", center, 1, "drop the batch dimension: outputs['center'][0]")
+    _check_hw("offset", offset, 2, "drop the batch dimension: outputs['offset'][0]")
+    h, w = semantic_logits.shape[1:]
+    if center.shape[1:] != (h, w) or offset.shape[1:] != (h, w):
+        raise ValueError(
+            f"heads must share H x W: semantic {tuple(semantic_logits.shape)}, center {tuple(center.shape)}, "
+            f"offset {tuple(offset.shape)}"
+        )
+    H, W = int(out_hw[0]), int(out_hw[1])
+    if H < 1 or W < 1:
+        raise ValueError(f"out_hw={tuple(out_hw)} must be two integers >= 1 (height, width)")
+    if (H, W) == (h, w):
+        return semantic_logits, center, offset
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
+
+    scale = torch.tensor([H / h, W / w], dtype=torch.float32, device=offset.device).view(2, 1, 1)
+    return up(semantic_logits), up(center), up(offset) * scale
+
+
+def panoptic_postprocess(
+    semantic_logits: torch.Tensor,
+    center: torch.Tensor,
+    offset: torch.Tensor,
+    *,
+    thing_ids: frozenset[int],
+    cfg: PanopticConfig,
+    label_set: Optional[LabelSet] = None,
+) -> PanopticOutput:
+    """Full Panoptic-DeepLab post-processing on heads at the output resolution.
+
+    Call :func:`resize_heads` first when the network ran at another resolution.
+
+    Args:
+        semantic_logits: (C, H, W) float logits.
+        center: (1, H, W) float heatmap in [0, 1].
+        offset: (2, H, W) float (dy, dx) in pixels of this H x W grid.
+        thing_ids: thing classes (e.g. ``label_set.thing_ids``).
+        cfg: post-processing parameters (validated here).
+        label_set: source of class names; without it names are ``str(class_id)``.
+
+    Returns:
+        :class:`PanopticOutput` with (H, W) int32 ids, (H, W) int64 semantic and the segments.
+    """
+    cfg.validate()
+    _check_hw("semantic_logits", semantic_logits, None, "drop the batch dimension: outputs['semantic'][0]")
+    _check_hw("center", center, 1, "drop the batch dimension: outputs['center'][0]")
+    _check_hw("offset", offset, 2, "drop the batch dimension: outputs['offset'][0]")
+    hw = tuple(semantic_logits.shape[1:])
+    if tuple(center.shape[1:]) != hw or tuple(offset.shape[1:]) != hw:
+        raise ValueError(
+            f"heads must share H x W: semantic {tuple(semantic_logits.shape)}, center {tuple(center.shape)}, "
+            f"offset {tuple(offset.shape)}; call resize_heads(...) to bring them to one size"
+        )
+    logits = semantic_logits.float()
+    # max(dim) is several times faster than argmax(dim) on CPU; both return the first maximum.
+    top, semantic = logits.max(dim=0)
+    num_classes = logits.shape[0]
+    is_thing = _thing_lut(thing_ids, num_classes, logits.device)[semantic]
+
+    centers, scores = find_centers(center, cfg)
+    instance = group_instances(centers, offset, is_thing)
+    panoptic = merge_semantic_and_instance(semantic, instance, thing_ids, cfg)
+
+    # Probability of the argmax class, for stuff scores: exp(max_logit - logsumexp).
+    prob = torch.exp(top - torch.logsumexp(logits, dim=0))
+    segments = _segments(panoptic, semantic, instance, prob, scores, thing_ids, cfg, label_set)
+    return PanopticOutput(panoptic=panoptic, semantic=semantic, segments=segments)
+
+
+def _segments(
+    panoptic: torch.Tensor,
+    semantic: torch.Tensor,
+    instance: torch.Tensor,
+    prob: torch.Tensor,
+    center_scores: torch.Tensor,
+    thing_ids: frozenset[int],
+    cfg: PanopticConfig,
+    label_set: Optional[LabelSet],
+) -> list[Segment]:
+    """Segment statistics, vectorized over segments (bincount / scatter_reduce, no sort).
+
+    Args:
+        panoptic: (H, W) int32 ids from :func:`merge_semantic_and_instance`.
+        semantic: (H, W) int64 classes.
+        instance: (H, W) int32 instance index (> 0 on every non-void thing pixel).
+        prob: (H, W) float probability of each pixel's semantic class.
+        center_scores: (K,) heatmap value of each instance's center.
+
+    Returns:
+        Segments sorted by panoptic id.
+    """
+    h, w = panoptic.shape
+    num_classes = int(semantic.max()) + 1 if semantic.numel() else 1
+    flat = panoptic.flatten()
+    valid = torch.nonzero(flat != cfg.void_label).flatten()
+    if valid.numel() == 0:
+        return []
+    # Segment key: stuff class c -> c, thing instance k -> C + k (one key per non-void id).
+    inst = instance.flatten()[valid].long()
+    key = torch.where(inst > 0, inst + num_classes, semantic.flatten()[valid])
+    n = num_classes + center_scores.numel() + 1
+    ys = torch.div(valid, w, rounding_mode="floor")
+    xs = valid % w
+
+    def reduce(src: torch.Tensor, op: str, init: int) -> torch.Tensor:
+        return torch.full((n,), init, dtype=src.dtype, device=src.device).scatter_reduce(
+            0, key, src, reduce=op, include_self=True
+        )
+
+    area = torch.bincount(key, minlength=n)
+    a = area.double().clamp(min=1)
+    x0, x1 = reduce(xs, "amin", w), reduce(xs, "amax", -1)
+    y0, y1 = reduce(ys, "amin", h), reduce(ys, "amax", -1)
+    ids = reduce(flat[valid].long(), "amax", -1)
+    cx = torch.bincount(key, weights=xs.double(), minlength=n) / a
+    cy = torch.bincount(key, weights=ys.double(), minlength=n) / a
+    stuff_score = torch.bincount(key, weights=prob.flatten()[valid].double(), minlength=n) / a
+    thing_score = torch.cat(
+        [torch.zeros(num_classes + 1, dtype=torch.float64, device=key.device), center_scores.double()]
+    )
+    is_inst = torch.arange(n, device=key.device) > num_classes
+    score = torch.where(is_inst, thing_score, stuff_score)
+
+    used = torch.nonzero(area > 0).flatten()
+    used = used[torch.argsort(ids[used])]
+    cols = [t[used].tolist() for t in (ids, score, area, x0, y0, x1, y1, cx, cy)]
+    name = label_set.class_name if label_set is not None else str
+    div = cfg.label_divisor
+    return [
+        Segment(
+            id=int(i), class_id=int(i) // div, class_name=name(int(i) // div), is_thing=int(i) // div in thing_ids,
+            score=float(s), area=int(ar), bbox=(int(xa), int(ya), int(xb - xa + 1), int(yb - ya + 1)),
+            centroid=(float(mx), float(my)),
+        )
+        for i, s, ar, xa, ya, xb, yb, mx, my in zip(*cols)
+    ]
+
+
+def _random_heads(
+    hw: tuple[int, int], num_classes: int, centers: int, device: str, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random (C, H, W) logits, (1, H, W) heatmap with ``centers`` Gaussian blobs, (2, H, W) offsets
+    pointing at the nearest blob, for timing."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = hw
+    logits = torch.randn(num_classes, h, w, generator=g)
+    cy = torch.randint(0, h, (centers,), generator=g).float()
+    cx = torch.randint(0, w, (centers,), generator=g).float()
+    yy = torch.arange(h, dtype=torch.float32).view(h, 1, 1)
+    xx = torch.arange(w, dtype=torch.float32).view(1, w, 1)
+    sigma = max(2.0, min(h, w) / 64)
+    d2 = (yy - cy) ** 2 + (xx - cx) ** 2 if centers > 0 else torch.full((h, w, 1), float("inf"))
+    heat = torch.exp(-d2.min(dim=2).values / (2 * sigma**2))[None]
+    if centers > 0:
+        near = d2.argmin(dim=2)
+        offset = torch.stack([cy[near] - yy[..., 0], cx[near] - xx[..., 0]])
+    else:
+        offset = torch.zeros(2, h, w)
+    return logits.to(device), heat.to(device), offset.to(device)
+
+
+def time_postprocess(
+    hw: tuple[int, int],
+    num_classes: int = 19,
+    centers: int = 20,
+    repeats: int = 5,
+    device: str = "cpu",
+) -> dict:
+    """Median wall time of :func:`panoptic_postprocess` (no resize) on random heads.
+
+    Args:
+        hw: (H, W) of the heads.
+        num_classes: C of the semantic head; the Cityscapes things 11..18 are things when present.
+        centers: Gaussian blobs in the center heatmap.
+        repeats: timed runs after one warm-up.
+        device: torch device string, e.g. ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        ``{"hw", "device", "repeats", "median_ms", "min_ms", "max_ms", "segments"}``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats!r} must be >= 1")
+    logits, heat, offset = _random_heads(tuple(hw), num_classes, centers, device)
+    things = frozenset(range(11, 19)) & frozenset(range(num_classes))
+    cfg = PanopticConfig()
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    out = panoptic_postprocess(logits, heat, offset, thing_ids=things, cfg=cfg)  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        out = panoptic_postprocess(logits, heat, offset, thing_ids=things, cfg=cfg)
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {
+        "hw": tuple(hw),
+        "device": str(device),
+        "repeats": repeats,
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "segments": len(out.segments),
+    }
