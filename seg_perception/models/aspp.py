@@ -4,6 +4,10 @@ Layout (state-dict keys): ``convs.0`` 1x1 conv-BN-ReLU; ``convs.1..3`` 3x3 atrou
 the given rates; ``convs.4`` image pooling (``convs.4.1`` 1x1 conv, ``convs.4.2`` BN);
 ``project`` 1x1 conv-BN-ReLU (+ dropout) over the concatenation of the five branches.
 
+Detectron2 variant (``separable=True, pooling_norm=False``): ``convs.1..3`` are depthwise-separable
+(``depthwise.{0,1}`` 3x3 atrous depthwise conv + BN, ``pointwise.{0,1}`` 1x1 conv + BN) and the
+image-pooling conv has a bias and no BN (``convs.4.1.weight/bias``).
+
 Default rates: (6, 12, 18) at output stride 16 and (12, 24, 36) at output stride 8
 (:func:`aspp_rates`).
 """
@@ -24,29 +28,44 @@ def aspp_rates(output_stride: int) -> tuple[int, int, int]:
     return table[output_stride]
 
 
-def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
+def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1, groups: int = 1) -> nn.Sequential:
     """Conv2d (no bias, 'same' padding) -> BatchNorm2d -> ReLU; keys ``0.*``, ``1.*``."""
     pad = (kernel - 1) // 2 * dilation
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
+        nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
 
 
-class ASPPPooling(nn.Sequential):
-    """Image-level branch: global mean -> 1x1 conv-BN-ReLU -> broadcast back to (h, w).
+class SeparableConvBNReLU(nn.Module):
+    """Depthwise kxk conv-BN-ReLU then pointwise 1x1 conv-BN-ReLU.
 
-    (N, cin, h, w) -> (N, cout, h, w). Note: BatchNorm over a 1x1 map needs batch > 1 in training.
+    (N, cin, h, w) -> (N, cout, h, w). Keys ``depthwise.{0,1}``, ``pointwise.{0,1}``.
     """
 
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(cin, cout, 1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-        )
+    def __init__(self, cin: int, cout: int, kernel: int = 5, dilation: int = 1) -> None:
+        super().__init__()
+        self.depthwise = conv_bn_relu(cin, cin, kernel, dilation=dilation, groups=cin)
+        self.pointwise = conv_bn_relu(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class ASPPPooling(nn.Sequential):
+    """Image-level branch: global mean -> 1x1 conv(-BN)-ReLU -> broadcast back to (h, w).
+
+    (N, cin, h, w) -> (N, cout, h, w). Note: BatchNorm over a 1x1 map needs batch > 1 in training
+    (``norm=False`` uses a biased conv without BN instead, the Detectron2 layout).
+    """
+
+    def __init__(self, cin: int, cout: int, norm: bool = True) -> None:
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=not norm)]
+        if norm:
+            layers.append(nn.BatchNorm2d(cout))
+        layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -62,16 +81,21 @@ class ASPP(nn.Module):
         out_channels: channels of every branch and of the projection (paper: 256).
         rates: three atrous rates.
         dropout: dropout after the projection (training only).
+        separable: depthwise-separable atrous branches (Detectron2 ``dsconv`` configs).
+        pooling_norm: BN in the image-pooling branch (False: biased conv, Detectron2 layout).
     """
 
     def __init__(self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = (6, 12, 18),
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, *, separable: bool = False, pooling_norm: bool = True) -> None:
         super().__init__()
         if len(rates) != 3:
             raise ValueError(f"ASPP needs exactly 3 atrous rates, got {tuple(rates)!r}")
         branches: list[nn.Module] = [conv_bn_relu(in_channels, out_channels, 1)]
-        branches += [conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates]
-        branches.append(ASPPPooling(in_channels, out_channels))
+        if separable:
+            branches += [SeparableConvBNReLU(in_channels, out_channels, 3, dilation=r) for r in rates]
+        else:
+            branches += [conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates]
+        branches.append(ASPPPooling(in_channels, out_channels, norm=pooling_norm))
         self.convs = nn.ModuleList(branches)
         self.project = nn.Sequential(
             nn.Conv2d(5 * out_channels, out_channels, 1, bias=False),
