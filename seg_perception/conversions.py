@@ -140,7 +140,8 @@ def _check_size(height: int, width: int, max_pixels: int, what: str = "image") -
     if height * width > max_pixels:
         raise ConversionError(
             "too_large",
-            f"{what} of {width}x{height} = {height * width} pixels exceeds max_pixels={max_pixels}; "
+            f"{what} of {width}x{height} = {height * width} pixels exceeds "
+            f"max_pixels={max_pixels}; "
             f"pass a larger max_pixels=... if this size is intended, otherwise the message is "
             f"corrupt.",
         )
@@ -506,7 +507,8 @@ def numpy_to_compressed(
             "unknown_encoding",
             f"unsupported compressed format {fmt!r}; use 'jpeg' or 'png'.",
         )
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+    int_like = isinstance(quality, (int, np.integer)) and not isinstance(quality, bool)
+    if not int_like or not 1 <= quality <= 100:
         raise ValueError(f"quality={quality!r} must be an integer in 1..100 (JPEG quality)")
     img = np.asarray(rgb)
     if img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
