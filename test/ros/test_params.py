@@ -1,0 +1,50 @@
+"""Parameter table: defaults valid, bad values refused with the allowed values named."""
+import pytest
+
+from seg_perception.models import list_models
+from seg_perception.ros.params import PARAMETERS, SPECS, NodeConfig, ParameterError, validate
+
+
+def test_defaults_validate():
+    cfg = NodeConfig.from_dict()
+    assert cfg["model"] in list_models()
+    assert all(p.description for p in PARAMETERS)
+
+
+@pytest.mark.parametrize("name,value,needle", [
+    ("model", "deeplab_nope", "deeplabv3plus_mobilenetv2"),
+    ("backend", "tflite", "onnxruntime"),
+    ("precision", "fp8", "fp16"),
+    ("input_transport", "theora", "compressed"),
+    ("qos_reliability", "sometimes", "best_effort"),
+    ("overlay_alpha", 1.5, "[0.0, 1.0]"),
+    ("overlay_alpha", "half", "number"),
+    ("resolution", "512by1024", "HxW"),
+    ("resolution", "4x4", "between 8 and 8192"),
+    ("device", "tpu", "cuda:N"),
+    ("nms_kernel", 6, "odd"),
+    ("top_k", 0, "[1, 10000]"),
+    ("qos_depth", True, "integer"),
+])
+def test_bad_values_name_parameter_and_allowed(name, value, needle):
+    with pytest.raises(ParameterError) as e:
+        validate(name, value)
+    assert name in str(e.value) and needle in str(e.value)
+
+
+def test_normalization_and_unknown():
+    assert validate("resolution", "256 x 512") == "256x512"
+    assert validate("resolution", "") == ""
+    assert validate("device", "CUDA:1") == "cuda:1"
+    with pytest.raises(ParameterError, match="known"):
+        validate("no_such_param", 1)
+
+
+def test_segmenter_kwargs_roundtrip():
+    cfg = NodeConfig.from_dict({"resolution": "128x256", "model": "panoptic_deeplab_mobilenetv3_large", "top_k": 50})
+    kw = cfg.segmenter_kwargs()
+    assert kw["resolution"] == "128x256" and kw["model"] == "panoptic_deeplab_mobilenetv3_large"
+    assert kw["panoptic"].top_k == 50 and kw["panoptic"].nms_kernel == SPECS["nms_kernel"].default
+    assert cfg.replace(top_k=7)["top_k"] == 7
+    with pytest.raises(ParameterError):
+        cfg.replace(top_k=-1)
