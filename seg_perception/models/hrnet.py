@@ -69,7 +69,7 @@ class HRNetV2Seg(HRNetBackbone):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (N, 3, H, W) ImageNet-normalized RGB -> {"semantic": (N, num_classes, H, W) logits}."""
-        if x.dim() != 4 or x.shape[1] != 3:
+        if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != 3):
             raise ValueError(
                 f"expected an (N, 3, H, W) ImageNet-normalized RGB tensor, got shape {tuple(x.shape)}; "
                 "add a batch dimension / convert to 3-channel RGB first"
@@ -152,10 +152,37 @@ def convert_hrnet_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     return out
 
 
-def _describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor], limit: int = 10) -> str | None:
+def _prefixes(keys) -> set[str]:
+    out = set()
+    for key in keys:
+        parts = key.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return out
+
+
+def _group_keys(keys: list[str], other: set[str]) -> list[str]:
+    """Collapse keys to their shortest dotted prefix absent from ``other`` (all prefixes of the other
+    side's keys), e.g. every key under a missing module becomes ``"stage3.3.*"``; order kept."""
+    groups: list[str] = []
+    for key in keys:
+        parts = key.split(".")
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix not in other:
+                label = prefix if i == len(parts) else prefix + ".*"
+                break
+        else:  # pragma: no cover - cannot happen: the full key is absent from the other side
+            label = key
+        if label not in groups:
+            groups.append(label)
+    return groups
+
+
+def _describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor], limit: int = 12) -> str | None:
+    """Human-readable list of missing / unexpected keys and shape mismatches, or None if it fits."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
+    missing = _group_keys([k for k in own if k not in state_dict], _prefixes(state_dict))
+    unexpected = _group_keys([k for k in state_dict if k not in own], _prefixes(own))
     shapes = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
         for k, v in own.items()
@@ -179,6 +206,9 @@ def _checkpoint_hint(state_dict: Mapping[str, torch.Tensor]) -> str:
     w = state_dict.get("transition1.0.0.weight")
     if isinstance(w, torch.Tensor) and w.dim() == 4:
         hints.append(f"its first branch has {w.shape[0]} channels (HRNetV2-W{w.shape[0]})")
+    stage3_modules = {k.split(".")[1] for k in state_dict if k.startswith("stage3.")}
+    if stage3_modules:
+        hints.append(f"{len(stage3_modules)} stage-3 modules (3: W18-Small-v2, 4: W18/W48)")
     cls = state_dict.get("last_layer.3.weight")
     if isinstance(cls, torch.Tensor) and cls.dim() == 4:
         hints.append(f"{cls.shape[0]} classes (num_classes={cls.shape[0]})")
