@@ -354,9 +354,9 @@ def build_segmenter(
     ``resolution`` is the network input (H, W); None uses the checkpoint's recorded resolution or
     :data:`DEFAULT_RESOLUTION`. See :func:`load_model` for ``weights``.
     """
+    loaded = load_model(model, weights=weights, label_set=label_set, model_kwargs=model_kwargs)
     from .runtime.factory import create_backend
 
-    loaded = load_model(model, weights=weights, label_set=label_set, model_kwargs=model_kwargs)
     res = parse_resolution(resolution) if resolution is not None else (loaded.resolution or DEFAULT_RESOLUTION)
     be = create_backend(
         backend, loaded.model, resolution=res, batch=1, device=device, precision=precision,
