@@ -192,7 +192,7 @@ def test_convert_rejects_non_hrnet_dict():
         convert_hrnet_official([1, 2, 3])  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", ["hrnetv2_w18_small_v2", "hrnetv2_w48"])
+@pytest.mark.parametrize("name", ["hrnetv2_w18_small_v2", pytest.param("hrnetv2_w48", marks=pytest.mark.slow)])
 def test_official_checkpoint_roundtrip_reproduces_outputs(tmp_path, name):
     src = BUILDERS[name]().eval()
     src.load_state_dict(_randomized_state(src, seed=1))
@@ -244,6 +244,7 @@ def test_wrong_num_classes_is_named(models):
 
 # --------------------------------------------------------------------------- export
 
+@pytest.mark.slow
 def test_onnx_export_matches_torch_at_other_sizes():
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
