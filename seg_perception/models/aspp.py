@@ -4,7 +4,7 @@ Layout (state-dict keys): ``convs.0`` 1x1 conv-BN-ReLU; ``convs.1..3`` 3x3 atrou
 the given rates; ``convs.4`` image pooling (``convs.4.1`` 1x1 conv, ``convs.4.2`` BN);
 ``project`` 1x1 conv-BN-ReLU (+ dropout) over the concatenation of the five branches.
 
-Detectron2 variant (``separable=True, pooling_norm=False``): ``convs.1..3`` are depthwise-separable
+Detectron2 variant (``separable=True, pooling="bias"``): ``convs.1..3`` are depthwise-separable
 (``depthwise.{0,1}`` 3x3 atrous depthwise conv + BN, ``pointwise.{0,1}`` 1x1 conv + BN) and the
 image-pooling conv has a bias and no BN (``convs.4.1.weight/bias``).
 
@@ -56,13 +56,20 @@ class SeparableConvBNReLU(nn.Module):
 class ASPPPooling(nn.Sequential):
     """Image-level branch: global mean -> 1x1 conv(-BN)-ReLU -> broadcast back to (h, w).
 
-    (N, cin, h, w) -> (N, cout, h, w). Note: BatchNorm over a 1x1 map needs batch > 1 in training
-    (``norm=False`` uses a biased conv without BN instead, the Detectron2 layout).
+    (N, cin, h, w) -> (N, cout, h, w).
+
+    ``norm``: ``"bn"`` conv without bias + BatchNorm (TF DeepLab, torchvision; needs batch > 1 in
+    training since BN sees a 1x1 map), ``"bias"`` conv with bias and no BN (Detectron2),
+    ``"none"`` conv without bias or BN (bowenc0221/panoptic-deeplab).
     """
 
-    def __init__(self, cin: int, cout: int, norm: bool = True) -> None:
-        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=not norm)]
-        if norm:
+    NORMS = ("bn", "bias", "none")
+
+    def __init__(self, cin: int, cout: int, norm: str = "bn") -> None:
+        if norm not in self.NORMS:
+            raise ValueError(f"ASPP pooling norm must be one of {self.NORMS}, got {norm!r}")
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=norm == "bias")]
+        if norm == "bn":
             layers.append(nn.BatchNorm2d(cout))
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
@@ -70,6 +77,7 @@ class ASPPPooling(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         y = super().forward(x)
+        # a 1x1 map upsampled bilinearly is a broadcast: align_corners does not matter here
         return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
 
 
@@ -82,11 +90,12 @@ class ASPP(nn.Module):
         rates: three atrous rates.
         dropout: dropout after the projection (training only).
         separable: depthwise-separable atrous branches (Detectron2 ``dsconv`` configs).
-        pooling_norm: BN in the image-pooling branch (False: biased conv, Detectron2 layout).
+        pooling: image-pooling branch normalization, see :class:`ASPPPooling` (``"bn"``,
+            ``"bias"``: Detectron2, ``"none"``: bowenc0221).
     """
 
     def __init__(self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = (6, 12, 18),
-                 dropout: float = 0.1, *, separable: bool = False, pooling_norm: bool = True) -> None:
+                 dropout: float = 0.1, *, separable: bool = False, pooling: str = "bn") -> None:
         super().__init__()
         if len(rates) != 3:
             raise ValueError(f"ASPP needs exactly 3 atrous rates, got {tuple(rates)!r}")
@@ -95,7 +104,7 @@ class ASPP(nn.Module):
             branches += [SeparableConvBNReLU(in_channels, out_channels, 3, dilation=r) for r in rates]
         else:
             branches += [conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates]
-        branches.append(ASPPPooling(in_channels, out_channels, norm=pooling_norm))
+        branches.append(ASPPPooling(in_channels, out_channels, norm=pooling))
         self.convs = nn.ModuleList(branches)
         self.project = nn.Sequential(
             nn.Conv2d(5 * out_channels, out_channels, 1, bias=False),

@@ -2,7 +2,7 @@
 
 Decoder: the stride-4 low-level features are reduced to ``low_level_channels`` (paper: 48) by a
 1x1 conv, concatenated with the bilinearly upsampled ASPP output, refined by ``decoder_convs``
-3x3 convs (paper: two, 256 channels), classified by a 1x1 conv, and upsampled bilinearly
+3x3 convs (paper: two, 256 channels; VainF's checkpoints: ``decoder_convs=1``), classified by a 1x1 conv, and upsampled bilinearly
 (align_corners=False) to the input size.
 
 State-dict layout: ``backbone.*`` (torchvision keys), ``aspp.*`` (see :mod:`.aspp`),
@@ -94,12 +94,15 @@ def _build(backbone: str, *, num_classes: int, output_stride: int, aspp_channels
                 description="DeepLabV3+ with a MobileNetV2 backbone (320-ch high-level map)")
 def deeplabv3plus_mobilenetv2(*, num_classes: int = 19, output_stride: int = 16, aspp_channels: int = 256,
                               decoder_channels: int = 256, low_level_channels: int = 48,
-                              decoder_convs: int = 2) -> DeepLabV3Plus:
-    """DeepLabV3+ / MobileNetV2 (backbone without the final 1280-ch conv, like the paper's variant)."""
+                              decoder_convs: int = 2, block_padding: str = "conv") -> DeepLabV3Plus:
+    """DeepLabV3+ / MobileNetV2 (backbone without the final 1280-ch conv, like the paper's variant).
+
+    ``block_padding="input"`` reproduces VainF's MobileNetV2 padding (set automatically by
+    ``checkpoints.load_weights`` for VainF checkpoints)."""
     return _build("mobilenetv2", num_classes=num_classes, output_stride=output_stride,
                   aspp_channels=aspp_channels, decoder_channels=decoder_channels,
                   low_level_channels=low_level_channels, decoder_convs=decoder_convs,
-                  include_last_conv=False)
+                  include_last_conv=False, block_padding=block_padding)
 
 
 @register_model("deeplabv3plus_resnet50", task="semantic", description="DeepLabV3+ with a dilated ResNet-50")

@@ -19,12 +19,18 @@ exported graphs) it is clamped to [0, 1] as the model output contract requires. 
 sigmoid would move the 0.1 threshold of the post-processing and break converted checkpoints.
 
 State-dict layout: ``backbone.*``; ``semantic_decoder`` / ``instance_decoder`` with ``aspp.*``,
-``project.{0,1}`` (stride 4, stride 8; 1x1 conv + BN), ``fuse.{0,1}`` (separable convs,
+``project.{0,1}`` (stride 4, stride 8; 1x1 conv + BN), ``fuse.{0,1}`` (separable convs over
+``cat([projected low-level, upsampled coarser map])``,
 ``depthwise.{0,1}``, ``pointwise.{0,1}``); ``semantic_head.*``, ``semantic_predictor``,
 ``center_head.{0,1}`` (3x3 conv-BN-ReLU each), ``center_predictor``, ``offset_head.*``,
 ``offset_predictor``.
 
+Variants for converted checkpoints (builder keyword arguments): three decoder stages
+(stride 16/8/4), separable ASPP, the image-pooling conv's normalization, a separable center head
+and ``align_corners`` -- see :class:`PanopticDeepLab`.
+
 Registered: ``panoptic_deeplab_mobilenetv3_large``, ``panoptic_deeplab_resnet50``,
+``panoptic_deeplab_resnet101``,
 ``panoptic_deeplab_resnet52_dc5`` (Detectron2's R52 layout: deep stem, multi-grid (1, 2, 4),
 separable ASPP).
 """
@@ -41,41 +47,50 @@ from .backbones import build_backbone
 from .registry import register_model
 
 
-def _pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
+_FEATURE_KEYS = ("stride4", "stride8", "stride16")
+
+
+def _channels(name: str, value: int | Sequence[int], n: int | None) -> tuple[int, ...]:
     if isinstance(value, int):
-        return value, value
-    if len(value) != 2:
-        raise ValueError(f"{name} must be an int or a (stride4, stride8) pair, got {value!r}")
-    return int(value[0]), int(value[1])
+        return (value,) * (n or 2)
+    out = tuple(int(v) for v in value)
+    if len(out) not in (2, 3) or (n is not None and len(out) != n):
+        need = f"{n}" if n is not None else "2 or 3"
+        raise ValueError(
+            f"{name} must be an int or {need} channel counts ordered (stride4, stride8[, stride16]), "
+            f"got {value!r}"
+        )
+    return out
 
 
 class PanopticDecoder(nn.Module):
-    """ASPP + two fusion stages (stride 8, then stride 4).
+    """ASPP + top-down fusion stages (stride 16 if used, then 8, then 4).
 
-    forward(out (N, Cout, h, w), stride8 (N, C8, H/8, W/8), stride4 (N, C4, H/4, W/4))
-    -> (N, decoder_channels, H/4, W/4).
+    ``forward(out, lows)``: out (N, Cout, h, w) backbone map, ``lows`` the low-level maps ordered
+    (stride4 (N, C4, H/4, W/4), stride8, [stride16]) -> (N, decoder_channels, H/4, W/4).
+    Index ``i`` of ``project`` / ``fuse`` belongs to ``lows[i]``.
     """
 
-    def __init__(self, in_channels: int, stride8_in: int, stride4_in: int, *, aspp_channels: int,
-                 decoder_channels: int, low_level_channels: tuple[int, int], rates: Sequence[int],
-                 separable_aspp: bool = False, aspp_pooling_norm: bool = True) -> None:
+    def __init__(self, in_channels: int, low_in: Sequence[int], *, aspp_channels: int,
+                 decoder_channels: int, low_level_channels: Sequence[int], rates: Sequence[int],
+                 separable_aspp: bool = False, aspp_pooling: str = "bn", align_corners: bool = False) -> None:
         super().__init__()
-        self.aspp = ASPP(in_channels, aspp_channels, rates, separable=separable_aspp,
-                         pooling_norm=aspp_pooling_norm)
-        c4, c8 = low_level_channels
-        # index 0: stride 4, index 1: stride 8 (Detectron2's res2 / res3 order).
-        self.project = nn.ModuleList([conv_bn_relu(stride4_in, c4, 1), conv_bn_relu(stride8_in, c8, 1)])
+        self.aspp = ASPP(in_channels, aspp_channels, rates, separable=separable_aspp, pooling=aspp_pooling)
+        n = len(low_level_channels)
+        self.project = nn.ModuleList([conv_bn_relu(low_in[i], low_level_channels[i], 1) for i in range(n)])
         self.fuse = nn.ModuleList([
-            SeparableConvBNReLU(c4 + decoder_channels, decoder_channels, 5),
-            SeparableConvBNReLU(c8 + aspp_channels, decoder_channels, 5),
+            SeparableConvBNReLU(low_level_channels[i] + (aspp_channels if i == n - 1 else decoder_channels),
+                                decoder_channels, 5)
+            for i in range(n)
         ])
+        self.align_corners = align_corners
         self.out_channels = decoder_channels
 
-    def forward(self, out: torch.Tensor, stride8: torch.Tensor, stride4: torch.Tensor) -> torch.Tensor:
+    def forward(self, out: torch.Tensor, lows: Sequence[torch.Tensor]) -> torch.Tensor:
         y = self.aspp(out)
-        for idx, feat in ((1, stride8), (0, stride4)):
-            proj = self.project[idx](feat)
-            y = F.interpolate(y, size=proj.shape[-2:], mode="bilinear", align_corners=False)
+        for idx in range(len(self.project) - 1, -1, -1):
+            proj = self.project[idx](lows[idx])
+            y = F.interpolate(y, size=proj.shape[-2:], mode="bilinear", align_corners=self.align_corners)
             y = self.fuse[idx](torch.cat([proj, y], dim=1))
         return y
 
@@ -86,9 +101,24 @@ class PanopticDeepLab(nn.Module):
     ``forward(x)``: x (N, 3, H, W) ImageNet-normalized RGB -> dict with
     ``"semantic"`` (N, num_classes, H, W) logits, ``"center"`` (N, 1, H, W) heatmap (clamped to
     [0, 1] in eval mode, raw in training), ``"offset"`` (N, 2, H, W) (dy, dx) in input pixels.
+
+    Args (keyword-only after ``backbone``):
+        num_classes, output_stride: classes; backbone output stride (ASPP rates follow it).
+        aspp_channels, decoder_channels, head_channels: semantic branch widths (256, 256, 256).
+        instance_aspp_channels, instance_decoder_channels, instance_head_channels: instance
+            branch widths (256, 128, 32).
+        low_level_channels, instance_low_level_channels: projections of the low-level features,
+            ordered (stride4, stride8[, stride16]); the length (2 or 3) sets the number of decoder
+            stages (paper: (32, 64) and (16, 32)).
+        separable_aspp: depthwise-separable ASPP branches (Detectron2 dsconv).
+        aspp_pooling: ``"bn"`` / ``"bias"`` / ``"none"`` (see :class:`.aspp.ASPPPooling`).
+        center_head: ``"conv"`` (two 3x3 convs, paper/Detectron2) or ``"separable"`` (one 5x5
+            separable conv, bowenc0221).
+        align_corners: bilinear mode of the decoder and output upsampling (False; bowenc0221: True).
     """
 
     output_names: tuple[str, ...] = ("semantic", "center", "offset")
+    CENTER_HEADS = ("conv", "separable")
 
     def __init__(self, backbone: nn.Module, *, num_classes: int = 19, output_stride: int = 16,
                  aspp_channels: int = 256, decoder_channels: int = 256,
@@ -96,27 +126,44 @@ class PanopticDeepLab(nn.Module):
                  head_channels: int = 256, instance_head_channels: int = 32,
                  low_level_channels: int | Sequence[int] = (32, 64),
                  instance_low_level_channels: int | Sequence[int] = (16, 32),
-                 separable_aspp: bool = False, aspp_pooling_norm: bool = True) -> None:
+                 separable_aspp: bool = False, aspp_pooling: str = "bn", center_head: str = "conv",
+                 align_corners: bool = False) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
+        if center_head not in self.CENTER_HEADS:
+            raise ValueError(f"center_head must be one of {self.CENTER_HEADS}, got {center_head!r}")
+        sem_low = _channels("low_level_channels", low_level_channels, None)
+        ins_low = _channels("instance_low_level_channels", instance_low_level_channels, len(sem_low))
+        self.feature_keys = _FEATURE_KEYS[: len(sem_low)]
+        low_in = []
+        for key in self.feature_keys:
+            ch = getattr(backbone, f"{key}_channels", None) if key != "stride4" else backbone.low_level_channels
+            if ch is None:
+                raise ValueError(
+                    f"{type(backbone).__name__} has no {key} features; use 2 low-level channel counts "
+                    f"(stride4, stride8) instead of {len(sem_low)}"
+                )
+            low_in.append(ch)
         self.backbone = backbone
         rates = aspp_rates(output_stride)
-        feats = (backbone.out_channels, backbone.stride8_channels, backbone.low_level_channels)
+        common = dict(rates=rates, separable_aspp=separable_aspp, aspp_pooling=aspp_pooling,
+                      align_corners=align_corners)
         self.semantic_decoder = PanopticDecoder(
-            *feats, aspp_channels=aspp_channels, decoder_channels=decoder_channels,
-            low_level_channels=_pair("low_level_channels", low_level_channels), rates=rates,
-            separable_aspp=separable_aspp, aspp_pooling_norm=aspp_pooling_norm)
+            backbone.out_channels, low_in, aspp_channels=aspp_channels, decoder_channels=decoder_channels,
+            low_level_channels=sem_low, **common)
         self.instance_decoder = PanopticDecoder(
-            *feats, aspp_channels=instance_aspp_channels, decoder_channels=instance_decoder_channels,
-            low_level_channels=_pair("instance_low_level_channels", instance_low_level_channels),
-            rates=rates, separable_aspp=separable_aspp, aspp_pooling_norm=aspp_pooling_norm)
+            backbone.out_channels, low_in, aspp_channels=instance_aspp_channels,
+            decoder_channels=instance_decoder_channels, low_level_channels=ins_low, **common)
         self.semantic_head = SeparableConvBNReLU(decoder_channels, head_channels, 5)
         self.semantic_predictor = nn.Conv2d(head_channels, num_classes, 1)
-        self.center_head = nn.Sequential(
-            conv_bn_relu(instance_decoder_channels, instance_decoder_channels, 3),
-            conv_bn_relu(instance_decoder_channels, instance_head_channels, 3),
-        )
+        if center_head == "conv":
+            self.center_head: nn.Module = nn.Sequential(
+                conv_bn_relu(instance_decoder_channels, instance_decoder_channels, 3),
+                conv_bn_relu(instance_decoder_channels, instance_head_channels, 3),
+            )
+        else:
+            self.center_head = SeparableConvBNReLU(instance_decoder_channels, instance_head_channels, 5)
         self.center_predictor = nn.Conv2d(instance_head_channels, 1, 1)
         self.offset_head = SeparableConvBNReLU(instance_decoder_channels, instance_head_channels, 5)
         self.offset_predictor = nn.Conv2d(instance_head_channels, 2, 1)
@@ -124,13 +171,21 @@ class PanopticDeepLab(nn.Module):
             nn.init.normal_(pred.weight, 0.0, 0.001)
             nn.init.zeros_(pred.bias)
         self.num_classes = num_classes
+        self.align_corners = align_corners
+
+    def set_align_corners(self, value: bool) -> None:
+        """Switch bilinear ``align_corners`` everywhere (no parameters change)."""
+        self.align_corners = bool(value)
+        self.semantic_decoder.align_corners = bool(value)
+        self.instance_decoder.align_corners = bool(value)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Head outputs at 1/4 resolution: semantic (N,C,h,w), center (N,1,h,w) raw,
         offset (N,2,h,w) in 1/4-resolution pixels."""
         f = self.backbone(x)
-        sem = self.semantic_decoder(f["out"], f["stride8"], f["stride4"])
-        ins = self.instance_decoder(f["out"], f["stride8"], f["stride4"])
+        lows = [f[k] for k in self.feature_keys]
+        sem = self.semantic_decoder(f["out"], lows)
+        ins = self.instance_decoder(f["out"], lows)
         return {
             "semantic": self.semantic_predictor(self.semantic_head(sem)),
             "center": self.center_predictor(self.center_head(ins)),
@@ -141,20 +196,25 @@ class PanopticDeepLab(nn.Module):
         out = self.forward_features(x)
         size = x.shape[-2:]
         fh, fw = out["offset"].shape[-2:]
-        sem = F.interpolate(out["semantic"], size=size, mode="bilinear", align_corners=False)
-        center = F.interpolate(out["center"], size=size, mode="bilinear", align_corners=False)
+        ac = self.align_corners
+        sem = F.interpolate(out["semantic"], size=size, mode="bilinear", align_corners=ac)
+        center = F.interpolate(out["center"], size=size, mode="bilinear", align_corners=ac)
         if not self.training:
             center = center.clamp(0.0, 1.0)
-        off = F.interpolate(out["offset"], size=size, mode="bilinear", align_corners=False)
+        off = F.interpolate(out["offset"], size=size, mode="bilinear", align_corners=ac)
         dy = off[:, 0:1] * (x.shape[-2] / fh)
         dx = off[:, 1:2] * (x.shape[-1] / fw)
         return {"semantic": sem, "center": center, "offset": torch.cat([dy, dx], dim=1)}
 
 
+#: Keyword arguments every ``panoptic_deeplab_*`` builder accepts (besides output_stride).
+BUILDER_KWARGS = ("num_classes", "output_stride", "aspp_channels", "decoder_channels", "instance_aspp_channels",
+                  "instance_decoder_channels", "head_channels", "instance_head_channels", "low_level_channels",
+                  "instance_low_level_channels", "separable_aspp", "aspp_pooling", "center_head", "align_corners")
+
+
 def _check_kwargs(name: str, kwargs: dict) -> None:
-    valid = ("num_classes", "output_stride", "aspp_channels", "decoder_channels", "instance_aspp_channels",
-             "instance_decoder_channels", "head_channels", "instance_head_channels", "low_level_channels",
-             "instance_low_level_channels")
+    valid = BUILDER_KWARGS
     bad = sorted(set(kwargs) - set(valid))
     if bad:
         raise TypeError(f"{name}: unknown keyword argument(s) {bad}; valid: {', '.join(valid)}")
@@ -166,7 +226,9 @@ def panoptic_deeplab_mobilenetv3_large(*, output_stride: int = 16, **kwargs) -> 
     """Panoptic-DeepLab / MobileNetV3-Large. Keyword-only: num_classes=19, output_stride=16,
     aspp_channels=256, decoder_channels=256, instance_aspp_channels=256,
     instance_decoder_channels=128, head_channels=256, instance_head_channels=32,
-    low_level_channels=(32, 64), instance_low_level_channels=(16, 32) (stride-4, stride-8 pairs)."""
+    low_level_channels=(32, 64), instance_low_level_channels=(16, 32) (ordered stride4, stride8
+    [, stride16]), separable_aspp=False, aspp_pooling="bn", center_head="conv",
+    align_corners=False -- see :class:`PanopticDeepLab`."""
     _check_kwargs("panoptic_deeplab_mobilenetv3_large", kwargs)
     return PanopticDeepLab(build_backbone("mobilenetv3_large", output_stride=output_stride),
                            output_stride=output_stride, **kwargs)
@@ -187,10 +249,21 @@ def panoptic_deeplab_resnet50(*, output_stride: int = 16, **kwargs) -> PanopticD
 def panoptic_deeplab_resnet52_dc5(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
     """Panoptic-DeepLab matching Detectron2's ``panoptic_deeplab_R_52_os16_mg124_..._dsconv``:
     ResNet-50 with a 3-conv deep stem (128 ch), layer4 multi-grid (1, 2, 4), depthwise-separable
-    ASPP with a BN-free image-pooling conv, and (Detectron2 defaults) instance projections (32, 64).
+    ASPP with a biased BN-free image-pooling conv, instance projections (32, 64) (Detectron2 defaults).
     Same keyword arguments as :func:`panoptic_deeplab_mobilenetv3_large`."""
     _check_kwargs("panoptic_deeplab_resnet52_dc5", kwargs)
     kwargs.setdefault("instance_low_level_channels", (32, 64))
+    kwargs.setdefault("separable_aspp", True)
+    kwargs.setdefault("aspp_pooling", "bias")
     backbone = build_backbone("resnet50", output_stride=output_stride, deep_stem=True, multi_grid=(1, 2, 4))
-    return PanopticDeepLab(backbone, output_stride=output_stride, separable_aspp=True,
-                           aspp_pooling_norm=False, **kwargs)
+    return PanopticDeepLab(backbone, output_stride=output_stride, **kwargs)
+
+
+@register_model("panoptic_deeplab_resnet101", task="panoptic",
+                description="Panoptic-DeepLab with a dilated ResNet-101 backbone")
+def panoptic_deeplab_resnet101(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
+    """Panoptic-DeepLab / ResNet-101 (torchvision stem). Same keyword arguments as
+    :func:`panoptic_deeplab_mobilenetv3_large`."""
+    _check_kwargs("panoptic_deeplab_resnet101", kwargs)
+    return PanopticDeepLab(build_backbone("resnet101", output_stride=output_stride),
+                           output_stride=output_stride, **kwargs)

@@ -15,6 +15,7 @@ from typing import Mapping
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 # (expand ratio t, output channels c, repeats n, first stride s) -- paper Table 2.
 _SETTINGS: tuple[tuple[int, int, int, int], ...] = (
@@ -44,6 +45,12 @@ class ConvBNReLU6(nn.Sequential):
         )
 
 
+#: Where a block's 3x3 "same" padding is applied: ``"conv"`` zero-pads the depthwise conv's input
+#: (torchvision); ``"input"`` zero-pads the block input before the expansion conv (VainF's
+#: DeepLabV3Plus-Pytorch, whose checkpoints expect it; borders differ slightly).
+BLOCK_PADDINGS = ("conv", "input")
+
+
 class InvertedResidual(nn.Module):
     """Expand (1x1) -> depthwise 3x3 -> linear project (1x1), residual when shapes allow.
 
@@ -58,15 +65,30 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(ConvBNReLU6(cin, hidden, kernel=1))
+        self._dw_index = len(layers)  # an index, not an attribute: keeps the state-dict keys
         layers += [
             ConvBNReLU6(hidden, hidden, stride=stride, groups=hidden, dilation=dilation),
             nn.Conv2d(hidden, cout, 1, bias=False),
             nn.BatchNorm2d(cout),
         ]
         self.conv = nn.Sequential(*layers)
+        self.dilation = dilation
+        self.pad_input = False
+
+    def set_padding(self, mode: str) -> None:
+        """``"conv"`` or ``"input"`` (see :data:`BLOCK_PADDINGS`); parameters are unchanged."""
+        if mode not in BLOCK_PADDINGS:
+            raise ValueError(f"block padding must be one of {BLOCK_PADDINGS}, got {mode!r}")
+        self.pad_input = mode == "input"
+        p = 0 if self.pad_input else self.dilation
+        self.conv[self._dw_index][0].padding = (p, p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
+        if self.pad_input:
+            d = self.dilation
+            y = self.conv(F.pad(x, (d, d, d, d)))
+        else:
+            y = self.conv(x)
         return x + y if self.use_res else y
 
 
@@ -77,12 +99,14 @@ class MobileNetV2Backbone(nn.Module):
         output_stride: 8, 16 or 32 -- stride of the ``"out"`` feature map.
         include_last_conv: keep ``features.18`` (1x1 conv 320 -> 1280). DeepLabV3+ drops it (the
             decoder reads the 320-channel map, as in the paper's MobileNetV2 variant).
+        block_padding: ``"conv"`` (torchvision) or ``"input"`` (VainF), see :data:`BLOCK_PADDINGS`.
 
     ``forward(x)`` with x (N, 3, H, W) returns ``{"stride4": (N, 24, ceil(H/4), ceil(W/4)), "low_level": same tensor,
     "out": (N, out_channels, ~H/output_stride, ~W/output_stride)}``.
     """
 
-    def __init__(self, *, output_stride: int = 16, include_last_conv: bool = True) -> None:
+    def __init__(self, *, output_stride: int = 16, include_last_conv: bool = True,
+                 block_padding: str = "conv") -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be one of 8, 16, 32, got {output_stride!r}")
@@ -108,6 +132,16 @@ class MobileNetV2Backbone(nn.Module):
         self.low_level_channels = LOW_LEVEL_CHANNELS
         self.output_stride = output_stride
         self.include_last_conv = include_last_conv
+        self.set_block_padding(block_padding)
+
+    def set_block_padding(self, mode: str) -> None:
+        """Switch every inverted-residual block to padding ``mode`` (``"conv"`` / ``"input"``)."""
+        if mode not in BLOCK_PADDINGS:
+            raise ValueError(f"block_padding must be one of {BLOCK_PADDINGS}, got {mode!r}")
+        for m in self.features:
+            if isinstance(m, InvertedResidual):
+                m.set_padding(mode)
+        self.block_padding = mode
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         low = self.features[: LOW_LEVEL_INDEX + 1](x)

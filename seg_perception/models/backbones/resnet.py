@@ -79,7 +79,8 @@ class ResNetBackbone(nn.Module):
 
     ``forward(x)`` with x (N, 3, H, W) returns ``{"stride4": layer1 (N, 256, H/4, W/4),
     "low_level": same as stride4, "stride8": layer2 (N, 512, H/8, W/8),
-    "out": layer4 (N, 2048, H/os, W/os)}`` (sizes rounded up for odd inputs).
+    "stride16": layer3 (N, 1024, H/min(16, os), ...), "out": layer4 (N, 2048, H/os, W/os)}``
+    (sizes rounded up for odd inputs).
     """
 
     def __init__(self, *, depth: int = 50, output_stride: int = 16, deep_stem: bool = False,
@@ -112,6 +113,7 @@ class ResNetBackbone(nn.Module):
         self.out_channels = 2048
         self.low_level_channels = 256
         self.stride8_channels = 512
+        self.stride16_channels = 1024
         self.output_stride = output_stride
 
     def _make_layer(self, cin: int, width: int, n: int, stride: int, dilate: bool,
@@ -138,8 +140,9 @@ class ResNetBackbone(nn.Module):
             x = self.relu(self.bn1(self.conv1(x)))
         s4 = self.layer1(self.maxpool(x))
         s8 = self.layer2(s4)
-        out = self.layer4(self.layer3(s8))
-        return {"stride4": s4, "low_level": s4, "stride8": s8, "out": out}
+        s16 = self.layer3(s8)
+        out = self.layer4(s16)
+        return {"stride4": s4, "low_level": s4, "stride8": s8, "stride16": s16, "out": out}
 
     def load_torchvision_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load a torchvision ResNet ImageNet state dict strictly (minus ``fc.*``)."""
