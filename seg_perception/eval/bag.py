@@ -1,0 +1,858 @@
+"""rosbag2 input/output for offline evaluation (mcap and sqlite3 storage, via ``rosbags``).
+
+Reading never crashes on bad data:
+
+* a message that cannot be deserialized, or whose image fields are inconsistent, is skipped and
+  recorded in :class:`ReadStats` with a reason;
+* a bag that ``rosbags`` cannot open (a recording that was killed: truncated ``.mcap`` without
+  footer, truncated ``.db3``, missing ``metadata.yaml``) is read by a tolerant linear scan that
+  yields every message it can still parse; where reading stopped (bag, message index, error) is
+  recorded in :class:`ReadStats`;
+* an error in the middle of an otherwise readable bag (corrupt mcap chunk, malformed sqlite page)
+  is recorded and reading resumes with the tolerant scan where possible.
+
+Only a topic that does not exist is an error (:class:`BagError`, listing the bag's topics).
+
+Writing (:class:`BagWriter`) takes rclpy messages, serializes them with
+``rclpy.serialization.serialize_message`` and stores them with ``rosbags``; both produce standard
+CDR, so rosbags reads what rclpy wrote (only uninitialised alignment padding bytes may differ).
+"""
+from __future__ import annotations
+
+import mmap
+import sqlite3
+import struct
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+PathLike = Union[str, Path]
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+STORAGES = ("mcap", "sqlite3")
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_SQLITE_MAX_RESUMES = 1000
+
+_TYPESTORE = None
+
+
+def typestore():
+    """The ``rosbags`` typestore used for (de)serialization (ROS 2 Humble message definitions)."""
+    global _TYPESTORE
+    if _TYPESTORE is None:
+        from rosbags.typesys import Stores, get_typestore
+
+        _TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
+    return _TYPESTORE
+
+
+class BagError(ValueError):
+    """A bag cannot be used as asked (missing topic, wrong message type, unreadable path)."""
+
+
+# ------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class BagFrame:
+    """One image message read from a bag.
+
+    Attributes:
+        stamp_ns: header stamp in ns (the bag's receive time when the header stamp is zero).
+        topic: topic name.
+        msgtype: ``sensor_msgs/msg/Image`` or ``sensor_msgs/msg/CompressedImage``.
+        msg: the deserialized ``rosbags`` message (duck-types as a sensor_msgs message).
+        bag_path: the bag (directory or file) as given by the caller.
+        index: 0-based position of this message among the topic's messages in this bag.
+        log_time_ns: time the recorder received the message.
+    """
+
+    stamp_ns: int
+    topic: str
+    msgtype: str
+    msg: Any
+    bag_path: str
+    index: int
+    log_time_ns: int = 0
+
+    def describe(self) -> str:
+        """Human-readable frame location for error messages."""
+        return f"bag {self.bag_path!r} topic {self.topic} message #{self.index} (stamp {self.stamp_ns} ns)"
+
+
+@dataclass(frozen=True)
+class SkippedMessage:
+    """A message that was not used. ``reason`` is a short key, ``detail`` the error text."""
+
+    bag: str
+    topic: str
+    index: int
+    stamp_ns: Optional[int]
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ReadStop:
+    """Where reading a bag hit an unreadable region.
+
+    Attributes:
+        bag: bag path. storage: the file that failed. index: number of the topic's messages read
+        from this bag before the failure (i.e. the index the next message would have had).
+        error: exception text. recovered: True when reading continued after the bad region.
+    """
+
+    bag: str
+    storage: str
+    index: int
+    error: str
+    recovered: bool = False
+
+
+@dataclass
+class ReadStats:
+    """What happened while reading: counts, skipped messages with reasons, read stops."""
+
+    read: int = 0
+    skipped: list[SkippedMessage] = field(default_factory=list)
+    stops: list[ReadStop] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def skip(
+        self,
+        bag: str,
+        topic: str,
+        index: int,
+        stamp_ns: Optional[int],
+        reason: str,
+        detail: str = "",
+    ) -> None:
+        """Record a skipped message (also used by the evaluator for undecodable images)."""
+        self.skipped.append(SkippedMessage(str(bag), topic, int(index), stamp_ns, reason, detail))
+
+    def skip_frame(self, frame: BagFrame, reason: str, detail: str = "") -> None:
+        """Record that ``frame`` was read but could not be used."""
+        self.skip(frame.bag_path, frame.topic, frame.index, frame.stamp_ns, reason, detail)
+
+    def reason_counts(self) -> dict[str, int]:
+        """Number of skipped messages per reason."""
+        return dict(Counter(s.reason for s in self.skipped))
+
+    def as_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {
+            "read": self.read,
+            "skipped_count": len(self.skipped),
+            "skipped_by_reason": self.reason_counts(),
+            "skipped": [asdict(s) for s in self.skipped],
+            "stops": [asdict(s) for s in self.stops],
+            "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------------------- storage sources
+_Raw = tuple[str, str, int, bytes]  # topic, msgtype, log_time_ns, cdr bytes
+
+
+class _Source:
+    """One readable unit of a bag: yields raw messages; ``failure`` set when it stopped early."""
+
+    label: str
+
+    def topics(self) -> dict[str, tuple[str, int]]:
+        raise NotImplementedError
+
+    def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release files (no-op by default)."""
+
+
+class _RosbagsSource(_Source):
+    """A bag directory or storage file opened with ``rosbags.rosbag2.Reader``."""
+
+    def __init__(self, path: Path) -> None:
+        from rosbags.rosbag2 import Reader
+
+        self.label = str(path)
+        self.path = path
+        self.reader = Reader(path)
+        self.reader.open()
+
+    def topics(self) -> dict[str, tuple[str, int]]:
+        out: dict[str, tuple[str, int]] = {}
+        for c in self.reader.connections:
+            t, n = out.get(c.topic, (c.msgtype, 0))
+            out[c.topic] = (t, n + int(c.msgcount))
+        return out
+
+    def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
+        conns = [c for c in self.reader.connections if c.topic == topic]
+        if not conns:
+            return
+        for _conn, t, data in self.reader.messages(connections=conns):
+            yield int(t), bytes(data)
+
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        except Exception:  # noqa: BLE001 - closing a broken reader must not mask the real error
+            pass
+
+
+def _zstd_decompress(data: bytes) -> bytes:
+    try:
+        from compression import zstd  # Python >= 3.14
+    except ImportError:  # pragma: no cover - depends on the interpreter
+        from backports import zstd
+    return zstd.decompress(data)
+
+
+def _lz4_decompress(data: bytes) -> bytes:
+    import lz4.frame
+
+    return lz4.frame.decompress(data)
+
+
+_DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {"": bytes, "zstd": _zstd_decompress, "lz4": _lz4_decompress}
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _Buf:
+    """Cursor over bytes with little-endian readers that raise :class:`_Truncated`."""
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data, self.pos = data, pos
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise _Truncated(f"needs {n} bytes at offset {self.pos}, only {len(self.data) - self.pos} left")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u16(self) -> int:
+        return struct.unpack("<H", self.take(2))[0]
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self.take(4))[0]
+
+    def u64(self) -> int:
+        return struct.unpack("<Q", self.take(8))[0]
+
+    def string(self) -> str:
+        return self.take(self.u32()).decode("utf-8", errors="replace")
+
+
+class _McapScan(_Source):
+    """Tolerant linear scan of an MCAP file (no footer or index needed).
+
+    Records are walked in file order. Truncation stops the scan (uncompressed chunks are parsed
+    up to the cut); a chunk that fails to decompress is reported and skipped.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.label = str(path)
+        self.path = path
+        with path.open("rb") as f:
+            try:
+                self.data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # empty file cannot be mapped
+                self.data = b""
+        if self.data[:8] != _MCAP_MAGIC:
+            raise BagError(f"{path} is not an MCAP file (bad magic {self.data[:8]!r})")
+        self.problems: list[tuple[int, str, bool]] = []  # (message ordinal, error, recovered)
+
+    def close(self) -> None:
+        if isinstance(self.data, mmap.mmap):
+            self.data.close()
+
+    def _records(self, buf: _Buf, end: int, in_chunk: bool) -> Iterator[tuple[int, _Buf]]:
+        while buf.pos < end:
+            start = buf.pos
+            try:
+                op = buf.take(1)[0]
+                length = buf.u64()
+            except _Truncated:
+                raise _Truncated(f"record header cut at offset {start}") from None
+            if buf.pos + length > end:
+                # Partial record: only an uncompressed chunk can still be partly parsed.
+                if op == 0x06 and not in_chunk:
+                    yield op, _Buf(buf.data[buf.pos : end])
+                raise _Truncated(f"record 0x{op:02x} at offset {start} needs {length} bytes, file ends after {end - buf.pos}")
+            rec = _Buf(buf.data[buf.pos : buf.pos + length])
+            buf.pos += length
+            yield op, rec
+            if op == 0x02:  # footer
+                return
+
+    def _scan(self, topic: Optional[str] = None) -> Iterator[_Raw]:
+        """Yield raw messages (of ``topic`` when given); ``problems`` count that topic's messages."""
+        schemas: dict[int, str] = {}
+        channels: dict[int, tuple[str, str]] = {}
+        self.problems = []
+        n_msgs = 0
+
+        def handle(op: int, rec: _Buf) -> Optional[_Raw]:
+            if op == 0x03:
+                sid = rec.u16()
+                schemas[sid] = rec.string()
+            elif op == 0x04:
+                cid, sid = rec.u16(), rec.u16()
+                topic = rec.string()
+                channels[cid] = (topic, schemas.get(sid, ""))
+            elif op == 0x05:
+                cid = rec.u16()
+                rec.take(4)
+                log_time = rec.u64()
+                rec.take(8)
+                if cid in channels:
+                    topic, msgtype = channels[cid]
+                    return topic, msgtype, log_time, rec.data[rec.pos :]
+            return None
+
+        buf = _Buf(self.data, len(_MCAP_MAGIC))
+        try:
+            for op, rec in self._records(buf, len(self.data), in_chunk=False):
+                if op != 0x06:
+                    raw = handle(op, rec)
+                    if raw and (topic is None or raw[0] == topic):
+                        n_msgs += 1
+                        yield raw
+                    continue
+                chunk_start = buf.pos
+                try:
+                    rec.take(16)
+                    usize = rec.u64()
+                    rec.take(4)
+                    compression = rec.string()
+                    csize = rec.u64()
+                    partial = rec.pos + csize > len(rec.data)
+                    if partial and compression:
+                        raise _Truncated(f"compressed ({compression}) chunk cut short")
+                    payload = rec.data[rec.pos : rec.pos + csize]
+                    if compression not in _DECOMPRESS:
+                        raise ValueError(f"unsupported chunk compression {compression!r}")
+                    inner = _DECOMPRESS[compression](payload) if compression else payload
+                    if not partial and len(inner) != usize:
+                        raise ValueError(f"chunk size mismatch: {len(inner)} != {usize}")
+                except _Truncated:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any codec error: skip this chunk only
+                    self.problems.append((n_msgs, f"chunk ending at offset {chunk_start} unreadable: {exc}", True))
+                    continue
+                ibuf = _Buf(inner)
+                for iop, irec in self._records(ibuf, len(inner), in_chunk=True):
+                    try:
+                        raw = handle(iop, irec)
+                    except _Truncated:
+                        raise _Truncated(f"record cut inside chunk ending at offset {chunk_start}") from None
+                    if raw and (topic is None or raw[0] == topic):
+                        n_msgs += 1
+                        yield raw
+        except _Truncated as exc:
+            self.problems.append((n_msgs, f"truncated MCAP: {exc}", False))
+
+    def topics(self) -> dict[str, tuple[str, int]]:
+        out: dict[str, tuple[str, int]] = {}
+        for topic, msgtype, _t, _d in self._scan():
+            t, n = out.get(topic, (msgtype, 0))
+            out[topic] = (t, n + 1)
+        return out
+
+    def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
+        for _topic, _type, log_time, data in self._scan(topic):
+            yield log_time, data
+
+
+class _SqliteScan(_Source):
+    """Tolerant read of a rosbag2 ``.db3`` in row order, stopping at the first unreadable page."""
+
+    def __init__(self, path: Path) -> None:
+        self.label = str(path)
+        self.path = path
+        self.problems: list[tuple[int, str, bool]] = []
+        self._topics: dict[str, tuple[int, str]] = {}
+        self._db = path
+        self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        try:
+            self._read_topics()
+        except sqlite3.DatabaseError:
+            # A truncated copy still claims its original page count in the header, which makes
+            # SQLite reject the whole file; read a copy whose header matches the pages present.
+            self._db = self._repaired_copy(path)
+        try:
+            self._read_topics()
+        except sqlite3.DatabaseError as exc:
+            raise BagError(f"{path}: sqlite3 topics table unreadable ({exc})") from exc
+        if not self._topics:
+            raise BagError(f"{path}: sqlite3 bag lists no topics")
+
+    def _repaired_copy(self, path: Path) -> Path:
+        data = bytearray(path.read_bytes())
+        if len(data) < 100 or not data.startswith(b"SQLite format 3\x00"):
+            raise BagError(f"{path} is not an SQLite database (bad header)")
+        page_size = int.from_bytes(data[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = len(data) // page_size
+        del data[pages * page_size :]
+        data[28:32] = pages.to_bytes(4, "big")
+        self._tmp = tempfile.TemporaryDirectory(prefix="seg_perception_db3_")
+        out = Path(self._tmp.name) / path.name
+        out.write_bytes(bytes(data))
+        return out
+
+    def _read_topics(self) -> None:
+        con = self._connect()
+        try:
+            for tid, name, mtype in con.execute("SELECT id, name, type FROM topics"):
+                self._topics[name] = (int(tid), mtype)
+        finally:
+            con.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self._db}?mode=ro&immutable=1", uri=True)
+
+    def topics(self) -> dict[str, tuple[str, int]]:
+        counts: Counter = Counter(tid for tid, _t, _d in self._rows(record=False))
+        return {name: (mtype, counts[tid]) for name, (tid, mtype) in self._topics.items()}
+
+    def _rows(self, record: bool = True, count_tid: Optional[int] = None) -> Iterator[tuple[int, int, bytes]]:
+        """Rows in rowid order. On a read error the bad row is skipped and reading resumes after
+        it; a resume that fails straight away (truncation) ends the scan."""
+        con = self._connect()
+        n = 0
+        last_id = -1
+        try:
+            for _attempt in range(_SQLITE_MAX_RESUMES):
+                got_row = False
+                try:
+                    cur = con.execute(
+                        "SELECT id, topic_id, timestamp, data FROM messages WHERE id > ? ORDER BY id",
+                        (last_id,),
+                    )
+                    for rid, topic_id, ts, data in cur:
+                        got_row = True
+                        last_id = rid
+                        n += count_tid is None or topic_id == count_tid
+                        yield int(topic_id), int(ts), bytes(data)
+                    if record and self.problems:
+                        self.problems[-1] = (*self.problems[-1][:2], True)
+                    return
+                except sqlite3.DatabaseError as exc:
+                    if not got_row and _attempt > 0:
+                        return  # still unreadable right after the previous error: give up
+                    if record:
+                        if got_row and self.problems:
+                            self.problems[-1] = (*self.problems[-1][:2], True)
+                        self.problems.append((n, f"sqlite3 read failed after row id {last_id}: {exc}", False))
+                    last_id += 1  # skip the unreadable row
+        finally:
+            con.close()
+
+    def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
+        self.problems = []
+        if topic in self._topics:
+            tid = self._topics[topic][0]
+            for topic_id, ts, data in self._rows(count_tid=tid):
+                if topic_id == tid:
+                    yield ts, data
+
+
+class _Unreadable(_Source):
+    """A storage file nothing could be read from; reading it records a stop at index 0."""
+
+    def __init__(self, path: Path, error: str) -> None:
+        self.label = str(path)
+        self.error = error
+
+    def topics(self) -> dict[str, tuple[str, int]]:
+        return {}
+
+    def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
+        raise BagError(self.error)
+
+
+def _metadata_topics(path: Path) -> dict[str, tuple[str, int]]:
+    """Topics listed in a bag directory's metadata.yaml (empty when absent or unreadable)."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        return {
+            t["topic_metadata"]["name"]: (t["topic_metadata"]["type"], int(t.get("message_count", 0)))
+            for t in meta["topics_with_message_count"]
+        }
+    except Exception:  # noqa: BLE001 - metadata is only a hint here
+        return {}
+
+
+def _storage_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted([*path.glob("*.mcap"), *path.glob("*.db3")])
+
+
+def _scan_source(path: Path) -> _Source:
+    if path.suffix == ".mcap":
+        return _McapScan(path)
+    if path.suffix == ".db3":
+        return _SqliteScan(path)
+    raise BagError(f"{path}: unknown storage file type; expected .mcap or .db3")
+
+
+def _open_sources(path: PathLike, stats: Optional[ReadStats] = None) -> list[tuple[_Source, Optional[_Source]]]:
+    """Open a bag as a list of (primary source, tolerant fallback or None).
+
+    The primary is ``rosbags``; when it cannot open the bag, each storage file is opened with
+    ``rosbags`` or else scanned tolerantly.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BagError(f"bag {str(path)!r} does not exist; pass a rosbag2 directory or a .mcap/.db3 file")
+    files = _storage_files(p)
+    if not files:
+        raise BagError(f"{str(path)!r} holds no .mcap or .db3 storage file; is it a rosbag2 directory?")
+    try:
+        return [(_RosbagsSource(p), _fallback(files))]
+    except Exception as exc:  # noqa: BLE001 - rosbags raises several types for broken bags
+        first_error = f"{type(exc).__name__}: {exc}"
+    out: list[tuple[_Source, Optional[_Source]]] = []
+    for f in files:
+        try:
+            out.append((_RosbagsSource(f), _fallback([f])))
+            continue
+        except Exception as exc:  # noqa: BLE001
+            err = f"{type(exc).__name__}: {exc}"
+        try:
+            src: _Source = _scan_source(f)
+            note = f"rosbags could not open it ({err}); read by tolerant scan"
+        except Exception as exc:  # noqa: BLE001
+            src = _Unreadable(f, f"{f} is unreadable: {err}; tolerant scan: {exc}")
+            note = "unreadable"
+        out.append((src, None))
+        if stats is not None:
+            stats.notes.append(f"{path}: {f.name}: {note}")
+    if stats is not None and p.is_dir() and all(isinstance(s, _RosbagsSource) for s, _ in out):
+        stats.notes.append(f"{path}: read storage files directly ({first_error})")
+    return out
+
+
+def _fallback(files: Sequence[Path]) -> Optional[_Source]:
+    """Tolerant scanner for a single-file bag (used to resume after a mid-bag error)."""
+    if len(files) != 1:
+        return None
+    try:
+        return _scan_source(files[0])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _close(sources: Iterable[tuple[_Source, Optional[_Source]]]) -> None:
+    for src, fallback in sources:
+        src.close()
+        if fallback is not None:
+            fallback.close()
+
+
+def _bag_topics(path: PathLike) -> dict[str, tuple[str, int]]:
+    sources = _open_sources(path)
+    try:
+        out: dict[str, tuple[str, int]] = {}
+        for src, _fb in sources:
+            for topic, (mtype, n) in src.topics().items():
+                t, m = out.get(topic, (mtype, 0))
+                out[topic] = (t, m + n)
+        if not all(isinstance(s, _RosbagsSource) for s, _ in sources) and Path(path).is_dir():
+            for topic, (mtype, _n) in _metadata_topics(Path(path)).items():
+                out.setdefault(topic, (mtype, 0))  # listed by metadata, nothing readable
+        return out
+    finally:
+        _close(sources)
+
+
+def _as_list(paths: Union[PathLike, Sequence[PathLike]]) -> list[PathLike]:
+    if isinstance(paths, (str, Path)):
+        return [paths]
+    return list(paths)
+
+
+def list_topics(paths: Union[PathLike, Sequence[PathLike]]) -> dict[str, tuple[str, int]]:
+    """Topics of one or several bags: ``{topic: (msgtype, message count summed over bags)}``."""
+    out: dict[str, tuple[str, int]] = {}
+    for path in _as_list(paths):
+        for topic, (mtype, n) in _bag_topics(path).items():
+            t, m = out.get(topic, (mtype, 0))
+            out[topic] = (t, m + n)
+    return out
+
+
+def format_topics(topics: dict[str, tuple[str, int]]) -> str:
+    """``"/a (sensor_msgs/msg/Image, 10 msgs), ..."`` for error messages."""
+    if not topics:
+        return "(no topics)"
+    return ", ".join(f"{t} ({m}, {n} msgs)" for t, (m, n) in sorted(topics.items()))
+
+
+# ------------------------------------------------------------------------------- deserialization
+def stamp_to_ns(stamp: Any) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _check_image(msg: Any) -> Optional[str]:
+    """Structural check of a deserialized Image / CompressedImage; returns a problem or None."""
+    if hasattr(msg, "format"):
+        return "CompressedImage with empty data" if len(msg.data) == 0 else None
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        return f"Image with zero size {h}x{w}"
+    if step < w:
+        return f"Image step {step} smaller than width {w}"
+    if len(msg.data) < step * h:
+        return f"Image data has {len(msg.data)} bytes, needs step*height = {step}*{h} = {step * h}"
+    return None
+
+
+def deserialize(data: bytes, msgtype: str) -> Any:
+    """Deserialize CDR bytes into a ``rosbags`` message of ``msgtype``."""
+    return typestore().deserialize_cdr(data, msgtype)
+
+
+def _topic_type(path: PathLike, topic: str, expected: Sequence[str]) -> str:
+    topics = _bag_topics(path)
+    if topic not in topics:
+        raise BagError(
+            f"topic {topic!r} not found in bag {str(path)!r}; the bag has: {format_topics(topics)}"
+        )
+    msgtype = topics[topic][0]
+    if expected and msgtype not in expected:
+        raise BagError(
+            f"topic {topic!r} in bag {str(path)!r} has type {msgtype}; expected one of {list(expected)}"
+        )
+    return msgtype
+
+
+def read_messages(
+    paths: Union[PathLike, Sequence[PathLike]],
+    topic: str,
+    *,
+    stats: Optional[ReadStats] = None,
+    expected_types: Sequence[str] = (),
+    check: Optional[Callable[[Any], Optional[str]]] = None,
+) -> Iterator[BagFrame]:
+    """Yield deserialized messages of ``topic`` from each bag in turn (file/time order).
+
+    Args:
+        paths: bag directories or ``.mcap``/``.db3`` files.
+        topic: topic to read.
+        stats: receives counts, skipped messages and read stops.
+        expected_types: allowed message types (empty: any).
+        check: optional validator returning a problem string for a bad message.
+
+    Raises:
+        BagError: a bag is missing, has no such topic (the message lists its topics) or the topic
+            has an unexpected type. Raised before anything from that bag is yielded.
+    """
+    stats = stats if stats is not None else ReadStats()
+    for path in _as_list(paths):
+        msgtype = _topic_type(path, topic, expected_types)
+        sources = _open_sources(path, stats)
+        bag = str(path)
+        index = 0
+        try:
+            for src, fallback in sources:
+                base = index
+                seen: set[tuple[int, int]] = set()
+                try:
+                    for log_time, data in src.messages(topic):
+                        seen.add((log_time, len(data)))
+                        frame = _decode(bag, topic, msgtype, index, log_time, data, stats, check)
+                        index += 1
+                        if frame is not None:
+                            yield frame
+                except Exception as exc:  # noqa: BLE001 - a broken bag must not end the evaluation
+                    resumed = fallback is not None
+                    stats.stops.append(ReadStop(bag, src.label, index, f"{type(exc).__name__}: {exc}", resumed))
+                    if fallback is None:
+                        continue
+                    src = fallback
+                    for log_time, data in fallback.messages(topic):
+                        if (log_time, len(data)) in seen:
+                            continue
+                        frame = _decode(bag, topic, msgtype, index, log_time, data, stats, check)
+                        index += 1
+                        if frame is not None:
+                            yield frame
+                for ordinal, err, recovered in getattr(src, "problems", []):
+                    stats.stops.append(ReadStop(bag, src.label, base + ordinal, err, recovered))
+        finally:
+            _close(sources)
+
+
+def _decode(
+    bag: str,
+    topic: str,
+    msgtype: str,
+    index: int,
+    log_time: int,
+    data: bytes,
+    stats: ReadStats,
+    check: Optional[Callable[[Any], Optional[str]]],
+) -> Optional[BagFrame]:
+    try:
+        msg = deserialize(data, msgtype)
+    except Exception as exc:  # noqa: BLE001 - rosbags raises SerdeError and others
+        stats.skip(bag, topic, index, None, "undeserializable", f"{type(exc).__name__}: {exc}")
+        return None
+    stamp = log_time
+    header = getattr(msg, "header", None)
+    if header is not None and stamp_to_ns(header.stamp) != 0:
+        stamp = stamp_to_ns(header.stamp)
+    if check is not None:
+        problem = check(msg)
+        if problem:
+            stats.skip(bag, topic, index, stamp, "malformed", problem)
+            return None
+    stats.read += 1
+    return BagFrame(stamp, topic, msgtype, msg, bag, index, log_time)
+
+
+def read_images(
+    paths: Union[PathLike, Sequence[PathLike]],
+    topic: str,
+    *,
+    stats: Optional[ReadStats] = None,
+) -> Iterator[BagFrame]:
+    """Yield ``sensor_msgs/msg/Image`` or ``CompressedImage`` frames of ``topic`` from the bags.
+
+    Messages that do not deserialize or whose size fields do not fit their data are skipped and
+    recorded in ``stats``. Pixel decoding (encodings, JPEG/PNG) is left to
+    :mod:`seg_perception.conversions`.
+
+    Raises:
+        BagError: missing bag or topic (lists the bag's topics with types), or a non-image topic.
+    """
+    yield from read_messages(paths, topic, stats=stats, expected_types=IMAGE_TYPES, check=_check_image)
+
+
+# ------------------------------------------------------------------------------------- writing
+def msgtype_of(msg: Any) -> str:
+    """ROS type name of an rclpy message instance, e.g. ``sensor_msgs/msg/Image``."""
+    module = type(msg).__module__.split(".")
+    if len(module) < 2 or module[1] not in ("msg", "srv", "action"):
+        raise BagError(f"{type(msg).__name__} from module {type(msg).__module__} is not a ROS 2 message class")
+    return f"{module[0]}/{module[1]}/{type(msg).__name__}"
+
+
+def make_header(stamp_ns: int, frame_id: str = "") -> Any:
+    """``std_msgs.msg.Header`` with the given stamp (ns) and frame id."""
+    from std_msgs.msg import Header
+
+    header = Header()
+    header.stamp.sec = int(stamp_ns) // 1_000_000_000
+    header.stamp.nanosec = int(stamp_ns) % 1_000_000_000
+    header.frame_id = frame_id
+    return header
+
+
+class BagWriter:
+    """Write rclpy messages into a new rosbag2 (``mcap`` or ``sqlite3`` storage).
+
+    Connections are added the first time a topic is written. Use as a context manager::
+
+        with BagWriter("out_bag", storage="mcap") as bag:
+            bag.write_image("/camera/image_raw", rgb, "rgb8", stamp_ns, "camera")
+
+    Args:
+        path: bag directory to create (must not exist).
+        storage: ``"mcap"`` or ``"sqlite3"``.
+    """
+
+    def __init__(self, path: PathLike, storage: str = "mcap") -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGES:
+            raise BagError(f"unknown storage {storage!r}; choose one of: {', '.join(STORAGES)}")
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"bag path {str(self.path)!r} exists already; choose a new path or delete it")
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        # Version 8 metadata stays readable by rosbag2 in Humble/Iron as well as newer releases.
+        self._writer = Writer(self.path, version=8, storage_plugin=plugin)
+        self._connections: dict[str, Any] = {}
+        self.storage = storage
+        self._open = False
+
+    def open(self) -> "BagWriter":
+        if not self._open:
+            self._writer.open()
+            self._open = True
+        return self
+
+    def __enter__(self) -> "BagWriter":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Finish the bag (writes the mcap summary/footer and metadata.yaml)."""
+        if self._open:
+            self._writer.close()
+            self._open = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Messages written per topic."""
+        return {t: self._writer.counts[c.id] for t, c in self._connections.items()}
+
+    def _connection(self, topic: str, msgtype: str) -> Any:
+        conn = self._connections.get(topic)
+        if conn is None:
+            ts = typestore()
+            if msgtype not in ts.types:
+                raise BagError(f"message type {msgtype} is unknown to the rosbags typestore; register it first")
+            conn = self._writer.add_connection(topic, msgtype, typestore=ts)
+            self._connections[topic] = conn
+        elif conn.msgtype != msgtype:
+            raise BagError(f"topic {topic!r} already carries {conn.msgtype}; cannot write a {msgtype} to it")
+        return conn
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes, stamp_ns: int) -> None:
+        """Write already serialized CDR bytes (e.g. to build test bags with bad messages)."""
+        self.open()
+        self._writer.write(self._connection(topic, msgtype), int(stamp_ns), bytes(data))
+
+    def write(self, topic: str, msg: Any, stamp_ns: int) -> None:
+        """Serialize an rclpy message and write it with receive time ``stamp_ns``."""
+        from rclpy.serialization import serialize_message
+
+        self.write_raw(topic, msgtype_of(msg), serialize_message(msg), stamp_ns)
+
+    def write_image(self, topic: str, arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = "") -> None:
+        """Write an ``Image`` made from ``arr`` (see ``conversions.numpy_to_image``), header stamp = ``stamp_ns``."""
+        from seg_perception.conversions import numpy_to_image
+
+        self.write(topic, numpy_to_image(arr, encoding, make_header(stamp_ns, frame_id)), stamp_ns)
+
+    def write_compressed(
+        self, topic: str, rgb: np.ndarray, fmt: str, stamp_ns: int, frame_id: str = ""
+    ) -> None:
+        """Write a ``CompressedImage`` (``"jpeg"`` or ``"png"``) of ``rgb``, header stamp = ``stamp_ns``."""
+        from seg_perception.conversions import numpy_to_compressed
+
+        self.write(topic, numpy_to_compressed(rgb, fmt, make_header(stamp_ns, frame_id)), stamp_ns)
+
+    def write_header_msg(self, topic: str, msg: Any, header: Any, stamp_ns: int) -> None:
+        """Write ``msg`` after copying ``header`` (stamp and frame_id) into it."""
+        msg.header = header
+        self.write(topic, msg, stamp_ns)
