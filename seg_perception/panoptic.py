@@ -186,6 +186,7 @@ def find_centers(center: torch.Tensor, cfg: PanopticConfig) -> tuple[torch.Tenso
         K <= top_k, sorted by score descending (ties in raster order). Of a plateau of equal
         maxima closer than the NMS window only the first in raster order is kept.
     """
+    cfg.validate()
     _check_hw("center", center, 1, "pass one image's heatmap, e.g. outputs['center'][0]")
     hm = center[0].float()
     h, w = hm.shape
@@ -295,6 +296,7 @@ def merge_semantic_and_instance(
         raise ValueError(
             f"semantic {tuple(semantic.shape)} and instance {tuple(instance.shape)} must both be (H, W)"
         )
+    cfg.validate()
     dev = semantic.device
     sem = semantic.long()
     if sem.numel() == 0:
@@ -325,6 +327,11 @@ def merge_semantic_and_instance(
     # Per-class running count in instance order -> 1..n numbering.
     onehot = F.one_hot(inst_class, num_classes) * present[:, None].long()
     rank = onehot.cumsum(dim=0).gather(1, inst_class[:, None])[:, 0]
+    if int(rank.max()) >= div:
+        raise ValueError(
+            f"{int(rank.max())} instances of one class do not fit below label_divisor={div}; "
+            "raise PanopticConfig.label_divisor or lower top_k"
+        )
     thing_lut = torch.where(present, inst_class * div + rank, torch.full_like(rank, void))
     thing_lut[0] = void  # thing pixels that no instance claimed
 

@@ -483,3 +483,10 @@ def test_time_postprocess_reports_median():
     assert r["hw"] == (32, 48) and r["repeats"] == 2 and r["device"] == "cpu"
     assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
     assert r["segments"] >= 1
+
+
+def test_too_many_instances_for_label_divisor():
+    sem = torch.full((1, 6), 13, dtype=torch.long)
+    inst = torch.arange(1, 7, dtype=torch.int32).view(1, 6)  # six cars
+    with pytest.raises(ValueError, match="label_divisor"):
+        merge_semantic_and_instance(sem, inst, THINGS, PanopticConfig(label_divisor=5, top_k=4, void_label=255 * 5))
