@@ -1,0 +1,202 @@
+"""INT8 calibration data for TensorRT: frames from a folder or a rosbag topic -> network batches.
+
+Pipeline::
+
+    iter_image_folder(dir) / iter_bag_topic(bag, topic)   -> RGB frames (H, W, 3) uint8
+    calibration_batches(frames, resolution=(h, w), batch=N) -> (N, 3, h, w) float32, normalized
+                                                              exactly like Segmenter.preprocess
+    make_entropy_calibrator(batches, cache_file=...)       -> tensorrt.IInt8EntropyCalibrator2
+
+The calibration cache file makes later builds skip calibration (TensorRT reads it back through
+``read_calibration_cache``). Delete it when the model or the calibration data change.
+Implicit INT8 calibration exists in TensorRT 10 (deprecated since 10.1) and was removed in 11.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from .base import BackendError
+
+LOG = logging.getLogger("seg_perception.runtime")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def preprocess_rgb(rgb: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, h, w) float32: bilinear resize + ImageNet normalization.
+
+    Same arithmetic as :meth:`seg_perception.pipeline.Segmenter.preprocess` (its constants are used).
+    """
+    from ..pipeline import IMAGENET_MEAN, IMAGENET_STD
+
+    h, w = resolution
+    if rgb.shape[:2] != (h, w):
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32) * 255.0
+    std = np.asarray(IMAGENET_STD, dtype=np.float32) * 255.0
+    x = (rgb.astype(np.float32) - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in ``folder`` (sorted by name)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise BackendError(f"calibration image folder {str(root)!r} does not exist or is not a folder")
+    return sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def iter_image_folder(folder: str | os.PathLike, *, limit: Optional[int] = None) -> Iterator[np.ndarray]:
+    """RGB frames (H, W, 3) uint8 from the images in ``folder``; unreadable files are skipped with a warning."""
+    files = list_images(folder)
+    if not files:
+        raise BackendError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in calibration folder {str(folder)!r}")
+    count = 0
+    for path in files:
+        if limit is not None and count >= limit:
+            return
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            LOG.warning("skipping unreadable calibration image %s", path)
+            continue
+        count += 1
+        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def iter_bag_topic(
+    bag: str | os.PathLike, topic: str, *, limit: Optional[int] = None, stride: int = 1
+) -> Iterator[np.ndarray]:
+    """RGB frames from ``sensor_msgs/Image`` or ``CompressedImage`` messages on ``topic`` of a rosbag.
+
+    Reads ROS 1 and ROS 2 bags (sqlite3 / mcap) with ``rosbags``; every ``stride``-th message is used.
+    Message -> RGB conversion is :func:`seg_perception.conversions.to_rgb`.
+    """
+    try:
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+    except ImportError as exc:
+        raise BackendError(f"reading calibration frames from a bag needs rosbags: pip install rosbags ({exc})") from exc
+    from ..conversions import to_rgb
+
+    path = Path(bag)
+    if not path.exists():
+        raise BackendError(f"calibration bag {str(path)!r} does not exist")
+    count = 0
+    with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
+        connections = [c for c in reader.connections if c.topic == topic]
+        if not connections:
+            topics = sorted({c.topic for c in reader.connections})
+            raise BackendError(f"topic {topic!r} is not in bag {str(path)!r}; topics there: {', '.join(topics) or 'none'}")
+        for index, (conn, _stamp, raw) in enumerate(reader.messages(connections=connections)):
+            if index % max(1, int(stride)):
+                continue
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield to_rgb(reader.deserialize(raw, conn.msgtype))
+
+
+def calibration_batches(
+    frames: Iterable[np.ndarray], *, resolution: tuple[int, int], batch: int = 1
+) -> Iterator[np.ndarray]:
+    """Group preprocessed frames into (batch, 3, h, w) float32 arrays; an incomplete last group is dropped."""
+    group: list[np.ndarray] = []
+    for rgb in frames:
+        group.append(preprocess_rgb(rgb, resolution))
+        if len(group) == batch:
+            yield np.stack(group)
+            group = []
+    if group:
+        LOG.info("dropping %d calibration frame(s) that do not fill a batch of %d", len(group), batch)
+
+
+def calibration_id(*, images: Optional[str] = None, bag: Optional[str] = None, topic: Optional[str] = None,
+                   limit: Optional[int] = None, cache_file: Optional[str] = None) -> str:
+    """Short hash naming a calibration source (goes into the engine cache key)."""
+    h = hashlib.sha256()
+    if images:
+        for p in list_images(images):
+            h.update(f"{p.name}|{p.stat().st_size}|{int(p.stat().st_mtime)}".encode())
+    if bag:
+        h.update(f"bag|{Path(bag).resolve()}|{topic}".encode())
+    if not images and not bag and cache_file and Path(cache_file).is_file():
+        h.update(Path(cache_file).read_bytes())
+    h.update(f"limit|{limit}".encode())
+    return h.hexdigest()[:16]
+
+
+def make_entropy_calibrator(
+    batches: Iterable[np.ndarray],
+    *,
+    cache_file: str | os.PathLike | None,
+    batch_size: int,
+    device: str = "cuda",
+) -> Any:
+    """A ``tensorrt.IInt8EntropyCalibrator2`` feeding ``batches`` ((N, 3, h, w) float32) from ``device``.
+
+    With an existing ``cache_file`` TensorRT uses the cached scales and never asks for batches.
+
+    Raises:
+        BackendError: tensorrt missing, or a TensorRT without implicit INT8 calibration (>= 11).
+    """
+    from .tensorrt_backend import import_tensorrt, trt_version
+
+    trt = import_tensorrt()
+    base = getattr(trt, "IInt8EntropyCalibrator2", None)
+    if base is None:
+        raise BackendError(
+            f"TensorRT {trt_version(trt)} has no IInt8EntropyCalibrator2 (implicit INT8 calibration was removed "
+            "in TensorRT 11); use TensorRT 10 for int8 or an explicitly quantized ONNX"
+        )
+
+    class EntropyCalibrator(base):  # type: ignore[misc, valid-type]
+        """Feeds calibration batches to TensorRT and persists the resulting scale cache."""
+
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.batch_size = int(batch_size)
+            self.cache_file = Path(cache_file) if cache_file is not None else None
+            self.device = torch.device(device)
+            self.batches_served = 0
+            self._iter = iter(batches)
+            self._buffer: Optional[torch.Tensor] = None  # alive until the next get_batch call
+
+        def get_batch_size(self) -> int:
+            return self.batch_size
+
+        def get_batch(self, names: list[str], *args: Any) -> Optional[list[int]]:
+            try:
+                batch = next(self._iter)
+            except StopIteration:
+                return None
+            if batch.shape[0] != self.batch_size:  # never raise into TensorRT's C++ caller
+                LOG.error("calibration batch has %d frames, expected %d; stopping calibration",
+                          batch.shape[0], self.batch_size)
+                return None
+            self._buffer = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.batches_served += 1
+            return [int(self._buffer.data_ptr())] * len(names)
+
+        def read_calibration_cache(self, *args: Any) -> Optional[bytes]:
+            if self.cache_file is not None and self.cache_file.is_file():
+                LOG.info("using INT8 calibration cache %s", self.cache_file)
+                return self.cache_file.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            if self.cache_file is None:
+                return
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            self.cache_file.write_bytes(bytes(cache))
+            LOG.info("wrote INT8 calibration cache %s", self.cache_file)
+
+    return EntropyCalibrator()

@@ -1,0 +1,243 @@
+"""Create a backend by name: ``create_backend("tensorrt", model, resolution=(512, 1024), ...)``.
+
+* ``torch``: runs the module directly (:class:`.torch_backend.TorchBackend`).
+* ``onnxruntime``: exports the model to ONNX in the cache (reused when present) and opens an
+  :class:`.onnxruntime_backend.OnnxRuntimeBackend`.
+* ``tensorrt``: exports to ONNX, then loads the cached engine for this ONNX / precision / shape /
+  GPU / TensorRT version or builds one (:mod:`.engine_cache`), and runs it with
+  :class:`.tensorrt_backend.TensorRTBackend`.
+
+Caches live in ``cache_dir`` (or ``options["cache_dir"]``), default ``$SEG_PERCEPTION_CACHE`` or
+``~/.cache/seg_perception``: ``onnx/``, ``engines/`` (engine + metadata JSON), ``timing/``,
+``calibration/``.
+
+Per-backend ``options`` (unknown keys raise BackendError listing the valid ones):
+
+=============  ===========================================================================
+torch          channels_last (bool), cuda_graphs (bool), warmup (int, CUDA graph warm-up runs)
+onnxruntime    providers (list or "cuda,cpu"), intra_op_threads, inter_op_threads,
+               provider_options ({provider: {key: value}}), opset, dynamic
+tensorrt       opset, dynamic, min_shape, max_shape (N,3,H,W for dynamic profiles), workspace_mb,
+               dla_core, gpu_fallback, timing_cache (bool), calib_images (dir), calib_bag,
+               calib_topic, calib_limit, calib_cache (file)
+all            cache_dir
+=============  ===========================================================================
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from .base import Backend, BackendError
+from .export import DEFAULT_OPSET, default_cache_dir, export_onnx_cached, unsupported_tensorrt_ops
+
+LOG = logging.getLogger("seg_perception.runtime")
+
+BACKEND_KINDS = ("torch", "onnxruntime", "tensorrt")
+_COMMON_OPTIONS = {"cache_dir"}
+BACKEND_OPTIONS: dict[str, set[str]] = {
+    "torch": {"channels_last", "cuda_graphs", "warmup"},
+    "onnxruntime": {"providers", "intra_op_threads", "inter_op_threads", "provider_options", "opset", "dynamic"},
+    "tensorrt": {"opset", "dynamic", "min_shape", "max_shape", "workspace_mb", "dla_core", "gpu_fallback",
+                 "timing_cache", "calib_images", "calib_bag", "calib_topic", "calib_limit", "calib_cache"},
+}
+
+
+def available_backends() -> list[str]:
+    """Backend kinds usable on this machine (tensorrt needs its module and a CUDA GPU)."""
+    kinds = ["torch"]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        kinds.append("onnxruntime")
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        kinds.append("tensorrt")
+    return kinds
+
+
+def _check_options(kind: str, options: dict) -> None:
+    valid = BACKEND_OPTIONS[kind] | _COMMON_OPTIONS
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise BackendError(f"unknown option(s) {unknown} for backend {kind!r}; valid options: {', '.join(sorted(valid))}")
+
+
+def _cache_root(cache_dir: Optional[str | os.PathLike], options: dict) -> Path:
+    chosen = cache_dir if cache_dir is not None else options.get("cache_dir")
+    return Path(os.path.expanduser(str(chosen))) if chosen else default_cache_dir()
+
+
+def create_backend(
+    kind: str,
+    model: nn.Module,
+    *,
+    resolution: tuple[int, int],
+    batch: int = 1,
+    device: str = "cpu",
+    precision: str = "fp32",
+    cache_dir: str | None = None,
+    options: dict | None = None,
+) -> Backend:
+    """Build an (inactive) backend of ``kind`` for ``model`` at network ``resolution`` (H, W).
+
+    The input is ``"image"`` (batch, 3, H, W) float32; outputs are named by ``model.output_names``.
+    Call ``activate()`` (or use it as a context manager) before ``infer``.
+
+    Raises:
+        BackendError: unknown kind (lists valid ones), unknown option, backend not installed or
+            device not usable (says what to install/change), export or engine build failure.
+    """
+    if kind not in BACKEND_KINDS:
+        raise BackendError(f"unknown backend {kind!r}; valid backends: {', '.join(BACKEND_KINDS)} "
+                           f"(available here: {', '.join(available_backends())})")
+    options = dict(options or {})
+    _check_options(kind, options)
+    resolution = (int(resolution[0]), int(resolution[1]))
+    if kind == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(
+            model, resolution=resolution, batch=batch, device=device, precision=precision,
+            channels_last=bool(options.get("channels_last", False)),
+            cuda_graphs=bool(options.get("cuda_graphs", False)), warmup=int(options.get("warmup", 3)),
+        )
+    root = _cache_root(cache_dir, options)
+    if kind == "onnxruntime":
+        return _create_onnxruntime(model, resolution, batch, device, precision, root, options)
+    handle, engine_path, _built = prepare_tensorrt_engine(
+        model, resolution=resolution, batch=batch, device=device, precision=precision, cache_dir=root, options=options
+    )
+    from .tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(handle, device=_tensorrt_device(device), engine_path=engine_path)
+
+
+def _split(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def _create_onnxruntime(model, resolution, batch, device, precision, root: Path, options: dict) -> Backend:
+    from .onnxruntime_backend import PROVIDER_NAMES, OnnxRuntimeBackend, import_onnxruntime
+
+    ort = import_onnxruntime()
+    dev = torch.device(device)
+    if "providers" in options:
+        providers = _split(options["providers"])
+    elif dev.type == "cuda":
+        if PROVIDER_NAMES["cuda"] not in ort.get_available_providers():
+            raise BackendError(
+                f"device {device!r} with backend onnxruntime needs CUDAExecutionProvider, but this onnxruntime "
+                f"{ort.__version__} has only {', '.join(ort.get_available_providers())}; pip install onnxruntime-gpu "
+                "(Jetson: the onnxruntime-gpu wheel for your JetPack) or use device 'cpu'"
+            )
+        providers = ["cuda", "cpu"]
+    else:
+        providers = ["cpu"]
+    onnx_path = export_onnx_cached(
+        model, resolution=resolution, batch=batch, dynamic=bool(options.get("dynamic", False)),
+        opset=int(options.get("opset", DEFAULT_OPSET)), cache_dir=root,
+    )
+    return OnnxRuntimeBackend(
+        onnx_path, providers=providers, intra_op_threads=options.get("intra_op_threads"),
+        inter_op_threads=options.get("inter_op_threads"), provider_options=options.get("provider_options"),
+        precision=precision,
+    )
+
+
+def _tensorrt_device(device: str) -> str:
+    """The CUDA device TensorRT runs on; anything else is a BackendError."""
+    from .torch_backend import parse_device
+
+    if torch.device(device).type != "cuda":
+        raise BackendError(f"backend tensorrt runs on a CUDA GPU; got device {device!r}, pass device='cuda'")
+    return str(parse_device(device))
+
+
+def _shape(value: Any, what: str) -> Optional[tuple[int, ...]]:
+    if value is None:
+        return None
+    shape = tuple(int(v) for v in (value.lower().split("x") if isinstance(value, str) else value))
+    if len(shape) != 4 or shape[1] != 3:
+        raise BackendError(f"{what} must be (N, 3, H, W), got {value!r}")
+    return shape
+
+
+def _calibrator(options: dict, onnx_path: Path, root: Path, resolution, batch: int, device: str):
+    """(calibrator, calibration id) for int8 builds from the calib_* options."""
+    from . import calibration as cal
+    from .engine_cache import sha256_path
+
+    images, bag, topic = options.get("calib_images"), options.get("calib_bag"), options.get("calib_topic")
+    limit = options.get("calib_limit")
+    limit = None if limit is None else int(limit)
+    if bag and not topic:
+        raise BackendError("calib_bag needs calib_topic (the sensor_msgs/Image or CompressedImage topic)")
+    cache_opt = options.get("calib_cache")
+    if not images and not bag and not (cache_opt and Path(cache_opt).is_file()):
+        return None, None
+    cid = cal.calibration_id(images=images, bag=bag, topic=topic, limit=limit, cache_file=cache_opt)
+    cache_file = Path(cache_opt) if cache_opt else root / "calibration" / f"{sha256_path(onnx_path)[:16]}_{cid}.cache"
+    if images:
+        frames = cal.iter_image_folder(images, limit=limit)
+    elif bag:
+        frames = cal.iter_bag_topic(bag, topic, limit=limit)
+    else:
+        frames = iter(())
+    batches = cal.calibration_batches(frames, resolution=resolution, batch=batch)
+    return cal.make_entropy_calibrator(batches, cache_file=cache_file, batch_size=batch, device=device), cid
+
+
+def prepare_tensorrt_engine(
+    model: nn.Module,
+    *,
+    resolution: tuple[int, int],
+    batch: int = 1,
+    device: str = "cuda",
+    precision: str = "fp16",
+    cache_dir: str | os.PathLike | None = None,
+    options: dict | None = None,
+    rebuild: bool = False,
+) -> tuple[Any, Path, bool]:
+    """Export ``model`` to ONNX and load or build its TensorRT engine (no execution context yet).
+
+    ``rebuild`` builds even when a valid cached engine exists (e.g. after new calibration data).
+
+    Returns:
+        (engine handle, engine file path, whether it was built now).
+    """
+    from .tensorrt_backend import BuildSettings, engine_from_cache, import_tensorrt, is_strongly_typed
+
+    options = dict(options or {})
+    _check_options("tensorrt", options)
+    trt = import_tensorrt()
+    dev = _tensorrt_device(device)
+    root = _cache_root(cache_dir, options)
+    if precision not in ("fp32", "fp16", "int8"):
+        raise BackendError(f"TensorRT precision {precision!r} is not one of fp32, fp16, int8")
+    dynamic = bool(options.get("dynamic", False))
+    onnx_path = export_onnx_cached(
+        model, resolution=resolution, batch=batch, dynamic=dynamic, opset=int(options.get("opset", DEFAULT_OPSET)),
+        half=precision == "fp16" and is_strongly_typed(trt), cache_dir=root,
+    )
+    unsupported = unsupported_tensorrt_ops(onnx_path)
+    if unsupported:
+        LOG.warning("ONNX %s uses operators TensorRT's parser does not list as supported: %s",
+                    onnx_path.name, ", ".join(unsupported))
+    calibrator, cid = (None, None)
+    if precision == "int8":
+        calibrator, cid = _calibrator(options, onnx_path, root, resolution, batch, dev)
+    settings = BuildSettings(
+        precision=precision, input_shape=(batch, 3, *resolution),
+        min_shape=_shape(options.get("min_shape"), "min_shape"), max_shape=_shape(options.get("max_shape"), "max_shape"),
+        workspace_mb=int(options.get("workspace_mb", 1024)),
+        dla_core=None if options.get("dla_core") is None else int(options["dla_core"]),
+        gpu_fallback=bool(options.get("gpu_fallback", True)),
+        use_timing_cache=bool(options.get("timing_cache", True)), calibrator=calibrator, calibration_id=cid,
+    )
+    return engine_from_cache(onnx_path, settings, cache_dir=root, device=dev, rebuild=rebuild)

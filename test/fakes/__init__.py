@@ -1,0 +1,1 @@
+"""Test doubles for optional heavy dependencies (TensorRT)."""

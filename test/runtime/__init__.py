@@ -1,0 +1,1 @@
+"""Tests of seg_perception.runtime."""
