@@ -34,11 +34,35 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CompressedImage, Image
 
 from .. import viz
-from ..conversions import ConversionError, numpy_to_image, to_rgb
+from ..conversions import ConversionError, image_to_numpy, numpy_to_image, to_rgb
 from ..pipeline import Segmenter, build_segmenter
 from .instances import InstancePublisher
 from .params import PARAMETERS, RELOAD_KEYS, STARTUP_ONLY_KEYS, NodeConfig, ParameterError, validate
 from .stats import LatestSlot, NodeStats
+
+
+_JPEG_MAGIC = b"\xff\xd8"
+_PNG_MAGIC = b"\x89PNG"
+
+
+def precheck(msg: Any) -> None:
+    """O(1) checks of an incoming message (no decode, no copy).
+
+    Raw images: encoding, sizes, step and data length (``image_to_numpy`` only builds a view).
+    Compressed images: non-empty data with a JPEG or PNG signature.
+
+    Raises:
+        ConversionError: with a ``reason`` key for the diagnostics counters.
+    """
+    if isinstance(msg, CompressedImage):
+        head = bytes(msg.data[:4])
+        if not (head.startswith(_JPEG_MAGIC) or head.startswith(_PNG_MAGIC)):
+            raise ConversionError(
+                "undecodable",
+                f"compressed image ({len(msg.data)} bytes, format {msg.format!r}) is neither JPEG nor PNG; "
+                "publish jpeg or png (image_transport 'compressed')")
+    else:
+        image_to_numpy(msg)
 
 
 class StartupError(RuntimeError):
@@ -116,6 +140,15 @@ class SegmentNode(Node):
 
     # ------------------------------------------------------------------ input
     def _on_image(self, msg: Any) -> None:
+        # Cheap validation here, so a malformed message is counted by reason and never displaces a
+        # good frame from the newest-frame slot. Decoding/colour conversion happens on the worker.
+        try:
+            precheck(msg)
+        except ConversionError as e:
+            self.stats.on_received(False, self._slot.depth)
+            self.stats.on_rejected(e.reason)
+            self.get_logger().warning(f"skipped frame: {e}", throttle_duration_sec=2.0)
+            return
         dropped = self._slot.put(msg)
         self.stats.on_received(dropped, self._slot.depth)
 

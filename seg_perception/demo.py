@@ -1,0 +1,271 @@
+"""The end-to-end demo: a real segment_node process, a bag played onto its camera topic over real
+ROS 2, its outputs recorded and scored against the bag's ground truth.
+
+    seg-perception demo                       # shipped panoptic model + shipped sample bag
+    seg-perception demo --bag my_drive.mcap --image-topic /cam/front/image_raw --model ... --weights ...
+
+Writes to ``--out`` (default ``demo_out/``): ``overlay/NNNN.png``, ``preview.gif``, ``outputs.mcap``
+(the node's outputs as recorded, with the bag's GT), the evaluation report (``report.json``,
+``report.md``, plots) and prints a summary (frames in/out, drops, fps, mIoU, PQ).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .conversions import image_to_numpy
+
+LOG = logging.getLogger("seg_perception.demo")
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SAMPLE_BAG = DATA_DIR / "sample_drive.mcap"
+NODE_NS = "/demo"
+NODE_NAME = "segment_node"
+
+
+@dataclass
+class DemoConfig:
+    bag: Path = SAMPLE_BAG
+    image_topic: str = "/camera/image_raw"
+    gt_semantic_topic: Optional[str] = "/gt/semantic"
+    gt_panoptic_topic: Optional[str] = "/gt/panoptic"
+    model: str = "panoptic_deeplab_mobilenetv3_large"
+    weights: str = "default"
+    resolution: str = ""
+    backend: str = "torch"
+    device: str = "cpu"
+    out: Path = Path("demo_out")
+    rate: float = 1.0  # playback speed factor vs the bag's stamps; 0 = lock-step (wait for each answer)
+    max_frames: int = 0
+    startup_timeout: float = 90.0
+    extra_params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Recorded:
+    semantic: dict = field(default_factory=dict)   # stamp_ns -> (H, W) uint8
+    panoptic: dict = field(default_factory=dict)   # stamp_ns -> (H, W) int32
+    overlay: dict = field(default_factory=dict)    # stamp_ns -> (H, W, 3) uint8
+    instances: dict = field(default_factory=dict)  # stamp_ns -> number of detections
+    diagnostics: dict = field(default_factory=dict)
+
+
+def _stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def read_bag(cfg: DemoConfig) -> tuple[list[tuple[int, str, bytes]], dict, dict]:
+    """Raw camera messages [(stamp_ns, msgtype, cdr bytes)] and GT maps stamp_ns -> array.
+
+    Raises:
+        seg_perception.eval.bag.BagError: a topic is missing (message lists the bag's topics).
+    """
+    from .eval.bag import BagError, deserialize, format_topics, list_topics
+
+    topics = list_topics([cfg.bag])
+    for t in (cfg.image_topic, cfg.gt_semantic_topic, cfg.gt_panoptic_topic):
+        if t and t not in topics:
+            raise BagError(f"topic {t!r} is not in {cfg.bag}; its topics are:\n{format_topics(topics)}")
+    from rosbags.highlevel import AnyReader
+
+    frames: list[tuple[int, str, bytes]] = []
+    gt_sem: dict[int, np.ndarray] = {}
+    gt_pan: dict[int, np.ndarray] = {}
+    wanted = {t for t in (cfg.image_topic, cfg.gt_semantic_topic, cfg.gt_panoptic_topic) if t}
+    with AnyReader([Path(cfg.bag)]) as reader:
+        conns = [c for c in reader.connections if c.topic in wanted]
+        for conn, _t, raw in reader.messages(connections=conns):
+            msg = deserialize(bytes(raw), conn.msgtype)
+            stamp = _stamp_ns(msg.header)
+            if conn.topic == cfg.image_topic:
+                frames.append((stamp, conn.msgtype, bytes(raw)))
+            elif conn.topic == cfg.gt_semantic_topic:
+                gt_sem[stamp] = image_to_numpy(msg)
+            else:
+                gt_pan[stamp] = image_to_numpy(msg).astype(np.int32)
+    frames.sort(key=lambda f: f[0])
+    if cfg.max_frames:
+        frames = frames[: cfg.max_frames]
+    return frames, gt_sem, gt_pan
+
+
+def _node_cmd(cfg: DemoConfig, compressed: bool) -> list[str]:
+    params = {"model": cfg.model, "weights": cfg.weights, "backend": cfg.backend, "device": cfg.device,
+              "qos_reliability": "reliable", "diagnostics_period": 0.5,
+              "input_transport": "compressed" if compressed else "raw", **cfg.extra_params}
+    if cfg.resolution:
+        params["resolution"] = cfg.resolution
+    cmd = [sys.executable, "-m", "seg_perception.cli", "run", "--ros-args", "-r", f"__ns:={NODE_NS}",
+           "-r", f"__node:={NODE_NAME}"]
+    base = cfg.image_topic[: -len("/compressed")] if compressed else cfg.image_topic
+    cmd += ["-r", f"image:={base}", "-r", f"image/compressed:={base}/compressed"]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}:={v}"]
+    return cmd
+
+
+def play_and_record(cfg: DemoConfig, frames: list[tuple[int, str, bytes]], log_path: Path) -> tuple[Recorded, float]:
+    """Start the node, publish ``frames`` onto the camera topic, collect outputs. Returns (outputs, wall s)."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, Image
+
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    compressed = bool(frames) and frames[0][1].endswith("CompressedImage")
+    rec = Recorded()
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(_node_cmd(cfg, compressed), stdout=log, stderr=subprocess.STDOUT, env=env)
+    own_context = not rclpy.ok()
+    if own_context:
+        rclpy.init()
+    node = rclpy.create_node("seg_demo_player")
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    prefix = f"{NODE_NS}/{NODE_NAME}"
+
+    def keep(store: dict, convert):
+        return lambda m: store.__setitem__(_stamp_ns(m.header), convert(m))
+
+    node.create_subscription(Image, f"{prefix}/semantic", keep(rec.semantic, image_to_numpy), qos)
+    node.create_subscription(Image, f"{prefix}/panoptic", keep(rec.panoptic, image_to_numpy), qos)
+    node.create_subscription(Image, f"{prefix}/overlay", keep(rec.overlay, image_to_numpy), qos)
+    try:
+        import vision_msgs.msg as vm
+
+        node.create_subscription(vm.Detection2DArray, f"{prefix}/instances",
+                                 keep(rec.instances, lambda m: len(m.detections)), qos)
+    except ImportError:
+        pass
+
+    def on_diag(arr: Any) -> None:
+        for st in arr.status:
+            if prefix in st.name:
+                rec.diagnostics = {kv.key: kv.value for kv in st.values}
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    pub = node.create_publisher(CompressedImage if compressed else Image, cfg.image_topic, qos)
+
+    def spin_until(cond, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return True
+            if proc.poll() is not None:
+                raise RuntimeError(f"segment_node exited with code {proc.returncode}; see {log_path}:\n"
+                                   + log_path.read_text()[-2000:])
+            ex.spin_once(timeout_sec=0.02)
+        return cond()
+
+    try:
+        print(f"[demo] starting segment_node ({cfg.model}) ...", flush=True)
+        if not spin_until(lambda: pub.get_subscription_count() > 0
+                          and node.count_publishers(f"{prefix}/overlay") > 0, cfg.startup_timeout):
+            raise RuntimeError(f"segment_node did not come up within {cfg.startup_timeout:.0f} s; see {log_path}")
+        spin_until(lambda: False, 1.0)  # let the output subscriptions match
+        print(f"[demo] playing {len(frames)} frames from {cfg.bag} onto {cfg.image_topic} "
+              f"({'lock-step' if cfg.rate <= 0 else f'{cfg.rate:g}x bag rate'})", flush=True)
+        t_start = time.monotonic()
+        stamp0 = frames[0][0] if frames else 0
+        for i, (stamp, _type, raw) in enumerate(frames):
+            if cfg.rate > 0:
+                due = t_start + (stamp - stamp0) / 1e9 / cfg.rate
+                spin_until(lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()) + 0.01)
+            pub.publish(raw)
+            if cfg.rate <= 0:
+                spin_until(lambda: stamp in rec.semantic, 30.0)
+        spin_until(lambda: frames and frames[-1][0] in rec.semantic, 5.0)
+        wall = time.monotonic() - t_start
+        spin_until(lambda: False, 1.2)  # one more diagnostics period
+        return rec, wall
+    finally:
+        ex.remove_node(node)
+        node.destroy_node()
+        if own_context:
+            rclpy.try_shutdown()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def write_visuals(rec: Recorded, out: Path, max_gif_frames: int = 60) -> list[Path]:
+    """overlay/NNNN.png per output frame and a downscaled animated preview.gif."""
+    import cv2
+    from PIL import Image as PILImage
+
+    odir = out / "overlay"
+    odir.mkdir(parents=True, exist_ok=True)
+    paths, thumbs = [], []
+    for i, stamp in enumerate(sorted(rec.overlay)):
+        img = rec.overlay[stamp]
+        p = odir / f"{i:04d}.png"
+        cv2.imwrite(str(p), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        paths.append(p)
+        if len(thumbs) < max_gif_frames:
+            scale = min(1.0, 384 / img.shape[1])
+            thumbs.append(PILImage.fromarray(cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)))
+    if thumbs:
+        thumbs[0].save(out / "preview.gif", save_all=True, append_images=thumbs[1:], duration=100, loop=0)
+    return paths
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Run the whole demo; returns the summary dict (also written to OUT/summary.json)."""
+    from .demo_eval import evaluate_recorded
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frames, gt_sem, gt_pan = read_bag(cfg)
+    if not frames:
+        raise RuntimeError(f"no camera messages on {cfg.image_topic} in {cfg.bag}")
+    rec, wall = play_and_record(cfg, frames, out / "node.log")
+    write_visuals(rec, out)
+    report = evaluate_recorded(cfg, frames, rec, gt_sem, gt_pan, out)
+    d = rec.diagnostics
+    summary = {
+        "frames_in": len(frames),
+        "frames_out": len(rec.semantic),
+        "node_frames_received": int(d.get("frames_received", 0) or 0),
+        "node_frames_dropped": int(d.get("frames_dropped", 0) or 0),
+        "node_frames_rejected": int(d.get("frames_rejected", 0) or 0),
+        "node_fps": float(d.get("fps", 0) or 0),
+        "node_total_median_ms": float(d.get("node_total_ms.median_ms", 0) or 0),
+        "segmenter_median_ms": float(d.get("total_ms.median_ms", 0) or 0),
+        "throughput_fps": len(rec.semantic) / wall if wall > 0 else 0.0,
+        "instances_topic": bool(rec.instances),
+        **{k: report.get(k) for k in ("miou", "pq", "sq", "rq", "pixel_accuracy", "miou_convention")},
+        "out_dir": str(out.resolve()),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    def f(v: Any, spec: str = ".3f") -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    return "\n".join([
+        "==== seg_perception demo ====",
+        f"frames in/out      : {s['frames_in']} / {s['frames_out']}  (node: received {s['node_frames_received']}, "
+        f"dropped {s['node_frames_dropped']}, rejected {s['node_frames_rejected']})",
+        f"speed              : node {f(s['node_fps'], '.1f')} fps, median per frame {f(s['node_total_median_ms'], '.1f')} ms "
+        f"(Segmenter {f(s['segmenter_median_ms'], '.1f')} ms)",
+        f"accuracy vs GT     : mIoU {f(s['miou'])} ({s.get('miou_convention') or 'n/a'}), PQ {f(s['pq'])} "
+        f"(SQ {f(s['sq'])}, RQ {f(s['rq'])})",
+        f"outputs            : {s['out_dir']}/ (overlay/*.png, preview.gif, report.md, report.json)",
+    ])
