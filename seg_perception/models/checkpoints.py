@@ -20,6 +20,7 @@ Public formats understood by :func:`load_weights` (detected from the file's cont
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -226,3 +227,450 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
         raise CheckpointError(f"{str(path)!r}: cannot build model {name!r} with {kwargs}: {exc}") from exc
     apply_state_dict(model, obj["state_dict"], source=str(path))
     return LoadedCheckpoint(model.eval(), name, kwargs, str(obj["label_set"]), dict(obj.get("meta") or {}))
+
+
+# --------------------------------------------------------------------------- public formats
+
+#: Format names :func:`detect_format` returns.
+FORMATS = ("seg_perception", "vainf", "detectron2", "bowenc0221", "hrnet_official", "state_dict")
+
+
+def read_weights_file(path: str | Path) -> Any:
+    """Read a weights file safely: ``torch.load(weights_only=True)``, else (plain pickles such as
+    Detectron2 ``.pkl``) the numpy-only :mod:`.safe_pickle` unpickler.
+
+    Raises:
+        CheckpointError: missing file (names it), unreadable/corrupt file, or a pickle that names
+            anything but numpy arrays (the refused global is named).
+    """
+    from . import safe_pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {str(path)!r} does not exist; check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as torch_exc:  # noqa: BLE001 - fall back to the numpy-only pickle reader
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        if is_zip:
+            raise CheckpointError(
+                f"{str(path)!r} is not a readable checkpoint (corrupted, or holds objects other than "
+                f"tensors and plain data): {type(torch_exc).__name__}: {str(torch_exc)[:300]}"
+            ) from torch_exc
+        try:
+            return safe_pickle.load_path(path)
+        except safe_pickle.UnsafePickleError as exc:
+            raise CheckpointError(f"{str(path)!r} refused: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(
+                f"{str(path)!r} is not a readable checkpoint (neither a torch.save file nor a pickle "
+                f"of numpy arrays; corrupted or truncated?): {type(exc).__name__}: {str(exc)[:200]}"
+            ) from exc
+
+
+def _strip(sd: Mapping[str, Any], prefix: str = "module.") -> dict[str, Any]:
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in sd.items()}
+
+
+def _is_mapping_of_arrays(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(v, (torch.Tensor, np.ndarray)) for v in obj.values())
+
+
+def detect_format(obj: Any, *, model_name: str = "") -> str:
+    """Name (one of :data:`FORMATS`) of the checkpoint layout of a loaded file object.
+
+    Raises ``CheckpointError`` when nothing matches (the message lists the supported formats).
+    """
+    if isinstance(obj, Mapping):
+        if "format" in obj and str(obj.get("format", "")).startswith("seg_perception/"):
+            return "seg_perception"
+        if isinstance(obj.get("model_state"), Mapping):
+            return "vainf"
+        if isinstance(obj.get("model"), Mapping) and any(
+                k.startswith(("sem_seg_head.", "ins_embed_head.", "backbone.res", "backbone.stem."))
+                for k in obj["model"]):
+            return "detectron2"
+        inner = obj.get("state_dict") if isinstance(obj.get("state_dict"), Mapping) else obj
+        keys = list(_strip(inner))
+        if model_name.startswith("hrnetv2"):
+            return "hrnet_official"
+        if any(k.startswith("decoder.semantic_decoder.") for k in keys):
+            return "bowenc0221"
+        if _is_mapping_of_arrays(inner):
+            return "state_dict"
+    raise CheckpointError(
+        f"unrecognized checkpoint layout (a {type(obj).__name__}"
+        + (f" with keys {_first([str(k) for k in obj], 8)}" if isinstance(obj, Mapping) else "")
+        + "); supported: seg_perception checkpoints, VainF DeepLabV3Plus-Pytorch (.pth with "
+        "'model_state'), Detectron2 Panoptic-DeepLab (.pkl with 'model'), bowenc0221 panoptic-deeplab "
+        "(.pth state dict), official HRNet (.pth, hrnetv2_* models), or a plain state dict of this model"
+    )
+
+
+def _as_tensor(v: Any) -> torch.Tensor:
+    return torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v
+
+
+# VainF/DeepLabV3Plus-Pytorch ------------------------------------------------
+
+def convert_vainf(state_dict: Mapping[str, Any], *, model_name: str) -> dict[str, torch.Tensor]:
+    """VainF DeepLabV3+ ``model_state`` -> our ``deeplabv3plus_*`` keys.
+
+    ``backbone.*`` stays (torchvision ResNet) or, for MobileNetV2, ``backbone.low_level_features.i``
+    -> ``backbone.features.i`` and ``backbone.high_level_features.j`` -> ``backbone.features.{j+4}``;
+    ``classifier.aspp`` -> ``aspp``; ``classifier.project`` -> ``decoder.project``;
+    ``classifier.classifier.{0,1}`` (the one 3x3 conv + BN) -> ``decoder.fuse.{0,1}``;
+    ``classifier.classifier.3`` -> ``classifier``.
+    """
+    if not model_name.startswith("deeplabv3plus_"):
+        raise CheckpointError(
+            f"VainF DeepLabV3Plus-Pytorch checkpoints hold DeepLabV3+ weights; model {model_name!r} cannot "
+            "use them (pick deeplabv3plus_resnet50, deeplabv3plus_resnet101 or deeplabv3plus_mobilenetv2)"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for key, v in _strip(state_dict).items():
+        k = key
+        if k.startswith("backbone.low_level_features."):
+            rest = k[len("backbone.low_level_features."):]
+            i, tail = rest.split(".", 1)
+            k = f"backbone.features.{int(i)}.{tail}"
+        elif k.startswith("backbone.high_level_features."):
+            rest = k[len("backbone.high_level_features."):]
+            i, tail = rest.split(".", 1)
+            k = f"backbone.features.{int(i) + 4}.{tail}"
+        elif k.startswith("classifier.aspp."):
+            k = "aspp." + k[len("classifier.aspp."):]
+        elif k.startswith("classifier.project."):
+            k = "decoder.project." + k[len("classifier.project."):]
+        elif k.startswith("classifier.classifier.0.") or k.startswith("classifier.classifier.1."):
+            k = "decoder.fuse." + k[len("classifier.classifier."):]
+        elif k.startswith("classifier.classifier.3."):
+            k = "classifier." + k[len("classifier.classifier.3."):]
+        out[k] = _as_tensor(v)
+    return out
+
+
+def _vainf_kwargs(sd: Mapping[str, Any], model_name: str) -> dict[str, Any]:
+    sd = _strip(sd)
+    kw: dict[str, Any] = {"decoder_convs": 1, "aspp_channels": 256, "decoder_channels": 256,
+                          "low_level_channels": 48}
+    cls = sd.get("classifier.classifier.3.weight")
+    if cls is not None:
+        kw["num_classes"] = int(cls.shape[0])
+    if model_name == "deeplabv3plus_mobilenetv2":
+        kw["block_padding"] = "input"
+    return kw
+
+
+# Detectron2 Panoptic-DeepLab ------------------------------------------------
+
+_D2_HEAD_PREFIXES = (
+    (re.compile(r"^sem_seg_head\.decoder\.res5\.project_conv\."), "semantic_decoder.aspp."),
+    (re.compile(r"^ins_embed_head\.decoder\.res5\.project_conv\."), "instance_decoder.aspp."),
+    (re.compile(r"^sem_seg_head\.decoder\.res([234])\.(project|fuse)_conv\."),
+     lambda m: f"semantic_decoder.{m[2]}.{int(m[1]) - 2}."),
+    (re.compile(r"^ins_embed_head\.decoder\.res([234])\.(project|fuse)_conv\."),
+     lambda m: f"instance_decoder.{m[2]}.{int(m[1]) - 2}."),
+    (re.compile(r"^sem_seg_head\.head\."), "semantic_head."),
+    (re.compile(r"^sem_seg_head\.predictor\."), "semantic_predictor."),
+    (re.compile(r"^ins_embed_head\.(center|offset)_(head|predictor)\."), lambda m: f"{m[1]}_{m[2]}."),
+)
+
+
+def convert_detectron2(model_dict: Mapping[str, Any], *, deep_stem: bool = True) -> dict[str, torch.Tensor]:
+    """Detectron2 Panoptic-DeepLab ``model`` dict (numpy arrays) -> our ``PanopticDeepLab`` keys.
+
+    Backbone: ``backbone.stem.convK(.norm)`` -> ``backbone.stem.convK`` / ``bnK`` (deep stem) or
+    ``backbone.conv1`` / ``bn1``; ``backbone.res{2..5}.i.convK(.norm)`` ->
+    ``backbone.layer{1..4}.i.convK`` / ``bnK``; ``shortcut(.norm)`` -> ``downsample.0`` / ``.1``.
+    Heads: ``decoder.res5.project_conv`` (ASPP) -> ``*_decoder.aspp``; ``decoder.res{2,3,4}.
+    {project,fuse}_conv`` -> ``*_decoder.{project,fuse}.{0,1,2}``; ``head``/``predictor`` ->
+    ``semantic_head``/``semantic_predictor``; ``{center,offset}_{head,predictor}`` kept. A conv with
+    a ``.norm`` sibling becomes ``<conv>.0`` and its norm ``<conv>.1``. ``pixel_mean``/``pixel_std``
+    are dropped (they equal the ImageNet normalization the Segmenter applies).
+    """
+    out: dict[str, torch.Tensor] = {}
+    keys = set(model_dict)
+    for key, v in model_dict.items():
+        if key in ("pixel_mean", "pixel_std"):
+            continue
+        k = key
+        if k.startswith("backbone."):
+            m = re.match(r"^backbone\.stem\.conv(\d)\.(norm\.)?(\w+)$", k)
+            if m:
+                idx, norm, leaf = m[1], m[2], m[3]
+                if deep_stem:
+                    k = f"backbone.stem.{'bn' if norm else 'conv'}{idx}.{leaf}"
+                else:
+                    k = f"backbone.{'bn' if norm else 'conv'}{idx}.{leaf}"
+            else:
+                k = re.sub(r"^backbone\.res(\d)\.", lambda mm: f"backbone.layer{int(mm[1]) - 1}.", k)
+                k = re.sub(r"\.conv(\d)\.norm\.", r".bn\1.", k)
+                k = k.replace(".shortcut.norm.", ".downsample.1.").replace(".shortcut.weight", ".downsample.0.weight")
+        else:
+            for pattern, repl in _D2_HEAD_PREFIXES:
+                new = pattern.sub(repl, k)
+                if new != k:
+                    k = new
+                    break
+            base, _, leaf = key.rpartition(".")
+            if base.endswith(".norm"):  # "<conv>.norm.<leaf>" -> "<conv>.1.<leaf>"
+                k = k[: -len(".norm." + leaf)] + ".1." + leaf
+            elif f"{base}.norm.weight" in keys:  # conv with a norm sibling -> "<conv>.0.<leaf>"
+                k = k[: -len("." + leaf)] + ".0." + leaf
+        out[k] = _as_tensor(v)
+    return out
+
+
+def _d2_kwargs(model_dict: Mapping[str, Any]) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    g = model_dict.get
+    if g("sem_seg_head.predictor.weight") is not None:
+        kw["num_classes"] = int(g("sem_seg_head.predictor.weight").shape[0])
+    for head, pre in (("sem_seg_head", ""), ("ins_embed_head", "instance_")):
+        aspp = g(f"{head}.decoder.res5.project_conv.convs.0.weight")
+        if aspp is not None:
+            kw[f"{pre}aspp_channels"] = int(aspp.shape[0])
+        lows = [int(g(f"{head}.decoder.res{r}.project_conv.weight").shape[0])
+                for r in (2, 3, 4) if g(f"{head}.decoder.res{r}.project_conv.weight") is not None]
+        if lows:
+            kw[f"{pre}low_level_channels"] = tuple(lows)
+        fuse = g(f"{head}.decoder.res2.fuse_conv.pointwise.weight")
+        if fuse is not None:
+            kw[f"{pre}decoder_channels"] = int(fuse.shape[0])
+    if g("sem_seg_head.head.pointwise.weight") is not None:
+        kw["head_channels"] = int(g("sem_seg_head.head.pointwise.weight").shape[0])
+    if g("ins_embed_head.center_predictor.weight") is not None:
+        kw["instance_head_channels"] = int(g("ins_embed_head.center_predictor.weight").shape[1])
+    kw["separable_aspp"] = g("sem_seg_head.decoder.res5.project_conv.convs.1.depthwise.weight") is not None
+    kw["aspp_pooling"] = "bias" if g("sem_seg_head.decoder.res5.project_conv.convs.4.1.bias") is not None else "none"
+    kw["center_head"] = "conv"
+    return kw
+
+
+# bowenc0221/panoptic-deeplab ------------------------------------------------
+
+def _bowen_stages(sd: Mapping[str, Any], branch: str) -> int:
+    return len({k.split(".")[3] for k in sd if k.startswith(f"decoder.{branch}_decoder.project.")})
+
+
+def convert_bowenc0221(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """bowenc0221/panoptic-deeplab state dict -> our ``PanopticDeepLab`` keys.
+
+    ``backbone.*`` (torchvision ResNet) stays. Per branch (``semantic``/``instance``):
+    ``decoder.<b>_decoder.aspp.*`` -> ``<b>_decoder.aspp.*`` (``convs.4.aspp_pooling.1`` ->
+    ``convs.4.1``); ``project.i`` / ``fuse.i`` are ordered top-down there (largest stride first),
+    so index i -> n-1-i; a fuse conv ``i.0.0.{0,1}`` (depthwise conv, BN), ``i.0.{1,2}`` (pointwise
+    conv, BN) -> ``depthwise.{0,1}``, ``pointwise.{0,1}``, with the input channels reordered from
+    ``cat(upsampled, projected)`` to our ``cat(projected, upsampled)``. Heads
+    ``decoder.semantic_head.classifier.semantic.{0.0,1}`` -> ``semantic_head`` /
+    ``semantic_predictor``; ``decoder.instance_head.classifier.{center,offset}`` ->
+    ``{center,offset}_head`` / ``_predictor``.
+    """
+    sd = _strip(state_dict)
+    out: dict[str, torch.Tensor] = {}
+    sep = {"0.0.0.": "depthwise.0.", "0.0.1.": "depthwise.1.", "0.1.": "pointwise.0.", "0.2.": "pointwise.1."}
+    for key, v in sd.items():
+        v = _as_tensor(v)
+        if not key.startswith("decoder."):
+            out[key] = v
+            continue
+        m = re.match(r"^decoder\.(semantic|instance)_decoder\.(.*)$", key)
+        if m:
+            branch, rest = m[1], m[2]
+            n = _bowen_stages(sd, branch)
+            rest = rest.replace("aspp.convs.4.aspp_pooling.", "aspp.convs.4.")
+            mm = re.match(r"^(project|fuse)\.(\d+)\.(.*)$", rest)
+            if mm:
+                kind, i, tail = mm[1], int(mm[2]), mm[3]
+                j = n - 1 - i
+                if kind == "fuse":
+                    for src, dst in sep.items():
+                        if tail.startswith(src):
+                            tail = dst + tail[len(src):]
+                            break
+                    v = _bowen_reorder_fuse(sd, branch, i, tail, v)
+                rest = f"{kind}.{j}.{tail}"
+            out[f"{branch}_decoder.{rest}"] = v
+            continue
+        m = re.match(r"^decoder\.(?:semantic|instance)_head\.classifier\.(semantic|center|offset)\.(.*)$", key)
+        if m:
+            name, tail = m[1], m[2]
+            if tail.startswith("1."):
+                out[f"{name}_predictor.{tail[2:]}"] = v
+                continue
+            for src, dst in sep.items():
+                if tail.startswith("0." + src):
+                    tail = dst + tail[len("0." + src):]
+                    break
+            out[f"{name}_head.{tail}"] = v
+            continue
+        out[key] = v
+    return out
+
+
+def _bowen_reorder_fuse(sd: Mapping[str, Any], branch: str, i: int, tail: str, v: torch.Tensor) -> torch.Tensor:
+    """Reorder the input channels of a fuse conv from cat(up, proj) to cat(proj, up)."""
+    if tail.endswith("num_batches_tracked"):
+        return v
+    proj = sd.get(f"decoder.{branch}_decoder.project.{i}.0.weight")
+    if proj is None:
+        return v
+    p = int(proj.shape[0])
+    if tail.startswith("depthwise."):
+        c = int(v.shape[0])
+        perm = torch.cat([torch.arange(c - p, c), torch.arange(0, c - p)])
+        return v[perm]
+    if tail.startswith("pointwise.0.weight"):
+        c = int(v.shape[1])
+        perm = torch.cat([torch.arange(c - p, c), torch.arange(0, c - p)])
+        return v[:, perm]
+    return v
+
+
+def _bowen_kwargs(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    sd = _strip(state_dict)
+    kw: dict[str, Any] = {"aspp_pooling": "none", "center_head": "separable", "align_corners": True,
+                          "separable_aspp": False}
+    for branch, pre in (("semantic", ""), ("instance", "instance_")):
+        n = _bowen_stages(sd, branch)
+        if n == 0:
+            continue
+        lows = [int(sd[f"decoder.{branch}_decoder.project.{i}.0.weight"].shape[0]) for i in range(n)]
+        kw[f"{pre}low_level_channels"] = tuple(reversed(lows))
+        kw[f"{pre}aspp_channels"] = int(sd[f"decoder.{branch}_decoder.aspp.convs.0.0.weight"].shape[0])
+        kw[f"{pre}decoder_channels"] = int(sd[f"decoder.{branch}_decoder.fuse.0.0.2.weight"].shape[0])
+        kw[f"{pre}head_channels"] = kw[f"{pre}decoder_channels"]
+        if branch == "semantic":
+            kw["output_stride"] = 32 if n == 3 else 16  # released configs: 3 stages <=> os32
+    cls = sd.get("decoder.semantic_head.classifier.semantic.1.weight")
+    if cls is not None:
+        kw["num_classes"] = int(cls.shape[0])
+    return kw
+
+
+# dispatch -------------------------------------------------------------------
+
+def _unwrap(obj: Any, fmt: str) -> Mapping[str, Any]:
+    if fmt == "vainf":
+        return obj["model_state"]
+    if fmt == "detectron2":
+        return obj["model"]
+    if fmt in ("bowenc0221", "state_dict", "hrnet_official") and isinstance(obj.get("state_dict"), Mapping):
+        return obj["state_dict"]
+    return obj
+
+
+def _required_kwargs(obj: Any, fmt: str, model_name: str) -> dict[str, Any]:
+    sd = _unwrap(obj, fmt)
+    if fmt == "seg_perception":
+        return dict(obj.get("model_kwargs") or {})
+    if fmt == "vainf":
+        return _vainf_kwargs(sd, model_name)
+    if fmt == "detectron2":
+        return _d2_kwargs(sd)
+    if fmt == "bowenc0221":
+        return _bowen_kwargs(sd)
+    return {}
+
+
+def weights_model_kwargs(path: str | Path, *, model_name: str) -> dict[str, Any]:
+    """Builder keyword arguments the weights at ``path`` need (derived from the file), to merge
+    under the user's ``model_kwargs`` before ``get_model(model_name, ...)``.
+
+    E.g. VainF -> ``{"decoder_convs": 1, "num_classes": 19, ...}``; bowenc0221 R50 ->
+    ``{"output_stride": 32, "low_level_channels": (32, 64, 128), "align_corners": True, ...}``;
+    our format -> its stored ``model_kwargs``; plain state dicts / HRNet -> ``{}``.
+    """
+    obj = read_weights_file(path)
+    return _required_kwargs(obj, detect_format(obj, model_name=model_name), model_name)
+
+
+def _convert(obj: Any, fmt: str, model: nn.Module, model_name: str, path: Path) -> dict[str, Any]:
+    sd = _unwrap(obj, fmt)
+    if fmt == "seg_perception":
+        if obj.get("model") != model_name:
+            raise CheckpointError(
+                f"{str(path)!r} holds model {obj.get('model')!r} but {model_name!r} was requested; "
+                f"use model {obj.get('model')!r} or a checkpoint trained for {model_name!r}"
+            )
+        return dict(sd)
+    if fmt == "vainf":
+        return convert_vainf(sd, model_name=model_name)
+    if fmt == "detectron2":
+        if not model_name.startswith("panoptic_deeplab_"):
+            raise CheckpointError(
+                f"{str(path)!r} is a Detectron2 Panoptic-DeepLab checkpoint; model {model_name!r} cannot use "
+                "it (use panoptic_deeplab_resnet52_dc5 for the R52-DC5 release)"
+            )
+        backbone = getattr(model, "backbone", None)
+        return convert_detectron2(sd, deep_stem=bool(getattr(backbone, "deep_stem", True)))
+    if fmt == "bowenc0221":
+        if not model_name.startswith("panoptic_deeplab_"):
+            raise CheckpointError(
+                f"{str(path)!r} is a bowenc0221 Panoptic-DeepLab checkpoint; model {model_name!r} cannot use it "
+                "(use panoptic_deeplab_resnet50 / panoptic_deeplab_resnet101)"
+            )
+        return convert_bowenc0221(sd)
+    if fmt == "hrnet_official":
+        from .hrnet import convert_hrnet_official
+
+        try:
+            return convert_hrnet_official(sd)
+        except ValueError as exc:
+            raise CheckpointError(f"{str(path)!r}: {exc}") from exc
+    return _strip(sd)
+
+
+def _fill_bn_counters(model: nn.Module, sd: dict[str, Any]) -> None:
+    """Add BatchNorm ``num_batches_tracked`` counters a foreign format does not store."""
+    for k, v in model.state_dict().items():
+        if k.endswith("num_batches_tracked") and k not in sd and k.rsplit(".", 1)[0] + ".running_mean" in sd:
+            sd[k] = torch.zeros_like(v)
+
+
+def _apply_runtime_options(model: nn.Module, fmt: str, model_name: str) -> dict[str, Any]:
+    """Set parameter-free behaviour a format needs; returns what was set (for meta)."""
+    done: dict[str, Any] = {}
+    if fmt == "vainf" and hasattr(getattr(model, "backbone", None), "set_block_padding"):
+        model.backbone.set_block_padding("input")
+        done["block_padding"] = "input"
+    if fmt == "bowenc0221" and hasattr(model, "set_align_corners"):
+        model.set_align_corners(True)
+        done["align_corners"] = True
+    return done
+
+
+def load_weights(model: nn.Module, path: str | Path, *, model_name: str) -> dict[str, Any]:
+    """Load the weights at ``path`` into ``model`` (registry name ``model_name``), converting public
+    formats automatically (see :data:`FORMATS`).
+
+    Returns meta: ``{"format": ..., "source": path, "required_model_kwargs": {...}, ...}`` (our
+    format adds its stored meta). Parameter-free options a format needs (VainF MobileNetV2
+    padding, bowenc0221 ``align_corners``) are switched on the model.
+
+    Raises:
+        CheckpointError: missing / unreadable / unsafe file, unknown layout, a checkpoint for another
+            model, or weights that do not fit: the message lists missing / unexpected keys and shape
+            mismatches and the builder kwargs the file needs.
+    """
+    path = Path(path)
+    obj = read_weights_file(path)
+    fmt = detect_format(obj, model_name=model_name)
+    sd = _convert(obj, fmt, model, model_name, path)
+    _fill_bn_counters(model, sd)
+    required = _required_kwargs(obj, fmt, model_name)
+    try:
+        apply_state_dict(model, sd, source=f"{str(path)!r} ({fmt} format, converted)" if fmt not in (
+            "seg_perception", "state_dict") else f"{str(path)!r} ({fmt} format)")
+    except CheckpointError as exc:
+        hint = (f"; this file needs builder kwargs {required} (pass them as model_kwargs)" if required else "")
+        raise CheckpointError(f"{exc}{hint}") from exc
+    meta: dict[str, Any] = {"format": fmt, "source": str(path), "required_model_kwargs": required}
+    meta.update(_apply_runtime_options(model, fmt, model_name))
+    if fmt == "seg_perception":
+        meta.update(dict(obj.get("meta") or {}))
+        meta["label_set"] = obj.get("label_set")
+    return meta
