@@ -54,10 +54,17 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def iter_image_folder(folder: str | os.PathLike, *, limit: Optional[int] = None) -> Iterator[np.ndarray]:
-    """RGB frames (H, W, 3) uint8 from the images in ``folder``; unreadable files are skipped with a warning."""
+    """RGB frames (H, W, 3) uint8 from the images in ``folder``; unreadable files are skipped with a warning.
+
+    The folder is checked now (BackendError when missing or without images); frames load lazily.
+    """
     files = list_images(folder)
     if not files:
         raise BackendError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in calibration folder {str(folder)!r}")
+    return _read_images(files, limit)
+
+
+def _read_images(files: list[Path], limit: Optional[int]) -> Iterator[np.ndarray]:
     count = 0
     for path in files:
         if limit is not None and count >= limit:
@@ -73,34 +80,42 @@ def iter_image_folder(folder: str | os.PathLike, *, limit: Optional[int] = None)
 def iter_bag_topic(
     bag: str | os.PathLike, topic: str, *, limit: Optional[int] = None, stride: int = 1
 ) -> Iterator[np.ndarray]:
-    """RGB frames from ``sensor_msgs/Image`` or ``CompressedImage`` messages on ``topic`` of a rosbag.
+    """RGB frames from ``sensor_msgs/Image`` or ``CompressedImage`` messages on ``topic`` of a rosbag2.
 
-    Reads ROS 1 and ROS 2 bags (sqlite3 / mcap) with ``rosbags``; every ``stride``-th message is used.
-    Message -> RGB conversion is :func:`seg_perception.conversions.to_rgb`.
+    Reading is :func:`seg_perception.eval.bag.read_images` (mcap/sqlite3 via ``rosbags``, tolerant of
+    truncated bags); message -> RGB is :func:`seg_perception.conversions.to_rgb`. Every
+    ``stride``-th message is used; frames that fail to convert are skipped with a warning. The bag
+    and topic are checked now (BackendError listing the bag's topics); frames load lazily.
     """
     try:
-        from rosbags.highlevel import AnyReader
-        from rosbags.typesys import Stores, get_typestore
+        from ..eval.bag import BagError, list_topics, read_images
+        topics = list_topics(bag)
     except ImportError as exc:
         raise BackendError(f"reading calibration frames from a bag needs rosbags: pip install rosbags ({exc})") from exc
-    from ..conversions import to_rgb
+    except BagError as exc:
+        raise BackendError(f"calibration bag: {exc}") from exc
+    if topic not in topics:
+        raise BackendError(f"topic {topic!r} is not in calibration bag {str(bag)!r}; topics there: "
+                           f"{', '.join(sorted(topics)) or 'none'}")
+    return _read_bag(read_images(bag, topic), limit, max(1, int(stride)))
 
-    path = Path(bag)
-    if not path.exists():
-        raise BackendError(f"calibration bag {str(path)!r} does not exist")
+
+def _read_bag(frames: Iterator[Any], limit: Optional[int], stride: int) -> Iterator[np.ndarray]:
+    from ..conversions import ConversionError, to_rgb
+
     count = 0
-    with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
-        connections = [c for c in reader.connections if c.topic == topic]
-        if not connections:
-            topics = sorted({c.topic for c in reader.connections})
-            raise BackendError(f"topic {topic!r} is not in bag {str(path)!r}; topics there: {', '.join(topics) or 'none'}")
-        for index, (conn, _stamp, raw) in enumerate(reader.messages(connections=connections)):
-            if index % max(1, int(stride)):
-                continue
-            if limit is not None and count >= limit:
-                return
-            count += 1
-            yield to_rgb(reader.deserialize(raw, conn.msgtype))
+    for index, frame in enumerate(frames):
+        if index % stride:
+            continue
+        if limit is not None and count >= limit:
+            return
+        try:
+            rgb = to_rgb(frame.msg)
+        except ConversionError as exc:
+            LOG.warning("skipping calibration frame %s: %s", frame.describe(), exc)
+            continue
+        count += 1
+        yield rgb
 
 
 def calibration_batches(
@@ -165,6 +180,7 @@ def make_entropy_calibrator(
             self.cache_file = Path(cache_file) if cache_file is not None else None
             self.device = torch.device(device)
             self.batches_served = 0
+            self.error: Optional[BaseException] = None  # set when the batch source failed
             self._iter = iter(batches)
             self._buffer: Optional[torch.Tensor] = None  # alive until the next get_batch call
 
@@ -175,6 +191,10 @@ def make_entropy_calibrator(
             try:
                 batch = next(self._iter)
             except StopIteration:
+                return None
+            except Exception as exc:  # noqa: BLE001 - never raise into TensorRT's C++ caller
+                LOG.error("reading calibration data failed: %s", exc)
+                self.error = exc
                 return None
             if batch.shape[0] != self.batch_size:  # never raise into TensorRT's C++ caller
                 LOG.error("calibration batch has %d frames, expected %d; stopping calibration",

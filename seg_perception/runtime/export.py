@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -130,7 +131,9 @@ def export_onnx(
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # dynamo=False is deliberate (stable TorchScript graphs TensorRT parses); silence its deprecation notice
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
             torch.onnx.export(
                 wrapper, (example,), tmp, dynamo=False, input_names=[INPUT_NAME], output_names=list(names),
                 opset_version=int(opset), dynamic_axes=dynamic_axes, do_constant_folding=True,

@@ -211,7 +211,9 @@ def prepare_tensorrt_engine(
     Returns:
         (engine handle, engine file path, whether it was built now).
     """
-    from .tensorrt_backend import BuildSettings, engine_from_cache, import_tensorrt, is_strongly_typed
+    from .tensorrt_backend import (
+        BuildSettings, check_int8_support, engine_from_cache, import_tensorrt, is_strongly_typed,
+    )
 
     options = dict(options or {})
     _check_options("tensorrt", options)
@@ -220,6 +222,7 @@ def prepare_tensorrt_engine(
     root = _cache_root(cache_dir, options)
     if precision not in ("fp32", "fp16", "int8"):
         raise BackendError(f"TensorRT precision {precision!r} is not one of fp32, fp16, int8")
+    check_int8_support(trt, precision)
     dynamic = bool(options.get("dynamic", False))
     onnx_path = export_onnx_cached(
         model, resolution=resolution, batch=batch, dynamic=dynamic, opset=int(options.get("opset", DEFAULT_OPSET)),

@@ -152,15 +152,20 @@ def _parse_onnx(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path) -> 
     return network, parser
 
 
+def check_int8_support(trt: ModuleType, precision: str) -> None:
+    """BackendError when ``precision`` is int8 and this TensorRT has no implicit INT8 calibration (>= 11)."""
+    if precision == "int8" and (is_strongly_typed(trt) or not hasattr(trt, "IInt8EntropyCalibrator2")):
+        raise BackendError(
+            f"TensorRT {trt_version(trt)} removed implicit INT8 calibration; build int8 engines with TensorRT 10 "
+            "(JetPack 6) or quantize the ONNX explicitly (NVIDIA ModelOpt) and build it as fp16"
+        )
+
+
 def _configure_precision(trt: ModuleType, config: Any, settings: BuildSettings) -> None:
     if settings.precision == "fp32":
         return
     if is_strongly_typed(trt):
-        if settings.precision == "int8":
-            raise BackendError(
-                f"TensorRT {trt_version(trt)} removed implicit INT8 calibration; build int8 engines with TensorRT 10 "
-                "(JetPack 6) or quantize the ONNX explicitly (NVIDIA ModelOpt) and build it as fp16"
-            )
+        check_int8_support(trt, settings.precision)
         LOG.info("TensorRT %s is strongly typed: fp16 comes from the float16 ONNX graph", trt_version(trt))
         return
     config.set_flag(trt.BuilderFlag.FP16)
@@ -213,12 +218,13 @@ def build_serialized_engine(onnx_path: str | os.PathLike, settings: BuildSetting
         BackendError: tensorrt missing, parse errors (listed), invalid settings, or the build failed.
     """
     settings.validate()
+    trt = import_tensorrt()
+    check_int8_support(trt, settings.precision)
     if settings.precision == "int8" and settings.calibrator is None:
         raise BackendError(
             "building an int8 engine needs calibration data: pass calib_images=DIR or calib_bag=BAG with "
             "calib_topic=T (or an existing calib_cache file)"
         )
-    trt = import_tensorrt()
     onnx_path = Path(onnx_path)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -235,6 +241,9 @@ def build_serialized_engine(onnx_path: str | os.PathLike, settings: BuildSetting
         config.set_timing_cache(cache, ignore_mismatch=False)
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
+    error = getattr(settings.calibrator, "error", None)
+    if error is not None:
+        raise BackendError(f"INT8 calibration data could not be read: {error}") from error
     if serialized is None:
         raise BackendError(
             f"TensorRT failed to build an engine from {onnx_path} ({settings.precision}); see the TensorRT log "

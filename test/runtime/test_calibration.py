@@ -1,0 +1,154 @@
+"""INT8 calibration: frame sources, batching, the entropy calibrator and its cache (fake TensorRT)."""
+from __future__ import annotations
+
+import ctypes
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from fakes import fake_tensorrt
+from seg_perception.runtime import calibration as cal
+from seg_perception.runtime import create_backend
+from seg_perception.runtime.base import BackendError
+
+from .tiny_models import TinySemantic, seeded
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _write_images(folder, n, hw=(20, 30)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(n):
+        rgb = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        frames.append(rgb)
+    (folder / "notes.txt").write_text("not an image")
+    return frames
+
+
+def test_preprocess_matches_imagenet_normalization():
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    x = cal.preprocess_rgb(rgb, (8, 12))
+    expected = ((rgb / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+    assert x.shape == (3, 8, 12) and x.dtype == np.float32
+    np.testing.assert_allclose(x, expected, atol=1e-5)
+    assert cal.preprocess_rgb(rgb, (4, 6)).shape == (3, 4, 6)
+
+
+def test_image_folder_yields_rgb_in_name_order(tmp_path):
+    frames = _write_images(tmp_path / "imgs", 3)
+    got = list(cal.iter_image_folder(tmp_path / "imgs"))
+    assert len(got) == 3
+    for a, b in zip(got, frames):
+        np.testing.assert_array_equal(a, b)  # PNG is lossless; channel order restored to RGB
+    assert len(list(cal.iter_image_folder(tmp_path / "imgs", limit=2))) == 2
+
+
+def test_image_folder_errors_are_raised_eagerly(tmp_path):
+    with pytest.raises(BackendError, match="does not exist"):
+        cal.iter_image_folder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BackendError, match="no images"):
+        cal.iter_image_folder(tmp_path / "empty")
+
+
+def test_batches_group_and_drop_remainder():
+    frames = [np.full((10, 10, 3), i, np.uint8) for i in range(5)]
+    batches = list(cal.calibration_batches(frames, resolution=(4, 6), batch=2))
+    assert [b.shape for b in batches] == [(2, 3, 4, 6)] * 2
+    # frame order is kept: batch 1 holds frames 2 and 3 (constant images -> constant channels)
+    np.testing.assert_allclose(batches[1][1, 0], (3 / 255.0 - MEAN[0]) / STD[0], atol=1e-5)
+
+
+@pytest.fixture
+def trt_mod(monkeypatch):
+    mod = fake_tensorrt.new_module()
+    monkeypatch.setitem(sys.modules, "tensorrt", mod)
+    return mod
+
+
+def test_calibrator_serves_batches_and_caches(trt_mod, tmp_path):
+    data = [np.full((2, 3, 4, 6), float(i), np.float32) for i in range(3)]
+    cache = tmp_path / "calib" / "c.cache"
+    c = cal.make_entropy_calibrator(iter(data), cache_file=cache, batch_size=2, device="cpu")
+    assert isinstance(c, trt_mod.IInt8EntropyCalibrator2)
+    assert c.get_batch_size() == 2
+    assert c.read_calibration_cache() is None
+    for expected in data:
+        ptrs = c.get_batch(["image"])
+        assert len(ptrs) == 1
+        seen = np.empty_like(expected)
+        ctypes.memmove(seen.ctypes.data, ptrs[0], seen.nbytes)  # what TensorRT would read there
+        np.testing.assert_array_equal(seen, expected)
+    assert c.get_batch(["image"]) is None and c.batches_served == 3
+    c.write_calibration_cache(memoryview(b"scales"))
+    assert cache.read_bytes() == b"scales"
+    c2 = cal.make_entropy_calibrator(iter(()), cache_file=cache, batch_size=2, device="cpu")
+    assert c2.read_calibration_cache() == b"scales"
+
+
+def test_calibrator_stops_on_bad_batches(trt_mod):
+    c = cal.make_entropy_calibrator(iter([np.zeros((3, 3, 4, 4), np.float32)]), cache_file=None, batch_size=2,
+                                    device="cpu")
+    assert c.get_batch(["image"]) is None
+
+    def broken():
+        raise OSError("disk gone")
+        yield
+
+    c = cal.make_entropy_calibrator(broken(), cache_file=None, batch_size=1, device="cpu")
+    assert c.get_batch(["image"]) is None and isinstance(c.error, OSError)
+
+
+def test_no_calibrator_on_tensorrt_11(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt.new_module("11.0.0", strongly_typed=True))
+    with pytest.raises(BackendError, match="TensorRT 10"):
+        cal.make_entropy_calibrator(iter(()), cache_file=None, batch_size=1, device="cpu")
+
+
+def test_int8_engine_from_image_folder_then_from_cache(fake_trt, cache_dir, tmp_path):
+    _write_images(tmp_path / "imgs", 5)
+    opts = {"calib_images": str(tmp_path / "imgs"), "calib_limit": 4}
+    be = create_backend("tensorrt", seeded(TinySemantic), resolution=(16, 24), batch=2, precision="int8",
+                        cache_dir=str(cache_dir), options=opts)
+    head = fake_tensorrt.read_header(be.engine_path.read_bytes())
+    assert set(head["flags"]) == {"INT8", "FP16"}
+    assert head["calibration"]["source"] == "batches" and head["calibration"]["batches"] == 2
+    # the fake records max |x| over the calibration data: compare with our own preprocessing of the files
+    frames = list(cal.iter_image_folder(tmp_path / "imgs", limit=4))
+    expected = max(np.abs(cal.preprocess_rgb(f, (16, 24))).max() for f in frames)
+    assert head["calibration"]["input_absmax"] == pytest.approx(float(expected), rel=1e-6)
+    caches = list((cache_dir / "calibration").glob("*.cache"))
+    assert len(caches) == 1
+    # an explicit rebuild reuses the calibration cache instead of reading images again
+    from seg_perception.runtime.factory import prepare_tensorrt_engine
+
+    _, path, built = prepare_tensorrt_engine(seeded(TinySemantic), resolution=(16, 24), batch=2, precision="int8",
+                                             cache_dir=cache_dir, options=opts, rebuild=True)
+    assert built and fake_tensorrt.read_header(path.read_bytes())["calibration"]["source"] == "cache"
+
+
+def test_bag_topic_frames(tmp_path):
+    pytest.importorskip("rclpy")
+    from seg_perception.eval.bag import BagWriter
+
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(4)]
+    with BagWriter(tmp_path / "bag", storage="mcap") as bag:
+        for i, rgb in enumerate(frames):
+            bag.write_image("/cam/image", rgb, "rgb8", 1_000 + i)
+            bag.write_image("/cam/gray", rgb[..., 0], "mono8", 1_000 + i)
+    got = list(cal.iter_bag_topic(tmp_path / "bag", "/cam/image"))
+    assert len(got) == 4
+    for a, b in zip(got, frames):
+        np.testing.assert_array_equal(a, b)
+    assert len(list(cal.iter_bag_topic(tmp_path / "bag", "/cam/image", stride=2))) == 2
+    gray = next(iter(cal.iter_bag_topic(tmp_path / "bag", "/cam/gray", limit=1)))
+    assert gray.shape == (12, 16, 3) and np.array_equal(gray[..., 1], frames[0][..., 0])
+    with pytest.raises(BackendError, match="/cam/image"):
+        cal.iter_bag_topic(tmp_path / "bag", "/other")

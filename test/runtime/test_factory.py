@@ -1,0 +1,72 @@
+"""create_backend / available_backends: kinds, options, availability errors, cache location."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from seg_perception.runtime import BACKEND_KINDS, available_backends, create_backend
+from seg_perception.runtime.base import Backend, BackendError
+from seg_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from seg_perception.runtime.torch_backend import TorchBackend
+
+from .tiny_models import TinyPanoptic, TinySemantic, seeded
+
+
+def test_available_backends():
+    kinds = available_backends()
+    assert kinds[:2] == ["torch", "onnxruntime"]
+    assert set(kinds) <= set(BACKEND_KINDS)
+    if not torch.cuda.is_available():
+        assert "tensorrt" not in kinds
+
+
+def test_unknown_kind_lists_valid_ones():
+    with pytest.raises(BackendError, match="torch, onnxruntime, tensorrt"):
+        create_backend("openvino", seeded(TinySemantic), resolution=(8, 8))
+
+
+def test_unknown_option_lists_valid_ones():
+    with pytest.raises(BackendError, match="channels_last, cuda_graphs"):
+        create_backend("torch", seeded(TinySemantic), resolution=(8, 8), options={"channel_last": True})
+    with pytest.raises(BackendError, match="providers"):
+        create_backend("onnxruntime", seeded(TinySemantic), resolution=(8, 8), options={"cuda_graphs": True})
+
+
+def test_torch_and_onnxruntime_agree(cache_dir):
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 24)).astype(np.float32)
+    tb = create_backend("torch", seeded(TinyPanoptic), resolution=(16, 24), batch=2, options={"channels_last": True})
+    ob = create_backend("onnxruntime", seeded(TinyPanoptic), resolution=(16, 24), batch=2,
+                        options={"intra_op_threads": 1, "cache_dir": str(cache_dir / "elsewhere")})
+    assert isinstance(tb, TorchBackend) and isinstance(ob, OnnxRuntimeBackend)
+    assert isinstance(tb, Backend) and isinstance(ob, Backend)
+    assert list((cache_dir / "elsewhere" / "onnx").glob("*.onnx"))  # options["cache_dir"] honoured
+    with tb, ob:
+        a, b = tb.infer({"image": x}), ob.infer({"image": x})
+    for name in TinyPanoptic.output_names:
+        np.testing.assert_allclose(a[name].numpy(), b[name], atol=1e-4, rtol=1e-4)
+
+
+def test_onnxruntime_exports_once(cache_dir):
+    create_backend("onnxruntime", seeded(TinySemantic), resolution=(16, 24))
+    first = {p: p.stat().st_mtime_ns for p in (cache_dir / "onnx").glob("*.onnx")}
+    create_backend("onnxruntime", seeded(TinySemantic), resolution=(16, 24))
+    assert {p: p.stat().st_mtime_ns for p in (cache_dir / "onnx").glob("*.onnx")} == first and len(first) == 1
+
+
+def test_onnxruntime_cuda_device_needs_gpu_build(cache_dir):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(BackendError, match="onnxruntime-gpu"):
+        create_backend("onnxruntime", seeded(TinySemantic), resolution=(8, 8), device="cuda")
+    # explicit providers: unavailable ones are dropped, CPU remains
+    be = create_backend("onnxruntime", seeded(TinySemantic), resolution=(8, 8), options={"providers": "tensorrt,cuda"})
+    assert be.providers == ["CPUExecutionProvider"]
+
+
+def test_torch_cuda_unavailable_says_what_to_install():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(BackendError, match="install a CUDA build of torch"):
+        create_backend("torch", seeded(TinySemantic), resolution=(8, 8), device="cuda")
