@@ -118,6 +118,7 @@ class ReadStats:
     """What happened while reading: counts, skipped messages with reasons, read stops."""
 
     read: int = 0
+    read_by_topic: dict[str, int] = field(default_factory=dict)
     skipped: list[SkippedMessage] = field(default_factory=list)
     stops: list[ReadStop] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -146,6 +147,7 @@ class ReadStats:
         """JSON-ready dict."""
         return {
             "read": self.read,
+            "read_by_topic": dict(self.read_by_topic),
             "skipped_count": len(self.skipped),
             "skipped_by_reason": self.reason_counts(),
             "skipped": [asdict(s) for s in self.skipped],
@@ -608,7 +610,7 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def _check_image(msg: Any) -> Optional[str]:
+def check_image(msg: Any) -> Optional[str]:
     """Structural check of a deserialized Image / CompressedImage; returns a problem or None."""
     if hasattr(msg, "format"):
         return "CompressedImage with empty data" if len(msg.data) == 0 else None
@@ -723,6 +725,7 @@ def _decode(
             stats.skip(bag, topic, index, stamp, "malformed", problem)
             return None
     stats.read += 1
+    stats.read_by_topic[topic] = stats.read_by_topic.get(topic, 0) + 1
     return BagFrame(stamp, topic, msgtype, msg, bag, index, log_time)
 
 
@@ -741,7 +744,7 @@ def read_images(
     Raises:
         BagError: missing bag or topic (lists the bag's topics with types), or a non-image topic.
     """
-    yield from read_messages(paths, topic, stats=stats, expected_types=IMAGE_TYPES, check=_check_image)
+    yield from read_messages(paths, topic, stats=stats, expected_types=IMAGE_TYPES, check=check_image)
 
 
 # ------------------------------------------------------------------------------------- writing

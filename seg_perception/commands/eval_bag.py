@@ -1,0 +1,118 @@
+"""``seg-perception eval-bag``: evaluate a model on rosbags and write reports.
+
+Example::
+
+    seg-perception eval-bag recording/ --model deeplabv3plus_mobilenetv2 --image-topic /camera/image_raw \\
+        --gt-semantic-topic /gt/semantic --gt-panoptic-topic /gt/panoptic --out eval_out --write-bag
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "evaluate a model on rosbags: mIoU, PQ/SQ/RQ, latency; writes OUT/report.{json,md} and figures"
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="rosbag2 directories or .mcap/.db3 files")
+    p.add_argument("--model", required=True, help="registered model name (see `seg-perception models`)")
+    p.add_argument("--weights", default=None, help="checkpoint path; 'none' for random init (default: shipped weights)")
+    p.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
+    p.add_argument("--gt-semantic-topic", help="GT label image topic (mono8/mono16 train ids)")
+    gt = p.add_mutually_exclusive_group()
+    gt.add_argument("--gt-panoptic-topic", help="GT panoptic id topic (32SC1, class*1000+instance)")
+    gt.add_argument("--gt-dir", type=Path, help="Cityscapes-style GT folder (*_gtFine_labelIds.png, *_gtFine_instanceIds.png)")
+    p.add_argument("--gt-match", choices=["order", "name"], default="order",
+                   help="how --gt-dir files are matched to frames: sorted order, or name from the /image_name topic")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--write-bag", action="store_true", help="also write OUT/predictions.mcap (images + /seg/* topics)")
+    p.add_argument("--label-set", default=None, help="label set (default: the model's, e.g. cityscapes)")
+    p.add_argument("--resolution", default=None, help="network input HxW, e.g. 512x1024 (default: the model's)")
+    p.add_argument("--backend", default="torch", help="inference backend (default torch)")
+    p.add_argument("--device", default="cpu", help="device, e.g. cpu or cuda:0 (default cpu)")
+    p.add_argument("--precision", default="fp32", help="fp32 or fp16 (backend permitting)")
+    p.add_argument("--batch-size", type=int, default=1, help="frames per segment_batch call (default 1)")
+    p.add_argument("--miou-convention", choices=["cityscapes", "detectron2"], default="cityscapes",
+                   help="cityscapes: classes in GT or predictions count; detectron2: only classes with GT")
+    p.add_argument("--stamp-tolerance-ms", type=float, default=0.0,
+                   help="max |GT stamp - image stamp| in ms for GT topics (default 0: exact)")
+    p.add_argument("--max-frames", type=int, default=None, help="evaluate at most this many frames")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def summary_lines(report: dict) -> list[str]:
+    """Short human-readable summary of a report."""
+    fr = report["frames"]
+    lines = [
+        f"frames: read {fr['read']}, segmented {fr['segmented']}, evaluated {fr['evaluated']}, "
+        f"unmatched {fr['unmatched']}, skipped {fr['skipped']}"
+    ]
+    if report.get("semantic"):
+        s = report["semantic"]
+        lines.append(f"mIoU ({s['miou_convention']}): {_pct(s['miou'])}  pixel acc: {_pct(s['pixel_accuracy'])}")
+    if report.get("panoptic"):
+        p = report["panoptic"]
+        lines.append(
+            "PQ/SQ/RQ all: {} / {} / {}  things PQ: {}  stuff PQ: {}".format(
+                _pct(p["all"]["pq"]), _pct(p["all"]["sq"]), _pct(p["all"]["rq"]), _pct(p["things"]["pq"]), _pct(p["stuff"]["pq"])
+            )
+        )
+    lat = report["latency"]["total"]
+    if lat["count"]:
+        lines.append(f"latency: mean {lat['mean_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms ({lat['fps']:.1f} fps)")
+    stops = report["reading"]["stops"]
+    if stops:
+        lines.append(f"reading stopped early in {len(stops)} place(s); see report.md")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from seg_perception.eval.bag import BagError
+    from seg_perception.eval.evaluate import evaluate_bags
+    from seg_perception.eval.gt import GroundTruthError
+    from seg_perception.pipeline import build_segmenter
+
+    if args.batch_size < 1:
+        print(f"eval-bag: error: --batch-size must be >= 1, got {args.batch_size}")
+        return 2
+    if args.stamp_tolerance_ms < 0:
+        print(f"eval-bag: error: --stamp-tolerance-ms must be >= 0, got {args.stamp_tolerance_ms}")
+        return 2
+    try:
+        segmenter = build_segmenter(
+            args.model, weights=args.weights, resolution=args.resolution, backend=args.backend,
+            device=args.device, precision=args.precision, label_set=args.label_set,
+        )
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"eval-bag: error: {exc}")
+        return 2
+    try:
+        report = evaluate_bags(
+            args.bags,
+            segmenter=segmenter,
+            image_topic=args.image_topic,
+            gt_semantic_topic=args.gt_semantic_topic,
+            gt_panoptic_topic=args.gt_panoptic_topic,
+            gt_dir=args.gt_dir,
+            out_dir=args.out,
+            write_bag=args.write_bag,
+            batch_size=args.batch_size,
+            stamp_tolerance_ns=int(round(args.stamp_tolerance_ms * 1e6)),
+            miou_convention=args.miou_convention,
+            progress=not args.no_progress,
+            gt_match=args.gt_match,
+            max_frames=args.max_frames,
+        )
+    except (BagError, GroundTruthError, ValueError) as exc:
+        print(f"eval-bag: error: {exc}")
+        return 2
+    finally:
+        segmenter.close()
+    for line in summary_lines(report):
+        print(line)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0

@@ -1,0 +1,351 @@
+"""Offline evaluation of a segmenter on recorded rosbags.
+
+``evaluate_bags`` reads the image topic, segments frames in batches with the same ``Segmenter``
+the ROS node uses, matches ground truth (bag topics or a Cityscapes-style folder), accumulates
+mIoU and PQ, records per-frame latency, and writes the report (see :mod:`.report`), the COCO
+panoptic export (see :mod:`.coco_panoptic`) and optionally a bag with the predictions.
+
+The segmenter is duck-typed: it needs ``task``, ``label_set``, ``segment_batch(list of (H, W, 3)
+uint8) -> list[SegResult]`` and, for the report, ``describe()`` or ``model_name``,
+``weights_path``, ``backend_name``, ``resolution``.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from seg_perception.eval.bag import (
+    BagError,
+    BagFrame,
+    BagWriter,
+    ReadStats,
+    format_topics,
+    list_topics,
+    make_header,
+    read_images,
+    read_messages,
+    typestore,
+)
+from seg_perception.eval.coco_panoptic import CocoPanopticWriter
+from seg_perception.eval.gt import BagGroundTruth, CityscapesGroundTruth, check_size
+from seg_perception.eval.metrics import MIOU_CONVENTIONS, ConfusionMatrix, PanopticQuality
+from seg_perception.eval.report import latency_stats, write_report
+from seg_perception.results import LABEL_DIVISOR
+
+PathLike = Union[str, Path]
+
+SEMANTIC_TOPIC = "/seg/semantic"
+PANOPTIC_TOPIC = "/seg/panoptic"
+OVERLAY_TOPIC = "/seg/overlay"
+NAME_TOPIC = "/image_name"
+OVERLAY_ALPHA = 0.5
+
+
+def sha256_of(path: Optional[PathLike]) -> Optional[str]:
+    """Hex SHA-256 of a file, or None when there is no file."""
+    if not path or not Path(path).is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe_segmenter(segmenter: Any) -> dict:
+    """Model, weights (+ sha256), backend, resolution, task and label set of a segmenter."""
+    if hasattr(segmenter, "describe"):
+        d = dict(segmenter.describe())
+    else:
+        d = {
+            "model": getattr(segmenter, "model_name", type(segmenter).__name__),
+            "task": getattr(segmenter, "task", None),
+            "weights": getattr(segmenter, "weights_path", None),
+            "backend": getattr(segmenter, "backend_name", None),
+            "device": str(getattr(segmenter, "device", "")),
+            "resolution": list(getattr(segmenter, "resolution", []) or []),
+            "label_set": segmenter.label_set.name,
+        }
+    if not d.get("weights_sha256"):
+        d["weights_sha256"] = sha256_of(d.get("weights"))
+    return d
+
+
+class _PredictionBag:
+    """OUT/predictions.mcap: input images plus /seg/semantic, /seg/panoptic, /seg/overlay."""
+
+    def __init__(self, path: Path, image_topic: str, label_set: Any) -> None:
+        self.writer = BagWriter(path, storage="mcap").open()
+        self.image_topic = image_topic
+        self.label_set = label_set
+
+    def add(self, frame: BagFrame, rgb: np.ndarray, result: Any) -> None:
+        from seg_perception import viz
+        from seg_perception.conversions import numpy_to_image
+
+        t = frame.log_time_ns or frame.stamp_ns
+        raw = typestore().serialize_cdr(frame.msg, frame.msgtype)
+        self.writer.write_raw(self.image_topic, frame.msgtype, bytes(raw), t)
+        h = frame.msg.header
+        header = lambda: make_header(int(h.stamp.sec) * 1_000_000_000 + int(h.stamp.nanosec), h.frame_id)  # noqa: E731
+        sem = np.asarray(result.semantic)
+        enc = "mono8" if sem.dtype == np.uint8 else "mono16"
+        self.writer.write(SEMANTIC_TOPIC, numpy_to_image(sem, enc, header()), t)
+        if result.panoptic is not None:
+            self.writer.write(PANOPTIC_TOPIC, numpy_to_image(np.asarray(result.panoptic, np.int32), "32SC1", header()), t)
+        color = viz.colorize(sem, self.label_set.palette)
+        over = viz.overlay(np.ascontiguousarray(rgb), color, OVERLAY_ALPHA)
+        self.writer.write(OVERLAY_TOPIC, numpy_to_image(over, "rgb8", header()), t)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _check_topics(bags: Sequence[PathLike], required: dict[str, str]) -> dict[str, dict]:
+    """Raise BagError naming the bag, the missing topic and the bag's topics; return per-bag topics."""
+    per_bag = {}
+    for bag in bags:
+        topics = list_topics(bag)
+        for role, topic in required.items():
+            if topic not in topics:
+                raise BagError(
+                    f"{role} topic {topic!r} not found in bag {str(bag)!r}; the bag has: {format_topics(topics)}"
+                )
+        per_bag[str(bag)] = topics
+    return per_bag
+
+
+def _read_names(bag: PathLike, topic: str, stats: ReadStats) -> dict[int, str]:
+    """Image file names recorded by ``make-bag`` (std_msgs/String, log time = image log time)."""
+    return {f.log_time_ns: str(f.msg.data) for f in read_messages([bag], topic, stats=stats)}
+
+
+def evaluate_bags(
+    bags: Sequence[PathLike],
+    *,
+    segmenter: Any,
+    image_topic: str,
+    gt_semantic_topic: Optional[str] = None,
+    gt_panoptic_topic: Optional[str] = None,
+    gt_dir: Optional[PathLike] = None,
+    out_dir: PathLike,
+    write_bag: bool = False,
+    batch_size: int = 1,
+    stamp_tolerance_ns: int = 0,
+    miou_convention: str = "cityscapes",
+    progress: bool = True,
+    gt_match: str = "order",
+    name_topic: str = NAME_TOPIC,
+    export_coco: bool = True,
+    max_frames: Optional[int] = None,
+) -> dict:
+    """Segment the image topic of ``bags`` and evaluate against ground truth.
+
+    Args:
+        bags: rosbag2 directories or ``.mcap``/``.db3`` files, read in the given order.
+        segmenter: see module docstring.
+        image_topic: ``sensor_msgs/Image`` or ``CompressedImage`` topic.
+        gt_semantic_topic / gt_panoptic_topic: GT topics in the same bags (matched by stamp).
+        gt_dir: Cityscapes-style GT folder instead of GT topics.
+        out_dir: output folder (report.json, report.md, figures, panoptic/, semantic/).
+        write_bag: also write ``out_dir/predictions.mcap``.
+        batch_size: frames per ``segment_batch`` call.
+        stamp_tolerance_ns: max |GT stamp - image stamp| (0: exact).
+        miou_convention: ``"cityscapes"`` or ``"detectron2"``.
+        progress: show a tqdm progress bar.
+        gt_match: folder GT matching, ``"order"`` or ``"name"`` (names from ``name_topic``).
+        export_coco: write COCO panoptic / semantic PNG exports.
+        max_frames: stop after this many image messages (None: all).
+
+    Returns:
+        The report dict (also written to ``out_dir/report.json``).
+
+    Raises:
+        ValueError: bad arguments (the message names the value and the allowed ones).
+        BagError: missing bag or topic (lists the bag's topics).
+        GroundTruthError: GT and prediction sizes differ (names the frame and both sizes).
+    """
+    bags = [str(b) for b in ([bags] if isinstance(bags, (str, Path)) else bags)]
+    if not bags:
+        raise ValueError("no bags given; pass one or more rosbag2 directories or .mcap/.db3 files")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if miou_convention not in MIOU_CONVENTIONS:
+        raise ValueError(f"unknown miou_convention {miou_convention!r}; choose one of: {', '.join(MIOU_CONVENTIONS)}")
+    if gt_dir is not None and (gt_semantic_topic or gt_panoptic_topic):
+        raise ValueError("use either GT topics (gt_semantic_topic / gt_panoptic_topic) or gt_dir, not both")
+    if stamp_tolerance_ns < 0:
+        raise ValueError(f"stamp_tolerance_ns must be >= 0, got {stamp_tolerance_ns}")
+    out = Path(out_dir)
+    pred_bag_path = out / "predictions.mcap"
+    if write_bag and pred_bag_path.exists():
+        raise ValueError(f"{pred_bag_path} exists already; choose another --out folder or delete it")
+
+    label_set = segmenter.label_set
+    required = {"image": image_topic}
+    if gt_semantic_topic:
+        required["GT semantic"] = gt_semantic_topic
+    if gt_panoptic_topic:
+        required["GT panoptic"] = gt_panoptic_topic
+    if gt_dir is not None and gt_match == "name":
+        required["image name"] = name_topic
+    per_bag_topics = _check_topics(bags, required)
+    total = sum(per_bag_topics[b][image_topic][1] for b in bags)
+    if max_frames is not None:
+        total = min(total, int(max_frames))
+
+    stats = ReadStats()
+    gt_source: Any = None
+    if gt_semantic_topic or gt_panoptic_topic:
+        gt_source = BagGroundTruth(gt_semantic_topic, gt_panoptic_topic, label_set, stamp_tolerance_ns, stats)
+    elif gt_dir is not None:
+        gt_source = CityscapesGroundTruth(gt_dir, label_set, match=gt_match)
+    panoptic_model = getattr(segmenter, "task", "semantic") == "panoptic"
+    has_pan_gt = bool(gt_panoptic_topic) or (
+        isinstance(gt_source, CityscapesGroundTruth) and any(f.instance_ids for f in gt_source.files)
+    )
+    cm = ConfusionMatrix(label_set.num_classes, label_set.ignore_label)
+    pq = (
+        PanopticQuality(label_set.num_classes, label_set.thing_ids, LABEL_DIVISOR, label_set.ignore_label,
+                        label_set.ignore_label * LABEL_DIVISOR)
+        if panoptic_model and has_pan_gt else None
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    coco = CocoPanopticWriter(out, label_set) if export_coco else None
+    pred_bag = _PredictionBag(pred_bag_path, image_topic, label_set) if write_bag else None
+    bag_offsets = {}
+    acc = 0
+    for b in bags:
+        bag_offsets[b] = acc
+        acc += per_bag_topics[b][image_topic][1]
+    names: dict[str, dict[int, str]] = {}
+
+    latencies: list[float] = []
+    stage_ms: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+    per_frame: list[dict] = []
+    segmented = 0
+    evaluated = 0
+
+    from tqdm import tqdm
+
+    from seg_perception.conversions import ConversionError, to_rgb
+
+    bar = tqdm(total=total, desc="eval-bag", unit="frame", disable=not progress)
+
+    def flush(batch: list[tuple[BagFrame, np.ndarray]]) -> None:
+        nonlocal segmented, evaluated
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        results = segmenter.segment_batch([rgb for _f, rgb in batch])
+        wall_ms = (time.perf_counter() - t0) * 1e3
+        if len(results) != len(batch):
+            raise RuntimeError(f"segment_batch returned {len(results)} results for {len(batch)} frames")
+        for (frame, rgb), result in zip(batch, results):
+            latency = wall_ms / len(batch)
+            latencies.append(latency)
+            timings = getattr(result, "timings", None)
+            if timings is not None:
+                for k in stage_ms:
+                    stage_ms[k].append(float(getattr(timings, f"{k}_ms", 0.0)))
+            segmented += 1
+            sem = np.asarray(result.semantic)
+            if sem.shape != rgb.shape[:2]:
+                raise ValueError(
+                    f"segmenter returned a {sem.shape} semantic map for the {rgb.shape[:2]} image of "
+                    f"{frame.describe()}; results must be at the camera resolution"
+                )
+            record = {"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns,
+                      "latency_ms": latency, "gt": False}
+            gt = None
+            if gt_source is not None:
+                position = bag_offsets[frame.bag_path] + frame.index
+                name = None
+                if isinstance(gt_source, CityscapesGroundTruth) and gt_match == "name":
+                    if frame.bag_path not in names:
+                        names[frame.bag_path] = _read_names(frame.bag_path, name_topic, stats)
+                    name = names[frame.bag_path].get(frame.log_time_ns)
+                gt = gt_source.match(frame, position, name)
+            if gt is not None:
+                check_size(gt, sem.shape, frame)
+                cm.update(gt.semantic, sem)
+                if pq is not None and gt.panoptic is not None and result.panoptic is not None:
+                    pq.update(gt.panoptic, result.panoptic)
+                evaluated += 1
+                valid = gt.semantic != label_set.ignore_label
+                record.update(gt=True, dt_ns=gt.dt_ns,
+                              pixel_accuracy=float((gt.semantic[valid] == sem[valid]).mean()) if valid.any() else None)
+            per_frame.append(record)
+            if coco is not None:
+                stem = f"{Path(frame.bag_path).name}_{frame.index:06d}"
+                coco.add(stem, sem, result.panoptic, getattr(result, "segments", ()),
+                         {"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns})
+            if pred_bag is not None:
+                pred_bag.add(frame, rgb, result)
+        bar.update(len(batch))
+
+    batch: list[tuple[BagFrame, np.ndarray]] = []
+    seen = 0
+    try:
+        for frame in read_images(bags, image_topic, stats=stats):
+            if max_frames is not None and seen >= max_frames:
+                break
+            seen += 1
+            try:
+                rgb = to_rgb(frame.msg)
+            except ConversionError as exc:
+                stats.skip_frame(frame, exc.reason, str(exc))
+                bar.update(1)
+                continue
+            batch.append((frame, rgb))
+            if len(batch) >= batch_size:
+                flush(batch)
+                batch = []
+        flush(batch)
+    finally:
+        bar.close()
+        if pred_bag is not None:
+            pred_bag.close()
+    coco_json = coco.close() if coco is not None else None
+
+    gt_summary = gt_source.summary() if gt_source is not None else None
+    report: dict = {
+        "bags": bags,
+        "image_topic": image_topic,
+        "model": describe_segmenter(segmenter),
+        "miou_convention": miou_convention,
+        "batch_size": int(batch_size),
+        "frames": {
+            "read": stats.read_by_topic.get(image_topic, 0),
+            "segmented": segmented,
+            "evaluated": evaluated,
+            "unmatched": gt_summary["unmatched_frames"] if gt_summary else None,
+            "skipped": len(stats.skipped),
+        },
+        "gt": gt_summary,
+        "semantic": cm.summary(miou_convention, label_set.names) if evaluated else None,
+        "panoptic": pq.summary(label_set.names) if pq is not None and pq.frames else None,
+        "latency": {
+            "total": latency_stats(latencies),
+            **({k: latency_stats(v) for k, v in stage_ms.items() if v}),
+        },
+        "reading": stats.as_dict(),
+        "per_frame": per_frame,
+        "files": {
+            **({"predictions_bag": pred_bag_path.name} if write_bag else {}),
+            **({"coco_panoptic_json": str(coco_json.relative_to(out))} if coco_json else {}),
+            **({"semantic_pngs": "semantic/"} if coco is not None else {}),
+        },
+    }
+    return write_report(
+        out,
+        report,
+        confusion=cm.matrix if evaluated else None,
+        class_names=label_set.names,
+        latencies_ms=latencies,
+    )
