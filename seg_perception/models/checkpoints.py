@@ -354,11 +354,16 @@ def convert_vainf(state_dict: Mapping[str, Any], *, model_name: str) -> dict[str
 
 def _vainf_kwargs(sd: Mapping[str, Any], model_name: str) -> dict[str, Any]:
     sd = _strip(sd)
-    kw: dict[str, Any] = {"decoder_convs": 1, "aspp_channels": 256, "decoder_channels": 256,
-                          "low_level_channels": 48}
-    cls = sd.get("classifier.classifier.3.weight")
-    if cls is not None:
-        kw["num_classes"] = int(cls.shape[0])
+    kw: dict[str, Any] = {"decoder_convs": 1}
+    shapes = {
+        "num_classes": ("classifier.classifier.3.weight", 0),
+        "aspp_channels": ("classifier.aspp.convs.0.0.weight", 0),
+        "low_level_channels": ("classifier.project.0.weight", 0),
+        "decoder_channels": ("classifier.classifier.0.weight", 0),
+    }
+    for name, (key, dim) in shapes.items():
+        if key in sd:
+            kw[name] = int(sd[key].shape[dim])
     if model_name == "deeplabv3plus_mobilenetv2":
         kw["block_padding"] = "input"
     return kw
@@ -558,7 +563,8 @@ def _unwrap(obj: Any, fmt: str) -> Mapping[str, Any]:
         return obj["model_state"]
     if fmt == "detectron2":
         return obj["model"]
-    if fmt in ("bowenc0221", "state_dict", "hrnet_official") and isinstance(obj.get("state_dict"), Mapping):
+    if fmt in ("seg_perception", "bowenc0221", "state_dict", "hrnet_official") and isinstance(
+            obj.get("state_dict"), Mapping):
         return obj["state_dict"]
     return obj
 

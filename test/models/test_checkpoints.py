@@ -1,0 +1,373 @@
+"""Checkpoints: our format round trip, errors, and converters from public layouts.
+
+Fake public checkpoints are made from one of our models by renaming its keys into the public
+layout with renames written here independently (from reading the public code), then loaded back
+through ``load_weights``; the loaded model must compute what the source model computes.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from seg_perception.models import get_model
+from seg_perception.models.checkpoints import (
+    CheckpointError,
+    apply_state_dict,
+    detect_format,
+    load_checkpoint,
+    load_weights,
+    read_weights_file,
+    save_checkpoint,
+    weights_model_kwargs,
+)
+
+SMALL_DLV3P = dict(num_classes=5, aspp_channels=16, decoder_channels=16, low_level_channels=8)
+
+
+def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics/affine so that wrong mappings change the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+        for name in ("classifier", "semantic_predictor", "center_predictor", "offset_predictor"):
+            layer = getattr(model, name, None)
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.1)
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def _outputs(model: nn.Module, seed: int = 1, size: tuple[int, int] = (33, 45)) -> dict[str, torch.Tensor]:
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def _assert_same_outputs(a: nn.Module, b: nn.Module, atol: float = 1e-5) -> None:
+    oa, ob = _outputs(a), _outputs(b)
+    assert list(oa) == list(ob)
+    for k in oa:
+        torch.testing.assert_close(oa[k], ob[k], atol=atol, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- our format
+
+def test_round_trip_half_and_full(tmp_path) -> None:
+    src = _randomize_bn(get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P))
+    p_half = save_checkpoint(tmp_path / "h.pt", src, model_name="deeplabv3plus_mobilenetv2",
+                             model_kwargs=SMALL_DLV3P, label_set="cityscapes",
+                             extra={"resolution": "64x128", "miou": 0.5, "classes": [1, 2]})
+    p_full = save_checkpoint(tmp_path / "f.pt", src, model_name="deeplabv3plus_mobilenetv2",
+                             model_kwargs=SMALL_DLV3P, label_set="cityscapes", half=False)
+    raw = torch.load(p_half, map_location="cpu", weights_only=True)
+    assert raw["format"] == "seg_perception/1" and raw["model"] == "deeplabv3plus_mobilenetv2"
+    assert raw["state_dict"]["classifier.weight"].dtype == torch.float16
+    assert raw["state_dict"]["backbone.features.0.1.num_batches_tracked"].dtype == torch.int64
+    assert os.path.getsize(p_half) < 0.6 * os.path.getsize(p_full)
+
+    full = load_checkpoint(p_full, expect_model="deeplabv3plus_mobilenetv2")
+    assert full.model_name == "deeplabv3plus_mobilenetv2" and full.label_set == "cityscapes"
+    assert full.model_kwargs == SMALL_DLV3P and not full.model.training
+    _assert_same_outputs(src, full.model, atol=0)
+
+    half = load_checkpoint(p_half)
+    assert all(v.dtype != torch.float16 for v in half.model.state_dict().values())
+    assert half.meta["resolution"] == "64x128" and half.meta["classes"] == [1, 2]
+    _assert_same_outputs(src, half.model, atol=5e-2)
+
+
+def test_load_checkpoint_errors(tmp_path) -> None:
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError, match=re.escape(str(missing))):
+        load_checkpoint(missing)
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(2048))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(garbage)
+
+    src = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
+    good = save_checkpoint(tmp_path / "g.pt", src, model_name="deeplabv3plus_mobilenetv2",
+                           model_kwargs=SMALL_DLV3P, label_set="cityscapes")
+    truncated = tmp_path / "t.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(truncated)
+
+    other = tmp_path / "list.pt"
+    torch.save([1, 2, 3], other)
+    with pytest.raises(CheckpointError, match="not a seg_perception checkpoint"):
+        load_checkpoint(other)
+
+    with pytest.raises(CheckpointError, match="'deeplabv3plus_mobilenetv2'.*'panoptic_deeplab_resnet50'"):
+        load_checkpoint(good, expect_model="panoptic_deeplab_resnet50")
+
+
+def test_save_refuses_non_plain_metadata(tmp_path) -> None:
+    net = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
+    with pytest.raises(ValueError, match="extra\\['score'\\].*float64"):
+        save_checkpoint(tmp_path / "x.pt", net, model_name="deeplabv3plus_mobilenetv2",
+                        model_kwargs=SMALL_DLV3P, label_set="cityscapes", extra={"score": np.float64(1.0)})
+
+
+def test_apply_state_dict_reports_keys_and_shapes() -> None:
+    net = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
+    sd = dict(net.state_dict())
+    removed = [k for k in sd if k.startswith("aspp.convs.1.")]
+    for k in removed:
+        del sd[k]
+    for i in range(12):
+        sd[f"extra.layer{i}.weight"] = torch.zeros(1)
+    sd["classifier.weight"] = torch.zeros(7, 16, 1, 1)
+    with pytest.raises(CheckpointError) as info:
+        apply_state_dict(net, sd, source="unit-test.pth")
+    msg = str(info.value)
+    assert "unit-test.pth" in msg
+    assert f"{len(removed)} missing key(s)" in msg and "aspp.convs.1.0.weight" in msg
+    assert "12 unexpected key(s)" in msg and "extra.layer0.weight" in msg and "(2 more)" in msg
+    assert "classifier.weight: checkpoint (7, 16, 1, 1) vs model (5, 16, 1, 1)" in msg
+
+
+# --------------------------------------------------------------------------- VainF
+
+def to_vainf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our deeplabv3plus_* (decoder_convs=1) keys -> VainF DeepLabV3Plus-Pytorch model_state."""
+    out = {}
+    for k, v in sd.items():
+        m = re.match(r"^backbone\.features\.(\d+)\.(.*)$", k)
+        if m:
+            i = int(m[1])
+            k = (f"backbone.low_level_features.{i}.{m[2]}" if i < 4
+                 else f"backbone.high_level_features.{i - 4}.{m[2]}")
+        elif k.startswith("aspp."):
+            k = "classifier." + k
+        elif k.startswith("decoder.project."):
+            k = "classifier.project." + k[len("decoder.project."):]
+        elif k.startswith("decoder.fuse."):
+            k = "classifier.classifier." + k[len("decoder.fuse."):]
+        elif k.startswith("classifier."):
+            k = "classifier.classifier.3." + k[len("classifier."):]
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("name", ["deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50"])
+def test_vainf_checkpoint(name: str, tmp_path) -> None:
+    kwargs = dict(SMALL_DLV3P, decoder_convs=1)
+    if name.endswith("mobilenetv2"):
+        kwargs["block_padding"] = "input"  # what VainF's MobileNetV2 computes
+    src = _randomize_bn(get_model(name, **kwargs))
+    path = tmp_path / f"best_{name}_cityscapes_os16.pth"
+    torch.save({"cur_itrs": 30000, "model_state": to_vainf(src.state_dict()),
+                "optimizer_state": {"state": {}, "param_groups": []}, "best_score": 0.72}, path)
+
+    need = weights_model_kwargs(path, model_name=name)
+    assert need["decoder_convs"] == 1 and need["num_classes"] == 5 and need["aspp_channels"] == 16
+    assert need["low_level_channels"] == 8 and need["decoder_channels"] == 16
+    dst = get_model(name, **{k: v for k, v in need.items() if k != "block_padding"})
+    meta = load_weights(dst, path, model_name=name)
+    assert meta["format"] == "vainf"
+    _assert_same_outputs(src, dst)
+
+    # the paper's two-conv decoder does not fit: refused with the key lists and the needed kwargs
+    paper = get_model(name, **SMALL_DLV3P)
+    with pytest.raises(CheckpointError) as info:
+        load_weights(paper, path, model_name=name)
+    msg = str(info.value)
+    assert "missing key(s)" in msg and "decoder.fuse.3.weight" in msg and "'decoder_convs': 1" in msg
+
+    with pytest.raises(CheckpointError, match="DeepLabV3\\+ weights"):
+        load_weights(get_model("panoptic_deeplab_mobilenetv3_large"), path,
+                     model_name="panoptic_deeplab_mobilenetv3_large")
+
+
+# --------------------------------------------------------------------------- Detectron2
+
+SMALL_PDL = dict(num_classes=5, aspp_channels=16, decoder_channels=16, instance_aspp_channels=16,
+                 instance_decoder_channels=8, head_channels=16, instance_head_channels=8,
+                 low_level_channels=(8, 12), instance_low_level_channels=(4, 6))
+
+
+def to_detectron2(sd: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Our panoptic_deeplab_resnet52_dc5 keys -> Detectron2 PanopticDeepLab model dict (no BN
+    counters, plus the pixel mean/std buffers)."""
+    out: dict[str, np.ndarray] = {}
+    for k, v in sd.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        if k.startswith("backbone."):
+            k = re.sub(r"^backbone\.layer(\d)\.", lambda m: f"backbone.res{int(m[1]) + 1}.", k)
+            k = re.sub(r"\.bn(\d)\.", r".conv\1.norm.", k)
+            k = k.replace(".downsample.0.", ".shortcut.").replace(".downsample.1.", ".shortcut.norm.")
+        else:
+            head = "sem_seg_head" if k.startswith(("semantic_", )) else "ins_embed_head"
+            k = re.sub(r"^(semantic|instance)_decoder\.aspp\.", f"{head}.decoder.res5.project_conv.", k)
+            k = re.sub(r"^(semantic|instance)_decoder\.(project|fuse)\.(\d)\.",
+                       lambda m: f"{head}.decoder.res{int(m[3]) + 2}.{m[2]}_conv.", k)
+            k = k.replace("semantic_head.", "sem_seg_head.head.").replace("semantic_predictor.", "sem_seg_head.predictor.")
+            k = re.sub(r"^(center|offset)_(head|predictor)\.", r"ins_embed_head.\1_\2.", k)
+            # conv-BN pairs: "<p>.0.weight" -> "<p>.weight", "<p>.1.<x>" -> "<p>.norm.<x>"
+            k = k.replace("project_conv.project.0.", "project_conv.project.").replace(
+                "project_conv.project.1.", "project_conv.project.norm.")
+            k = re.sub(r"(convs\.0|depthwise|pointwise|project_conv|center_head\.\d)\.0\.weight$", r"\1.weight", k)
+            k = re.sub(r"(convs\.0|depthwise|pointwise|project_conv|center_head\.\d)\.1\.(\w+)$", r"\1.norm.\2", k)
+        out[k] = v.numpy().copy()
+    out["pixel_mean"] = np.array([123.675, 116.28, 103.53], dtype=np.float32).reshape(3, 1, 1)
+    out["pixel_std"] = np.array([58.395, 57.12, 57.375], dtype=np.float32).reshape(3, 1, 1)
+    return out
+
+
+def test_detectron2_pkl(tmp_path) -> None:
+    name = "panoptic_deeplab_resnet52_dc5"
+    src = _randomize_bn(get_model(name, **SMALL_PDL))
+    d2 = to_detectron2(src.state_dict())
+    assert "sem_seg_head.decoder.res5.project_conv.convs.1.depthwise.norm.running_var" in d2
+    assert "backbone.stem.conv2.norm.weight" in d2 and "backbone.res5.2.conv3.norm.bias" in d2
+    path = tmp_path / "model_final_23d03a.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": d2, "__author__": "Detectron2 Model Zoo"}, f, protocol=2)
+    assert detect_format(read_weights_file(path)) == "detectron2"
+
+    need = weights_model_kwargs(path, model_name=name)
+    for k, v in SMALL_PDL.items():
+        assert need[k] == v, k
+    dst = get_model(name, **need)
+    meta = load_weights(dst, path, model_name=name)
+    assert meta["format"] == "detectron2"
+    _assert_same_outputs(src, dst)
+
+    with pytest.raises(CheckpointError, match="Detectron2 Panoptic-DeepLab"):
+        load_weights(get_model("deeplabv3plus_resnet50"), path, model_name="deeplabv3plus_resnet50")
+
+
+def test_unsafe_pkl_refused(tmp_path) -> None:
+    target = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {target}",))
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"model": {"backbone.stem.conv1.weight": Payload()}}, protocol=2))
+    with pytest.raises(CheckpointError, match="refused.*system"):
+        load_weights(get_model("panoptic_deeplab_resnet52_dc5"), path, model_name="panoptic_deeplab_resnet52_dc5")
+    assert not target.exists()
+
+
+# --------------------------------------------------------------------------- bowenc0221
+
+BOWEN = dict(num_classes=5, output_stride=32, aspp_channels=16, decoder_channels=16, head_channels=16,
+             instance_aspp_channels=16, instance_decoder_channels=8, instance_head_channels=8,
+             low_level_channels=(8, 12, 16), instance_low_level_channels=(4, 6, 8),
+             aspp_pooling="none", center_head="separable", align_corners=True, separable_aspp=False)
+
+
+def to_bowenc0221(sd: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """Our PanopticDeepLab keys -> bowenc0221 state dict: top-down stage order, their separable
+    conv layout, and fuse inputs ordered cat(upsampled, projected)."""
+    out = {}
+    sep = {"depthwise.0.": "0.0.", "depthwise.1.": "0.1.", "pointwise.0.": "1.", "pointwise.1.": "2."}
+
+    def sep_tail(t: str) -> str:
+        for a, b in sep.items():
+            if t.startswith(a):
+                return b + t[len(a):]
+        raise AssertionError(t)
+
+    for k, v in sd.items():
+        m = re.match(r"^(semantic|instance)_decoder\.(.*)$", k)
+        if m:
+            b, rest = m[1], m[2]
+            rest = rest.replace("aspp.convs.4.1.", "aspp.convs.4.aspp_pooling.1.")
+            mm = re.match(r"^(project|fuse)\.(\d)\.(.*)$", rest)
+            if mm:
+                i = n - 1 - int(mm[2])
+                tail = mm[3]
+                if mm[1] == "fuse":
+                    p = sd[f"{b}_decoder.project.{mm[2]}.0.weight"].shape[0]
+                    if not tail.endswith("num_batches_tracked"):
+                        dim = 1 if tail.startswith("pointwise.0.") else 0
+                        if tail.startswith("depthwise.") or dim == 1:
+                            v = torch.cat([v.narrow(dim, p, v.shape[dim] - p), v.narrow(dim, 0, p)], dim=dim)
+                    tail = "0." + sep_tail(tail)
+                rest = f"{mm[1]}.{i}.{tail}"
+            out[f"decoder.{b}_decoder.{rest}"] = v
+            continue
+        m = re.match(r"^(semantic|center|offset)_(head|predictor)\.(.*)$", k)
+        if m:
+            head = "semantic_head" if m[1] == "semantic" else "instance_head"
+            tail = "0.0." + sep_tail(m[3]) if m[2] == "head" else "1." + m[3]
+            out[f"decoder.{head}.classifier.{m[1]}.{tail}"] = v
+            continue
+        out[k] = v
+    return out
+
+
+def test_bowenc0221_pth(tmp_path) -> None:
+    name = "panoptic_deeplab_resnet50"
+    src = _randomize_bn(get_model(name, **BOWEN))
+    path = tmp_path / "final_state.pth"
+    torch.save({f"module.{k}": v for k, v in to_bowenc0221(src.state_dict(), 3).items()}, path)
+
+    need = weights_model_kwargs(path, model_name=name)
+    for k, v in BOWEN.items():
+        assert need[k] == v, k
+    # built without align_corners: load_weights switches it (it changes no parameter)
+    dst = get_model(name, **{k: v for k, v in need.items() if k != "align_corners"})
+    meta = load_weights(dst, path, model_name=name)
+    assert meta["format"] == "bowenc0221" and meta["align_corners"] is True
+    _assert_same_outputs(src, dst)
+
+
+# --------------------------------------------------------------------------- other layouts
+
+def test_plain_state_dict_and_own_format_via_load_weights(tmp_path) -> None:
+    src = _randomize_bn(get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P))
+    plain = tmp_path / "plain.pth"
+    torch.save(src.state_dict(), plain)
+    dst = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
+    assert load_weights(dst, plain, model_name="deeplabv3plus_mobilenetv2")["format"] == "state_dict"
+    _assert_same_outputs(src, dst, atol=0)
+
+    own = save_checkpoint(tmp_path / "own.pt", src, model_name="deeplabv3plus_mobilenetv2",
+                          model_kwargs=SMALL_DLV3P, label_set="cityscapes", extra={"resolution": "32x64"})
+    meta = load_weights(get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P), own,
+                        model_name="deeplabv3plus_mobilenetv2")
+    assert meta["format"] == "seg_perception" and meta["resolution"] == "32x64"
+    assert weights_model_kwargs(own, model_name="deeplabv3plus_mobilenetv2") == SMALL_DLV3P
+    with pytest.raises(CheckpointError, match="'deeplabv3plus_mobilenetv2'.*'deeplabv3plus_resnet50'"):
+        load_weights(get_model("deeplabv3plus_resnet50"), own, model_name="deeplabv3plus_resnet50")
+
+    with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / "missing.pth"))):
+        load_weights(dst, tmp_path / "missing.pth", model_name="deeplabv3plus_mobilenetv2")
+
+
+def test_hrnet_official_dispatch(tmp_path) -> None:
+    name = "hrnetv2_w18_small_v2"
+    src = get_model(name, num_classes=5).eval()
+    sd = {f"model.{k}": v for k, v in src.state_dict().items()}
+    sd["loss.criterion.weight"] = torch.ones(5)
+    path = tmp_path / "hrnet_w18_small_v2_cityscapes.pth"
+    torch.save(sd, path)
+    dst = get_model(name, num_classes=5)
+    assert load_weights(dst, path, model_name=name)["format"] == "hrnet_official"
+    for (ka, va), (kb, vb) in zip(src.state_dict().items(), dst.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_unknown_layout_lists_supported(tmp_path) -> None:
+    path = tmp_path / "odd.pth"
+    torch.save({"weights": [1, 2]}, path)
+    with pytest.raises(CheckpointError, match="supported: seg_perception.*VainF.*Detectron2.*bowenc0221"):
+        load_weights(get_model("deeplabv3plus_mobilenetv2"), path, model_name="deeplabv3plus_mobilenetv2")
