@@ -428,11 +428,18 @@ class _SqliteScan(_Source):
         return {name: (mtype, counts[tid]) for name, (tid, mtype) in self._topics.items()}
 
     def _rows(self, record: bool = True, count_tid: Optional[int] = None) -> Iterator[tuple[int, int, bytes]]:
-        """Rows in rowid order. On a read error the bad row is skipped and reading resumes after
-        it; a resume that fails straight away (truncation) ends the scan."""
+        """Rows in rowid order. After a read error, resume points ``last_id + 1, + 2, + 4, ...``
+        are probed until rows are readable again or the largest row id is passed; ``problems``
+        gets one entry per unreadable region (``recovered`` when rows followed it)."""
         con = self._connect()
         n = 0
         last_id = -1
+        skip = 0  # > 0 while inside an unreadable region
+        try:
+            max_id = con.execute("SELECT max(id) FROM messages").fetchone()[0]
+        except sqlite3.DatabaseError:
+            max_id = None
+        bound = max_id if max_id is not None else 1 << 40
         try:
             for _attempt in range(_SQLITE_MAX_RESUMES):
                 got_row = False
@@ -442,21 +449,23 @@ class _SqliteScan(_Source):
                         (last_id,),
                     )
                     for rid, topic_id, ts, data in cur:
-                        got_row = True
+                        if not got_row and skip and record and self.problems:
+                            self.problems[-1] = (*self.problems[-1][:2], True)
+                        got_row, skip = True, 0
                         last_id = rid
                         n += count_tid is None or topic_id == count_tid
                         yield int(topic_id), int(ts), bytes(data)
-                    if record and self.problems:
-                        self.problems[-1] = (*self.problems[-1][:2], True)
                     return
                 except sqlite3.DatabaseError as exc:
-                    if not got_row and _attempt > 0:
-                        return  # still unreadable right after the previous error: give up
-                    if record:
-                        if got_row and self.problems:
-                            self.problems[-1] = (*self.problems[-1][:2], True)
-                        self.problems.append((n, f"sqlite3 read failed after row id {last_id}: {exc}", False))
-                    last_id += 1  # skip the unreadable row
+                    if not skip:  # a new unreadable region starts after last_id
+                        if record:
+                            self.problems.append((n, f"sqlite3 read failed after row id {last_id}: {exc}", False))
+                        skip = 1
+                    else:
+                        skip *= 2
+                    last_id += skip
+                    if last_id >= bound:
+                        return
         finally:
             con.close()
 
