@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from seg_perception.eval.bag import BagError
     from seg_perception.eval.evaluate import evaluate_bags
     from seg_perception.eval.gt import GroundTruthError
+    from seg_perception.models.checkpoints import CheckpointError
     from seg_perception.pipeline import build_segmenter
+    from seg_perception.runtime.base import BackendError
 
     if args.batch_size < 1:
         print(f"eval-bag: error: --batch-size must be >= 1, got {args.batch_size}")
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, weights=args.weights, resolution=args.resolution, backend=args.backend,
             device=args.device, precision=args.precision, label_set=args.label_set,
         )
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, CheckpointError, BackendError) as exc:
         print(f"eval-bag: error: {exc}")
         return 2
     try:

@@ -38,6 +38,7 @@ IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 STORAGES = ("mcap", "sqlite3")
 _MCAP_MAGIC = b"\x89MCAP0\r\n"
 _SQLITE_MAX_RESUMES = 1000
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # CDR payloads start with 00 01 00 00 / 00 00 00 00 instead
 
 _TYPESTORE = None
 
@@ -720,6 +721,8 @@ def _decode(
     check: Optional[Callable[[Any], Optional[str]]],
 ) -> Optional[BagFrame]:
     try:
+        if data[:4] == _ZSTD_MAGIC:  # message-compressed bag read by the tolerant scan
+            data = _zstd_decompress(data)
         msg = deserialize(data, msgtype)
     except Exception as exc:  # noqa: BLE001 - rosbags raises SerdeError and others
         stats.skip(bag, topic, index, None, "undeserializable", f"{type(exc).__name__}: {exc}")
@@ -787,19 +790,26 @@ class BagWriter:
     Args:
         path: bag directory to create (must not exist).
         storage: ``"mcap"`` or ``"sqlite3"``.
+        compression: None or ``"zstd"`` (mcap: compressed chunks; sqlite3: compressed messages).
     """
 
-    def __init__(self, path: PathLike, storage: str = "mcap") -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+    def __init__(self, path: PathLike, storage: str = "mcap", compression: Optional[str] = None) -> None:
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
         if storage not in STORAGES:
             raise BagError(f"unknown storage {storage!r}; choose one of: {', '.join(STORAGES)}")
+        if compression not in (None, "zstd"):
+            raise BagError(f"unknown compression {compression!r}; use None or 'zstd'")
         self.path = Path(path)
         if self.path.exists():
             raise BagError(f"bag path {str(self.path)!r} exists already; choose a new path or delete it")
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         # Version 8 metadata stays readable by rosbag2 in Humble/Iron as well as newer releases.
         self._writer = Writer(self.path, version=8, storage_plugin=plugin)
+        if compression:
+            # mcap: zstd-compressed chunks (as `ros2 bag record` does); sqlite3: per message
+            mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
+            self._writer.set_compression(mode, CompressionFormat.ZSTD)
         self._connections: dict[str, Any] = {}
         self.storage = storage
         self._open = False

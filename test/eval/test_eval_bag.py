@@ -224,3 +224,22 @@ def test_damaged_page_in_middle_of_sqlite_bag(tmp_path):
     assert values == sorted(set(values)) and len(values) < 10  # in order, no duplicates, some lost
     assert values[0] == 0 and values[-1] == 9  # read on past the damaged page
     assert stats.stops and any(s.recovered for s in stats.stops)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_zstd_compressed_bag_truncated(tmp_path, storage):
+    """mcap: zstd chunks (1 MiB of raw data each) - complete chunks before the cut are read."""
+    rng = np.random.default_rng(1)
+    with BagWriter(tmp_path / "bag", storage=storage, compression="zstd") as bag:
+        for i in range(24):
+            img = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)  # incompressible
+            img[0, 0, 0] = i
+            bag.write_image("/cam", img, "rgb8", T0 + i * DT, "camera")
+    assert [first_byte(f) for f in read_images(tmp_path / "bag", "/cam")] == list(range(24))
+    src = storage_file(tmp_path / "bag")
+    data = src.read_bytes()
+    src.write_bytes(data[: int(len(data) * 0.75)])
+    stats = ReadStats()
+    values = [first_byte(f) for f in read_images(tmp_path / "bag", "/cam", stats=stats)]
+    assert 0 < len(values) < 24 and values == list(range(len(values)))
+    assert len(stats.stops) == 1 and not stats.skipped
