@@ -336,6 +336,30 @@ class Segmenter:
         }
 
 
+def check_backend_input(backend: "Backend", resolution: tuple[int, int], kind: str = "") -> None:
+    """Refuse a backend whose (static) input shape is not (1, 3, H, W) at ``resolution``.
+
+    A cached ONNX file or engine built for another shape would otherwise be used silently and every
+    frame would fail at inference. Dynamic dimensions (negative or named) match anything.
+
+    Raises:
+        PipelineError: naming the file, both shapes and the fix.
+    """
+    spec = backend.input_spec()[0]
+    shape = tuple(spec.shape)
+    want = (1, 3, *resolution)
+    if len(shape) == 4 and all(not isinstance(d, int) or d < 0 or d == w for d, w in zip(shape, want)):
+        return
+    src = getattr(backend, "onnx_path", None) or getattr(backend, "engine_path", None)
+    built = f"{shape[2]}x{shape[3]}" if len(shape) == 4 else str(shape)
+    raise PipelineError(
+        f"backend {kind or getattr(backend, 'name', '?')} input {spec.name!r} has shape {shape} "
+        f"(built for {built}){f' in {src}' if src else ''}, but the network resolution is "
+        f"{resolution[0]}x{resolution[1]} (expected {want}); the cached file is stale or foreign: delete it "
+        f"so it is rebuilt, or set resolution to {built}"
+    )
+
+
 def build_segmenter(
     model: str,
     *,
@@ -363,6 +387,11 @@ def build_segmenter(
         options=backend_options,
     )
     be.activate()
+    try:
+        check_backend_input(be, res, backend)
+    except PipelineError:
+        be.deactivate()
+        raise
     return Segmenter(
         be,
         task=loaded.task,
