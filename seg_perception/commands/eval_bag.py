@@ -38,6 +38,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="max |GT stamp - image stamp| in ms for GT topics (default 0: exact)")
     p.add_argument("--max-frames", type=int, default=None, help="evaluate at most this many frames")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
 
 
 def _pct(v) -> str:
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             gt_match=args.gt_match,
             max_frames=args.max_frames,
+            figures=not args.no_figures,
         )
     except (BagError, GroundTruthError, ValueError) as exc:
         print(f"eval-bag: error: {exc}")

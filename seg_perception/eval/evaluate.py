@@ -142,6 +142,7 @@ def evaluate_bags(
     name_topic: str = NAME_TOPIC,
     export_coco: bool = True,
     max_frames: Optional[int] = None,
+    figures: bool = True,
 ) -> dict:
     """Segment the image topic of ``bags`` and evaluate against ground truth.
 
@@ -160,6 +161,7 @@ def evaluate_bags(
         gt_match: folder GT matching, ``"order"`` or ``"name"`` (names from ``name_topic``).
         export_coco: write COCO panoptic / semantic PNG exports.
         max_frames: stop after this many image messages (None: all).
+        figures: write the matplotlib figures (confusion matrix, per-class IoU, latency).
 
     Returns:
         The report dict (also written to ``out_dir/report.json``).
@@ -348,4 +350,5 @@ def evaluate_bags(
         confusion=cm.matrix if evaluated else None,
         class_names=label_set.names,
         latencies_ms=latencies,
+        figures=figures,
     )

@@ -221,6 +221,7 @@ def write_report(
     confusion: Optional[np.ndarray] = None,
     class_names: Sequence[str] = (),
     latencies_ms: Sequence[float] = (),
+    figures: bool = True,
 ) -> dict:
     """Write report.json, report.md and the figures into ``out_dir``; returns the JSON-safe report.
 
@@ -230,16 +231,19 @@ def write_report(
         confusion: (K, K) confusion counts for confusion_matrix.png (skipped when None).
         class_names: K names for the figures.
         latencies_ms: per-frame latencies for latency_hist.png.
+        figures: False skips the matplotlib figures (faster).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": "report.json", "markdown": "report.md", "latency_hist": "latency_hist.png"}
+    files = {"json": "report.json", "markdown": "report.md"}
     sem = report.get("semantic")
-    if confusion is not None and sem is not None:
+    if figures and confusion is not None and sem is not None:
         plot_confusion(confusion, class_names, out / "confusion_matrix.png")
         plot_per_class_iou(sem["per_class"], out / "per_class_iou.png", sem.get("miou"))
         files.update(confusion_matrix="confusion_matrix.png", per_class_iou="per_class_iou.png")
-    plot_latency(latencies_ms, out / "latency_hist.png")
+    if figures:
+        plot_latency(latencies_ms, out / "latency_hist.png")
+        files["latency_hist"] = "latency_hist.png"
     safe = json_safe({**report, "files": {**report.get("files", {}), **files}})
     (out / "report.json").write_text(json.dumps(safe, indent=2, allow_nan=False))
     (out / "report.md").write_text(render_markdown(safe))

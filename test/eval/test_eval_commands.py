@@ -42,12 +42,13 @@ def test_make_bag_gt_size_mismatch(tmp_path, scene, capsys):
     assert rc == 2 and "3x3" in out and "8x10" in out
 
 
+@pytest.mark.slow
 def test_eval_bag_cli_with_real_model(tmp_path, scene, capsys):
     bag = scene.write_scene_bag(tmp_path / "bag", "mcap", n=3, panoptic=False)
     args = parse(eval_bag, [bag, "--model", "deeplabv3plus_mobilenetv2", "--weights", "none", "--image-topic", "/cam",
                             "--gt-semantic-topic", "/gt/semantic", "--out", tmp_path / "out", "--write-bag",
                             "--resolution", "32x64", "--batch-size", "2", "--miou-convention", "detectron2",
-                            "--no-progress"])
+                            "--no-progress", "--no-figures"])
     assert eval_bag.run(args) == 0
     printed = capsys.readouterr().out
     assert "mIoU (detectron2)" in printed and "report.md" in printed
@@ -72,6 +73,7 @@ def test_eval_bag_cli_errors(tmp_path, scene, capsys):
                          "--gt-dir", "d"])
 
 
+@pytest.mark.slow
 def test_evaluate_with_real_panoptic_model(tmp_path, scene):
     from seg_perception.eval.evaluate import evaluate_bags
     from seg_perception.pipeline import build_segmenter
@@ -80,7 +82,7 @@ def test_evaluate_with_real_panoptic_model(tmp_path, scene):
     seg = build_segmenter("panoptic_deeplab_mobilenetv3_large", weights=None, resolution=(32, 64))
     try:
         r = evaluate_bags([bag], segmenter=seg, image_topic="/cam", gt_semantic_topic="/gt/semantic",
-                          gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out", write_bag=True, progress=False)
+                          gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out", write_bag=True, progress=False, figures=False)
     finally:
         seg.close()
     assert r["model"]["task"] == "panoptic" and r["frames"]["evaluated"] == 2

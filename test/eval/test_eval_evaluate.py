@@ -58,7 +58,7 @@ def test_detectron2_convention(tmp_path, scene):
     bag = scene.write_scene_bag(tmp_path / "bag", panoptic=False)
     report = evaluate_bags([bag], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
                            gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out",
-                           miou_convention="detectron2", progress=False)
+                           miou_convention="detectron2", progress=False, figures=False)
     assert report["semantic"]["miou"] == pytest.approx(scene.MIOU_DETECTRON2)
     assert report["miou_convention"] == "detectron2" and report["panoptic"] is None
     assert "detectron2" in (tmp_path / "out" / "report.md").read_text()
@@ -67,7 +67,7 @@ def test_detectron2_convention(tmp_path, scene):
 def test_semantic_gt_derived_from_panoptic_topic(tmp_path, scene):
     bag = scene.write_scene_bag(tmp_path / "bag")
     report = evaluate_bags([bag], segmenter=scene.FakeSegmenter("panoptic"), image_topic="/cam",
-                           gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out", progress=False)
+                           gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out", progress=False, figures=False)
     assert report["semantic"]["miou"] == pytest.approx(scene.MIOU_CITYSCAPES)
     assert report["panoptic"]["all"]["pq"] == pytest.approx(scene.PQ_ALL)
 
@@ -75,13 +75,13 @@ def test_semantic_gt_derived_from_panoptic_topic(tmp_path, scene):
 def test_stamp_tolerance(tmp_path, scene):
     bag = scene.write_scene_bag(tmp_path / "bag", panoptic=False, gt_offset_ns=3_000_000)  # GT 3 ms late
     exact = evaluate_bags([bag], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                          gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "o1", progress=False)
+                          gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "o1", progress=False, figures=False)
     assert exact["frames"]["evaluated"] == 0 and exact["frames"]["unmatched"] == 6
     assert exact["gt"]["unused_gt_messages"] == {"/gt/semantic": 6}
     assert exact["semantic"] is None
     near = evaluate_bags([bag], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
                          gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "o2", stamp_tolerance_ns=5_000_000,
-                         progress=False)
+                         progress=False, figures=False)
     assert near["frames"]["evaluated"] == 6 and near["gt"]["max_abs_dt_ns"] == 3_000_000
     assert near["gt"]["unused_gt_messages"] == {"/gt/semantic": 0}
     assert near["semantic"]["miou"] == pytest.approx(scene.MIOU_CITYSCAPES)
@@ -96,7 +96,7 @@ def test_nearest_stamp_is_chosen(tmp_path, scene):
             bag.write_image("/gt/semantic", scene.gt_semantic(), "mono8", scene.T0 + i * 100_000_000 + 10_000_000, "c")
     r = evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
                       gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", stamp_tolerance_ns=20_000_000,
-                      progress=False)
+                      progress=False, figures=False)
     # image stamps 0, 50, 100, 150 ms; GT 10, 110 ms -> images 0 and 100 match (|dt| = 10 ms)
     assert [f["gt"] for f in r["per_frame"]] == [True, False, True, False]
     assert r["gt"]["max_abs_dt_ns"] == 10_000_000
@@ -106,7 +106,7 @@ def test_written_prediction_bag(tmp_path, scene):
     bag = scene.write_scene_bag(tmp_path / "bag", "sqlite3")
     evaluate_bags([bag], segmenter=scene.FakeSegmenter("panoptic"), image_topic="/cam",
                   gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", write_bag=True, batch_size=3,
-                  progress=False)
+                  progress=False, figures=False)
     pred = tmp_path / "out" / "predictions.mcap"
     topics = list_topics(pred)
     assert topics == {
@@ -136,7 +136,7 @@ def test_written_prediction_bag(tmp_path, scene):
 def test_semantic_model_writes_no_panoptic_topic(tmp_path, scene):
     bag = scene.write_scene_bag(tmp_path / "bag", panoptic=False, n=2)
     evaluate_bags([bag], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                  gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", write_bag=True, progress=False)
+                  gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", write_bag=True, progress=False, figures=False)
     assert "/seg/panoptic" not in list_topics(tmp_path / "out" / "predictions.mcap")
 
 
@@ -147,7 +147,7 @@ def test_coco_panoptic_export_decodes_back(tmp_path, scene):
 
     bag = scene.write_scene_bag(tmp_path / "bag", n=2)
     evaluate_bags([bag], segmenter=scene.FakeSegmenter("panoptic"), image_topic="/cam",
-                  gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out", progress=False)
+                  gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out", progress=False, figures=False)
     doc = json.loads((tmp_path / "out" / "panoptic" / "predictions.json").read_text())
     assert len(doc["images"]) == 2 and len(doc["annotations"]) == 2
     cats = {c["id"]: c for c in doc["categories"]}
@@ -175,12 +175,12 @@ def test_missing_topic_lists_topics(tmp_path, scene):
     bag = scene.write_scene_bag(tmp_path / "bag", n=1)
     with pytest.raises(BagError) as err:
         evaluate_bags([bag], segmenter=scene.FakeSegmenter(), image_topic="/camera/image_raw",
-                      gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False)
+                      gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False, figures=False)
     msg = str(err.value)
     assert "/camera/image_raw" in msg and "/cam (sensor_msgs/msg/Image, 1 msgs)" in msg and "/gt/panoptic" in msg
     with pytest.raises(BagError, match="/gt/missing"):
         evaluate_bags([bag], segmenter=scene.FakeSegmenter(), image_topic="/cam",
-                      gt_semantic_topic="/gt/missing", out_dir=tmp_path / "out", progress=False)
+                      gt_semantic_topic="/gt/missing", out_dir=tmp_path / "out", progress=False, figures=False)
 
 
 def test_undecodable_compressed_message_is_skipped_and_reported(tmp_path, scene):
@@ -199,7 +199,7 @@ def test_undecodable_compressed_message_is_skipped_and_reported(tmp_path, scene)
                 bag.write_compressed("/cam", scene.image(i % 2 == 0), "png", t, "camera")
             bag.write_image("/gt/semantic", scene.gt_semantic(), "mono8", t, "camera")
     report = evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                           gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False)
+                           gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False, figures=False)
     assert report["frames"]["segmented"] == 2 and report["frames"]["skipped"] == 1
     (skipped,) = report["reading"]["skipped"]
     assert skipped["index"] == 1 and skipped["reason"] == "undecodable" and skipped["stamp_ns"] == scene.T0 + scene.DT
@@ -222,7 +222,7 @@ def test_truncated_bag_evaluates_readable_part(tmp_path, scene, storage):
     (cut / src.name).write_bytes(data[: int(len(data) * 0.6)])
     report = evaluate_bags([cut], segmenter=scene.FakeSegmenter("panoptic"), image_topic="/cam",
                            gt_semantic_topic="/gt/semantic", gt_panoptic_topic="/gt/panoptic",
-                           out_dir=tmp_path / "out", progress=False)
+                           out_dir=tmp_path / "out", progress=False, figures=False)
     n = report["frames"]["segmented"]
     assert 0 < n < 40
     assert report["reading"]["stops"] and report["reading"]["stops"][0]["bag"] == str(cut)
@@ -242,7 +242,7 @@ def test_corrupted_middle_message_is_skipped(tmp_path, scene):
     con.commit()
     con.close()
     report = evaluate_bags([bag], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                           gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False)
+                           gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False, figures=False)
     assert report["frames"]["segmented"] == 5
     assert [(s["index"], s["reason"]) for s in report["reading"]["skipped"]] == [(2, "undeserializable")]
     assert report["gt"]["unused_gt_messages"] == {"/gt/semantic": 1}
@@ -254,7 +254,7 @@ def test_size_mismatch_names_frame_and_sizes(tmp_path, scene):
         bag.write_image("/gt/semantic", np.zeros((4, 5), np.uint8), "mono8", scene.T0, "camera")
     with pytest.raises(GroundTruthError) as err:
         evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                      gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False)
+                      gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False, figures=False)
     msg = str(err.value)
     assert "4x5" in msg and "8x10" in msg and str(tmp_path / "bag") in msg
     assert "message #0" in msg and str(scene.T0) in msg
@@ -276,7 +276,7 @@ def test_bad_arguments(tmp_path, scene):
 def test_no_gt_still_reports_latency(tmp_path, scene):
     bag = scene.write_scene_bag(tmp_path / "bag", n=3, gt=False)
     r = evaluate_bags([bag], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                      out_dir=tmp_path / "out", progress=False)
+                      out_dir=tmp_path / "out", progress=False, figures=False)
     assert r["semantic"] is None and r["frames"]["segmented"] == 3 and r["latency"]["total"]["count"] == 3
 
 
@@ -285,6 +285,6 @@ def test_several_bags_accumulate(tmp_path, scene):
     b = scene.write_scene_bag(tmp_path / "b", "sqlite3", n=4, panoptic=False)
     # a: frames 0 (corrupt), 1 ; b: frames 0 (corrupt), 1, 2 (corrupt), 3 -> 3 corrupt + 3 perfect
     r = evaluate_bags([a, b], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                      gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False)
+                      gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False, figures=False)
     assert r["frames"]["evaluated"] == 6
     assert r["semantic"]["miou"] == pytest.approx(scene.MIOU_CITYSCAPES)

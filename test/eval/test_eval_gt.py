@@ -90,7 +90,7 @@ def test_folder_gt_by_order_matches_hand_numbers(tmp_path, scene):
     info = _make_bag(images, None, tmp_path / "bag", topic="/cam")
     assert info["frames"] == 6 and info["gt_frames"] == 0
     r = evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("panoptic"), image_topic="/cam",
-                      gt_dir=gt, out_dir=tmp_path / "out", progress=False)
+                      gt_dir=gt, out_dir=tmp_path / "out", progress=False, figures=False)
     assert r["gt"]["source"] == "folder" and r["gt"]["matched_frames"] == 6
     assert r["semantic"]["miou"] == pytest.approx(scene.MIOU_CITYSCAPES)
     assert r["panoptic"]["all"]["pq"] == pytest.approx(scene.PQ_ALL)
@@ -100,11 +100,11 @@ def test_folder_gt_by_name_ignores_extra_files(tmp_path, scene):
     images, gt = write_cityscapes(tmp_path, scene, extra_first=True)
     _make_bag(images, None, tmp_path / "bag", topic="/cam", storage="sqlite3")
     by_name = evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                            gt_dir=gt, gt_match="name", out_dir=tmp_path / "o1", progress=False)
+                            gt_dir=gt, gt_match="name", out_dir=tmp_path / "o1", progress=False, figures=False)
     assert by_name["semantic"]["miou"] == pytest.approx(scene.MIOU_CITYSCAPES)
     assert by_name["gt"]["unused_gt_files"] == 1
     by_order = evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                             gt_dir=gt, gt_match="order", out_dir=tmp_path / "o2", progress=False)
+                             gt_dir=gt, gt_match="order", out_dir=tmp_path / "o2", progress=False, figures=False)
     assert by_order["semantic"]["miou"] != pytest.approx(scene.MIOU_CITYSCAPES)  # shifted by one file
 
 
@@ -115,7 +115,7 @@ def test_make_bag_gt_topics_equal_folder_gt(tmp_path, scene):
     assert info["topics"] == {"/cam/compressed": 6, "/image_name": 6, "/gt/semantic": 6, "/gt/panoptic": 6}
     r = evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("panoptic"), image_topic="/cam/compressed",
                       gt_semantic_topic="/gt/semantic", gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out",
-                      progress=False)
+                      progress=False, figures=False)
     assert r["semantic"]["miou"] == pytest.approx(scene.MIOU_CITYSCAPES)
     assert r["panoptic"]["all"]["pq"] == pytest.approx(scene.PQ_ALL)
 

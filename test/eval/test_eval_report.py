@@ -24,8 +24,8 @@ def test_latency_stats_hand_values():
 def test_write_report_without_metrics(tmp_path):
     report = {"model": {"model": "m"}, "frames": {"read": 0}, "latency": {"total": latency_stats([])},
               "reading": {"skipped": [], "stops": [], "notes": ["n1"]}, "semantic": None, "panoptic": None}
-    safe = write_report(tmp_path, report)
-    assert (tmp_path / "report.json").exists() and (tmp_path / "latency_hist.png").exists()
+    safe = write_report(tmp_path, report, figures=False)
+    assert (tmp_path / "report.json").exists() and not (tmp_path / "latency_hist.png").exists()
     assert not (tmp_path / "confusion_matrix.png").exists()
     assert safe["files"]["markdown"] == "report.md"
     assert "- n1" in render_markdown(safe)
