@@ -28,3 +28,14 @@ def fake_trt(monkeypatch):
     monkeypatch.setattr(tensorrt_backend, "gpu_identity", lambda device="cuda": (gpu["name"], gpu["cc"]))
     mod.fake_gpu = gpu  # tests change mod.fake_gpu["name"] to imitate another GPU
     return mod
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Runtime tests run tiny tensors on a shared 2-core machine: one intra-op thread is several times faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
