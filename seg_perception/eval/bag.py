@@ -787,31 +787,50 @@ class BagWriter:
         with BagWriter("out_bag", storage="mcap") as bag:
             bag.write_image("/camera/image_raw", rgb, "rgb8", stamp_ns, "camera")
 
+    A path ending in ``.mcap`` or ``.db3`` produces that single storage file (no bag directory,
+    no metadata.yaml; rosbags and ``ros2 bag`` read such files directly). Any other path becomes
+    a rosbag2 directory with ``metadata.yaml``.
+
     Args:
-        path: bag directory to create (must not exist).
-        storage: ``"mcap"`` or ``"sqlite3"``.
-        compression: None or ``"zstd"`` (mcap: compressed chunks; sqlite3: compressed messages).
+        path: bag directory or ``.mcap``/``.db3`` file to create (must not exist).
+        storage: ``"mcap"`` or ``"sqlite3"``; default from the suffix, else ``"mcap"``.
+        compression: None or ``"zstd"`` (mcap: compressed chunks; sqlite3: compressed messages,
+            bag directories only).
     """
 
-    def __init__(self, path: PathLike, storage: str = "mcap", compression: Optional[str] = None) -> None:
+    _SUFFIX_STORAGE = {".mcap": "mcap", ".db3": "sqlite3"}
+
+    def __init__(self, path: PathLike, storage: Optional[str] = None, compression: Optional[str] = None) -> None:
         from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
+        self.path = Path(path)
+        suffix_storage = self._SUFFIX_STORAGE.get(self.path.suffix)
+        if storage is None:
+            storage = suffix_storage or "mcap"
         if storage not in STORAGES:
             raise BagError(f"unknown storage {storage!r}; choose one of: {', '.join(STORAGES)}")
+        if suffix_storage and suffix_storage != storage:
+            raise BagError(f"path {str(self.path)!r} asks for {suffix_storage} storage but storage={storage!r}")
         if compression not in (None, "zstd"):
             raise BagError(f"unknown compression {compression!r}; use None or 'zstd'")
-        self.path = Path(path)
+        if compression and suffix_storage == "sqlite3":
+            raise BagError("a compressed sqlite3 bag needs its metadata.yaml: give a directory path, not a .db3 file")
         if self.path.exists():
             raise BagError(f"bag path {str(self.path)!r} exists already; choose a new path or delete it")
+        # Single-file output: write a bag directory next to it, then move the storage file out.
+        self._bag_dir = self.path.with_name(self.path.name + ".partial") if suffix_storage else self.path
+        if suffix_storage and self._bag_dir.exists():
+            raise BagError(f"{str(self._bag_dir)!r} exists (left by an interrupted write?); delete it first")
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         # Version 8 metadata stays readable by rosbag2 in Humble/Iron as well as newer releases.
-        self._writer = Writer(self.path, version=8, storage_plugin=plugin)
+        self._writer = Writer(self._bag_dir, version=8, storage_plugin=plugin)
         if compression:
             # mcap: zstd-compressed chunks (as `ros2 bag record` does); sqlite3: per message
             mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
             self._writer.set_compression(mode, CompressionFormat.ZSTD)
         self._connections: dict[str, Any] = {}
         self.storage = storage
+        self._single_file = suffix_storage is not None
         self._open = False
 
     def open(self) -> "BagWriter":
@@ -831,6 +850,12 @@ class BagWriter:
         if self._open:
             self._writer.close()
             self._open = False
+            if self._single_file:
+                import shutil
+
+                (storage_file,) = _storage_files(self._bag_dir)
+                storage_file.replace(self.path)
+                shutil.rmtree(self._bag_dir)
 
     @property
     def counts(self) -> dict[str, int]:

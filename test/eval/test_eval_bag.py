@@ -243,3 +243,14 @@ def test_zstd_compressed_bag_truncated(tmp_path, storage):
     values = [first_byte(f) for f in read_images(tmp_path / "bag", "/cam", stats=stats)]
     assert 0 < len(values) < 24 and values == list(range(len(values)))
     assert len(stats.stops) == 1 and not stats.skipped
+
+
+@pytest.mark.parametrize("name", ["single.mcap", "single.db3"])
+def test_writer_single_storage_file(tmp_path, name):
+    with BagWriter(tmp_path / name) as bag:
+        bag.write_image("/cam", frame_pixels(3), "rgb8", T0, "camera")
+    assert (tmp_path / name).is_file() and sorted(p.name for p in tmp_path.iterdir()) == [name]
+    (frame,) = read_images(tmp_path / name, "/cam")
+    assert first_byte(frame) == 30 and frame.stamp_ns == T0
+    with pytest.raises(BagError, match="sqlite3"):
+        BagWriter(tmp_path / "x.mcap", storage="sqlite3")
