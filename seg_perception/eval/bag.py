@@ -68,7 +68,8 @@ class BagFrame:
         msgtype: ``sensor_msgs/msg/Image`` or ``sensor_msgs/msg/CompressedImage``.
         msg: the deserialized ``rosbags`` message (duck-types as a sensor_msgs message).
         bag_path: the bag (directory or file) as given by the caller.
-        index: 0-based position of this message among the topic's messages in this bag.
+        index: 0-based position of this message among the topic's messages read from this bag
+            (skipped messages keep their index; messages lost in an unreadable region get none).
         log_time_ns: time the recorder received the message.
     """
 

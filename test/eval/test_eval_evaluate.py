@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from seg_perception.eval.bag import BagError, BagWriter, ReadStats, list_topics, read_images, read_messages
+from seg_perception.eval.bag import BagError, BagWriter, list_topics, read_images
 from seg_perception.eval.evaluate import evaluate_bags
 from seg_perception.eval.gt import GroundTruthError
 
