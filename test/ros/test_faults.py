@@ -1,0 +1,257 @@
+"""Faults: every broken configuration is a clear error or refusal that names the fix.
+
+Decisions (see docs/RELIABILITY.md, "Faults"):
+
+============================================  ==============================================
+fault                                         behaviour
+============================================  ==============================================
+weights file missing                          refuse to start (test_node.py covers it)
+weights file corrupted / truncated            refuse to start, exit 1, message names the file
+checkpoint of another model                   refuse: names both models / the key mismatch
+ONNX in the cache built for another shape     refuse (PipelineError) instead of failing every
+                                              frame; says to delete the file or which
+                                              resolution it was built for
+device cuda without a GPU                     refuse to start, exit 1, message says device cpu
+invalid parameter at runtime                  set_parameters refused with the reason; the
+                                              node keeps serving with its last good config
+============================================  ==============================================
+
+Loading faults are tested in-process on ``load_model`` / ``build_segmenter`` (cheap); the node's
+behaviour (exit code + message, runtime refusal) with one node process each.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from seg_perception.conversions import numpy_to_image
+from seg_perception.models import get_model
+from seg_perception.models.checkpoints import CheckpointError, save_checkpoint
+from seg_perception.pipeline import PipelineError, build_segmenter, load_model
+from seg_perception.runtime.base import BackendError
+
+from .rostest_utils import RELIABLE, Harness, node_process
+
+SEMANTIC = "deeplabv3plus_mobilenetv2"
+HRNET = "hrnetv2_w18_small_v2"
+PANOPTIC = "panoptic_deeplab_mobilenetv3_large"
+RES = (32, 64)
+
+
+def _checkpoint(path, model: str = HRNET, **extra):
+    """A seg_perception checkpoint of ``model`` (random init, cityscapes)."""
+    torch.manual_seed(0)
+    net = get_model(model, num_classes=19)
+    return save_checkpoint(path, net, model_name=model, model_kwargs={"num_classes": 19}, label_set="cityscapes",
+                           extra=extra or None, half=False)
+
+
+@pytest.fixture(scope="module")
+def hrnet_ckpt(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("ckpt") / "hrnet.pt")
+
+
+# ----------------------------------------------------------------------------- corrupted weights
+def test_random_bytes_weights_are_refused_naming_the_file(tmp_path):
+    bad = tmp_path / "random_bytes.pt"
+    bad.write_bytes(random.Random(1).randbytes(4096))
+    with pytest.raises(CheckpointError) as e:
+        load_model(HRNET, weights=str(bad))
+    assert str(bad) in str(e.value)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.02])
+def test_truncated_checkpoint_is_refused_naming_the_file(tmp_path, hrnet_ckpt, keep):
+    data = hrnet_ckpt.read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError) as e:
+        load_model(HRNET, weights=str(bad))
+    assert str(bad) in str(e.value)
+
+
+def test_empty_weights_file_is_refused(tmp_path):
+    bad = tmp_path / "empty.pt"
+    bad.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt"):
+        build_segmenter(HRNET, weights=str(bad), resolution=RES)
+
+
+# ----------------------------------------------------------------------------- another model's checkpoint
+@pytest.mark.parametrize("requested", [SEMANTIC, PANOPTIC])
+def test_checkpoint_of_another_model_names_both(hrnet_ckpt, requested):
+    with pytest.raises(CheckpointError) as e:
+        load_model(requested, weights=str(hrnet_ckpt))
+    msg = str(e.value)
+    assert HRNET in msg and requested in msg, msg
+
+
+def test_plain_state_dict_of_another_model_lists_the_mismatch(tmp_path):
+    """A bare state dict (no model name inside) of DeepLabV3+ given to HRNet."""
+    path = tmp_path / "deeplab_state_dict.pth"
+    torch.save(get_model(SEMANTIC, num_classes=19).state_dict(), path)
+    with pytest.raises(CheckpointError) as e:
+        load_model(HRNET, weights=str(path))
+    msg = str(e.value)
+    assert str(path) in msg or path.name in msg, msg
+    assert "key" in msg.lower(), msg  # missing / unexpected keys are listed
+
+
+def test_semantic_checkpoint_for_panoptic_model_is_refused(tmp_path):
+    ckpt = _checkpoint(tmp_path / "deeplab.pt", SEMANTIC)
+    with pytest.raises(CheckpointError, match=PANOPTIC):
+        build_segmenter(PANOPTIC, weights=str(ckpt), resolution=RES)
+
+
+# ----------------------------------------------------------------------------- stale ONNX in the cache
+def test_cached_onnx_for_another_resolution_is_refused(tmp_path, hrnet_ckpt):
+    from seg_perception.runtime.export import export_onnx
+
+    opts = {"cache_dir": str(tmp_path / "cache")}
+    seg = build_segmenter(HRNET, weights=str(hrnet_ckpt), resolution=RES, backend="onnxruntime",
+                          backend_options=opts)
+    assert seg.segment(np.zeros((48, 64, 3), np.uint8)).semantic.shape == (48, 64)
+    seg.close()
+    (cached,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    # The same model exported at 64x128 ends up at the 32x64 cache path (copied cache, name clash).
+    other = export_onnx(load_model(HRNET, weights=str(hrnet_ckpt)).model, tmp_path / "other.onnx",
+                        resolution=(64, 128))
+    shutil.copyfile(other, cached)
+    with pytest.raises(PipelineError) as e:
+        build_segmenter(HRNET, weights=str(hrnet_ckpt), resolution=RES, backend="onnxruntime",
+                        backend_options=opts)
+    msg = str(e.value)
+    assert "64x128" in msg and "32x64" in msg and cached.name in msg, msg
+    # the fix it names works: delete the stale file and the model is re-exported
+    cached.unlink()
+    with build_segmenter(HRNET, weights=str(hrnet_ckpt), resolution=RES, backend="onnxruntime",
+                         backend_options=opts) as seg:
+        assert seg.segment(np.zeros((48, 64, 3), np.uint8)).semantic.shape == (48, 64)
+
+
+# ----------------------------------------------------------------------------- CUDA absent
+needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+
+
+@needs_no_cuda
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "tensorrt"])
+def test_cuda_without_gpu_is_refused_naming_cpu(backend, tmp_path):
+    with pytest.raises(BackendError) as e:
+        build_segmenter(HRNET, weights="none", resolution=RES, backend=backend, device="cuda",
+                        backend_options={"cache_dir": str(tmp_path)})
+    msg = str(e.value)
+    assert "cuda" in msg.lower(), msg
+    if backend != "tensorrt":
+        assert "'cpu'" in msg, msg  # names the fix: device cpu
+    else:  # tensorrt is not installed here: says what to install / use
+        assert "tensorrt" in msg.lower(), msg
+
+
+# ----------------------------------------------------------------------------- node processes
+def _start_refused(params: dict, tmp_path) -> tuple[int, str]:
+    with node_process(params, log_path=tmp_path / "node.log") as proc:
+        code = proc.wait(timeout=90)
+    return code, (tmp_path / "node.log").read_text(errors="replace")
+
+
+@pytest.mark.ros
+def test_node_refuses_corrupted_weights(tmp_path, hrnet_ckpt):
+    bad = tmp_path / "corrupted.pt"
+    data = bytearray(hrnet_ckpt.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 4096] = random.Random(2).randbytes(4096)  # flipped bytes mid-file
+    bad.write_bytes(bytes(data[: len(data) * 2 // 3]))
+    code, log = _start_refused({"model": HRNET, "weights": str(bad), "resolution": "32x64"}, tmp_path)
+    assert code == 1, log
+    assert "cannot start" in log and str(bad) in log, log[-2000:]
+
+
+@pytest.mark.ros
+@needs_no_cuda
+def test_node_refuses_cuda_without_gpu(tmp_path):
+    code, log = _start_refused({"model": HRNET, "weights": "none", "resolution": "32x64", "device": "cuda"},
+                               tmp_path)
+    assert code == 1, log
+    assert "cannot start" in log and "'cuda'" in log and "'cpu'" in log, log[-2000:]
+
+
+NS = "/faults"
+NODE = f"{NS}/segment_node"
+
+
+def set_parameters(h: Harness, node: str, values: dict, timeout: float = 120.0, proc=None) -> list:
+    """Call ``<node>/set_parameters`` (rcl_interfaces/SetParameters); returns the SetParametersResults."""
+    client = h.node.create_client(SetParameters, f"{node}/set_parameters")
+    try:
+        assert h.spin_until(client.service_is_ready, 30, proc), f"{node}/set_parameters not available"
+        req = SetParameters.Request()
+        req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        fut = client.call_async(req)
+        assert h.spin_until(fut.done, timeout, proc), f"set_parameters {values} timed out"
+        return list(fut.result().results)
+    finally:
+        h.node.destroy_client(client)
+
+
+def _diag(h: Harness) -> dict:
+    for arr in reversed(h.received.get("/diagnostics", [])):
+        for st in arr.status:
+            if st.name.endswith(NODE):
+                return {kv.key: kv.value for kv in st.values}
+    return {}
+
+
+@pytest.mark.ros
+def test_invalid_runtime_parameters_are_refused_and_node_keeps_serving(tmp_path, hrnet_ckpt):
+    bad = tmp_path / "corrupted.pt"
+    bad.write_bytes(hrnet_ckpt.read_bytes()[:5000])
+    other_model = _checkpoint(tmp_path / "deeplab.pt", SEMANTIC)
+    h = Harness("seg_faults_harness")
+    try:
+        sem = h.subscribe(Image, f"{NODE}/semantic")
+        h.subscribe(DiagnosticArray, "/diagnostics")
+        pub = h.node.create_publisher(Image, f"{NS}/image", RELIABLE)
+        params = {"model": HRNET, "weights": str(hrnet_ckpt), "resolution": "32x64", "qos_reliability": "reliable",
+                  "diagnostics_period": 0.2}
+        with node_process(params, namespace=NS, log_path=tmp_path / "node.log") as proc:
+            assert h.spin_until(lambda: pub.get_subscription_count() > 0, 90, proc)
+            assert h.spin_until(lambda: h.node.count_publishers(f"{NODE}/semantic") > 0, 30, proc)
+            cases = [
+                ({"weights": str(bad)}, [str(bad)]),
+                ({"weights": str(tmp_path / "missing.pt")}, ["missing.pt", "does not exist"]),
+                ({"weights": str(other_model)}, [SEMANTIC, HRNET]),
+                ({"resolution": "0x0"}, ["resolution", "HxW"]),
+                ({"model": "no_such_model"}, ["no_such_model", HRNET]),  # lists the allowed names
+                ({"nms_kernel": 4}, ["nms_kernel", "odd"]),
+                ({"overlay_alpha": 1.5}, ["overlay_alpha", "[0.0, 1.0]"]),
+                ({"num_classes": 7}, ["num_classes", "19"]),
+                ({"precision": "int8"}, ["int8"]),
+            ]
+            for i, (change, needles) in enumerate(cases):
+                (res,) = set_parameters(h, NODE, change, proc=proc)
+                assert not res.successful, f"{change} was accepted"
+                for needle in needles:
+                    assert needle in res.reason, f"{change}: reason {res.reason!r} lacks {needle!r}"
+                # the node keeps serving with the last good configuration
+                msg = numpy_to_image(np.full((24, 40, 3), 7 * i, np.uint8), "rgb8")
+                msg.header.stamp.sec, msg.header.frame_id = 500 + i, f"after_{i}"
+                pub.publish(msg)
+                assert h.spin_until(lambda: any(o.header.stamp.sec == 500 + i for o in sem), 60, proc), \
+                    f"no answer after refusing {change}"
+                assert (sem[-1].height, sem[-1].width) == (24, 40)
+            assert h.spin_until(lambda: _diag(h).get("frames_processed") == str(len(cases)), 10, proc)
+            d = _diag(h)
+            assert d["config.model"] == HRNET and d["config.weights"] == str(hrnet_ckpt)
+            assert d["config.resolution"] == "[32, 64]"
+            assert not [k for k in d if k.startswith("error.")], d
+            assert proc.poll() is None
+    finally:
+        h.close()

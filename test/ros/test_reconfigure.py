@@ -1,0 +1,210 @@
+"""Runtime reconfiguration of a running segment_node (another process) via ``set_parameters``.
+
+One node serves the whole module. Each change is made through the node's parameter service while
+a timer keeps publishing camera frames, so the test sees the node answering before, during and
+after the rebuild: outputs keep their camera size and the input header, the diagnostics show the
+new configuration, and the process never restarts. Unsupported changes are refused with a reason
+and the node keeps serving with its previous configuration.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from seg_perception.conversions import image_to_numpy, numpy_to_image
+
+from .rostest_utils import RELIABLE, Harness, node_process
+
+pytestmark = pytest.mark.ros
+
+NS = "/reconf"
+NODE = f"{NS}/segment_node"
+CAM = (40, 56)  # camera frames: small, and not the network resolution
+START = {"model": "deeplabv3plus_mobilenetv2", "weights": "none", "resolution": "32x64",
+         "qos_reliability": "reliable", "diagnostics_period": 0.2}
+
+
+class Session:
+    """The node process, the harness, and a frame stream (one frame per 0.15 s while spinning)."""
+
+    def __init__(self, harness: Harness, proc, log) -> None:
+        self.h, self.proc, self.log = harness, proc, log
+        self.semantic = harness.subscribe(Image, f"{NODE}/semantic")
+        self.panoptic = harness.subscribe(Image, f"{NODE}/panoptic")
+        harness.subscribe(DiagnosticArray, "/diagnostics")
+        self.pub = harness.node.create_publisher(Image, f"{NS}/image", RELIABLE)
+        self.sent: dict[int, str] = {}  # stamp sec -> frame_id
+        self.streaming = False
+        self._timer = harness.node.create_timer(0.15, self._tick)
+
+    def _tick(self) -> None:
+        if self.streaming:
+            self.send()
+
+    def send(self) -> int:
+        i = len(self.sent) + 1
+        msg = numpy_to_image(np.full((*CAM, 3), (i * 37) % 256, np.uint8), "rgb8")
+        msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = i, 11 * i, f"cam_{i}"
+        self.sent[i] = msg.header.frame_id
+        self.pub.publish(msg)
+        return i
+
+    def answered(self, box: list, sec: int) -> bool:
+        return any(o.header.stamp.sec == sec for o in box)
+
+    def roundtrip(self, *, panoptic: bool = False) -> Image:
+        """Send one frame, wait for its answer(s); check size and header."""
+        sec = self.send()
+        ok = self.h.spin_until(lambda: self.answered(self.semantic, sec)
+                               and (not panoptic or self.answered(self.panoptic, sec)), 60, self.proc)
+        assert ok, f"frame {sec} not answered\n{self.log.read_text(errors='replace')[-3000:]}"
+        out = next(o for o in self.semantic if o.header.stamp.sec == sec)
+        assert (out.height, out.width, out.encoding) == (*CAM, "mono8")
+        assert out.header.frame_id == self.sent[sec] and out.header.stamp.nanosec == 11 * sec
+        return out
+
+    def set(self, values: dict, timeout: float = 240.0):
+        """Call ``set_parameters`` while the frame stream runs; returns the first refusal or success.
+
+        The service applies the parameters one by one, in order (one rebuild each).
+        """
+        client = self.h.node.create_client(SetParameters, f"{NODE}/set_parameters")
+        try:
+            assert self.h.spin_until(client.service_is_ready, 30, self.proc)
+            req = SetParameters.Request()
+            req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+            self.streaming = True
+            fut = client.call_async(req)
+            assert self.h.spin_until(fut.done, timeout, self.proc), f"set_parameters {values} timed out"
+            results = fut.result().results
+        finally:
+            self.streaming = False
+            self.h.node.destroy_client(client)
+        assert len(results) == len(values)
+        return next((r for r in results if not r.successful), results[0])
+
+    def diag(self) -> dict:
+        for arr in reversed(self.h.received.get("/diagnostics", [])):
+            for st in arr.status:
+                if st.name.endswith(NODE):
+                    return {kv.key: kv.value for kv in st.values}
+        return {}
+
+    def wait_config(self, **want: str) -> dict:
+        ok = self.h.spin_until(lambda: all(self.diag().get(f"config.{k}") == v for k, v in want.items()), 10,
+                               self.proc)
+        assert ok, f"diagnostics config {self.diag()} != {want}"
+        return self.diag()
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reconf")
+    old = os.environ.get("SEG_PERCEPTION_CACHE")
+    os.environ["SEG_PERCEPTION_CACHE"] = str(tmp / "cache")  # ONNX exports of the node go here
+    h = Harness("seg_reconf_harness")
+    try:
+        with node_process(START, namespace=NS, log_path=tmp / "node.log") as proc:
+            s = Session(h, proc, tmp / "node.log")
+            assert h.spin_until(lambda: s.pub.get_subscription_count() > 0, 90, proc), s.log.read_text()
+            assert h.spin_until(lambda: h.node.count_publishers(f"{NODE}/semantic") > 0, 30, proc)
+            s.roundtrip()
+            yield s
+            assert proc.poll() is None, "node exited during the module"
+            d = s.diag()
+            assert not [k for k in d if k.startswith("error.")], f"frames failed: {d}"
+    finally:
+        h.close()
+        if old is None:
+            os.environ.pop("SEG_PERCEPTION_CACHE", None)
+        else:
+            os.environ["SEG_PERCEPTION_CACHE"] = old
+
+
+def _check_stream(s: Session, first: int) -> None:
+    """Every frame sent since ``first`` gets answered at camera size (none lost to the reload).
+
+    Frames sent while the node was busy rebuilding may be replaced by newer ones in its
+    newest-frame slot (counted as dropped), so only the newest must be answered; all answers that
+    came are checked for size and header.
+    """
+    last = max(s.sent)
+    assert s.h.spin_until(lambda: s.answered(s.semantic, last), 60, s.proc), "the stream stopped after the reload"
+    for o in s.semantic:
+        if o.header.stamp.sec >= first:
+            assert (o.height, o.width) == CAM and o.header.frame_id == s.sent[o.header.stamp.sec]
+
+
+def test_change_resolution(session):
+    first = max(session.sent) + 1
+    res = session.set({"resolution": "64x128"})
+    assert res.successful, res.reason
+    session.wait_config(resolution="[64, 128]")
+    session.roundtrip()
+    _check_stream(session, first)
+
+
+def test_change_model(session):
+    first = max(session.sent) + 1
+    res = session.set({"model": "hrnetv2_w18_small_v2"})
+    assert res.successful, res.reason
+    session.wait_config(model="hrnetv2_w18_small_v2", task="semantic")
+    session.roundtrip()
+    _check_stream(session, first)
+
+
+def test_change_backend_to_onnxruntime(session):
+    first = max(session.sent) + 1
+    res = session.set({"backend": "onnxruntime"})
+    assert res.successful, res.reason
+    session.wait_config(backend="onnxruntime")
+    session.roundtrip()
+    _check_stream(session, first)
+
+
+def test_change_model_to_panoptic_starts_panoptic_output(session):
+    first = max(session.sent) + 1
+    n_pan = len(session.panoptic)
+    res = session.set({"backend": "torch", "model": "panoptic_deeplab_mobilenetv3_large"})
+    assert res.successful, res.reason
+    session.wait_config(model="panoptic_deeplab_mobilenetv3_large", task="panoptic", backend="torch")
+    out = session.roundtrip(panoptic=True)
+    assert len(session.panoptic) > n_pan
+    pan = next(o for o in session.panoptic if o.header.stamp.sec == out.header.stamp.sec)
+    assert (pan.height, pan.width, pan.encoding) == (*CAM, "32SC1")
+    assert pan.header.frame_id == out.header.frame_id
+    ids = image_to_numpy(pan)
+    # panoptic ids are class * 1000 + instance (void 255000), consistent with the semantic labels
+    keep = ids != 255_000
+    np.testing.assert_array_equal((ids // 1000)[keep], image_to_numpy(out).astype(np.int32)[keep])
+    _check_stream(session, first)
+
+
+@pytest.mark.parametrize("change, needles", [
+    ({"backend": "tensorrt"}, ["tensorrt"]),               # not installed / no GPU here
+    ({"device": "cuda"}, ["cuda", "'cpu'"]),                 # names the fix
+    ({"input_transport": "compressed"}, ["input_transport", "read-only"]),  # start-up only
+    ({"qos_reliability": "best_effort"}, ["qos_reliability", "read-only"]),
+    ({"resolution": "64by128"}, ["resolution", "HxW"]),
+    ({"backend": "openvino"}, ["backend", "onnxruntime"]),  # lists the valid choices
+])
+def test_unsupported_change_is_refused_and_node_keeps_serving(session, change, needles):
+    if change.get("device") == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA: device cuda is supported")
+    before = {k: v for k, v in session.diag().items() if k.startswith("config.")}
+    res = session.set(change)
+    assert not res.successful, f"{change} was accepted"
+    for needle in needles:
+        assert needle in res.reason, f"reason {res.reason!r} lacks {needle!r}"
+    session.roundtrip()
+    after = {k: v for k, v in session.diag().items() if k.startswith("config.")}
+    assert after == before, "a refused change altered the configuration"
