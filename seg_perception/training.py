@@ -1,0 +1,486 @@
+"""Train segmentation models from scratch on synthetic street scenes (see docs/TRAINING.md).
+
+Scenes come from :mod:`seg_perception.datasets.synthetic`, generated on the fly at ``scene_hw``
+(default 256 x 512) and resized to the network resolution exactly as the :class:`Segmenter` does
+(bilinear image, nearest-neighbour labels), so what the network sees in training is what it sees in
+deployment. Training and held-out seeds never overlap (:func:`train_seed`, :data:`EVAL_SEED_BASE`).
+
+Losses (all at the network resolution h x w):
+
+* semantic: cross-entropy (ignore 255), bootstrapped over the hardest ``hard_pixel_fraction`` of
+  pixels as in Panoptic-DeepLab (1.0 = plain cross-entropy);
+* panoptic models also: center heatmap MSE against Gaussian targets (``center_sigma`` px), offset
+  L1 on thing pixels ((dy, dx) from each pixel to its instance's centre of mass, in network pixels).
+  The paper weights them 1 / 200 / 0.01 with sigma 8 px at 1024 x 2048; we keep 200 for the center,
+  scale sigma with the image height (floored at 2 px so the peak stays resolvable) and raise the
+  offset weight to 0.01 * 1024 / h because our offsets are measured in h-row pixels.
+
+Usage::
+
+    from seg_perception.training import TrainConfig, train
+    result = train(TrainConfig(model="deeplabv3plus_mobilenetv2", out="w.pt", steps=2000))
+    result.scores   # held-out mIoU (and PQ for panoptic models)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .datasets.labels import IGNORE_LABEL, get_label_set
+from .datasets.synthetic import make_scene
+from .results import LABEL_DIVISOR
+
+#: Held-out evaluation scenes use seeds EVAL_SEED_BASE + i; training seeds are >= 10_000_000.
+EVAL_SEED_BASE = 5_000_000
+_TRAIN_SEED_STRIDE = 10_000_000
+_MEAN = np.array((0.485, 0.456, 0.406), np.float32) * 255.0
+_STD = np.array((0.229, 0.224, 0.225), np.float32) * 255.0
+
+
+def train_seed(seed: int, index: int) -> int:
+    """Scene seed of training sample ``index`` for run seed ``seed`` (disjoint from eval seeds)."""
+    if not 0 <= index < _TRAIN_SEED_STRIDE:
+        raise ValueError(f"sample index {index} outside [0, {_TRAIN_SEED_STRIDE}); use fewer steps x batch")
+    return _TRAIN_SEED_STRIDE * (int(seed) + 1) + int(index)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in the checkpoint's ``meta.train_config``).
+
+    Attributes:
+        model: registry name, e.g. ``"deeplabv3plus_mobilenetv2"``.
+        out: checkpoint path to write.
+        resolution: network input (h, w).
+        scene_hw: resolution scenes are generated (and evaluated) at.
+        steps, batch_size, lr, weight_decay, warmup_steps: optimisation (AdamW, linear warm-up then
+            cosine decay to ``lr * min_lr_ratio``).
+        seed: run seed (weights init and training scenes).
+        model_kwargs: builder keyword arguments (``num_classes`` is added from the label set).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        eval_scenes: held-out scenes evaluated at the end (0 skips evaluation).
+        threads: torch intra-op threads (None: torch default).
+        workers: scene-generating worker processes (0: generate in the training process).
+        hard_pixel_fraction: bootstrapped cross-entropy keeps this fraction of the hardest pixels.
+        center_weight, offset_weight, center_sigma: panoptic losses (sigma None: 8 * h / 1024, >= 2).
+    """
+
+    model: str
+    out: str
+    resolution: tuple[int, int] = (128, 256)
+    scene_hw: tuple[int, int] = (256, 512)
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.01
+    seed: int = 0
+    model_kwargs: dict = field(default_factory=dict)
+    label_set: str = "cityscapes"
+    device: str = "auto"
+    eval_scenes: int = 32
+    threads: Optional[int] = None
+    workers: int = 1
+    hard_pixel_fraction: float = 0.25
+    center_weight: float = 200.0
+    offset_weight: Optional[float] = None
+    center_sigma: Optional[float] = None
+    log_every: int = 50
+    command: str = ""
+
+    def validate(self) -> "TrainConfig":
+        """Check values; raises ``ValueError`` naming the bad field and the fix."""
+        for name in ("steps", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 < self.hard_pixel_fraction <= 1:
+            raise ValueError(f"hard_pixel_fraction must be in (0, 1], got {self.hard_pixel_fraction!r}")
+        for name in ("resolution", "scene_hw"):
+            hw = getattr(self, name)
+            if len(hw) != 2 or min(hw) < 16:
+                raise ValueError(f"{name} must be (height, width) with both >= 16, got {hw!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.eval_scenes < 0 or self.workers < 0:
+            raise ValueError("eval_scenes and workers must be >= 0")
+        return self
+
+    @property
+    def sigma(self) -> float:
+        return float(self.center_sigma) if self.center_sigma else max(2.0, 8.0 * self.resolution[0] / 1024)
+
+    @property
+    def offset_w(self) -> float:
+        return float(self.offset_weight) if self.offset_weight is not None else 0.01 * 1024 / self.resolution[0]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    path: Path
+    scores: dict
+    wall_time_s: float
+    history: list[dict]
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def normalize_image(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalized (as the Segmenter does)."""
+    x = (rgb.astype(np.float32) - _MEAN) / _STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def panoptic_targets(panoptic: np.ndarray, thing_ids: frozenset[int], sigma: float,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Panoptic-DeepLab regression targets from a panoptic id map.
+
+    Args:
+        panoptic: (h, w) int32 ids ``class * 1000 + instance``.
+        thing_ids: classes whose instances get centres and offsets.
+        sigma: Gaussian standard deviation of the centre heatmap, in pixels.
+
+    Returns:
+        center (1, h, w) float32 heatmap in [0, 1] (max over instances of a Gaussian at each
+        instance's centre of mass), offset (2, h, w) float32 (dy, dx) from each thing pixel to its
+        centre (0 elsewhere), mask (1, h, w) float32 (1 on thing pixels).
+    """
+    h, w = panoptic.shape
+    center = np.zeros((h, w), np.float32)
+    offset = np.zeros((2, h, w), np.float32)
+    cls = panoptic // LABEL_DIVISOR
+    inst = panoptic % LABEL_DIVISOR
+    thing = np.isin(cls, list(thing_ids)) & (inst > 0)
+    if not thing.any():
+        return center[None], offset, thing[None].astype(np.float32)
+    ids, inv = np.unique(panoptic[thing], return_inverse=True)
+    ys, xs = np.nonzero(thing)
+    cnt = np.bincount(inv, minlength=len(ids)).astype(np.float64)
+    cy = np.bincount(inv, weights=ys, minlength=len(ids)) / cnt
+    cx = np.bincount(inv, weights=xs, minlength=len(ids)) / cnt
+    offset[0][ys, xs] = (cy[inv] - ys).astype(np.float32)
+    offset[1][ys, xs] = (cx[inv] - xs).astype(np.float32)
+    r = int(math.ceil(3 * sigma))
+    for y0, x0 in zip(cy, cx):
+        yc, xc = int(round(y0)), int(round(x0))
+        ya, yb, xa, xb = max(0, yc - r), min(h, yc + r + 1), max(0, xc - r), min(w, xc + r + 1)
+        if ya >= yb or xa >= xb:
+            continue
+        gy = np.exp(-((np.arange(ya, yb) - y0) ** 2) / (2 * sigma ** 2))
+        gx = np.exp(-((np.arange(xa, xb) - x0) ** 2) / (2 * sigma ** 2))
+        np.maximum(center[ya:yb, xa:xb], np.outer(gy, gx).astype(np.float32), out=center[ya:yb, xa:xb])
+    return center[None], offset, thing[None].astype(np.float32)
+
+
+def make_batch(seeds: list[int], scene_hw: tuple[int, int], net_hw: tuple[int, int], *,
+               panoptic: bool = False, sigma: float = 2.0,
+               thing_ids: frozenset[int] = frozenset(range(11, 19))) -> dict[str, torch.Tensor]:
+    """Render scenes ``seeds`` and turn them into network tensors.
+
+    Returns a dict: ``image`` (B, 3, h, w) float32 normalized, ``semantic`` (B, h, w) int64 and,
+    when ``panoptic``, ``center`` (B, 1, h, w), ``offset`` (B, 2, h, w), ``offset_mask`` (B, 1, h, w).
+    """
+    h, w = net_hw
+    images, sems, centers, offsets, masks = [], [], [], [], []
+    for s in seeds:
+        sc = make_scene(int(s), scene_hw)
+        img, sem, pan = sc.image, sc.semantic, sc.panoptic
+        if (img.shape[0], img.shape[1]) != (h, w):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+            sem = cv2.resize(sem, (w, h), interpolation=cv2.INTER_NEAREST)
+            pan = cv2.resize(pan, (w, h), interpolation=cv2.INTER_NEAREST)
+        images.append(normalize_image(img))
+        sems.append(sem.astype(np.int64))
+        if panoptic:
+            c, o, m = panoptic_targets(pan, thing_ids, sigma)
+            centers.append(c)
+            offsets.append(o)
+            masks.append(m)
+    batch = {"image": torch.from_numpy(np.stack(images)), "semantic": torch.from_numpy(np.stack(sems))}
+    if panoptic:
+        batch["center"] = torch.from_numpy(np.stack(centers))
+        batch["offset"] = torch.from_numpy(np.stack(offsets))
+        batch["offset_mask"] = torch.from_numpy(np.stack(masks))
+    return batch
+
+
+class SceneBatches(torch.utils.data.IterableDataset):
+    """Deterministic stream of training batches (batch k uses samples k*B .. k*B+B-1).
+
+    With several DataLoader workers, worker i produces batches i, i+n, ...; the DataLoader
+    returns them in order, so the stream does not depend on the worker count.
+    """
+
+    def __init__(self, cfg: TrainConfig, panoptic: bool, thing_ids: frozenset[int]) -> None:
+        super().__init__()
+        self.cfg, self.panoptic, self.thing_ids = cfg, panoptic, thing_ids
+
+    def batch(self, k: int) -> dict[str, torch.Tensor]:
+        b = self.cfg.batch_size
+        seeds = [train_seed(self.cfg.seed, k * b + i) for i in range(b)]
+        return make_batch(seeds, tuple(self.cfg.scene_hw), tuple(self.cfg.resolution),
+                          panoptic=self.panoptic, sigma=self.cfg.sigma, thing_ids=self.thing_ids)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        start, step = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:
+            torch.set_num_threads(1)
+            cv2.setNumThreads(1)
+        for k in range(start, self.cfg.steps, step):
+            yield self.batch(k)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------
+def bootstrapped_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Cross-entropy over the hardest ``fraction`` of valid pixels (all pixels when 1.0).
+
+    logits (N, C, h, w), target (N, h, w) int64 with ``IGNORE_LABEL`` for ignored pixels.
+    """
+    loss = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL, reduction="none").flatten()
+    valid = (target.flatten() != IGNORE_LABEL)
+    loss = loss[valid]
+    if loss.numel() == 0:
+        return logits.sum() * 0.0
+    if fraction < 1.0:
+        k = max(1, int(loss.numel() * fraction))
+        loss = torch.topk(loss, k, sorted=False).values
+    return loss.mean()
+
+
+def compute_losses(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: TrainConfig
+                   ) -> dict[str, torch.Tensor]:
+    """Weighted loss terms and their sum (``total``). Panoptic terms when ``center`` is in batch."""
+    losses = {"semantic": bootstrapped_ce(outputs["semantic"], batch["semantic"], cfg.hard_pixel_fraction)}
+    total = losses["semantic"]
+    if "center" in batch:
+        center = F.mse_loss(outputs["center"], batch["center"])
+        mask = batch["offset_mask"]
+        off = (F.l1_loss(outputs["offset"], batch["offset"], reduction="none") * mask).sum() / (2 * mask.sum()).clamp(min=1.0)
+        losses["center"] = center * cfg.center_weight
+        losses["offset"] = off * cfg.offset_w
+        total = total + losses["center"] + losses["offset"]
+    losses["total"] = total
+    return losses
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up for ``warmup_steps`` then cosine decay to ``lr * min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+               cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """One optimisation step on ``batch``; returns the loss terms as floats."""
+    model.train()
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    outputs = model(batch["image"])
+    losses = compute_losses(outputs, batch, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    optimizer.step()
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalization parameters."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+def evaluate_segmenter(segmenter, n_scenes: int, scene_hw: tuple[int, int] = (256, 512),
+                       first_seed: int = EVAL_SEED_BASE) -> dict:
+    """Held-out mIoU (and PQ when the segmenter is panoptic) on scenes ``first_seed ..``.
+
+    mIoU uses the Cityscapes convention (classes present in ground truth or predictions).
+    Returns ``{"miou", "pixel_accuracy", "per_class_iou", ["pq", "sq", "rq", "pq_things",
+    "pq_stuff"], "scenes", "scene_hw", "first_seed", "resolution"}``.
+    """
+    from .eval.metrics import ConfusionMatrix, PanopticQuality
+
+    labels = segmenter.label_set
+    cm = ConfusionMatrix(labels.num_classes)
+    pq = PanopticQuality(labels.num_classes, labels.thing_ids) if segmenter.task == "panoptic" else None
+    for i in range(int(n_scenes)):
+        sc = make_scene(first_seed + i, scene_hw)
+        res = segmenter.segment(sc.image)
+        cm.update(sc.semantic, res.semantic)
+        if pq is not None:
+            pq.update(sc.panoptic, res.panoptic)
+    iou = cm.iou()
+    scores = {
+        "miou": round(float(cm.miou("cityscapes")), 4),
+        "miou_convention": "cityscapes",
+        "pixel_accuracy": round(float(cm.pixel_accuracy()), 4),
+        "per_class_iou": {labels.names[c]: round(float(v), 4) for c, v in enumerate(iou) if not math.isnan(v)},
+        "scenes": int(n_scenes), "scene_hw": f"{scene_hw[0]}x{scene_hw[1]}", "first_seed": int(first_seed),
+        "resolution": f"{segmenter.resolution[0]}x{segmenter.resolution[1]}",
+    }
+    if pq is not None:
+        s = pq.summary(labels.names)
+        for key, part in (("pq", "all"), ("pq_things", "things"), ("pq_stuff", "stuff")):
+            scores[key] = round(float(s[part]["pq"]), 4)
+        scores["sq"] = round(float(s["all"]["sq"]), 4)
+        scores["rq"] = round(float(s["all"]["rq"]), 4)
+        scores["per_class_pq"] = {d["name"]: round(float(d["pq"]), 4) for d in s["per_class"] if d["pq"] is not None}
+    return scores
+
+
+def evaluate_checkpoint(model: str, weights: str | os.PathLike, *, resolution: tuple[int, int],
+                        n_scenes: int, scene_hw: tuple[int, int] = (256, 512),
+                        first_seed: int = EVAL_SEED_BASE, device: str = "cpu") -> dict:
+    """Load ``weights`` through :func:`seg_perception.pipeline.build_segmenter` and evaluate."""
+    from .pipeline import build_segmenter
+
+    seg = build_segmenter(model, weights=str(weights), resolution=tuple(resolution), device=device)
+    try:
+        return evaluate_segmenter(seg, n_scenes, scene_hw, first_seed)
+    finally:
+        seg.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The training run
+# --------------------------------------------------------------------------------------------
+def machine_info() -> dict:
+    """Where a run happened (stored in checkpoints and docs)."""
+    info = {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
+            "torch": str(torch.__version__), "torch_threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without CUDA raises ``ValueError``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, dict, str]:
+    """Build ``cfg.model`` from the registry; returns (model, builder kwargs, task)."""
+    from .models import get_model, model_info
+
+    info = model_info(cfg.model)
+    kwargs = dict(cfg.model_kwargs)
+    kwargs.setdefault("num_classes", get_label_set(cfg.label_set).num_classes)
+    return get_model(cfg.model, **kwargs), kwargs, info.task
+
+
+def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = None) -> TrainResult:
+    """Train ``cfg.model`` on synthetic scenes, save the checkpoint, evaluate on held-out scenes.
+
+    The checkpoint is written twice: right after training (so evaluation loads it exactly as users
+    will) and again with the held-out scores in ``meta``. ``model`` overrides the built model (its
+    registry name must still be ``cfg.model`` so the checkpoint can be rebuilt).
+    """
+    from .models.checkpoints import save_checkpoint
+
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    built, kwargs, task = build_model(cfg)
+    net = (model if model is not None else built).to(device)
+    labels = get_label_set(cfg.label_set)
+    panoptic = task == "panoptic"
+    optimizer = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr)
+    data = SceneBatches(cfg, panoptic, labels.thing_ids)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=cfg.workers,
+                                         prefetch_factor=2 if cfg.workers else None,
+                                         persistent_workers=False)
+    history: list[dict] = []
+    t0 = time.time()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, desc=f"train {cfg.model}", unit="step", dynamic_ncols=True,
+                   mininterval=5.0, file=sys.stderr)
+    running: dict[str, float] = {}
+    for step, batch in enumerate(loader):
+        lr = lr_at(step, cfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        losses = train_step(net, optimizer, batch, cfg, device)
+        for k, v in losses.items():
+            running[k] = 0.9 * running.get(k, v) + 0.1 * v
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            history.append({"step": step + 1, "lr": lr, "time_s": round(time.time() - t0, 1),
+                            **{k: round(v, 4) for k, v in running.items()}})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
+    if bar is not None:
+        bar.close()
+    train_time = time.time() - t0
+    net.eval().cpu()
+    res = f"{cfg.resolution[0]}x{cfg.resolution[1]}"
+    meta = {
+        "resolution": res,
+        "trained_on": "seg_perception.datasets.synthetic scenes "
+                      f"{cfg.scene_hw[0]}x{cfg.scene_hw[1]} (train seeds {train_seed(cfg.seed, 0)}..)",
+        "command": cfg.command or "",
+        "seed": int(cfg.seed),
+        "steps": int(cfg.steps),
+        "batch_size": int(cfg.batch_size),
+        "train_wall_time_s": round(train_time, 1),
+        "machine": machine_info() | {"device": str(device)},
+        "train_config": json.loads(json.dumps(asdict(cfg), default=list)),
+        "final_losses": {k: round(v, 4) for k, v in running.items()},
+    }
+    path = save_checkpoint(cfg.out, net, model_name=cfg.model, model_kwargs=_plain(kwargs),
+                           label_set=cfg.label_set, extra=meta, half=True)
+    scores: dict = {}
+    if cfg.eval_scenes > 0:
+        scores = evaluate_checkpoint(cfg.model, path, resolution=tuple(cfg.resolution), n_scenes=cfg.eval_scenes,
+                                     scene_hw=tuple(cfg.scene_hw))
+        meta["held_out"] = scores
+        meta["total_wall_time_s"] = round(time.time() - t0, 1)
+        path = save_checkpoint(cfg.out, net, model_name=cfg.model, model_kwargs=_plain(kwargs),
+                               label_set=cfg.label_set, extra=meta, half=True)
+    return TrainResult(path=Path(path), scores=scores, wall_time_s=time.time() - t0, history=history)
+
+
+def _plain(value):
+    """Tuples -> lists recursively so builder kwargs are plain checkpoint data."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
