@@ -1,0 +1,231 @@
+"""Side-by-side latency benchmark of inference backends through the full Segmenter.
+
+For each backend a :class:`~seg_perception.pipeline.Segmenter` is built with
+:func:`~seg_perception.pipeline.build_segmenter`; all are warmed up, then frames are run
+*interleaved* (frame i goes through every backend, the order rotating per frame) so clock/thermal
+drift and background load affect all backends alike. Per stage (preprocess, inference,
+postprocess, total) the min / median / p90 milliseconds are reported, throughput is
+``1000 / median total`` frames per second (sequential, one frame in flight), and
+``ratio_vs_first`` is the speed-up relative to the first backend (first median total / this
+median total; > 1 means faster). For panoptic models ``postprocess_over_inference`` is the ratio
+of median post-processing to median inference time (the Panoptic-DeepLab grouping cost).
+
+A backend that cannot be created (not installed, precision unsupported, no GPU) gets a result
+with an ``error`` and the others still run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+LOG = logging.getLogger("seg_perception.bench")
+STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
+
+
+@dataclass
+class BenchConfig:
+    """What to benchmark.
+
+    Attributes:
+        model / weights / label_set / model_kwargs: as for ``build_segmenter``.
+        resolution: network input (H, W).
+        backends: backend kinds in report order; the first is the ratio reference.
+        device / precision: passed to every backend.
+        channels_last / cuda_graphs: torch backend options.
+        frames / warmup: timed and untimed frames per backend.
+        camera: (H, W) of the synthetic camera frame (default: ``resolution``).
+        seed: seed of the synthetic frame.
+    """
+
+    model: str
+    resolution: tuple[int, int]
+    backends: list[str]
+    weights: Optional[str] = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+    cuda_graphs: bool = False
+    frames: int = 50
+    warmup: int = 5
+    camera: Optional[tuple[int, int]] = None
+    label_set: Optional[str] = None
+    model_kwargs: dict = field(default_factory=dict)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.backends:
+            raise ValueError("no backends given; pass e.g. --backends torch,onnxruntime")
+        if len(set(self.backends)) != len(self.backends):
+            raise ValueError(f"backends {self.backends} repeat a name; list each once")
+        if self.frames < 1 or self.warmup < 0:
+            raise ValueError(f"frames must be >= 1 and warmup >= 0, got frames={self.frames}, warmup={self.warmup}")
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    """min / median / p90 (linear interpolation) of ``values`` in ms."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {"min": float(arr.min()), "median": float(np.median(arr)), "p90": float(np.percentile(arr, 90))}
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """CPU, library versions and the accelerator, for the JSON report."""
+    import torch
+
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "device": device,
+    }
+    for module in ("onnxruntime", "tensorrt"):
+        try:
+            info[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - absent or broken optional module
+            info[module] = None
+    if torch.cuda.is_available():
+        dev = torch.device(device if device.startswith("cuda") else "cuda")
+        info["gpu"] = torch.cuda.get_device_name(dev)
+        info["compute_capability"] = "%d.%d" % torch.cuda.get_device_capability(dev)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synthetic_frame(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """A deterministic (H, W, 3) uint8 test frame: smooth gradients plus noise."""
+    h, w = hw
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / max(w - 1, 1), yy / max(h - 1, 1), (xx + yy) / max(h + w - 2, 1)], axis=-1) * 200
+    return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _backend_options(kind: str, cfg: BenchConfig) -> dict:
+    if kind == "torch":
+        return {"channels_last": cfg.channels_last, "cuda_graphs": cfg.cuda_graphs}
+    return {}
+
+
+def _build(kind: str, cfg: BenchConfig):
+    from .pipeline import build_segmenter
+
+    t0 = time.perf_counter()
+    seg = build_segmenter(
+        cfg.model, weights=cfg.weights, resolution=cfg.resolution, backend=kind, device=cfg.device,
+        precision=cfg.precision, label_set=cfg.label_set, model_kwargs=cfg.model_kwargs or None,
+        backend_options=_backend_options(kind, cfg),
+    )
+    return seg, (time.perf_counter() - t0) * 1e3
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Benchmark ``cfg.backends``; returns the report ``{"machine", "config", "results"}``.
+
+    Backends that fail to build appear in ``results`` with an ``error`` (so does every backend
+    when the model or weights are bad).
+
+    Raises:
+        ValueError: invalid configuration.
+    """
+    cfg.validate()
+    camera = tuple(cfg.camera or cfg.resolution)
+    frame = synthetic_frame(camera, cfg.seed)
+    segmenters: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for kind in cfg.backends:
+        try:
+            seg, setup_ms = _build(kind, cfg)
+        except (ValueError, RuntimeError, ImportError, OSError) as exc:  # Backend/CheckpointError: RuntimeError
+            LOG.warning("backend %s skipped: %s", kind, exc)
+            results[kind] = {"backend": kind, "error": str(exc)}
+            continue
+        segmenters[kind] = seg
+        results[kind] = {"backend": kind, "setup_ms": setup_ms, "task": seg.task}
+    try:
+        for kind, seg in segmenters.items():
+            for _ in range(cfg.warmup):
+                seg.segment(frame)
+        samples: dict[str, list] = {k: [] for k in segmenters}
+        kinds = list(segmenters)
+        for i in range(cfg.frames):
+            shift = i % max(len(kinds), 1)
+            for kind in kinds[shift:] + kinds[:shift]:
+                samples[kind].append(segmenters[kind].segment(frame).timings.as_dict())
+    finally:
+        for seg in segmenters.values():
+            seg.close()
+    for kind, rows in samples.items():
+        entry = results[kind]
+        for stage in STAGES:
+            entry[stage] = stats([r[stage] for r in rows])
+        entry["throughput_fps"] = 1000.0 / entry["total_ms"]["median"]
+        if entry["task"] == "panoptic":
+            entry["postprocess_over_inference"] = entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"]
+    ordered = [results[k] for k in cfg.backends]
+    first = next((r for r in ordered if "error" not in r), None)
+    for r in ordered:
+        if "error" not in r:
+            r["ratio_vs_first"] = first["total_ms"]["median"] / r["total_ms"]["median"]
+    config = asdict(cfg)
+    config["camera"] = list(camera)
+    config["resolution"] = list(cfg.resolution)
+    return {"machine": machine_info(cfg.device), "config": config, "results": ordered}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Terminal table of a :func:`run_bench` report (median ms per stage, total min/median/p90)."""
+    cfg = report["config"]
+    panoptic = any(r.get("task") == "panoptic" for r in report["results"])
+    head = ["backend", "pre", "infer", "post", "total min", "total med", "total p90", "fps", f"x vs {cfg['backends'][0]}"]
+    if panoptic:
+        head.append("post/infer")
+    rows = []
+    for r in report["results"]:
+        if "error" in r:
+            rows.append([r["backend"], f"error: {r['error']}"])
+            continue
+        row = [r["backend"], *(f"{r[s]['median']:.2f}" for s in STAGES[:3]),
+               *(f"{r['total_ms'][k]:.2f}" for k in ("min", "median", "p90")),
+               f"{r['throughput_fps']:.1f}", f"{r['ratio_vs_first']:.2f}"]
+        if panoptic:
+            row.append(f"{r.get('postprocess_over_inference', float('nan')):.2f}")
+        rows.append(row)
+    widths = [max([len(head[i])] + [len(r[i]) for r in rows if len(r) == len(head)]) for i in range(len(head))]
+    fmt = lambda cells: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))  # noqa: E731
+    title = (f"{cfg['model']} @ {cfg['resolution'][0]}x{cfg['resolution'][1]} (camera {cfg['camera'][0]}x"
+             f"{cfg['camera'][1]}), device {cfg['device']}, {cfg['precision']}, {cfg['frames']} frames "
+             f"after {cfg['warmup']} warm-up; times in ms")
+    lines = [title, fmt(head), fmt(["-" * w for w in widths])]
+    for row in rows:
+        lines.append(fmt(row) if len(row) == len(head) else f"{row[0].ljust(widths[0])}  {row[1]}")
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write the report as indented JSON (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,55 @@
+"""``seg-perception bench``: per-stage latency and throughput of backends, side by side.
+
+Example (Jetson)::
+
+    seg-perception bench --model deeplabv3plus_mobilenetv2 --weights default --resolution 512x1024 \\
+        --backends torch,onnxruntime,tensorrt --device cuda --precision fp16 --camera 720x1280 \\
+        --json bench_out/bench.json
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "benchmark backends side by side through the full Segmenter (per-stage latency, throughput)"
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="registered model name (see `seg-perception models`)")
+    p.add_argument("--weights", default=None, help="checkpoint path, 'default' or 'none' (random init; timing only)")
+    p.add_argument("--resolution", required=True, help="network input HxW, e.g. 512x1024")
+    p.add_argument("--backends", default="torch,onnxruntime",
+                   help="comma-separated backends in report order; the first is the ratio reference "
+                        "(torch, onnxruntime, tensorrt; default torch,onnxruntime)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8, as each backend permits")
+    p.add_argument("--channels-last", action="store_true", help="torch backend: NHWC memory format")
+    p.add_argument("--cuda-graphs", action="store_true", help="torch backend: replay a captured CUDA graph")
+    p.add_argument("--frames", type=int, default=50, help="timed frames per backend (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up frames per backend (default 5)")
+    p.add_argument("--camera", default=None, help="camera frame HxW (default: the network resolution)")
+    p.add_argument("--label-set", default=None, help="label set (default: the checkpoint's / cityscapes)")
+    p.add_argument("--json", type=Path, default=None, help="also write the full report as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench import BenchConfig, format_table, run_bench, write_json
+    from ..pipeline import parse_resolution
+
+    try:
+        cfg = BenchConfig(
+            model=args.model, weights=args.weights, resolution=parse_resolution(args.resolution),
+            backends=[b.strip() for b in args.backends.split(",") if b.strip()], device=args.device,
+            precision=args.precision, channels_last=args.channels_last, cuda_graphs=args.cuda_graphs,
+            frames=args.frames, warmup=args.warmup,
+            camera=parse_resolution(args.camera) if args.camera else None, label_set=args.label_set,
+        )
+        report = run_bench(cfg)
+    except ValueError as exc:
+        print(f"bench: error: {exc}")
+        return 2
+    print(format_table(report))
+    if args.json is not None:
+        print(f"wrote {write_json(report, args.json)}")
+    failed = [r["backend"] for r in report["results"] if "error" in r]
+    return 1 if failed and len(failed) == len(report["results"]) else 0
