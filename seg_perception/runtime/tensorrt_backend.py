@@ -209,6 +209,8 @@ def _configure_profile(builder: Any, config: Any, network: Any, settings: BuildS
         for name, (lo, opt, hi) in shapes.items():
             profile.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(profile)
+        if settings.precision == "int8":  # calibration batches come at the opt shape
+            config.set_calibration_profile(profile)
 
 
 def build_serialized_engine(onnx_path: str | os.PathLike, settings: BuildSettings) -> bytes:
@@ -311,13 +313,15 @@ def engine_from_cache(
     key = settings.engine_key(onnx_path, trt, device)
     if settings.timing_cache is None and settings.use_timing_cache:
         settings.timing_cache = timing_cache_path(Path(cache_dir), trt, device)
-    handle, built = cache.load_or_build(
-        key,
-        build=lambda: build_serialized_engine(onnx_path, settings),
-        deserialize=lambda data: deserialize_engine(data, dla_core=settings.dla_core),
-        rebuild=rebuild,
-        onnx_path=str(Path(onnx_path).resolve()), calibration_id=settings.calibration_id,
-    )
+    guard = torch.cuda.device(torch.device(device)) if torch.device(device).type == "cuda" else nullcontext()
+    with guard:  # engines are built and deserialized on the current CUDA device
+        handle, built = cache.load_or_build(
+            key,
+            build=lambda: build_serialized_engine(onnx_path, settings),
+            deserialize=lambda data: deserialize_engine(data, dla_core=settings.dla_core),
+            rebuild=rebuild,
+            onnx_path=str(Path(onnx_path).resolve()), calibration_id=settings.calibration_id,
+        )
     return handle, cache.engine_path(key), built
 
 
@@ -371,9 +375,13 @@ class TensorRTBackend:
     def last_latency_ms(self) -> float:
         return self._latency_ms
 
+    def _device_guard(self):
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+
     def activate(self) -> None:
         if self._context is None:
-            self._context = self._handle.engine.create_execution_context()
+            with self._device_guard():
+                self._context = self._handle.engine.create_execution_context()
             if self._context is None:
                 raise BackendError("TensorRT could not create an execution context (out of GPU memory?)")
             if self.device.type == "cuda":
@@ -416,7 +424,7 @@ class TensorRTBackend:
         if self._stream is not None:  # inputs produced on the caller's stream must be ready
             self._stream.wait_stream(torch.cuda.current_stream(self.device))
         stream_ctx = torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()
-        with stream_ctx:
+        with self._device_guard(), stream_ctx:
             bound = [self._bind_input(spec, feeds[spec.name]) for spec in self._inputs]
             outputs: dict[str, torch.Tensor] = {}
             for spec in self._outputs:

@@ -138,7 +138,9 @@ class TorchBackend:
     def _autocast(self):
         if self.precision == "fp32":
             return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
+        # the autocast weight-cast cache must be off while a CUDA graph is captured
+        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPES[self.precision],
+                              cache_enabled=not self.cuda_graphs)
 
     def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with self._autocast():

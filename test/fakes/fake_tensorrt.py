@@ -209,6 +209,7 @@ class IBuilderConfig:
         self.DLA_core = -1
         self.int8_calibrator: Any = None
         self.profiles: list[IOptimizationProfile] = []
+        self.calibration_profile: Optional[IOptimizationProfile] = None
         self._timing_cache: Optional[ITimingCache] = None
 
     def set_flag(self, flag: BuilderFlag) -> None:
@@ -229,6 +230,10 @@ class IBuilderConfig:
     def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
         self.profiles.append(profile)
         return len(self.profiles) - 1
+
+    def set_calibration_profile(self, profile: IOptimizationProfile) -> bool:
+        self.calibration_profile = profile
+        return True
 
     def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
         return ITimingCache(bytes(serialized_timing_cache))
@@ -290,7 +295,9 @@ class Builder:
         batch = cal.get_batch_size()
         shape = (batch, *network.inputs[0].shape[1:])
         if any(d < 0 for d in shape):
-            profile = config.profiles[0].get_shape(names[0])
+            if config.calibration_profile is None:
+                raise RuntimeError("fake TensorRT: dynamic INT8 network without set_calibration_profile")
+            profile = config.calibration_profile.get_shape(names[0])
             shape = (batch, *profile[1][1:])
         count, absmax = 0, 0.0
         while True:

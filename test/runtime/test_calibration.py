@@ -152,3 +152,12 @@ def test_bag_topic_frames(tmp_path):
     assert gray.shape == (12, 16, 3) and np.array_equal(gray[..., 1], frames[0][..., 0])
     with pytest.raises(BackendError, match="/cam/image"):
         cal.iter_bag_topic(tmp_path / "bag", "/other")
+
+
+def test_dynamic_int8_uses_a_calibration_profile(fake_trt, cache_dir, tmp_path):
+    _write_images(tmp_path / "imgs", 2)
+    be = create_backend("tensorrt", seeded(TinySemantic), resolution=(16, 24), precision="int8",
+                        cache_dir=str(cache_dir), options={"calib_images": str(tmp_path / "imgs"), "dynamic": True,
+                                                           "min_shape": "1x3x8x8", "max_shape": "1x3x32x32"})
+    head = fake_tensorrt.read_header(be.engine_path.read_bytes())
+    assert head["calibration"]["batches"] == 2 and head["profiles"][0]["image"][1] == [1, 3, 16, 24]
