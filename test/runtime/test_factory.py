@@ -70,3 +70,30 @@ def test_torch_cuda_unavailable_says_what_to_install():
         pytest.skip("CUDA present")
     with pytest.raises(BackendError, match="install a CUDA build of torch"):
         create_backend("torch", seeded(TinySemantic), resolution=(8, 8), device="cuda")
+
+
+@pytest.mark.parametrize("model,kwargs", [
+    ("deeplabv3plus_mobilenetv2", {"aspp_channels": 16, "decoder_channels": 16}),
+    ("panoptic_deeplab_mobilenetv3_large", {"aspp_channels": 16, "decoder_channels": 16, "head_channels": 16,
+                                            "instance_aspp_channels": 16, "instance_decoder_channels": 16}),
+])
+def test_segmenter_on_every_backend(model, kwargs, fake_trt, cache_dir):
+    """build_segmenter over torch, onnxruntime and (fake) TensorRT: same labels at camera resolution."""
+    from seg_perception.pipeline import build_segmenter
+
+    rgb = np.random.default_rng(3).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    results = {}
+    for backend in ("torch", "onnxruntime", "tensorrt"):
+        torch.manual_seed(0)  # identical random weights for every backend
+        seg = build_segmenter(model, weights="none", resolution=(32, 48), backend=backend, device="cpu",
+                              precision="fp32", model_kwargs=kwargs)
+        with seg:
+            results[backend] = seg.segment(rgb)
+    ref = results["torch"]
+    assert ref.semantic.shape == (40, 60)
+    for backend in ("onnxruntime", "tensorrt"):
+        res = results[backend]
+        assert (res.semantic == ref.semantic).mean() >= 0.999, backend
+        assert res.is_panoptic == ref.is_panoptic
+        if ref.is_panoptic:
+            assert res.panoptic.shape == (40, 60) and (res.panoptic == ref.panoptic).mean() >= 0.99
