@@ -23,7 +23,6 @@ setup(
     maintainer_email="maintainers@seg-perception.dev",
     description="Semantic and panoptic segmentation nodes for ROS 2 with TensorRT/ONNX Runtime/torch backends.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "segment_node = seg_perception.ros.node:main",
