@@ -19,7 +19,7 @@ def cache_dir(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_trt(monkeypatch):
     """Install a fresh fake ``tensorrt`` module; TensorRT runs on host memory ("cpu") and a fake GPU."""
-    from seg_perception.runtime import engine_cache, factory, tensorrt_backend
+    from seg_perception.runtime import factory, tensorrt_backend
 
     mod = fake_tensorrt.new_module()
     monkeypatch.setitem(sys.modules, "tensorrt", mod)
