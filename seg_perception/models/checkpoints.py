@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -249,7 +250,10 @@ def read_weights_file(path: str | Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"weights file {str(path)!r} does not exist; check the path")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # plain pickles (protocol 4/5) make torch's legacy reader warn before it fails
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as torch_exc:  # noqa: BLE001 - fall back to the numpy-only pickle reader
         with open(path, "rb") as f:
             is_zip = f.read(4) == b"PK\x03\x04"

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .aspp import ASPP, aspp_rates, conv_bn_relu
+from .aspp import ASPP, aspp_rates, conv_bn_relu, kaiming_init_
 from .backbones import build_backbone
 from .registry import register_model
 
@@ -69,6 +69,8 @@ class DeepLabV3Plus(nn.Module):
         self.decoder = DeepLabV3PlusDecoder(aspp_channels, backbone.low_level_channels,
                                             low_level_channels, decoder_channels, decoder_convs)
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        for part in (self.aspp, self.decoder, self.classifier):
+            kaiming_init_(part)
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

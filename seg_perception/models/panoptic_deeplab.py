@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .aspp import ASPP, SeparableConvBNReLU, aspp_rates, conv_bn_relu
+from .aspp import ASPP, SeparableConvBNReLU, aspp_rates, conv_bn_relu, kaiming_init_
 from .backbones import build_backbone
 from .registry import register_model
 
@@ -167,6 +167,9 @@ class PanopticDeepLab(nn.Module):
         self.center_predictor = nn.Conv2d(instance_head_channels, 1, 1)
         self.offset_head = SeparableConvBNReLU(instance_decoder_channels, instance_head_channels, 5)
         self.offset_predictor = nn.Conv2d(instance_head_channels, 2, 1)
+        for name, part in self.named_children():
+            if name != "backbone":
+                kaiming_init_(part)
         for pred in (self.semantic_predictor, self.center_predictor, self.offset_predictor):
             nn.init.normal_(pred.weight, 0.0, 0.001)
             nn.init.zeros_(pred.bias)

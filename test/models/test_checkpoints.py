@@ -236,7 +236,7 @@ def test_detectron2_pkl(tmp_path) -> None:
     assert "backbone.stem.conv2.norm.weight" in d2 and "backbone.res5.2.conv3.norm.bias" in d2
     path = tmp_path / "model_final_23d03a.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"model": d2, "__author__": "Detectron2 Model Zoo"}, f, protocol=2)
+        pickle.dump({"model": d2, "__author__": "Detectron2 Model Zoo"}, f, protocol=4)
     assert detect_format(read_weights_file(path)) == "detectron2"
 
     need = weights_model_kwargs(path, model_name=name)

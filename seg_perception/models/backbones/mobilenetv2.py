@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..aspp import kaiming_init_
+
 # (expand ratio t, output channels c, repeats n, first stride s) -- paper Table 2.
 _SETTINGS: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1),
@@ -133,6 +135,7 @@ class MobileNetV2Backbone(nn.Module):
         self.output_stride = output_stride
         self.include_last_conv = include_last_conv
         self.set_block_padding(block_padding)
+        kaiming_init_(self)
 
     def set_block_padding(self, mode: str) -> None:
         """Switch every inverted-residual block to padding ``mode`` (``"conv"`` / ``"input"``)."""

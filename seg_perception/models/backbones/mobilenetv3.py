@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..aspp import kaiming_init_
+
 _BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
 
 
@@ -150,6 +152,7 @@ class MobileNetV3LargeBackbone(nn.Module):
         self.low_level_channels = _LARGE[STRIDE4_INDEX - 1].cout  # 24
         self.stride8_channels = _LARGE[STRIDE8_INDEX - 1].cout  # 40
         self.output_stride = output_stride
+        kaiming_init_(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         s4 = self.features[: STRIDE4_INDEX + 1](x)

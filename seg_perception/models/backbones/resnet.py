@@ -16,6 +16,8 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from ..aspp import kaiming_init_
+
 _DEPTHS: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
@@ -115,6 +117,7 @@ class ResNetBackbone(nn.Module):
         self.stride8_channels = 512
         self.stride16_channels = 1024
         self.output_stride = output_stride
+        kaiming_init_(self)
 
     def _make_layer(self, cin: int, width: int, n: int, stride: int, dilate: bool,
                     multi_grid: Sequence[int] | None = None) -> nn.Sequential:

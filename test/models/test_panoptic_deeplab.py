@@ -1,0 +1,147 @@
+"""Panoptic-DeepLab: output contract, offset scaling, center range, paper structure, variants."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from seg_perception.models import get_model, list_models
+from seg_perception.models.panoptic_deeplab import PanopticDeepLab
+
+NAMES = ["panoptic_deeplab_mobilenetv3_large", "panoptic_deeplab_resnet50", "panoptic_deeplab_resnet101",
+         "panoptic_deeplab_resnet52_dc5"]
+SMALL = dict(num_classes=5, aspp_channels=16, decoder_channels=16, instance_aspp_channels=16,
+             instance_decoder_channels=8, head_channels=16, instance_head_channels=8,
+             low_level_channels=(8, 12), instance_low_level_channels=(4, 6))
+
+
+def _ceil_half(n: int, times: int) -> int:
+    for _ in range(times):
+        n = (n + 1) // 2
+    return n
+
+
+def test_registered() -> None:
+    assert set(NAMES) <= set(list_models("panoptic"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_contract_odd_size(name: str) -> None:
+    net = get_model(name, num_classes=19).eval()
+    assert net.output_names == ("semantic", "center", "offset")
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, 35, 45))
+    assert list(out) == list(net.output_names)
+    assert out["semantic"].shape == (1, 19, 35, 45)
+    assert out["center"].shape == (1, 1, 35, 45)
+    assert out["offset"].shape == (1, 2, 35, 45)
+    assert out["center"].min() >= 0 and out["center"].max() <= 1
+
+
+@pytest.mark.parametrize("name", ["panoptic_deeplab_mobilenetv3_large", "panoptic_deeplab_resnet50"])
+def test_offsets_scaled_to_input_pixels(name: str) -> None:
+    net = get_model(name, **SMALL).eval()
+    with torch.no_grad():
+        nn.init.zeros_(net.offset_predictor.weight)
+        net.offset_predictor.bias.copy_(torch.tensor([1.5, -2.0]))
+        out = net(torch.randn(1, 3, 67, 93))
+    # 1/4 resolution of a 'same'-padded network: ceil(ceil(67/2)/2) = 17, ceil(ceil(93/2)/2) = 24
+    fh, fw = _ceil_half(67, 2), _ceil_half(93, 2)
+    assert (fh, fw) == (17, 24)
+    torch.testing.assert_close(out["offset"][:, 0], torch.full((1, 67, 93), 1.5 * 67 / 17))
+    torch.testing.assert_close(out["offset"][:, 1], torch.full((1, 67, 93), -2.0 * 93 / 24))
+
+
+def test_center_clamped_in_eval_raw_in_training() -> None:
+    net = get_model("panoptic_deeplab_mobilenetv3_large", **SMALL)
+    x = torch.randn(2, 3, 24, 32)
+    with torch.no_grad():
+        nn.init.zeros_(net.center_predictor.weight)
+        net.center_predictor.bias.fill_(5.0)
+        assert torch.all(net.eval()(x)["center"] == 1.0)
+        assert torch.allclose(net.train()(x)["center"], torch.full((2, 1, 24, 32), 5.0))
+        net.center_predictor.bias.fill_(-3.0)
+        assert torch.all(net.eval()(x)["center"] == 0.0)
+        net.center_predictor.bias.fill_(0.25)
+        assert torch.allclose(net.eval()(x)["center"], torch.full((2, 1, 24, 32), 0.25))
+
+
+def test_paper_structure() -> None:
+    net = get_model("panoptic_deeplab_resnet50")
+    sem, ins = net.semantic_decoder, net.instance_decoder
+    assert tuple(sem.aspp.convs[i][0].dilation[0] for i in (1, 2, 3)) == (6, 12, 18)
+    assert [p[0].out_channels for p in sem.project] == [32, 64]  # stride 4, stride 8
+    assert [p[0].out_channels for p in ins.project] == [16, 32]
+    assert [p[0].in_channels for p in sem.project] == [256, 512]
+    assert sem.out_channels == 256 and ins.out_channels == 128
+    # fusion by a 5x5 depthwise-separable conv
+    dw = sem.fuse[0].depthwise[0]
+    assert dw.kernel_size == (5, 5) and dw.groups == dw.in_channels == 32 + 256
+    assert net.semantic_predictor.in_channels == 256 and net.center_predictor.in_channels == 32
+    assert net.offset_predictor.out_channels == 2 and net.center_predictor.out_channels == 1
+    os8 = get_model("panoptic_deeplab_mobilenetv3_large", output_stride=8)
+    assert tuple(os8.semantic_decoder.aspp.convs[i][0].dilation[0] for i in (1, 2, 3)) == (12, 24, 36)
+
+
+def test_r52_dc5_layout() -> None:
+    net = get_model("panoptic_deeplab_resnet52_dc5")
+    assert net.backbone.deep_stem and net.backbone.stem.conv3.out_channels == 128
+    assert [b.conv2.dilation[0] for b in net.backbone.layer4] == [2, 4, 8]
+    aspp = net.semantic_decoder.aspp
+    assert aspp.convs[1].depthwise[0].groups == 2048 and aspp.convs[1].depthwise[0].dilation == (6, 6)
+    assert aspp.convs[4][1].bias is not None and len(aspp.convs[4]) == 3  # pool, biased conv, relu
+    assert [p[0].out_channels for p in net.instance_decoder.project] == [32, 64]
+
+
+def test_three_stage_variant_and_errors() -> None:
+    kw = dict(SMALL, output_stride=32, low_level_channels=(8, 12, 16), instance_low_level_channels=(4, 6, 8),
+              center_head="separable", aspp_pooling="none", align_corners=True)
+    net = get_model("panoptic_deeplab_resnet50", **kw).eval()
+    assert [p[0].in_channels for p in net.semantic_decoder.project] == [256, 512, 1024]
+    assert hasattr(net.center_head, "depthwise")
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, 35, 45))
+    assert out["offset"].shape == (1, 2, 35, 45)
+    with pytest.raises(ValueError, match="stride16"):
+        get_model("panoptic_deeplab_mobilenetv3_large", low_level_channels=(8, 12, 16),
+                  instance_low_level_channels=(4, 6, 8))
+    with pytest.raises(ValueError, match="'conv', 'separable'"):
+        get_model("panoptic_deeplab_resnet50", center_head="mlp")
+    with pytest.raises(ValueError, match="'bn', 'bias', 'none'"):
+        get_model("panoptic_deeplab_resnet50", aspp_pooling="gn")
+    with pytest.raises(TypeError, match="decoder_channel.*valid: num_classes"):
+        get_model("panoptic_deeplab_resnet50", decoder_channel=3)
+
+
+def test_trains_one_step() -> None:
+    net = get_model("panoptic_deeplab_mobilenetv3_large", **SMALL).train()
+    out = net(torch.randn(2, 3, 32, 40))
+    loss = (nn.functional.cross_entropy(out["semantic"], torch.randint(0, 5, (2, 32, 40)))
+            + nn.functional.mse_loss(out["center"], torch.rand(2, 1, 32, 40))
+            + out["offset"].abs().mean())
+    loss.backward()
+    assert net.center_predictor.weight.grad.abs().sum() > 0
+    assert net.offset_predictor.weight.grad.abs().sum() > 0
+    assert isinstance(net, PanopticDeepLab)
+
+
+def test_onnx_export_dynamic_shapes(tmp_path) -> None:
+    import onnxruntime as ort
+
+    net = get_model("panoptic_deeplab_mobilenetv3_large", **SMALL).eval()
+    with torch.no_grad():
+        net.offset_predictor.bias.copy_(torch.tensor([1.0, 2.0]))
+        net.center_predictor.bias.fill_(0.3)
+    path = tmp_path / "pdl.onnx"
+    torch.onnx.export(net, torch.randn(1, 3, 64, 96), str(path), opset_version=17, dynamo=False,
+                      input_names=["input"], output_names=list(net.output_names),
+                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 67, 93)  # another size: the offset scale must not be baked in
+    got = sess.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        ref = net(x)
+    for arr, name in zip(got, net.output_names):
+        assert arr.shape == tuple(ref[name].shape)
+        np.testing.assert_allclose(arr, ref[name].numpy(), atol=1e-4, rtol=1e-4)
