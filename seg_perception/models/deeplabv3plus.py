@@ -2,8 +2,8 @@
 
 Decoder: the stride-4 low-level features are reduced to ``low_level_channels`` (paper: 48) by a
 1x1 conv, concatenated with the bilinearly upsampled ASPP output, refined by ``decoder_convs``
-3x3 convs (paper: two, 256 channels; VainF's checkpoints: ``decoder_convs=1``), classified by a 1x1 conv, and upsampled bilinearly
-(align_corners=False) to the input size.
+3x3 convs (paper: two, 256 channels; VainF's checkpoints: ``decoder_convs=1``), classified by a
+1x1 conv, and upsampled bilinearly (align_corners=False) to the input size.
 
 State-dict layout: ``backbone.*`` (torchvision keys), ``aspp.*`` (see :mod:`.aspp`),
 ``decoder.project.{0,1}`` (low-level 1x1 conv + BN), ``decoder.fuse.{0,1,3,4,...}`` (3x3 convs +

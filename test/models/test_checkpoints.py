@@ -215,7 +215,8 @@ def to_detectron2(sd: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
             k = re.sub(r"^(semantic|instance)_decoder\.aspp\.", f"{head}.decoder.res5.project_conv.", k)
             k = re.sub(r"^(semantic|instance)_decoder\.(project|fuse)\.(\d)\.",
                        lambda m: f"{head}.decoder.res{int(m[3]) + 2}.{m[2]}_conv.", k)
-            k = k.replace("semantic_head.", "sem_seg_head.head.").replace("semantic_predictor.", "sem_seg_head.predictor.")
+            k = k.replace("semantic_head.", "sem_seg_head.head.")
+            k = k.replace("semantic_predictor.", "sem_seg_head.predictor.")
             k = re.sub(r"^(center|offset)_(head|predictor)\.", r"ins_embed_head.\1_\2.", k)
             # conv-BN pairs: "<p>.0.weight" -> "<p>.weight", "<p>.1.<x>" -> "<p>.norm.<x>"
             k = k.replace("project_conv.project.0.", "project_conv.project.").replace(
@@ -371,3 +372,12 @@ def test_unknown_layout_lists_supported(tmp_path) -> None:
     torch.save({"weights": [1, 2]}, path)
     with pytest.raises(CheckpointError, match="supported: seg_perception.*VainF.*Detectron2.*bowenc0221"):
         load_weights(get_model("deeplabv3plus_mobilenetv2"), path, model_name="deeplabv3plus_mobilenetv2")
+
+
+def test_round_trip_panoptic_with_tuple_kwargs(tmp_path) -> None:
+    src = _randomize_bn(get_model("panoptic_deeplab_mobilenetv3_large", **SMALL_PDL))
+    path = save_checkpoint(tmp_path / "p.pt", src, model_name="panoptic_deeplab_mobilenetv3_large",
+                           model_kwargs=SMALL_PDL, label_set="cityscapes", half=False)
+    loaded = load_checkpoint(path, expect_model="panoptic_deeplab_mobilenetv3_large")
+    assert loaded.model_kwargs == SMALL_PDL  # tuples survive weights_only loading
+    _assert_same_outputs(src, loaded.model, atol=0)

@@ -24,7 +24,8 @@ def test_names_and_tasks() -> None:
     for name, task in MINE.items():
         info = model_info(name)
         assert info.task == task and info.name == name and info.description
-        assert (name in list_models(task)) and (name not in list_models("semantic" if task == "panoptic" else "panoptic"))
+        other = "semantic" if task == "panoptic" else "panoptic"
+        assert name in list_models(task) and name not in list_models(other)
 
 
 def test_unknown_name_lists_valid_ones() -> None:
