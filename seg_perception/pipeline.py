@@ -162,6 +162,8 @@ def load_model(
             parse_resolution(res) if res else None, meta,
         )
     labels = get_label_set(label_set or "cityscapes")
+    # Structure the file needs (e.g. VainF's one-conv decoder), under the caller's explicit kwargs.
+    kwargs = {**ckpt.weights_model_kwargs(path, model_name=model), **kwargs}
     kwargs.setdefault("num_classes", labels.num_classes)
     net = get_model(model, **kwargs)
     meta = ckpt.load_weights(net, path, model_name=model) or {}

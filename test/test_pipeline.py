@@ -164,3 +164,28 @@ def test_build_segmenter_end_to_end_torch_backend():
     assert res.semantic.max() < 19
     assert seg.describe()["resolution"] == [64, 96]
     seg.close()
+
+
+def test_public_vainf_checkpoint_loads_through_the_pipeline(tmp_path):
+    """A file in VainF's layout (one-conv decoder, `model_state`) builds the right structure and
+    reproduces the source network's labels through build_segmenter."""
+    from seg_perception.models import get_model
+
+    from .models.test_checkpoints import to_vainf
+
+    kw = {"aspp_channels": 16, "decoder_channels": 16, "low_level_channels": 8, "decoder_convs": 1}
+    src = get_model("deeplabv3plus_resnet50", num_classes=19, **kw).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in src.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "best_deeplabv3plus_resnet50_cityscapes_os16.pth"
+    torch.save({"model_state": to_vainf(src.state_dict()), "cur_itrs": 1}, path)
+    seg = build_segmenter("deeplabv3plus_resnet50", weights=str(path), resolution=(64, 96))
+    rgb = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref = src(torch.from_numpy(seg.preprocess(rgb)))["semantic"].argmax(1)[0].numpy()
+    assert (seg.segment(rgb).semantic == ref).mean() > 0.999
+    assert seg.weights_sha256 and len(seg.weights_sha256) == 64
