@@ -770,7 +770,10 @@ def _thing_depth(t: _Thing) -> float:
     return t.z
 
 
-def _render(lay: _Layout, time: float, noise_seed: int) -> Scene:
+def _render(lay: _Layout, time: float, noise_seed: int, sensor_seed: Optional[int] = None,
+            sensor_noise: float = 1.0) -> Scene:
+    """Draw ``lay`` at ``time`` seconds. ``noise_seed`` fixes the texture grain; ``sensor_seed``
+    (default: continue the texture stream) the per-frame sensor noise, scaled by ``sensor_noise``."""
     h, w = lay.hw
     cv = _Canvas(lay.hw, lay.f, lay.xv, lay.yh, lay.hc, lay.colors["sky_top"])
     _draw_background(cv, lay)
@@ -799,7 +802,7 @@ def _render(lay: _Layout, time: float, noise_seed: int) -> Scene:
             _draw_bicycle(cv, item.x, item.z, item.params, cv.new_instance(BICYCLE))
         elif item.kind == "rider":
             _draw_rider(cv, item, cv.new_instance(BICYCLE), cv.new_instance(RIDER), time)
-    image = _finish_image(cv.image, cv.sem, shade, lay.light, noise_seed)
+    image = _finish_image(cv.image, cv.sem, shade, lay.light, noise_seed, sensor_seed, sensor_noise)
     panoptic, segments = _panoptic(cv)
     return Scene(image=image, semantic=cv.sem, panoptic=panoptic, segments=segments)
 
@@ -820,7 +823,8 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return _NOISE_POOL[start:start + n].reshape(shape)
 
 
-def _finish_image(img: np.ndarray, sem: np.ndarray, shade: np.ndarray, light: dict, noise_seed: int) -> np.ndarray:
+def _finish_image(img: np.ndarray, sem: np.ndarray, shade: np.ndarray, light: dict, noise_seed: int,
+                  sensor_seed: Optional[int] = None, sensor_noise: float = 1.0) -> np.ndarray:
     """Texture, shadows, lighting, sensor noise and blur on (H, W, 3) uint8 -> (H, W, 3) uint8."""
     h, w = sem.shape
     rng = np.random.default_rng(noise_seed)
@@ -834,7 +838,8 @@ def _finish_image(img: np.ndarray, sem: np.ndarray, shade: np.ndarray, light: di
     scale = (light["cast"] * light["brightness"] * light["contrast"]).astype(np.float32)
     gain3 = cv2.merge([gain * scale[0], gain * scale[1], gain * scale[2]])
     out = cv2.multiply(img.astype(np.float32), gain3)
-    out = cv2.scaleAdd(_noise(rng, out.shape), float(light["noise"]), out)
+    sensor_rng = rng if sensor_seed is None else np.random.default_rng(sensor_seed)
+    out = cv2.scaleAdd(_noise(sensor_rng, out.shape), float(light["noise"] * sensor_noise), out)
     out += np.float32(128.0 * (1.0 - light["contrast"]))
     np.clip(out, 0, 255, out=out)
     out = out.astype(np.uint8)
@@ -917,22 +922,27 @@ def make_scene(seed: int, hw: tuple[int, int] = (256, 512)) -> Scene:
     return _render(layout, 0.0, noise_seed=int(rng.integers(2**31)))
 
 
-def make_sequence(seed: int, hw: tuple[int, int] = (256, 512), n_frames: int = 50, *, fps: float = 10.0) -> list[Scene]:
+def make_sequence(seed: int, hw: tuple[int, int] = (256, 512), n_frames: int = 50, *, fps: float = 10.0,
+                  sensor_noise: float = 1.0) -> list[Scene]:
     """A static street with moving cars, pedestrians and riders: ``n_frames`` scenes at ``fps``.
 
     Things keep their identity and move smoothly (constant world velocity, at most a few metres per
     second); instance numbers are re-assigned per frame (1..n per class in drawing order).
-    Sensor noise changes per frame, the layout and lighting do not.
+    Sensor noise (scaled by ``sensor_noise``, 0 turns it off) changes per frame; the layout,
+    textures and lighting do not.
     """
     hw = _check_hw(hw)
     if int(n_frames) < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames!r}")
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
+    if sensor_noise < 0:
+        raise ValueError(f"sensor_noise must be >= 0, got {sensor_noise!r}")
     rng = np.random.default_rng([int(seed), 0x5E0])
     layout = _sample_layout(rng, hw)
     base = int(rng.integers(2**31))
-    return [_render(layout, k / fps, noise_seed=base + k) for k in range(int(n_frames))]
+    return [_render(layout, k / fps, noise_seed=base, sensor_seed=base + 1 + k, sensor_noise=sensor_noise)
+            for k in range(int(n_frames))]
 
 
 def iter_scenes(first_seed: int, count: int, hw: tuple[int, int] = (256, 512)):

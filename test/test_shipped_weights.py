@@ -1,0 +1,53 @@
+"""The shipped default models still reach (almost) their recorded held-out scores.
+
+Each shipped checkpoint records, in ``meta.held_out``, the scores it reached when it was trained
+(docs/TRAINING.md). Here a *fresh* seeded set of synthetic scenes (seeds never used in training or
+in the recorded evaluation) is segmented through the public ``build_segmenter`` path, and the
+scores must stay within ``MARGIN`` of the recorded ones.
+"""
+from __future__ import annotations
+
+import pytest
+
+from seg_perception.models.checkpoints import load_checkpoint
+from seg_perception.pipeline import SHIPPED_WEIGHTS, build_segmenter
+from seg_perception.training import EVAL_SEED_BASE, evaluate_segmenter
+
+MARGIN = 0.03
+SCENES = 12
+SCENE_HW = (256, 512)
+#: Fresh seeds: disjoint from the recorded evaluation (EVAL_SEED_BASE ..) and from training (>= 1e7).
+FRESH_SEED = EVAL_SEED_BASE + 2_000_000
+MAX_MB = 10.0
+
+
+@pytest.fixture(scope="module", params=sorted(SHIPPED_WEIGHTS))
+def shipped(request):
+    name = request.param
+    path = SHIPPED_WEIGHTS[name]
+    assert path.is_file(), f"shipped weights for {name} are missing at {path}; train them (docs/TRAINING.md)"
+    return name, path, load_checkpoint(path, expect_model=name)
+
+
+def test_file_is_small_and_documented(shipped) -> None:
+    name, path, ckpt = shipped
+    assert path.stat().st_size / 1e6 < MAX_MB
+    meta = ckpt.meta
+    for key in ("command", "seed", "steps", "train_wall_time_s", "machine", "held_out", "resolution"):
+        assert key in meta, f"{path.name} meta lacks {key!r}"
+    assert meta["command"].startswith("seg-perception train-synthetic")
+    assert meta["held_out"]["scene_hw"] == f"{SCENE_HW[0]}x{SCENE_HW[1]}"
+
+
+def test_fresh_scenes_reach_recorded_scores(shipped) -> None:
+    name, path, ckpt = shipped
+    recorded = ckpt.meta["held_out"]
+    seg = build_segmenter(name, weights=str(path))  # network resolution from the checkpoint
+    try:
+        assert f"{seg.resolution[0]}x{seg.resolution[1]}" == ckpt.meta["resolution"]
+        scores = evaluate_segmenter(seg, SCENES, SCENE_HW, first_seed=FRESH_SEED)
+    finally:
+        seg.close()
+    assert scores["miou"] >= recorded["miou"] - MARGIN, (scores["miou"], recorded["miou"])
+    if seg.task == "panoptic":
+        assert scores["pq"] >= recorded["pq"] - MARGIN, (scores["pq"], recorded["pq"])

@@ -1,0 +1,179 @@
+"""Training loop on synthetic scenes, exercised with tiny stand-in models (seconds, CPU)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from seg_perception.models import registry
+from seg_perception.models.checkpoints import load_checkpoint
+from seg_perception.results import LABEL_DIVISOR
+from seg_perception.training import (
+    EVAL_SEED_BASE, TrainConfig, compute_losses, lr_at, make_batch, panoptic_targets, train, train_seed,
+    train_step,
+)
+
+TINY_SEM = "_test_tiny_semantic"
+TINY_PAN = "_test_tiny_panoptic"
+
+
+class _TinySeg(nn.Module):
+    """Two strided convs + upsampling; panoptic=True adds center (sigmoid) and offset heads."""
+
+    def __init__(self, num_classes: int = 19, width: int = 16, panoptic: bool = False) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+        )
+        self.sem = nn.Conv2d(width, num_classes, 1)
+        self.panoptic = panoptic
+        self.output_names = ("semantic", "center", "offset") if panoptic else ("semantic",)
+        if panoptic:
+            self.center = nn.Conv2d(width, 1, 1)
+            self.offset = nn.Conv2d(width, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.body(x)
+        up = lambda t: F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=False)  # noqa: E731
+        out = {"semantic": up(self.sem(f))}
+        if self.panoptic:
+            out["center"] = up(torch.sigmoid(self.center(f)))
+            out["offset"] = up(self.offset(f)) * 4.0
+        return out
+
+
+def _register() -> None:
+    if TINY_SEM not in registry._REGISTRY:
+        registry.register_model(TINY_SEM, task="semantic", description="test stand-in")(
+            lambda *, num_classes=19, width=16: _TinySeg(num_classes, width))
+    if TINY_PAN not in registry._REGISTRY:
+        registry.register_model(TINY_PAN, task="panoptic", description="test stand-in")(
+            lambda *, num_classes=19, width=16: _TinySeg(num_classes, width, panoptic=True))
+
+
+_register()
+
+
+def _cfg(model: str, tmp_path, **kw) -> TrainConfig:
+    base = dict(model=model, out=str(tmp_path / f"{model}.pt"), resolution=(32, 64), scene_hw=(64, 128),
+                steps=3, batch_size=2, eval_scenes=2, workers=0, threads=1, warmup_steps=1, log_every=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("model", [TINY_SEM, TINY_PAN])
+def test_steps_reduce_loss_on_a_fixed_batch(model: str, tmp_path) -> None:
+    torch.manual_seed(0)
+    cfg = _cfg(model, tmp_path, hard_pixel_fraction=1.0)
+    net = registry.get_model(model, num_classes=19)
+    batch = make_batch([train_seed(0, i) for i in range(2)], cfg.scene_hw, cfg.resolution,
+                       panoptic=model == TINY_PAN, sigma=cfg.sigma)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    first = train_step(net, opt, batch, cfg, torch.device("cpu"))
+    for _ in range(25):
+        last = train_step(net, opt, batch, cfg, torch.device("cpu"))
+    assert last["total"] < 0.7 * first["total"], (first, last)
+    if model == TINY_PAN:
+        assert {"semantic", "center", "offset", "total"} <= set(last)
+
+
+@pytest.mark.parametrize("model", [TINY_SEM, TINY_PAN])
+def test_train_writes_loadable_checkpoint_with_meta(model: str, tmp_path) -> None:
+    cfg = _cfg(model, tmp_path, command="pytest")
+    result = train(cfg, progress=False)
+    assert result.path.is_file()
+    loaded = load_checkpoint(result.path, expect_model=model)
+    meta = loaded.meta
+    assert meta["resolution"] == "32x64"
+    assert meta["steps"] == 3 and meta["seed"] == 0 and meta["command"] == "pytest"
+    assert meta["machine"]["cpu_count"] >= 1 and "torch" in meta["machine"]
+    assert meta["train_wall_time_s"] >= 0
+    held = meta["held_out"]
+    assert 0.0 <= held["miou"] <= 1.0 and held["scenes"] == 2
+    assert ("pq" in held) == (model == TINY_PAN)
+    assert result.scores == held
+    assert len(result.history) == 3 and all(math.isfinite(h["total"]) for h in result.history)
+    # fp16 storage keeps files small; weights come back as float32
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+
+
+def test_panoptic_targets_point_to_the_centre_of_mass() -> None:
+    pan = np.full((40, 60), 0, np.int32)  # road stuff
+    pan[10:20, 10:30] = 13 * LABEL_DIVISOR + 1  # car 1: centre (14.5, 19.5)
+    pan[25:35, 40:50] = 11 * LABEL_DIVISOR + 1  # person 1: centre (29.5, 44.5)
+    pan[0:5, 0:5] = 10 * LABEL_DIVISOR  # sky stuff
+    center, offset, mask = panoptic_targets(pan, frozenset(range(11, 19)), sigma=2.0)
+    assert center.shape == (1, 40, 60) and offset.shape == (2, 40, 60) and mask.shape == (1, 40, 60)
+    np.testing.assert_array_equal(mask[0] > 0, pan >= 11 * LABEL_DIVISOR)
+    assert center.max() <= 1.0 and center[0, 14:16, 19:21].min() > 0.85
+    ys, xs = np.nonzero(mask[0])
+    target_y = ys + offset[0, ys, xs]
+    target_x = xs + offset[1, ys, xs]
+    car = pan[ys, xs] == 13001
+    np.testing.assert_allclose(target_y[car], 14.5, atol=1e-4)
+    np.testing.assert_allclose(target_x[car], 19.5, atol=1e-4)
+    np.testing.assert_allclose(target_y[~car], 29.5, atol=1e-4)
+    assert (offset[:, pan < 11 * LABEL_DIVISOR] == 0).all()
+
+
+def test_compute_losses_ignores_255() -> None:
+    cfg = TrainConfig(model=TINY_SEM, out="x.pt", hard_pixel_fraction=1.0)
+    logits = torch.zeros(1, 19, 4, 4)
+    target = torch.full((1, 4, 4), 255, dtype=torch.long)
+    target[0, 0, 0] = 3
+    loss = compute_losses({"semantic": logits}, {"semantic": target}, cfg)["total"]
+    assert loss.item() == pytest.approx(math.log(19), rel=1e-5)
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    cfg = TrainConfig(model=TINY_SEM, out="x.pt", steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.01)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)
+    assert lr_at(99, cfg) < 2e-5
+    values = [lr_at(s, cfg) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_training_and_eval_seeds_are_disjoint() -> None:
+    assert train_seed(0, 0) > EVAL_SEED_BASE + 1_000_000
+    assert train_seed(1, 0) > train_seed(0, 9_999_999)
+    with pytest.raises(ValueError, match="sample index"):
+        train_seed(0, 10_000_000)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("steps", 0, "steps"), ("lr", 0.0, "lr"), ("hard_pixel_fraction", 1.5, "hard_pixel_fraction"),
+    ("resolution", (8, 8), "resolution"), ("device", "tpu", "device"),
+])
+def test_config_validation_names_the_field(field, value, match, tmp_path) -> None:
+    cfg = _cfg(TINY_SEM, tmp_path, **{field: value})
+    with pytest.raises(ValueError, match=match):
+        cfg.validate()
+
+
+def test_cli_trains_and_reports(tmp_path, capsys) -> None:
+    from seg_perception.cli import main
+
+    out = tmp_path / "cli.pt"
+    rc = main(["train-synthetic", "--model", TINY_SEM, "--out", str(out), "--resolution", "32x64",
+               "--scene-resolution", "64x128", "--steps", "2", "--batch-size", "2", "--eval-scenes", "1",
+               "--workers", "0", "--threads", "1", "--no-progress", "--model-kwargs", '{"width": 8}'])
+    assert rc == 0
+    assert out.is_file()
+    text = capsys.readouterr().out
+    assert "held-out" in text and "miou" in text
+    assert load_checkpoint(out).model_kwargs["width"] == 8
+
+
+def test_cli_rejects_bad_model_kwargs(tmp_path, capsys) -> None:
+    from seg_perception.cli import main
+
+    rc = main(["train-synthetic", "--model", TINY_SEM, "--out", str(tmp_path / "x.pt"), "--model-kwargs", "{oops"])
+    assert rc == 2
+    assert "--model-kwargs" in capsys.readouterr().err
