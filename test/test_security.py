@@ -239,13 +239,7 @@ def test_pt_with_code_payload_is_refused(tmp_path, marker, kind, zipfile):
         assert not marker.exists()
 
 
-@pytest.mark.parametrize("zipfile", [
-    True,
-    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
-        "checkpoints.read_weights_file: a legacy (non-zip) torch.save file refused by weights_only falls "
-        "back to safe_pickle, which returns the file's first pickle (the legacy magic number, an int); the "
-        "error is then 'unrecognized checkpoint layout (a int)' without the path or the refused global"))),
-], ids=["zip", "legacy"])
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
 def test_pt_payload_error_names_file_and_cause(tmp_path, marker, zipfile):
     path = _evil_pt(tmp_path / "evil.pt", _SystemPayload(f"touch {marker}"), zipfile)
     with pytest.raises(CheckpointError) as e:
@@ -254,6 +248,7 @@ def test_pt_payload_error_names_file_and_cause(tmp_path, marker, zipfile):
     assert str(path) in msg, msg
     # says why: the refused global, or that the file holds more than tensors and plain data
     assert "system" in msg or "other than tensors" in msg, msg
+    assert "weights_only=False" not in msg, "never advise unsafe loading"
 
 
 @pytest.mark.parametrize("kind", ["os.system", "exec", "Popen"])

@@ -236,6 +236,21 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
 FORMATS = ("seg_perception", "vainf", "detectron2", "bowenc0221", "hrnet_official", "state_dict")
 
 
+#: First object pickled in a legacy (pre-zip) torch.save file.
+_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _torch_load_reason(exc: BaseException) -> str:
+    """The cause line of a torch.load failure, without torch's advice to retry with
+    ``weights_only=False`` (never right for an untrusted file)."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line.startswith(("WeightsUnpickler error", "Unsupported global", "PytorchStreamReader")):
+            return line[:300]
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {first[:300]}"
+
+
 def read_weights_file(path: str | Path) -> Any:
     """Read a weights file safely: ``torch.load(weights_only=True)``, else (plain pickles such as
     Detectron2 ``.pkl``) the numpy-only :mod:`.safe_pickle` unpickler.
@@ -260,10 +275,19 @@ def read_weights_file(path: str | Path) -> Any:
         if is_zip:
             raise CheckpointError(
                 f"{str(path)!r} is not a readable checkpoint (corrupted, or holds objects other than "
-                f"tensors and plain data): {type(torch_exc).__name__}: {str(torch_exc)[:300]}"
+                f"tensors and plain data; it is refused, never executed): {_torch_load_reason(torch_exc)}"
             ) from torch_exc
         try:
-            return safe_pickle.load_path(path)
+            obj = safe_pickle.load_path(path)
+            if obj == _LEGACY_TORCH_MAGIC:
+                raise CheckpointError(
+                    f"{str(path)!r} is a legacy (non-zip) torch.save file that does not load with "
+                    f"weights_only=True (it holds objects other than tensors and plain data; refused, never "
+                    f"executed): {_torch_load_reason(torch_exc)}")
+            if not isinstance(obj, dict):
+                raise CheckpointError(
+                    f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint (a dict of tensors or arrays)")
+            return obj
         except safe_pickle.UnsafePickleError as exc:
             raise CheckpointError(f"{str(path)!r} refused: {exc}") from exc
         except Exception as exc:  # noqa: BLE001
