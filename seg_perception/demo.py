@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .conversions import image_to_numpy
+from .ros.process import node_command, stop_process
 
 LOG = logging.getLogger("seg_perception.demo")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -104,13 +103,9 @@ def _node_cmd(cfg: DemoConfig, compressed: bool) -> list[str]:
               "input_transport": "compressed" if compressed else "raw", **cfg.extra_params}
     if cfg.resolution:
         params["resolution"] = cfg.resolution
-    cmd = [sys.executable, "-m", "seg_perception.cli", "run", "--ros-args", "-r", f"__ns:={NODE_NS}",
-           "-r", f"__node:={NODE_NAME}"]
     base = cfg.image_topic[: -len("/compressed")] if compressed else cfg.image_topic
-    cmd += ["-r", f"image:={base}", "-r", f"image/compressed:={base}/compressed"]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}:={v}"]
-    return cmd
+    return node_command(params, namespace=NODE_NS, name=NODE_NAME,
+                        remap={"image": base, "image/compressed": f"{base}/compressed"})
 
 
 def play_and_record(cfg: DemoConfig, frames: list[tuple[int, str, bytes]], log_path: Path) -> tuple[Recorded, float]:
@@ -195,12 +190,7 @@ def play_and_record(cfg: DemoConfig, frames: list[tuple[int, str, bytes]], log_p
         node.destroy_node()
         if own_context:
             rclpy.try_shutdown()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc)
 
 
 def write_visuals(rec: Recorded, out: Path, max_gif_frames: int = 60) -> list[Path]:

@@ -16,7 +16,6 @@ The same Segmenter serves the ROS node, the offline bag evaluator and the benchm
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .datasets.labels import LabelSet, get_label_set
+from .hashing import sha256_file
 from .results import SegResult, StageTimings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,15 +80,6 @@ def parse_resolution(value: Any) -> tuple[int, int]:
             "each between 8 and 8192, e.g. '512x1024'"
         )
     return hw  # type: ignore[return-value]
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (used to identify weights in reports and caches)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -24,9 +24,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +33,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+
+from .ros.process import node_command as node_process_command
+from .ros.process import stop_process
 
 NODE_NS = "/seg_soak"
 NODE_NAME = "segment_node"
@@ -136,11 +137,7 @@ def node_command(cfg: SoakConfig) -> list[str]:
               **cfg.extra_params}
     if cfg.resolution:
         params["resolution"] = cfg.resolution
-    cmd = [sys.executable, "-m", "seg_perception.cli", "run", "--ros-args",
-           "-r", f"__ns:={NODE_NS}", "-r", f"__node:={NODE_NAME}"]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}:={v}"]
-    return cmd
+    return node_process_command(params, namespace=NODE_NS, name=NODE_NAME)
 
 
 def _frames(camera: tuple[int, int], n: int = 4) -> list[Any]:
@@ -341,13 +338,7 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
             answers = list(driver.answers)
     finally:
         driver.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=20)
     report = build_report(cfg, samples, publish_t, answers, t0=t0, node_alive=alive, pid=proc.pid,
                           exit_code=proc.returncode, log_path=log_path, domain_id=domain)
     report["frames"]["publish_retries"] = len(publish_errors)

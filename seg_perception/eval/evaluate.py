@@ -11,7 +11,6 @@ uint8) -> list[SegResult]`` and, for the report, ``describe()`` or ``model_name`
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -34,6 +33,7 @@ from seg_perception.eval.coco_panoptic import CocoPanopticWriter
 from seg_perception.eval.gt import BagGroundTruth, CityscapesGroundTruth, check_size
 from seg_perception.eval.metrics import MIOU_CONVENTIONS, ConfusionMatrix, PanopticQuality
 from seg_perception.eval.report import latency_stats, write_report
+from seg_perception.hashing import sha256_file
 from seg_perception.results import LABEL_DIVISOR
 
 PathLike = Union[str, Path]
@@ -49,11 +49,7 @@ def sha256_of(path: Optional[PathLike]) -> Optional[str]:
     """Hex SHA-256 of a file, or None when there is no file."""
     if not path or not Path(path).is_file():
         return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def describe_segmenter(segmenter: Any) -> dict:

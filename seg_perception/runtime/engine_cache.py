@@ -10,6 +10,8 @@ is rebuilt the same way.
 """
 from __future__ import annotations
 
+from ..hashing import sha256_file
+
 import hashlib
 import json
 import logging
@@ -29,13 +31,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_path(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_path = sha256_file  # name used across the runtime package
 
 
 def gpu_identity(device: str = "cuda") -> tuple[str, str]:

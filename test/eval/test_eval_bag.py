@@ -172,7 +172,6 @@ def test_corrupted_middle_message_sqlite(tmp_path):
 
 
 def test_corrupted_and_malformed_messages_mcap(tmp_path):
-    from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Image
 
     from seg_perception.eval.bag import make_header

@@ -18,7 +18,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from seg_perception.models.hrnet import (
     HRNetCheckpointError,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,20 +13,10 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
 
+from seg_perception.ros.process import node_command, stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def node_command(params: dict[str, Any], *, name: str = "segment_node", namespace: str = "", remap: dict | None = None) -> list[str]:
-    """Command line that starts the node in a fresh interpreter (like `ros2 run`)."""
-    cmd = [sys.executable, "-m", "seg_perception.cli", "run", "--ros-args", "-r", f"__node:={name}"]
-    if namespace:
-        cmd += ["-r", f"__ns:={namespace}"]
-    for k, v in (remap or {}).items():
-        cmd += ["-r", f"{k}:={v}"]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}:={v}"]
-    return cmd
 
 
 @contextmanager
@@ -39,13 +28,7 @@ def node_process(params: dict[str, Any], *, log_path: Path, **kw: Any) -> Iterat
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.send_signal(2)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
 
 
 class Harness:

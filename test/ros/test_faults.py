@@ -21,7 +21,6 @@ behaviour (exit code + message, runtime refusal) with one node process each.
 """
 from __future__ import annotations
 
-import os
 import random
 import shutil
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from fakes import fake_tensorrt
+from ..fakes import fake_tensorrt
 
 
 @pytest.fixture

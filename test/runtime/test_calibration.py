@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fakes import fake_tensorrt
+from ..fakes import fake_tensorrt
 from seg_perception.runtime import calibration as cal
 from seg_perception.runtime import create_backend
 from seg_perception.runtime.base import BackendError

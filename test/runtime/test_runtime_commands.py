@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import torch
 
-from fakes import fake_tensorrt
+from ..fakes import fake_tensorrt
 from seg_perception.cli import main
 
 MODEL = ["--model", "deeplabv3plus_mobilenetv2", "--weights", "none"]

@@ -17,7 +17,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from fakes import fake_tensorrt
+from ..fakes import fake_tensorrt
 from seg_perception.runtime import create_backend
 from seg_perception.runtime.base import Backend, BackendError
 from seg_perception.runtime.factory import prepare_tensorrt_engine
