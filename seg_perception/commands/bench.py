@@ -30,6 +30,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera", default=None, help="camera frame HxW (default: the network resolution)")
     p.add_argument("--label-set", default=None, help="label set (default: the checkpoint's / cityscapes)")
     p.add_argument("--json", type=Path, default=None, help="also write the full report as JSON here")
+    p.add_argument("--node", action="store_true",
+                   help="also measure what segment_node adds per frame over the Segmenter (real node process, "
+                        "first backend; with and without ~/colored and ~/overlay subscribers)")
+    p.add_argument("--node-frames", type=int, default=40, help="frames for --node (default 40)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +53,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: error: {exc}")
         return 2
     print(format_table(report))
+    if args.node:
+        from ..bench_node import NodeOverheadConfig, format_node_overhead, run_node_overhead
+
+        report["node_overhead"] = []
+        for visualize in (False, True):
+            r = run_node_overhead(NodeOverheadConfig(
+                model=cfg.model, weights=cfg.weights, resolution=cfg.resolution,
+                camera=tuple(cfg.camera or cfg.resolution), backend=cfg.backends[0], device=cfg.device,
+                frames=args.node_frames, visualize=visualize))
+            report["node_overhead"].append(r)
+            print(format_node_overhead(r))
     if args.json is not None:
         print(f"wrote {write_json(report, args.json)}")
     failed = [r["backend"] for r in report["results"] if "error" in r]

@@ -1,0 +1,133 @@
+"""What the ROS node adds on top of the Segmenter, measured on a real node process.
+
+Frames are published one at a time over real ROS 2 (reliable QoS) and each answer is awaited, so
+the node is never saturated and nothing is dropped. The node's own /diagnostics then give, over the
+same frames, the median Segmenter time (``total_ms``: preprocess + inference + postprocess) and the
+median node time per frame (``node_total_ms``: message conversion + Segmenter + building and
+publishing the outputs). ``overhead = node_total / segmenter_total - 1``.
+
+Run with and without subscribers on ``~/colored`` and ``~/overlay``: those are computed only while
+someone listens.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ros.process import node_command, stop_process
+
+NS = "/seg_bench"
+
+
+@dataclass
+class NodeOverheadConfig:
+    model: str
+    weights: str | None
+    resolution: tuple[int, int]
+    camera: tuple[int, int]
+    backend: str = "torch"
+    device: str = "cpu"
+    frames: int = 40
+    warmup: int = 3
+    visualize: bool = False  # also subscribe ~/colored and ~/overlay
+
+
+def run_node_overhead(cfg: NodeOverheadConfig) -> dict[str, Any]:
+    """Start the node, send ``cfg.frames`` frames lock-step, return the node's stage medians."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from .bench import synthetic_frame
+    from .conversions import numpy_to_image
+
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    params = {"model": cfg.model, "weights": cfg.weights or "none", "backend": cfg.backend, "device": cfg.device,
+              "resolution": f"{cfg.resolution[0]}x{cfg.resolution[1]}", "qos_reliability": "reliable",
+              "diagnostics_period": 0.2}
+    log = Path(tempfile.mkdtemp(prefix="seg_bench_node_")) / "node.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(node_command(params, namespace=NS), stdout=f, stderr=subprocess.STDOUT,
+                                env=dict(os.environ))
+    own = not rclpy.ok()
+    if own:
+        rclpy.init()
+    node = rclpy.create_node("seg_bench_node_driver")
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    answers: list = []
+    diag: dict = {}
+    prefix = f"{NS}/segment_node"
+    node.create_subscription(Image, f"{prefix}/semantic", answers.append, qos)
+    if cfg.visualize:
+        node.create_subscription(Image, f"{prefix}/colored", lambda m: None, qos)
+        node.create_subscription(Image, f"{prefix}/overlay", lambda m: None, qos)
+
+    def on_diag(arr: Any) -> None:
+        for st in arr.status:
+            if prefix in st.name:
+                diag.clear()
+                diag.update({kv.key: kv.value for kv in st.values})
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    pub = node.create_publisher(Image, f"{NS}/image", qos)
+
+    def spin_until(cond, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not cond():
+            if proc.poll() is not None:
+                raise RuntimeError(f"node exited ({proc.returncode}): {log.read_text()[-1500:]}")
+            ex.spin_once(timeout_sec=0.01)
+        return cond()
+
+    try:
+        if not spin_until(lambda: pub.get_subscription_count() > 0, 90):
+            raise RuntimeError(f"node did not subscribe in 90 s; see {log}")
+        if cfg.visualize:
+            spin_until(lambda: node.count_publishers(f"{prefix}/overlay") > 0, 10)
+            spin_until(lambda: False, 1.0)
+        frame = synthetic_frame(cfg.camera)
+        total = cfg.warmup + cfg.frames
+        for i in range(total):
+            msg = numpy_to_image(frame, "rgb8")
+            msg.header.stamp.sec = i + 1
+            pub.publish(msg)
+            if not spin_until(lambda: len(answers) > i, 60):
+                raise RuntimeError(f"no answer for frame {i}; see {log}")
+        spin_until(lambda: int(diag.get("frames_processed", 0) or 0) >= total, 5)
+    finally:
+        ex.remove_node(node)
+        node.destroy_node()
+        if own:
+            rclpy.try_shutdown()
+        stop_process(proc)
+
+    def med(key: str) -> float:
+        return float(diag.get(f"{key}.median_ms", "nan"))
+
+    seg_ms, node_ms = med("total_ms"), med("node_total_ms")
+    return {
+        "config": {**cfg.__dict__, "resolution": list(cfg.resolution), "camera": list(cfg.camera)},
+        "frames": int(diag.get("frames_processed", 0) or 0),
+        "segmenter_total_median_ms": seg_ms,
+        "node_total_median_ms": node_ms,
+        "convert_median_ms": med("convert_ms"),
+        "publish_median_ms": med("publish_ms"),
+        "overhead_fraction": node_ms / seg_ms - 1.0,
+    }
+
+
+def format_node_overhead(r: dict[str, Any]) -> str:
+    c = r["config"]
+    return (f"node overhead ({c['model']} @ {c['resolution'][0]}x{c['resolution'][1]}, camera "
+            f"{c['camera'][0]}x{c['camera'][1]}, colored/overlay subscribed: {c['visualize']}): "
+            f"Segmenter {r['segmenter_total_median_ms']:.1f} ms, node {r['node_total_median_ms']:.1f} ms per frame "
+            f"(convert {r['convert_median_ms']:.2f} ms, publish {r['publish_median_ms']:.2f} ms) -> "
+            f"+{100 * r['overhead_fraction']:.1f} %")
