@@ -93,7 +93,7 @@ def evaluate_recorded(cfg: Any, frames: list, rec: Any, gt_sem: dict, gt_pan: di
     replay = ReplaySegmenter(
         results, task="panoptic" if panoptic else "semantic", label_set=labels,
         description={"model": cfg.model, "task": "panoptic" if panoptic else "semantic", "weights": _weights_path(cfg),
-                     "backend": cfg.backend, "device": cfg.device, "resolution": cfg.resolution or "checkpoint default",
+                     "backend": cfg.backend, "device": cfg.device, "resolution": _node_resolution(cfg, rec.diagnostics),
                      "label_set": labels.name, "source": "segment_node outputs recorded over ROS 2"},
     )
     has_sem_gt = bool(cfg.gt_semantic_topic and gt_sem)
@@ -120,6 +120,21 @@ def evaluate_recorded(cfg: Any, frames: list, rec: Any, gt_sem: dict, gt_pan: di
     flat.update(miou=sem.get("miou"), miou_convention=sem.get("miou_convention"),
                 pixel_accuracy=sem.get("pixel_accuracy"), pq=pq.get("pq"), sq=pq.get("sq"), rq=pq.get("rq"))
     return flat
+
+
+def _node_resolution(cfg: Any, diagnostics: dict) -> list[int]:
+    """Network (H, W) the node ran at: from its diagnostics (``config.resolution``), else the request."""
+    try:
+        hw = json.loads(diagnostics.get("config.resolution", "null"))
+        if isinstance(hw, list) and len(hw) == 2:
+            return [int(v) for v in hw]
+    except ValueError:
+        pass
+    if cfg.resolution:
+        from .pipeline import parse_resolution
+
+        return list(parse_resolution(cfg.resolution))
+    return []
 
 
 def _weights_path(cfg: Any) -> str:
