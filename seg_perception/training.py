@@ -72,10 +72,19 @@ class TrainConfig:
         model_kwargs: builder keyword arguments (``num_classes`` is added from the label set).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         eval_scenes: held-out scenes evaluated at the end (0 skips evaluation).
-        threads: torch intra-op threads (None: torch default).
+        threads: torch intra-op threads (None: torch default; 0: adaptive between 1 and cpu_count,
+            see :class:`_ThreadTuner` -- on a machine shared with other jobs, extra threads can make
+            steps many times slower).
+        amp: ``"bf16"`` autocast (fast on CPUs with AMX/AVX512-BF16 and on GPUs), ``"fp16"`` (CUDA
+            only) or ``"none"``; weights and the optimizer stay float32.
+        channels_last: NHWC memory format (faster convolutions on CPU with oneDNN).
         workers: scene-generating worker processes (0: generate in the training process).
         hard_pixel_fraction: bootstrapped cross-entropy keeps this fraction of the hardest pixels.
         center_weight, offset_weight, center_sigma: panoptic losses (sigma None: 8 * h / 1024, >= 2).
+        init_from: start from the weights of this seg_perception checkpoint of the same model and
+            builder kwargs (a second training stage; the optimizer and LR schedule start afresh).
+        log_every: loss history interval (steps). save_every: also write an unevaluated checkpoint
+            (``meta.partial``) every this many steps (0: only at the end).
     """
 
     model: str
@@ -94,12 +103,16 @@ class TrainConfig:
     device: str = "auto"
     eval_scenes: int = 32
     threads: Optional[int] = None
+    amp: str = "none"
+    channels_last: bool = False
     workers: int = 1
     hard_pixel_fraction: float = 0.25
     center_weight: float = 200.0
     offset_weight: Optional[float] = None
     center_sigma: Optional[float] = None
     log_every: int = 50
+    save_every: int = 0
+    init_from: Optional[str] = None
     command: str = ""
 
     def validate(self) -> "TrainConfig":
@@ -117,6 +130,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be (height, width) with both >= 16, got {hw!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}")
         if self.eval_scenes < 0 or self.workers < 0:
             raise ValueError("eval_scenes and workers must be >= 0")
         return self
@@ -297,13 +312,64 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[s
     """One optimisation step on ``batch``; returns the loss terms as floats."""
     model.train()
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    outputs = model(batch["image"])
+    image = batch["image"]
+    if cfg.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        outputs = model(image)
+    outputs = {k: v.float() for k, v in outputs.items()}
     losses = compute_losses(outputs, batch, cfg)
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
     optimizer.step()
     return {k: float(v.detach()) for k, v in losses.items()}
+
+
+class _ThreadTuner:
+    """Adaptive torch thread count for shared machines (``TrainConfig.threads == 0``).
+
+    Starts with one thread (safe when other jobs load the machine). Now and then the other
+    candidate runs for a few probe steps; a probe is cut short when its first step is already
+    much slower, and the faster median wins. A lost probe doubles the wait before the next one
+    (up to ``max_period``), a won probe resets it, so probing costs little on a busy machine.
+    """
+
+    def __init__(self, candidates: tuple[int, ...], period: int = 50, probe: int = 4, max_period: int = 800) -> None:
+        self.candidates = tuple(sorted(set(candidates)))
+        self.current = self.candidates[0]
+        self.base_period, self.period, self.max_period, self.probe = period, period, max_period, probe
+        self.next_probe = period
+        self.probing: list[float] = []
+        self.recent: list[float] = []
+        torch.set_num_threads(self.current)
+
+    @property
+    def other(self) -> int:
+        return next((c for c in self.candidates if c != self.current), self.current)
+
+    def threads_for(self, step: int) -> int:
+        if len(self.candidates) > 1 and step >= self.next_probe:
+            return self.other
+        return self.current
+
+    def record(self, step: int, threads: int, seconds: float) -> None:
+        if threads == self.current or len(self.candidates) == 1:
+            self.recent = (self.recent + [seconds])[-20:]
+            return
+        self.probing.append(seconds)
+        mine = float(np.median(self.recent)) if self.recent else float("inf")
+        cut_short = len(self.probing) == 2 and min(self.probing) > 2.0 * mine  # clearly worse: stop
+        if len(self.probing) < self.probe and not cut_short:
+            return
+        theirs = float(np.median(self.probing[1:]))  # the first step after a switch is slow
+        if theirs < 0.9 * mine:
+            self.current, self.period, self.recent = threads, self.base_period, self.probing[1:]
+        else:
+            self.period = min(self.max_period, self.period * 2)
+        self.probing = []
+        self.next_probe = step + 1 + self.period
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -408,15 +474,20 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
     will) and again with the held-out scores in ``meta``. ``model`` overrides the built model (its
     registry name must still be ``cfg.model`` so the checkpoint can be rebuilt).
     """
-    from .models.checkpoints import save_checkpoint
-
     cfg.validate()
-    if cfg.threads:
+    tuner = None
+    if cfg.threads == 0:
+        tuner = _ThreadTuner((1, os.cpu_count() or 1))
+    elif cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     built, kwargs, task = build_model(cfg)
-    net = (model if model is not None else built).to(device)
+    net = model if model is not None else built
+    prior = _load_init(cfg, net, kwargs) if cfg.init_from else None
+    net = net.to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     labels = get_label_set(cfg.label_set)
     panoptic = task == "panoptic"
     optimizer = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr)
@@ -437,19 +508,32 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
         lr = lr_at(step, cfg)
         for g in optimizer.param_groups:
             g["lr"] = lr
+        threads = tuner.threads_for(step) if tuner else 0
+        if tuner:
+            torch.set_num_threads(threads)
+        t_step = time.perf_counter()
         losses = train_step(net, optimizer, batch, cfg, device)
+        if tuner:
+            tuner.record(step, threads, time.perf_counter() - t_step)
         for k, v in losses.items():
             running[k] = 0.9 * running.get(k, v) + 0.1 * v
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             history.append({"step": step + 1, "lr": lr, "time_s": round(time.time() - t0, 1),
+                            "threads": torch.get_num_threads(),
                             **{k: round(v, 4) for k, v in running.items()}})
+            if bar is None and progress:
+                print(json.dumps(history[-1]), file=sys.stderr, flush=True)
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            _save(cfg, net, kwargs, {"resolution": f"{cfg.resolution[0]}x{cfg.resolution[1]}",
+                                     "partial": True, "steps_done": step + 1,
+                                     "train_wall_time_s": round(time.time() - t0, 1)})
     if bar is not None:
         bar.close()
     train_time = time.time() - t0
-    net.eval().cpu()
+    net = net.eval().cpu().to(memory_format=torch.contiguous_format)
     res = f"{cfg.resolution[0]}x{cfg.resolution[1]}"
     meta = {
         "resolution": res,
@@ -460,21 +544,57 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
         "steps": int(cfg.steps),
         "batch_size": int(cfg.batch_size),
         "train_wall_time_s": round(train_time, 1),
+        "total_steps": int(cfg.steps) + int(prior["total_steps"] if prior else 0),
+        "total_train_wall_time_s": round(train_time + float(prior["total_train_wall_time_s"] if prior else 0), 1),
+        "init_from": prior,
         "machine": machine_info() | {"device": str(device)},
         "train_config": json.loads(json.dumps(asdict(cfg), default=list)),
         "final_losses": {k: round(v, 4) for k, v in running.items()},
+        "loss_history": history[:: max(1, len(history) // 20)] + history[-1:],
     }
-    path = save_checkpoint(cfg.out, net, model_name=cfg.model, model_kwargs=_plain(kwargs),
-                           label_set=cfg.label_set, extra=meta, half=True)
+    path = _save(cfg, net, kwargs, meta)
     scores: dict = {}
     if cfg.eval_scenes > 0:
         scores = evaluate_checkpoint(cfg.model, path, resolution=tuple(cfg.resolution), n_scenes=cfg.eval_scenes,
                                      scene_hw=tuple(cfg.scene_hw))
         meta["held_out"] = scores
         meta["total_wall_time_s"] = round(time.time() - t0, 1)
-        path = save_checkpoint(cfg.out, net, model_name=cfg.model, model_kwargs=_plain(kwargs),
-                               label_set=cfg.label_set, extra=meta, half=True)
+        path = _save(cfg, net, kwargs, meta)
     return TrainResult(path=Path(path), scores=scores, wall_time_s=time.time() - t0, history=history)
+
+
+def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> dict:
+    """Load ``cfg.init_from`` into ``net``; returns what the checkpoint says about its training."""
+    from .models.checkpoints import load_checkpoint
+    from .pipeline import sha256_file
+
+    ckpt = load_checkpoint(cfg.init_from, expect_model=cfg.model)
+    if _plain(ckpt.model_kwargs) != _plain(kwargs):
+        raise ValueError(
+            f"init_from {cfg.init_from!r} was built with model kwargs {ckpt.model_kwargs}, this run with "
+            f"{_plain(kwargs)}; pass the same --model-kwargs"
+        )
+    net.load_state_dict(ckpt.model.state_dict())
+    meta = ckpt.meta
+    steps = int(meta.get("total_steps", meta.get("steps_done", meta.get("steps", 0))) or 0)
+    wall = float(meta.get("total_train_wall_time_s", meta.get("train_wall_time_s", 0.0)) or 0.0)
+    return {"path": Path(cfg.init_from).name, "sha256": sha256_file(cfg.init_from), "total_steps": steps,
+            "total_train_wall_time_s": wall, "command": meta.get("command", ""),
+            "held_out": {k: v for k, v in (meta.get("held_out") or {}).items() if k in ("miou", "pq")}}
+
+
+def _save(cfg: TrainConfig, net: nn.Module, kwargs: dict, meta: dict) -> Path:
+    """Write ``net`` (float16 tensors, contiguous layout) to ``cfg.out`` with ``meta``."""
+    from .models.checkpoints import save_checkpoint
+
+    was_training = net.training
+    state_net = net.to(memory_format=torch.contiguous_format)
+    path = save_checkpoint(cfg.out, state_net, model_name=cfg.model, model_kwargs=_plain(kwargs),
+                           label_set=cfg.label_set, extra=_plain(meta), half=True)
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
+    net.train(was_training)
+    return Path(path)
 
 
 def _plain(value):

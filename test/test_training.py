@@ -102,6 +102,18 @@ def test_train_writes_loadable_checkpoint_with_meta(model: str, tmp_path) -> Non
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
 
 
+def test_second_stage_starts_from_a_checkpoint(tmp_path) -> None:
+    first = train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "a.pt"), eval_scenes=0), progress=False)
+    second = train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "b.pt"), eval_scenes=0, steps=2,
+                        init_from=str(first.path)), progress=False)
+    meta = load_checkpoint(second.path).meta
+    assert meta["total_steps"] == 5 and meta["steps"] == 2
+    assert meta["init_from"]["path"] == "a.pt" and meta["init_from"]["total_steps"] == 3
+    with pytest.raises(ValueError, match="model kwargs"):
+        train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "c.pt"), model_kwargs={"width": 8},
+                   init_from=str(first.path)), progress=False)
+
+
 def test_panoptic_targets_point_to_the_centre_of_mass() -> None:
     pan = np.full((40, 60), 0, np.int32)  # road stuff
     pan[10:20, 10:30] = 13 * LABEL_DIVISOR + 1  # car 1: centre (14.5, 19.5)

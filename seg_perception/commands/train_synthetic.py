@@ -34,7 +34,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default auto)")
     p.add_argument("--eval-scenes", type=int, default=32, help="held-out scenes evaluated at the end (default 32)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
+                   help="torch CPU threads (default: torch's choice; 0: adaptive between 1 and all cores, "
+                        "re-tried now and then -- best on a machine shared with other jobs)")
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
+                   help="autocast precision for forward passes (bf16: fast on AMX/AVX512-BF16 CPUs and GPUs)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CPU)")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also write an unevaluated checkpoint every N steps (default 0: only at the end)")
     p.add_argument("--workers", type=int, default=1, help="scene-generating worker processes (default 1)")
     p.add_argument("--hard-pixel-fraction", type=float, default=0.25,
                    help="bootstrapped cross-entropy: fraction of hardest pixels kept (1.0 = plain CE; default 0.25)")
@@ -43,6 +49,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="panoptic offset L1 weight (default 0.01 * 1024 / network height)")
     p.add_argument("--center-sigma", type=float, default=None,
                    help="center Gaussian sigma in network pixels (default max(2, 8 * height / 1024))")
+    p.add_argument("--init-from", default=None,
+                   help="start from this checkpoint (same model and --model-kwargs): a second training stage")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -65,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
             scene_hw=parse_resolution(args.scene_resolution), steps=args.steps, batch_size=args.batch_size,
             lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
             model_kwargs=kwargs, device=args.device, eval_scenes=args.eval_scenes, threads=args.threads,
-            workers=args.workers, hard_pixel_fraction=args.hard_pixel_fraction,
+            workers=args.workers, amp=args.amp, channels_last=args.channels_last, save_every=args.save_every,
+            init_from=args.init_from,
+            hard_pixel_fraction=args.hard_pixel_fraction,
             center_weight=args.center_weight, offset_weight=args.offset_weight, center_sigma=args.center_sigma,
             command="seg-perception train-synthetic " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         ).validate()
