@@ -13,7 +13,9 @@ from seg_perception.models.checkpoints import load_checkpoint
 from seg_perception.pipeline import SHIPPED_WEIGHTS, build_segmenter
 from seg_perception.training import EVAL_SEED_BASE, evaluate_segmenter
 
-MARGIN = 0.03
+#: A little below the recorded score: covers the spread between two scene sets (12 fresh scenes vs the 32
+#: recorded ones; measured 0.034 PQ for the shipped panoptic model), not a regression.
+MARGIN = 0.05
 SCENES = 12
 SCENE_HW = (256, 512)
 #: Fresh seeds: disjoint from the recorded evaluation (EVAL_SEED_BASE ..) and from training (>= 1e7).

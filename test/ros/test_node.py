@@ -85,7 +85,9 @@ def test_semantic_node_answers_real_frames_and_survives_malformed(harness, tmp_p
             ok = harness.spin_until(lambda: len(sem) >= n and len(col) >= n and len(ovl) >= n, 30, proc)
             assert ok, f"no answer for frame {i}; log:\n{(tmp_path / 'node.log').read_text()[-3000:]}"
 
-        assert harness.spin_until(lambda: _diag_values(harness).get("rejected.bad_step") == "1", 10, proc)
+        # outputs are published before the frame is counted: wait for the counters to settle
+        assert harness.spin_until(lambda: _diag_values(harness).get("rejected.bad_step") == "1"
+                                  and _diag_values(harness).get("frames_processed") == "20", 10, proc)
         diag = _diag_values(harness)
         assert int(diag["frames_processed"]) == 20
         assert int(diag["frames_rejected"]) == 1

@@ -58,10 +58,15 @@ def test_panoptic_node_publishes_consistent_ids_and_instances(tmp_path):
             ids = image_to_numpy(pan[i])
             semantic = image_to_numpy(sem[i])
             valid = ids != VOID
-            # the id image's class part agrees with the semantic image wherever it is not void
-            np.testing.assert_array_equal((ids[valid] // LABEL_DIVISOR), semantic[valid])
+            cls = ids // LABEL_DIVISOR
+            stuff = valid & ~np.isin(cls, list(labels.thing_ids))
+            # stuff pixels carry the semantic class; ~/semantic is the per-pixel argmax
+            np.testing.assert_array_equal(cls[stuff], semantic[stuff])
             thing_ids = [int(v) for v in np.unique(ids[valid]) if (v // LABEL_DIVISOR) in labels.thing_ids]
             assert all(v % LABEL_DIVISOR > 0 for v in thing_ids)  # things carry an instance number
+            for v in thing_ids:  # an instance's class is the majority vote of the semantic labels under it
+                votes = np.bincount(semantic[ids == v], minlength=len(labels.names))
+                assert v // LABEL_DIVISOR == int(votes.argmax()), (v, votes)
             if HAVE_VISION_MSGS:
                 dets = inst[i].detections
                 assert inst[i].header.stamp.sec == msg.header.stamp.sec
