@@ -528,8 +528,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
             bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             _save(cfg, net, kwargs, {"resolution": f"{cfg.resolution[0]}x{cfg.resolution[1]}",
-                                     "partial": True, "steps_done": step + 1,
-                                     "train_wall_time_s": round(time.time() - t0, 1)})
+                                     "partial": True, "steps_done": step + 1, "command": cfg.command or "",
+                                     "train_wall_time_s": round(time.time() - t0, 1), "init_from": prior})
     if bar is not None:
         bar.close()
     train_time = time.time() - t0
