@@ -79,7 +79,11 @@ def test_semantic_node_answers_real_frames_and_survives_malformed(harness, tmp_p
 
         for i, (msg, _img) in enumerate(frames):
             if i == 10:
+                # the node's subscription keeps only the newest message (depth 1): let the malformed
+                # one be taken (and counted) before the next frame can replace it in the DDS queue
                 pub.publish(malformed)
+                assert harness.spin_until(lambda: _diag_values(harness).get("rejected.bad_step") == "1", 15, proc), \
+                    _diag_values(harness)
             pub.publish(msg)
             n = i + 1
             ok = harness.spin_until(lambda: len(sem) >= n and len(col) >= n and len(ovl) >= n, 30, proc)
@@ -87,7 +91,8 @@ def test_semantic_node_answers_real_frames_and_survives_malformed(harness, tmp_p
 
         # outputs are published before the frame is counted: wait for the counters to settle
         assert harness.spin_until(lambda: _diag_values(harness).get("rejected.bad_step") == "1"
-                                  and _diag_values(harness).get("frames_processed") == "20", 10, proc)
+                                  and _diag_values(harness).get("frames_processed") == "20", 10, proc), \
+            _diag_values(harness)
         diag = _diag_values(harness)
         assert int(diag["frames_processed"]) == 20
         assert int(diag["frames_rejected"]) == 1
