@@ -25,7 +25,7 @@ demo: venv
 
 ## the whole test suite (what CI runs)
 test: venv
-	$(ROS_ENV) $(PY) -m pytest -q $(PYTEST_ARGS)
+	$(ROS_ENV) $(PY) -m pytest $(or $(PYTEST_ARGS),-q)
 
 bench: venv
 	$(ROS_ENV) $(PY) -m seg_perception.cli bench --model deeplabv3plus_mobilenetv2 --weights none --resolution 512x1024 --backends torch,onnxruntime --json bench_out/bench.json $(BENCH_ARGS)
