@@ -85,6 +85,10 @@ class TrainConfig:
             builder kwargs (a second training stage; the optimizer and LR schedule start afresh).
         log_every: loss history interval (steps). save_every: also write an unevaluated checkpoint
             (``meta.partial``) every this many steps (0: only at the end).
+        crop: train on random (h, w) crops of the scenes resized to ``resolution`` (None: whole
+            scenes). Crops keep the pixel scale the network sees at inference while costing
+            ``crop / resolution`` of the compute per sample -- the usual way to train a network
+            that runs at a large resolution.
     """
 
     model: str
@@ -113,6 +117,7 @@ class TrainConfig:
     log_every: int = 50
     save_every: int = 0
     init_from: Optional[str] = None
+    crop: Optional[tuple[int, int]] = None
     command: str = ""
 
     def validate(self) -> "TrainConfig":
@@ -132,6 +137,11 @@ class TrainConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}")
+        if self.crop is not None:
+            ch, cw = self.crop
+            if ch < 16 or cw < 16 or ch > self.resolution[0] or cw > self.resolution[1]:
+                raise ValueError(f"crop must be (height, width) with 16 <= crop <= resolution "
+                                 f"{tuple(self.resolution)!r}, got {tuple(self.crop)!r}")
         if self.eval_scenes < 0 or self.workers < 0:
             raise ValueError("eval_scenes and workers must be >= 0")
         return self
@@ -205,13 +215,24 @@ def panoptic_targets(panoptic: np.ndarray, thing_ids: frozenset[int], sigma: flo
     return center[None], offset, thing[None].astype(np.float32)
 
 
+def crop_window(seed: int, hw: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
+    """Top-left (y, x) of the random ``crop`` window in an ``hw`` image, fixed by ``seed``."""
+    rng = np.random.default_rng([int(seed), 0xC409])
+    return int(rng.integers(0, hw[0] - crop[0] + 1)), int(rng.integers(0, hw[1] - crop[1] + 1))
+
+
 def make_batch(seeds: list[int], scene_hw: tuple[int, int], net_hw: tuple[int, int], *,
                panoptic: bool = False, sigma: float = 2.0,
-               thing_ids: frozenset[int] = frozenset(range(11, 19))) -> dict[str, torch.Tensor]:
+               thing_ids: frozenset[int] = frozenset(range(11, 19)),
+               crop: Optional[tuple[int, int]] = None) -> dict[str, torch.Tensor]:
     """Render scenes ``seeds`` and turn them into network tensors.
 
+    Each scene is resized to ``net_hw`` and, with ``crop`` (ch, cw), cut to a window at a position
+    fixed by its seed (panoptic targets are computed on the crop, as for any cropped image).
+
     Returns a dict: ``image`` (B, 3, h, w) float32 normalized, ``semantic`` (B, h, w) int64 and,
-    when ``panoptic``, ``center`` (B, 1, h, w), ``offset`` (B, 2, h, w), ``offset_mask`` (B, 1, h, w).
+    when ``panoptic``, ``center`` (B, 1, h, w), ``offset`` (B, 2, h, w), ``offset_mask`` (B, 1, h, w);
+    (h, w) is ``crop`` when given, else ``net_hw``.
     """
     h, w = net_hw
     images, sems, centers, offsets, masks = [], [], [], [], []
@@ -222,6 +243,10 @@ def make_batch(seeds: list[int], scene_hw: tuple[int, int], net_hw: tuple[int, i
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
             sem = cv2.resize(sem, (w, h), interpolation=cv2.INTER_NEAREST)
             pan = cv2.resize(pan, (w, h), interpolation=cv2.INTER_NEAREST)
+        if crop is not None:
+            y, x = crop_window(int(s), (h, w), crop)
+            win = (slice(y, y + crop[0]), slice(x, x + crop[1]))
+            img, sem, pan = img[win], sem[win], pan[win]
         images.append(normalize_image(img))
         sems.append(sem.astype(np.int64))
         if panoptic:
@@ -252,7 +277,8 @@ class SceneBatches(torch.utils.data.IterableDataset):
         b = self.cfg.batch_size
         seeds = [train_seed(self.cfg.seed, k * b + i) for i in range(b)]
         return make_batch(seeds, tuple(self.cfg.scene_hw), tuple(self.cfg.resolution),
-                          panoptic=self.panoptic, sigma=self.cfg.sigma, thing_ids=self.thing_ids)
+                          panoptic=self.panoptic, sigma=self.cfg.sigma, thing_ids=self.thing_ids,
+                          crop=tuple(self.cfg.crop) if self.cfg.crop else None)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()

@@ -13,7 +13,7 @@ from seg_perception.models import registry
 from seg_perception.models.checkpoints import load_checkpoint
 from seg_perception.results import LABEL_DIVISOR
 from seg_perception.training import (
-    EVAL_SEED_BASE, TrainConfig, compute_losses, lr_at, make_batch, panoptic_targets, train, train_seed,
+    EVAL_SEED_BASE, TrainConfig, SceneBatches, compute_losses, crop_window, lr_at, make_batch, panoptic_targets, train, train_seed,
     train_step,
 )
 
@@ -80,6 +80,34 @@ def test_steps_reduce_loss_on_a_fixed_batch(model: str, tmp_path) -> None:
     assert last["total"] < 0.7 * first["total"], (first, last)
     if model == TINY_PAN:
         assert {"semantic", "center", "offset", "total"} <= set(last)
+
+
+def test_crop_is_a_seeded_window_of_the_resized_scene() -> None:
+    seeds = [train_seed(0, i) for i in range(3)]
+    full = make_batch(seeds, (64, 128), (48, 96), panoptic=True, sigma=2.0)
+    crop = make_batch(seeds, (64, 128), (48, 96), panoptic=True, sigma=2.0, crop=(24, 40))
+    assert crop["image"].shape == (3, 3, 24, 40) and crop["offset"].shape == (3, 2, 24, 40)
+    windows = {crop_window(s, (48, 96), (24, 40)) for s in seeds}
+    assert len(windows) > 1, "crop positions must vary with the scene seed"
+    for i, s in enumerate(seeds):
+        y, x = crop_window(s, (48, 96), (24, 40))
+        assert 0 <= y <= 24 and 0 <= x <= 56
+        torch.testing.assert_close(crop["image"][i], full["image"][i, :, y:y + 24, x:x + 40])
+        assert torch.equal(crop["semantic"][i], full["semantic"][i, y:y + 24, x:x + 40])
+        # offsets point to the centre of each instance's visible part, inside the crop
+        mask = crop["offset_mask"][i, 0] > 0
+        if mask.any():
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            cy = ys.float() + crop["offset"][i, 0][mask]
+            cx = xs.float() + crop["offset"][i, 1][mask]
+            assert cy.min() >= -0.5 and cy.max() <= 23.5 and cx.min() >= -0.5 and cx.max() <= 39.5
+
+
+def test_crop_larger_than_resolution_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="crop"):
+        _cfg(TINY_SEM, tmp_path, crop=(64, 64)).validate()
+    cfg = _cfg(TINY_SEM, tmp_path, crop=(16, 32)).validate()
+    assert SceneBatches(cfg, False, frozenset()).batch(0)["image"].shape == (2, 3, 16, 32)
 
 
 @pytest.mark.parametrize("model", [TINY_SEM, TINY_PAN])

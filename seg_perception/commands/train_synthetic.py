@@ -51,6 +51,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="center Gaussian sigma in network pixels (default max(2, 8 * height / 1024))")
     p.add_argument("--init-from", default=None,
                    help="start from this checkpoint (same model and --model-kwargs): a second training stage")
+    p.add_argument("--crop", default=None,
+                   help="train on random HxW crops of the scenes resized to --resolution (default: whole "
+                        "scenes); keeps the inference pixel scale at a fraction of the compute")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
             model_kwargs=kwargs, device=args.device, eval_scenes=args.eval_scenes, threads=args.threads,
             workers=args.workers, amp=args.amp, channels_last=args.channels_last, save_every=args.save_every,
-            init_from=args.init_from,
+            init_from=args.init_from, crop=parse_resolution(args.crop) if args.crop else None,
             hard_pixel_fraction=args.hard_pixel_fraction,
             center_weight=args.center_weight, offset_weight=args.offset_weight, center_sigma=args.center_sigma,
             command="seg-perception train-synthetic " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
