@@ -17,6 +17,9 @@ HELP = "benchmark backends side by side through the full Segmenter (per-stage la
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered model name (see `seg-perception models`)")
     p.add_argument("--weights", default=None, help="checkpoint path, 'default' or 'none' (random init; timing only)")
+    p.add_argument("--model-kwargs", default="{}",
+                   help='builder keyword arguments as JSON, e.g. \'{"decoder_convs": 1}\' (the layout of '
+                        "VainF's published DeepLabV3+ checkpoints); weights files add theirs")
     p.add_argument("--resolution", required=True, help="network input HxW, e.g. 512x1024")
     p.add_argument("--backends", default="torch,onnxruntime",
                    help="comma-separated backends in report order; the first is the ratio reference "
@@ -37,9 +40,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
     from ..bench import BenchConfig, format_table, run_bench, write_json
     from ..pipeline import parse_resolution
 
+    try:
+        model_kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as exc:
+        print(f"bench: error: --model-kwargs is not valid JSON ({exc}); write it like '{{\"decoder_convs\": 1}}'")
+        return 2
+    if not isinstance(model_kwargs, dict):
+        print(f"bench: error: --model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+        return 2
     try:
         cfg = BenchConfig(
             model=args.model, weights=args.weights, resolution=parse_resolution(args.resolution),
@@ -47,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision, channels_last=args.channels_last, cuda_graphs=args.cuda_graphs,
             frames=args.frames, warmup=args.warmup,
             camera=parse_resolution(args.camera) if args.camera else None, label_set=args.label_set,
+            model_kwargs=model_kwargs,
         )
         report = run_bench(cfg)
     except ValueError as exc:

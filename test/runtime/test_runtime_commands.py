@@ -82,3 +82,19 @@ def test_bench_command(tmp_path, capsys, cache_dir):
     assert [r["backend"] for r in report["results"]] == ["torch", "onnxruntime"]
     assert report["config"]["camera"] == [40, 60]
     assert main(["bench", *MODEL, "--resolution", "32x48", "--backends", "tensorrt", "--frames", "1"]) == 1
+
+
+def test_bench_command_model_kwargs(tmp_path, capsys, cache_dir):
+    out = tmp_path / "b.json"
+    kwargs = {"decoder_convs": 1, "aspp_channels": 16}
+    assert main(["bench", *MODEL, "--model-kwargs", json.dumps(kwargs), "--resolution", "32x48",
+                 "--backends", "torch", "--frames", "1", "--warmup", "0", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["model_kwargs"] == kwargs
+    capsys.readouterr()
+    assert main(["bench", *MODEL, "--model-kwargs", "{decoder_convs: 1}", "--resolution", "32x48"]) == 2
+    assert "not valid JSON" in capsys.readouterr().out
+    assert main(["bench", *MODEL, "--model-kwargs", "[1]", "--resolution", "32x48"]) == 2
+    assert "JSON object" in capsys.readouterr().out
+    assert main(["bench", *MODEL, "--model-kwargs", '{"decoder_convs": 0}', "--resolution", "32x48",
+                 "--backends", "torch", "--frames", "1", "--json", str(out)]) == 1
+    assert "decoder_convs" in json.loads(out.read_text())["results"][0]["error"]
