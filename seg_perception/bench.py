@@ -8,7 +8,9 @@ postprocess, total) the min / median / p90 milliseconds are reported, throughput
 ``1000 / median total`` frames per second (sequential, one frame in flight), and
 ``ratio_vs_first`` is the speed-up relative to the first backend (first median total / this
 median total; > 1 means faster). For panoptic models ``postprocess_over_inference`` is the ratio
-of median post-processing to median inference time (the Panoptic-DeepLab grouping cost).
+of median post-processing to median inference time (the Panoptic-DeepLab grouping cost) and
+``segments`` the median number of segments per frame (grouping time grows with the number of
+centers). With ``weights: none`` the random weights are seeded, identical for every backend.
 
 A backend that cannot be created (not installed, precision unsupported, no GPU) gets a result
 with an ``error`` and the others still run.
@@ -19,12 +21,14 @@ import json
 import logging
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
 LOG = logging.getLogger("seg_perception.bench")
 STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
@@ -132,11 +136,15 @@ def _build(kind: str, cfg: BenchConfig):
     from .pipeline import build_segmenter
 
     t0 = time.perf_counter()
-    seg = build_segmenter(
-        cfg.model, weights=cfg.weights, resolution=cfg.resolution, backend=kind, device=cfg.device,
-        precision=cfg.precision, label_set=cfg.label_set, model_kwargs=cfg.model_kwargs or None,
-        backend_options=_backend_options(kind, cfg),
-    )
+    # Random weights (weights none) are seeded, so every backend runs the same network and the
+    # panoptic post-processing gets the same heads (its time depends on the number of centers).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        seg = build_segmenter(
+            cfg.model, weights=cfg.weights, resolution=cfg.resolution, backend=kind, device=cfg.device,
+            precision=cfg.precision, label_set=cfg.label_set, model_kwargs=cfg.model_kwargs or None,
+            backend_options=_backend_options(kind, cfg),
+        )
     return seg, (time.perf_counter() - t0) * 1e3
 
 
@@ -172,7 +180,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for i in range(cfg.frames):
             shift = i % max(len(kinds), 1)
             for kind in kinds[shift:] + kinds[:shift]:
-                samples[kind].append(segmenters[kind].segment(frame).timings.as_dict())
+                result = segmenters[kind].segment(frame)
+                samples[kind].append({**result.timings.as_dict(), "segments": len(result.segments or ())})
     finally:
         for seg in segmenters.values():
             seg.close()
@@ -183,6 +192,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         entry["throughput_fps"] = 1000.0 / entry["total_ms"]["median"]
         if entry["task"] == "panoptic":
             entry["postprocess_over_inference"] = entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"]
+            entry["segments"] = int(statistics.median(r["segments"] for r in rows))
     ordered = [results[k] for k in cfg.backends]
     first = next((r for r in ordered if "error" not in r), None)
     for r in ordered:
@@ -200,7 +210,7 @@ def format_table(report: dict[str, Any]) -> str:
     panoptic = any(r.get("task") == "panoptic" for r in report["results"])
     head = ["backend", "pre", "infer", "post", "total min", "total med", "total p90", "fps", f"x vs {cfg['backends'][0]}"]
     if panoptic:
-        head.append("post/infer")
+        head += ["post/infer", "segments"]
     rows = []
     for r in report["results"]:
         if "error" in r:
@@ -210,7 +220,7 @@ def format_table(report: dict[str, Any]) -> str:
                *(f"{r['total_ms'][k]:.2f}" for k in ("min", "median", "p90")),
                f"{r['throughput_fps']:.1f}", f"{r['ratio_vs_first']:.2f}"]
         if panoptic:
-            row.append(f"{r.get('postprocess_over_inference', float('nan')):.2f}")
+            row += [f"{r.get('postprocess_over_inference', float('nan')):.2f}", str(r.get("segments", "-"))]
         rows.append(row)
     widths = [max([len(head[i])] + [len(r[i]) for r in rows if len(r) == len(head)]) for i in range(len(head))]
     fmt = lambda cells: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))  # noqa: E731

@@ -43,6 +43,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -61,8 +63,10 @@ __all__ = [
 ]
 
 _INT32_MAX = 2**31 - 1
-#: Default memory budget of one grouping chunk (distance matrix and temporaries).
-DEFAULT_CHUNK_BYTES = 64 * 2**20
+#: Default memory budget of one grouping chunk's temporaries on CPU (sized to stay in L2 cache)
+#: and on CUDA (few, large chunks: every chunk costs kernel launches).
+DEFAULT_CHUNK_BYTES = 2 * 2**20
+DEFAULT_CUDA_CHUNK_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -167,8 +171,17 @@ def _check_hw(name: str, t: torch.Tensor, channels: Optional[int], hint: str) ->
 
 
 def _max_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
-    """(H, W) -> (H, W) max over the ``kernel x kernel`` window centred on each pixel (windows
-    clipped at the border). Separable: a row pass then a column pass, same result as 2-D."""
+    """(H, W) float -> (H, W) max over the ``kernel x kernel`` window centred on each pixel
+    (windows clipped at the border).
+
+    CPU: OpenCV's dilation (~10x faster than ``max_pool2d`` here; a max is exact, so the result is
+    identical). CUDA: separable ``max_pool2d`` (a row pass then a column pass, same as 2-D).
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        a = x.detach().contiguous().numpy()
+        out = cv2.dilate(a, np.ones((kernel, kernel), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                         borderValue=float("-inf"))
+        return torch.from_numpy(out)
     pad = kernel // 2
     x = F.max_pool2d(x[None, None], (1, kernel), stride=1, padding=(0, pad))
     return F.max_pool2d(x, (kernel, 1), stride=1, padding=(pad, 0))[0, 0]
@@ -211,7 +224,7 @@ def group_instances(
     offset: torch.Tensor,
     thing_mask: torch.Tensor,
     *,
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_chunk_bytes: Optional[int] = None,
 ) -> torch.Tensor:
     """Assign every thing pixel to the nearest center after adding its offset.
 
@@ -223,7 +236,8 @@ def group_instances(
         centers: (K, 2) int64 (y, x), K >= 0.
         offset: (2, H, W) float (dy, dx) in pixels of this H x W grid.
         thing_mask: (H, W) bool, True where the semantic class is a thing.
-        max_chunk_bytes: memory bound of one chunk's temporaries.
+        max_chunk_bytes: memory bound of one chunk's temporaries (None: ``DEFAULT_CHUNK_BYTES``
+            on CPU, ``DEFAULT_CUDA_CHUNK_BYTES`` on CUDA).
 
     Returns:
         (H, W) int32 instance index: k + 1 for center k, 0 outside ``thing_mask``.
@@ -242,19 +256,26 @@ def group_instances(
     if pix.numel() == 0:
         return out.view(h, w)
     off = offset.float().flatten(1)  # (2, H*W)
+    # Predicted center of every thing pixel, float32 as in the reference maths.
+    py_all = torch.div(pix, w, rounding_mode="floor").float() + off[0, pix]
+    px_all = (pix % w).float() + off[1, pix]
     cy = centers[:, 0].float()
     cx = centers[:, 1].float()
-    # dy, dx and the distance: three float32 (chunk, K) temporaries, plus the argmin result.
-    chunk = max(1, max_chunk_bytes // (k * 4 * 3 + 8))
+    # Two float32 (chunk, K) temporaries, updated in place. Chunks small enough to stay in the CPU's
+    # L2 cache make this compute-bound instead of memory-bound (3x faster at K = 200 than one big
+    # chunk on the development machine); the default bounds both temporaries to ~2 MB.
+    if max_chunk_bytes is None:
+        max_chunk_bytes = DEFAULT_CUDA_CHUNK_BYTES if offset.device.type == "cuda" else DEFAULT_CHUNK_BYTES
+    chunk = max(1, int(max_chunk_bytes) // (k * 4 * 2 + 8))
+    labels = torch.empty(pix.numel(), dtype=torch.int64, device=offset.device)
     for start in range(0, pix.numel(), chunk):
-        p = pix[start : start + chunk]
-        py = torch.div(p, w, rounding_mode="floor").float() + off[0, p]
-        px = (p % w).float() + off[1, p]
-        dy = py[:, None] - cy[None, :]
-        dx = px[:, None] - cx[None, :]
-        dist = dy * dy
-        dist += dx * dx
-        out[p] = dist.argmin(dim=1).to(torch.int32) + 1
+        stop = start + chunk
+        dist = py_all[start:stop, None] - cy
+        dist.square_()
+        dx = px_all[start:stop, None] - cx
+        dist += dx.square_()
+        torch.argmin(dist, dim=1, out=labels[start:stop])
+    out[pix] = labels.to(torch.int32) + 1
     return out.view(h, w)
 
 

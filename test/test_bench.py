@@ -50,13 +50,33 @@ def test_panoptic_bench_report(tmp_path):
         assert entry["task"] == "panoptic"
         assert entry["postprocess_over_inference"] == pytest.approx(
             entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"])
+        assert isinstance(entry["segments"], int) and entry["segments"] >= 0
+    # seeded random weights: both backends run the same network, so they see the same segments
+    assert results[0]["segments"] == results[1]["segments"]
     assert results[0]["ratio_vs_first"] == pytest.approx(1.0)
     assert results[1]["ratio_vs_first"] == pytest.approx(
         results[0]["total_ms"]["median"] / results[1]["total_ms"]["median"])
     path = write_json(report, tmp_path / "out" / "bench.json")
     assert json.loads(path.read_text()) == json.loads(json.dumps(report))
     table = format_table(report)
-    assert "post/infer" in table and "onnxruntime" in table and "error" in table
+    assert "post/infer" in table and "segments" in table and "onnxruntime" in table and "error" in table
+
+
+def test_random_weights_are_identical_across_backends():
+    from seg_perception.bench import _build
+
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48),
+                      backends=["torch", "onnxruntime"], model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
+    frame = synthetic_frame((32, 48), 0)
+    torch.manual_seed(123)  # the global stream must not matter, nor be consumed
+    state = torch.random.get_rng_state()
+    sems = []
+    for kind in cfg.backends:
+        seg, _ = _build(kind, cfg)
+        with seg:
+            sems.append(seg.segment(frame).semantic)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert (sems[0] == sems[1]).mean() >= 0.999
 
 
 def test_semantic_bench_has_no_panoptic_ratio():

@@ -491,3 +491,32 @@ def test_too_many_instances_for_label_divisor():
     inst = torch.arange(1, 7, dtype=torch.int32).view(1, 6)  # six cars
     with pytest.raises(ValueError, match="label_divisor"):
         merge_semantic_and_instance(sem, inst, THINGS, PanopticConfig(label_divisor=5, top_k=4, void_label=255 * 5))
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 7, 9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_max_filter_matches_a_window_loop(kernel: int, dtype: torch.dtype) -> None:
+    """The CPU max filter (OpenCV dilation) against explicit clipped windows, borders included."""
+    from seg_perception.panoptic import _max_pool
+
+    g = torch.Generator().manual_seed(kernel)
+    x = torch.randn(23, 31, generator=g, dtype=dtype)
+    x[5, 7] = -1e30  # extreme values survive unchanged
+    x[0, 0] = 1e30
+    got = _max_pool(x, kernel)
+    r = kernel // 2
+    want = torch.empty_like(x)
+    for y in range(x.shape[0]):
+        for xx in range(x.shape[1]):
+            want[y, xx] = x[max(0, y - r): y + r + 1, max(0, xx - r): xx + r + 1].max()
+    assert got.dtype == dtype and torch.equal(got, want)
+
+
+def test_grouping_chunk_size_does_not_change_labels() -> None:
+    g = torch.Generator().manual_seed(3)
+    centers = torch.stack([torch.randint(0, 40, (57,), generator=g), torch.randint(0, 64, (57,), generator=g)], 1)
+    offset = torch.randn(2, 40, 64, generator=g) * 10
+    mask = torch.rand(40, 64, generator=g) > 0.3
+    whole = group_instances(centers, offset, mask, max_chunk_bytes=2**30)
+    for budget in (1, 500, 4096, 2**20):
+        assert torch.equal(group_instances(centers, offset, mask, max_chunk_bytes=budget), whole)

@@ -16,6 +16,7 @@ Per-backend ``options`` (unknown keys raise BackendError listing the valid ones)
 =============  ===========================================================================
 torch          channels_last (bool), cuda_graphs (bool), warmup (int, CUDA graph warm-up runs)
 onnxruntime    providers (list or "cuda,cpu"), intra_op_threads, inter_op_threads,
+               allow_spinning (bool, default False: threads sleep between runs, no busy-wait),
                provider_options ({provider: {key: value}}), opset, dynamic
 tensorrt       opset, dynamic, min_shape, max_shape (N,3,H,W for dynamic profiles), workspace_mb,
                dla_core, gpu_fallback, timing_cache (bool), calib_images (dir), calib_bag,
@@ -43,7 +44,8 @@ BACKEND_KINDS = ("torch", "onnxruntime", "tensorrt")
 _COMMON_OPTIONS = {"cache_dir"}
 BACKEND_OPTIONS: dict[str, set[str]] = {
     "torch": {"channels_last", "cuda_graphs", "warmup"},
-    "onnxruntime": {"providers", "intra_op_threads", "inter_op_threads", "provider_options", "opset", "dynamic"},
+    "onnxruntime": {"providers", "intra_op_threads", "inter_op_threads", "allow_spinning", "provider_options", "opset",
+                    "dynamic"},
     "tensorrt": {"opset", "dynamic", "min_shape", "max_shape", "workspace_mb", "dla_core", "gpu_fallback",
                  "timing_cache", "calib_images", "calib_bag", "calib_topic", "calib_limit", "calib_cache"},
 }
@@ -146,7 +148,7 @@ def _create_onnxruntime(model, resolution, batch, device, precision, root: Path,
     return OnnxRuntimeBackend(
         onnx_path, providers=providers, intra_op_threads=options.get("intra_op_threads"),
         inter_op_threads=options.get("inter_op_threads"), provider_options=options.get("provider_options"),
-        precision=precision,
+        precision=precision, allow_spinning=bool(options.get("allow_spinning", False)),
     )
 
 

@@ -38,7 +38,9 @@ def test_torch_and_onnxruntime_agree(cache_dir):
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 24)).astype(np.float32)
     tb = create_backend("torch", seeded(TinyPanoptic), resolution=(16, 24), batch=2, options={"channels_last": True})
     ob = create_backend("onnxruntime", seeded(TinyPanoptic), resolution=(16, 24), batch=2,
-                        options={"intra_op_threads": 1, "cache_dir": str(cache_dir / "elsewhere")})
+                        options={"intra_op_threads": 1, "allow_spinning": True,
+                                 "cache_dir": str(cache_dir / "elsewhere")})
+    assert ob.allow_spinning is True
     assert isinstance(tb, TorchBackend) and isinstance(ob, OnnxRuntimeBackend)
     assert isinstance(tb, Backend) and isinstance(ob, Backend)
     assert list((cache_dir / "elsewhere" / "onnx").glob("*.onnx"))  # options["cache_dir"] honoured

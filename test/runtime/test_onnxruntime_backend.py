@@ -65,6 +65,11 @@ def test_session_options(onnx_file):
     so = be._session_options()
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
+    # worker threads sleep between runs unless asked to spin (they would steal post-processing's cores)
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert so.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    spin = OnnxRuntimeBackend(onnx_file, allow_spinning=True)._session_options()
+    assert spin.get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 def test_errors(onnx_file, tmp_path):
