@@ -92,16 +92,21 @@ def _first(items: list[str], n: int = 10) -> str:
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
+def shape_mismatches(own: Mapping[str, Any], state_dict: Mapping[str, Any]) -> list[str]:
+    """``"key: checkpoint (shape) vs model (shape)"`` for every shared key whose shapes differ."""
+    return [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+
+
 def describe_mismatch(model: nn.Module, state_dict: Mapping[str, Any]) -> str | None:
     """None when ``state_dict`` fits ``model`` exactly (keys and shapes), else a readable report."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
+    shapes = shape_mismatches(own, state_dict)
     if not (missing or unexpected or shapes):
         return None
     parts = []

@@ -32,6 +32,7 @@ from .backbones.hrnet_backbone import (
     HRNetConfig,
     resize_bilinear,
 )
+from .checkpoints import shape_mismatches
 from .registry import register_model
 
 __all__ = [
@@ -183,11 +184,7 @@ def _describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     own = model.state_dict()
     missing = _group_keys([k for k in own if k not in state_dict], _prefixes(state_dict))
     unexpected = _group_keys([k for k in state_dict if k not in own], _prefixes(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
+    shapes = shape_mismatches(own, state_dict)
     if not (missing or unexpected or shapes):
         return None
 
