@@ -448,6 +448,31 @@ def evaluate_segmenter(segmenter, n_scenes: int, scene_hw: tuple[int, int] = (25
     return scores
 
 
+def resolution_ceiling(logits_hw: tuple[int, int], n_scenes: int = 32, scene_hw: tuple[int, int] = (256, 512),
+                       first_seed: int = EVAL_SEED_BASE, num_classes: int = 19) -> float:
+    """Best mIoU a model can reach when its logits live on a ``logits_hw`` grid.
+
+    A perfect network that outputs, at ``logits_hw``, the exact fraction of each class in every
+    cell (one-hot ground truth area-averaged) and is upsampled bilinearly to ``scene_hw`` before
+    the argmax, as the :class:`~seg_perception.pipeline.Segmenter` does. DeepLabV3+ and
+    Panoptic-DeepLab predict at 1/4 of the network input, so a 128x256 network has 32x64 logits.
+    Same scenes and mIoU convention as :func:`evaluate_segmenter`.
+    """
+    from .eval.metrics import ConfusionMatrix
+
+    h, w = int(logits_hw[0]), int(logits_hw[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"logits_hw must be two integers >= 1, got {tuple(logits_hw)!r}")
+    cm = ConfusionMatrix(num_classes)
+    for i in range(int(n_scenes)):
+        sem = make_scene(first_seed + i, scene_hw).semantic
+        onehot = (sem[..., None] == np.arange(num_classes, dtype=sem.dtype)).astype(np.float32)  # (H, W, C)
+        low = np.stack([cv2.resize(onehot[..., c], (w, h), interpolation=cv2.INTER_AREA) for c in range(num_classes)])
+        up = F.interpolate(torch.from_numpy(low)[None], size=tuple(scene_hw), mode="bilinear", align_corners=False)[0]
+        cm.update(sem, up.max(0).indices.numpy().astype(sem.dtype))
+    return float(cm.miou("cityscapes"))
+
+
 def evaluate_checkpoint(model: str, weights: str | os.PathLike, *, resolution: tuple[int, int],
                         n_scenes: int, scene_hw: tuple[int, int] = (256, 512),
                         first_seed: int = EVAL_SEED_BASE, device: str = "cpu") -> dict:

@@ -217,3 +217,15 @@ def test_cli_rejects_bad_model_kwargs(tmp_path, capsys) -> None:
     rc = main(["train-synthetic", "--model", TINY_SEM, "--out", str(tmp_path / "x.pt"), "--model-kwargs", "{oops"])
     assert rc == 2
     assert "--model-kwargs" in capsys.readouterr().err
+
+
+def test_resolution_ceiling_falls_with_the_logit_grid() -> None:
+    from seg_perception.training import resolution_ceiling
+
+    full = resolution_ceiling((64, 128), n_scenes=2, scene_hw=(64, 128))
+    half = resolution_ceiling((32, 64), n_scenes=2, scene_hw=(64, 128))
+    eighth = resolution_ceiling((8, 16), n_scenes=2, scene_hw=(64, 128))
+    assert full == pytest.approx(1.0)  # logits at the scene resolution reproduce the ground truth
+    assert 1.0 > half > eighth > 0.0
+    with pytest.raises(ValueError, match="logits_hw"):
+        resolution_ceiling((0, 4), n_scenes=1)
