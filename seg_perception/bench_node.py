@@ -11,15 +11,12 @@ someone listens.
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ros.process import node_command, stop_process
+from .ros.process import NodeDriver, node_command
 
 NS = "/seg_bench"
 
@@ -39,9 +36,6 @@ class NodeOverheadConfig:
 
 def run_node_overhead(cfg: NodeOverheadConfig) -> dict[str, Any]:
     """Start the node, send ``cfg.frames`` frames lock-step, return the node's stage medians."""
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
@@ -53,41 +47,17 @@ def run_node_overhead(cfg: NodeOverheadConfig) -> dict[str, Any]:
               "resolution": f"{cfg.resolution[0]}x{cfg.resolution[1]}", "qos_reliability": "reliable",
               "diagnostics_period": 0.2}
     log = Path(tempfile.mkdtemp(prefix="seg_bench_node_")) / "node.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(node_command(params, namespace=NS), stdout=f, stderr=subprocess.STDOUT,
-                                env=dict(os.environ))
-    own = not rclpy.ok()
-    if own:
-        rclpy.init()
-    node = rclpy.create_node("seg_bench_node_driver")
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    answers: list = []
-    diag: dict = {}
-    prefix = f"{NS}/segment_node"
-    node.create_subscription(Image, f"{prefix}/semantic", answers.append, qos)
-    if cfg.visualize:
-        node.create_subscription(Image, f"{prefix}/colored", lambda m: None, qos)
-        node.create_subscription(Image, f"{prefix}/overlay", lambda m: None, qos)
+    with NodeDriver(node_command(params, namespace=NS), log, name="seg_bench_node_driver") as drv:
+        node, spin_until = drv.node, drv.spin_until
+        answers: list = []
+        prefix = f"{NS}/segment_node"
+        node.create_subscription(Image, f"{prefix}/semantic", answers.append, qos)
+        if cfg.visualize:
+            node.create_subscription(Image, f"{prefix}/colored", lambda m: None, qos)
+            node.create_subscription(Image, f"{prefix}/overlay", lambda m: None, qos)
+        latest = drv.diagnostics(prefix).latest
+        pub = node.create_publisher(Image, f"{NS}/image", qos)
 
-    def on_diag(arr: Any) -> None:
-        for st in arr.status:
-            if prefix in st.name:
-                diag.clear()
-                diag.update({kv.key: kv.value for kv in st.values})
-
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    pub = node.create_publisher(Image, f"{NS}/image", qos)
-
-    def spin_until(cond, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not cond():
-            if proc.poll() is not None:
-                raise RuntimeError(f"node exited ({proc.returncode}): {log.read_text()[-1500:]}")
-            ex.spin_once(timeout_sec=0.01)
-        return cond()
-
-    try:
         if not spin_until(lambda: pub.get_subscription_count() > 0, 90):
             raise RuntimeError(f"node did not subscribe in 90 s; see {log}")
         if cfg.visualize:
@@ -101,13 +71,8 @@ def run_node_overhead(cfg: NodeOverheadConfig) -> dict[str, Any]:
             pub.publish(msg)
             if not spin_until(lambda: len(answers) > i, 60):
                 raise RuntimeError(f"no answer for frame {i}; see {log}")
-        spin_until(lambda: int(diag.get("frames_processed", 0) or 0) >= total, 5)
-    finally:
-        ex.remove_node(node)
-        node.destroy_node()
-        if own:
-            rclpy.try_shutdown()
-        stop_process(proc)
+        spin_until(lambda: int(latest().get("frames_processed", 0) or 0) >= total, 5)
+        diag = latest()
 
     def med(key: str) -> float:
         return float(diag.get(f"{key}.median_ms", "nan"))

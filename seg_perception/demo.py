@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .conversions import image_to_numpy
-from .ros.process import node_command, stop_process
+from .ros.process import NodeDriver, node_command
 
 LOG = logging.getLogger("seg_perception.demo")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -110,9 +109,6 @@ def _node_cmd(cfg: DemoConfig, compressed: bool) -> list[str]:
 
 def play_and_record(cfg: DemoConfig, frames: list[tuple[int, str, bytes]], log_path: Path) -> tuple[Recorded, float]:
     """Start the node, publish ``frames`` onto the camera topic, collect outputs. Returns (outputs, wall s)."""
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
 
@@ -121,50 +117,27 @@ def play_and_record(cfg: DemoConfig, frames: list[tuple[int, str, bytes]], log_p
     rec = Recorded()
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(_node_cmd(cfg, compressed), stdout=log, stderr=subprocess.STDOUT, env=env)
-    own_context = not rclpy.ok()
-    if own_context:
-        rclpy.init()
-    node = rclpy.create_node("seg_demo_player")
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    prefix = f"{NODE_NS}/{NODE_NAME}"
+    with NodeDriver(_node_cmd(cfg, compressed), log_path, name="seg_demo_player", env=env) as drv:
+        node = drv.node
+        prefix = f"{NODE_NS}/{NODE_NAME}"
 
-    def keep(store: dict, convert):
-        return lambda m: store.__setitem__(_stamp_ns(m.header), convert(m))
+        def keep(store: dict, convert):
+            return lambda m: store.__setitem__(_stamp_ns(m.header), convert(m))
 
-    node.create_subscription(Image, f"{prefix}/semantic", keep(rec.semantic, image_to_numpy), qos)
-    node.create_subscription(Image, f"{prefix}/panoptic", keep(rec.panoptic, image_to_numpy), qos)
-    node.create_subscription(Image, f"{prefix}/overlay", keep(rec.overlay, image_to_numpy), qos)
-    try:
-        import vision_msgs.msg as vm
+        node.create_subscription(Image, f"{prefix}/semantic", keep(rec.semantic, image_to_numpy), qos)
+        node.create_subscription(Image, f"{prefix}/panoptic", keep(rec.panoptic, image_to_numpy), qos)
+        node.create_subscription(Image, f"{prefix}/overlay", keep(rec.overlay, image_to_numpy), qos)
+        try:
+            import vision_msgs.msg as vm
 
-        node.create_subscription(vm.Detection2DArray, f"{prefix}/instances",
-                                 keep(rec.instances, lambda m: len(m.detections)), qos)
-    except ImportError:
-        pass
+            node.create_subscription(vm.Detection2DArray, f"{prefix}/instances",
+                                     keep(rec.instances, lambda m: len(m.detections)), qos)
+        except ImportError:
+            pass
+        diag = drv.diagnostics(prefix)
+        pub = node.create_publisher(CompressedImage if compressed else Image, cfg.image_topic, qos)
+        spin_until = drv.spin_until
 
-    def on_diag(arr: Any) -> None:
-        for st in arr.status:
-            if prefix in st.name:
-                rec.diagnostics = {kv.key: kv.value for kv in st.values}
-
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    pub = node.create_publisher(CompressedImage if compressed else Image, cfg.image_topic, qos)
-
-    def spin_until(cond, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return True
-            if proc.poll() is not None:
-                raise RuntimeError(f"segment_node exited with code {proc.returncode}; see {log_path}:\n"
-                                   + log_path.read_text()[-2000:])
-            ex.spin_once(timeout_sec=0.02)
-        return cond()
-
-    try:
         print(f"[demo] starting segment_node ({cfg.model}) ...", flush=True)
         if not spin_until(lambda: pub.get_subscription_count() > 0
                           and node.count_publishers(f"{prefix}/overlay") > 0, cfg.startup_timeout):
@@ -184,13 +157,8 @@ def play_and_record(cfg: DemoConfig, frames: list[tuple[int, str, bytes]], log_p
         spin_until(lambda: frames and frames[-1][0] in rec.semantic, 5.0)
         wall = time.monotonic() - t_start
         spin_until(lambda: False, 1.2)  # one more diagnostics period
+        rec.diagnostics = diag.latest()
         return rec, wall
-    finally:
-        ex.remove_node(node)
-        node.destroy_node()
-        if own_context:
-            rclpy.try_shutdown()
-        stop_process(proc)
 
 
 def write_visuals(rec: Recorded, out: Path, max_gif_frames: int = 60) -> list[Path]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import tempfile
 import threading
 import time
@@ -34,8 +33,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .ros.process import NodeDriver
 from .ros.process import node_command as node_process_command
-from .ros.process import stop_process
 
 NODE_NS = "/seg_soak"
 NODE_NAME = "segment_node"
@@ -160,63 +159,25 @@ class _Sample:
     diag: dict
 
 
-class _Driver:
-    """The soak side: a node in its own rclpy context, spun by a background thread."""
+class _Answers:
+    """Arrival wall time and stamp (ns) of each answer on ``~/semantic``; filled on the spin thread."""
 
-    def __init__(self, domain_id: int) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
-
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain_id)
-        self.node = rclpy.create_node("seg_soak_driver", context=self.ctx)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.prefix = f"{NODE_NS}/{NODE_NAME}"
-        self.pub = self.node.create_publisher(Image, f"{NODE_NS}/image", qos)
-        self.answers: list[tuple[float, int]] = []  # (arrival wall time, stamp ns)
-        self.diag: dict = {}
+    def __init__(self) -> None:
+        self._items: list[tuple[float, int]] = []
         self._lock = threading.Lock()
-        self.node.create_subscription(Image, f"{self.prefix}/semantic", self._on_semantic, qos)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, name="soak_spin", daemon=True)
-        self._thread.start()
 
-    def _spin(self) -> None:
-        while not self._stop.is_set() and self.ctx.ok():
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def _on_semantic(self, msg: Any) -> None:
+    def __call__(self, msg: Any) -> None:
         t = time.time()
         with self._lock:
-            self.answers.append((t, _stamp_ns(msg.header)))
+            self._items.append((t, _stamp_ns(msg.header)))
 
-    def _on_diag(self, arr: Any) -> None:
-        for st in arr.status:
-            if st.name.endswith(self.prefix):
-                values = {kv.key: kv.value for kv in st.values}
-                with self._lock:
-                    self.diag = values
-
-    def latest_diag(self) -> dict:
+    def snapshot(self) -> list[tuple[float, int]]:
         with self._lock:
-            return dict(self.diag)
+            return list(self._items)
 
-    def n_answers(self) -> int:
+    def last(self, n: int) -> list[tuple[float, int]]:
         with self._lock:
-            return len(self.answers)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.executor.remove_node(self.node)
-        self.node.destroy_node()
-        self.ctx.try_shutdown()
+            return self._items[-n:]
 
 
 def _publish(pub: Any, msg: Any, errors: list[str], give_up_s: float = 10.0) -> bool:
@@ -235,18 +196,6 @@ def _publish(pub: Any, msg: Any, errors: list[str], give_up_s: float = 10.0) -> 
             time.sleep(0.01)
 
 
-def _wait(cond: Callable[[], bool], timeout: float, proc: subprocess.Popen, log_path: Path) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        if proc.poll() is not None:
-            raise SoakError(f"segment_node exited with code {proc.returncode}; its log ({log_path}):\n"
-                            + log_path.read_text(errors="replace")[-2000:])
-        time.sleep(0.05)
-    return cond()
-
-
 def _int(d: dict, key: str) -> int:
     try:
         return int(float(d.get(key, 0)))
@@ -261,24 +210,32 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
     Raises:
         SoakError: the node did not start within ``cfg.startup_timeout`` or exited early.
     """
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
     domain = cfg.domain_id if cfg.domain_id is not None else random.Random().randint(1, 100)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # read by the rmw at init
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
     log_path = Path(cfg.log_path) if cfg.log_path else Path(tempfile.mkstemp(prefix="seg_soak_", suffix=".log")[1])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
     frames = _frames(tuple(cfg.camera))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(node_command(cfg), stdout=log, stderr=subprocess.STDOUT, env=env)
-    driver = _Driver(domain)
     samples: list[_Sample] = []
     publish_t: list[float] = []
-    try:
+    with NodeDriver(node_command(cfg), log_path, name="seg_soak_driver", env=env, domain_id=domain,
+                    error=SoakError, stop_timeout=20) as driver:
+        proc, prefix = driver.proc, f"{NODE_NS}/{NODE_NAME}"
+        pub = driver.node.create_publisher(Image, f"{NODE_NS}/image", qos)
+        received = _Answers()
+        driver.node.create_subscription(Image, f"{prefix}/semantic", received, qos)
+        diag = driver.diagnostics(prefix, qos)
+        driver.spin_in_background()
         progress(f"starting segment_node (pid {proc.pid}, ROS domain {domain}, log {log_path}) ...")
-        up = _wait(lambda: driver.pub.get_subscription_count() > 0
-                   and driver.node.count_publishers(f"{driver.prefix}/semantic") > 0, cfg.startup_timeout, proc, log_path)
+        up = driver.spin_until(lambda: pub.get_subscription_count() > 0
+                               and driver.node.count_publishers(f"{prefix}/semantic") > 0, cfg.startup_timeout)
         if not up:
             raise SoakError(f"segment_node did not subscribe within {cfg.startup_timeout:.0f} s; see {log_path}")
-        _wait(lambda: False, 1.0, proc, log_path)  # let the output subscription match
+        driver.spin_until(lambda: False, 1.0)  # let the output subscription match
         progress(f"publishing {cfg.frames} frames {cfg.camera[0]}x{cfg.camera[1]} rgb8 "
                  f"({'max rate' if cfg.rate <= 0 else f'{cfg.rate:g} Hz'}) ...")
         t0 = time.time()
@@ -287,7 +244,7 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
         stop_sampling = threading.Event()
 
         def sample() -> None:
-            samples.append(_Sample(time.time() - t0, published[0], read_rss_kb(proc.pid), driver.latest_diag()))
+            samples.append(_Sample(time.time() - t0, published[0], read_rss_kb(proc.pid), diag.latest()))
 
         def sampler() -> None:
             while not stop_sampling.wait(cfg.sample_period):
@@ -307,7 +264,7 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
                 ns = int(now * 1e9)
                 msg.header.stamp.sec, msg.header.stamp.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
                 msg.header.frame_id = f"soak_{i}"
-                if not _publish(driver.pub, msg, publish_errors):
+                if not _publish(pub, msg, publish_errors):
                     raise SoakError(f"could not publish frame {i} for 10 s (transport refuses: "
                                     f"{publish_errors[-1] if publish_errors else '?'})")
                 publish_t.append(now)
@@ -320,11 +277,10 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
             last_stamp = int(publish_t[-1] * 1e9)
             end = time.time() + cfg.drain_timeout
             while time.time() < end and proc.poll() is None:
-                d = driver.latest_diag()
+                d = diag.latest()
                 handled = _int(d, "frames_processed") + _int(d, "frames_dropped") + _int(d, "frames_rejected")
                 idle = _int(d, "frames_received") > 0 and handled >= _int(d, "frames_received")
-                with driver._lock:
-                    got_last = any(s == last_stamp for _t, s in driver.answers[-3:])
+                got_last = any(s == last_stamp for _t, s in received.last(3))
                 if got_last or (idle and time.time() - t_pub_end > 2.0):
                     break
                 time.sleep(0.1)
@@ -334,11 +290,7 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
             sampler_thread.join(timeout=5)
         sample()
         alive = proc.poll() is None
-        with driver._lock:
-            answers = list(driver.answers)
-    finally:
-        driver.close()
-        stop_process(proc, timeout=20)
+        answers = received.snapshot()
     report = build_report(cfg, samples, publish_t, answers, t0=t0, node_alive=alive, pid=proc.pid,
                           exit_code=proc.returncode, log_path=log_path, domain_id=domain)
     report["frames"]["publish_retries"] = len(publish_errors)
