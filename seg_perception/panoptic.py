@@ -1,8 +1,9 @@
 """Panoptic-DeepLab post-processing: center heatmap + offsets + semantic logits -> panoptic ids.
 
-Pure functions in vectorized torch; the same code runs on CPU and CUDA. There is no Python loop
-per instance or per pixel: instance grouping loops over a bounded number of pixel chunks only
-to cap memory, and class votes, renumbering, areas, boxes and scores are ``bincount`` /
+Pure functions in vectorized torch; the same code runs on CPU and CUDA (on CPU the NMS max filter
+is OpenCV's dilation, bit-identical and faster). There is no Python loop per instance or per
+pixel: instance grouping loops over pixel chunks only, sized to stay in the CPU cache (or to cap
+GPU memory), and class votes, renumbering, areas, boxes and scores are ``bincount`` /
 ``scatter_reduce`` / lookup-table operations.
 
 Pipeline (Cheng et al., "Panoptic-DeepLab", CVPR 2020):
