@@ -40,18 +40,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from ..bench import BenchConfig, format_table, run_bench, write_json
     from ..pipeline import parse_resolution
+    from . import parse_model_kwargs
 
     try:
-        model_kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as exc:
-        print(f"bench: error: --model-kwargs is not valid JSON ({exc}); write it like '{{\"decoder_convs\": 1}}'")
-        return 2
-    if not isinstance(model_kwargs, dict):
-        print(f"bench: error: --model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+        model_kwargs = parse_model_kwargs(args.model_kwargs, example='{"decoder_convs": 1}')
+    except ValueError as exc:
+        print(f"bench: error: {exc}")
         return 2
     try:
         cfg = BenchConfig(

@@ -59,16 +59,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import PipelineError, parse_resolution
+    from . import parse_model_kwargs
     from ..training import TrainConfig, train
 
     try:
-        kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as exc:
-        print(f"train-synthetic: error: --model-kwargs is not valid JSON ({exc}); "
-              'write it like \'{"aspp_channels": 64}\'', file=sys.stderr)
-        return 2
-    if not isinstance(kwargs, dict):
-        print(f"train-synthetic: error: --model-kwargs must be a JSON object, got {args.model_kwargs!r}", file=sys.stderr)
+        kwargs = parse_model_kwargs(args.model_kwargs)
+    except ValueError as exc:
+        print(f"train-synthetic: error: {exc}", file=sys.stderr)
         return 2
     try:
         cfg = TrainConfig(
