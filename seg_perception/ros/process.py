@@ -29,17 +29,19 @@ def node_command(params: dict[str, Any], *, namespace: str = "", name: str = "se
     return cmd
 
 
-def start_process(cmd: Sequence[str], log_path: Path, env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+def start_process(cmd: Sequence[str], log_path: Path, env: Optional[Mapping[str, str]] = None,
+                  cwd: Optional[os.PathLike | str] = None) -> subprocess.Popen:
     """Start ``cmd`` with its stdout and stderr written to ``log_path`` (truncated first).
 
     Args:
         cmd: the command line, e.g. from :func:`node_command`.
         log_path: the log file; its folder must exist.
         env: the child's environment; None = this process's ``os.environ``.
+        cwd: the child's working directory; None = this process's.
     """
     with open(log_path, "wb") as log:
         return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ if env is None else env))
+                                env=dict(os.environ if env is None else env), cwd=cwd)
 
 
 def log_tail(log_path: Path, chars: int = 2000) -> str:

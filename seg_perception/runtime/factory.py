@@ -68,6 +68,44 @@ def _check_options(kind: str, options: dict) -> None:
         raise BackendError(f"unknown option(s) {unknown} for backend {kind!r}; valid options: {', '.join(sorted(valid))}")
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def flag_option(options: dict, name: str, default: bool) -> bool:
+    """Backend option ``name`` as a bool; strings such as ``"false"`` (from YAML or a launch
+    argument) read as what they say, not as Python truthiness.
+
+    Raises:
+        BackendError: a value that is not a bool, 0/1 or one of true/false/yes/no/on/off.
+    """
+    value = options.get(name, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise BackendError(f"backend option {name}={value!r} is not a flag; use true or false")
+
+
+def int_option(options: dict, name: str, default: Optional[int]) -> Optional[int]:
+    """Backend option ``name`` as an int (None stays None when it is the default).
+
+    Raises:
+        BackendError: a value that is not a whole number, e.g. ``workspace_mb='lots'``.
+    """
+    value = options.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise BackendError(f"backend option {name}={value!r} is not a whole number")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BackendError(f"backend option {name}={value!r} is not a whole number") from None
+
+
 def _cache_root(cache_dir: Optional[str | os.PathLike], options: dict) -> Path:
     chosen = cache_dir if cache_dir is not None else options.get("cache_dir")
     return Path(os.path.expanduser(str(chosen))) if chosen else default_cache_dir()
@@ -104,8 +142,8 @@ def create_backend(
 
         return TorchBackend(
             model, resolution=resolution, batch=batch, device=device, precision=precision,
-            channels_last=bool(options.get("channels_last", False)),
-            cuda_graphs=bool(options.get("cuda_graphs", False)), warmup=int(options.get("warmup", 3)),
+            channels_last=flag_option(options, "channels_last", False),
+            cuda_graphs=flag_option(options, "cuda_graphs", False), warmup=int_option(options, "warmup", 3),
         )
     root = _cache_root(cache_dir, options)
     if kind == "onnxruntime":
@@ -142,13 +180,13 @@ def _create_onnxruntime(model, resolution, batch, device, precision, root: Path,
     else:
         providers = ["cpu"]
     onnx_path = export_onnx_cached(
-        model, resolution=resolution, batch=batch, dynamic=bool(options.get("dynamic", False)),
-        opset=int(options.get("opset", DEFAULT_OPSET)), cache_dir=root,
+        model, resolution=resolution, batch=batch, dynamic=flag_option(options, "dynamic", False),
+        opset=int_option(options, "opset", DEFAULT_OPSET), cache_dir=root,
     )
     return OnnxRuntimeBackend(
-        onnx_path, providers=providers, intra_op_threads=options.get("intra_op_threads"),
-        inter_op_threads=options.get("inter_op_threads"), provider_options=options.get("provider_options"),
-        precision=precision, allow_spinning=bool(options.get("allow_spinning", False)),
+        onnx_path, providers=providers, intra_op_threads=int_option(options, "intra_op_threads", None),
+        inter_op_threads=int_option(options, "inter_op_threads", None), provider_options=options.get("provider_options"),
+        precision=precision, allow_spinning=flag_option(options, "allow_spinning", False),
     )
 
 
@@ -225,9 +263,9 @@ def prepare_tensorrt_engine(
     if precision not in ("fp32", "fp16", "int8"):
         raise BackendError(f"TensorRT precision {precision!r} is not one of fp32, fp16, int8")
     check_int8_support(trt, precision)
-    dynamic = bool(options.get("dynamic", False))
+    dynamic = flag_option(options, "dynamic", False)
     onnx_path = export_onnx_cached(
-        model, resolution=resolution, batch=batch, dynamic=dynamic, opset=int(options.get("opset", DEFAULT_OPSET)),
+        model, resolution=resolution, batch=batch, dynamic=dynamic, opset=int_option(options, "opset", DEFAULT_OPSET),
         half=precision == "fp16" and is_strongly_typed(trt), cache_dir=root,
     )
     unsupported = unsupported_tensorrt_ops(onnx_path)
@@ -240,9 +278,9 @@ def prepare_tensorrt_engine(
     settings = BuildSettings(
         precision=precision, input_shape=(batch, 3, *resolution),
         min_shape=_shape(options.get("min_shape"), "min_shape"), max_shape=_shape(options.get("max_shape"), "max_shape"),
-        workspace_mb=int(options.get("workspace_mb", 1024)),
-        dla_core=None if options.get("dla_core") is None else int(options["dla_core"]),
-        gpu_fallback=bool(options.get("gpu_fallback", True)),
-        use_timing_cache=bool(options.get("timing_cache", True)), calibrator=calibrator, calibration_id=cid,
+        workspace_mb=int_option(options, "workspace_mb", 1024),
+        dla_core=int_option(options, "dla_core", None),
+        gpu_fallback=flag_option(options, "gpu_fallback", True),
+        use_timing_cache=flag_option(options, "timing_cache", True), calibrator=calibrator, calibration_id=cid,
     )
     return engine_from_cache(onnx_path, settings, cache_dir=root, device=dev, rebuild=rebuild)

@@ -13,7 +13,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
 
-from seg_perception.ros.process import node_command, stop_process
+from seg_perception.ros.process import node_command, start_process, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -23,12 +23,11 @@ RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=Rel
 def node_process(params: dict[str, Any], *, log_path: Path, **kw: Any) -> Iterator[subprocess.Popen]:
     """Run segment_node in another process for the duration of the block, then stop it (SIGINT)."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(node_command(params, **kw), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        try:
-            yield proc
-        finally:
-            stop_process(proc)
+    proc = start_process(node_command(params, **kw), log_path, env=env, cwd=REPO)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
 
 
 class Harness:

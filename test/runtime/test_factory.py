@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from seg_perception.runtime import BACKEND_KINDS, available_backends, create_backend
+from seg_perception.runtime.factory import flag_option, int_option
 from seg_perception.runtime.base import Backend, BackendError
 from seg_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from seg_perception.runtime.torch_backend import TorchBackend
@@ -32,6 +33,38 @@ def test_unknown_option_lists_valid_ones():
         create_backend("torch", seeded(TinySemantic), resolution=(8, 8), options={"channel_last": True})
     with pytest.raises(BackendError, match="providers"):
         create_backend("onnxruntime", seeded(TinySemantic), resolution=(8, 8), options={"cuda_graphs": True})
+
+
+@pytest.mark.parametrize("value, expected", [
+    (True, True), (False, False), (1, True), (0, False), ("false", False), ("False", False), ("0", False),
+    ("off", False), ("no", False), ("true", True), (" ON ", True), ("yes", True), ("1", True),
+])
+def test_flag_option_reads_strings_as_written(value, expected):
+    assert flag_option({"dynamic": value}, "dynamic", not expected) is expected
+
+
+def test_flag_option_default_and_bad_values():
+    assert flag_option({}, "gpu_fallback", True) is True
+    for bad in ("maybe", 2, 0.5, None, [True]):
+        with pytest.raises(BackendError, match=r"gpu_fallback=.*true or false"):
+            flag_option({"gpu_fallback": bad}, "gpu_fallback", True)
+
+
+def test_int_option():
+    assert int_option({"workspace_mb": "2048"}, "workspace_mb", 1024) == 2048
+    assert int_option({"workspace_mb": 512.0}, "workspace_mb", 1024) == 512
+    assert int_option({}, "dla_core", None) is None
+    for bad in ("lots", 1.5, True, [1]):
+        with pytest.raises(BackendError, match="workspace_mb=.*whole number"):
+            int_option({"workspace_mb": bad}, "workspace_mb", 1024)
+
+
+def test_string_false_flag_is_false_end_to_end():
+    """A YAML/launch string "false" must not switch channels_last on (bool("false") is True)."""
+    backend = create_backend("torch", seeded(TinySemantic), resolution=(8, 8), options={"channels_last": "false"})
+    assert backend.channels_last is False
+    with pytest.raises(BackendError, match="channels_last='sometimes'"):
+        create_backend("torch", seeded(TinySemantic), resolution=(8, 8), options={"channels_last": "sometimes"})
 
 
 def test_torch_and_onnxruntime_agree(cache_dir):
