@@ -41,13 +41,12 @@ import torch.nn.functional as F
 
 from .datasets.labels import IGNORE_LABEL, get_label_set
 from .datasets.synthetic import make_scene
+from .pipeline import normalize_rgb
 from .results import LABEL_DIVISOR
 
 #: Held-out evaluation scenes use seeds EVAL_SEED_BASE + i; training seeds are >= 10_000_000.
 EVAL_SEED_BASE = 5_000_000
 _TRAIN_SEED_STRIDE = 10_000_000
-_MEAN = np.array((0.485, 0.456, 0.406), np.float32) * 255.0
-_STD = np.array((0.229, 0.224, 0.225), np.float32) * 255.0
 
 
 def train_seed(seed: int, index: int) -> int:
@@ -170,8 +169,7 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------
 def normalize_image(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalized (as the Segmenter does)."""
-    x = (rgb.astype(np.float32) - _MEAN) / _STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return normalize_rgb(rgb)
 
 
 def panoptic_targets(panoptic: np.ndarray, thing_ids: frozenset[int], sigma: float,

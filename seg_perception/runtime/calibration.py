@@ -32,17 +32,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".we
 def preprocess_rgb(rgb: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (3, h, w) float32: bilinear resize + ImageNet normalization.
 
-    Same arithmetic as :meth:`seg_perception.pipeline.Segmenter.preprocess` (its constants are used).
+    Same arithmetic as :meth:`seg_perception.pipeline.Segmenter.preprocess` (the same normalize_rgb).
     """
-    from ..pipeline import IMAGENET_MEAN, IMAGENET_STD
+    from ..pipeline import normalize_rgb
 
     h, w = resolution
     if rgb.shape[:2] != (h, w):
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32) * 255.0
-    std = np.asarray(IMAGENET_STD, dtype=np.float32) * 255.0
-    x = (rgb.astype(np.float32) - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return normalize_rgb(rgb)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
