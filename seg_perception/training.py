@@ -576,9 +576,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            wall = time.time() - t0
             _save(cfg, net, kwargs, {"resolution": f"{cfg.resolution[0]}x{cfg.resolution[1]}",
                                      "partial": True, "steps_done": step + 1, "command": cfg.command or "",
-                                     "train_wall_time_s": round(time.time() - t0, 1), "init_from": prior})
+                                     "train_wall_time_s": round(wall, 1), "init_from": prior,
+                                     "total_steps": step + 1 + int(prior["total_steps"] if prior else 0),
+                                     "total_train_wall_time_s": round(
+                                         wall + float(prior["total_train_wall_time_s"] if prior else 0), 1)})
     if bar is not None:
         bar.close()
     train_time = time.time() - t0
@@ -629,7 +633,8 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> dict:
     wall = float(meta.get("total_train_wall_time_s", meta.get("train_wall_time_s", 0.0)) or 0.0)
     return {"path": Path(cfg.init_from).name, "sha256": sha256_file(cfg.init_from), "total_steps": steps,
             "total_train_wall_time_s": wall, "command": meta.get("command", ""),
-            "held_out": {k: v for k, v in (meta.get("held_out") or {}).items() if k in ("miou", "pq")}}
+            "held_out": {k: v for k, v in (meta.get("held_out") or {}).items() if k in ("miou", "pq")},
+            "init_from": meta.get("init_from")}  # the whole chain of stages
 
 
 def _save(cfg: TrainConfig, net: nn.Module, kwargs: dict, meta: dict) -> Path:

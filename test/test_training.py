@@ -137,6 +137,32 @@ def test_second_stage_starts_from_a_checkpoint(tmp_path) -> None:
     meta = load_checkpoint(second.path).meta
     assert meta["total_steps"] == 5 and meta["steps"] == 2
     assert meta["init_from"]["path"] == "a.pt" and meta["init_from"]["total_steps"] == 3
+
+
+def test_three_stages_keep_the_chain_and_partial_saves_count_every_step(tmp_path, monkeypatch) -> None:
+    """A periodic (partial) checkpoint can seed the next stage: it records the steps of all stages."""
+    import seg_perception.training as training
+
+    first = train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "a.pt"), eval_scenes=0), progress=False)
+    saved: list[dict] = []
+    real_save = training._save
+    monkeypatch.setattr(training, "_save", lambda cfg, net, kw, meta: saved.append(dict(meta)) or real_save(
+        cfg, net, kw, meta))
+    train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "b.pt"), eval_scenes=0, steps=4, save_every=2,
+               init_from=str(first.path)), progress=False)
+    partial = [m for m in saved if m.get("partial")]
+    assert [m["steps_done"] for m in partial] == [2]
+    assert partial[0]["total_steps"] == 3 + 2 and partial[0]["total_train_wall_time_s"] >= 0
+    third = train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "c.pt"), eval_scenes=0, steps=2,
+                       init_from=str(tmp_path / "b.pt")), progress=False)
+    meta = load_checkpoint(third.path).meta
+    assert meta["total_steps"] == 3 + 4 + 2
+    assert meta["init_from"]["path"] == "b.pt" and meta["init_from"]["init_from"]["path"] == "a.pt"
+    assert meta["total_train_wall_time_s"] >= meta["init_from"]["total_train_wall_time_s"] >= 0
+
+
+def test_second_stage_rejects_other_model_kwargs(tmp_path) -> None:
+    first = train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "a.pt"), eval_scenes=0), progress=False)
     with pytest.raises(ValueError, match="model kwargs"):
         train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "c.pt"), model_kwargs={"width": 8},
                    init_from=str(first.path)), progress=False)
