@@ -64,7 +64,9 @@ def _assert_same_outputs(a: nn.Module, b: nn.Module, atol: float = 1e-5) -> None
 # --------------------------------------------------------------------------- our format
 
 def test_round_trip_half_and_full(tmp_path) -> None:
-    src = _randomize_bn(get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P))
+    with torch.random.fork_rng(devices=[]):  # conv init draws from the global RNG: fix it
+        torch.manual_seed(0)
+        src = _randomize_bn(get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P))
     p_half = save_checkpoint(tmp_path / "h.pt", src, model_name="deeplabv3plus_mobilenetv2",
                              model_kwargs=SMALL_DLV3P, label_set="cityscapes",
                              extra={"resolution": "64x128", "miou": 0.5, "classes": [1, 2]})
@@ -84,7 +86,10 @@ def test_round_trip_half_and_full(tmp_path) -> None:
     half = load_checkpoint(p_half)
     assert all(v.dtype != torch.float16 for v in half.model.state_dict().values())
     assert half.meta["resolution"] == "64x128" and half.meta["classes"] == [1, 2]
-    _assert_same_outputs(src, half.model, atol=5e-2)
+    # fp16 weights: errors scale with the logits (measured <= 2.9 % of max |logit| over 12 inits)
+    oa, oh = _outputs(src), _outputs(half.model)
+    for k in oa:
+        assert float((oa[k] - oh[k]).abs().max()) <= 0.05 * float(oa[k].abs().max()), k
 
 
 def test_load_checkpoint_errors(tmp_path) -> None:
