@@ -44,23 +44,28 @@ _SCALE = tuple(1.0 / (255.0 * sd) for sd in IMAGENET_STD)
 _SHIFT = tuple(float(-m / sd) for m, sd in zip(IMAGENET_MEAN, IMAGENET_STD))
 
 
-def normalize_rgb(rgb: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+def normalize_rgb(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalized: ``(rgb / 255 - mean) / std``.
 
-    The one normalization of the package (Segmenter, training, INT8 calibration). OpenCV splits
-    the interleaved planes and writes each scaled plane straight into the planar output, ~8x
-    faster than float HWC arithmetic + transpose in numpy. Any memory layout of ``rgb`` works.
-
-    Args:
-        rgb: (H, W, 3) uint8.
-        out: optional C-contiguous (3, H, W) float32 array to write into (e.g. a batch slot).
+    OpenCV splits the interleaved planes and writes each scaled plane straight into the planar
+    output, ~8x faster than float HWC arithmetic + transpose in numpy. Any memory layout works.
     """
-    h, w = rgb.shape[:2]
-    if out is None:
-        out = np.empty((3, h, w), dtype=np.float32)
+    out = np.empty((3, *rgb.shape[:2]), dtype=np.float32)
     for c, plane in enumerate(cv2.split(rgb)):
         cv2.addWeighted(plane, _SCALE[c], plane, 0.0, _SHIFT[c], dst=out[c], dtype=cv2.CV_32F)
     return out
+
+
+def to_network_input(rgb: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, h, w) float32 network input: bilinear resize to ``resolution``
+    (h, w) when the sizes differ, then :func:`normalize_rgb`. Shared by the Segmenter and INT8
+    calibration (training resizes labels alongside, then calls :func:`normalize_rgb`)."""
+    h, w = resolution
+    if rgb.shape[:2] != (h, w):
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+    return normalize_rgb(rgb)
+
+
 #: Network resolution used when neither the caller nor the checkpoint names one.
 DEFAULT_RESOLUTION = (512, 1024)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -248,10 +253,7 @@ class Segmenter:
             raise PipelineError(f"expected dtype uint8, got {rgb.dtype}; convert with conversions.to_rgb")
         if rgb.shape[0] == 0 or rgb.shape[1] == 0:
             raise PipelineError(f"empty image of shape {rgb.shape}")
-        h, w = self.resolution
-        if rgb.shape[:2] != (h, w):
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-        return normalize_rgb(rgb)[None]
+        return to_network_input(rgb, self.resolution)[None]
 
     def _to_torch(self, value: Any) -> torch.Tensor:
         t = torch.as_tensor(value)

@@ -167,11 +167,6 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
-def normalize_image(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ImageNet-normalized (as the Segmenter does)."""
-    return normalize_rgb(rgb)
-
-
 def panoptic_targets(panoptic: np.ndarray, thing_ids: frozenset[int], sigma: float,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Panoptic-DeepLab regression targets from a panoptic id map.
@@ -245,7 +240,7 @@ def make_batch(seeds: list[int], scene_hw: tuple[int, int], net_hw: tuple[int, i
             y, x = crop_window(int(s), (h, w), crop)
             win = (slice(y, y + crop[0]), slice(x, x + crop[1]))
             img, sem, pan = img[win], sem[win], pan[win]
-        images.append(normalize_image(img))
+        images.append(normalize_rgb(img))
         sems.append(sem.astype(np.int64))
         if panoptic:
             c, o, m = panoptic_targets(pan, thing_ids, sigma)

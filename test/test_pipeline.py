@@ -10,7 +10,6 @@ import torch
 
 from seg_perception.datasets.labels import get_label_set
 from seg_perception.pipeline import (
-    normalize_rgb,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PipelineError,
@@ -95,16 +94,6 @@ def test_preprocess_without_resize_any_memory_layout(view):
     ref = ((rgb.astype(np.float64) / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
     assert x.shape == (1, 3, 32, 48) and x.dtype == np.float32 and x.flags.c_contiguous
     np.testing.assert_allclose(x[0], ref, atol=1e-5)
-
-
-def test_normalize_rgb_writes_into_a_batch_slot():
-    rgb = np.random.default_rng(2).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    batch = np.full((2, 3, 5, 7), np.nan, dtype=np.float32)
-    written = normalize_rgb(rgb, out=batch[1])
-    assert np.shares_memory(written, batch[1])
-    ref = ((rgb / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
-    np.testing.assert_allclose(batch[1], ref, atol=1e-5)
-    assert np.isnan(batch[0]).all()  # the other slot is untouched
 
 
 @pytest.mark.parametrize("cam_hw", [(32, 48), (97, 131), (240, 320)])

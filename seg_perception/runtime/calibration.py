@@ -29,19 +29,6 @@ LOG = logging.getLogger("seg_perception.runtime")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
-def preprocess_rgb(rgb: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, h, w) float32: bilinear resize + ImageNet normalization.
-
-    Same arithmetic as :meth:`seg_perception.pipeline.Segmenter.preprocess` (the same normalize_rgb).
-    """
-    from ..pipeline import normalize_rgb
-
-    h, w = resolution
-    if rgb.shape[:2] != (h, w):
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-    return normalize_rgb(rgb)
-
-
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly in ``folder`` (sorted by name)."""
     root = Path(folder)
@@ -119,9 +106,11 @@ def calibration_batches(
     frames: Iterable[np.ndarray], *, resolution: tuple[int, int], batch: int = 1
 ) -> Iterator[np.ndarray]:
     """Group preprocessed frames into (batch, 3, h, w) float32 arrays; an incomplete last group is dropped."""
+    from ..pipeline import to_network_input
+
     group: list[np.ndarray] = []
     for rgb in frames:
-        group.append(preprocess_rgb(rgb, resolution))
+        group.append(to_network_input(rgb, resolution))
         if len(group) == batch:
             yield np.stack(group)
             group = []

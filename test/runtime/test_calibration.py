@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ..fakes import fake_tensorrt
+from seg_perception.pipeline import to_network_input
 from seg_perception.runtime import calibration as cal
 from seg_perception.runtime import create_backend
 from seg_perception.runtime.base import BackendError
@@ -33,11 +34,11 @@ def _write_images(folder, n, hw=(20, 30)):
 
 def test_preprocess_matches_imagenet_normalization():
     rgb = np.random.default_rng(1).integers(0, 256, (8, 12, 3), dtype=np.uint8)
-    x = cal.preprocess_rgb(rgb, (8, 12))
+    x = to_network_input(rgb, (8, 12))
     expected = ((rgb / 255.0 - MEAN) / STD).transpose(2, 0, 1)
     assert x.shape == (3, 8, 12) and x.dtype == np.float32
     np.testing.assert_allclose(x, expected, atol=1e-5)
-    assert cal.preprocess_rgb(rgb, (4, 6)).shape == (3, 4, 6)
+    assert to_network_input(rgb, (4, 6)).shape == (3, 4, 6)
 
 
 def test_image_folder_yields_rgb_in_name_order(tmp_path):
@@ -121,7 +122,7 @@ def test_int8_engine_from_image_folder_then_from_cache(fake_trt, cache_dir, tmp_
     assert head["calibration"]["source"] == "batches" and head["calibration"]["batches"] == 2
     # the fake records max |x| over the calibration data: compare with our own preprocessing of the files
     frames = list(cal.iter_image_folder(tmp_path / "imgs", limit=4))
-    expected = max(np.abs(cal.preprocess_rgb(f, (16, 24))).max() for f in frames)
+    expected = max(np.abs(to_network_input(f, (16, 24))).max() for f in frames)
     assert head["calibration"]["input_absmax"] == pytest.approx(float(expected), rel=1e-6)
     caches = list((cache_dir / "calibration").glob("*.cache"))
     assert len(caches) == 1
