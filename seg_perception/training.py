@@ -611,25 +611,87 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
     return TrainResult(path=Path(path), scores=scores, wall_time_s=time.time() - t0, history=history)
 
 
+#: Where a tensor of a warm-start source lives in the target (target prefix -> source prefix), per
+#: (source model, target model) pair. The ASPP of a DeepLabV3+ seeds both Panoptic-DeepLab branches.
+WARM_START_RENAMES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("deeplabv3plus_mobilenetv2", "panoptic_deeplab_mobilenetv2"): (
+        ("semantic_decoder.aspp.", "aspp."),
+        ("instance_decoder.aspp.", "aspp."),
+        ("semantic_decoder.project.0.", "decoder.project."),
+    ),
+}
+
+
+def warm_start(net: nn.Module, source: dict[str, torch.Tensor], renames: tuple[tuple[str, str], ...] = ()
+               ) -> dict:
+    """Copy every module of ``source`` (a state dict) that fits ``net`` into it; the rest keeps its init.
+
+    A target key takes the source tensor of the same name, else (first matching ``(target_prefix,
+    source_prefix)`` in ``renames``) the source tensor with the prefix swapped, when the shapes agree;
+    a module (conv, BN, ...) is copied only when all its tensors are found. Returns ``{"loaded": n, "of": total target tensors, "loaded_prefixes": sorted top-level
+    parts that received tensors}``.
+
+    Raises ValueError when nothing fits (the source is another architecture altogether).
+    """
+    target = net.state_dict()
+    modules: dict[str, dict[str, torch.Tensor | None]] = {}
+    for key, value in target.items():
+        found = None
+        for cand in [key] + [src + key[len(dst):] for dst, src in renames if key.startswith(dst)]:
+            tensor = source.get(cand)
+            if tensor is not None and tuple(tensor.shape) == tuple(value.shape):
+                found = tensor.to(value.dtype)
+                break
+        modules.setdefault(key.rpartition(".")[0], {})[key] = found
+    # a module is copied whole or not at all (BN statistics without their conv would be noise)
+    loaded = {k: t for group in modules.values() if all(t is not None for t in group.values())
+              for k, t in group.items()}
+    if not loaded:
+        raise ValueError(
+            f"warm start: none of the {len(source)} source tensors fits {type(net).__name__} (no shared names "
+            "with equal shapes); start from a checkpoint of a related model"
+        )
+    net.load_state_dict(loaded, strict=False)
+    parts = sorted({k.split(".")[0] for k in loaded})
+    return {"loaded": len(loaded), "of": len(target), "loaded_prefixes": parts}
+
+
 def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> dict:
-    """Load ``cfg.init_from`` into ``net``; returns what the checkpoint says about its training."""
+    """Load ``cfg.init_from`` into ``net``; returns what the checkpoint says about its training.
+
+    Same model: every tensor, and the model kwargs must match. Another model with an entry in
+    :data:`WARM_START_RENAMES` (e.g. a trained DeepLabV3+ MobileNetV2 for a Panoptic-DeepLab
+    MobileNetV2): :func:`warm_start`, recorded under ``"warm_start"``.
+    """
     from .models.checkpoints import load_checkpoint
     from .pipeline import sha256_file
 
-    ckpt = load_checkpoint(cfg.init_from, expect_model=cfg.model)
-    if _plain(ckpt.model_kwargs) != _plain(kwargs):
+    ckpt = load_checkpoint(cfg.init_from)
+    warm = None
+    if ckpt.model_name != cfg.model:
+        renames = WARM_START_RENAMES.get((ckpt.model_name, cfg.model))
+        if renames is None:
+            pairs = ", ".join(f"{a} -> {b}" for a, b in WARM_START_RENAMES)
+            raise ValueError(
+                f"init_from {cfg.init_from!r} holds model {ckpt.model_name!r}, this run trains {cfg.model!r}; "
+                f"use a checkpoint of {cfg.model!r} or one of the warm-start pairs: {pairs}"
+            )
+        warm = warm_start(net, ckpt.model.state_dict(), renames) | {"source_model": ckpt.model_name}
+    elif _plain(ckpt.model_kwargs) != _plain(kwargs):
         raise ValueError(
             f"init_from {cfg.init_from!r} was built with model kwargs {ckpt.model_kwargs}, this run with "
             f"{_plain(kwargs)}; pass the same --model-kwargs"
         )
-    net.load_state_dict(ckpt.model.state_dict())
+    else:
+        net.load_state_dict(ckpt.model.state_dict())
     meta = ckpt.meta
     steps = int(meta.get("total_steps", meta.get("steps_done", meta.get("steps", 0))) or 0)
     wall = float(meta.get("total_train_wall_time_s", meta.get("train_wall_time_s", 0.0)) or 0.0)
     return {"path": Path(cfg.init_from).name, "sha256": sha256_file(cfg.init_from), "total_steps": steps,
             "total_train_wall_time_s": wall, "command": meta.get("command", ""),
             "held_out": {k: v for k, v in (meta.get("held_out") or {}).items() if k in ("miou", "pq")},
-            "init_from": meta.get("init_from")}  # the whole chain of stages
+            "init_from": meta.get("init_from"),  # the whole chain of stages
+            **({"warm_start": warm} if warm else {})}
 
 
 def _save(cfg: TrainConfig, net: nn.Module, kwargs: dict, meta: dict) -> Path:

@@ -168,6 +168,72 @@ def test_second_stage_rejects_other_model_kwargs(tmp_path) -> None:
                    init_from=str(first.path)), progress=False)
 
 
+SMALL_DLV3P = {"aspp_channels": 16, "decoder_channels": 16, "low_level_channels": 8}
+SMALL_PDL_MNV2 = {"aspp_channels": 16, "decoder_channels": 16, "low_level_channels": [8, 8],
+                  "instance_aspp_channels": 16, "instance_decoder_channels": 8, "instance_low_level_channels": [4, 4],
+                  "head_channels": 16, "instance_head_channels": 8}
+
+
+def test_warm_start_copies_backbone_and_aspp_into_both_branches() -> None:
+    from seg_perception.models import get_model
+    from seg_perception.training import WARM_START_RENAMES, warm_start
+
+    torch.manual_seed(0)
+    src = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
+    for m in src.modules():  # non-default BN statistics, so a copy is told from an init
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+    dst = get_model("panoptic_deeplab_mobilenetv2", **SMALL_PDL_MNV2)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    report = warm_start(dst, src.state_dict(),
+                        WARM_START_RENAMES[("deeplabv3plus_mobilenetv2", "panoptic_deeplab_mobilenetv2")])
+    s, d = src.state_dict(), dst.state_dict()
+    backbone = [k for k in s if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(d[k], s[k]) for k in backbone)
+    for branch in ("semantic_decoder", "instance_decoder"):
+        aspp = [k for k in s if k.startswith("aspp.")]
+        assert all(torch.equal(d[f"{branch}.{k}"], s[k]) for k in aspp)
+    assert torch.equal(d["semantic_decoder.project.0.0.weight"], s["decoder.project.0.weight"])
+    # tensors with no counterpart keep their initialisation
+    for key in ("semantic_predictor.weight", "center_predictor.weight", "instance_decoder.project.0.0.weight"):
+        assert torch.equal(d[key], before[key])
+    n_copied = len(backbone) + 2 * len([k for k in s if k.startswith("aspp.")]) + 6  # project conv + BN (5 tensors)
+    assert report["loaded"] == n_copied and report["of"] == len(d)
+    assert report["loaded_prefixes"] == ["backbone", "instance_decoder", "semantic_decoder"]
+
+
+def test_warm_start_skips_misshapen_tensors_and_refuses_a_foreign_source() -> None:
+    from seg_perception.models import get_model
+    from seg_perception.training import warm_start
+
+    dst = get_model("panoptic_deeplab_mobilenetv2", **SMALL_PDL_MNV2)
+    src = get_model("deeplabv3plus_mobilenetv2", **(SMALL_DLV3P | {"aspp_channels": 24}))
+    report = warm_start(dst, src.state_dict(), (("semantic_decoder.aspp.", "aspp."),))
+    assert report["loaded_prefixes"] == ["backbone"]  # 24-channel ASPP does not fit a 16-channel one
+    with pytest.raises(ValueError, match="none of the 2 source tensors fits PanopticDeepLab"):
+        warm_start(dst, {"foo.weight": torch.zeros(3), "bar": torch.zeros(1)})
+
+
+def test_init_from_another_model_warm_starts_and_records_it(tmp_path) -> None:
+    """A trained DeepLabV3+ seeds a Panoptic-DeepLab stage; unrelated model pairs are refused by name."""
+    from seg_perception.models import get_model
+    from seg_perception.models.checkpoints import save_checkpoint
+
+    src = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
+    path = save_checkpoint(tmp_path / "sem.pt", src, model_name="deeplabv3plus_mobilenetv2",
+                           model_kwargs=SMALL_DLV3P | {"num_classes": 19}, label_set="cityscapes",
+                           extra={"total_steps": 7, "held_out": {"miou": 0.5}})
+    result = train(_cfg("panoptic_deeplab_mobilenetv2", tmp_path, out=str(tmp_path / "pan.pt"), eval_scenes=0,
+                        steps=1, model_kwargs=SMALL_PDL_MNV2, init_from=str(path)), progress=False)
+    meta = load_checkpoint(result.path).meta
+    assert meta["init_from"]["path"] == "sem.pt" and meta["total_steps"] == 8
+    assert meta["init_from"]["warm_start"]["source_model"] == "deeplabv3plus_mobilenetv2"
+    assert meta["init_from"]["warm_start"]["loaded"] > 0
+    with pytest.raises(ValueError, match="holds model 'deeplabv3plus_mobilenetv2'.*warm-start pairs"):
+        train(_cfg(TINY_PAN, tmp_path, out=str(tmp_path / "x.pt"), eval_scenes=0, init_from=str(path)),
+              progress=False)
+
+
 def test_panoptic_targets_point_to_the_centre_of_mass() -> None:
     pan = np.full((40, 60), 0, np.int32)  # road stuff
     pan[10:20, 10:30] = 13 * LABEL_DIVISOR + 1  # car 1: centre (14.5, 19.5)

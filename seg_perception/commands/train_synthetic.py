@@ -50,7 +50,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--center-sigma", type=float, default=None,
                    help="center Gaussian sigma in network pixels (default max(2, 8 * height / 1024))")
     p.add_argument("--init-from", default=None,
-                   help="start from this checkpoint (same model and --model-kwargs): a second training stage")
+                   help="start from this checkpoint: same model and --model-kwargs (a further training stage), or a "
+                        "related model whose fitting tensors are copied (deeplabv3plus_mobilenetv2 -> "
+                        "panoptic_deeplab_mobilenetv2: backbone, ASPP, low-level projection)")
     p.add_argument("--crop", default=None,
                    help="train on random HxW crops of the scenes resized to --resolution (default: whole "
                         "scenes); keeps the inference pixel scale at a fraction of the compute")

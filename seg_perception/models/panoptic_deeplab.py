@@ -29,7 +29,7 @@ Variants for converted checkpoints (builder keyword arguments): three decoder st
 (stride 16/8/4), separable ASPP, the image-pooling conv's normalization, a separable center head
 and ``align_corners`` -- see :class:`PanopticDeepLab`.
 
-Registered: ``panoptic_deeplab_mobilenetv3_large``, ``panoptic_deeplab_resnet50``,
+Registered: ``panoptic_deeplab_mobilenetv2``, ``panoptic_deeplab_mobilenetv3_large``, ``panoptic_deeplab_resnet50``,
 ``panoptic_deeplab_resnet101``,
 ``panoptic_deeplab_resnet52_dc5`` (Detectron2's R52 layout: deep stem, multi-grid (1, 2, 4),
 separable ASPP).
@@ -234,6 +234,18 @@ def panoptic_deeplab_mobilenetv3_large(*, output_stride: int = 16, **kwargs) -> 
     align_corners=False -- see :class:`PanopticDeepLab`."""
     _check_kwargs("panoptic_deeplab_mobilenetv3_large", kwargs)
     return PanopticDeepLab(build_backbone("mobilenetv3_large", output_stride=output_stride),
+                           output_stride=output_stride, **kwargs)
+
+
+@register_model("panoptic_deeplab_mobilenetv2", task="panoptic",
+                description="Panoptic-DeepLab with a MobileNetV2 backbone (320-ch high-level map)")
+def panoptic_deeplab_mobilenetv2(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
+    """Panoptic-DeepLab / MobileNetV2 without the final 1280-ch conv (the backbone of
+    ``deeplabv3plus_mobilenetv2``, so a trained DeepLabV3+ warm-starts it: see
+    :func:`seg_perception.training.warm_start`). Low-level taps: stride 4 (24 ch), stride 8 (32 ch).
+    Same keyword arguments as :func:`panoptic_deeplab_mobilenetv3_large`."""
+    _check_kwargs("panoptic_deeplab_mobilenetv2", kwargs)
+    return PanopticDeepLab(build_backbone("mobilenetv2", output_stride=output_stride, include_last_conv=False),
                            output_stride=output_stride, **kwargs)
 
 

@@ -159,9 +159,9 @@ def test_feature_strides(name: str, out_ch: int, low_ch: int, output_stride: int
     k = int(math.log2(output_stride))
     assert f["out"].shape == (1, out_ch, _down(h, k), _down(w, k))
     assert net.out_channels == out_ch and net.low_level_channels == low_ch
-    if "stride8" in f:
-        assert f["stride8"].shape[-2:] == (_down(h, 3), _down(w, 3))
-        assert f["stride8"].shape[1] == net.stride8_channels
+    # every listed backbone feeds Panoptic-DeepLab's stride-8 fusion stage
+    assert f["stride8"].shape[-2:] == (_down(h, 3), _down(w, 3))
+    assert f["stride8"].shape[1] == net.stride8_channels
 
 
 def test_resnet_dilation_values() -> None:

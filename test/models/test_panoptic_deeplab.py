@@ -9,7 +9,7 @@ import torch.nn as nn
 from seg_perception.models import get_model, list_models
 from seg_perception.models.panoptic_deeplab import PanopticDeepLab
 
-NAMES = ["panoptic_deeplab_mobilenetv3_large", "panoptic_deeplab_resnet50", "panoptic_deeplab_resnet101",
+NAMES = ["panoptic_deeplab_mobilenetv2", "panoptic_deeplab_mobilenetv3_large", "panoptic_deeplab_resnet50", "panoptic_deeplab_resnet101",
          "panoptic_deeplab_resnet52_dc5"]
 SMALL = dict(num_classes=5, aspp_channels=16, decoder_channels=16, instance_aspp_channels=16,
              instance_decoder_channels=8, head_channels=16, instance_head_channels=8,
@@ -39,7 +39,8 @@ def test_output_contract_odd_size(name: str) -> None:
     assert out["center"].min() >= 0 and out["center"].max() <= 1
 
 
-@pytest.mark.parametrize("name", ["panoptic_deeplab_mobilenetv3_large", "panoptic_deeplab_resnet50"])
+@pytest.mark.parametrize("name", ["panoptic_deeplab_mobilenetv2", "panoptic_deeplab_mobilenetv3_large",
+                                  "panoptic_deeplab_resnet50"])
 def test_offsets_scaled_to_input_pixels(name: str) -> None:
     net = get_model(name, **SMALL).eval()
     with torch.no_grad():

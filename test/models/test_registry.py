@@ -10,6 +10,7 @@ MINE = {
     "deeplabv3plus_mobilenetv2": "semantic",
     "deeplabv3plus_resnet50": "semantic",
     "deeplabv3plus_resnet101": "semantic",
+    "panoptic_deeplab_mobilenetv2": "panoptic",
     "panoptic_deeplab_mobilenetv3_large": "panoptic",
     "panoptic_deeplab_resnet50": "panoptic",
     "panoptic_deeplab_resnet101": "panoptic",

@@ -32,6 +32,9 @@ _SETTINGS: tuple[tuple[int, int, int, int], ...] = (
 #: Index in ``features`` after which the output has stride 4 (24 channels).
 LOW_LEVEL_INDEX = 3
 LOW_LEVEL_CHANNELS = 24
+#: Index in ``features`` after which the output has stride 8 (32 channels).
+STRIDE8_INDEX = 6
+STRIDE8_CHANNELS = 32
 
 
 class ConvBNReLU6(nn.Sequential):
@@ -104,7 +107,7 @@ class MobileNetV2Backbone(nn.Module):
         block_padding: ``"conv"`` (torchvision) or ``"input"`` (VainF), see :data:`BLOCK_PADDINGS`.
 
     ``forward(x)`` with x (N, 3, H, W) returns ``{"stride4": (N, 24, ceil(H/4), ceil(W/4)), "low_level": same tensor,
-    "out": (N, out_channels, ~H/output_stride, ~W/output_stride)}``.
+    "stride8": (N, 32, ceil(H/8), ceil(W/8)), "out": (N, out_channels, ~H/output_stride, ~W/output_stride)}``.
     """
 
     def __init__(self, *, output_stride: int = 16, include_last_conv: bool = True,
@@ -132,6 +135,7 @@ class MobileNetV2Backbone(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out_channels = cin
         self.low_level_channels = LOW_LEVEL_CHANNELS
+        self.stride8_channels = STRIDE8_CHANNELS
         self.output_stride = output_stride
         self.include_last_conv = include_last_conv
         self.set_block_padding(block_padding)
@@ -148,8 +152,9 @@ class MobileNetV2Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         low = self.features[: LOW_LEVEL_INDEX + 1](x)
-        out = self.features[LOW_LEVEL_INDEX + 1:](low)
-        return {"stride4": low, "low_level": low, "out": out}
+        s8 = self.features[LOW_LEVEL_INDEX + 1: STRIDE8_INDEX + 1](low)
+        out = self.features[STRIDE8_INDEX + 1:](s8)
+        return {"stride4": low, "low_level": low, "stride8": s8, "out": out}
 
     def load_torchvision_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load a torchvision ``mobilenet_v2`` ImageNet state dict strictly.
