@@ -667,8 +667,8 @@ def warm_start(net: nn.Module, source: dict[str, torch.Tensor], renames: tuple[t
 
     A target key takes the source tensor of the same name, else (first matching ``(target_prefix,
     source_prefix)`` in ``renames``) the source tensor with the prefix swapped, when the shapes agree;
-    a module (conv, BN, ...) is copied only when all its tensors are found. Returns ``{"loaded": n, "of": total target tensors, "loaded_prefixes": sorted top-level
-    parts that received tensors}``.
+    a module (conv, BN, ...) is copied only when all its tensors are found. Returns ``{"loaded": n,
+    "of": total target tensors, "loaded_prefixes": sorted top-level parts that received tensors}``.
 
     Raises ValueError when nothing fits (the source is another architecture altogether).
     """

@@ -101,19 +101,51 @@ def shape_mismatches(own: Mapping[str, Any], state_dict: Mapping[str, Any]) -> l
     ]
 
 
-def describe_mismatch(model: nn.Module, state_dict: Mapping[str, Any]) -> str | None:
-    """None when ``state_dict`` fits ``model`` exactly (keys and shapes), else a readable report."""
+def _prefixes(keys) -> set[str]:
+    """Every dotted prefix of every key (``"a.b.c"`` -> ``"a"``, ``"a.b"``, ``"a.b.c"``)."""
+    out = set()
+    for key in keys:
+        parts = key.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return out
+
+
+def group_keys(keys: list[str], other: set[str]) -> list[str]:
+    """Collapse keys to their shortest dotted prefix absent from ``other`` (all prefixes of the other
+    side's keys), e.g. every key under a missing module becomes ``"stage3.3.*"``; order kept."""
+    groups: list[str] = []
+    for key in keys:
+        parts = key.split(".")
+        label = key
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix not in other:
+                label = prefix if i == len(parts) else prefix + ".*"
+                break
+        if label not in groups:
+            groups.append(label)
+    return groups
+
+
+def describe_mismatch(model: nn.Module, state_dict: Mapping[str, Any], *, group: bool = False) -> str | None:
+    """None when ``state_dict`` fits ``model`` exactly (keys and shapes), else a readable report.
+
+    ``group=True`` shows whole missing / unexpected modules as ``"prefix.*"`` (see :func:`group_keys`);
+    the counts are always of keys.
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     shapes = shape_mismatches(own, state_dict)
     if not (missing or unexpected or shapes):
         return None
+    shown_missing = group_keys(missing, _prefixes(state_dict)) if group else missing
+    shown_unexpected = group_keys(unexpected, _prefixes(own)) if group else unexpected
     parts = []
     if missing:
-        parts.append(f"{len(missing)} missing key(s): {_first(missing)}")
+        parts.append(f"{len(missing)} missing key(s): {_first(shown_missing)}")
     if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected)}")
+        parts.append(f"{len(unexpected)} unexpected key(s): {_first(shown_unexpected)}")
     if shapes:
         parts.append(f"{len(shapes)} shape mismatch(es): {_first(shapes)}")
     return "; ".join(parts)

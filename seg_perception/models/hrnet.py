@@ -32,7 +32,7 @@ from .backbones.hrnet_backbone import (
     HRNetConfig,
     resize_bilinear,
 )
-from .checkpoints import shape_mismatches
+from .checkpoints import describe_mismatch
 from .registry import register_model
 
 __all__ = [
@@ -153,50 +153,6 @@ def convert_hrnet_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     return out
 
 
-def _prefixes(keys) -> set[str]:
-    out = set()
-    for key in keys:
-        parts = key.split(".")
-        out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return out
-
-
-def _group_keys(keys: list[str], other: set[str]) -> list[str]:
-    """Collapse keys to their shortest dotted prefix absent from ``other`` (all prefixes of the other
-    side's keys), e.g. every key under a missing module becomes ``"stage3.3.*"``; order kept."""
-    groups: list[str] = []
-    for key in keys:
-        parts = key.split(".")
-        for i in range(1, len(parts) + 1):
-            prefix = ".".join(parts[:i])
-            if prefix not in other:
-                label = prefix if i == len(parts) else prefix + ".*"
-                break
-        else:  # pragma: no cover - cannot happen: the full key is absent from the other side
-            label = key
-        if label not in groups:
-            groups.append(label)
-    return groups
-
-
-def _describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor], limit: int = 12) -> str | None:
-    """Human-readable list of missing / unexpected keys and shape mismatches, or None if it fits."""
-    own = model.state_dict()
-    missing = _group_keys([k for k in own if k not in state_dict], _prefixes(state_dict))
-    unexpected = _group_keys([k for k in state_dict if k not in own], _prefixes(own))
-    shapes = shape_mismatches(own, state_dict)
-    if not (missing or unexpected or shapes):
-        return None
-
-    def fmt(title: str, items: list[str]) -> str:
-        more = f" ... (+{len(items) - limit} more)" if len(items) > limit else ""
-        return f"{title} ({len(items)}): " + "; ".join(items[:limit]) + more
-
-    parts = [fmt(t, i) for t, i in (("missing keys", missing), ("unexpected keys", unexpected),
-                                    ("shape mismatches", shapes)) if i]
-    return "\n  ".join(parts)
-
-
 def _checkpoint_hint(state_dict: Mapping[str, torch.Tensor]) -> str:
     """Guess width / classes from a converted state dict to suggest the matching model."""
     hints = []
@@ -220,7 +176,7 @@ def load_hrnet_state_dict(model: HRNetV2Seg, state_dict: Mapping[str, torch.Tens
             about which variant / ``num_classes`` the checkpoint was trained with.
     """
     converted = convert_hrnet_official(state_dict)
-    problem = _describe_mismatch(model, converted)
+    problem = describe_mismatch(model, converted, group=True)
     if problem is not None:
         name = type(model).__name__
         width = model.out_channels[0]

@@ -220,7 +220,7 @@ def test_wrong_width_checkpoint_lists_shape_mismatches(models):
     with pytest.raises(HRNetCheckpointError) as err:
         load_hrnet_state_dict(target, ckpt)
     msg = str(err.value)
-    assert "shape mismatches" in msg and "transition1.0.0.weight" in msg
+    assert "shape mismatch(es)" in msg and "transition1.0.0.weight" in msg
     assert "HRNetV2-W18" in msg and "hrnetv2_w48" in msg
     # plain strict torch loading also refuses it
     with pytest.raises(RuntimeError, match="size mismatch"):
@@ -229,7 +229,7 @@ def test_wrong_width_checkpoint_lists_shape_mismatches(models):
 
 def test_wrong_depth_checkpoint_lists_missing_keys(models):
     ckpt = _official_format(models["hrnetv2_w18_small_v2"].state_dict())
-    with pytest.raises(HRNetCheckpointError, match=r"(?s)missing keys \(\d+\): layer1\.2\.\*; layer1\.3\.\*") as err:
+    with pytest.raises(HRNetCheckpointError, match=r"(?s)\d+ missing key\(s\): layer1\.2\.\*, layer1\.3\.\*") as err:
         load_hrnet_state_dict(hrnetv2_w18(), ckpt)
     # W18-Small-v2 has 2 bottlenecks in layer1 and 3 stage-3 modules; W18 has 4 and 4
     assert "3 stage-3 modules" in str(err.value)
