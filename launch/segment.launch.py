@@ -1,6 +1,6 @@
 """Launch segment_node with a model preset and overrides.
 
-    ros2 launch seg_perception segment.launch.py model:=panoptic_deeplab_mobilenetv3_large \
+    ros2 launch seg_perception segment.launch.py model:=panoptic_deeplab_mobilenetv2 \
         resolution:=256x512 image_topic:=/camera/image_raw
 
 All logic (argument list, preset lookup, precedence, validation) lives in

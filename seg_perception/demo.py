@@ -36,7 +36,7 @@ class DemoConfig:
     image_topic: str = "/camera/image_raw"
     gt_semantic_topic: Optional[str] = "/gt/semantic"
     gt_panoptic_topic: Optional[str] = "/gt/panoptic"
-    model: str = "panoptic_deeplab_mobilenetv3_large"
+    model: str = "panoptic_deeplab_mobilenetv2"
     weights: str = "default"
     resolution: str = ""
     backend: str = "torch"

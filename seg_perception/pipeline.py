@@ -72,7 +72,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Shipped defaults (trained on synthetic scenes, see docs/TRAINING.md).
 SHIPPED_WEIGHTS = {
     "deeplabv3plus_mobilenetv2": WEIGHTS_DIR / "deeplabv3plus_mobilenetv2_synthetic.pt",
-    "panoptic_deeplab_mobilenetv3_large": WEIGHTS_DIR / "panoptic_deeplab_mobilenetv3_synthetic.pt",
+    "panoptic_deeplab_mobilenetv2": WEIGHTS_DIR / "panoptic_deeplab_mobilenetv2_synthetic.pt",
 }
 NO_WEIGHTS = ("", "none", "random")
 

@@ -28,13 +28,13 @@ def test_every_preset_is_a_valid_ros_params_file(preset):
 def test_precedence_preset_then_file_then_arguments(tmp_path):
     extra = tmp_path / "mine.yaml"
     extra.write_text("/**:\n  ros__parameters:\n    overlay_alpha: 0.25\n    resolution: '64x128'\n")
-    spec = lc.resolve_launch({"model": "panoptic_deeplab_mobilenetv3_large", "params_file": str(extra),
+    spec = lc.resolve_launch({"model": "panoptic_deeplab_mobilenetv2", "params_file": str(extra),
                               "resolution": "96x192", "image_topic": "/front/image", "namespace": "robot1"})
     eff = lc.effective_parameters(spec)
-    assert eff["model"] == "panoptic_deeplab_mobilenetv3_large"
+    assert eff["model"] == "panoptic_deeplab_mobilenetv2"
     assert eff["overlay_alpha"] == 0.25          # params_file beats preset
     assert eff["resolution"] == "96x192"         # argument beats params_file
-    assert eff["top_k"] == lc.load_preset("panoptic_deeplab_mobilenetv3_large")["top_k"]
+    assert eff["top_k"] == lc.load_preset("panoptic_deeplab_mobilenetv2")["top_k"]
     assert ("image", "/front/image") in spec.remappings
     assert ("image/compressed", "/front/image/compressed") in spec.remappings
     assert spec.namespace == "robot1"

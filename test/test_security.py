@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWar
 
 PACKAGE = Path(__file__).resolve().parents[1] / "seg_perception"
 MODEL = "hrnetv2_w18_small_v2"
-PANOPTIC = "panoptic_deeplab_mobilenetv3_large"
+PANOPTIC = "panoptic_deeplab_mobilenetv2"
 
 # ----------------------------------------------------------------------------- static scan
 #: fully qualified call -> why it is forbidden outright

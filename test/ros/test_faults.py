@@ -42,7 +42,7 @@ from .rostest_utils import RELIABLE, Harness, node_process
 
 SEMANTIC = "deeplabv3plus_mobilenetv2"
 HRNET = "hrnetv2_w18_small_v2"
-PANOPTIC = "panoptic_deeplab_mobilenetv3_large"
+PANOPTIC = "panoptic_deeplab_mobilenetv2"
 RES = (32, 64)
 
 

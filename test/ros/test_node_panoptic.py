@@ -18,7 +18,7 @@ from seg_perception.ros.instances import segments_to_detections
 
 from .rostest_utils import RELIABLE, Harness, node_process
 
-MODEL = "panoptic_deeplab_mobilenetv3_large"
+MODEL = "panoptic_deeplab_mobilenetv2"
 WEIGHTS = os.environ.get("SEG_TEST_PANOPTIC_WEIGHTS", "default")
 NODE = "/pan_test/segment_node"
 HAVE_VISION_MSGS = importlib.util.find_spec("vision_msgs") is not None

@@ -41,9 +41,9 @@ def test_normalization_and_unknown():
 
 
 def test_segmenter_kwargs_roundtrip():
-    cfg = NodeConfig.from_dict({"resolution": "128x256", "model": "panoptic_deeplab_mobilenetv3_large", "top_k": 50})
+    cfg = NodeConfig.from_dict({"resolution": "128x256", "model": "panoptic_deeplab_mobilenetv2", "top_k": 50})
     kw = cfg.segmenter_kwargs()
-    assert kw["resolution"] == "128x256" and kw["model"] == "panoptic_deeplab_mobilenetv3_large"
+    assert kw["resolution"] == "128x256" and kw["model"] == "panoptic_deeplab_mobilenetv2"
     assert kw["panoptic"].top_k == 50 and kw["panoptic"].nms_kernel == SPECS["nms_kernel"].default
     assert cfg.replace(top_k=7)["top_k"] == 7
     with pytest.raises(ParameterError):

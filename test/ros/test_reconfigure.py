@@ -171,9 +171,9 @@ def test_change_backend_to_onnxruntime(session):
 def test_change_model_to_panoptic_starts_panoptic_output(session):
     first = max(session.sent) + 1
     n_pan = len(session.panoptic)
-    res = session.set({"backend": "torch", "model": "panoptic_deeplab_mobilenetv3_large"})
+    res = session.set({"backend": "torch", "model": "panoptic_deeplab_mobilenetv2"})
     assert res.successful, res.reason
-    session.wait_config(model="panoptic_deeplab_mobilenetv3_large", task="panoptic", backend="torch")
+    session.wait_config(model="panoptic_deeplab_mobilenetv2", task="panoptic", backend="torch")
     out = session.roundtrip(panoptic=True)
     assert len(session.panoptic) > n_pan
     pan = next(o for o in session.panoptic if o.header.stamp.sec == out.header.stamp.sec)
