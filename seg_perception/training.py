@@ -433,10 +433,7 @@ def evaluate_segmenter(segmenter, n_scenes: int, scene_hw: tuple[int, int] = (25
     }
     if pq is not None:
         s = pq.summary(labels.names)
-        for key, part in (("pq", "all"), ("pq_things", "things"), ("pq_stuff", "stuff")):
-            scores[key] = round(float(s[part]["pq"]), 4)
-        scores["sq"] = round(float(s["all"]["sq"]), 4)
-        scores["rq"] = round(float(s["all"]["rq"]), 4)
+        scores.update({k: round(v, 4) for k, v in _pq_scores(s).items()})
         scores["per_class_pq"] = {d["name"]: round(float(d["pq"]), 4) for d in s["per_class"] if d["pq"] is not None}
     return scores
 
@@ -500,9 +497,14 @@ def panoptic_resolution_ceiling(logits_hw: tuple[int, int], n_scenes: int = 32,
     for i in range(int(n_scenes)):
         pan = make_scene(first_seed + i, scene_hw).panoptic
         pq.update(pan, _through_grid(pan, logits_hw))
-    s = pq.summary(labels.names)
-    return {"pq": float(s["all"]["pq"]), "pq_things": float(s["things"]["pq"]), "pq_stuff": float(s["stuff"]["pq"]),
-            "sq": float(s["all"]["sq"]), "rq": float(s["all"]["rq"])}
+    return _pq_scores(pq.summary(labels.names))
+
+
+def _pq_scores(summary: dict) -> dict[str, float]:
+    """``PanopticQuality.summary`` -> ``{"pq", "pq_things", "pq_stuff", "sq", "rq"}``."""
+    return {"pq": float(summary["all"]["pq"]), "pq_things": float(summary["things"]["pq"]),
+            "pq_stuff": float(summary["stuff"]["pq"]), "sq": float(summary["all"]["sq"]),
+            "rq": float(summary["all"]["rq"])}
 
 
 def evaluate_checkpoint(model: str, weights: str | os.PathLike, *, resolution: tuple[int, int],
@@ -614,9 +616,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
             _save(cfg, net, kwargs, {"resolution": f"{cfg.resolution[0]}x{cfg.resolution[1]}",
                                      "partial": True, "steps_done": step + 1, "command": cfg.command or "",
                                      "train_wall_time_s": round(wall, 1), "init_from": prior,
-                                     "total_steps": step + 1 + int(prior["total_steps"] if prior else 0),
-                                     "total_train_wall_time_s": round(
-                                         wall + float(prior["total_train_wall_time_s"] if prior else 0), 1)})
+                                     **_totals(prior, step + 1, wall)})
     if bar is not None:
         bar.close()
     train_time = time.time() - t0
@@ -631,8 +631,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
         "steps": int(cfg.steps),
         "batch_size": int(cfg.batch_size),
         "train_wall_time_s": round(train_time, 1),
-        "total_steps": int(cfg.steps) + int(prior["total_steps"] if prior else 0),
-        "total_train_wall_time_s": round(train_time + float(prior["total_train_wall_time_s"] if prior else 0), 1),
+        **_totals(prior, int(cfg.steps), train_time),
         "init_from": prior,
         "machine": machine_info() | {"device": str(device)},
         "train_config": json.loads(json.dumps(asdict(cfg), default=list)),
@@ -693,6 +692,12 @@ def warm_start(net: nn.Module, source: dict[str, torch.Tensor], renames: tuple[t
     net.load_state_dict(loaded, strict=False)
     parts = sorted({k.split(".")[0] for k in loaded})
     return {"loaded": len(loaded), "of": len(target), "loaded_prefixes": parts}
+
+
+def _totals(prior: dict | None, steps: int, wall_s: float) -> dict:
+    """Steps and training wall time of this stage plus those of every earlier stage (``prior``)."""
+    return {"total_steps": int(steps) + int(prior["total_steps"] if prior else 0),
+            "total_train_wall_time_s": round(float(wall_s) + float(prior["total_train_wall_time_s"] if prior else 0), 1)}
 
 
 def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> dict:
