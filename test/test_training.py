@@ -311,6 +311,18 @@ def test_cli_rejects_bad_model_kwargs(tmp_path, capsys) -> None:
     assert "--model-kwargs" in capsys.readouterr().err
 
 
+def test_cli_names_a_missing_init_from_file(tmp_path, capsys) -> None:
+    from seg_perception.cli import main
+
+    missing = tmp_path / "nope.pt"
+    rc = main(["train-synthetic", "--model", TINY_SEM, "--out", str(tmp_path / "x.pt"), "--resolution", "32x64",
+               "--steps", "1", "--workers", "0", "--no-progress", "--init-from", str(missing)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "train-synthetic: error:" in err and str(missing) in err and "does not exist" in err
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_resolution_ceiling_falls_with_the_logit_grid() -> None:
     from seg_perception.training import resolution_ceiling
 

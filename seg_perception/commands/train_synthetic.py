@@ -60,6 +60,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models.checkpoints import CheckpointError
     from ..pipeline import PipelineError, parse_resolution
     from . import parse_model_kwargs
     from ..training import TrainConfig, train
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             command="seg-perception train-synthetic " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         ).validate()
         result = train(cfg, progress=not args.no_progress)
-    except (ValueError, PipelineError) as exc:
+    except (ValueError, PipelineError, CheckpointError) as exc:
         print(f"train-synthetic: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB) in {result.wall_time_s / 60:.1f} min")
