@@ -299,6 +299,17 @@ class Segmenter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def infer(self, rgb: np.ndarray) -> dict:
+        """Pre-process one (H, W, 3) uint8 RGB frame and run the backend: the raw head outputs.
+
+        Returns the backend's dict at the network resolution (h, w): ``semantic`` (1, C, h, w)
+        logits and, for panoptic models, ``center`` (1, 1, h, w) and ``offset`` (1, 2, h, w);
+        :meth:`postprocess` turns it into a SegResult. For diagnostics that need the heads.
+        """
+        if self._closed:
+            raise PipelineError("Segmenter is closed")
+        return self.backend.infer({self._input_name: self.preprocess(rgb)})
+
     def segment(self, rgb: np.ndarray) -> SegResult:
         """Segment one (H, W, 3) uint8 RGB frame; the result is at (H, W)."""
         if self._closed:

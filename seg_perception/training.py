@@ -147,7 +147,7 @@ class TrainConfig:
 
     @property
     def sigma(self) -> float:
-        return float(self.center_sigma) if self.center_sigma else max(2.0, 8.0 * self.resolution[0] / 1024)
+        return float(self.center_sigma) if self.center_sigma else default_center_sigma(self.resolution[0])
 
     @property
     def offset_w(self) -> float:
@@ -167,6 +167,12 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
+def default_center_sigma(height: int) -> float:
+    """Center-heatmap Gaussian sigma in pixels for ``height``-row targets: the paper's 8 px at
+    1024 rows, scaled, and at least 2 px so small instances keep a peak."""
+    return max(2.0, 8.0 * int(height) / 1024)
+
+
 def panoptic_targets(panoptic: np.ndarray, thing_ids: frozenset[int], sigma: float,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Panoptic-DeepLab regression targets from a panoptic id map.

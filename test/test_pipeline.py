@@ -143,6 +143,21 @@ def test_panoptic_path_produces_ids_and_segments():
         assert (res.panoptic == i).sum() == a
 
 
+def test_infer_returns_the_heads_postprocess_turns_into_segment():
+    be = PatternBackend((32, 48), panoptic=True)
+    seg = Segmenter(be, task="panoptic", label_set=CITY, resolution=(32, 48))
+    frame = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    out = seg.infer(frame)
+    assert out["semantic"].shape == (1, 19, 32, 48) and out["offset"].shape == (1, 2, 32, 48)
+    np.testing.assert_array_equal(be.seen[-1], seg.preprocess(frame))  # the backend got the pre-processed frame
+    via_infer = seg.postprocess(out, (64, 96))
+    direct = seg.segment(frame)
+    np.testing.assert_array_equal(via_infer.panoptic, direct.panoptic)
+    seg.close()
+    with pytest.raises(PipelineError, match="closed"):
+        seg.infer(frame)
+
+
 def test_closed_segmenter_refuses():
     seg = Segmenter(PatternBackend((16, 16)), task="semantic", label_set=CITY, resolution=(16, 16))
     seg.close()
