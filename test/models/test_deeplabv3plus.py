@@ -59,15 +59,21 @@ def test_small_variant_and_keyword_only() -> None:
 
 def test_logits_use_both_branches() -> None:
     """The low-level branch matters at full resolution: a local change of the input changes the
-    logits near it much more than far away (the ASPP output alone is 1/16-resolution)."""
-    net = get_model("deeplabv3plus_mobilenetv2", **SMALL).eval()
-    torch.manual_seed(0)
-    x = torch.randn(1, 3, 64, 64)
-    y = x.clone()
-    y[..., 30:34, 30:34] += 3.0
-    with torch.no_grad():
-        d = (net(x)["semantic"] - net(y)["semantic"]).abs().sum(1)[0]
-    assert d[28:36, 28:36].mean() > d.mean()
+    logits near it much more than far away (the ASPP output alone is 1/16-resolution).
+
+    One random init can go either way, so the median over eight seeded inits is tested: ~1.7 here,
+    ~0.9 with the decoder's low-level projection zeroed (the skip connection cut)."""
+    ratios = []
+    for seed in range(8):
+        torch.manual_seed(seed)  # before get_model: the init must not depend on earlier tests' RNG use
+        net = get_model("deeplabv3plus_mobilenetv2", **SMALL).eval()
+        x = torch.randn(1, 3, 64, 64)
+        y = x.clone()
+        y[..., 30:34, 30:34] += 3.0
+        with torch.no_grad():
+            d = (net(x)["semantic"] - net(y)["semantic"]).abs().sum(1)[0]
+        ratios.append(float(d[28:36, 28:36].mean() / d.mean()))
+    assert sorted(ratios)[len(ratios) // 2] > 1.2, ratios
 
 
 def test_trains_one_step() -> None:
