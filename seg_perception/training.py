@@ -439,7 +439,7 @@ def evaluate_segmenter(segmenter, n_scenes: int, scene_hw: tuple[int, int] = (25
     }
     if pq is not None:
         s = pq.summary(labels.names)
-        scores.update({k: round(v, 4) for k, v in _pq_scores(s).items()})
+        scores.update({k: round(v, 4) for k, v in pq_scores(s).items()})
         scores["per_class_pq"] = {d["name"]: round(float(d["pq"]), 4) for d in s["per_class"] if d["pq"] is not None}
     return scores
 
@@ -503,10 +503,10 @@ def panoptic_resolution_ceiling(logits_hw: tuple[int, int], n_scenes: int = 32,
     for i in range(int(n_scenes)):
         pan = make_scene(first_seed + i, scene_hw).panoptic
         pq.update(pan, _through_grid(pan, logits_hw))
-    return _pq_scores(pq.summary(labels.names))
+    return pq_scores(pq.summary(labels.names))
 
 
-def _pq_scores(summary: dict) -> dict[str, float]:
+def pq_scores(summary: dict) -> dict[str, float]:
     """``PanopticQuality.summary`` -> ``{"pq", "pq_things", "pq_stuff", "sq", "rq"}``."""
     return {"pq": float(summary["all"]["pq"]), "pq_things": float(summary["things"]["pq"]),
             "pq_stuff": float(summary["stuff"]["pq"]), "sq": float(summary["all"]["sq"]),

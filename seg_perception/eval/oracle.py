@@ -88,7 +88,7 @@ def panoptic_error_breakdown(segmenter: "Segmenter", n_scenes: int, scene_hw: tu
         ValueError: a semantic segmenter (no center / offset heads) or ``n_scenes < 1``.
     """
     from ..panoptic import panoptic_postprocess, resize_heads
-    from ..training import EVAL_SEED_BASE, _pq_scores, default_center_sigma
+    from ..training import EVAL_SEED_BASE, pq_scores, default_center_sigma
 
     if segmenter.task != "panoptic":
         raise ValueError(f"panoptic_error_breakdown needs a panoptic model, got task {segmenter.task!r} "
@@ -115,7 +115,7 @@ def panoptic_error_breakdown(segmenter: "Segmenter", n_scenes: int, scene_hw: tu
     report = {}
     for row, meter in meters.items():
         summary = meter.summary(labels.names)
-        scores = {k: round(v, 4) for k, v in _pq_scores(summary).items()}
+        scores = {k: round(v, 4) for k, v in pq_scores(summary).items()}
         scores["per_class_pq"] = {d["name"]: round(float(d["pq"]), 4)
                                   for d in summary["per_class"] if d["pq"] is not None}
         report[row] = scores
