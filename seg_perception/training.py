@@ -438,9 +438,7 @@ def evaluate_segmenter(segmenter, n_scenes: int, scene_hw: tuple[int, int] = (25
         "resolution": f"{segmenter.resolution[0]}x{segmenter.resolution[1]}",
     }
     if pq is not None:
-        s = pq.summary(labels.names)
-        scores.update({k: round(v, 4) for k, v in pq_scores(s).items()})
-        scores["per_class_pq"] = {d["name"]: round(float(d["pq"]), 4) for d in s["per_class"] if d["pq"] is not None}
+        scores.update(pq_report(pq.summary(labels.names)))
     return scores
 
 
@@ -511,6 +509,15 @@ def pq_scores(summary: dict) -> dict[str, float]:
     return {"pq": float(summary["all"]["pq"]), "pq_things": float(summary["things"]["pq"]),
             "pq_stuff": float(summary["stuff"]["pq"]), "sq": float(summary["all"]["sq"]),
             "rq": float(summary["all"]["rq"])}
+
+
+def pq_report(summary: dict) -> dict:
+    """``PanopticQuality.summary`` -> :func:`pq_scores` rounded to 4 digits, plus
+    ``"per_class_pq": {name: pq}`` for the classes that have a PQ."""
+    report: dict = {k: round(v, 4) for k, v in pq_scores(summary).items()}
+    report["per_class_pq"] = {d["name"]: round(float(d["pq"]), 4)
+                              for d in summary["per_class"] if d["pq"] is not None}
+    return report
 
 
 def evaluate_checkpoint(model: str, weights: str | os.PathLike, *, resolution: tuple[int, int],

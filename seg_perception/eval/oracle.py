@@ -88,7 +88,7 @@ def panoptic_error_breakdown(segmenter: "Segmenter", n_scenes: int, scene_hw: tu
         ValueError: a semantic segmenter (no center / offset heads) or ``n_scenes < 1``.
     """
     from ..panoptic import panoptic_postprocess, resize_heads
-    from ..training import EVAL_SEED_BASE, pq_scores, default_center_sigma
+    from ..training import EVAL_SEED_BASE, default_center_sigma, pq_report
 
     if segmenter.task != "panoptic":
         raise ValueError(f"panoptic_error_breakdown needs a panoptic model, got task {segmenter.task!r} "
@@ -112,11 +112,4 @@ def panoptic_error_breakdown(segmenter: "Segmenter", n_scenes: int, scene_hw: tu
                                           thing_ids=labels.thing_ids, cfg=segmenter.panoptic_cfg,
                                           label_set=labels)
             meters[row].update(scene.panoptic, result.panoptic.cpu().numpy())
-    report = {}
-    for row, meter in meters.items():
-        summary = meter.summary(labels.names)
-        scores = {k: round(v, 4) for k, v in pq_scores(summary).items()}
-        scores["per_class_pq"] = {d["name"]: round(float(d["pq"]), 4)
-                                  for d in summary["per_class"] if d["pq"] is not None}
-        report[row] = scores
-    return report
+    return {row: pq_report(meter.summary(labels.names)) for row, meter in meters.items()}
