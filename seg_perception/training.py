@@ -82,6 +82,9 @@ class TrainConfig:
         center_weight, offset_weight, center_sigma: panoptic losses (sigma None: 8 * h / 1024, >= 2).
         init_from: start from the weights of this seg_perception checkpoint of the same model and
             builder kwargs (a second training stage; the optimizer and LR schedule start afresh).
+        warm_lr_scale: with ``init_from`` a checkpoint of a related model (a warm start), the
+            copied tensors train at ``lr * warm_lr_scale`` and the new ones at ``lr`` -- so the
+            gradients of freshly initialised heads do not wash out what the copied backbone learnt.
         log_every: loss history interval (steps). save_every: also write an unevaluated checkpoint
             (``meta.partial``) every this many steps (0: only at the end).
         crop: train on random (h, w) crops of the scenes resized to ``resolution`` (None: whole
@@ -116,6 +119,7 @@ class TrainConfig:
     log_every: int = 50
     save_every: int = 0
     init_from: Optional[str] = None
+    warm_lr_scale: float = 1.0
     crop: Optional[tuple[int, int]] = None
     command: str = ""
 
@@ -141,6 +145,11 @@ class TrainConfig:
             if ch < 16 or cw < 16 or ch > self.resolution[0] or cw > self.resolution[1]:
                 raise ValueError(f"crop must be (height, width) with 16 <= crop <= resolution "
                                  f"{tuple(self.resolution)!r}, got {tuple(self.crop)!r}")
+        if not 0 < self.warm_lr_scale <= 1:
+            raise ValueError(f"warm_lr_scale must be in (0, 1], got {self.warm_lr_scale!r}")
+        if self.warm_lr_scale != 1 and not self.init_from:
+            raise ValueError(f"warm_lr_scale={self.warm_lr_scale!r} needs init_from (a checkpoint of a related "
+                             "model to warm-start from)")
         if self.eval_scenes < 0 or self.workers < 0:
             raise ValueError("eval_scenes and workers must be >= 0")
         return self
@@ -397,13 +406,18 @@ class _ThreadTuner:
         self.next_probe = step + 1 + self.period
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalization parameters."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+def _param_groups(model: nn.Module, weight_decay: float, warm: frozenset[str] = frozenset(),
+                  warm_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups: no weight decay on biases and normalization parameters; parameters named in
+    ``warm`` (copied by a warm start) get ``lr_scale = warm_lr_scale``, the rest 1.0. Empty groups
+    are left out."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((p.ndim > 1, name in warm), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+             "lr_scale": warm_lr_scale if is_warm else 1.0}
+            for (decays, is_warm), params in sorted(groups.items())]
 
 
 # --------------------------------------------------------------------------------------------
@@ -583,12 +597,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
     built, kwargs, task = build_model(cfg)
     net = model if model is not None else built
     prior = _load_init(cfg, net, kwargs) if cfg.init_from else None
+    warm = frozenset((prior or {}).get("warm_start", {}).pop("keys", ()))
     net = net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     labels = get_label_set(cfg.label_set)
     panoptic = task == "panoptic"
-    optimizer = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(_param_groups(net, cfg.weight_decay, warm, cfg.warm_lr_scale), lr=cfg.lr)
     data = SceneBatches(cfg, panoptic, labels.thing_ids)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=cfg.workers,
                                          prefetch_factor=2 if cfg.workers else None,
@@ -605,7 +620,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
     for step, batch in enumerate(loader):
         lr = lr_at(step, cfg)
         for g in optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         threads = tuner.threads_for(step) if tuner else 0
         if tuner:
             torch.set_num_threads(threads)
@@ -680,7 +695,8 @@ def warm_start(net: nn.Module, source: dict[str, torch.Tensor], renames: tuple[t
     A target key takes the source tensor of the same name, else (first matching ``(target_prefix,
     source_prefix)`` in ``renames``) the source tensor with the prefix swapped, when the shapes agree;
     a module (conv, BN, ...) is copied only when all its tensors are found. Returns ``{"loaded": n,
-    "of": total target tensors, "loaded_prefixes": sorted top-level parts that received tensors}``.
+    "of": total target tensors, "loaded_prefixes": sorted top-level parts that received tensors,
+    "keys": sorted names of the copied tensors}``.
 
     Raises ValueError when nothing fits (the source is another architecture altogether).
     """
@@ -704,7 +720,7 @@ def warm_start(net: nn.Module, source: dict[str, torch.Tensor], renames: tuple[t
         )
     net.load_state_dict(loaded, strict=False)
     parts = sorted({k.split(".")[0] for k in loaded})
-    return {"loaded": len(loaded), "of": len(target), "loaded_prefixes": parts}
+    return {"loaded": len(loaded), "of": len(target), "loaded_prefixes": parts, "keys": sorted(loaded)}
 
 
 def _totals(prior: dict | None, steps: int, wall_s: float) -> dict:
@@ -734,6 +750,11 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> dict:
                 f"use a checkpoint of {cfg.model!r} or one of the warm-start pairs: {pairs}"
             )
         warm = warm_start(net, ckpt.model.state_dict(), renames) | {"source_model": ckpt.model_name}
+    elif cfg.warm_lr_scale != 1:
+        raise ValueError(
+            f"warm_lr_scale={cfg.warm_lr_scale!r} applies to a warm start from a related model, but init_from "
+            f"{cfg.init_from!r} holds {cfg.model!r} itself (a further stage: lower lr instead)"
+        )
     elif _plain(ckpt.model_kwargs) != _plain(kwargs):
         raise ValueError(
             f"init_from {cfg.init_from!r} was built with model kwargs {ckpt.model_kwargs}, this run with "

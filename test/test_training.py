@@ -234,6 +234,62 @@ def test_init_from_another_model_warm_starts_and_records_it(tmp_path) -> None:
               progress=False)
 
 
+def _moved(path, source: dict[str, torch.Tensor], names: list[str]) -> int:
+    """How many of the parameters ``names`` differ between checkpoint ``path`` and ``source``."""
+    state = load_checkpoint(path).model.state_dict()
+    return sum(not torch.equal(state[n].float(), source[n].float()) for n in names)
+
+
+@pytest.mark.parametrize("scale,copied_move", [(1.0, True), (1e-6, False)])
+def test_warm_lr_scale_slows_only_the_copied_tensors(scale: float, copied_move: bool, tmp_path) -> None:
+    """Copied tensors train at lr * warm_lr_scale, new ones at lr: with a tiny scale the warm-started
+    backbone keeps its (float16) values while the fresh heads still learn; with 1.0 both move."""
+    from seg_perception.models import get_model
+    from seg_perception.models.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    src = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
+    path = save_checkpoint(tmp_path / "sem.pt", src, model_name="deeplabv3plus_mobilenetv2",
+                           model_kwargs=SMALL_DLV3P | {"num_classes": 19}, label_set="cityscapes")
+    source = load_checkpoint(path).model.state_dict()
+    result = train(_cfg("panoptic_deeplab_mobilenetv2", tmp_path, out=str(tmp_path / "pan.pt"), eval_scenes=0,
+                        steps=2, lr=2e-3, model_kwargs=SMALL_PDL_MNV2, init_from=str(path), warm_lr_scale=scale),
+                   progress=False)
+    pan = get_model("panoptic_deeplab_mobilenetv2", **SMALL_PDL_MNV2)
+    weights = [n for n, p in pan.named_parameters() if p.ndim > 1]
+    copied = [n for n in weights if n.startswith("backbone.")]
+    fresh = [n for n in weights if n.startswith(("semantic_head.", "instance_head."))]
+    assert copied and fresh
+    initial = {n: t for n, t in pan.state_dict().items()}  # fresh heads: compare with any other init
+    assert (_moved(result.path, source, copied) > len(copied) // 2) is copied_move
+    assert _moved(result.path, initial, fresh) == len(fresh)
+    meta = load_checkpoint(result.path).meta
+    assert meta["train_config"]["warm_lr_scale"] == scale
+    assert "keys" not in meta["init_from"]["warm_start"]  # the copied names steer the optimizer only
+
+
+def test_param_groups_split_decay_and_warm_tensors() -> None:
+    from seg_perception.training import _param_groups
+
+    net = _TinySeg(width=4)
+    warm = frozenset({"body.0.weight", "body.0.bias"})
+    groups = _param_groups(net, 0.05, warm, 0.1)
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    assert len(by_id) == sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    for name, p in net.named_parameters():
+        g = by_id[id(p)]
+        assert g["lr_scale"] == (0.1 if name in warm else 1.0), name
+        assert g["weight_decay"] == (0.05 if p.ndim > 1 else 0.0), name
+    assert all(g["lr_scale"] == 1.0 for g in _param_groups(net, 0.05))
+
+
+def test_warm_lr_scale_needs_a_warm_start(tmp_path) -> None:
+    first = train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "a.pt"), eval_scenes=0, steps=1), progress=False)
+    with pytest.raises(ValueError, match="warm_lr_scale=0.5 applies to a warm start.*lower lr instead"):
+        train(_cfg(TINY_SEM, tmp_path, out=str(tmp_path / "b.pt"), eval_scenes=0, init_from=str(first.path),
+                   warm_lr_scale=0.5), progress=False)
+
+
 def test_panoptic_targets_point_to_the_centre_of_mass() -> None:
     pan = np.full((40, 60), 0, np.int32)  # road stuff
     pan[10:20, 10:30] = 13 * LABEL_DIVISOR + 1  # car 1: centre (14.5, 19.5)
@@ -282,6 +338,8 @@ def test_training_and_eval_seeds_are_disjoint() -> None:
 @pytest.mark.parametrize("field,value,match", [
     ("steps", 0, "steps"), ("lr", 0.0, "lr"), ("hard_pixel_fraction", 1.5, "hard_pixel_fraction"),
     ("resolution", (8, 8), "resolution"), ("device", "tpu", "device"),
+    ("warm_lr_scale", 0.0, "warm_lr_scale must be in"), ("warm_lr_scale", 1.5, "warm_lr_scale must be in"),
+    ("warm_lr_scale", 0.5, "needs init_from"),
 ])
 def test_config_validation_names_the_field(field, value, match, tmp_path) -> None:
     cfg = _cfg(TINY_SEM, tmp_path, **{field: value})

@@ -53,6 +53,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="start from this checkpoint: same model and --model-kwargs (a further training stage), or a "
                         "related model whose fitting tensors are copied (deeplabv3plus_mobilenetv2 -> "
                         "panoptic_deeplab_mobilenetv2: backbone, ASPP, low-level projection)")
+    p.add_argument("--warm-lr-scale", type=float, default=1.0,
+                   help="with --init-from a related model: the copied tensors train at lr times this (0 < s <= 1), "
+                        "the new ones at lr (default 1)")
     p.add_argument("--crop", default=None,
                    help="train on random HxW crops of the scenes resized to --resolution (default: whole "
                         "scenes); keeps the inference pixel scale at a fraction of the compute")
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
             model_kwargs=kwargs, device=args.device, eval_scenes=args.eval_scenes, threads=args.threads,
             workers=args.workers, amp=args.amp, channels_last=args.channels_last, save_every=args.save_every,
-            init_from=args.init_from, crop=parse_resolution(args.crop) if args.crop else None,
+            init_from=args.init_from, warm_lr_scale=args.warm_lr_scale, crop=parse_resolution(args.crop) if args.crop else None,
             hard_pixel_fraction=args.hard_pixel_fraction,
             center_weight=args.center_weight, offset_weight=args.offset_weight, center_sigma=args.center_sigma,
             command="seg-perception train-synthetic " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
