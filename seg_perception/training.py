@@ -596,8 +596,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
     device = resolve_device(cfg.device)
     built, kwargs, task = build_model(cfg)
     net = model if model is not None else built
-    prior = _load_init(cfg, net, kwargs) if cfg.init_from else None
-    warm = frozenset((prior or {}).get("warm_start", {}).pop("keys", ()))
+    prior, warm = _load_init(cfg, net, kwargs) if cfg.init_from else (None, frozenset())
     net = net.to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -729,8 +728,9 @@ def _totals(prior: dict | None, steps: int, wall_s: float) -> dict:
             "total_train_wall_time_s": round(float(wall_s) + float(prior["total_train_wall_time_s"] if prior else 0), 1)}
 
 
-def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> dict:
-    """Load ``cfg.init_from`` into ``net``; returns what the checkpoint says about its training.
+def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> tuple[dict, frozenset[str]]:
+    """Load ``cfg.init_from`` into ``net``; returns what the checkpoint says about its training and
+    the names of the tensors a warm start copied (empty for a further stage of the same model).
 
     Same model: every tensor, and the model kwargs must match. Another model with an entry in
     :data:`WARM_START_RENAMES` (e.g. a trained DeepLabV3+ MobileNetV2 for a Panoptic-DeepLab
@@ -740,7 +740,7 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> dict:
     from .pipeline import sha256_file
 
     ckpt = load_checkpoint(cfg.init_from)
-    warm = None
+    warm, copied = None, frozenset()
     if ckpt.model_name != cfg.model:
         renames = WARM_START_RENAMES.get((ckpt.model_name, cfg.model))
         if renames is None:
@@ -750,6 +750,7 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> dict:
                 f"use a checkpoint of {cfg.model!r} or one of the warm-start pairs: {pairs}"
             )
         warm = warm_start(net, ckpt.model.state_dict(), renames) | {"source_model": ckpt.model_name}
+        copied = frozenset(warm.pop("keys"))  # they steer the optimizer; the checkpoint keeps the counts
     elif cfg.warm_lr_scale != 1:
         raise ValueError(
             f"warm_lr_scale={cfg.warm_lr_scale!r} applies to a warm start from a related model, but init_from "
@@ -769,7 +770,7 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> dict:
             "total_train_wall_time_s": wall, "command": meta.get("command", ""),
             "held_out": {k: v for k, v in (meta.get("held_out") or {}).items() if k in ("miou", "pq")},
             "init_from": meta.get("init_from"),  # the whole chain of stages
-            **({"warm_start": warm} if warm else {})}
+            **({"warm_start": warm} if warm else {})}, copied
 
 
 def _save(cfg: TrainConfig, net: nn.Module, kwargs: dict, meta: dict) -> Path:
