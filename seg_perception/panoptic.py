@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping, Optional
 
 import cv2
 import numpy as np
@@ -54,6 +54,7 @@ from .results import LABEL_DIVISOR, Segment
 
 __all__ = [
     "PanopticConfig",
+    "TUNABLE_FIELDS",
     "PanopticOutput",
     "find_centers",
     "group_instances",
@@ -137,10 +138,40 @@ class PanopticConfig:
             )
         return self
 
+    def with_overrides(self, overrides: Optional[Mapping[str, Any]], *, source: str = "overrides") -> "PanopticConfig":
+        """A validated copy with the ``overrides`` fields replaced (``None`` / empty: a validated copy).
+
+        Args:
+            overrides: field name -> value, e.g. ``{"center_threshold": 0.2}``.
+            source: where the overrides come from, for error messages (e.g. a checkpoint path).
+
+        Raises:
+            ValueError: an unknown field (lists the known ones) or a bad value (names the source).
+        """
+        items = dict(overrides or {})
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown panoptic post-processing field(s) {unknown}; known: {sorted(known)}")
+        if isinstance(items.get("stuff_area_reference_hw"), list):
+            items["stuff_area_reference_hw"] = tuple(items["stuff_area_reference_hw"])
+        try:
+            return replace(self, **items).validate()
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+    def tunables(self) -> dict[str, Any]:
+        """The fields a deployment tunes (:data:`TUNABLE_FIELDS`) as a plain dict."""
+        return {name: getattr(self, name) for name in TUNABLE_FIELDS}
+
     def min_stuff_area(self, hw: tuple[int, int]) -> float:
         """Stuff area threshold in pixels for an output of size ``hw = (H, W)``."""
         ref_h, ref_w = self.stuff_area_reference_hw
         return float(self.stuff_area) * hw[0] * hw[1] / (ref_h * ref_w)
+
+
+#: PanopticConfig fields that are tuned per model and exposed as node parameters.
+TUNABLE_FIELDS: tuple[str, ...] = ("center_threshold", "nms_kernel", "top_k", "stuff_area")
 
 
 @dataclass(frozen=True)

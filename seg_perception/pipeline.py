@@ -75,6 +75,9 @@ SHIPPED_WEIGHTS = {
     "panoptic_deeplab_mobilenetv2": WEIGHTS_DIR / "panoptic_deeplab_mobilenetv2_synthetic.pt",
 }
 NO_WEIGHTS = ("", "none", "random")
+#: Checkpoint meta key holding post-processing values tuned for the weights (``seg-perception
+#: tune-panoptic --write``): a dict of :data:`seg_perception.panoptic.TUNABLE_FIELDS`.
+POSTPROCESS_META_KEY = "panoptic_postprocess"
 
 
 class PipelineError(ValueError):
@@ -185,6 +188,32 @@ def load_model(
     net = get_model(model, **kwargs)
     meta = ckpt.load_weights(net, path, model_name=model) or {}
     return LoadedModel(net.eval(), model, info.task, labels, str(path), digest, None, dict(meta))
+
+
+def panoptic_config_for(loaded: LoadedModel, panoptic: "PanopticConfig | dict | None" = None) -> "PanopticConfig":
+    """The post-processing config a Segmenter of ``loaded`` uses.
+
+    A :class:`~seg_perception.panoptic.PanopticConfig` is taken as is. Otherwise the values tuned
+    for the weights (``meta["panoptic_postprocess"]``, written by ``seg-perception tune-panoptic
+    --write``) replace the paper defaults, and a dict ``panoptic`` of field -> value (e.g. node
+    parameters the user set) replaces those.
+
+    Raises:
+        PipelineError: the checkpoint's tuned values or the overrides are invalid (names which).
+    """
+    from .panoptic import PanopticConfig
+
+    if isinstance(panoptic, PanopticConfig):
+        return panoptic.validate()
+    tuned = loaded.meta.get(POSTPROCESS_META_KEY) or {}
+    src = f"{loaded.weights_path or loaded.model_name}: meta.{POSTPROCESS_META_KEY}"
+    try:
+        if not isinstance(tuned, dict):
+            raise ValueError(f"{src} is {type(tuned).__name__}, expected a dict of field -> value")
+        cfg = PanopticConfig().with_overrides(tuned, source=src)
+        return cfg.with_overrides(panoptic, source="panoptic overrides")
+    except ValueError as exc:
+        raise PipelineError(f"{exc} (re-run `seg-perception tune-panoptic --write` for a bad checkpoint entry)") from None
 
 
 def _is_own_checkpoint(path: Path) -> bool:
@@ -346,8 +375,8 @@ class Segmenter:
         self.close()
 
     def describe(self) -> dict:
-        """JSON-ready description for reports and diagnostics."""
-        return {
+        """JSON-ready description for reports and diagnostics (panoptic: the post-processing in use)."""
+        desc = {
             "model": self.model_name,
             "task": self.task,
             "weights": self.weights_path,
@@ -357,6 +386,9 @@ class Segmenter:
             "resolution": list(self.resolution),
             "label_set": self.label_set.name,
         }
+        if self.panoptic_cfg is not None:
+            desc["panoptic_postprocess"] = self.panoptic_cfg.tunables()
+        return desc
 
 
 def check_backend_input(backend: "Backend", resolution: tuple[int, int], kind: str = "") -> None:
@@ -392,16 +424,18 @@ def build_segmenter(
     device: str = "cpu",
     precision: str = "fp32",
     label_set: str | None = None,
-    panoptic: "PanopticConfig | None" = None,
+    panoptic: "PanopticConfig | dict | None" = None,
     model_kwargs: dict | None = None,
     backend_options: dict | None = None,
 ) -> Segmenter:
     """Load ``model`` + ``weights`` and wrap it in a Segmenter running on ``backend``.
 
     ``resolution`` is the network input (H, W); None uses the checkpoint's recorded resolution or
-    :data:`DEFAULT_RESOLUTION`. See :func:`load_model` for ``weights``.
+    :data:`DEFAULT_RESOLUTION`. See :func:`load_model` for ``weights`` and
+    :func:`panoptic_config_for` for ``panoptic`` (ignored by semantic models).
     """
     loaded = load_model(model, weights=weights, label_set=label_set, model_kwargs=model_kwargs)
+    panoptic_cfg = panoptic_config_for(loaded, panoptic) if loaded.task == "panoptic" else None
     from .runtime.factory import create_backend
 
     res = parse_resolution(resolution) if resolution is not None else (loaded.resolution or DEFAULT_RESOLUTION)
@@ -423,7 +457,7 @@ def build_segmenter(
         model_name=loaded.model_name,
         weights_path=loaded.weights_path,
         weights_sha256=loaded.weights_sha256,
-        panoptic=panoptic,
+        panoptic=panoptic_cfg,
         device=device if backend == "torch" else "cpu",
         backend_name=backend,
     )

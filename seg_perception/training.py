@@ -46,6 +46,9 @@ from .results import LABEL_DIVISOR
 
 #: Held-out evaluation scenes use seeds EVAL_SEED_BASE + i; training seeds are >= 10_000_000.
 EVAL_SEED_BASE = 5_000_000
+#: Validation scenes (choosing settings such as post-processing) use VALIDATION_SEED_BASE + i,
+#: i < 1_000_000: disjoint from held-out and training scenes.
+VALIDATION_SEED_BASE = 4_000_000
 _TRAIN_SEED_STRIDE = 10_000_000
 
 

@@ -468,6 +468,17 @@ def test_default_config():
     assert cfg.min_stuff_area((1024, 2048)) == 2048 and cfg.min_stuff_area((512, 1024)) == 512
 
 
+def test_with_overrides_replaces_validates_and_names_the_source():
+    cfg = PanopticConfig().with_overrides({"center_threshold": 0.3, "stuff_area_reference_hw": [512, 1024]})
+    assert cfg.center_threshold == 0.3 and cfg.stuff_area_reference_hw == (512, 1024) and cfg.nms_kernel == 7
+    assert cfg.tunables() == {"center_threshold": 0.3, "nms_kernel": 7, "top_k": 200, "stuff_area": 2048}
+    assert PanopticConfig().with_overrides(None) == PanopticConfig()
+    with pytest.raises(ValueError, match=r"ckpt\.pt: unknown .*'nms'"):
+        PanopticConfig().with_overrides({"nms": 3}, source="ckpt.pt")
+    with pytest.raises(ValueError, match=r"ckpt\.pt: PanopticConfig\.nms_kernel=4"):
+        PanopticConfig().with_overrides({"nms_kernel": 4}, source="ckpt.pt")
+
+
 def test_postprocess_rejects_batched_heads():
     with pytest.raises(ValueError, match=r"outputs\['center'\]\[0\]"):
         panoptic_postprocess(

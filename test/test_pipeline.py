@@ -195,6 +195,21 @@ def test_build_segmenter_end_to_end_torch_backend():
     seg.close()
 
 
+@pytest.mark.parametrize("tuned,needle", [
+    ({"nms_kernel": 4}, "nms_kernel=4"),
+    ({"center": 0.2}, "unknown"),
+    ([0.2, 7], "expected a dict"),
+])
+def test_bad_tuned_postprocess_in_a_checkpoint_is_refused_by_name(tuned, needle):
+    from seg_perception.pipeline import LoadedModel, panoptic_config_for
+
+    loaded = LoadedModel(torch.nn.Identity(), "panoptic_deeplab_mobilenetv2", "panoptic", get_label_set("cityscapes"),
+                         "w.pt", None, None, {"panoptic_postprocess": tuned})
+    with pytest.raises(PipelineError, match=needle) as e:
+        panoptic_config_for(loaded)
+    assert "w.pt: meta.panoptic_postprocess" in str(e.value) and "tune-panoptic --write" in str(e.value)
+
+
 def test_public_vainf_checkpoint_loads_through_the_pipeline(tmp_path):
     """A file in VainF's layout (one-conv decoder, `model_state`) builds the right structure and
     reproduces the source network's labels through build_segmenter."""

@@ -240,6 +240,30 @@ def _check_own(obj: Any, path: Path) -> dict:
     return obj
 
 
+def update_checkpoint_meta(path: str | Path, updates: Mapping[str, Any]) -> Path:
+    """Merge ``updates`` into the ``meta`` of our checkpoint at ``path``; the weights are untouched.
+
+    The file is replaced atomically (a crash leaves the old file). Returns the path.
+
+    Raises:
+        CheckpointError: missing, unreadable or not our format (public checkpoints have no meta
+            of ours: train or convert them first).
+        ValueError: ``updates`` holds something other than plain data.
+    """
+    _check_plain(dict(updates), "meta updates")
+    path = Path(path)
+    obj = _check_own(_torch_load(path), path)
+    obj["meta"] = {**dict(obj.get("meta") or {}), **dict(updates)}
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
                     map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Rebuild the model stored in our checkpoint at ``path`` and load its weights (float32, eval).

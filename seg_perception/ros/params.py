@@ -80,6 +80,25 @@ def _odd_kernel(v: Any) -> int:
     return v
 
 
+def _or_auto(auto: int | float, check: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """``check``, but the sentinel ``auto`` (the weights' tuned value) passes through unchanged."""
+    def wrapped(v: Any) -> Any:
+        if not isinstance(v, bool) and isinstance(v, (int, float)) and v == auto:
+            return type(auto)(v)
+        try:
+            return check(v)
+        except ParameterError as e:
+            raise ParameterError(f"{e} (or {auto} = the value tuned for the weights)") from None
+
+    wrapped.__name__ = f"{name}_or_auto"
+    return wrapped
+
+
+#: Sentinel of each panoptic post-processing parameter meaning "the value tuned for the weights"
+#: (checkpoint ``meta.panoptic_postprocess``), else the Panoptic-DeepLab paper default.
+PANOPTIC_AUTO: dict[str, int | float] = {"center_threshold": -1.0, "nms_kernel": 0, "top_k": 0, "stuff_area": -1}
+
+
 def _weights(v: Any) -> str:
     if not isinstance(v, str):
         raise ParameterError(f"parameter 'weights' = {v!r} must be a string: a file path, 'default' or 'none'")
@@ -112,10 +131,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("qos_reliability", "best_effort", "Subscription reliability (sensor-data default). Start-up only.", _choice("qos_reliability", RELIABILITY), RELIABILITY, True),
     ParamSpec("qos_depth", 1, "Subscription queue depth. Start-up only.", _range("qos_depth", 1, 100, int), None, True),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", _range("diagnostics_period", 0.05, 60.0, float)),
-    ParamSpec("center_threshold", 0.1, "Panoptic: center heatmap threshold.", _range("center_threshold", 0.0, 1.0, float)),
-    ParamSpec("nms_kernel", 7, "Panoptic: center NMS max-pool kernel (odd).", _odd_kernel),
-    ParamSpec("top_k", 200, "Panoptic: max number of instance centers.", _range("top_k", 1, 10000, int)),
-    ParamSpec("stuff_area", 2048, "Panoptic: stuff segments smaller than this (px at 1024x2048, scaled) become void.", _range("stuff_area", 0, 10_000_000, int)),
+    ParamSpec("center_threshold", -1.0, "Panoptic: center heatmap threshold in [0, 1]; -1 = tuned for the weights, else 0.1.",
+              _or_auto(-1.0, _range("center_threshold", 0.0, 1.0, float), "center_threshold")),
+    ParamSpec("nms_kernel", 0, "Panoptic: center NMS max-pool kernel (odd); 0 = tuned for the weights, else 7.",
+              _or_auto(0, _odd_kernel, "nms_kernel")),
+    ParamSpec("top_k", 0, "Panoptic: max number of instance centers; 0 = tuned for the weights, else 200.",
+              _or_auto(0, _range("top_k", 1, 10000, int), "top_k")),
+    ParamSpec("stuff_area", -1, "Panoptic: stuff segments smaller than this (px at 1024x2048, scaled) become void; "
+              "-1 = tuned for the weights, else 2048.", _or_auto(-1, _range("stuff_area", 0, 10_000_000, int), "stuff_area")),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 
@@ -152,14 +175,13 @@ class NodeConfig:
         merged.update(changes)
         return NodeConfig.from_dict(merged)
 
-    def panoptic_config(self):
-        """The PanopticConfig these parameters describe."""
-        from ..panoptic import PanopticConfig
+    def panoptic_overrides(self) -> dict[str, Any]:
+        """The panoptic post-processing values set explicitly (not ``auto``), as PanopticConfig fields.
 
-        return PanopticConfig(
-            center_threshold=self["center_threshold"], nms_kernel=self["nms_kernel"],
-            top_k=self["top_k"], stuff_area=self["stuff_area"],
-        )
+        The Segmenter applies them on top of the values tuned for the weights
+        (:func:`seg_perception.pipeline.panoptic_config_for`).
+        """
+        return {k: self[k] for k, auto in PANOPTIC_AUTO.items() if self[k] != auto}
 
     def segmenter_kwargs(self) -> dict:
         """Keyword arguments for :func:`seg_perception.pipeline.build_segmenter`."""
@@ -171,5 +193,5 @@ class NodeConfig:
             "device": self["device"],
             "precision": self["precision"],
             "label_set": self["label_set"] or None,
-            "panoptic": self.panoptic_config(),
+            "panoptic": self.panoptic_overrides(),
         }

@@ -24,6 +24,7 @@ from seg_perception.models.checkpoints import (
     load_weights,
     read_weights_file,
     save_checkpoint,
+    update_checkpoint_meta,
     weights_model_kwargs,
 )
 
@@ -124,6 +125,26 @@ def test_save_refuses_non_plain_metadata(tmp_path) -> None:
     with pytest.raises(ValueError, match="extra\\['score'\\].*float64"):
         save_checkpoint(tmp_path / "x.pt", net, model_name="deeplabv3plus_mobilenetv2",
                         model_kwargs=SMALL_DLV3P, label_set="cityscapes", extra={"score": np.float64(1.0)})
+
+
+def test_update_checkpoint_meta_merges_and_keeps_weights(tmp_path) -> None:
+    net = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
+    path = save_checkpoint(tmp_path / "x.pt", net, model_name="deeplabv3plus_mobilenetv2",
+                           model_kwargs=SMALL_DLV3P, label_set="cityscapes", extra={"a": 1, "b": 2})
+    before = torch.load(path, weights_only=True)
+    update_checkpoint_meta(path, {"b": 3, "c": {"d": [1, 2]}})
+    after = torch.load(path, weights_only=True)
+    assert after["meta"] == {**before["meta"], "b": 3, "c": {"d": [1, 2]}}
+    assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
+    assert {k: v for k, v in after.items() if k not in ("meta", "state_dict")} == \
+        {k: v for k, v in before.items() if k not in ("meta", "state_dict")}
+    with pytest.raises(ValueError, match="float64"):
+        update_checkpoint_meta(path, {"score": np.float64(1.0)})
+    plain = tmp_path / "plain.pt"
+    torch.save(net.state_dict(), plain)
+    with pytest.raises(CheckpointError, match="not a seg_perception checkpoint"):
+        update_checkpoint_meta(plain, {"a": 1})
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_apply_state_dict_reports_keys_and_shapes() -> None:

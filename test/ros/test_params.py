@@ -2,7 +2,7 @@
 import pytest
 
 from seg_perception.models import list_models
-from seg_perception.ros.params import PARAMETERS, SPECS, NodeConfig, ParameterError, validate
+from seg_perception.ros.params import PANOPTIC_AUTO, PARAMETERS, NodeConfig, ParameterError, validate
 
 
 def test_defaults_validate():
@@ -23,7 +23,9 @@ def test_defaults_validate():
     ("resolution", "4x4", "between 8 and 8192"),
     ("device", "tpu", "cuda:N"),
     ("nms_kernel", 6, "odd"),
-    ("top_k", 0, "[1, 10000]"),
+    ("top_k", -3, "[1, 10000]"),
+    ("center_threshold", 1.5, "tuned for the weights"),
+    ("stuff_area", -2, "[0, 10000000]"),
     ("qos_depth", True, "integer"),
 ])
 def test_bad_values_name_parameter_and_allowed(name, value, needle):
@@ -44,7 +46,18 @@ def test_segmenter_kwargs_roundtrip():
     cfg = NodeConfig.from_dict({"resolution": "128x256", "model": "panoptic_deeplab_mobilenetv2", "top_k": 50})
     kw = cfg.segmenter_kwargs()
     assert kw["resolution"] == "128x256" and kw["model"] == "panoptic_deeplab_mobilenetv2"
-    assert kw["panoptic"].top_k == 50 and kw["panoptic"].nms_kernel == SPECS["nms_kernel"].default
+    # only what was set explicitly; the rest stays 'auto' (the weights' tuned values)
+    assert kw["panoptic"] == {"top_k": 50}
     assert cfg.replace(top_k=7)["top_k"] == 7
     with pytest.raises(ParameterError):
         cfg.replace(top_k=-1)
+
+
+def test_panoptic_parameters_default_to_auto_and_accept_explicit_values():
+    cfg = NodeConfig.from_dict()
+    assert {k: cfg[k] for k in PANOPTIC_AUTO} == PANOPTIC_AUTO
+    assert cfg.panoptic_overrides() == {}
+    explicit = {"center_threshold": 0.3, "nms_kernel": 5, "top_k": 10, "stuff_area": 0}
+    assert NodeConfig.from_dict(explicit).panoptic_overrides() == explicit
+    # an integer -1 for a float parameter is the same sentinel (YAML writes it either way)
+    assert NodeConfig.from_dict({"center_threshold": -1}).panoptic_overrides() == {}
