@@ -53,3 +53,24 @@ def test_fresh_scenes_reach_recorded_scores(shipped) -> None:
     assert scores["miou"] >= recorded["miou"] - MARGIN, (scores["miou"], recorded["miou"])
     if seg.task == "panoptic":
         assert scores["pq"] >= recorded["pq"] - MARGIN, (scores["pq"], recorded["pq"])
+
+
+def test_panoptic_model_runs_with_its_tuned_postprocessing_by_default() -> None:
+    """The shipped panoptic file carries post-processing tuned on validation scenes; its held-out
+    score was measured with it, and the node's preset (parameters at auto) uses it too."""
+    from seg_perception.launch_config import load_preset
+    from seg_perception.pipeline import POSTPROCESS_META_KEY
+    from seg_perception.ros.params import NodeConfig
+
+    name = "panoptic_deeplab_mobilenetv2"
+    meta = load_checkpoint(SHIPPED_WEIGHTS[name], expect_model=name).meta
+    tuned = meta[POSTPROCESS_META_KEY]
+    assert meta["held_out"]["panoptic_postprocess"] == tuned
+    tuning = meta[POSTPROCESS_META_KEY + "_tuning"]
+    assert tuning["first_seed"] + tuning["scenes"] <= EVAL_SEED_BASE, "tuned on held-out scenes"
+    preset = load_preset(name)
+    seg = build_segmenter(**{**NodeConfig.from_dict(preset).segmenter_kwargs(), "weights": str(SHIPPED_WEIGHTS[name])})
+    try:
+        assert seg.panoptic_cfg.tunables() == tuned
+    finally:
+        seg.close()
