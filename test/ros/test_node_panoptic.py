@@ -2,12 +2,14 @@
 ~/instances (vision_msgs/Detection2DArray) where vision_msgs is importable."""
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
 from seg_perception.conversions import image_to_numpy, numpy_to_image
@@ -36,6 +38,7 @@ def test_panoptic_node_publishes_consistent_ids_and_instances(tmp_path):
             from vision_msgs.msg import Detection2DArray
 
             inst = h.subscribe(Detection2DArray, f"{NODE}/instances")
+        diags = h.subscribe(DiagnosticArray, "/diagnostics")
         pub = h.node.create_publisher(Image, "/pan_test/image", RELIABLE)
         params = {"model": MODEL, "weights": WEIGHTS, "resolution": "128x256", "qos_reliability": "reliable"}
         with node_process(params, namespace="/pan_test", log_path=tmp_path / "node.log") as proc:
@@ -51,6 +54,10 @@ def test_panoptic_node_publishes_consistent_ids_and_instances(tmp_path):
                 n = i + 1
                 done = h.spin_until(lambda: len(pan) >= n and len(sem) >= n and (not HAVE_VISION_MSGS or len(inst) >= n), 60, proc)
                 assert done, (tmp_path / "node.log").read_text()[-3000:]
+            # panoptic parameters left at auto: the node runs the post-processing tuned for the weights
+            assert h.spin_until(lambda: _config(diags).get("config.panoptic_postprocess"), 10, proc)
+            in_use = ast.literal_eval(_config(diags)["config.panoptic_postprocess"])
+            assert in_use == _tuned(WEIGHTS), in_use
         labels = get_label_set("cityscapes")
         for i, msg in enumerate(frames):
             assert (pan[i].encoding, pan[i].height, pan[i].width) == ("32SC1", 480, 640)
@@ -78,6 +85,21 @@ def test_panoptic_node_publishes_consistent_ids_and_instances(tmp_path):
                     assert d.bbox.size_x == xs.max() - xs.min() + 1 and d.bbox.size_y == ys.max() - ys.min() + 1
     finally:
         h.close()
+
+
+def _config(diags: list) -> dict:
+    for arr in reversed(diags):
+        for st in arr.status:
+            if st.name.endswith(NODE):
+                return {kv.key: kv.value for kv in st.values}
+    return {}
+
+
+def _tuned(weights: str) -> dict:
+    """The post-processing the node should use: the file's tuned values over the paper defaults."""
+    from seg_perception.pipeline import load_model, panoptic_config_for
+
+    return panoptic_config_for(load_model(MODEL, weights=weights)).tunables()
 
 
 def _fake_vision_msgs():
