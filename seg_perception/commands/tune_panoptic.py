@@ -52,11 +52,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.tuning import TuningError, tune_panoptic, write_tuned
-    from ..models.checkpoints import CheckpointError
+    from ..models.checkpoints import CheckpointError, read_checkpoint_meta
     from pathlib import Path
 
     from ..panoptic import PanopticConfig
-    from ..pipeline import SHIPPED_WEIGHTS, PipelineError, _is_own_checkpoint, build_segmenter, load_model
+    from ..pipeline import SHIPPED_WEIGHTS, PipelineError, _is_own_checkpoint, build_segmenter
     from ..training import evaluate_segmenter
 
     if args.scenes < 1:
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.write:
         return 0
     seg.panoptic_cfg = seg.panoptic_cfg.with_overrides(result.best)
-    prior = (load_model(args.model, weights=weights).meta.get("held_out") or {})
+    prior = read_checkpoint_meta(weights).get("held_out") or {}
     n_held = args.held_out_scenes or int(prior.get("scenes") or 32)
     hw = tuple(int(v) for v in str(prior.get("scene_hw", "256x512")).split("x"))
     held_out = evaluate_segmenter(seg, n_held, scene_hw=hw)

@@ -240,6 +240,16 @@ def _check_own(obj: Any, path: Path) -> dict:
     return obj
 
 
+def read_checkpoint_meta(path: str | Path) -> dict:
+    """The ``meta`` dict of our checkpoint at ``path``, without building the model.
+
+    Raises:
+        CheckpointError: missing, unreadable or not our format.
+    """
+    path = Path(path)
+    return dict(_check_own(_torch_load(path), path).get("meta") or {})
+
+
 def update_checkpoint_meta(path: str | Path, updates: Mapping[str, Any]) -> Path:
     """Merge ``updates`` into the ``meta`` of our checkpoint at ``path``; the weights are untouched.
 

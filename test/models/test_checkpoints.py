@@ -23,6 +23,7 @@ from seg_perception.models.checkpoints import (
     load_checkpoint,
     load_weights,
     read_weights_file,
+    read_checkpoint_meta,
     save_checkpoint,
     update_checkpoint_meta,
     weights_model_kwargs,
@@ -134,7 +135,7 @@ def test_update_checkpoint_meta_merges_and_keeps_weights(tmp_path) -> None:
     before = torch.load(path, weights_only=True)
     update_checkpoint_meta(path, {"b": 3, "c": {"d": [1, 2]}})
     after = torch.load(path, weights_only=True)
-    assert after["meta"] == {**before["meta"], "b": 3, "c": {"d": [1, 2]}}
+    assert after["meta"] == {**before["meta"], "b": 3, "c": {"d": [1, 2]}} == read_checkpoint_meta(path)
     assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
     assert {k: v for k, v in after.items() if k not in ("meta", "state_dict")} == \
         {k: v for k, v in before.items() if k not in ("meta", "state_dict")}
@@ -144,6 +145,8 @@ def test_update_checkpoint_meta_merges_and_keeps_weights(tmp_path) -> None:
     torch.save(net.state_dict(), plain)
     with pytest.raises(CheckpointError, match="not a seg_perception checkpoint"):
         update_checkpoint_meta(plain, {"a": 1})
+    with pytest.raises(CheckpointError, match="not a seg_perception checkpoint"):
+        read_checkpoint_meta(plain)
     assert not list(tmp_path.glob("*.tmp"))
 
 
