@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Callable
 
 HELP = "tune panoptic post-processing (center threshold, NMS kernel, stuff area) on validation scenes"
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.1,0.2") from None
+def _numbers(kind: type) -> Callable[[str], tuple]:
+    """argparse type: a comma-separated list of ``kind`` values, e.g. ``0.1,0.2`` or ``5,7,9``."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a comma-separated list of {kind.__name__} values, e.g. 5,7,9") from None
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 5,7,9") from None
+    return parse
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -35,11 +34,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="default", help="checkpoint (default: the shipped weights)")
     p.add_argument("--resolution", default=None, help="network input HxW (default: the checkpoint's)")
     p.add_argument("--scenes", type=int, default=32, help="validation scenes (default 32)")
-    p.add_argument("--center-thresholds", type=_floats, default=DEFAULT_GRID["center_threshold"],
+    p.add_argument("--center-thresholds", type=_numbers(float), default=DEFAULT_GRID["center_threshold"],
                    help=f"candidates (default {dflt('center_threshold')})")
-    p.add_argument("--nms-kernels", type=_ints, default=DEFAULT_GRID["nms_kernel"],
+    p.add_argument("--nms-kernels", type=_numbers(int), default=DEFAULT_GRID["nms_kernel"],
                    help=f"candidates, odd (default {dflt('nms_kernel')})")
-    p.add_argument("--stuff-areas", type=_ints, default=DEFAULT_GRID["stuff_area"],
+    p.add_argument("--stuff-areas", type=_numbers(int), default=DEFAULT_GRID["stuff_area"],
                    help=f"candidates, px at 1024x2048 (default {dflt('stuff_area')})")
     p.add_argument("--top", type=int, default=10, help="rows of the ranking to print (default 10)")
     p.add_argument("--write", action="store_true",
@@ -53,10 +52,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..eval.tuning import TuningError, tune_panoptic, write_tuned
     from ..models.checkpoints import CheckpointError, read_checkpoint_meta
-    from pathlib import Path
-
     from ..panoptic import PanopticConfig
-    from ..pipeline import SHIPPED_WEIGHTS, PipelineError, _is_own_checkpoint, build_segmenter
+    from ..pipeline import SHIPPED_WEIGHTS, PipelineError, build_segmenter, parse_resolution
     from ..training import evaluate_segmenter
 
     if args.scenes < 1:
@@ -65,10 +62,14 @@ def run(args: argparse.Namespace) -> int:
     weights = args.weights
     if str(weights).strip().lower() == "default" and args.model in SHIPPED_WEIGHTS:
         weights = str(SHIPPED_WEIGHTS[args.model])
-    if args.write and not (Path(weights).is_file() and _is_own_checkpoint(Path(weights))):
-        print(f"tune-panoptic: error: --write needs a seg_perception checkpoint file; {weights!r} is not one "
-              "(public checkpoints: convert them with train-synthetic --init-from, or tune without --write)")
-        return 2
+    prior: dict = {}  # the held-out record --write re-measures
+    if args.write:
+        try:
+            prior = read_checkpoint_meta(weights).get("held_out") or {}
+        except CheckpointError as exc:
+            print(f"tune-panoptic: error: --write needs a seg_perception checkpoint file: {exc} "
+                  "(public checkpoints: convert them with train-synthetic --init-from, or tune without --write)")
+            return 2
     grid = {"center_threshold": args.center_thresholds, "nms_kernel": args.nms_kernels,
             "stuff_area": args.stuff_areas}
     try:
@@ -94,10 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.write:
         return 0
     seg.panoptic_cfg = seg.panoptic_cfg.with_overrides(result.best)
-    prior = read_checkpoint_meta(weights).get("held_out") or {}
     n_held = args.held_out_scenes or int(prior.get("scenes") or 32)
-    hw = tuple(int(v) for v in str(prior.get("scene_hw", "256x512")).split("x"))
-    held_out = evaluate_segmenter(seg, n_held, scene_hw=hw)
+    held_out = evaluate_segmenter(seg, n_held, scene_hw=parse_resolution(prior.get("scene_hw", "256x512")))
     held_out["panoptic_postprocess"] = dict(result.best)
     try:
         write_tuned(weights, result, held_out=held_out)

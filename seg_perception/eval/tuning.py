@@ -153,9 +153,9 @@ def tune_panoptic(
     finally:
         segmenter.panoptic_cfg = base
     baseline_values, baseline_scores = table[0]
-    # max() keeps the first of equal scores: the baseline, then grid order
-    best_values, best_scores = max(table, key=lambda row: row[1]["pq"])
+    # a stable sort keeps equal scores in measured order: the baseline, then grid order
     ranked = sorted(table, key=lambda row: -row[1]["pq"])
+    best_values, best_scores = ranked[0]
     return TuneResult(best_values, best_scores, baseline_values, baseline_scores, ranked,
                       int(n_scenes), seed0, (int(scene_hw[0]), int(scene_hw[1])))
 

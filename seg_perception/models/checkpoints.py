@@ -220,9 +220,18 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, model_name: str, mode
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return _atomic_save(obj, path)
+
+
+def _atomic_save(obj: dict, path: Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash leaves the old file."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -264,14 +273,7 @@ def update_checkpoint_meta(path: str | Path, updates: Mapping[str, Any]) -> Path
     path = Path(path)
     obj = _check_own(_torch_load(path), path)
     obj["meta"] = {**dict(obj.get("meta") or {}), **dict(updates)}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(obj, tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic_save(obj, path)
 
 
 def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
