@@ -176,6 +176,25 @@ def test_cli_reports_writes_and_remeasures_held_out(tmp_path, capsys):
     assert build_segmenter("panoptic_deeplab_mobilenetv2", weights=str(path)).panoptic_cfg.tunables() == report["best"]
 
 
+def test_cli_without_grid_flags_searches_the_whole_default_grid(tmp_path, capsys):
+    import math
+
+    from seg_perception.eval.tuning import DEFAULT_GRID
+
+    path = _tiny_checkpoint(tmp_path / "pan.pt")
+    assert _cli(["--weights", path, "--resolution", "64x128", "--scenes", 1, "--json", tmp_path / "t.json"]) == 0
+    n = math.prod(len(v) for v in DEFAULT_GRID.values())
+    assert f"{n} combinations on 1 validation scenes" in capsys.readouterr().out
+    import json
+
+    table = json.loads((tmp_path / "t.json").read_text())["table"]
+    for key, values in DEFAULT_GRID.items():
+        assert sorted({row[0][key] for row in table}) == sorted(values), key
+    # the NMS kernel must be odd (a centred max-pool window); the grid reaches past the 9 that won
+    # at its old edge for the shipped model
+    assert all(k % 2 == 1 for k in DEFAULT_GRID["nms_kernel"]) and max(DEFAULT_GRID["nms_kernel"]) > 9
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--scenes", 0], "--scenes must be >= 1"),
     (["--weights", "{plain}", "--write"], "--write needs a seg_perception checkpoint"),
