@@ -9,7 +9,7 @@ import torch
 from seg_perception.datasets.labels import get_label_set
 from seg_perception.datasets.synthetic import make_scene
 from seg_perception.eval.oracle import oracle_heads
-from seg_perception.eval.tuning import TuneResult, TuningError, tune_panoptic, write_tuned
+from seg_perception.eval.tuning import DEFAULT_GRID, TuneResult, TuningError, tune_panoptic, write_tuned
 from seg_perception.models import get_model
 from seg_perception.models.checkpoints import CheckpointError, save_checkpoint
 from seg_perception.panoptic import PanopticConfig
@@ -178,8 +178,6 @@ def test_cli_reports_writes_and_remeasures_held_out(tmp_path, capsys):
 
 def test_cli_without_grid_flags_searches_the_whole_default_grid(tmp_path, capsys):
     import math
-
-    from seg_perception.eval.tuning import DEFAULT_GRID
 
     path = _tiny_checkpoint(tmp_path / "pan.pt")
     assert _cli(["--weights", path, "--resolution", "64x128", "--scenes", 1, "--json", tmp_path / "t.json"]) == 0
