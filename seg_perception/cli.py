@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-bag": ("eval_bag", "evaluate a model on rosbags (mIoU, PQ, latency) and write reports"),
     "make-bag": ("make_bag", "turn an image folder (+ Cityscapes-style GT) into a rosbag"),
     "train-synthetic": ("train_synthetic", "train a model on generated street scenes"),
+    "average-weights": ("average_weights", "average checkpoints of one model trained on different seeds (model soup)"),
     "tune-panoptic": ("tune_panoptic", "tune panoptic post-processing for given weights on validation scenes"),
     "export": ("export", "export a model to ONNX"),
     "build-engine": ("build_engine", "build a TensorRT engine (offline step on the target)"),

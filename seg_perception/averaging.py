@@ -1,0 +1,132 @@
+"""Weight averaging ("model soup") of checkpoints trained from one starting point.
+
+Two or more training runs that start from the same checkpoint (same model, same builder kwargs)
+on different seeds end in nearby minima; the element-wise mean of their weights is usually at least
+as accurate as the best of them (Wortsman et al., *Model soups*, ICML 2022). Floating tensors,
+BatchNorm running statistics included, are averaged in float32; integer buffers
+(``num_batches_tracked``) take the largest value.
+
+The result is a normal checkpoint of our format whose ``meta.averaged_from`` lists every source
+(file name, SHA-256, seed, steps, held-out scores) so the file documents how it was made.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .models.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
+
+
+@dataclass(frozen=True)
+class Averaged:
+    """What :func:`average_checkpoints` wrote: the file, its model's registry name and its ``meta``."""
+
+    path: Path
+    model_name: str
+    meta: dict
+
+
+def _check_compatible(loaded: Sequence[LoadedCheckpoint], paths: Sequence[str]) -> None:
+    """Raise ValueError unless every checkpoint has the first one's model, kwargs, label set and keys."""
+    first, p0 = loaded[0], paths[0]
+    keys0 = {k: tuple(v.shape) for k, v in first.model.state_dict().items()}
+    for ck, path in zip(loaded[1:], paths[1:]):
+        for what, a, b in (("model", first.model_name, ck.model_name),
+                           ("model kwargs", first.model_kwargs, ck.model_kwargs),
+                           ("label set", first.label_set, ck.label_set)):
+            if a != b:
+                raise ValueError(f"cannot average {path!r} with {p0!r}: {what} {b!r} != {a!r}; average only "
+                                 "checkpoints of one model trained from one starting point")
+        keys = {k: tuple(v.shape) for k, v in ck.model.state_dict().items()}
+        if keys != keys0:
+            bad = sorted(set(keys) ^ set(keys0)) or sorted(k for k in keys if keys[k] != keys0[k])
+            raise ValueError(f"cannot average {path!r} with {p0!r}: tensors differ ({', '.join(bad[:5])})")
+
+
+def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of state dicts with the same keys and shapes.
+
+    Floating tensors (any shape, e.g. conv weights ``(C_out, C_in, kH, kW)``, BN ``running_var``
+    ``(C,)``) are averaged in float32 and returned in their own dtype; integer tensors take the
+    element-wise maximum (BN ``num_batches_tracked`` counters).
+
+    Raises ValueError for fewer than two dicts or mismatched keys / shapes.
+    """
+    if len(state_dicts) < 2:
+        raise ValueError(f"averaging needs at least 2 state dicts, got {len(state_dicts)}")
+    out: dict[str, torch.Tensor] = {}
+    for key, ref in state_dicts[0].items():
+        tensors = [sd.get(key) for sd in state_dicts]
+        if any(t is None or t.shape != ref.shape for t in tensors):
+            raise ValueError(f"tensor {key!r} is missing or has another shape in one of the state dicts")
+        if ref.is_floating_point():
+            out[key] = torch.stack([t.float() for t in tensors]).mean(0).to(ref.dtype)
+        else:
+            out[key] = torch.stack(tensors).amax(0)
+    if any(set(sd) != set(out) for sd in state_dicts[1:]):
+        raise ValueError("state dicts have different keys; average only checkpoints of one model")
+    return out
+
+
+def _source_record(path: str, ck: LoadedCheckpoint) -> dict:
+    from .pipeline import sha256_file
+
+    meta = ck.meta
+    return {"path": Path(path).name, "sha256": sha256_file(path), "seed": meta.get("seed"),
+            "steps": meta.get("steps"), "train_wall_time_s": meta.get("train_wall_time_s"),
+            "total_steps": meta.get("total_steps"), "total_train_wall_time_s": meta.get("total_train_wall_time_s"),
+            "command": meta.get("command", ""),
+            "held_out": {k: v for k, v in (meta.get("held_out") or {}).items() if k in ("miou", "pq")}}
+
+
+def _totals(sources: list[dict], loaded: Sequence[LoadedCheckpoint]) -> dict:
+    """Training cost of the soup: every source's own stage plus the shared history once."""
+    steps = sum(int(s["steps"] or 0) for s in sources)
+    wall = sum(float(s["train_wall_time_s"] or 0.0) for s in sources)
+    prior = [ck.meta.get("init_from") or {} for ck in loaded]
+    if prior[0] and all(p.get("sha256") == prior[0].get("sha256") for p in prior):
+        steps += int(prior[0].get("total_steps") or 0)
+        wall += float(prior[0].get("total_train_wall_time_s") or 0.0)
+    else:  # no shared start recorded: count each source's whole history
+        steps = sum(int(s["total_steps"] or s["steps"] or 0) for s in sources)
+        wall = sum(float(s["total_train_wall_time_s"] or s["train_wall_time_s"] or 0.0) for s in sources)
+    return {"total_steps": steps, "total_train_wall_time_s": round(wall, 1)}
+
+
+def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                        command: str = "") -> Averaged:
+    """Average the weights of our checkpoints at ``paths`` and write the result to ``out``.
+
+    The first checkpoint supplies everything but the weights (model, kwargs, label set, resolution,
+    tuned panoptic post-processing); ``meta.held_out`` is dropped because it no longer describes the
+    weights (evaluate the result). Returns what was written (:class:`Averaged`).
+
+    Raises:
+        ValueError: fewer than two paths, ``out`` among them, or checkpoints of different models /
+            kwargs / label sets.
+        CheckpointError: a path is missing or not our format.
+    """
+    paths = [str(p) for p in paths]
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least 2 checkpoints, got {len(paths)}: {paths}")
+    if any(Path(p).resolve() == Path(out).resolve() for p in paths):
+        raise ValueError(f"--out {str(out)!r} is one of the inputs; write the average to a new file")
+    loaded = [load_checkpoint(p) for p in paths]
+    _check_compatible(loaded, paths)
+    model = loaded[0].model
+    model.load_state_dict(average_state_dicts([ck.model.state_dict() for ck in loaded]))
+    sources = [_source_record(p, ck) for p, ck in zip(paths, loaded)]
+    keep = ("resolution", "trained_on", "machine", "panoptic_postprocess", "batch_size")
+    meta = {k: loaded[0].meta[k] for k in keep if k in loaded[0].meta}
+    meta.update({"averaged_from": sources, "init_from": loaded[0].meta.get("init_from"),
+                 "command": command, **_totals(sources, loaded)})
+    path = save_checkpoint(out, model, model_name=loaded[0].model_name, model_kwargs=loaded[0].model_kwargs,
+                           label_set=loaded[0].label_set, extra=meta, half=bool(loaded[0].meta.get("half", True)))
+    return Averaged(Path(path), loaded[0].model_name, meta)
+
+
+__all__ = ["Averaged", "average_checkpoints", "average_state_dicts", "CheckpointError"]
