@@ -7,7 +7,8 @@ BatchNorm running statistics included, are averaged in float32; integer buffers
 (``num_batches_tracked``) take the largest value.
 
 The result is a normal checkpoint of our format whose ``meta.averaged_from`` lists every source
-(file name, SHA-256, seed, steps, held-out scores) so the file documents how it was made.
+(file name, SHA-256, seed, steps, command, held-out scores) so the file documents how it was made;
+``seed`` is then the list of the sources' seeds, ``steps`` and ``train_wall_time_s`` their sums.
 """
 from __future__ import annotations
 
@@ -122,8 +123,11 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLi
     sources = [_source_record(p, ck) for p, ck in zip(paths, loaded)]
     keep = ("resolution", "trained_on", "machine", "panoptic_postprocess", "batch_size")
     meta = {k: loaded[0].meta[k] for k in keep if k in loaded[0].meta}
-    meta.update({"averaged_from": sources, "init_from": loaded[0].meta.get("init_from"),
-                 "command": command, **_totals(sources, loaded)})
+    meta.update({"averaged_from": sources, "init_from": loaded[0].meta.get("init_from"), "command": command,
+                 # this stage's runs, as a single training run records them
+                 "seed": [s["seed"] for s in sources], "steps": sum(int(s["steps"] or 0) for s in sources),
+                 "train_wall_time_s": round(sum(float(s["train_wall_time_s"] or 0.0) for s in sources), 1),
+                 **_totals(sources, loaded)})
     path = save_checkpoint(out, model, model_name=loaded[0].model_name, model_kwargs=loaded[0].model_kwargs,
                            label_set=loaded[0].label_set, extra=meta, half=bool(loaded[0].meta.get("half", True)))
     return Averaged(Path(path), loaded[0].model_name, meta)

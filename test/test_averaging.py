@@ -90,6 +90,7 @@ def test_average_checkpoints_writes_the_mean_model_and_records_its_sources(tmp_p
     assert "held_out" not in meta  # the sources' scores do not describe the average
     assert meta["panoptic_postprocess"] == {"nms_kernel": 11} and meta["resolution"] == "32x64"
     assert meta["total_steps"] == 30 and meta["command"] == "cmd"
+    assert meta["seed"] == [1, 2] and meta["steps"] == 30 and meta["train_wall_time_s"] == 3.0
 
 
 def test_average_checkpoints_counts_a_shared_start_once(tmp_path) -> None:
