@@ -71,7 +71,12 @@ def test_torch_vs_onnxruntime(name, exported):
         diff = float(np.abs(got[key] - ref[key]).max())
         scale = float(np.abs(ref[key]).max()) or 1.0
         report.append(f"{key} max|diff| {diff:.2e} (max|logit| {scale:.2e})")
-        assert diff <= 1e-3 * scale + 1e-4, f"{name}/{key}: {diff} vs scale {scale}"
+        # Torch (oneDNN) and onnxruntime (MLAS) sum in different orders, and how far that drifts in
+        # fp32 depends on the CPU's kernels: the sigmoid center heatmap (values in [0, 1]) of the
+        # randomised 101-layer ResNet differed by 1.3e-3 on an AMD EPYC, within 1.1e-3 on Intel Xeon VMs.
+        # A broken export differs by far more (>= 1e-2) than either allowance.
+        rel = 2e-3 if key == "center" else 1e-3
+        assert diff <= rel * scale + 1e-4, f"{name}/{key}: {diff} vs scale {scale}"
     agree = float((got["semantic"].argmax(1) == ref["semantic"].argmax(1)).mean())
     print(f"\n[parity] {name}: {'; '.join(report)}; argmax agreement {agree:.5f}")
     assert agree >= 0.999
