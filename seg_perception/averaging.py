@@ -85,9 +85,11 @@ def _source_record(path: str, ck: LoadedCheckpoint) -> dict:
 
 
 def _totals(sources: list[dict], loaded: Sequence[LoadedCheckpoint]) -> dict:
-    """Training cost of the soup: every source's own stage plus the shared history once."""
+    """Training cost: this stage (``steps``, ``train_wall_time_s``: the sources' sums) and in all
+    (``total_*``: this stage plus the shared history once)."""
     steps = sum(int(s["steps"] or 0) for s in sources)
     wall = sum(float(s["train_wall_time_s"] or 0.0) for s in sources)
+    stage = {"steps": steps, "train_wall_time_s": round(wall, 1)}
     prior = [ck.meta.get("init_from") or {} for ck in loaded]
     if prior[0] and all(p.get("sha256") == prior[0].get("sha256") for p in prior):
         steps += int(prior[0].get("total_steps") or 0)
@@ -95,7 +97,7 @@ def _totals(sources: list[dict], loaded: Sequence[LoadedCheckpoint]) -> dict:
     else:  # no shared start recorded: count each source's whole history
         steps = sum(int(s["total_steps"] or s["steps"] or 0) for s in sources)
         wall = sum(float(s["total_train_wall_time_s"] or s["train_wall_time_s"] or 0.0) for s in sources)
-    return {"total_steps": steps, "total_train_wall_time_s": round(wall, 1)}
+    return stage | {"total_steps": steps, "total_train_wall_time_s": round(wall, 1)}
 
 
 def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
@@ -124,10 +126,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLi
     keep = ("resolution", "trained_on", "machine", "panoptic_postprocess", "batch_size")
     meta = {k: loaded[0].meta[k] for k in keep if k in loaded[0].meta}
     meta.update({"averaged_from": sources, "init_from": loaded[0].meta.get("init_from"), "command": command,
-                 # this stage's runs, as a single training run records them
-                 "seed": [s["seed"] for s in sources], "steps": sum(int(s["steps"] or 0) for s in sources),
-                 "train_wall_time_s": round(sum(float(s["train_wall_time_s"] or 0.0) for s in sources), 1),
-                 **_totals(sources, loaded)})
+                 "seed": [s["seed"] for s in sources], **_totals(sources, loaded)})
     path = save_checkpoint(out, model, model_name=loaded[0].model_name, model_kwargs=loaded[0].model_kwargs,
                            label_set=loaded[0].label_set, extra=meta, half=bool(loaded[0].meta.get("half", True)))
     return Averaged(Path(path), loaded[0].model_name, meta)
