@@ -537,13 +537,15 @@ def pq_report(summary: dict) -> dict:
     return report
 
 
-def evaluate_checkpoint(model: str, weights: str | os.PathLike, *, resolution: tuple[int, int],
+def evaluate_checkpoint(model: str, weights: str | os.PathLike, *, resolution: tuple[int, int] | None,
                         n_scenes: int, scene_hw: tuple[int, int] = (256, 512),
                         first_seed: int = EVAL_SEED_BASE, device: str = "cpu") -> dict:
-    """Load ``weights`` through :func:`seg_perception.pipeline.build_segmenter` and evaluate."""
+    """Load ``weights`` through :func:`seg_perception.pipeline.build_segmenter` and evaluate
+    (``resolution`` None: the checkpoint's own)."""
     from .pipeline import build_segmenter
 
-    seg = build_segmenter(model, weights=str(weights), resolution=tuple(resolution), device=device)
+    seg = build_segmenter(model, weights=str(weights), resolution=tuple(resolution) if resolution else None,
+                          device=device)
     try:
         return evaluate_segmenter(seg, n_scenes, scene_hw, first_seed)
     finally:

@@ -24,8 +24,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..averaging import average_checkpoints
     from ..models.checkpoints import CheckpointError, update_checkpoint_meta
-    from ..pipeline import PipelineError, build_segmenter, parse_resolution
-    from ..training import evaluate_segmenter
+    from ..pipeline import PipelineError, parse_resolution
+    from ..training import evaluate_checkpoint
 
     if args.eval_scenes < 0:
         print(f"average-weights: error: --eval-scenes must be >= 0, got {args.eval_scenes}", file=sys.stderr)
@@ -42,11 +42,9 @@ def run(args: argparse.Namespace) -> int:
     for src in meta["averaged_from"]:
         print(f"  {src['path']}: seed {src['seed']}, held-out {src['held_out'] or '-'}")
     if args.eval_scenes:
-        seg = build_segmenter(result.model_name, weights=str(path), resolution=meta.get("resolution"))
-        try:
-            scores = evaluate_segmenter(seg, args.eval_scenes, scene_hw)
-        finally:
-            seg.close()
+        res = meta.get("resolution")
+        scores = evaluate_checkpoint(result.model_name, path, resolution=parse_resolution(res) if res else None,
+                                     n_scenes=args.eval_scenes, scene_hw=scene_hw)
         if "panoptic_postprocess" in meta and "pq" in scores:
             scores["panoptic_postprocess"] = meta["panoptic_postprocess"]
         update_checkpoint_meta(path, {"held_out": scores})
