@@ -22,6 +22,13 @@ Pipeline (Cheng et al., "Panoptic-DeepLab", CVPR 2020):
    classes covering fewer than the scaled ``stuff_area`` pixels, and thing pixels with no
    instance, become ``void_label``.
 
+   Extension (off by default, ``class_split_area > 0``): the majority vote hands a rider's pixels
+   to the bicycle it sits on whenever both share one center (their centers are often closer than
+   the NMS window). With ``class_split_area`` set, the pixels of an instance whose semantic class
+   is a thing class other than the instance's majority form a segment of their own class when
+   that (instance, class) fragment covers at least the scaled ``class_split_area`` pixels;
+   smaller fragments keep the majority class as in the paper.
+
 Void label: ``void_label`` defaults to ``255 * label_divisor = 255000``, *not* 0, because class 0
 is a valid stuff class (Cityscapes ``road``) whose panoptic id is ``0 * 1000 + 0 = 0``. Void
 pixels are not segments.
@@ -81,7 +88,11 @@ class PanopticConfig:
         top_k: at most this many centers, in [1, label_divisor - 1].
         stuff_area: minimum stuff segment area in pixels *at* ``stuff_area_reference_hw``;
             at an H x W output the threshold is ``stuff_area * H * W / (ref_h * ref_w)``.
-        stuff_area_reference_hw: (height, width) the ``stuff_area`` refers to.
+        class_split_area: 0 (the paper): an instance's pixels all take its majority class. > 0: a
+            fragment of an instance labelled with another thing class becomes its own segment
+            when it covers at least this many pixels at ``stuff_area_reference_hw`` (scaled
+            like ``stuff_area``); smaller fragments take the majority class.
+        stuff_area_reference_hw: (height, width) ``stuff_area`` and ``class_split_area`` refer to.
         label_divisor: panoptic id = class * label_divisor + instance.
         void_label: id of void pixels; 255000 by default, not 0 (0 is road stuff).
     """
@@ -90,6 +101,7 @@ class PanopticConfig:
     nms_kernel: int = 7
     top_k: int = 200
     stuff_area: int = 2048
+    class_split_area: int = 0
     stuff_area_reference_hw: tuple[int, int] = (1024, 2048)
     label_divisor: int = LABEL_DIVISOR
     void_label: int = 255 * LABEL_DIVISOR
@@ -120,6 +132,12 @@ class PanopticConfig:
         a = self.stuff_area
         if not isinstance(a, (int, float)) or isinstance(a, bool) or a < 0:
             raise ValueError(f"PanopticConfig.stuff_area={a!r} must be a number >= 0 (pixels; 0 keeps all stuff)")
+        a = self.class_split_area
+        if not isinstance(a, (int, float)) or isinstance(a, bool) or a < 0:
+            raise ValueError(
+                f"PanopticConfig.class_split_area={a!r} must be a number >= 0 (pixels; 0 = off, the paper's "
+                "majority vote)"
+            )
         ref = self.stuff_area_reference_hw
         if (
             not isinstance(ref, (tuple, list))
@@ -164,14 +182,21 @@ class PanopticConfig:
         """The fields a deployment tunes (:data:`TUNABLE_FIELDS`) as a plain dict."""
         return {name: getattr(self, name) for name in TUNABLE_FIELDS}
 
+    def _scaled(self, area: float, hw: tuple[int, int]) -> float:
+        ref_h, ref_w = self.stuff_area_reference_hw
+        return float(area) * hw[0] * hw[1] / (ref_h * ref_w)
+
     def min_stuff_area(self, hw: tuple[int, int]) -> float:
         """Stuff area threshold in pixels for an output of size ``hw = (H, W)``."""
-        ref_h, ref_w = self.stuff_area_reference_hw
-        return float(self.stuff_area) * hw[0] * hw[1] / (ref_h * ref_w)
+        return self._scaled(self.stuff_area, hw)
+
+    def min_class_split_area(self, hw: tuple[int, int]) -> float:
+        """Class-split fragment threshold in pixels for an output of size ``hw``; 0 when off."""
+        return self._scaled(self.class_split_area, hw)
 
 
 #: PanopticConfig fields that are tuned per model and exposed as node parameters.
-TUNABLE_FIELDS: tuple[str, ...] = ("center_threshold", "nms_kernel", "top_k", "stuff_area")
+TUNABLE_FIELDS: tuple[str, ...] = ("center_threshold", "nms_kernel", "top_k", "stuff_area", "class_split_area")
 
 
 @dataclass(frozen=True)
@@ -333,13 +358,15 @@ def merge_semantic_and_instance(
         instance: (H, W) integer instance index (0 = none), e.g. from :func:`group_instances`;
             values on stuff pixels are ignored.
         thing_ids: classes that have instances.
-        cfg: uses ``label_divisor``, ``void_label``, ``stuff_area`` (scaled to H x W).
+        cfg: uses ``label_divisor``, ``void_label``, ``stuff_area`` and ``class_split_area``
+            (both scaled to H x W).
 
     Returns:
         (H, W) int32 panoptic ids. Instance class = majority semantic vote over its thing pixels
-        (ties -> lower class); instances are numbered per class 1..n in instance-index order;
-        stuff -> ``class * label_divisor``; small stuff classes and thing pixels without an
-        instance -> ``void_label``.
+        (ties -> lower class); with ``class_split_area`` > 0 a large enough fragment of another
+        thing class is a segment of that class. Segments are numbered per class 1..n in
+        (instance index, class) order; stuff -> ``class * label_divisor``; small stuff classes
+        and thing pixels without an instance -> ``void_label``.
 
     Raises:
         ValueError: shape mismatch, negative classes, or a ``void_label`` that collides with a
@@ -377,25 +404,33 @@ def merge_semantic_and_instance(
     inst_class = votes.argmax(dim=1)  # first max -> lowest class on ties
     present = votes.sum(dim=1) > 0
     present[0] = False
-    # Per-class running count in instance order -> 1..n numbering.
-    onehot = F.one_hot(inst_class, num_classes) * present[:, None].long()
-    rank = onehot.cumsum(dim=0).gather(1, inst_class[:, None])[:, 0]
+    # segment[k, c]: (instance k, class c) is a segment -- the majority class of each present
+    # instance, plus the fragments class splitting keeps.
+    segment = F.one_hot(inst_class, num_classes).bool() & present[:, None]
+    if cfg.class_split_area > 0:
+        split = votes >= max(1.0, cfg.min_class_split_area(tuple(sem.shape)))
+        segment |= split & present[:, None]
+    # Per-class running count in (instance, class) order -> 1..n numbering.
+    rank = segment.long().cumsum(dim=0)
     if int(rank.max()) >= div:
         raise ValueError(
-            f"{int(rank.max())} instances of one class do not fit below label_divisor={div}; "
+            f"{int(rank.max())} segments of one class do not fit below label_divisor={div}; "
             "raise PanopticConfig.label_divisor or lower top_k"
         )
-    thing_lut = torch.where(present, inst_class * div + rank, torch.full_like(rank, void))
-    thing_lut[0] = void  # thing pixels that no instance claimed
+    # Pixel (k, c) -> class c if (k, c) is a segment, else k's majority class.
+    classes = torch.arange(num_classes, device=dev)
+    target = torch.where(segment, classes[None, :], inst_class[:, None])  # (n_inst, C)
+    seg_id = target * div + rank.gather(1, target)
+    thing_lut = torch.where(present[:, None], seg_id, torch.full_like(seg_id, void)).flatten()
+    thing_lut[:num_classes] = void  # thing pixels that no instance claimed (row 0)
 
     # Stuff: one segment per class, void when below the scaled area threshold.
     stuff_pix = sem[~is_thing]
     stuff_area = torch.bincount(stuff_pix, minlength=num_classes)
-    classes = torch.arange(num_classes, device=dev)
     big = stuff_area.double() >= cfg.min_stuff_area(tuple(sem.shape))
     stuff_lut = torch.where(big, classes * div, torch.full_like(classes, void))
 
-    pan = torch.where(is_thing, thing_lut[inst], stuff_lut[sem])
+    pan = torch.where(is_thing, thing_lut[inst * num_classes + sem], stuff_lut[sem])
     return pan.to(torch.int32)
 
 
@@ -520,10 +555,13 @@ def _segments(
     valid = torch.nonzero(flat != cfg.void_label).flatten()
     if valid.numel() == 0:
         return []
-    # Segment key: stuff class c -> c, thing instance k -> C + k (one key per non-void id).
+    # Segment key (one per non-void id): stuff class c -> c; thing segment of instance k and
+    # class c (class splitting can give one instance several) -> C + k * C + c.
+    div = cfg.label_divisor
     inst = instance.flatten()[valid].long()
-    key = torch.where(inst > 0, inst + num_classes, semantic.flatten()[valid])
-    n = num_classes + center_scores.numel() + 1
+    pan_class = torch.div(flat[valid].long(), div, rounding_mode="floor")
+    key = torch.where(inst > 0, num_classes + inst * num_classes + pan_class, semantic.flatten()[valid])
+    n = num_classes * (center_scores.numel() + 2)
     ys = torch.div(valid, w, rounding_mode="floor")
     xs = valid % w
 
@@ -540,17 +578,17 @@ def _segments(
     cx = torch.bincount(key, weights=xs.double(), minlength=n) / a
     cy = torch.bincount(key, weights=ys.double(), minlength=n) / a
     stuff_score = torch.bincount(key, weights=prob.flatten()[valid].double(), minlength=n) / a
-    thing_score = torch.cat(
-        [torch.zeros(num_classes + 1, dtype=torch.float64, device=key.device), center_scores.double()]
-    )
-    is_inst = torch.arange(n, device=key.device) > num_classes
+    thing_score = torch.cat([
+        torch.zeros(2 * num_classes, dtype=torch.float64, device=key.device),
+        center_scores.double().repeat_interleave(num_classes),
+    ])
+    is_inst = torch.arange(n, device=key.device) >= 2 * num_classes
     score = torch.where(is_inst, thing_score, stuff_score)
 
     used = torch.nonzero(area > 0).flatten()
     used = used[torch.argsort(ids[used])]
     cols = [t[used].tolist() for t in (ids, score, area, x0, y0, x1, y1, cx, cy)]
     name = label_set.class_name if label_set is not None else str
-    div = cfg.label_divisor
     return [
         Segment(
             id=int(i), class_id=int(i) // div, class_name=name(int(i) // div), is_thing=int(i) // div in thing_ids,

@@ -7,6 +7,7 @@ instances that follows the paper's description step by step.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -92,8 +93,11 @@ def reference_postprocess(logits: np.ndarray, center: np.ndarray, offset: np.nda
                     best_k, best_d = k, d
             inst[y, x] = best_k + 1
 
-    # Merge: majority vote per instance, per-class numbering, stuff area filter.
+    # Merge: majority vote per instance (plus large enough fragments of other thing classes when
+    # class splitting is on), per-class numbering in (instance, class) order, stuff area filter.
     div, void = cfg.label_divisor, cfg.void_label
+    ref_px = cfg.stuff_area_reference_hw[0] * cfg.stuff_area_reference_hw[1]
+    min_split = max(1.0, cfg.class_split_area * H * W / ref_px)
     pan = np.full((H, W), void, dtype=np.int64)
     per_class = Counter()
     inst_of_id = {}
@@ -104,12 +108,15 @@ def reference_postprocess(logits: np.ndarray, center: np.ndarray, offset: np.nda
         votes = Counter(int(sem[p]) for p in pix)
         top = max(votes.values())
         cls = min(c for c, n in votes.items() if n == top)
-        per_class[cls] += 1
-        pid = cls * div + per_class[cls]
-        inst_of_id[pid] = k
+        own = {c for c, n in votes.items() if cfg.class_split_area > 0 and n >= min_split} | {cls}
+        ids = {}
+        for c in sorted(own):
+            per_class[c] += 1
+            ids[c] = c * div + per_class[c]
+            inst_of_id[ids[c]] = k
         for p in pix:
-            pan[p] = pid
-    min_area = cfg.stuff_area * H * W / (cfg.stuff_area_reference_hw[0] * cfg.stuff_area_reference_hw[1])
+            pan[p] = ids.get(int(sem[p]), ids[cls])
+    min_area = cfg.stuff_area * H * W / ref_px
     for c in range(C):
         if c in thing_ids:
             continue
@@ -182,6 +189,8 @@ CASES = [
     (2, PanopticConfig(top_k=2, center_threshold=0.2)),
     (3, PanopticConfig(nms_kernel=5, stuff_area=40_000, center_threshold=0.0)),
     (4, PanopticConfig(nms_kernel=1, top_k=50)),
+    (5, PanopticConfig(class_split_area=20_000)),  # fragments of >= ~21 px at 40x56 split off
+    (6, PanopticConfig(nms_kernel=3, class_split_area=1)),  # every fragment splits off
 ]
 
 
@@ -321,6 +330,34 @@ def test_majority_vote_and_per_class_numbering():
     assert (pan[1, 5:] == 0).all()
 
 
+def test_class_split_keeps_a_rider_on_its_bicycle():
+    # One instance: 30 bicycle (18) pixels, 12 rider (12) pixels, 2 person (11) pixels.
+    sem = torch.zeros(4, 16, dtype=torch.long)
+    sem[0:2, :15] = 18
+    sem[2, :12] = 12
+    sem[3, :2] = 11
+    inst = torch.where(sem > 0, 1, 0).to(torch.int32)
+    paper = merge_semantic_and_instance(sem, inst, THINGS, PanopticConfig(stuff_area=0))
+    assert set(paper[sem > 0].tolist()) == {18001}  # the majority vote swallows the rider
+    # 10 px at 4x16 is 10 * 1024 * 2048 / 64 at the reference size
+    cfg = PanopticConfig(stuff_area=0, class_split_area=10 * 1024 * 2048 // 64)
+    pan = merge_semantic_and_instance(sem, inst, THINGS, cfg)
+    assert (pan[sem == 18] == 18001).all() and (pan[sem == 12] == 12001).all()
+    assert (pan[sem == 11] == 18001).all()  # 2 px < 10 px: keeps the majority class
+    assert (pan[sem == 0] == 0).all()
+
+
+@pytest.mark.parametrize("seed,cfg", [c for c in CASES if c[1].class_split_area > 0])
+def test_class_split_cases_split_instances(seed, cfg):
+    """The class-split reference cases are not degenerate: splitting adds thing segments."""
+    heads = [torch.from_numpy(a) for a in random_heads(seed)]
+    n_things = [
+        sum(s.is_thing for s in panoptic_postprocess(*heads, thing_ids=THINGS, cfg=c).segments)
+        for c in (replace(cfg, class_split_area=0), cfg)
+    ]
+    assert n_things[1] > n_things[0]
+
+
 def test_thing_pixels_without_instance_are_void():
     sem = torch.full((3, 3), 13, dtype=torch.long)
     sem[0, 0] = 0
@@ -451,6 +488,7 @@ def test_resize_heads_scales_offsets_by_factor():
         (dict(top_k=0), "top_k"),
         (dict(top_k=1000), "top_k"),
         (dict(stuff_area=-1), "stuff_area"),
+        (dict(class_split_area=-1), "class_split_area"),
         (dict(stuff_area_reference_hw=(0, 2048)), "stuff_area_reference_hw"),
         (dict(label_divisor=1), "label_divisor"),
         (dict(void_label=-5), "void_label"),
@@ -471,7 +509,8 @@ def test_default_config():
 def test_with_overrides_replaces_validates_and_names_the_source():
     cfg = PanopticConfig().with_overrides({"center_threshold": 0.3, "stuff_area_reference_hw": [512, 1024]})
     assert cfg.center_threshold == 0.3 and cfg.stuff_area_reference_hw == (512, 1024) and cfg.nms_kernel == 7
-    assert cfg.tunables() == {"center_threshold": 0.3, "nms_kernel": 7, "top_k": 200, "stuff_area": 2048}
+    assert cfg.tunables() == {"center_threshold": 0.3, "nms_kernel": 7, "top_k": 200, "stuff_area": 2048,
+                             "class_split_area": 0}
     assert PanopticConfig().with_overrides(None) == PanopticConfig()
     with pytest.raises(ValueError, match=r"ckpt\.pt: unknown .*'nms'"):
         PanopticConfig().with_overrides({"nms": 3}, source="ckpt.pt")

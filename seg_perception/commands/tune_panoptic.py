@@ -9,7 +9,7 @@ import argparse
 import json
 from typing import Callable
 
-HELP = "tune panoptic post-processing (center threshold, NMS kernel, stuff area) on validation scenes"
+HELP = "tune panoptic post-processing (center threshold, NMS kernel, stuff area, class split) on validation scenes"
 
 
 def _numbers(kind: type) -> Callable[[str], tuple]:
@@ -25,10 +25,10 @@ def _numbers(kind: type) -> Callable[[str], tuple]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..eval.tuning import DEFAULT_GRID
+    from ..eval.tuning import DEFAULT_GRID, DEFAULT_REFINE
 
     def dflt(key: str) -> str:
-        return ",".join(str(v) for v in DEFAULT_GRID[key])
+        return ",".join(str(v) for v in {**DEFAULT_GRID, **DEFAULT_REFINE}[key])
 
     p.add_argument("--model", default="panoptic_deeplab_mobilenetv2", help="registered panoptic model")
     p.add_argument("--weights", default="default", help="checkpoint (default: the shipped weights)")
@@ -40,6 +40,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help=f"candidates, odd (default {dflt('nms_kernel')})")
     p.add_argument("--stuff-areas", type=_numbers(int), default=DEFAULT_GRID["stuff_area"],
                    help=f"candidates, px at 1024x2048 (default {dflt('stuff_area')})")
+    p.add_argument("--class-split-areas", type=_numbers(int), default=DEFAULT_REFINE["class_split_area"],
+                   help="candidates, px at 1024x2048, 0 = off; searched one at a time after the grid of the "
+                        f"three above, from its best (default {dflt('class_split_area')})")
     p.add_argument("--top", type=int, default=10, help="rows of the ranking to print (default 10)")
     p.add_argument("--write", action="store_true",
                    help="store the best values in the checkpoint (meta.panoptic_postprocess) and re-measure "
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tune-panoptic: error: {exc}")
         return 2
     try:
-        result = tune_panoptic(seg, args.scenes, grid=grid)
+        result = tune_panoptic(seg, args.scenes, grid=grid, refine={"class_split_area": args.class_split_areas})
     except TuningError as exc:
         print(f"tune-panoptic: error: {exc}")
         return 2

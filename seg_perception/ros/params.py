@@ -20,7 +20,8 @@ DEFAULT_MODEL = "deeplabv3plus_mobilenetv2"
 
 #: Parameters whose change on a running node rebuilds the Segmenter (refused if the rebuild fails).
 RELOAD_KEYS = frozenset({"model", "weights", "label_set", "num_classes", "resolution", "backend", "device",
-                         "precision", "center_threshold", "nms_kernel", "top_k", "stuff_area"})
+                         "precision", "center_threshold", "nms_kernel", "top_k", "stuff_area",
+                         "class_split_area"})
 #: Parameters that only take effect at start-up (topics and QoS are wired once).
 STARTUP_ONLY_KEYS = frozenset({"input_transport", "qos_reliability", "qos_depth"})
 
@@ -96,7 +97,8 @@ def _or_auto(auto: int | float, check: Callable[[Any], Any], name: str) -> Calla
 
 #: Sentinel of each panoptic post-processing parameter meaning "the value tuned for the weights"
 #: (checkpoint ``meta.panoptic_postprocess``), else the Panoptic-DeepLab paper default.
-PANOPTIC_AUTO: dict[str, int | float] = {"center_threshold": -1.0, "nms_kernel": 0, "top_k": 0, "stuff_area": -1}
+PANOPTIC_AUTO: dict[str, int | float] = {"center_threshold": -1.0, "nms_kernel": 0, "top_k": 0, "stuff_area": -1,
+                                         "class_split_area": -1}
 
 
 def _weights(v: Any) -> str:
@@ -139,6 +141,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               _or_auto(0, _range("top_k", 1, 10000, int), "top_k")),
     ParamSpec("stuff_area", -1, "Panoptic: stuff segments smaller than this (px at 1024x2048, scaled) become void; "
               "-1 = tuned for the weights, else 2048.", _or_auto(-1, _range("stuff_area", 0, 10_000_000, int), "stuff_area")),
+    ParamSpec("class_split_area", -1, "Panoptic: a part of an instance labelled with another thing class (a rider on "
+              "its bicycle) becomes its own segment from this many px (at 1024x2048, scaled); 0 = off (every pixel "
+              "takes the instance's majority class); -1 = tuned for the weights, else 0.",
+              _or_auto(-1, _range("class_split_area", 0, 10_000_000, int), "class_split_area")),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 

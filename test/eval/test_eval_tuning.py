@@ -9,7 +9,7 @@ import torch
 from seg_perception.datasets.labels import get_label_set
 from seg_perception.datasets.synthetic import make_scene
 from seg_perception.eval.oracle import oracle_heads
-from seg_perception.eval.tuning import DEFAULT_GRID, TuneResult, TuningError, tune_panoptic, write_tuned
+from seg_perception.eval.tuning import DEFAULT_GRID, DEFAULT_REFINE, TuneResult, TuningError, tune_panoptic, write_tuned
 from seg_perception.models import get_model
 from seg_perception.models.checkpoints import CheckpointError, save_checkpoint
 from seg_perception.panoptic import PanopticConfig
@@ -60,14 +60,15 @@ def _segmenter(cfg: PanopticConfig = BAD, task: str = "panoptic") -> Segmenter:
 def test_tuning_picks_the_best_and_its_scores_are_what_the_segmenter_then_gives():
     seg = _segmenter()
     seen = []
-    res = tune_panoptic(seg, N, grid={"center_threshold": (1.0, 0.1), "stuff_area": (10_000_000, 0)},
+    res = tune_panoptic(seg, N, grid={"center_threshold": (1.0, 0.1), "stuff_area": (10_000_000, 0)}, refine={},
                         first_seed=SEED, scene_hw=HW, progress=lambda d, t: seen.append((d, t)))
     assert seg.backend.calls == N, "the network must run once per scene, not once per combination"
     assert seg.panoptic_cfg is BAD, "the segmenter's own configuration must be restored"
     # the baseline equals one grid cell: 4 distinct combinations, the baseline measured first
     assert len(res.table) == 4 and seen[-1] == (4, 4)
     assert res.baseline == BAD.tunables()
-    assert res.best == {"center_threshold": 0.1, "nms_kernel": 7, "top_k": 200, "stuff_area": 0}
+    assert res.best == {"center_threshold": 0.1, "nms_kernel": 7, "top_k": 200, "stuff_area": 0,
+                        "class_split_area": 0}
     pqs = [scores["pq"] for _, scores in res.table]
     assert pqs == sorted(pqs, reverse=True) and pqs[0] == res.best_scores["pq"]
     assert res.best_scores["pq"] > res.baseline_scores["pq"] + 0.3
@@ -80,8 +81,30 @@ def test_tuning_picks_the_best_and_its_scores_are_what_the_segmenter_then_gives(
 
 
 def test_ties_go_to_the_baseline_then_grid_order():
-    res = tune_panoptic(_segmenter(PanopticConfig()), 1, grid={"top_k": (200, 199)}, first_seed=SEED, scene_hw=HW)
+    res = tune_panoptic(_segmenter(PanopticConfig()), 1, grid={"top_k": (200, 199)}, refine={},
+                        first_seed=SEED, scene_hw=HW)
     assert res.best["top_k"] == 200  # equal PQ: a scene has far fewer than 199 things
+
+
+def test_line_search_starts_from_the_grid_winner():
+    seg = _segmenter()
+    seen = []
+    res = tune_panoptic(seg, N, grid={"center_threshold": (1.0, 0.1)}, refine={"stuff_area": (10_000_000, 0)},
+                        first_seed=SEED, scene_hw=HW, progress=lambda d, t: seen.append((d, t)))
+    # grid: the baseline (= 1.0 / 10M) and 0.1 / 10M; line search from 0.1: 10M (measured) and 0
+    assert [(v["center_threshold"], v["stuff_area"]) for v, _ in sorted(res.table, key=lambda r: -r[1]["pq"])][0] \
+        == (0.1, 0)
+    assert len(res.table) == 3 and seen[-1] == (4, 4) and [d for d, _ in seen] == [1, 2, 3, 4]
+    assert res.best["center_threshold"] == 0.1 and res.best["stuff_area"] == 0
+    # ... which a line search from the baseline would have missed: 1.0 / 0 has no things
+    low = tune_panoptic(_segmenter(), N, grid={"center_threshold": (1.0,)}, refine={"stuff_area": (0,)},
+                        first_seed=SEED, scene_hw=HW)
+    assert res.best_scores["pq"] > low.best_scores["pq"]
+
+
+def test_default_search_includes_class_split_line_search():
+    res = tune_panoptic(_segmenter(PanopticConfig()), 1, grid={"top_k": (200,)}, first_seed=SEED, scene_hw=HW)
+    assert sorted({v["class_split_area"] for v, _ in res.table}) == sorted(DEFAULT_REFINE["class_split_area"])
 
 
 @pytest.mark.parametrize("kwargs,needle", [
@@ -89,6 +112,9 @@ def test_ties_go_to_the_baseline_then_grid_order():
     ({"grid": {"label_divisor": (10,)}}, "not tunable"),
     ({"grid": {"nms_kernel": ()}}, "empty"),
     ({"grid": {"nms_kernel": (4,)}}, "nms_kernel=4"),
+    ({"refine": {"class_split_area": (-1,)}}, "class_split_area=-1"),
+    ({"refine": {"label_divisor": (10,)}}, "refine keys"),
+    ({"grid": {"stuff_area": (0,)}, "refine": {"stuff_area": (0,)}}, "both"),
 ])
 def test_bad_requests_are_refused_by_name(kwargs, needle):
     seg = _segmenter()
@@ -127,11 +153,13 @@ def test_write_tuned_round_trips_into_build_segmenter(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before), "writing meta must not touch the weights"
 
     seg = build_segmenter("panoptic_deeplab_mobilenetv2", weights=str(path))
-    assert seg.panoptic_cfg.tunables() == best
-    assert seg.describe()["panoptic_postprocess"] == best
+    # a record from before class splitting existed (no class_split_area): splitting stays off
+    full = {**best, "class_split_area": 0}
+    assert seg.panoptic_cfg.tunables() == full
+    assert seg.describe()["panoptic_postprocess"] == full
     # explicit values (node parameters not left at auto) win over the tuned ones
     seg = build_segmenter("panoptic_deeplab_mobilenetv2", weights=str(path), panoptic={"top_k": 7})
-    assert seg.panoptic_cfg.tunables() == {**best, "top_k": 7}
+    assert seg.panoptic_cfg.tunables() == {**full, "top_k": 7}
     # a full PanopticConfig is taken as is
     seg = build_segmenter("panoptic_deeplab_mobilenetv2", weights=str(path), panoptic=PanopticConfig())
     assert seg.panoptic_cfg == PanopticConfig()
@@ -159,10 +187,12 @@ def _cli(argv):
 def test_cli_reports_writes_and_remeasures_held_out(tmp_path, capsys):
     path = _tiny_checkpoint(tmp_path / "pan.pt")
     argv = ["--weights", path, "--resolution", "64x128", "--scenes", 1, "--center-thresholds", "0.1,1.0",
-            "--nms-kernels", "7", "--stuff-areas", "0,2048", "--json", tmp_path / "t.json"]
+            "--nms-kernels", "7", "--stuff-areas", "0,2048", "--class-split-areas", "0,1024",
+            "--json", tmp_path / "t.json"]
     assert _cli(argv) == 0
     out = capsys.readouterr().out
-    assert "4 combinations on 1 validation scenes" in out and "best" in out
+    # 4 grid cells, then the class split line search adds 1024 (0 is the cell it starts from)
+    assert "5 combinations on 1 validation scenes" in out and "best" in out
     assert POSTPROCESS_META_KEY not in load_model("panoptic_deeplab_mobilenetv2", weights=str(path)).meta
 
     assert _cli(argv + ["--write", "--held-out-scenes", 1]) == 0
@@ -172,7 +202,7 @@ def test_cli_reports_writes_and_remeasures_held_out(tmp_path, capsys):
     report = json.loads((tmp_path / "t.json").read_text())
     assert meta[POSTPROCESS_META_KEY] == report["best"] == meta["held_out"]["panoptic_postprocess"]
     assert meta["held_out"]["scenes"] == 1 and "pq" in meta["held_out"]
-    assert len(report["table"]) == 4
+    assert len(report["table"]) == 5 and {row[0]["class_split_area"] for row in report["table"]} == {0, 1024}
     assert build_segmenter("panoptic_deeplab_mobilenetv2", weights=str(path)).panoptic_cfg.tunables() == report["best"]
 
 
@@ -181,12 +211,13 @@ def test_cli_without_grid_flags_searches_the_whole_default_grid(tmp_path, capsys
 
     path = _tiny_checkpoint(tmp_path / "pan.pt")
     assert _cli(["--weights", path, "--resolution", "64x128", "--scenes", 1, "--json", tmp_path / "t.json"]) == 0
-    n = math.prod(len(v) for v in DEFAULT_GRID.values())
+    # the grid, then the class split values other than the one the line search starts from
+    n = math.prod(len(v) for v in DEFAULT_GRID.values()) + len(DEFAULT_REFINE["class_split_area"]) - 1
     assert f"{n} combinations on 1 validation scenes" in capsys.readouterr().out
     import json
 
     table = json.loads((tmp_path / "t.json").read_text())["table"]
-    for key, values in DEFAULT_GRID.items():
+    for key, values in {**DEFAULT_GRID, **DEFAULT_REFINE}.items():
         assert sorted({row[0][key] for row in table}) == sorted(values), key
     # the NMS kernel must be odd (a centred max-pool window); the grid reaches past the 9 that won
     # at its old edge for the shipped model

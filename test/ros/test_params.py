@@ -26,6 +26,7 @@ def test_defaults_validate():
     ("top_k", -3, "[1, 10000]"),
     ("center_threshold", 1.5, "tuned for the weights"),
     ("stuff_area", -2, "[0, 10000000]"),
+    ("class_split_area", 1.5, "integer"),
     ("qos_depth", True, "integer"),
 ])
 def test_bad_values_name_parameter_and_allowed(name, value, needle):
@@ -57,7 +58,7 @@ def test_panoptic_parameters_default_to_auto_and_accept_explicit_values():
     cfg = NodeConfig.from_dict()
     assert {k: cfg[k] for k in PANOPTIC_AUTO} == PANOPTIC_AUTO
     assert cfg.panoptic_overrides() == {}
-    explicit = {"center_threshold": 0.3, "nms_kernel": 5, "top_k": 10, "stuff_area": 0}
+    explicit = {"center_threshold": 0.3, "nms_kernel": 5, "top_k": 10, "stuff_area": 0, "class_split_area": 0}
     assert NodeConfig.from_dict(explicit).panoptic_overrides() == explicit
     # an integer -1 for a float parameter is the same sentinel (YAML writes it either way)
     assert NodeConfig.from_dict({"center_threshold": -1}).panoptic_overrides() == {}
