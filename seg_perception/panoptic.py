@@ -22,12 +22,13 @@ Pipeline (Cheng et al., "Panoptic-DeepLab", CVPR 2020):
    classes covering fewer than the scaled ``stuff_area`` pixels, and thing pixels with no
    instance, become ``void_label``.
 
-   Extension (off by default, ``class_split_area > 0``): the majority vote hands a rider's pixels
-   to the bicycle it sits on whenever both share one center (their centers are often closer than
-   the NMS window). With ``class_split_area`` set, the pixels of an instance whose semantic class
-   is a thing class other than the instance's majority form a segment of their own class when
-   that (instance, class) fragment covers at least the scaled ``class_split_area`` pixels;
-   smaller fragments keep the majority class as in the paper.
+   Extension (off by default, ``class_split_area > 0``): when two things of different classes
+   share one center (a car and the truck beside it, a rider and its bicycle: their centers are
+   often closer than the NMS window, or one of them has a weak peak), the majority vote hands the
+   smaller one's pixels to the larger. With ``class_split_area`` set, the pixels of an instance
+   whose semantic class is a thing class other than the instance's majority form a segment of
+   their own class when that (instance, class) fragment covers at least the scaled
+   ``class_split_area`` pixels; smaller fragments keep the majority class as in the paper.
 
 Void label: ``void_label`` defaults to ``255 * label_divisor = 255000``, *not* 0, because class 0
 is a valid stuff class (Cityscapes ``road``) whose panoptic id is ``0 * 1000 + 0 = 0``. Void

@@ -44,7 +44,7 @@ DEFAULT_GRID: dict[str, tuple] = {
 
 #: Fields searched one at a time after the grid, starting from its best combination.
 DEFAULT_REFINE: dict[str, tuple] = {
-    "class_split_area": (0, 512, 1024, 2048, 4096),
+    "class_split_area": (0, 1024, 2048, 4096, 8192),
 }
 
 

@@ -141,8 +141,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               _or_auto(0, _range("top_k", 1, 10000, int), "top_k")),
     ParamSpec("stuff_area", -1, "Panoptic: stuff segments smaller than this (px at 1024x2048, scaled) become void; "
               "-1 = tuned for the weights, else 2048.", _or_auto(-1, _range("stuff_area", 0, 10_000_000, int), "stuff_area")),
-    ParamSpec("class_split_area", -1, "Panoptic: a part of an instance labelled with another thing class (a rider on "
-              "its bicycle) becomes its own segment from this many px (at 1024x2048, scaled); 0 = off (every pixel "
+    ParamSpec("class_split_area", -1, "Panoptic: a part of an instance labelled with another thing class (e.g. a truck "
+              "whose center merged with a car's) becomes its own segment from this many px (at 1024x2048, scaled); 0 = off (every pixel "
               "takes the instance's majority class); -1 = tuned for the weights, else 0.",
               _or_auto(-1, _range("class_split_area", 0, 10_000_000, int), "class_split_area")),
 )
