@@ -169,13 +169,14 @@ def tune_panoptic(
     total = len(configs) + sum(len(v) for v in lines.values())
     table: list[tuple[dict, dict]] = []
     measured: list[PanopticConfig] = []
-    steps = [0]
+    done = 0
 
     def measure(cfg: PanopticConfig) -> None:
-        steps[0] += 1
+        nonlocal done
+        done += 1
         if cfg in measured:  # a line search passes through the combination it starts from
             if progress is not None:
-                progress(steps[0], total)
+                progress(done, total)
             return
         segmenter.panoptic_cfg = cfg
         pq = PanopticQuality(labels.num_classes, labels.thing_ids)
@@ -184,7 +185,7 @@ def tune_panoptic(
         measured.append(cfg)
         table.append((cfg.tunables(), {k: round(v, 4) for k, v in pq_scores(pq.summary(labels.names)).items()}))
         if progress is not None:
-            progress(steps[0], total)
+            progress(done, total)
 
     def best() -> tuple[PanopticConfig, dict]:
         # first of the highest PQ: ties go to the earlier measured (the baseline, then grid order)
