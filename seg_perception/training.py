@@ -692,6 +692,18 @@ WARM_START_RENAMES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
 }
 
 
+#: Builder kwargs that only add modules (the shapes of all others stay): a checkpoint built without
+#: them (or with 0) warm-starts the same model with them -- every tensor it has is copied.
+GROWTH_KWARGS = frozenset({"semantic_stride2_channels"})
+
+
+def _grows(old: dict, new: dict) -> bool:
+    """True when ``new`` differs from ``old`` only by :data:`GROWTH_KWARGS` that ``old`` leaves off."""
+    keys = set(old) | set(new)
+    diff = {k for k in keys if old.get(k) != new.get(k)}
+    return bool(diff) and diff <= GROWTH_KWARGS and not any(old.get(k) for k in diff)
+
+
 def warm_start(net: nn.Module, source: dict[str, torch.Tensor], renames: tuple[tuple[str, str], ...] = ()
                ) -> dict:
     """Copy every module of ``source`` (a state dict) that fits ``net`` into it; the rest keeps its init.
@@ -737,7 +749,9 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> tuple[dict, fr
     """Load ``cfg.init_from`` into ``net``; returns what the checkpoint says about its training and
     the names of the tensors a warm start copied (empty for a further stage of the same model).
 
-    Same model: every tensor, and the model kwargs must match. Another model with an entry in
+    Same model: every tensor, and the model kwargs must match -- or differ only by
+    :data:`GROWTH_KWARGS` this run adds (a warm start that copies every tensor of the checkpoint).
+    Another model with an entry in
     :data:`WARM_START_RENAMES` (e.g. a trained DeepLabV3+ MobileNetV2 for a Panoptic-DeepLab
     MobileNetV2): :func:`warm_start`, recorded under ``"warm_start"``.
     """
@@ -746,7 +760,12 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> tuple[dict, fr
 
     ckpt = load_checkpoint(cfg.init_from)
     warm, copied = None, frozenset()
-    if ckpt.model_name != cfg.model:
+    grows = ckpt.model_name == cfg.model and _grows(_plain(ckpt.model_kwargs), _plain(kwargs))
+    if grows:
+        warm = warm_start(net, ckpt.model.state_dict()) | {"source_model": ckpt.model_name,
+                                                           "source_kwargs": _plain(ckpt.model_kwargs)}
+        copied = frozenset(warm.pop("keys"))
+    elif ckpt.model_name != cfg.model:
         renames = WARM_START_RENAMES.get((ckpt.model_name, cfg.model))
         if renames is None:
             pairs = ", ".join(f"{a} -> {b}" for a, b in WARM_START_RENAMES)
@@ -764,7 +783,7 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> tuple[dict, fr
     elif _plain(ckpt.model_kwargs) != _plain(kwargs):
         raise ValueError(
             f"init_from {cfg.init_from!r} was built with model kwargs {ckpt.model_kwargs}, this run with "
-            f"{_plain(kwargs)}; pass the same --model-kwargs"
+            f"{_plain(kwargs)}; pass the same --model-kwargs (adding only {sorted(GROWTH_KWARGS)} is allowed)"
         )
     else:
         net.load_state_dict(ckpt.model.state_dict())

@@ -174,6 +174,29 @@ SMALL_PDL_MNV2 = {"aspp_channels": 16, "decoder_channels": 16, "low_level_channe
                   "head_channels": 16, "instance_head_channels": 8}
 
 
+def test_a_stage_may_grow_the_stride2_stage_but_not_drop_it(tmp_path) -> None:
+    """Adding ``semantic_stride2_channels`` warm-starts from a checkpoint without it: every tensor
+    the checkpoint has is copied (recorded), the new stage keeps its init; the reverse is refused."""
+    base = train(_cfg("panoptic_deeplab_mobilenetv2", tmp_path, out=str(tmp_path / "base.pt"), eval_scenes=0,
+                      steps=1, model_kwargs=SMALL_PDL_MNV2), progress=False)
+    grown_kw = SMALL_PDL_MNV2 | {"semantic_stride2_channels": 4}
+    grown = train(_cfg("panoptic_deeplab_mobilenetv2", tmp_path, out=str(tmp_path / "grown.pt"), eval_scenes=0,
+                       steps=1, warm_lr_scale=1e-9, model_kwargs=grown_kw, init_from=str(base.path)),
+                  progress=False)
+    meta = load_checkpoint(grown.path).meta
+    src = load_checkpoint(base.path).model.state_dict()
+    dst = load_checkpoint(grown.path).model.state_dict()
+    warm = meta["init_from"]["warm_start"]
+    assert warm["loaded"] == len(src) and warm["of"] == len(dst) > len(src)
+    assert warm["source_kwargs"]["low_level_channels"] == [8, 8]
+    assert "semantic_stride2_channels" not in warm["source_kwargs"]
+    params = {n for n, _ in load_checkpoint(base.path).model.named_parameters()}
+    assert all(torch.equal(dst[k], src[k]) for k in params)  # copied, and frozen by warm_lr_scale
+    with pytest.raises(ValueError, match="model kwargs.*semantic_stride2_channels"):
+        train(_cfg("panoptic_deeplab_mobilenetv2", tmp_path, out=str(tmp_path / "back.pt"), eval_scenes=0,
+                   steps=1, model_kwargs=SMALL_PDL_MNV2, init_from=str(grown.path)), progress=False)
+
+
 def test_warm_start_copies_backbone_and_aspp_into_both_branches() -> None:
     from seg_perception.models import get_model
     from seg_perception.training import WARM_START_RENAMES, warm_start

@@ -7,6 +7,8 @@ Architecture (paper defaults):
   upsample bilinearly, concatenate the 1x1-projected stride-8 / stride-4 features
   (semantic 64 / 32 channels, instance 32 / 16) and apply a 5x5 depthwise-separable conv
   (semantic decoder 256 channels, instance 128);
+* optionally (``semantic_stride2_channels``, not in the paper) a residual stride-2 stage after the
+  semantic decoder, so the semantic head predicts at 1/2 resolution (:class:`Stride2Refine`);
 * heads at 1/4 resolution: semantic (5x5 separable conv -> 256, 1x1 -> classes), center
   (two 3x3 convs -> 32, 1x1 -> 1), offset (5x5 separable conv -> 32, 1x1 -> 2, (dy, dx)).
 
@@ -95,6 +97,31 @@ class PanopticDecoder(nn.Module):
         return y
 
 
+class Stride2Refine(nn.Module):
+    """Residual stride-2 stage: the semantic decoder's stride-4 map refined with stride-2 features.
+
+    ``forward(y, low)``: y (N, C, H/4, W/4), low (N, C2, H/2, W/2) backbone stride-2 features ->
+    (N, C, H/2, W/2) = up(y) + fuse(cat([project(low), up(y)])). The last BN of ``fuse`` starts
+    at zero scale, so a model grown from a checkpoint without this stage starts out computing its
+    semantic head on the bilinearly upsampled stride-4 map. Keys ``project.*`` (1x1 conv + BN),
+    ``fuse.{depthwise,pointwise}.*``.
+    """
+
+    def __init__(self, low_in: int, low_channels: int, channels: int, *, align_corners: bool = False) -> None:
+        super().__init__()
+        self.project = conv_bn_relu(low_in, low_channels, 1)
+        self.fuse = SeparableConvBNReLU(low_channels + channels, channels, 5)
+        self.align_corners = align_corners
+
+    def zero_init_(self) -> None:
+        """Make the residual branch output zero (see the class docstring)."""
+        nn.init.zeros_(self.fuse.pointwise[1].weight)
+
+    def forward(self, y: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        y = F.interpolate(y, size=low.shape[-2:], mode="bilinear", align_corners=self.align_corners)
+        return y + self.fuse(torch.cat([self.project(low), y], dim=1))
+
+
 class PanopticDeepLab(nn.Module):
     """Panoptic-DeepLab network.
 
@@ -115,6 +142,10 @@ class PanopticDeepLab(nn.Module):
         center_head: ``"conv"`` (two 3x3 convs, paper/Detectron2) or ``"separable"`` (one 5x5
             separable conv, bowenc0221).
         align_corners: bilinear mode of the decoder and output upsampling (False; bowenc0221: True).
+        semantic_stride2_channels: 0 (paper) or the projection width of the backbone's stride-2
+            features for a :class:`Stride2Refine` stage after the semantic decoder: the semantic
+            head then predicts at 1/2 resolution (small things and thin stuff keep their shape)
+            while the instance branch stays at 1/4. Needs a backbone with ``stride2_channels``.
     """
 
     output_names: tuple[str, ...] = ("semantic", "center", "offset")
@@ -127,7 +158,7 @@ class PanopticDeepLab(nn.Module):
                  low_level_channels: int | Sequence[int] = (32, 64),
                  instance_low_level_channels: int | Sequence[int] = (16, 32),
                  separable_aspp: bool = False, aspp_pooling: str = "bn", center_head: str = "conv",
-                 align_corners: bool = False) -> None:
+                 align_corners: bool = False, semantic_stride2_channels: int = 0) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
@@ -155,6 +186,17 @@ class PanopticDeepLab(nn.Module):
         self.instance_decoder = PanopticDecoder(
             backbone.out_channels, low_in, aspp_channels=instance_aspp_channels,
             decoder_channels=instance_decoder_channels, low_level_channels=ins_low, **common)
+        self.semantic_refine: Stride2Refine | None = None
+        if semantic_stride2_channels:
+            s2 = getattr(backbone, "stride2_channels", None)
+            if s2 is None or semantic_stride2_channels < 0:
+                raise ValueError(
+                    f"semantic_stride2_channels={semantic_stride2_channels!r}: needs a positive channel count "
+                    f"and a backbone with stride-2 features ({type(backbone).__name__} has "
+                    f"{'none' if s2 is None else s2}); use 0 (no stride-2 stage) or a MobileNetV2 backbone"
+                )
+            self.semantic_refine = Stride2Refine(s2, semantic_stride2_channels, decoder_channels,
+                                                 align_corners=align_corners)
         self.semantic_head = SeparableConvBNReLU(decoder_channels, head_channels, 5)
         self.semantic_predictor = nn.Conv2d(head_channels, num_classes, 1)
         if center_head == "conv":
@@ -173,6 +215,8 @@ class PanopticDeepLab(nn.Module):
         for pred in (self.semantic_predictor, self.center_predictor, self.offset_predictor):
             nn.init.normal_(pred.weight, 0.0, 0.001)
             nn.init.zeros_(pred.bias)
+        if self.semantic_refine is not None:
+            self.semantic_refine.zero_init_()
         self.num_classes = num_classes
         self.align_corners = align_corners
 
@@ -181,13 +225,17 @@ class PanopticDeepLab(nn.Module):
         self.align_corners = bool(value)
         self.semantic_decoder.align_corners = bool(value)
         self.instance_decoder.align_corners = bool(value)
+        if self.semantic_refine is not None:
+            self.semantic_refine.align_corners = bool(value)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Head outputs at 1/4 resolution: semantic (N,C,h,w), center (N,1,h,w) raw,
-        offset (N,2,h,w) in 1/4-resolution pixels."""
+        """Head outputs at 1/4 resolution: semantic (N,C,h,w) (1/2 resolution with a stride-2
+        stage), center (N,1,h,w) raw, offset (N,2,h,w) in 1/4-resolution pixels."""
         f = self.backbone(x)
         lows = [f[k] for k in self.feature_keys]
         sem = self.semantic_decoder(f["out"], lows)
+        if self.semantic_refine is not None:
+            sem = self.semantic_refine(sem, f["stride2"])
         ins = self.instance_decoder(f["out"], lows)
         return {
             "semantic": self.semantic_predictor(self.semantic_head(sem)),
@@ -213,7 +261,8 @@ class PanopticDeepLab(nn.Module):
 #: Keyword arguments every ``panoptic_deeplab_*`` builder accepts (besides output_stride).
 BUILDER_KWARGS = ("num_classes", "output_stride", "aspp_channels", "decoder_channels", "instance_aspp_channels",
                   "instance_decoder_channels", "head_channels", "instance_head_channels", "low_level_channels",
-                  "instance_low_level_channels", "separable_aspp", "aspp_pooling", "center_head", "align_corners")
+                  "instance_low_level_channels", "separable_aspp", "aspp_pooling", "center_head", "align_corners",
+                  "semantic_stride2_channels")
 
 
 def _check_kwargs(name: str, kwargs: dict) -> None:
@@ -231,7 +280,7 @@ def panoptic_deeplab_mobilenetv3_large(*, output_stride: int = 16, **kwargs) -> 
     instance_decoder_channels=128, head_channels=256, instance_head_channels=32,
     low_level_channels=(32, 64), instance_low_level_channels=(16, 32) (ordered stride4, stride8
     [, stride16]), separable_aspp=False, aspp_pooling="bn", center_head="conv",
-    align_corners=False -- see :class:`PanopticDeepLab`."""
+    align_corners=False, semantic_stride2_channels=0 -- see :class:`PanopticDeepLab`."""
     _check_kwargs("panoptic_deeplab_mobilenetv3_large", kwargs)
     return PanopticDeepLab(build_backbone("mobilenetv3_large", output_stride=output_stride),
                            output_stride=output_stride, **kwargs)

@@ -162,6 +162,8 @@ def test_feature_strides(name: str, out_ch: int, low_ch: int, output_stride: int
     # every listed backbone feeds Panoptic-DeepLab's stride-8 fusion stage
     assert f["stride8"].shape[-2:] == (_down(h, 3), _down(w, 3))
     assert f["stride8"].shape[1] == net.stride8_channels
+    if name == "mobilenetv2":  # Panoptic-DeepLab's optional stride-2 semantic stage
+        assert f["stride2"].shape == (1, net.stride2_channels, _down(h, 1), _down(w, 1))
 
 
 def test_resnet_dilation_values() -> None:

@@ -146,3 +146,56 @@ def test_onnx_export_dynamic_shapes(tmp_path) -> None:
     for arr, name in zip(got, net.output_names):
         assert arr.shape == tuple(ref[name].shape)
         np.testing.assert_allclose(arr, ref[name].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_stride2_stage_predicts_semantics_at_half_resolution() -> None:
+    kw = dict(SMALL, semantic_stride2_channels=6)
+    net = get_model("panoptic_deeplab_mobilenetv2", **kw).eval()
+    x = torch.randn(1, 3, 67, 93)
+    with torch.no_grad():
+        feats = net.forward_features(x)
+        out = net(x)
+    assert feats["semantic"].shape[-2:] == (_ceil_half(67, 1), _ceil_half(93, 1))
+    assert feats["offset"].shape[-2:] == (_ceil_half(67, 2), _ceil_half(93, 2))  # instance branch stays at 1/4
+    assert out["semantic"].shape == (1, 5, 67, 93) and out["offset"].shape == (1, 2, 67, 93)
+    assert net.semantic_refine.project[0].in_channels == 16  # MobileNetV2's stride-2 block
+
+
+def test_stride2_stage_starts_as_upsampling_so_a_grown_model_keeps_its_features() -> None:
+    """Zero-initialised residual: before training, the stage returns its input upsampled bilinearly."""
+    net = get_model("panoptic_deeplab_mobilenetv2", **dict(SMALL, semantic_stride2_channels=6)).eval()
+    y, low = torch.randn(2, 16, 9, 12), torch.randn(2, 16, 18, 24)
+    with torch.no_grad():
+        got = net.semantic_refine(y, low)
+        up = nn.functional.interpolate(y, size=(18, 24), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(got, up)
+        net.semantic_refine.fuse.pointwise[1].weight.fill_(1.0)  # a trained stage adds to it
+        assert not torch.allclose(net.semantic_refine(y, low), up)
+    net.set_align_corners(True)
+    assert net.semantic_refine.align_corners is True
+
+
+def test_stride2_stage_errors_name_the_value() -> None:
+    with pytest.raises(ValueError, match="semantic_stride2_channels=8.*ResNetBackbone has none"):
+        get_model("panoptic_deeplab_resnet50", **dict(SMALL, semantic_stride2_channels=8))
+    with pytest.raises(ValueError, match="semantic_stride2_channels=-1"):
+        get_model("panoptic_deeplab_mobilenetv2", **dict(SMALL, semantic_stride2_channels=-1))
+
+
+def test_stride2_stage_exports_to_onnx(tmp_path) -> None:
+    import onnxruntime as ort
+
+    net = get_model("panoptic_deeplab_mobilenetv2", **dict(SMALL, semantic_stride2_channels=6)).eval()
+    with torch.no_grad():
+        net.semantic_refine.fuse.pointwise[1].weight.fill_(0.5)
+    path = tmp_path / "pdl_s2.onnx"
+    torch.onnx.export(net, torch.randn(1, 3, 64, 96), str(path), opset_version=17, dynamo=False,
+                      input_names=["input"], output_names=list(net.output_names),
+                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 70, 90)
+    got = sess.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        ref = net(x)
+    for arr, name in zip(got, net.output_names):
+        np.testing.assert_allclose(arr, ref[name].numpy(), atol=1e-4, rtol=1e-4)

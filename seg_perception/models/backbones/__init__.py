@@ -3,7 +3,7 @@
 Every backbone's ``forward(x)`` takes (N, 3, H, W) and returns a dict with at least
 ``"low_level"`` (stride 4) and ``"out"`` (stride ``output_stride``); attributes ``out_channels``
 and ``low_level_channels`` give their channel counts. ResNet and both MobileNets also return
-``"stride8"`` (``stride8_channels``).
+``"stride8"`` (``stride8_channels``); MobileNetV2 also ``"stride2"`` (``stride2_channels``).
 """
 from __future__ import annotations
 

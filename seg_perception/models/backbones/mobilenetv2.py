@@ -29,6 +29,9 @@ _SETTINGS: tuple[tuple[int, int, int, int], ...] = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
+#: Index in ``features`` after which the output has stride 2 (16 channels).
+STRIDE2_INDEX = 1
+STRIDE2_CHANNELS = 16
 #: Index in ``features`` after which the output has stride 4 (24 channels).
 LOW_LEVEL_INDEX = 3
 LOW_LEVEL_CHANNELS = 24
@@ -106,7 +109,8 @@ class MobileNetV2Backbone(nn.Module):
             decoder reads the 320-channel map, as in the paper's MobileNetV2 variant).
         block_padding: ``"conv"`` (torchvision) or ``"input"`` (VainF), see :data:`BLOCK_PADDINGS`.
 
-    ``forward(x)`` with x (N, 3, H, W) returns ``{"stride4": (N, 24, ceil(H/4), ceil(W/4)), "low_level": same tensor,
+    ``forward(x)`` with x (N, 3, H, W) returns ``{"stride2": (N, 16, ceil(H/2), ceil(W/2)),
+    "stride4": (N, 24, ceil(H/4), ceil(W/4)), "low_level": same tensor,
     "stride8": (N, 32, ceil(H/8), ceil(W/8)), "out": (N, out_channels, ~H/output_stride, ~W/output_stride)}``.
     """
 
@@ -136,6 +140,7 @@ class MobileNetV2Backbone(nn.Module):
         self.out_channels = cin
         self.low_level_channels = LOW_LEVEL_CHANNELS
         self.stride8_channels = STRIDE8_CHANNELS
+        self.stride2_channels = STRIDE2_CHANNELS
         self.output_stride = output_stride
         self.include_last_conv = include_last_conv
         self.set_block_padding(block_padding)
@@ -151,10 +156,11 @@ class MobileNetV2Backbone(nn.Module):
         self.block_padding = mode
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        low = self.features[: LOW_LEVEL_INDEX + 1](x)
+        s2 = self.features[: STRIDE2_INDEX + 1](x)
+        low = self.features[STRIDE2_INDEX + 1: LOW_LEVEL_INDEX + 1](s2)
         s8 = self.features[LOW_LEVEL_INDEX + 1: STRIDE8_INDEX + 1](low)
         out = self.features[STRIDE8_INDEX + 1:](s8)
-        return {"stride4": low, "low_level": low, "stride8": s8, "out": out}
+        return {"stride2": s2, "stride4": low, "low_level": low, "stride8": s8, "out": out}
 
     def load_torchvision_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load a torchvision ``mobilenet_v2`` ImageNet state dict strictly.
