@@ -9,6 +9,8 @@ import torch.nn as nn
 from seg_perception.models import get_model, list_models
 from seg_perception.models.panoptic_deeplab import PanopticDeepLab
 
+from .onnx_helpers import export_and_run
+
 NAMES = ["panoptic_deeplab_mobilenetv2", "panoptic_deeplab_mobilenetv3_large", "panoptic_deeplab_resnet50", "panoptic_deeplab_resnet101",
          "panoptic_deeplab_resnet52_dc5"]
 SMALL = dict(num_classes=5, aspp_channels=16, decoder_channels=16, instance_aspp_channels=16,
@@ -128,21 +130,12 @@ def test_trains_one_step() -> None:
 
 
 def test_onnx_export_dynamic_shapes(tmp_path) -> None:
-    import onnxruntime as ort
-
     net = get_model("panoptic_deeplab_mobilenetv3_large", **SMALL).eval()
     with torch.no_grad():
         net.offset_predictor.bias.copy_(torch.tensor([1.0, 2.0]))
         net.center_predictor.bias.fill_(0.3)
-    path = tmp_path / "pdl.onnx"
-    torch.onnx.export(net, torch.randn(1, 3, 64, 96), str(path), opset_version=17, dynamo=False,
-                      input_names=["input"], output_names=list(net.output_names),
-                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(1, 3, 67, 93)  # another size: the offset scale must not be baked in
-    got = sess.run(None, {"input": x.numpy()})
-    with torch.no_grad():
-        ref = net(x)
+    got, ref = export_and_run(net, tmp_path / "pdl.onnx", x)
     for arr, name in zip(got, net.output_names):
         assert arr.shape == tuple(ref[name].shape)
         np.testing.assert_allclose(arr, ref[name].numpy(), atol=1e-4, rtol=1e-4)
@@ -183,19 +176,9 @@ def test_stride2_stage_errors_name_the_value() -> None:
 
 
 def test_stride2_stage_exports_to_onnx(tmp_path) -> None:
-    import onnxruntime as ort
-
     net = get_model("panoptic_deeplab_mobilenetv2", **dict(SMALL, semantic_stride2_channels=6)).eval()
     with torch.no_grad():
         net.semantic_refine.fuse.pointwise[1].weight.fill_(0.5)
-    path = tmp_path / "pdl_s2.onnx"
-    torch.onnx.export(net, torch.randn(1, 3, 64, 96), str(path), opset_version=17, dynamo=False,
-                      input_names=["input"], output_names=list(net.output_names),
-                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = torch.randn(1, 3, 70, 90)
-    got = sess.run(None, {"input": x.numpy()})
-    with torch.no_grad():
-        ref = net(x)
+    got, ref = export_and_run(net, tmp_path / "pdl_s2.onnx", torch.randn(1, 3, 70, 90))
     for arr, name in zip(got, net.output_names):
         np.testing.assert_allclose(arr, ref[name].numpy(), atol=1e-4, rtol=1e-4)
