@@ -58,11 +58,8 @@ def run_node_overhead(cfg: NodeOverheadConfig) -> dict[str, Any]:
         latest = drv.diagnostics(prefix).latest
         pub = node.create_publisher(Image, f"{NS}/image", qos)
 
-        if not spin_until(lambda: pub.get_subscription_count() > 0, 90):
+        if not drv.wait_connected(pub, f"{prefix}/overlay" if cfg.visualize else f"{prefix}/semantic", 90):
             raise RuntimeError(f"node did not subscribe in 90 s; see {log}")
-        if cfg.visualize:
-            spin_until(lambda: node.count_publishers(f"{prefix}/overlay") > 0, 10)
-            spin_until(lambda: False, 1.0)
         frame = synthetic_frame(cfg.camera)
         total = cfg.warmup + cfg.frames
         for i in range(total):

@@ -139,10 +139,8 @@ def play_and_record(cfg: DemoConfig, frames: list[tuple[int, str, bytes]], log_p
         spin_until = drv.spin_until
 
         print(f"[demo] starting segment_node ({cfg.model}) ...", flush=True)
-        if not spin_until(lambda: pub.get_subscription_count() > 0
-                          and node.count_publishers(f"{prefix}/overlay") > 0, cfg.startup_timeout):
+        if not drv.wait_connected(pub, f"{prefix}/overlay", cfg.startup_timeout):
             raise RuntimeError(f"segment_node did not come up within {cfg.startup_timeout:.0f} s; see {log_path}")
-        spin_until(lambda: False, 1.0)  # let the output subscriptions match
         print(f"[demo] playing {len(frames)} frames from {cfg.bag} onto {cfg.image_topic} "
               f"({'lock-step' if cfg.rate <= 0 else f'{cfg.rate:g}x bag rate'})", flush=True)
         t_start = time.monotonic()

@@ -231,11 +231,8 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
         diag = driver.diagnostics(prefix, qos)
         driver.spin_in_background()
         progress(f"starting segment_node (pid {proc.pid}, ROS domain {domain}, log {log_path}) ...")
-        up = driver.spin_until(lambda: pub.get_subscription_count() > 0
-                               and driver.node.count_publishers(f"{prefix}/semantic") > 0, cfg.startup_timeout)
-        if not up:
+        if not driver.wait_connected(pub, f"{prefix}/semantic", cfg.startup_timeout):
             raise SoakError(f"segment_node did not subscribe within {cfg.startup_timeout:.0f} s; see {log_path}")
-        driver.spin_until(lambda: False, 1.0)  # let the output subscription match
         progress(f"publishing {cfg.frames} frames {cfg.camera[0]}x{cfg.camera[1]} rgb8 "
                  f"({'max rate' if cfg.rate <= 0 else f'{cfg.rate:g} Hz'}) ...")
         t0 = time.time()

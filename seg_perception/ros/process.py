@@ -100,6 +100,32 @@ def subscribe_diagnostics(node: Any, match: str, qos: Any = 10) -> LatestDiagnos
     return diag
 
 
+#: Seconds to wait after discovery looks complete before the first publish. Our writer seeing the
+#: node's reader does not mean the node's reader has matched our writer yet, and a reliable sample
+#: that arrives before it has is lost (seen here: a run's first frame went unanswered about once in
+#: four full test runs). Discovery messages of both sides travel together, so a short pause covers it.
+MATCH_SETTLE_S = 1.0
+
+
+def wait_connected(spin_until: Callable[[Callable[[], bool], float], bool], node: Any, pub: Any,
+                   answer_topic: str, timeout: float, settle: float = MATCH_SETTLE_S) -> bool:
+    """Wait until ``pub`` has a subscriber and ``answer_topic`` a publisher, then ``settle`` s more.
+
+    Args:
+        spin_until: ``spin_until(cond, timeout) -> bool`` that keeps ``node``'s executor turning.
+        node: the rclpy node that owns ``pub`` and will subscribe to ``answer_topic``.
+        pub: the publisher of camera frames.
+        answer_topic: a topic the driven node publishes, e.g. ``/ns/segment_node/semantic``.
+        timeout: seconds to wait for both ends.
+    Returns:
+        True when both were seen (after the settle pause); False on timeout (no pause).
+    """
+    up = spin_until(lambda: pub.get_subscription_count() > 0 and node.count_publishers(answer_topic) > 0, timeout)
+    if up:
+        spin_until(lambda: False, settle)
+    return up
+
+
 class NodeDriver:
     """A child process (normally segment_node) and an rclpy node in this process to drive it.
 
@@ -217,6 +243,10 @@ class NodeDriver:
             else:
                 time.sleep(0.02)
         return cond()
+
+    def wait_connected(self, pub: Any, answer_topic: str, timeout: float) -> bool:
+        """:func:`wait_connected` on the driver node."""
+        return wait_connected(self.spin_until, self.node, pub, answer_topic, timeout)
 
     def diagnostics(self, match: str, qos: Any = 10) -> LatestDiagnostics:
         """:func:`subscribe_diagnostics` on the driver node."""

@@ -8,12 +8,23 @@ import time
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import String
 
-from seg_perception.ros.process import LatestDiagnostics, NodeDriver
+from seg_perception.ros.process import MATCH_SETTLE_S, LatestDiagnostics, NodeDriver
 
 pytestmark = pytest.mark.ros
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+# A child node that answers every /seg_echo/ping with the same text on /seg_echo/pong.
+ECHO = [sys.executable, "-c", """
+import rclpy
+from std_msgs.msg import String
+rclpy.init()
+n = rclpy.create_node("seg_test_echo")
+pub = n.create_publisher(String, "/seg_echo/pong", 10)
+n.create_subscription(String, "/seg_echo/ping", pub.publish, 10)
+rclpy.spin(n)
+"""]
 
 
 class _DriverError(RuntimeError):
@@ -50,6 +61,27 @@ def test_spin_until_raises_given_error_with_log_tail_when_child_exits(tmp_path):
             drv.spin_until(lambda: False, 30.0)
     msg = str(info.value)
     assert "exited with code 3" in msg and str(log) in msg and "boom" in msg
+
+
+def test_wait_connected_then_the_first_message_is_answered(tmp_path):
+    """One message, published once right after wait_connected, gets its echo (no re-sending)."""
+    with NodeDriver(ECHO, tmp_path / "echo.log", name="seg_test_driver_echo") as drv:
+        got: list[str] = []
+        drv.node.create_subscription(String, "/seg_echo/pong", lambda m: got.append(m.data), 10)
+        pub = drv.node.create_publisher(String, "/seg_echo/ping", 10)
+        t0 = time.monotonic()
+        assert drv.wait_connected(pub, "/seg_echo/pong", 60.0), (tmp_path / "echo.log").read_text()
+        assert time.monotonic() - t0 >= MATCH_SETTLE_S
+        pub.publish(String(data="first"))
+        assert drv.spin_until(lambda: got == ["first"], 30.0), got
+
+
+def test_wait_connected_times_out_without_a_subscriber(tmp_path):
+    with NodeDriver(SLEEPER, tmp_path / "child.log", name="seg_test_driver_alone") as drv:
+        pub = drv.node.create_publisher(String, "/seg_nobody/ping", 10)
+        t0 = time.monotonic()
+        assert drv.wait_connected(pub, "/seg_nobody/pong", 0.5) is False
+        assert time.monotonic() - t0 < 0.5 + MATCH_SETTLE_S  # no settle pause after a timeout
 
 
 def test_diagnostics_keeps_the_matching_status_in_a_private_context(tmp_path):

@@ -221,8 +221,7 @@ def test_invalid_runtime_parameters_are_refused_and_node_keeps_serving(tmp_path,
         params = {"model": HRNET, "weights": str(hrnet_ckpt), "resolution": "32x64", "qos_reliability": "reliable",
                   "diagnostics_period": 0.2}
         with node_process(params, namespace=NS, log_path=tmp_path / "node.log") as proc:
-            assert h.spin_until(lambda: pub.get_subscription_count() > 0, 90, proc)
-            assert h.spin_until(lambda: h.node.count_publishers(f"{NODE}/semantic") > 0, 30, proc)
+            assert h.wait_connected(pub, f"{NODE}/semantic", proc)
             cases = [
                 ({"weights": str(bad)}, [str(bad)]),
                 ({"weights": str(tmp_path / "missing.pt")}, ["missing.pt", "does not exist"]),

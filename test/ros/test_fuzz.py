@@ -272,8 +272,7 @@ def test_fuzz_raw_images(harness, tmp_path):
     n_valid = sum(1 for _m, r in corpus if r is None)
 
     with node_process(NODE_PARAMS, namespace=NS, log_path=tmp_path / "node.log") as proc:
-        assert harness.spin_until(lambda: pub.get_subscription_count() > 0, 90, proc), _log(tmp_path)
-        assert harness.spin_until(lambda: harness.node.count_publishers(f"{node}/semantic") > 0, 30, proc)
+        assert harness.wait_connected(pub, f"{node}/semantic", proc), _log(tmp_path)
         pending: Optional[Image] = None
         for i, (msg, reason) in enumerate(corpus):
             _stamp(msg, i)
@@ -316,8 +315,7 @@ def test_fuzz_compressed_images(harness, tmp_path):
     expected = collections.Counter(r for _m, r, _d in corpus if r)
     params = dict(NODE_PARAMS, input_transport="compressed")
     with node_process(params, namespace=NS, name="segment_node_compressed", log_path=tmp_path / "node.log") as proc:
-        assert harness.spin_until(lambda: pub.get_subscription_count() > 0, 90, proc), _log(tmp_path)
-        assert harness.spin_until(lambda: harness.node.count_publishers(f"{node}/semantic") > 0, 30, proc)
+        assert harness.wait_connected(pub, f"{node}/semantic", proc), _log(tmp_path)
         worker_rejects = 0
         for i, (msg, reason, deferred) in enumerate(corpus):
             _stamp(msg, i)

@@ -47,10 +47,6 @@ def harness():
     h.close()
 
 
-def _wait_for_node(h: Harness, pub, proc) -> None:
-    assert h.spin_until(lambda: pub.get_subscription_count() > 0, 60, proc), "node never subscribed"
-
-
 def test_semantic_node_answers_real_frames_and_survives_malformed(harness, tmp_path):
     params = {"model": MODEL, "weights": "default", "resolution": RES, "qos_reliability": "reliable",
               "diagnostics_period": 0.2}
@@ -61,9 +57,8 @@ def test_semantic_node_answers_real_frames_and_survives_malformed(harness, tmp_p
     pub = harness.node.create_publisher(Image, "/seg_test/image", RELIABLE)
     local = build_segmenter(MODEL, weights="default", resolution=RES)
     with node_process(params, namespace="/seg_test", log_path=tmp_path / "node.log") as proc:
-        _wait_for_node(harness, pub, proc)
-        # wait until the node's output publishers are matched to our subscriptions too
-        assert harness.spin_until(lambda: harness.node.count_publishers(f"{NODE}/overlay") > 0, 30, proc)
+        # the node's output publishers matched to our subscriptions too
+        assert harness.wait_connected(pub, f"{NODE}/overlay", proc), "node never subscribed"
         frames = []
         for i in range(20):
             scene = make_scene(seed=100 + i, hw=(480, 640))
@@ -121,7 +116,7 @@ def test_compressed_transport(harness, tmp_path):
     sem = harness.subscribe(Image, f"{NODE}/semantic")
     pub = harness.node.create_publisher(CompressedImage, "/seg_test/image/compressed", RELIABLE)
     with node_process(params, namespace="/seg_test", log_path=tmp_path / "node.log") as proc:
-        _wait_for_node(harness, pub, proc)
+        assert harness.wait_connected(pub, f"{NODE}/semantic", proc), "node never subscribed"
         scene = make_scene(seed=5, hw=(480, 640))
         for i, fmt in enumerate(("jpeg", "png")):
             msg = numpy_to_compressed(scene.image, fmt=fmt)

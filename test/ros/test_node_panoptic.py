@@ -42,8 +42,7 @@ def test_panoptic_node_publishes_consistent_ids_and_instances(tmp_path):
         pub = h.node.create_publisher(Image, "/pan_test/image", RELIABLE)
         params = {"model": MODEL, "weights": WEIGHTS, "resolution": "128x256", "qos_reliability": "reliable"}
         with node_process(params, namespace="/pan_test", log_path=tmp_path / "node.log") as proc:
-            assert h.spin_until(lambda: pub.get_subscription_count() > 0, 60, proc), "node never subscribed"
-            assert h.spin_until(lambda: h.node.count_publishers(f"{NODE}/panoptic") > 0, 30, proc)
+            assert h.wait_connected(pub, f"{NODE}/panoptic", proc), "node never subscribed"
             frames = []
             for i in range(4):
                 scene = make_scene(seed=300 + i, hw=(480, 640))

@@ -112,8 +112,7 @@ def session(tmp_path_factory):
     try:
         with node_process(START, namespace=NS, log_path=tmp / "node.log") as proc:
             s = Session(h, proc, tmp / "node.log")
-            assert h.spin_until(lambda: s.pub.get_subscription_count() > 0, 90, proc), s.log.read_text()
-            assert h.spin_until(lambda: h.node.count_publishers(f"{NODE}/semantic") > 0, 30, proc)
+            assert h.wait_connected(s.pub, f"{NODE}/semantic", proc), s.log.read_text()
             s.roundtrip()
             yield s
             assert proc.poll() is None, "node exited during the module"
