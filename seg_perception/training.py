@@ -8,7 +8,9 @@ deployment. Training and held-out seeds never overlap (:func:`train_seed`, :data
 Losses (all at the network resolution h x w):
 
 * semantic: cross-entropy (ignore 255), bootstrapped over the hardest ``hard_pixel_fraction`` of
-  pixels as in Panoptic-DeepLab (1.0 = plain cross-entropy);
+  pixels as in Panoptic-DeepLab (1.0 = plain cross-entropy); optionally, as in the paper, pixels of
+  small thing instances weigh ``small_instance_weight`` (3 in the paper; 1 = off) before the
+  hardest pixels are picked ("small" = under 64 x 64 px at 1024 x 2048, scaled to the network input);
 * panoptic models also: center heatmap MSE against Gaussian targets (``center_sigma`` px), offset
   L1 on thing pixels ((dy, dx) from each pixel to its instance's centre of mass, in network pixels).
   The paper weights them 1 / 200 / 0.01 with sigma 8 px at 1024 x 2048; we keep 200 for the center,
@@ -82,6 +84,10 @@ class TrainConfig:
         channels_last: NHWC memory format (faster convolutions on CPU with oneDNN).
         workers: scene-generating worker processes (0: generate in the training process).
         hard_pixel_fraction: bootstrapped cross-entropy keeps this fraction of the hardest pixels.
+        small_instance_area, small_instance_weight: semantic-loss weight of the pixels of thing
+            instances smaller than ``small_instance_area`` pixels at 1024 x 2048 (scaled by the
+            network input's area; the paper's 4096 = 64 x 64 is 256 px at 256 x 512). Weight 1
+            (the default) turns it off; the paper uses 3.
         center_weight, offset_weight, center_sigma: panoptic losses (sigma None: 8 * h / 1024, >= 2).
         init_from: start from the weights of this seg_perception checkpoint of the same model and
             builder kwargs (a second training stage; the optimizer and LR schedule start afresh).
@@ -116,6 +122,8 @@ class TrainConfig:
     channels_last: bool = False
     workers: int = 1
     hard_pixel_fraction: float = 0.25
+    small_instance_area: float = 4096.0
+    small_instance_weight: float = 1.0
     center_weight: float = 200.0
     offset_weight: Optional[float] = None
     center_sigma: Optional[float] = None
@@ -135,6 +143,9 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not 0 < self.hard_pixel_fraction <= 1:
             raise ValueError(f"hard_pixel_fraction must be in (0, 1], got {self.hard_pixel_fraction!r}")
+        if not self.small_instance_weight > 0 or not self.small_instance_area >= 0:
+            raise ValueError(f"small_instance_weight must be > 0 and small_instance_area >= 0, got "
+                             f"{self.small_instance_weight!r} and {self.small_instance_area!r} (weight 1 = off)")
         for name in ("resolution", "scene_hw"):
             hw = getattr(self, name)
             if len(hw) != 2 or min(hw) < 16:
@@ -162,6 +173,14 @@ class TrainConfig:
         return float(self.center_sigma) if self.center_sigma else default_center_sigma(self.resolution[0])
 
     @property
+    def small_instance(self) -> Optional[tuple[float, float]]:
+        """(max area in network pixels, weight) for :func:`make_batch`; None when the weight is 1."""
+        if self.small_instance_weight == 1:
+            return None
+        h, w = self.resolution
+        return self.small_instance_area * h * w / (1024 * 2048), float(self.small_instance_weight)
+
+    @property
     def offset_w(self) -> float:
         return float(self.offset_weight) if self.offset_weight is not None else 0.01 * 1024 / self.resolution[0]
 
@@ -185,6 +204,11 @@ def default_center_sigma(height: int) -> float:
     return max(2.0, 8.0 * int(height) / 1024)
 
 
+def thing_pixels(panoptic: np.ndarray, thing_ids: frozenset[int]) -> np.ndarray:
+    """(h, w) bool: pixels of thing instances (class in ``thing_ids`` and instance id > 0)."""
+    return np.isin(panoptic // LABEL_DIVISOR, list(thing_ids)) & (panoptic % LABEL_DIVISOR > 0)
+
+
 def panoptic_targets(panoptic: np.ndarray, thing_ids: frozenset[int], sigma: float,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Panoptic-DeepLab regression targets from a panoptic id map.
@@ -202,9 +226,7 @@ def panoptic_targets(panoptic: np.ndarray, thing_ids: frozenset[int], sigma: flo
     h, w = panoptic.shape
     center = np.zeros((h, w), np.float32)
     offset = np.zeros((2, h, w), np.float32)
-    cls = panoptic // LABEL_DIVISOR
-    inst = panoptic % LABEL_DIVISOR
-    thing = np.isin(cls, list(thing_ids)) & (inst > 0)
+    thing = thing_pixels(panoptic, thing_ids)
     if not thing.any():
         return center[None], offset, thing[None].astype(np.float32)
     ids, inv = np.unique(panoptic[thing], return_inverse=True)
@@ -226,6 +248,21 @@ def panoptic_targets(panoptic: np.ndarray, thing_ids: frozenset[int], sigma: flo
     return center[None], offset, thing[None].astype(np.float32)
 
 
+def small_instance_weights(panoptic: np.ndarray, thing_ids: frozenset[int], max_area: float,
+                           weight: float) -> np.ndarray:
+    """Per-pixel semantic-loss weights: (h, w) float32, ``weight`` on the pixels of thing instances
+    (``class in thing_ids``, instance id > 0) covering fewer than ``max_area`` pixels of ``panoptic``
+    ((h, w) ids ``class * 1000 + instance``), 1 everywhere else."""
+    out = np.ones(panoptic.shape, np.float32)
+    thing = thing_pixels(panoptic, thing_ids)
+    if thing.any():
+        _ids, inv, cnt = np.unique(panoptic[thing], return_inverse=True, return_counts=True)
+        ys, xs = np.nonzero(thing)
+        small = cnt[inv.reshape(-1)] < max_area
+        out[ys[small], xs[small]] = weight
+    return out
+
+
 def crop_window(seed: int, hw: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
     """Top-left (y, x) of the random ``crop`` window in an ``hw`` image, fixed by ``seed``."""
     rng = np.random.default_rng([int(seed), 0xC409])
@@ -235,7 +272,8 @@ def crop_window(seed: int, hw: tuple[int, int], crop: tuple[int, int]) -> tuple[
 def make_batch(seeds: list[int], scene_hw: tuple[int, int], net_hw: tuple[int, int], *,
                panoptic: bool = False, sigma: float = 2.0,
                thing_ids: frozenset[int] = frozenset(range(11, 19)),
-               crop: Optional[tuple[int, int]] = None) -> dict[str, torch.Tensor]:
+               crop: Optional[tuple[int, int]] = None,
+               small_instance: Optional[tuple[float, float]] = None) -> dict[str, torch.Tensor]:
     """Render scenes ``seeds`` and turn them into network tensors.
 
     Each scene is resized to ``net_hw`` and, with ``crop`` (ch, cw), cut to a window at a position
@@ -243,10 +281,11 @@ def make_batch(seeds: list[int], scene_hw: tuple[int, int], net_hw: tuple[int, i
 
     Returns a dict: ``image`` (B, 3, h, w) float32 normalized, ``semantic`` (B, h, w) int64 and,
     when ``panoptic``, ``center`` (B, 1, h, w), ``offset`` (B, 2, h, w), ``offset_mask`` (B, 1, h, w);
-    (h, w) is ``crop`` when given, else ``net_hw``.
+    with ``small_instance`` (max area in pixels, weight), ``semantic_weight`` (B, h, w) float32 from
+    :func:`small_instance_weights` on the (cropped) labels; (h, w) is ``crop`` when given, else ``net_hw``.
     """
     h, w = net_hw
-    images, sems, centers, offsets, masks = [], [], [], [], []
+    images, sems, centers, offsets, masks, weights = [], [], [], [], [], []
     for s in seeds:
         sc = make_scene(int(s), scene_hw)
         img, sem, pan = sc.image, sc.semantic, sc.panoptic
@@ -260,12 +299,16 @@ def make_batch(seeds: list[int], scene_hw: tuple[int, int], net_hw: tuple[int, i
             img, sem, pan = img[win], sem[win], pan[win]
         images.append(normalize_rgb(img))
         sems.append(sem.astype(np.int64))
+        if small_instance is not None:
+            weights.append(small_instance_weights(pan, thing_ids, *small_instance))
         if panoptic:
             c, o, m = panoptic_targets(pan, thing_ids, sigma)
             centers.append(c)
             offsets.append(o)
             masks.append(m)
     batch = {"image": torch.from_numpy(np.stack(images)), "semantic": torch.from_numpy(np.stack(sems))}
+    if small_instance is not None:
+        batch["semantic_weight"] = torch.from_numpy(np.stack(weights))
     if panoptic:
         batch["center"] = torch.from_numpy(np.stack(centers))
         batch["offset"] = torch.from_numpy(np.stack(offsets))
@@ -289,7 +332,8 @@ class SceneBatches(torch.utils.data.IterableDataset):
         seeds = [train_seed(self.cfg.seed, k * b + i) for i in range(b)]
         return make_batch(seeds, tuple(self.cfg.scene_hw), tuple(self.cfg.resolution),
                           panoptic=self.panoptic, sigma=self.cfg.sigma, thing_ids=self.thing_ids,
-                          crop=tuple(self.cfg.crop) if self.cfg.crop else None)
+                          crop=tuple(self.cfg.crop) if self.cfg.crop else None,
+                          small_instance=self.cfg.small_instance)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
@@ -304,12 +348,17 @@ class SceneBatches(torch.utils.data.IterableDataset):
 # --------------------------------------------------------------------------------------------
 # Losses
 # --------------------------------------------------------------------------------------------
-def bootstrapped_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float) -> torch.Tensor:
+def bootstrapped_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float,
+                    weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Cross-entropy over the hardest ``fraction`` of valid pixels (all pixels when 1.0).
 
-    logits (N, C, h, w), target (N, h, w) int64 with ``IGNORE_LABEL`` for ignored pixels.
+    logits (N, C, h, w), target (N, h, w) int64 with ``IGNORE_LABEL`` for ignored pixels, weight
+    (N, h, w) per-pixel loss weights (None: all 1), applied before the hardest pixels are picked.
     """
-    loss = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL, reduction="none").flatten()
+    loss = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL, reduction="none")
+    if weight is not None:
+        loss = loss * weight.to(loss.dtype)
+    loss = loss.flatten()
     valid = (target.flatten() != IGNORE_LABEL)
     loss = loss[valid]
     if loss.numel() == 0:
@@ -323,7 +372,8 @@ def bootstrapped_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float)
 def compute_losses(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: TrainConfig
                    ) -> dict[str, torch.Tensor]:
     """Weighted loss terms and their sum (``total``). Panoptic terms when ``center`` is in batch."""
-    losses = {"semantic": bootstrapped_ce(outputs["semantic"], batch["semantic"], cfg.hard_pixel_fraction)}
+    losses = {"semantic": bootstrapped_ce(outputs["semantic"], batch["semantic"], cfg.hard_pixel_fraction,
+                                          batch.get("semantic_weight"))}
     total = losses["semantic"]
     if "center" in batch:
         center = F.mse_loss(outputs["center"], batch["center"])

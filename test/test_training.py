@@ -13,8 +13,8 @@ from seg_perception.models import registry
 from seg_perception.models.checkpoints import load_checkpoint
 from seg_perception.results import LABEL_DIVISOR
 from seg_perception.training import (
-    EVAL_SEED_BASE, TrainConfig, SceneBatches, compute_losses, crop_window, lr_at, make_batch, panoptic_targets, train, train_seed,
-    train_step,
+    EVAL_SEED_BASE, TrainConfig, SceneBatches, bootstrapped_ce, compute_losses, crop_window, lr_at, make_batch,
+    panoptic_targets, small_instance_weights, train, train_seed, train_step,
 )
 
 TINY_SEM = "_test_tiny_semantic"
@@ -341,6 +341,55 @@ def test_compute_losses_ignores_255() -> None:
     assert loss.item() == pytest.approx(math.log(19), rel=1e-5)
 
 
+def test_small_instance_weights_mark_only_small_things() -> None:
+    pan = np.full((20, 30), 0, np.int32)                  # road (stuff)
+    pan[0:10, 0:10] = 13 * LABEL_DIVISOR + 1              # car, 100 px
+    pan[12:15, 0:4] = 11 * LABEL_DIVISOR + 1              # person, 12 px
+    pan[12:15, 5:9] = 11 * LABEL_DIVISOR + 2              # another person, 12 px
+    pan[16:20, 20:30] = 8 * LABEL_DIVISOR                 # vegetation (stuff), 40 px
+    pan[0:2, 20:22] = 11 * LABEL_DIVISOR                  # person pixels without an instance id
+    w = small_instance_weights(pan, frozenset(range(11, 19)), max_area=50, weight=3.0)
+    expected = np.ones_like(w)
+    expected[12:15, 0:4] = expected[12:15, 5:9] = 3.0
+    np.testing.assert_array_equal(w, expected)
+    # the threshold is strict and counts each instance on its own
+    np.testing.assert_array_equal(small_instance_weights(pan, frozenset(range(11, 19)), 12, 3.0), np.ones_like(w))
+    assert (small_instance_weights(pan, frozenset(range(11, 19)), 101, 2.0)[0:10, 0:10] == 2.0).all()
+
+
+def test_weighted_bootstrapped_ce_weighs_pixels_before_picking_the_hardest() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 4, 6)
+    target = torch.randint(0, 5, (2, 4, 6))
+    target[0, 0, :] = 255
+    plain = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    valid = target != 255
+    weight = torch.ones(2, 4, 6)
+    weight[1, 2:, :3] = 3.0
+    torch.testing.assert_close(bootstrapped_ce(logits, target, 1.0, torch.ones_like(weight)),
+                               bootstrapped_ce(logits, target, 1.0))
+    torch.testing.assert_close(bootstrapped_ce(logits, target, 1.0, weight), (plain * weight)[valid].mean())
+    k = int(valid.sum() * 0.25)
+    torch.testing.assert_close(bootstrapped_ce(logits, target, 0.25, weight),
+                               torch.topk((plain * weight)[valid], k).values.mean())
+
+
+def test_batches_carry_small_instance_weights_scaled_to_the_network(tmp_path) -> None:
+    cfg = _cfg(TINY_PAN, tmp_path, resolution=(64, 128), scene_hw=(64, 128), small_instance_weight=3.0)
+    area, weight = cfg.small_instance
+    assert area == pytest.approx(4096 * 64 * 128 / (1024 * 2048)) and weight == 3.0
+    assert _cfg(TINY_PAN, tmp_path).small_instance is None  # weight 1 = off: no extra tensor
+    assert "semantic_weight" not in SceneBatches(_cfg(TINY_PAN, tmp_path), True, frozenset(range(11, 19))).batch(0)
+    batch = SceneBatches(cfg, True, frozenset(range(11, 19))).batch(0)
+    w = batch["semantic_weight"]
+    assert w.shape == batch["semantic"].shape and set(w.unique().tolist()) <= {1.0, 3.0}
+    assert (w == 3.0).any(), "synthetic scenes always have some small things"
+    assert (batch["offset_mask"][:, 0][w == 3.0] == 1).all(), "only thing pixels are weighted"
+    loss = compute_losses({"semantic": torch.zeros(2, 19, 64, 128), "center": batch["center"],
+                           "offset": batch["offset"]}, batch, cfg)
+    assert loss["semantic"].item() > math.log(19) * 1.0001  # uniform logits: weights lift the mean
+
+
 def test_lr_schedule_warms_up_then_decays() -> None:
     cfg = TrainConfig(model=TINY_SEM, out="x.pt", steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.01)
     assert lr_at(0, cfg) == pytest.approx(1e-4)
@@ -362,7 +411,8 @@ def test_training_and_eval_seeds_are_disjoint() -> None:
     ("steps", 0, "steps"), ("lr", 0.0, "lr"), ("hard_pixel_fraction", 1.5, "hard_pixel_fraction"),
     ("resolution", (8, 8), "resolution"), ("device", "tpu", "device"),
     ("warm_lr_scale", 0.0, "warm_lr_scale must be in"), ("warm_lr_scale", 1.5, "warm_lr_scale must be in"),
-    ("warm_lr_scale", 0.5, "needs init_from"),
+    ("warm_lr_scale", 0.5, "needs init_from"), ("small_instance_weight", 0.0, "small_instance_weight"),
+    ("small_instance_area", -1.0, "small_instance_area"),
 ])
 def test_config_validation_names_the_field(field, value, match, tmp_path) -> None:
     cfg = _cfg(TINY_SEM, tmp_path, **{field: value})
@@ -382,6 +432,19 @@ def test_cli_trains_and_reports(tmp_path, capsys) -> None:
     text = capsys.readouterr().out
     assert "held-out" in text and "miou" in text
     assert load_checkpoint(out).model_kwargs["width"] == 8
+
+
+def test_cli_small_instance_weight_reaches_the_recorded_config(tmp_path) -> None:
+    from seg_perception.cli import main
+
+    out = tmp_path / "w.pt"
+    rc = main(["train-synthetic", "--model", TINY_PAN, "--out", str(out), "--resolution", "32x64",
+               "--scene-resolution", "64x128", "--steps", "2", "--batch-size", "2", "--eval-scenes", "1",
+               "--workers", "0", "--threads", "1", "--no-progress", "--small-instance-weight", "3",
+               "--small-instance-area", "8192"])
+    assert rc == 0
+    tc = torch.load(out, weights_only=False)["meta"]["train_config"]
+    assert (tc["small_instance_weight"], tc["small_instance_area"]) == (3.0, 8192.0)
 
 
 def test_cli_rejects_bad_model_kwargs(tmp_path, capsys) -> None:

@@ -44,6 +44,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="scene-generating worker processes (default 1)")
     p.add_argument("--hard-pixel-fraction", type=float, default=0.25,
                    help="bootstrapped cross-entropy: fraction of hardest pixels kept (1.0 = plain CE; default 0.25)")
+    p.add_argument("--small-instance-weight", type=float, default=1.0,
+                   help="semantic-loss weight of small thing instances' pixels (paper: 3; default 1 = off)")
+    p.add_argument("--small-instance-area", type=float, default=4096.0,
+                   help="'small' = under this many pixels at 1024x2048, scaled to the network input (default 4096)")
     p.add_argument("--center-weight", type=float, default=200.0, help="panoptic center MSE weight (default 200)")
     p.add_argument("--offset-weight", type=float, default=None,
                    help="panoptic offset L1 weight (default 0.01 * 1024 / network height)")
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers, amp=args.amp, channels_last=args.channels_last, save_every=args.save_every,
             init_from=args.init_from, warm_lr_scale=args.warm_lr_scale, crop=parse_resolution(args.crop) if args.crop else None,
             hard_pixel_fraction=args.hard_pixel_fraction,
+            small_instance_weight=args.small_instance_weight, small_instance_area=args.small_instance_area,
             center_weight=args.center_weight, offset_weight=args.offset_weight, center_sigma=args.center_sigma,
             command="seg-perception train-synthetic " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         ).validate()
