@@ -222,6 +222,7 @@ def test_cli_without_grid_flags_searches_the_whole_default_grid(tmp_path, capsys
     # the NMS kernel must be odd (a centred max-pool window); the grid reaches past the 9 that won
     # at its old edge for the shipped model
     assert all(k % 2 == 1 for k in DEFAULT_GRID["nms_kernel"]) and max(DEFAULT_GRID["nms_kernel"]) > 9
+    assert max(DEFAULT_GRID["center_threshold"]) > 0.35  # past the threshold that won at the old edge, 0.3
 
 
 @pytest.mark.parametrize("argv,needle", [
