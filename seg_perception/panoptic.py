@@ -30,6 +30,12 @@ Pipeline (Cheng et al., "Panoptic-DeepLab", CVPR 2020):
    their own class when that (instance, class) fragment covers at least the scaled
    ``class_split_area`` pixels; smaller fragments keep the majority class as in the paper.
 
+   Extension (off by default, ``class_aware_grouping``): grouping in step 3 ignores classes, so
+   the legs of a rider whose own center is weak join the bicycle's center below them. With
+   ``class_aware_grouping`` the grouping runs twice: the first pass gives every center a class
+   (the majority vote of its pixels), the second sends each thing pixel to the nearest center of
+   its own semantic class -- or, where no center has that class, to the nearest center as before.
+
 Void label: ``void_label`` defaults to ``255 * label_divisor = 255000``, *not* 0, because class 0
 is a valid stuff class (Cityscapes ``road``) whose panoptic id is ``0 * 1000 + 0 = 0``. Void
 pixels are not segments.
@@ -66,6 +72,7 @@ __all__ = [
     "PanopticOutput",
     "find_centers",
     "group_instances",
+    "instance_classes",
     "merge_semantic_and_instance",
     "resize_heads",
     "panoptic_postprocess",
@@ -93,6 +100,9 @@ class PanopticConfig:
             fragment of an instance labelled with another thing class becomes its own segment
             when it covers at least this many pixels at ``stuff_area_reference_hw`` (scaled
             like ``stuff_area``); smaller fragments take the majority class.
+        class_aware_grouping: False (the paper): every thing pixel joins the nearest center. True:
+            it joins the nearest center whose instance has the pixel's semantic class, where
+            there is one (see the module docstring).
         stuff_area_reference_hw: (height, width) ``stuff_area`` and ``class_split_area`` refer to.
         label_divisor: panoptic id = class * label_divisor + instance.
         void_label: id of void pixels; 255000 by default, not 0 (0 is road stuff).
@@ -103,6 +113,7 @@ class PanopticConfig:
     top_k: int = 200
     stuff_area: int = 2048
     class_split_area: int = 0
+    class_aware_grouping: bool = False
     stuff_area_reference_hw: tuple[int, int] = (1024, 2048)
     label_divisor: int = LABEL_DIVISOR
     void_label: int = 255 * LABEL_DIVISOR
@@ -138,6 +149,11 @@ class PanopticConfig:
             raise ValueError(
                 f"PanopticConfig.class_split_area={a!r} must be a number >= 0 (pixels; 0 = off, the paper's "
                 "majority vote)"
+            )
+        if not isinstance(self.class_aware_grouping, bool):
+            raise ValueError(
+                f"PanopticConfig.class_aware_grouping={self.class_aware_grouping!r} must be True or False "
+                "(False = the paper's class-agnostic grouping)"
             )
         ref = self.stuff_area_reference_hw
         if (
@@ -197,7 +213,8 @@ class PanopticConfig:
 
 
 #: PanopticConfig fields that are tuned per model and exposed as node parameters.
-TUNABLE_FIELDS: tuple[str, ...] = ("center_threshold", "nms_kernel", "top_k", "stuff_area", "class_split_area")
+TUNABLE_FIELDS: tuple[str, ...] = ("center_threshold", "nms_kernel", "top_k", "stuff_area", "class_split_area",
+                                   "class_aware_grouping")
 
 
 @dataclass(frozen=True)
@@ -283,6 +300,8 @@ def group_instances(
     thing_mask: torch.Tensor,
     *,
     max_chunk_bytes: Optional[int] = None,
+    pixel_class: Optional[torch.Tensor] = None,
+    center_class: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Assign every thing pixel to the nearest center after adding its offset.
 
@@ -296,6 +315,9 @@ def group_instances(
         thing_mask: (H, W) bool, True where the semantic class is a thing.
         max_chunk_bytes: memory bound of one chunk's temporaries (None: ``DEFAULT_CHUNK_BYTES``
             on CPU, ``DEFAULT_CUDA_CHUNK_BYTES`` on CUDA).
+        pixel_class, center_class: class-aware grouping (give both or neither): (H, W) int64
+            class of every pixel and (K,) int64 class of every center (-1: none). A pixel whose
+            class some center has only considers the centers of that class.
 
     Returns:
         (H, W) int32 instance index: k + 1 for center k, 0 outside ``thing_mask``.
@@ -306,6 +328,11 @@ def group_instances(
         raise ValueError(f"thing_mask shape {tuple(thing_mask.shape)} must match offset's H x W {(h, w)}")
     if centers.dim() != 2 or centers.shape[1] != 2:
         raise ValueError(f"centers must have shape (K, 2) (y, x), got {tuple(centers.shape)}")
+    if (pixel_class is None) != (center_class is None):
+        raise ValueError("class-aware grouping needs both pixel_class (H, W) and center_class (K,), or neither")
+    if center_class is not None and (pixel_class.shape != (h, w) or center_class.shape != (centers.shape[0],)):
+        raise ValueError(f"pixel_class {tuple(pixel_class.shape)} must be {(h, w)} and center_class "
+                         f"{tuple(center_class.shape)} must be ({centers.shape[0]},)")
     out = torch.zeros(h * w, dtype=torch.int32, device=offset.device)
     k = centers.shape[0]
     if k == 0:
@@ -319,6 +346,13 @@ def group_instances(
     px_all = (pix % w).float() + off[1, pix]
     cy = centers[:, 0].float()
     cx = centers[:, 1].float()
+    if center_class is not None:
+        cc = center_class.long()
+        pc_all = pixel_class.flatten()[pix].long()
+        n_cls = int(max(int(pc_all.max()), int(cc.max()))) + 1
+        has_center = torch.zeros(n_cls, dtype=torch.bool, device=offset.device)
+        has_center[cc[cc >= 0]] = True
+        restrict_all = has_center[pc_all]  # pixels whose class some center has
     # Two float32 (chunk, K) temporaries, updated in place. Chunks small enough to stay in the CPU's
     # L2 cache make this compute-bound instead of memory-bound (3x faster at K = 200 than one big
     # chunk on the development machine); the default bounds both temporaries to ~2 MB.
@@ -332,9 +366,21 @@ def group_instances(
         dist.square_()
         dx = px_all[start:stop, None] - cx
         dist += dx.square_()
+        if center_class is not None:
+            other = (pc_all[start:stop, None] != cc) & restrict_all[start:stop, None]
+            dist.masked_fill_(other, float("inf"))
         torch.argmin(dist, dim=1, out=labels[start:stop])
     out[pix] = labels.to(torch.int32) + 1
     return out.view(h, w)
+
+
+def instance_classes(instance: torch.Tensor, semantic: torch.Tensor, k: int) -> torch.Tensor:
+    """Majority semantic class of each instance: (K,) int64, ties -> lower class, -1 for an
+    instance without pixels. ``instance`` (H, W) values 0..k (0 = none), ``semantic`` (H, W) >= 0."""
+    num_classes = int(semantic.max()) + 1 if semantic.numel() else 1
+    votes = torch.bincount((instance.long() * num_classes + semantic.long()).flatten(),
+                           minlength=(k + 1) * num_classes).view(k + 1, num_classes)[1:]
+    return torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((k,), -1, device=votes.device))
 
 
 def _thing_lut(thing_ids: frozenset[int], num_classes: int, device: torch.device) -> torch.Tensor:
@@ -520,6 +566,9 @@ def panoptic_postprocess(
 
     centers, scores = find_centers(center, cfg)
     instance = group_instances(centers, offset, is_thing)
+    if cfg.class_aware_grouping and centers.shape[0] > 1:
+        center_class = instance_classes(instance, semantic, centers.shape[0])
+        instance = group_instances(centers, offset, is_thing, pixel_class=semantic, center_class=center_class)
     panoptic = merge_semantic_and_instance(semantic, instance, thing_ids, cfg)
 
     # Probability of the argmax class, for stuff scores: exp(max_logit - logsumexp).

@@ -18,6 +18,7 @@ from seg_perception.panoptic import (
     PanopticConfig,
     find_centers,
     group_instances,
+    instance_classes,
     merge_semantic_and_instance,
     panoptic_postprocess,
     resize_heads,
@@ -92,6 +93,25 @@ def reference_postprocess(logits: np.ndarray, center: np.ndarray, offset: np.nda
                 if best_d is None or d < best_d:
                     best_k, best_d = k, d
             inst[y, x] = best_k + 1
+    if cfg.class_aware_grouping and len(kept) > 1:
+        # Class-aware second pass: each center's class is its pixels' majority (ties -> lower
+        # class); a pixel whose class some center has only considers those centers.
+        center_cls = []
+        for k in range(1, len(kept) + 1):
+            votes = Counter(int(c) for c in sem[inst == k])
+            top = max(votes.values(), default=0)
+            center_cls.append(min((c for c, n in votes.items() if n == top), default=-1))
+        again = np.zeros_like(inst)
+        for y in range(H):
+            for x in range(W):
+                if sem[y, x] not in thing_ids:
+                    continue
+                py = np.float32(y) + np.float32(offset[0, y, x])
+                px = np.float32(x) + np.float32(offset[1, y, x])
+                allowed = [k for k, c in enumerate(center_cls) if c == sem[y, x]] or list(range(len(kept)))
+                d = [(py - np.float32(kept[k][0])) ** 2 + (px - np.float32(kept[k][1])) ** 2 for k in allowed]
+                again[y, x] = allowed[int(np.argmin(d))] + 1
+        inst = again
 
     # Merge: majority vote per instance (plus large enough fragments of other thing classes when
     # class splitting is on), per-class numbering in (instance, class) order, stuff area filter.
@@ -191,6 +211,8 @@ CASES = [
     (4, PanopticConfig(nms_kernel=1, top_k=50)),
     (5, PanopticConfig(class_split_area=20_000)),  # fragments of >= ~21 px at 40x56 split off
     (6, PanopticConfig(nms_kernel=3, class_split_area=1)),  # every fragment splits off
+    (7, PanopticConfig(nms_kernel=3, class_aware_grouping=True)),
+    (8, PanopticConfig(class_aware_grouping=True, class_split_area=20_000)),
 ]
 
 
@@ -295,6 +317,48 @@ def test_group_instances_nearest_center_and_chunking():
     p = torch.tensor([y + offset[0, y, x], x + offset[1, y, x]])
     d = ((centers.float() - p) ** 2).sum(1)
     assert inst[y, x].item() == int(d.argmin()) + 1
+
+
+def test_class_aware_grouping_prefers_a_center_of_the_pixel_class():
+    centers = torch.tensor([[2, 2], [2, 12]])           # center 0: rider (12), center 1: bicycle (18)
+    offset = torch.zeros(2, 5, 16)
+    mask = torch.zeros(5, 16, dtype=torch.bool)
+    mask[2, 9] = mask[2, 3] = mask[4, 11] = True
+    pixel_class = torch.zeros(5, 16, dtype=torch.long)
+    pixel_class[2, 9] = 12                              # a rider pixel next to the bicycle's center
+    pixel_class[2, 3] = 18                              # a bicycle pixel next to the rider's center
+    pixel_class[4, 11] = 11                             # a person: no person center -> nearest any
+    plain = group_instances(centers, offset, mask)
+    assert (plain[2, 9].item(), plain[2, 3].item(), plain[4, 11].item()) == (2, 1, 2)
+    aware = group_instances(centers, offset, mask, pixel_class=pixel_class, center_class=torch.tensor([12, 18]))
+    assert (aware[2, 9].item(), aware[2, 3].item(), aware[4, 11].item()) == (1, 2, 2)
+    # a center with no class (-1) loses the bicycle pixel beside it to the bicycle center; the rider
+    # pixel (no rider center now) joins the nearest center as in plain grouping
+    aware = group_instances(centers, offset, mask, pixel_class=pixel_class, center_class=torch.tensor([-1, 18]))
+    assert (aware[2, 9].item(), aware[2, 3].item(), aware[4, 11].item()) == (2, 2, 2)
+    assert group_instances(centers, offset, mask, pixel_class=pixel_class, center_class=torch.tensor([12, 12]),
+                           max_chunk_bytes=1)[2, 3].item() == 1  # bicycle: no bicycle center -> nearest
+    with pytest.raises(ValueError, match="both pixel_class"):
+        group_instances(centers, offset, mask, pixel_class=pixel_class)
+    with pytest.raises(ValueError, match="center_class"):
+        group_instances(centers, offset, mask, pixel_class=pixel_class, center_class=torch.tensor([1, 2, 3]))
+
+
+def test_instance_classes_majority_ties_and_empty():
+    inst = torch.tensor([[1, 1, 1, 2], [2, 0, 0, 0]])
+    sem = torch.tensor([[13, 13, 11, 12], [11, 5, 5, 5]])
+    assert instance_classes(inst, sem, 3).tolist() == [13, 11, -1]  # instance 2: tie 12/11 -> 11
+
+
+def test_class_aware_grouping_changes_some_random_cases():
+    """The reference cases with class-aware grouping must differ from class-agnostic grouping."""
+    changed = 0
+    for seed, cfg in [c for c in CASES if c[1].class_aware_grouping]:
+        heads = [torch.from_numpy(a) for a in random_heads(seed)]
+        a = panoptic_postprocess(*heads, thing_ids=THINGS, cfg=cfg).panoptic
+        b = panoptic_postprocess(*heads, thing_ids=THINGS, cfg=replace(cfg, class_aware_grouping=False)).panoptic
+        changed += int(not torch.equal(a, b))
+    assert changed >= 1
 
 
 def test_group_instances_without_centers():
@@ -489,6 +553,7 @@ def test_resize_heads_scales_offsets_by_factor():
         (dict(top_k=1000), "top_k"),
         (dict(stuff_area=-1), "stuff_area"),
         (dict(class_split_area=-1), "class_split_area"),
+        (dict(class_aware_grouping=1), "class_aware_grouping"),
         (dict(stuff_area_reference_hw=(0, 2048)), "stuff_area_reference_hw"),
         (dict(label_divisor=1), "label_divisor"),
         (dict(void_label=-5), "void_label"),
@@ -510,7 +575,7 @@ def test_with_overrides_replaces_validates_and_names_the_source():
     cfg = PanopticConfig().with_overrides({"center_threshold": 0.3, "stuff_area_reference_hw": [512, 1024]})
     assert cfg.center_threshold == 0.3 and cfg.stuff_area_reference_hw == (512, 1024) and cfg.nms_kernel == 7
     assert cfg.tunables() == {"center_threshold": 0.3, "nms_kernel": 7, "top_k": 200, "stuff_area": 2048,
-                             "class_split_area": 0}
+                             "class_split_area": 0, "class_aware_grouping": False}
     assert PanopticConfig().with_overrides(None) == PanopticConfig()
     with pytest.raises(ValueError, match=r"ckpt\.pt: unknown .*'nms'"):
         PanopticConfig().with_overrides({"nms": 3}, source="ckpt.pt")

@@ -1,4 +1,5 @@
-"""Tune panoptic post-processing (center threshold, NMS kernel, stuff area, class split) for given weights.
+"""Tune panoptic post-processing (center threshold, NMS kernel, stuff area, class-aware grouping, class
+split) for given weights.
 
 Panoptic-DeepLab's post-processing defaults are the paper's Cityscapes setting at 1024x2048. A
 model trained elsewhere, or run at another resolution, often peaks elsewhere: how confident its
@@ -10,8 +11,9 @@ scene; only the post-processing is repeated per combination (through
 :meth:`seg_perception.pipeline.Segmenter.postprocess`, the code path the node runs).
 
 The search is a full grid over :data:`DEFAULT_GRID`, then a line search of each
-:data:`DEFAULT_REFINE` field from the grid's winner: ``class_split_area`` barely interacts with
-the other three, and folding its 5 values into the grid would make tuning 5x slower.
+:data:`DEFAULT_REFINE` field in turn, each from the best combination so far:
+``class_aware_grouping`` and ``class_split_area`` barely interact with the other three, and
+folding their 2 and 5 values into the grid would make tuning 10x slower.
 
 :func:`write_tuned` stores the choice in the checkpoint (``meta.panoptic_postprocess``), where
 :func:`seg_perception.pipeline.panoptic_config_for` picks it up; node parameters left at ``auto``
@@ -43,8 +45,9 @@ DEFAULT_GRID: dict[str, tuple] = {
     "stuff_area": (0, 256, 512, 1024, 2048),
 }
 
-#: Fields searched one at a time after the grid, starting from its best combination.
+#: Fields searched one at a time after the grid, in this order, each from the best combination so far.
 DEFAULT_REFINE: dict[str, tuple] = {
+    "class_aware_grouping": (False, True),
     "class_split_area": (0, 1024, 2048, 4096, 8192),
 }
 

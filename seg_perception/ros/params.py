@@ -21,7 +21,7 @@ DEFAULT_MODEL = "deeplabv3plus_mobilenetv2"
 #: Parameters whose change on a running node rebuilds the Segmenter (refused if the rebuild fails).
 RELOAD_KEYS = frozenset({"model", "weights", "label_set", "num_classes", "resolution", "backend", "device",
                          "precision", "center_threshold", "nms_kernel", "top_k", "stuff_area",
-                         "class_split_area"})
+                         "class_split_area", "class_aware_grouping"})
 #: Parameters that only take effect at start-up (topics and QoS are wired once).
 STARTUP_ONLY_KEYS = frozenset({"input_transport", "qos_reliability", "qos_depth"})
 
@@ -98,7 +98,9 @@ def _or_auto(auto: int | float, check: Callable[[Any], Any], name: str) -> Calla
 #: Sentinel of each panoptic post-processing parameter meaning "the value tuned for the weights"
 #: (checkpoint ``meta.panoptic_postprocess``), else the Panoptic-DeepLab paper default.
 PANOPTIC_AUTO: dict[str, int | float] = {"center_threshold": -1.0, "nms_kernel": 0, "top_k": 0, "stuff_area": -1,
-                                         "class_split_area": -1}
+                                         "class_split_area": -1, "class_aware_grouping": -1}
+#: Node parameters whose PanopticConfig field has another type (ROS integer 0/1 -> bool).
+_PANOPTIC_FIELD_TYPE: dict[str, type] = {"class_aware_grouping": bool}
 
 
 def _weights(v: Any) -> str:
@@ -145,6 +147,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "whose center merged with a car's) becomes its own segment from this many px (at 1024x2048, scaled); 0 = off (every pixel "
               "takes the instance's majority class); -1 = tuned for the weights, else 0.",
               _or_auto(-1, _range("class_split_area", 0, 10_000_000, int), "class_split_area")),
+    ParamSpec("class_aware_grouping", -1, "Panoptic: 1 = a thing pixel joins the nearest center of its own class where "
+              "there is one (a rider's legs stay with the rider, not the bicycle's center); 0 = off (nearest center, "
+              "the paper); -1 = tuned for the weights, else 0.",
+              _or_auto(-1, _range("class_aware_grouping", 0, 1, int), "class_aware_grouping")),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 
@@ -187,7 +193,8 @@ class NodeConfig:
         The Segmenter applies them on top of the values tuned for the weights
         (:func:`seg_perception.pipeline.panoptic_config_for`).
         """
-        return {k: self[k] for k, auto in PANOPTIC_AUTO.items() if self[k] != auto}
+        return {k: _PANOPTIC_FIELD_TYPE.get(k, type(self[k]))(self[k])
+                for k, auto in PANOPTIC_AUTO.items() if self[k] != auto}
 
     def segmenter_kwargs(self) -> dict:
         """Keyword arguments for :func:`seg_perception.pipeline.build_segmenter`."""

@@ -68,7 +68,7 @@ def test_tuning_picks_the_best_and_its_scores_are_what_the_segmenter_then_gives(
     assert len(res.table) == 4 and seen[-1] == (4, 4)
     assert res.baseline == BAD.tunables()
     assert res.best == {"center_threshold": 0.1, "nms_kernel": 7, "top_k": 200, "stuff_area": 0,
-                        "class_split_area": 0}
+                        "class_split_area": 0, "class_aware_grouping": False}
     pqs = [scores["pq"] for _, scores in res.table]
     assert pqs == sorted(pqs, reverse=True) and pqs[0] == res.best_scores["pq"]
     assert res.best_scores["pq"] > res.baseline_scores["pq"] + 0.3
@@ -102,9 +102,14 @@ def test_line_search_starts_from_the_grid_winner():
     assert res.best_scores["pq"] > low.best_scores["pq"]
 
 
-def test_default_search_includes_class_split_line_search():
+def test_default_search_includes_the_line_searches():
     res = tune_panoptic(_segmenter(PanopticConfig()), 1, grid={"top_k": (200,)}, first_seed=SEED, scene_hw=HW)
     assert sorted({v["class_split_area"] for v, _ in res.table}) == sorted(DEFAULT_REFINE["class_split_area"])
+    assert {v["class_aware_grouping"] for v, _ in res.table} == {False, True}
+    # each line search starts from the best so far: the split values are tried with the grouping that won
+    # (the table is ranked, ties in measured order, so the first split-0 row is the grouping's winner)
+    cag = next(v for v, _ in res.table if v["class_split_area"] == 0)["class_aware_grouping"]
+    assert all(v["class_aware_grouping"] == cag for v, _ in res.table if v["class_split_area"] != 0)
 
 
 @pytest.mark.parametrize("kwargs,needle", [
@@ -113,6 +118,7 @@ def test_default_search_includes_class_split_line_search():
     ({"grid": {"nms_kernel": ()}}, "empty"),
     ({"grid": {"nms_kernel": (4,)}}, "nms_kernel=4"),
     ({"refine": {"class_split_area": (-1,)}}, "class_split_area=-1"),
+    ({"refine": {"class_aware_grouping": (1,)}}, "class_aware_grouping=1"),
     ({"refine": {"label_divisor": (10,)}}, "refine keys"),
     ({"grid": {"stuff_area": (0,)}, "refine": {"stuff_area": (0,)}}, "both"),
 ])
@@ -153,8 +159,8 @@ def test_write_tuned_round_trips_into_build_segmenter(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before), "writing meta must not touch the weights"
 
     seg = build_segmenter("panoptic_deeplab_mobilenetv2", weights=str(path))
-    # a record from before class splitting existed (no class_split_area): splitting stays off
-    full = {**best, "class_split_area": 0}
+    # a record from before class splitting and class-aware grouping existed: both stay off
+    full = {**best, "class_split_area": 0, "class_aware_grouping": False}
     assert seg.panoptic_cfg.tunables() == full
     assert seg.describe()["panoptic_postprocess"] == full
     # explicit values (node parameters not left at auto) win over the tuned ones
@@ -188,10 +194,11 @@ def test_cli_reports_writes_and_remeasures_held_out(tmp_path, capsys):
     path = _tiny_checkpoint(tmp_path / "pan.pt")
     argv = ["--weights", path, "--resolution", "64x128", "--scenes", 1, "--center-thresholds", "0.1,1.0",
             "--nms-kernels", "7", "--stuff-areas", "0,2048", "--class-split-areas", "0,1024",
-            "--json", tmp_path / "t.json"]
+            "--class-aware-grouping", "0", "--json", tmp_path / "t.json"]
     assert _cli(argv) == 0
     out = capsys.readouterr().out
-    # 4 grid cells, then the class split line search adds 1024 (0 is the cell it starts from)
+    # 4 grid cells, then the class split line search adds 1024 (0 is the cell it starts from); the
+    # class-aware grouping line search only has the value it starts from
     assert "5 combinations on 1 validation scenes" in out and "best" in out
     assert POSTPROCESS_META_KEY not in load_model("panoptic_deeplab_mobilenetv2", weights=str(path)).meta
 
@@ -212,7 +219,7 @@ def test_cli_without_grid_flags_searches_the_whole_default_grid(tmp_path, capsys
     path = _tiny_checkpoint(tmp_path / "pan.pt")
     assert _cli(["--weights", path, "--resolution", "64x128", "--scenes", 1, "--json", tmp_path / "t.json"]) == 0
     # the grid, then the class split values other than the one the line search starts from
-    n = math.prod(len(v) for v in DEFAULT_GRID.values()) + len(DEFAULT_REFINE["class_split_area"]) - 1
+    n = math.prod(len(v) for v in DEFAULT_GRID.values()) + sum(len(v) - 1 for v in DEFAULT_REFINE.values())
     assert f"{n} combinations on 1 validation scenes" in capsys.readouterr().out
     import json
 
@@ -227,6 +234,7 @@ def test_cli_without_grid_flags_searches_the_whole_default_grid(tmp_path, capsys
 
 @pytest.mark.parametrize("argv,needle", [
     (["--scenes", 0], "--scenes must be >= 1"),
+    (["--class-aware-grouping", "0,2"], "--class-aware-grouping takes 0 and/or 1"),
     (["--weights", "{plain}", "--write"], "--write needs a seg_perception checkpoint"),
     (["--weights", "{missing}"], "does not exist"),
     (["--model", "deeplabv3plus_mobilenetv2", "--weights", "none", "--resolution", "64x128", "--scenes", 1],

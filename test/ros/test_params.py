@@ -27,6 +27,8 @@ def test_defaults_validate():
     ("center_threshold", 1.5, "tuned for the weights"),
     ("stuff_area", -2, "[0, 10000000]"),
     ("class_split_area", 1.5, "integer"),
+    ("class_aware_grouping", 2, "[0, 1]"),
+    ("class_aware_grouping", True, "integer"),
     ("qos_depth", True, "integer"),
 ])
 def test_bad_values_name_parameter_and_allowed(name, value, needle):
@@ -60,5 +62,9 @@ def test_panoptic_parameters_default_to_auto_and_accept_explicit_values():
     assert cfg.panoptic_overrides() == {}
     explicit = {"center_threshold": 0.3, "nms_kernel": 5, "top_k": 10, "stuff_area": 0, "class_split_area": 0}
     assert NodeConfig.from_dict(explicit).panoptic_overrides() == explicit
+    # the ROS integer 0/1 becomes the PanopticConfig bool
+    for v in (0, 1):
+        got = NodeConfig.from_dict({"class_aware_grouping": v}).panoptic_overrides()
+        assert got == {"class_aware_grouping": bool(v)} and type(got["class_aware_grouping"]) is bool
     # an integer -1 for a float parameter is the same sentinel (YAML writes it either way)
     assert NodeConfig.from_dict({"center_threshold": -1}).panoptic_overrides() == {}
