@@ -41,11 +41,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stuff-areas", type=_numbers(int), default=DEFAULT_GRID["stuff_area"],
                    help=f"candidates, px at 1024x2048 (default {dflt('stuff_area')})")
     p.add_argument("--class-aware-grouping", type=_numbers(int), default=(0, 1),
-                   help="candidates, 0 = off, 1 = on; searched after the grid of the three above, from its best "
-                        "(default 0,1)")
+                   help="candidates, 0 = off, 1 = on (default 0,1)")
     p.add_argument("--class-split-areas", type=_numbers(int), default=DEFAULT_REFINE["class_split_area"],
-                   help="candidates, px at 1024x2048, 0 = off; searched last, from the best so far "
-                        f"(default {dflt('class_split_area')})")
+                   help="candidates, px at 1024x2048, 0 = off; searched one at a time after the grid of the "
+                        f"four above, from its best (default {dflt('class_split_area')})")
     p.add_argument("--top", type=int, default=10, help="rows of the ranking to print (default 10)")
     p.add_argument("--write", action="store_true",
                    help="store the best values in the checkpoint (meta.panoptic_postprocess) and re-measure "
@@ -76,13 +75,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"tune-panoptic: error: --write needs a seg_perception checkpoint file: {exc} "
                   "(public checkpoints: convert them with train-synthetic --init-from, or tune without --write)")
             return 2
-    grid = {"center_threshold": args.center_thresholds, "nms_kernel": args.nms_kernels,
-            "stuff_area": args.stuff_areas}
     if any(v not in (0, 1) for v in args.class_aware_grouping):
         print(f"tune-panoptic: error: --class-aware-grouping takes 0 and/or 1, got {list(args.class_aware_grouping)}")
         return 2
-    refine = {"class_aware_grouping": tuple(bool(v) for v in args.class_aware_grouping),
-              "class_split_area": args.class_split_areas}
+    grid = {"center_threshold": args.center_thresholds, "nms_kernel": args.nms_kernels,
+            "stuff_area": args.stuff_areas,
+            "class_aware_grouping": tuple(bool(v) for v in args.class_aware_grouping)}
+    refine = {"class_split_area": args.class_split_areas}
     try:
         # Start from the paper defaults, not values a previous tuning stored: the ranking is then
         # the same whether or not the file was tuned before.

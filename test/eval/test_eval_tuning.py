@@ -105,11 +105,12 @@ def test_line_search_starts_from_the_grid_winner():
 def test_default_search_includes_the_line_searches():
     res = tune_panoptic(_segmenter(PanopticConfig()), 1, grid={"top_k": (200,)}, first_seed=SEED, scene_hw=HW)
     assert sorted({v["class_split_area"] for v, _ in res.table}) == sorted(DEFAULT_REFINE["class_split_area"])
-    assert {v["class_aware_grouping"] for v, _ in res.table} == {False, True}
-    # each line search starts from the best so far: the split values are tried with the grouping that won
-    # (the table is ranked, ties in measured order, so the first split-0 row is the grouping's winner)
-    cag = next(v for v, _ in res.table if v["class_split_area"] == 0)["class_aware_grouping"]
-    assert all(v["class_aware_grouping"] == cag for v, _ in res.table if v["class_split_area"] != 0)
+    # the line search starts from the grid's best
+    start = next(v for v, _ in res.table if v["class_split_area"] == 0)
+    assert all({**v, "class_split_area": 0} == start for v, _ in res.table)
+    both = tune_panoptic(_segmenter(PanopticConfig()), 1, first_seed=SEED, scene_hw=HW,
+                         grid={"class_aware_grouping": (False, True)}, refine={})
+    assert {v["class_aware_grouping"] for v, _ in both.table} == {False, True}
 
 
 @pytest.mark.parametrize("kwargs,needle", [
@@ -118,7 +119,7 @@ def test_default_search_includes_the_line_searches():
     ({"grid": {"nms_kernel": ()}}, "empty"),
     ({"grid": {"nms_kernel": (4,)}}, "nms_kernel=4"),
     ({"refine": {"class_split_area": (-1,)}}, "class_split_area=-1"),
-    ({"refine": {"class_aware_grouping": (1,)}}, "class_aware_grouping=1"),
+    ({"grid": {"class_aware_grouping": (1,)}}, "class_aware_grouping=1"),
     ({"refine": {"label_divisor": (10,)}}, "refine keys"),
     ({"grid": {"stuff_area": (0,)}, "refine": {"stuff_area": (0,)}}, "both"),
 ])
@@ -197,8 +198,8 @@ def test_cli_reports_writes_and_remeasures_held_out(tmp_path, capsys):
             "--class-aware-grouping", "0", "--json", tmp_path / "t.json"]
     assert _cli(argv) == 0
     out = capsys.readouterr().out
-    # 4 grid cells, then the class split line search adds 1024 (0 is the cell it starts from); the
-    # class-aware grouping line search only has the value it starts from
+    # 4 grid cells (class-aware grouping off only), then the class split line search adds 1024 (0 is
+    # the cell it starts from)
     assert "5 combinations on 1 validation scenes" in out and "best" in out
     assert POSTPROCESS_META_KEY not in load_model("panoptic_deeplab_mobilenetv2", weights=str(path)).meta
 
