@@ -185,6 +185,22 @@ def test_change_model_to_panoptic_starts_panoptic_output(session):
     _check_stream(session, first)
 
 
+def test_panoptic_postprocessing_parameter_applies_live(session):
+    """class_aware_grouping (a ROS integer) reaches the running Segmenter as the PanopticConfig bool;
+    -1 returns to the value for the weights (random weights: none tuned, so the paper's off)."""
+    def grouping() -> str:
+        text = session.diag().get("config.panoptic_postprocess", "")
+        return "on" if "'class_aware_grouping': True" in text else "off" if "'class_aware_grouping': False" in text else ""
+
+    for value, want in ((1, "on"), (-1, "off")):
+        res = session.set({"class_aware_grouping": value})
+        assert res.successful, res.reason
+        assert session.h.spin_until(lambda: grouping() == want, 10, session.proc), session.diag()
+        session.roundtrip(panoptic=True)
+    res = session.set({"class_aware_grouping": 2})
+    assert not res.successful and "class_aware_grouping" in res.reason and "[0, 1]" in res.reason
+
+
 @pytest.mark.parametrize("change, needles", [
     ({"backend": "tensorrt"}, ["tensorrt"]),               # not installed / no GPU here
     ({"device": "cuda"}, ["cuda", "'cpu'"]),                 # names the fix
