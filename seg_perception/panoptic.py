@@ -349,10 +349,6 @@ def group_instances(
     if center_class is not None:
         cc = center_class.long()
         pc_all = pixel_class.flatten()[pix].long()
-        n_cls = int(max(int(pc_all.max()), int(cc.max()))) + 1
-        has_center = torch.zeros(n_cls, dtype=torch.bool, device=offset.device)
-        has_center[cc[cc >= 0]] = True
-        restrict_all = has_center[pc_all]  # pixels whose class some center has
     # Two float32 (chunk, K) temporaries, updated in place. Chunks small enough to stay in the CPU's
     # L2 cache make this compute-bound instead of memory-bound (3x faster at K = 200 than one big
     # chunk on the development machine); the default bounds both temporaries to ~2 MB.
@@ -367,19 +363,27 @@ def group_instances(
         dx = px_all[start:stop, None] - cx
         dist += dx.square_()
         if center_class is not None:
-            other = (pc_all[start:stop, None] != cc) & restrict_all[start:stop, None]
-            dist.masked_fill_(other, float("inf"))
+            same = pc_all[start:stop, None] == cc
+            # only where some center has the pixel's class: the other centers are out of reach
+            dist.masked_fill_(~same & same.any(dim=1, keepdim=True), float("inf"))
         torch.argmin(dist, dim=1, out=labels[start:stop])
     out[pix] = labels.to(torch.int32) + 1
     return out.view(h, w)
 
 
-def instance_classes(instance: torch.Tensor, semantic: torch.Tensor, k: int) -> torch.Tensor:
-    """Majority semantic class of each instance: (K,) int64, ties -> lower class, -1 for an
-    instance without pixels. ``instance`` (H, W) values 0..k (0 = none), ``semantic`` (H, W) >= 0."""
-    num_classes = int(semantic.max()) + 1 if semantic.numel() else 1
+def _class_votes(instance: torch.Tensor, semantic: torch.Tensor, n_inst: int, num_classes: int) -> torch.Tensor:
+    """(n_inst, num_classes) int64: pixels of instance k with class c (row 0 = no instance).
+    ``instance`` (H, W) values 0..n_inst-1, ``semantic`` (H, W) values 0..num_classes-1."""
     votes = torch.bincount((instance.long() * num_classes + semantic.long()).flatten(),
-                           minlength=(k + 1) * num_classes).view(k + 1, num_classes)[1:]
+                           minlength=n_inst * num_classes)
+    return votes.view(n_inst, num_classes)
+
+
+def instance_classes(instance: torch.Tensor, semantic: torch.Tensor, k: int, num_classes: int) -> torch.Tensor:
+    """Majority semantic class of each instance: (K,) int64, ties -> lower class, -1 for an
+    instance without pixels. ``instance`` (H, W) values 0..k (0 = none), ``semantic`` (H, W) in
+    ``0..num_classes-1``."""
+    votes = _class_votes(instance, semantic, k + 1, num_classes)[1:]
     return torch.where(votes.sum(dim=1) > 0, votes.argmax(dim=1), torch.full((k,), -1, device=votes.device))
 
 
@@ -446,8 +450,7 @@ def merge_semantic_and_instance(
     n_inst = int(inst.max()) + 1 if inst.numel() else 1
 
     # Majority vote: votes[k, c] = pixels of instance k with class c (row 0 = no instance).
-    votes = torch.bincount((inst * num_classes + sem).flatten(), minlength=n_inst * num_classes)
-    votes = votes.view(n_inst, num_classes)
+    votes = _class_votes(inst, sem, n_inst, num_classes)
     inst_class = votes.argmax(dim=1)  # first max -> lowest class on ties
     present = votes.sum(dim=1) > 0
     present[0] = False
@@ -567,7 +570,7 @@ def panoptic_postprocess(
     centers, scores = find_centers(center, cfg)
     instance = group_instances(centers, offset, is_thing)
     if cfg.class_aware_grouping and centers.shape[0] > 1:
-        center_class = instance_classes(instance, semantic, centers.shape[0])
+        center_class = instance_classes(instance, semantic, centers.shape[0], num_classes)
         instance = group_instances(centers, offset, is_thing, pixel_class=semantic, center_class=center_class)
     panoptic = merge_semantic_and_instance(semantic, instance, thing_ids, cfg)
 

@@ -347,7 +347,7 @@ def test_class_aware_grouping_prefers_a_center_of_the_pixel_class():
 def test_instance_classes_majority_ties_and_empty():
     inst = torch.tensor([[1, 1, 1, 2], [2, 0, 0, 0]])
     sem = torch.tensor([[13, 13, 11, 12], [11, 5, 5, 5]])
-    assert instance_classes(inst, sem, 3).tolist() == [13, 11, -1]  # instance 2: tie 12/11 -> 11
+    assert instance_classes(inst, sem, 3, 19).tolist() == [13, 11, -1]  # instance 2: tie 12/11 -> 11
 
 
 def test_class_aware_grouping_changes_some_random_cases():

@@ -40,8 +40,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help=f"candidates, odd (default {dflt('nms_kernel')})")
     p.add_argument("--stuff-areas", type=_numbers(int), default=DEFAULT_GRID["stuff_area"],
                    help=f"candidates, px at 1024x2048 (default {dflt('stuff_area')})")
-    p.add_argument("--class-aware-grouping", type=_numbers(int), default=(0, 1),
-                   help="candidates, 0 = off, 1 = on (default 0,1)")
+    p.add_argument("--class-aware-grouping", type=_numbers(int),
+                   default=tuple(int(v) for v in DEFAULT_GRID["class_aware_grouping"]),
+                   help="candidates, 0 = off, 1 = on (default "
+                        f"{','.join(str(int(v)) for v in DEFAULT_GRID['class_aware_grouping'])})")
     p.add_argument("--class-split-areas", type=_numbers(int), default=DEFAULT_REFINE["class_split_area"],
                    help="candidates, px at 1024x2048, 0 = off; searched one at a time after the grid of the "
                         f"four above, from its best (default {dflt('class_split_area')})")
