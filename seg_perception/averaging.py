@@ -2,7 +2,9 @@
 
 Two or more training runs that start from the same checkpoint (same model, same builder kwargs)
 on different seeds end in nearby minima; the element-wise mean of their weights is usually at least
-as accurate as the best of them (Wortsman et al., *Model soups*, ICML 2022). Floating tensors,
+as accurate as the best of them (Wortsman et al., *Model soups*, ICML 2022). Checkpoints along one
+run -- a stage and the stage that continued from it -- average the same way (stochastic weight
+averaging, Izmailov et al., UAI 2018). Floating tensors,
 BatchNorm running statistics included, are averaged in float32; integer buffers
 (``num_batches_tracked``) take the largest value.
 
@@ -80,19 +82,48 @@ def _source_record(path: str, ck: LoadedCheckpoint) -> dict:
             "held_out": {k: v for k, v in (meta.get("held_out") or {}).items() if k in ("miou", "pq")}}
 
 
+def _ancestry(meta: dict) -> set[str]:
+    """SHA-256s of every checkpoint this one continued from (its ``init_from`` chain, nested)."""
+    shas, prior = set(), meta.get("init_from")
+    while isinstance(prior, dict):
+        if prior.get("sha256"):
+            shas.add(prior["sha256"])
+        prior = prior.get("init_from")
+    return shas
+
+
+def _tips(sources: list[dict], loaded: Sequence[LoadedCheckpoint]) -> list[int]:
+    """Indices of the sources no other source continued from (the latest stages)."""
+    ancestry = [_ancestry(ck.meta) for ck in loaded]
+    return [i for i, s in enumerate(sources) if not any(s["sha256"] in a for j, a in enumerate(ancestry) if j != i)]
+
+
 def _totals(sources: list[dict], loaded: Sequence[LoadedCheckpoint]) -> dict:
     """Training cost: this stage (``steps``, ``train_wall_time_s``: the sources' sums) and in all
-    (``total_*``: this stage plus the shared history once)."""
+    (``total_*``: every training step behind the sources, each counted once).
+
+    A source that another source continued from (an earlier stage of the same run, found through
+    the other's ``init_from`` chain) adds nothing to the total: the later stage's history holds it.
+    The remaining sources count their shared start once, or their whole histories without one.
+    """
     steps = sum(int(s["steps"] or 0) for s in sources)
     wall = sum(float(s["train_wall_time_s"] or 0.0) for s in sources)
     stage = {"steps": steps, "train_wall_time_s": round(wall, 1)}
-    prior = [ck.meta.get("init_from") or {} for ck in loaded]
+    tips = _tips(sources, loaded)
+    if len(tips) == 1:
+        only = sources[tips[0]]
+        return stage | {"total_steps": int(only["total_steps"] or only["steps"] or 0),
+                        "total_train_wall_time_s": round(float(only["total_train_wall_time_s"]
+                                                                or only["train_wall_time_s"] or 0.0), 1)}
+    tip_src = [sources[i] for i in tips]
+    prior = [loaded[i].meta.get("init_from") or {} for i in tips]
     if prior[0] and all(p.get("sha256") == prior[0].get("sha256") for p in prior):
-        steps += int(prior[0].get("total_steps") or 0)
-        wall += float(prior[0].get("total_train_wall_time_s") or 0.0)
+        steps = sum(int(s["steps"] or 0) for s in tip_src) + int(prior[0].get("total_steps") or 0)
+        wall = (sum(float(s["train_wall_time_s"] or 0.0) for s in tip_src)
+                + float(prior[0].get("total_train_wall_time_s") or 0.0))
     else:  # no shared start recorded: count each source's whole history
-        steps = sum(int(s["total_steps"] or s["steps"] or 0) for s in sources)
-        wall = sum(float(s["total_train_wall_time_s"] or s["train_wall_time_s"] or 0.0) for s in sources)
+        steps = sum(int(s["total_steps"] or s["steps"] or 0) for s in tip_src)
+        wall = sum(float(s["total_train_wall_time_s"] or s["train_wall_time_s"] or 0.0) for s in tip_src)
     return stage | {"total_steps": steps, "total_train_wall_time_s": round(wall, 1)}
 
 
@@ -121,7 +152,8 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLi
     sources = [_source_record(p, ck) for p, ck in zip(paths, loaded)]
     keep = ("resolution", "trained_on", "machine", "panoptic_postprocess", "batch_size")
     meta = {k: loaded[0].meta[k] for k in keep if k in loaded[0].meta}
-    meta.update({"averaged_from": sources, "init_from": loaded[0].meta.get("init_from"), "command": command,
+    newest = loaded[_tips(sources, loaded)[0]]  # a cross-stage average continues the latest stage's history
+    meta.update({"averaged_from": sources, "init_from": newest.meta.get("init_from"), "command": command,
                  "seed": [s["seed"] for s in sources], **_totals(sources, loaded)})
     path = save_checkpoint(out, model, model_name=loaded[0].model_name, model_kwargs=loaded[0].model_kwargs,
                            label_set=loaded[0].label_set, extra=meta, half=bool(loaded[0].meta.get("half", True)))

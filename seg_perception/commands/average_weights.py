@@ -9,8 +9,8 @@ import argparse
 import shlex
 import sys
 
-HELP = ("average the weights of checkpoints trained from one starting point on different seeds, "
-        "write the result and evaluate it on held-out synthetic scenes")
+HELP = ("average the weights of checkpoints trained from one starting point on different seeds "
+        "(or successive stages of one run), write the result and evaluate it on held-out synthetic scenes")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
