@@ -110,11 +110,6 @@ def _totals(sources: list[dict], loaded: Sequence[LoadedCheckpoint]) -> dict:
     wall = sum(float(s["train_wall_time_s"] or 0.0) for s in sources)
     stage = {"steps": steps, "train_wall_time_s": round(wall, 1)}
     tips = _tips(sources, loaded)
-    if len(tips) == 1:
-        only = sources[tips[0]]
-        return stage | {"total_steps": int(only["total_steps"] or only["steps"] or 0),
-                        "total_train_wall_time_s": round(float(only["total_train_wall_time_s"]
-                                                                or only["train_wall_time_s"] or 0.0), 1)}
     tip_src = [sources[i] for i in tips]
     prior = [loaded[i].meta.get("init_from") or {} for i in tips]
     if prior[0] and all(p.get("sha256") == prior[0].get("sha256") for p in prior):
