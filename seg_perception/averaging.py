@@ -131,8 +131,8 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLi
     weights (evaluate the result). Returns what was written (:class:`Averaged`).
 
     Raises:
-        ValueError: fewer than two paths, ``out`` among them, or checkpoints of different models /
-            kwargs / label sets.
+        ValueError: fewer than two paths, ``out`` among them, one file given twice (even under two
+            names), or checkpoints of different models / kwargs / label sets.
         CheckpointError: a path is missing or not our format.
     """
     paths = [str(p) for p in paths]
@@ -145,6 +145,12 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLi
     model = loaded[0].model
     model.load_state_dict(average_state_dicts([ck.model.state_dict() for ck in loaded]))
     sources = [_source_record(p, ck) for p, ck in zip(paths, loaded)]
+    seen: dict[str, str] = {}
+    for src, p in zip(sources, paths):
+        if src["sha256"] in seen:
+            raise ValueError(f"{p!r} is the same checkpoint as {seen[src['sha256']]!r} (same SHA-256); "
+                             "give each checkpoint once")
+        seen[src["sha256"]] = p
     keep = ("resolution", "trained_on", "machine", "panoptic_postprocess", "batch_size")
     meta = {k: loaded[0].meta[k] for k in keep if k in loaded[0].meta}
     newest = loaded[_tips(sources, loaded)[0]]  # a cross-stage average continues the latest stage's history

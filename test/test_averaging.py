@@ -136,6 +136,17 @@ def test_average_checkpoints_across_stages_counts_the_earlier_stage_once(tmp_pat
     assert meta["total_train_wall_time_s"] == 501.0 + 2.0 + 4.0
 
 
+def test_average_checkpoints_rejects_one_checkpoint_given_twice(tmp_path) -> None:
+    import shutil
+
+    _checkpoint(tmp_path / "a.pt", 1)
+    _checkpoint(tmp_path / "b.pt", 2)
+    shutil.copy(tmp_path / "a.pt", tmp_path / "copy_of_a.pt")
+    with pytest.raises(ValueError, match="copy_of_a.pt.*same checkpoint"):
+        average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "copy_of_a.pt"], tmp_path / "s.pt")
+    assert not (tmp_path / "s.pt").exists()
+
+
 def test_average_checkpoints_rejects_other_kwargs_out_among_inputs_and_one_input(tmp_path) -> None:
     _checkpoint(tmp_path / "a.pt", 1)
     _checkpoint(tmp_path / "wide.pt", 2, width=16)
