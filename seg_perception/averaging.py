@@ -98,18 +98,18 @@ def _tips(sources: list[dict], loaded: Sequence[LoadedCheckpoint]) -> list[int]:
     return [i for i, s in enumerate(sources) if not any(s["sha256"] in a for j, a in enumerate(ancestry) if j != i)]
 
 
-def _totals(sources: list[dict], loaded: Sequence[LoadedCheckpoint]) -> dict:
+def _totals(sources: list[dict], loaded: Sequence[LoadedCheckpoint], tips: list[int]) -> dict:
     """Training cost: this stage (``steps``, ``train_wall_time_s``: the sources' sums) and in all
     (``total_*``: every training step behind the sources, each counted once).
 
     A source that another source continued from (an earlier stage of the same run, found through
     the other's ``init_from`` chain) adds nothing to the total: the later stage's history holds it.
-    The remaining sources count their shared start once, or their whole histories without one.
+    The remaining sources (``tips``, from :func:`_tips`) count their shared start once, or their
+    whole histories without one.
     """
     steps = sum(int(s["steps"] or 0) for s in sources)
     wall = sum(float(s["train_wall_time_s"] or 0.0) for s in sources)
     stage = {"steps": steps, "train_wall_time_s": round(wall, 1)}
-    tips = _tips(sources, loaded)
     tip_src = [sources[i] for i in tips]
     prior = [loaded[i].meta.get("init_from") or {} for i in tips]
     if prior[0] and all(p.get("sha256") == prior[0].get("sha256") for p in prior):
@@ -142,8 +142,6 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLi
         raise ValueError(f"--out {str(out)!r} is one of the inputs; write the average to a new file")
     loaded = [load_checkpoint(p) for p in paths]
     _check_compatible(loaded, paths)
-    model = loaded[0].model
-    model.load_state_dict(average_state_dicts([ck.model.state_dict() for ck in loaded]))
     sources = [_source_record(p, ck) for p, ck in zip(paths, loaded)]
     seen: dict[str, str] = {}
     for src, p in zip(sources, paths):
@@ -151,11 +149,14 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLi
             raise ValueError(f"{p!r} is the same checkpoint as {seen[src['sha256']]!r} (same SHA-256); "
                              "give each checkpoint once")
         seen[src["sha256"]] = p
+    model = loaded[0].model
+    model.load_state_dict(average_state_dicts([ck.model.state_dict() for ck in loaded]))
     keep = ("resolution", "trained_on", "machine", "panoptic_postprocess", "batch_size")
     meta = {k: loaded[0].meta[k] for k in keep if k in loaded[0].meta}
-    newest = loaded[_tips(sources, loaded)[0]]  # a cross-stage average continues the latest stage's history
+    tips = _tips(sources, loaded)
+    newest = loaded[tips[0]]  # a cross-stage average continues the latest stage's history
     meta.update({"averaged_from": sources, "init_from": newest.meta.get("init_from"), "command": command,
-                 "seed": [s["seed"] for s in sources], **_totals(sources, loaded)})
+                 "seed": [s["seed"] for s in sources], **_totals(sources, loaded, tips)})
     path = save_checkpoint(out, model, model_name=loaded[0].model_name, model_kwargs=loaded[0].model_kwargs,
                            label_set=loaded[0].label_set, extra=meta, half=bool(loaded[0].meta.get("half", True)))
     return Averaged(Path(path), loaded[0].model_name, meta)

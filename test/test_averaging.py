@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from seg_perception.averaging import average_checkpoints, average_state_dicts
 from seg_perception.models import registry
 from seg_perception.models.checkpoints import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from seg_perception.pipeline import sha256_file
 
 TINY = "_test_avg_tiny"
 
@@ -104,22 +105,20 @@ def test_average_checkpoints_counts_a_shared_start_once(tmp_path) -> None:
     assert meta["init_from"]["sha256"] == "abc"
 
 
-def _continued_from(path, sha_of, **prior) -> dict:
+def _continued_from(path, **prior) -> dict:
     """An ``init_from`` record the way training writes it: the earlier file's hash and totals."""
     meta = read_checkpoint_meta(path)
-    return {"path": path.name, "sha256": sha_of(path), "total_steps": meta["total_steps"],
+    return {"path": path.name, "sha256": sha256_file(path), "total_steps": meta["total_steps"],
             "total_train_wall_time_s": meta["total_train_wall_time_s"], **prior}
 
 
 def test_average_checkpoints_across_stages_counts_the_earlier_stage_once(tmp_path) -> None:
-    from seg_perception.pipeline import sha256_file
-
     start = {"sha256": "abc", "total_steps": 1000, "total_train_wall_time_s": 500.0}
     _checkpoint(tmp_path / "a.pt", 1, init_from=start, total_steps=1010, total_train_wall_time_s=501.0)
-    after_a = _continued_from(tmp_path / "a.pt", sha256_file, init_from=start)
+    after_a = _continued_from(tmp_path / "a.pt", init_from=start)
     # b continued from a; c continued from b (a's hash is two links up c's chain)
     _checkpoint(tmp_path / "b.pt", 2, init_from=after_a, total_steps=1030, total_train_wall_time_s=503.0)
-    after_b = _continued_from(tmp_path / "b.pt", sha256_file, init_from=after_a)
+    after_b = _continued_from(tmp_path / "b.pt", init_from=after_a)
     _checkpoint(tmp_path / "c.pt", 3, init_from=after_b, total_steps=1060, total_train_wall_time_s=506.0)
 
     average_checkpoints([tmp_path / "a.pt", tmp_path / "c.pt", tmp_path / "b.pt"], tmp_path / "swa.pt")
