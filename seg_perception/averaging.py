@@ -98,6 +98,15 @@ def _tips(sources: list[dict], loaded: Sequence[LoadedCheckpoint]) -> list[int]:
     return [i for i, s in enumerate(sources) if not any(s["sha256"] in a for j, a in enumerate(ancestry) if j != i)]
 
 
+def _cost(records: Sequence[dict], *, whole_history: bool) -> tuple[int, float]:
+    """(steps, wall seconds) summed over source records: each one's own training, or with
+    ``whole_history`` its ``total_*`` (falling back to its own where no total is recorded)."""
+    steps = sum(int((whole_history and r["total_steps"]) or r["steps"] or 0) for r in records)
+    wall = sum(float((whole_history and r["total_train_wall_time_s"]) or r["train_wall_time_s"] or 0.0)
+               for r in records)
+    return steps, wall
+
+
 def _totals(sources: list[dict], loaded: Sequence[LoadedCheckpoint], tips: list[int]) -> dict:
     """Training cost: this stage (``steps``, ``train_wall_time_s``: the sources' sums) and in all
     (``total_*``: every training step behind the sources, each counted once).
@@ -107,18 +116,16 @@ def _totals(sources: list[dict], loaded: Sequence[LoadedCheckpoint], tips: list[
     The remaining sources (``tips``, from :func:`_tips`) count their shared start once, or their
     whole histories without one.
     """
-    steps = sum(int(s["steps"] or 0) for s in sources)
-    wall = sum(float(s["train_wall_time_s"] or 0.0) for s in sources)
+    steps, wall = _cost(sources, whole_history=False)
     stage = {"steps": steps, "train_wall_time_s": round(wall, 1)}
     tip_src = [sources[i] for i in tips]
     prior = [loaded[i].meta.get("init_from") or {} for i in tips]
     if prior[0] and all(p.get("sha256") == prior[0].get("sha256") for p in prior):
-        steps = sum(int(s["steps"] or 0) for s in tip_src) + int(prior[0].get("total_steps") or 0)
-        wall = (sum(float(s["train_wall_time_s"] or 0.0) for s in tip_src)
-                + float(prior[0].get("total_train_wall_time_s") or 0.0))
+        steps, wall = _cost(tip_src, whole_history=False)
+        steps += int(prior[0].get("total_steps") or 0)
+        wall += float(prior[0].get("total_train_wall_time_s") or 0.0)
     else:  # no shared start recorded: count each source's whole history
-        steps = sum(int(s["total_steps"] or s["steps"] or 0) for s in tip_src)
-        wall = sum(float(s["total_train_wall_time_s"] or s["train_wall_time_s"] or 0.0) for s in tip_src)
+        steps, wall = _cost(tip_src, whole_history=True)
     return stage | {"total_steps": steps, "total_train_wall_time_s": round(wall, 1)}
 
 
