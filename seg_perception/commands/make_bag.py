@@ -15,6 +15,8 @@ GT files are matched to images by Cityscapes name (``<key>_leftImg8bit.png`` <->
 from __future__ import annotations
 
 import argparse
+import logging
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +29,7 @@ GT_SEMANTIC_TOPIC = "/gt/semantic"
 GT_PANOPTIC_TOPIC = "/gt/panoptic"
 NAME_TOPIC = "/image_name"
 DEFAULT_START_S = 1_700_000_000.0
+LOG = logging.getLogger("seg_perception.make_bag")
 
 
 def find_images(images_dir: Path) -> list[Path]:
@@ -52,13 +55,20 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def pair_gt(images: list[Path], gt_dir: Path) -> list[Optional[object]]:
-    """GT files per image: by Cityscapes name, else by order when the counts agree."""
+    """GT files per image: by Cityscapes name, else by order when the counts agree.
+
+    Images without a GT file (name matching) are logged by name.
+    """
     from seg_perception.eval.gt import find_cityscapes_gt, strip_image_suffix
 
     files = find_cityscapes_gt(gt_dir)
     by_key = {f.key: f for f in files}
     named = [by_key.get(strip_image_suffix(p.stem)) for p in images]
     if any(f is not None for f in named):
+        missing = [p.name for p, f in zip(images, named) if f is None]
+        if missing:
+            LOG.warning("%d of %d images have no GT file in %s (no /gt/* messages for them): %s%s", len(missing),
+                        len(images), gt_dir, ", ".join(missing[:20]), " ..." if len(missing) > 20 else "")
         return named
     if len(files) != len(images):
         raise ValueError(
@@ -81,12 +91,13 @@ def make_bag(
     label_set: str = "cityscapes",
     start_s: float = DEFAULT_START_S,
 ) -> dict:
-    """Write the bag; returns ``{"path", "frames", "gt_frames", "topics"}``."""
-    from std_msgs.msg import String
+    """Write the bag; returns ``{"path", "frames", "gt_frames", "topics", "missing_gt"}``.
 
+    The bag is written under a temporary folder beside ``out`` and moved to ``out`` only when
+    complete, so a failure leaves no partial bag (and a rerun does not find ``out`` taken).
+    ``missing_gt`` lists the image file names without a GT file (with ``gt_dir``).
+    """
     from seg_perception.datasets.labels import get_label_set
-    from seg_perception.eval.bag import BagWriter
-    from seg_perception.eval.gt import load_cityscapes_gt
 
     if rate_hz <= 0:
         raise ValueError(f"--rate must be > 0 Hz, got {rate_hz}")
@@ -96,22 +107,47 @@ def make_bag(
     image_topic = f"{topic.rstrip('/')}/compressed" if compressed else topic
     period_ns = int(round(1e9 / rate_hz))
     t0 = int(round(start_s * 1e9))
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"--out {str(out)!r} exists already; choose a new path or delete it")
+    # Only make-bag writes this folder; one left by a killed run is stale.
+    staging = out.parent / f".{out.name}.make-bag-partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        n_gt, topics = _write_frames(staging / out.name, images, gts, labels, storage=storage, compressed=compressed,
+                                     image_topic=image_topic, frame_id=frame_id, t0=t0, period_ns=period_ns)
+        (staging / out.name).rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    missing = [p.name for p, g in zip(images, gts) if g is None] if gt_dir is not None else []
+    return {"path": str(out), "frames": len(images), "gt_frames": n_gt, "topics": topics, "missing_gt": missing}
+
+
+def _write_frames(path: Path, images: list[Path], gts: list, labels, *, storage: str, compressed: Optional[str],
+                  image_topic: str, frame_id: str, t0: int, period_ns: int) -> tuple[int, dict[str, int]]:
+    """Write every image (+ name, + GT) into a new bag at ``path``; returns (GT frames, topic counts)."""
+    from std_msgs.msg import String
+
+    from seg_perception.eval.bag import BagWriter
+    from seg_perception.eval.gt import load_cityscapes_gt
+
     n_gt = 0
-    with BagWriter(out, storage=storage) as bag:
-        for i, (path, gtf) in enumerate(zip(images, gts)):
+    with BagWriter(path, storage=storage) as bag:
+        for i, (image, gtf) in enumerate(zip(images, gts)):
             stamp = t0 + i * period_ns
-            rgb = _read_rgb(path)
+            rgb = _read_rgb(image)
             if compressed:
                 bag.write_compressed(image_topic, rgb, compressed, stamp, frame_id)
             else:
                 bag.write_image(image_topic, rgb, "rgb8", stamp, frame_id)
-            bag.write(NAME_TOPIC, String(data=path.name), stamp)
+            bag.write(NAME_TOPIC, String(data=image.name), stamp)
             if gtf is None:
                 continue
             gt = load_cityscapes_gt(gtf, labels)
             if gt.shape != rgb.shape[:2]:
                 raise ValueError(
-                    f"GT {gtf.label_ids} is {gt.shape[0]}x{gt.shape[1]} but image {path} is "
+                    f"GT {gtf.label_ids} is {gt.shape[0]}x{gt.shape[1]} but image {image} is "
                     f"{rgb.shape[0]}x{rgb.shape[1]}; GT must have the image's size"
                 )
             bag.write_image(GT_SEMANTIC_TOPIC, gt.semantic, "mono8", stamp, frame_id)
@@ -119,7 +155,7 @@ def make_bag(
                 bag.write_image(GT_PANOPTIC_TOPIC, gt.panoptic.astype(np.int32), "32SC1", stamp, frame_id)
             n_gt += 1
         topics = bag.counts
-    return {"path": str(out), "frames": len(images), "gt_frames": n_gt, "topics": topics}
+    return n_gt, topics
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -143,10 +179,13 @@ def run(args: argparse.Namespace) -> int:
             storage=args.storage, topic=args.topic, frame_id=args.frame_id, label_set=args.label_set,
             start_s=args.start_time,
         )
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # BagError and GroundTruthError are ValueErrors
         print(f"make-bag: error: {exc}")
         return 2
     print(f"wrote {info['path']}: {info['frames']} frames, {info['gt_frames']} with GT")
+    if info["missing_gt"]:
+        names = info["missing_gt"]
+        print(f"  no GT file for {len(names)} image(s): {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
     for topic, n in sorted(info["topics"].items()):
         print(f"  {topic}: {n}")
     return 0

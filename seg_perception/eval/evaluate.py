@@ -30,7 +30,14 @@ from seg_perception.eval.bag import (
     typestore,
 )
 from seg_perception.eval.coco_panoptic import CocoPanopticWriter
-from seg_perception.eval.gt import BagGroundTruth, CityscapesGroundTruth, check_size
+from seg_perception.eval.gt import (
+    BagGroundTruth,
+    CityscapesGroundTruth,
+    GroundTruthError,
+    check_size,
+    find_cityscapes_gt,
+    gt_key,
+)
 from seg_perception.eval.metrics import MIOU_CONVENTIONS, ConfusionMatrix, PanopticQuality
 from seg_perception.eval.report import latency_stats, write_report
 from seg_perception.hashing import sha256_file
@@ -43,6 +50,7 @@ PANOPTIC_TOPIC = "/seg/panoptic"
 OVERLAY_TOPIC = "/seg/overlay"
 NAME_TOPIC = "/image_name"
 OVERLAY_ALPHA = 0.5
+GT_MATCH_MODES = ("auto", "name", "order")
 
 
 def sha256_of(path: Optional[PathLike]) -> Optional[str]:
@@ -120,6 +128,37 @@ def _read_names(bag: PathLike, topic: str, stats: ReadStats) -> dict[int, str]:
     return {f.log_time_ns: str(f.msg.data) for f in read_messages([bag], topic, stats=stats)}
 
 
+def _folder_gt(
+    gt_dir: PathLike, label_set: Any, gt_match: str, bags: Sequence[str], per_bag_topics: dict[str, dict],
+    image_topic: str, name_topic: str, stats: ReadStats,
+) -> tuple[CityscapesGroundTruth, dict[str, dict[int, str]]]:
+    """Folder GT and, when matching by name, the image names recorded per bag (log time -> name).
+
+    ``"auto"`` matches by name when every bag records image names on ``name_topic`` (as
+    ``make-bag`` does) and one of them names a GT file; otherwise by order, which needs exactly
+    one GT file per image frame.
+
+    Raises:
+        GroundTruthError: order matching with a GT file count unlike the frame count; name
+            matching where no recorded name has a GT file.
+    """
+    frames = sum(per_bag_topics[b][image_topic][1] for b in bags)
+    has_names = all(name_topic in per_bag_topics[b] for b in bags)
+    names = {b: _read_names(b, name_topic, stats) for b in bags} if has_names and gt_match != "order" else {}
+    keys = {f.key for f in find_cityscapes_gt(gt_dir)}
+    recorded = [n for per_bag in names.values() for n in per_bag.values()]
+    named = any(gt_key(n) in keys for n in recorded)
+    mode = ("name" if named else "order") if gt_match == "auto" else gt_match
+    if mode == "name" and not named:
+        example = f" (e.g. {recorded[0]!r})" if recorded else ""
+        raise GroundTruthError(
+            f"none of the {len(recorded)} image names recorded on {name_topic}{example} has a GT file "
+            f"<key>_gtFine_labelIds.png in {str(gt_dir)!r} (e.g. {sorted(keys)[0]!r}); name the GT files "
+            "after the images or use --gt-match order with one GT file per frame"
+        )
+    return CityscapesGroundTruth(gt_dir, label_set, match=mode, frames=frames), names if mode == "name" else {}
+
+
 def evaluate_bags(
     bags: Sequence[PathLike],
     *,
@@ -134,7 +173,7 @@ def evaluate_bags(
     stamp_tolerance_ns: int = 0,
     miou_convention: str = "cityscapes",
     progress: bool = True,
-    gt_match: str = "order",
+    gt_match: str = "auto",
     name_topic: str = NAME_TOPIC,
     export_coco: bool = True,
     max_frames: Optional[int] = None,
@@ -154,7 +193,9 @@ def evaluate_bags(
         stamp_tolerance_ns: max |GT stamp - image stamp| (0: exact).
         miou_convention: ``"cityscapes"`` or ``"detectron2"``.
         progress: show a tqdm progress bar.
-        gt_match: folder GT matching, ``"order"`` or ``"name"`` (names from ``name_topic``).
+        gt_match: folder GT matching: ``"name"`` (image names recorded on ``name_topic``),
+            ``"order"`` (one GT file per frame, sorted by path; a count mismatch is refused) or
+            ``"auto"`` (name where the bags record names that match GT files, else order).
         export_coco: write COCO panoptic / semantic PNG exports.
         max_frames: stop after this many image messages (None: all).
         figures: write the matplotlib figures (confusion matrix, per-class IoU, latency).
@@ -165,7 +206,9 @@ def evaluate_bags(
     Raises:
         ValueError: bad arguments (the message names the value and the allowed ones).
         BagError: missing bag or topic (lists the bag's topics).
-        GroundTruthError: GT and prediction sizes differ (names the frame and both sizes).
+        GroundTruthError: folder GT cannot be matched (see ``gt_match``). A frame whose GT is
+            unusable (e.g. another size than the image) is not evaluated: it is listed under
+            ``gt.unusable`` and in ``reading.skipped`` with the reason.
     """
     bags = [str(b) for b in ([bags] if isinstance(bags, (str, Path)) else bags)]
     if not bags:
@@ -178,6 +221,8 @@ def evaluate_bags(
         raise ValueError("use either GT topics (gt_semantic_topic / gt_panoptic_topic) or gt_dir, not both")
     if stamp_tolerance_ns < 0:
         raise ValueError(f"stamp_tolerance_ns must be >= 0, got {stamp_tolerance_ns}")
+    if gt_match not in GT_MATCH_MODES:
+        raise ValueError(f"unknown gt_match {gt_match!r}; choose one of: {', '.join(GT_MATCH_MODES)}")
     out = Path(out_dir)
     pred_bag_path = out / "predictions.mcap"
     if write_bag and pred_bag_path.exists():
@@ -198,10 +243,14 @@ def evaluate_bags(
 
     stats = ReadStats()
     gt_source: Any = None
+    names: dict[str, dict[int, str]] = {}
     if gt_semantic_topic or gt_panoptic_topic:
         gt_source = BagGroundTruth(gt_semantic_topic, gt_panoptic_topic, label_set, stamp_tolerance_ns, stats)
+        gt_where = ", ".join(gt_source.topics.values())
     elif gt_dir is not None:
-        gt_source = CityscapesGroundTruth(gt_dir, label_set, match=gt_match)
+        gt_source, names = _folder_gt(gt_dir, label_set, gt_match, bags, per_bag_topics, image_topic, name_topic, stats)
+        gt_where = f"GT folder {gt_dir}"
+    unusable_gt: list[dict] = []
     panoptic_model = getattr(segmenter, "task", "semantic") == "panoptic"
     has_pan_gt = bool(gt_panoptic_topic) or (
         isinstance(gt_source, CityscapesGroundTruth) and any(f.instance_ids for f in gt_source.files)
@@ -221,7 +270,6 @@ def evaluate_bags(
     for b in bags:
         bag_offsets[b] = acc
         acc += per_bag_topics[b][image_topic][1]
-    names: dict[str, dict[int, str]] = {}
 
     latencies: list[float] = []
     stage_ms: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
@@ -263,14 +311,21 @@ def evaluate_bags(
             gt = None
             if gt_source is not None:
                 position = bag_offsets[frame.bag_path] + frame.index
-                name = None
-                if isinstance(gt_source, CityscapesGroundTruth) and gt_match == "name":
-                    if frame.bag_path not in names:
-                        names[frame.bag_path] = _read_names(frame.bag_path, name_topic, stats)
-                    name = names[frame.bag_path].get(frame.log_time_ns)
-                gt = gt_source.match(frame, position, name)
+                name = names[frame.bag_path].get(frame.log_time_ns) if names else None
+                if name is not None:
+                    record["name"] = name
+                try:
+                    gt = gt_source.match(frame, position, name)
+                    if gt is not None:
+                        check_size(gt, sem.shape, frame)
+                except GroundTruthError as exc:  # this frame's GT is unusable: list it, evaluate the rest
+                    gt = None
+                    stats.skip(frame.bag_path, gt_where, frame.index, frame.stamp_ns, exc.reason,
+                               f"{name + ': ' if name else ''}{exc}")
+                    unusable_gt.append({"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns,
+                                        "name": name, "reason": exc.reason, "detail": str(exc)})
+                    record["gt_error"] = exc.reason
             if gt is not None:
-                check_size(gt, sem.shape, frame)
                 cm.update(gt.semantic, sem)
                 if pq is not None and gt.panoptic is not None and result.panoptic is not None:
                     pq.update(gt.panoptic, result.panoptic)
@@ -312,6 +367,11 @@ def evaluate_bags(
     coco_json = coco.close() if coco is not None else None
 
     gt_summary = gt_source.summary() if gt_source is not None else None
+    if gt_summary is not None:
+        gt_summary.update(unusable_frames=len(unusable_gt), unusable=unusable_gt[:100])
+    if unusable_gt:
+        stats.notes.append(f"{len(unusable_gt)} frame(s) not evaluated because their ground truth is unusable "
+                           f"({', '.join(sorted({u['reason'] for u in unusable_gt}))}); listed under Reading problems")
     report: dict = {
         "bags": bags,
         "image_topic": image_topic,

@@ -40,7 +40,15 @@ PANOPTIC_ENCODINGS = ("32SC1", "mono16", "16UC1")
 
 
 class GroundTruthError(ValueError):
-    """Ground truth that cannot be used (size mismatch, bad encoding, unreadable file)."""
+    """Ground truth that cannot be used (size mismatch, bad encoding, unreadable file).
+
+    ``reason``: short machine-readable cause (``"gt_size_mismatch"``, ``"unusable_gt"``), used when
+    the evaluator skips the frame and lists it in the report.
+    """
+
+    def __init__(self, message: str, reason: str = "unusable_gt") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -78,7 +86,8 @@ def check_size(gt: GroundTruth, pred_shape: Sequence[int], frame: Any) -> None:
         where = frame.describe() if hasattr(frame, "describe") else str(frame)
         raise GroundTruthError(
             f"ground truth {gt.source} is {gt.shape[0]}x{gt.shape[1]} (HxW) but the image/prediction of "
-            f"{where} is {h}x{w}; record GT at the camera resolution or resize it (nearest neighbour)"
+            f"{where} is {h}x{w}; record GT at the camera resolution or resize it (nearest neighbour)",
+            reason="gt_size_mismatch",
         )
 
 
@@ -256,7 +265,7 @@ class BagGroundTruth:
         if sem is not None and pan is not None and sem.shape != pan.shape:
             raise GroundTruthError(
                 f"semantic GT ({sem.shape[0]}x{sem.shape[1]}) and panoptic GT ({pan.shape[0]}x{pan.shape[1]}) "
-                f"differ in size for {frame.describe()}"
+                f"differ in size for {frame.describe()}", reason="gt_size_mismatch",
             )
         dt = max(dts, key=abs)
         self.matched += 1
@@ -335,8 +344,14 @@ def load_cityscapes_gt(files: GtFiles, label_set: LabelSet) -> GroundTruth:
     if files.instance_ids is not None:
         pan = cityscapes_instances_to_panoptic(_read_png(files.instance_ids), label_set)
         if pan.shape != sem.shape:
-            raise GroundTruthError(f"{files.instance_ids} is {pan.shape} but {files.label_ids} is {sem.shape}")
+            raise GroundTruthError(f"{files.instance_ids} is {pan.shape} but {files.label_ids} is {sem.shape}",
+                                   reason="gt_size_mismatch")
     return GroundTruth(sem, pan, str(files.label_ids))
+
+
+def gt_key(name: Optional[str]) -> str:
+    """Cityscapes key of a recorded image file name: ``a/x_leftImg8bit.png`` -> ``x``."""
+    return strip_image_suffix(Path(name).stem) if name else ""
 
 
 class CityscapesGroundTruth:
@@ -348,12 +363,22 @@ class CityscapesGroundTruth:
         match: ``"order"`` - the n-th frame read gets the n-th file (sorted by path);
             ``"name"`` - a frame gets the file whose key (name before ``_gtFine_``) equals the
             frame's image name (see :meth:`match`), e.g. from the bag's name topic.
+        frames: with ``"order"``, the number of image frames being evaluated; a different number
+            of GT files is refused (one missing file would shift every later GT onto the wrong frame).
     """
 
-    def __init__(self, gt_dir: Union[str, Path], label_set: LabelSet, match: str = "order") -> None:
+    def __init__(self, gt_dir: Union[str, Path], label_set: LabelSet, match: str = "order",
+                 frames: Optional[int] = None) -> None:
         if match not in ("order", "name"):
             raise ValueError(f"unknown GT match mode {match!r}; choose 'order' or 'name'")
         self.files = find_cityscapes_gt(gt_dir)
+        if match == "order" and frames is not None and frames != len(self.files):
+            raise GroundTruthError(
+                f"--gt-match order pairs the n-th frame with the n-th GT file, but {str(gt_dir)!r} holds "
+                f"{len(self.files)} GT files for {frames} image frames, so frames would get another frame's GT; "
+                "match by name (bags from `seg-perception make-bag` record each image's file name on /image_name: "
+                "--gt-match name) or give exactly one GT file per frame"
+            )
         self.by_key = {f.key: f for f in self.files}
         self.label_set = label_set
         self.mode = match
@@ -368,16 +393,17 @@ class CityscapesGroundTruth:
         if self.mode == "order":
             files = self.files[position] if position < len(self.files) else None
         else:
-            files = self.by_key.get(strip_image_suffix(Path(name).stem if name else ""))
+            files = self.by_key.get(gt_key(name))
         if files is None:
             self.unmatched += 1
             self.unmatched_frames.append(
                 {"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns, "name": name}
             )
             return None
+        gt = load_cityscapes_gt(files, self.label_set)
         self.used.add(files.key)
         self.matched += 1
-        return load_cityscapes_gt(files, self.label_set)
+        return gt
 
     def summary(self) -> dict:
         return {

@@ -6,7 +6,6 @@ import pytest
 
 from seg_perception.eval.bag import BagError, BagWriter, list_topics, read_images
 from seg_perception.eval.evaluate import evaluate_bags
-from seg_perception.eval.gt import GroundTruthError
 
 
 def by_id(per_class):
@@ -249,15 +248,22 @@ def test_corrupted_middle_message_is_skipped(tmp_path, scene):
 
 
 def test_size_mismatch_names_frame_and_sizes(tmp_path, scene):
+    """A size-mismatched GT message: that frame is listed (frame, both sizes) and the others are scored."""
     with BagWriter(tmp_path / "bag") as bag:
-        bag.write_image("/cam", scene.image(False), "rgb8", scene.T0, "camera")
-        bag.write_image("/gt/semantic", np.zeros((4, 5), np.uint8), "mono8", scene.T0, "camera")
-    with pytest.raises(GroundTruthError) as err:
-        evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                      gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False, figures=False)
-    msg = str(err.value)
+        for i in range(3):
+            bag.write_image("/cam", scene.image(False), "rgb8", scene.T0 + i * scene.DT, "camera")
+            gt = np.zeros((4, 5), np.uint8) if i == 0 else scene.gt_semantic()
+            bag.write_image("/gt/semantic", gt, "mono8", scene.T0 + i * scene.DT, "camera")
+    report = evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
+                           gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False, figures=False)
+    (bad,) = report["gt"]["unusable"]
+    assert (bad["index"], bad["stamp_ns"], bad["reason"]) == (0, scene.T0, "gt_size_mismatch")
+    msg = bad["detail"]
     assert "4x5" in msg and "8x10" in msg and str(tmp_path / "bag") in msg
     assert "message #0" in msg and str(scene.T0) in msg
+    assert report["frames"]["evaluated"] == 2 and report["per_frame"][0]["gt_error"] == "gt_size_mismatch"
+    assert report["semantic"]["pixel_accuracy"] == 1.0  # the two good frames are predicted exactly
+    assert "gt_size_mismatch" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_bad_arguments(tmp_path, scene):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from seg_perception.datasets.labels import get_label_set
-from seg_perception.eval.bag import BagFrame
+from seg_perception.eval.bag import BagError, BagFrame, BagWriter
 from seg_perception.eval.evaluate import evaluate_bags
 from seg_perception.eval.gt import (
     CityscapesGroundTruth,
@@ -103,9 +103,14 @@ def test_folder_gt_by_name_ignores_extra_files(tmp_path, scene):
                             gt_dir=gt, gt_match="name", out_dir=tmp_path / "o1", progress=False, figures=False)
     assert by_name["semantic"]["miou"] == pytest.approx(scene.MIOU_CITYSCAPES)
     assert by_name["gt"]["unused_gt_files"] == 1
-    by_order = evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
-                             gt_dir=gt, gt_match="order", out_dir=tmp_path / "o2", progress=False, figures=False)
-    assert by_order["semantic"]["miou"] != pytest.approx(scene.MIOU_CITYSCAPES)  # shifted by one file
+    # order matching would shift every frame by the extra file: refused, naming both counts
+    with pytest.raises(GroundTruthError, match="7 GT files for 6 image frames"):
+        evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
+                      gt_dir=gt, gt_match="order", out_dir=tmp_path / "o2", progress=False, figures=False)
+    # the default matches by the names make-bag records
+    auto = evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("semantic"), image_topic="/cam",
+                         gt_dir=gt, out_dir=tmp_path / "o3", progress=False, figures=False)
+    assert auto["gt"]["match"] == "name" and auto["semantic"] == by_name["semantic"]
 
 
 def test_make_bag_gt_topics_equal_folder_gt(tmp_path, scene):
@@ -128,3 +133,115 @@ def test_folder_gt_errors(tmp_path):
         CityscapesGroundTruth(tmp_path / "empty", CS)
     with pytest.raises(ValueError, match="order"):
         CityscapesGroundTruth(tmp_path / "empty", CS, match="random")
+
+
+def write_varied(tmp_path, n=5):
+    """Cityscapes folders whose GT differs per frame (so a GT shifted onto another frame scores differently).
+
+    Frame i (8x10): sky rows 0-1, road elsewhere, car instance in rows 2-7, columns i..i+2. The image
+    encodes the FakeSegmenter's prediction: the same scene with the car one column wider (i..i+3).
+    Returns (images dir, GT dir, image file names).
+    """
+    img_dir, gt_dir = tmp_path / "images", tmp_path / "gt"
+    img_dir.mkdir()
+    gt_dir.mkdir()
+    names = []
+    for i in range(n):
+        key = f"bonn_000000_{i:06d}"
+        sem = np.full((8, 10), 10, np.uint8)
+        sem[2:] = 0
+        sem[2:, i:i + 3] = 13
+        label_ids = np.vectorize(LABEL_ID.get)(sem).astype(np.uint8)
+        inst = label_ids.astype(np.uint16)
+        inst[sem == 13] = 26000
+        cv2.imwrite(str(gt_dir / f"{key}_gtFine_labelIds.png"), label_ids)
+        cv2.imwrite(str(gt_dir / f"{key}_gtFine_instanceIds.png"), inst)
+        pred = sem.copy()
+        pred[2:, i:i + 4] = 13
+        rgb = np.stack([pred, (pred == 13).astype(np.uint8), np.zeros_like(pred)], axis=-1)
+        cv2.imwrite(str(img_dir / f"{key}_leftImg8bit.png"), rgb[..., ::-1])
+        names.append(f"{key}_leftImg8bit.png")
+    return img_dir, gt_dir, names
+
+
+def _eval(scene, bag, gt, out, **kw):
+    return evaluate_bags([bag], segmenter=scene.FakeSegmenter("panoptic"), image_topic="/cam", gt_dir=gt,
+                         out_dir=out, progress=False, figures=False, **kw)
+
+
+def test_missing_gt_file_scores_like_full_gt_on_the_same_frames(tmp_path, scene):
+    """One GT file missing: the default matches by recorded name, so every evaluated frame gets its own GT."""
+    import shutil
+
+    images, gt, names = write_varied(tmp_path)
+    _make_bag(images, None, tmp_path / "bag", topic="/cam")
+    partial = tmp_path / "gt_partial"
+    shutil.copytree(gt, partial)
+    for f in partial.glob("bonn_000000_000002_*"):
+        f.unlink()
+    # the oracle: the full GT folder on a bag of the same frames (image 2 left out)
+    subset = tmp_path / "images_subset"
+    shutil.copytree(images, subset)
+    (subset / names[2]).unlink()
+    _make_bag(subset, None, tmp_path / "bag_subset", topic="/cam")
+    expected = _eval(scene, tmp_path / "bag_subset", gt, tmp_path / "o_full")
+    assert expected["frames"]["evaluated"] == 4 and expected["gt"]["match"] == "name"
+
+    got = _eval(scene, tmp_path / "bag", partial, tmp_path / "o_partial")
+    assert got["gt"]["match"] == "name"
+    assert got["frames"]["evaluated"] == 4 and got["frames"]["unmatched"] == 1
+    assert got["gt"]["unmatched"][0]["name"] == names[2]
+    assert got["semantic"] == expected["semantic"] and got["panoptic"] == expected["panoptic"]
+    assert [f.get("name") for f in got["per_frame"]] == names
+    # order matching cannot pair 5 frames with 4 files: refused, naming the counts and the fix
+    with pytest.raises(GroundTruthError, match=r"4 GT files for 5 image frames.*--gt-match name"):
+        _eval(scene, tmp_path / "bag", partial, tmp_path / "o_order", gt_match="order")
+
+
+def test_order_matching_still_pairs_a_bag_without_names(tmp_path, scene):
+    images, gt, _names = write_varied(tmp_path, n=3)
+    reference = _eval(scene, _make_bag(images, None, tmp_path / "bag", topic="/cam")["path"], gt, tmp_path / "o1")
+    plain = tmp_path / "plain"
+    with BagWriter(plain) as bag:  # the same frames, no /image_name topic
+        for i, f in enumerate(sorted(images.glob("*.png"))):
+            bag.write_image("/cam", cv2.imread(str(f))[..., ::-1], "rgb8", scene.T0 + i, "camera")
+    by_order = _eval(scene, plain, gt, tmp_path / "o2")
+    assert by_order["gt"]["match"] == "order" and by_order["semantic"] == reference["semantic"]
+    with pytest.raises(BagError, match="/image_name"):
+        _eval(scene, plain, gt, tmp_path / "o3", gt_match="name")
+
+
+def test_name_matching_refuses_names_without_any_gt(tmp_path, scene):
+    images, gt, _names = write_varied(tmp_path, n=2)
+    _make_bag(images, None, tmp_path / "bag", topic="/cam")
+    other = tmp_path / "other_gt"
+    other.mkdir()
+    for i, f in enumerate(sorted(gt.glob("*_labelIds.png"))):
+        (other / f"zurich_000000_{i:06d}_gtFine_labelIds.png").write_bytes(f.read_bytes())
+    with pytest.raises(GroundTruthError, match=r"none of the 2 image names.*bonn_000000_000000_leftImg8bit.png"):
+        _eval(scene, tmp_path / "bag", other, tmp_path / "o", gt_match="name")
+    # auto falls back to order, which the equal counts allow
+    assert _eval(scene, tmp_path / "bag", other, tmp_path / "o2")["gt"]["match"] == "order"
+
+
+def test_size_mismatched_folder_gt_is_listed_not_fatal(tmp_path, scene):
+    """One GT file of another size: that frame is skipped and listed with its name; the rest is scored."""
+    images, gt, names = write_varied(tmp_path, n=4)
+    _make_bag(images, None, tmp_path / "bag", topic="/cam")
+    bad = gt / "bonn_000000_000001_gtFine_labelIds.png"
+    cv2.imwrite(str(bad), np.zeros((4, 5), np.uint8))
+    (gt / "bonn_000000_000001_gtFine_instanceIds.png").unlink()
+    r = _eval(scene, tmp_path / "bag", gt, tmp_path / "out")
+    assert r["frames"]["evaluated"] == 3 and r["gt"]["unusable_frames"] == 1
+    (u,) = r["gt"]["unusable"]
+    assert (u["index"], u["name"], u["reason"]) == (1, names[1], "gt_size_mismatch")
+    assert "4x5" in u["detail"] and "8x10" in u["detail"] and str(bad) in u["detail"]
+    assert [s["reason"] for s in r["reading"]["skipped"]] == ["gt_size_mismatch"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "gt_size_mismatch" in md and names[1] in md
+    # the other frames score as they do without the bad one
+    (gt / bad.name).unlink()
+    for f in images.glob("bonn_000000_000001_*"):
+        f.unlink()
+    _make_bag(images, None, tmp_path / "bag3", topic="/cam")
+    assert r["semantic"] == _eval(scene, tmp_path / "bag3", gt, tmp_path / "out3")["semantic"]
