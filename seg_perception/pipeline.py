@@ -111,6 +111,45 @@ def parse_resolution(value: Any) -> tuple[int, int]:
     return hw  # type: ignore[return-value]
 
 
+def resolve_weights(model: str, weights: str | None) -> str | None:
+    """The weights file ``model`` loads: a path, or None for random initialization.
+
+    ``None`` (nothing given) and ``"default"`` mean the shipped weights of ``model``; ``"none"`` /
+    ``"random"`` / ``""`` mean random initialization; anything else is returned as the path.
+
+    Raises:
+        PipelineError: no weights were given (or ``"default"``) for a model without shipped weights;
+            the message names the fix (a checkpoint file, or ``none`` for random init).
+    """
+    text = None if weights is None else str(weights).strip()
+    if text is not None and text.lower() in NO_WEIGHTS:
+        return None
+    if text is None or text.lower() == "default":
+        shipped = SHIPPED_WEIGHTS.get(model)
+        if shipped is None or not shipped.is_file():
+            have = ", ".join(n for n, p in sorted(SHIPPED_WEIGHTS.items()) if p.is_file()) or "none"
+            raise PipelineError(
+                f"model {model!r} has no shipped weights (models with shipped weights: {have}); pass a checkpoint "
+                "(--weights FILE, node parameter weights:=FILE) or --weights none for random init (outputs meaningless)"
+            )
+        return str(shipped)
+    return text
+
+
+def check_resolution(net: torch.nn.Module, model: str, resolution: tuple[int, int]) -> None:
+    """Refuse a network resolution the model's stride does not fit (see :mod:`.models.input_size`).
+
+    Raises:
+        PipelineError: naming the resolution, the model's rule and the nearest valid sizes.
+    """
+    from .models import model_info
+    from .models.input_size import network_stride, size_problem
+
+    problem = size_problem(resolution, network_stride(net), model_info(model).input_size, model)
+    if problem:
+        raise PipelineError(problem)
+
+
 @dataclass
 class LoadedModel:
     """A model ready for a backend plus what was learned while loading it."""
@@ -135,9 +174,9 @@ def load_model(
     """Build ``model`` and load ``weights`` into it (eval mode, CPU).
 
     ``weights`` is a path to a seg_perception checkpoint (carries model name, builder kwargs and
-    label set), a public checkpoint of a supported format (converted), ``"default"`` for the
-    shipped weights of ``model``, or ``None`` / ``"none"`` for random initialization (a loud
-    warning is logged: outputs are meaningless).
+    label set), a public checkpoint of a supported format (converted), ``None`` / ``"default"``
+    for the shipped weights of ``model`` (see :func:`resolve_weights`), or ``"none"`` for random
+    initialization (a loud warning is logged: outputs are meaningless).
 
     Raises:
         ValueError: unknown model (lists registered ones) or label set.
@@ -148,20 +187,14 @@ def load_model(
 
     info = model_info(model)
     kwargs = dict(model_kwargs or {})
-    if isinstance(weights, str) and weights.strip().lower() == "default":
-        if model not in SHIPPED_WEIGHTS:
-            raise PipelineError(
-                f"weights 'default' is only defined for {', '.join(sorted(SHIPPED_WEIGHTS))}; "
-                f"pass a checkpoint path for {model!r} or 'none' for random init"
-            )
-        weights = str(SHIPPED_WEIGHTS[model])
-    if weights is None or str(weights).strip().lower() in NO_WEIGHTS:
+    weights = resolve_weights(model, weights)
+    if weights is None:
         labels = get_label_set(label_set or "cityscapes")
         kwargs.setdefault("num_classes", labels.num_classes)
         net = get_model(model, **kwargs)
         LOG.warning(
             "model %s runs with RANDOM weights (weights: none): its outputs are meaningless. "
-            "Pass weights: <path> or 'default' for the shipped model.", model,
+            "Pass weights: <path>, or omit weights for the shipped model.", model,
         )
         return LoadedModel(net.eval(), model, info.task, labels, None, None, None, {})
 
@@ -431,7 +464,8 @@ def build_segmenter(
     """Load ``model`` + ``weights`` and wrap it in a Segmenter running on ``backend``.
 
     ``resolution`` is the network input (H, W); None uses the checkpoint's recorded resolution or
-    :data:`DEFAULT_RESOLUTION`. See :func:`load_model` for ``weights`` and
+    :data:`DEFAULT_RESOLUTION`. A resolution the model's stride does not fit is refused
+    (:func:`check_resolution`). See :func:`load_model` for ``weights`` and
     :func:`panoptic_config_for` for ``panoptic`` (ignored by semantic models).
     """
     loaded = load_model(model, weights=weights, label_set=label_set, model_kwargs=model_kwargs)
@@ -439,6 +473,7 @@ def build_segmenter(
     from .runtime.factory import create_backend
 
     res = parse_resolution(resolution) if resolution is not None else (loaded.resolution or DEFAULT_RESOLUTION)
+    check_resolution(loaded.model, model, res)
     be = create_backend(
         backend, loaded.model, resolution=res, batch=1, device=device, precision=precision,
         options=backend_options,

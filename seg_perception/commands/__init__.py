@@ -1,7 +1,25 @@
 """CLI subcommands (one module each) and the argument parsing they share."""
 from __future__ import annotations
 
+import argparse
 import json
+
+#: The model a command uses when ``--model`` is omitted: the node's default (``ros.params.DEFAULT_MODEL``,
+#: equal by test), named here so that building a parser imports no torch.
+DEFAULT_MODEL = "deeplabv3plus_mobilenetv2"
+WEIGHTS_HELP = ("checkpoint path (public checkpoint formats are converted); 'none' = random init (outputs "
+                "meaningless); default: the model's shipped weights (a model without them needs one of the two)")
+
+
+def add_model_argument(p: argparse.ArgumentParser, default: str = DEFAULT_MODEL) -> None:
+    """``--model`` with a default (the node's model unless the command needs another task)."""
+    p.add_argument("--model", default=default,
+                   help=f"registered model name (see `seg-perception models`; default {default})")
+
+
+def add_weights_argument(p: argparse.ArgumentParser, extra: str = "") -> None:
+    """``--weights``: omitted = the model's shipped weights (``pipeline.resolve_weights``)."""
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP + extra)
 
 
 def parse_model_kwargs(text: str, example: str = '{"aspp_channels": 64}') -> dict:

@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_model_argument, add_weights_argument
+
 HELP = "benchmark backends side by side through the full Segmenter (per-stage latency, throughput)"
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="registered model name (see `seg-perception models`)")
-    p.add_argument("--weights", default=None, help="checkpoint path, 'default' or 'none' (random init; timing only)")
+    add_model_argument(p)
+    add_weights_argument(p, "; 'none' is enough for timing")
     p.add_argument("--model-kwargs", default="{}",
                    help='builder keyword arguments as JSON, e.g. \'{"decoder_convs": 1}\' (the layout of '
                         "VainF's published DeepLabV3+ checkpoints); weights files add theirs")
-    p.add_argument("--resolution", required=True, help="network input HxW, e.g. 512x1024")
+    p.add_argument("--resolution", default=None,
+                   help="network input HxW, e.g. 512x1024 (default: the one the weights record, else 512x1024)")
     p.add_argument("--backends", default="torch,onnxruntime",
                    help="comma-separated backends in report order; the first is the ratio reference "
                         "(torch, onnxruntime, tensorrt; default torch,onnxruntime)")
@@ -39,19 +42,37 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-frames", type=int, default=40, help="frames for --node (default 40)")
 
 
+def model_resolution(model: str, weights: str | None) -> tuple[int, int]:
+    """The network (H, W) a Segmenter of ``model`` + ``weights`` uses when none is given: the
+    resolution the checkpoint records, else ``pipeline.DEFAULT_RESOLUTION``."""
+    from ..models.checkpoints import CheckpointError, read_checkpoint_meta
+    from ..pipeline import DEFAULT_RESOLUTION, parse_resolution
+
+    if weights is None:
+        return DEFAULT_RESOLUTION
+    try:
+        res = read_checkpoint_meta(weights).get("resolution")
+    except CheckpointError:  # a public checkpoint format: records no resolution
+        res = None
+    return parse_resolution(res) if res else DEFAULT_RESOLUTION
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bench import BenchConfig, format_table, run_bench, write_json
-    from ..pipeline import parse_resolution
+    from ..pipeline import parse_resolution, resolve_weights
     from . import parse_model_kwargs
 
     try:
         model_kwargs = parse_model_kwargs(args.model_kwargs, example='{"decoder_convs": 1}')
+        weights = resolve_weights(args.model, args.weights)  # a file, or None for random init
+        resolution = (parse_resolution(args.resolution) if args.resolution
+                      else model_resolution(args.model, weights))
     except ValueError as exc:
         print(f"bench: error: {exc}")
         return 2
     try:
         cfg = BenchConfig(
-            model=args.model, weights=args.weights, resolution=parse_resolution(args.resolution),
+            model=args.model, weights=weights or "none", resolution=resolution,
             backends=[b.strip() for b in args.backends.split(",") if b.strip()], device=args.device,
             precision=args.precision, channels_last=args.channels_last, cuda_graphs=args.cuda_graphs,
             frames=args.frames, warmup=args.warmup,

@@ -10,20 +10,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_model_argument, add_weights_argument
+
 HELP = "evaluate a model on rosbags: mIoU, PQ/SQ/RQ, latency; writes OUT/report.{json,md} and figures"
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="rosbag2 directories or .mcap/.db3 files")
-    p.add_argument("--model", required=True, help="registered model name (see `seg-perception models`)")
-    p.add_argument("--weights", default=None, help="checkpoint path; 'none' for random init (default: shipped weights)")
+    add_model_argument(p)
+    add_weights_argument(p)
     p.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
     p.add_argument("--gt-semantic-topic", help="GT label image topic (mono8/mono16 train ids)")
     gt = p.add_mutually_exclusive_group()
     gt.add_argument("--gt-panoptic-topic", help="GT panoptic id topic (32SC1, class*1000+instance)")
     gt.add_argument("--gt-dir", type=Path, help="Cityscapes-style GT folder (*_gtFine_labelIds.png, *_gtFine_instanceIds.png)")
-    p.add_argument("--gt-match", choices=["order", "name"], default="order",
-                   help="how --gt-dir files are matched to frames: sorted order, or name from the /image_name topic")
+    p.add_argument("--gt-match", choices=["auto", "name", "order"], default="auto",
+                   help="how --gt-dir files are matched to frames: name = the image file name recorded on /image_name "
+                        "(make-bag records it); order = n-th frame, n-th file (refused unless the counts agree); "
+                        "auto (default) = name where the bag records names matching the GT files, else order")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--write-bag", action="store_true", help="also write OUT/predictions.mcap (images + /seg/* topics)")
     p.add_argument("--label-set", default=None, help="label set (default: the model's, e.g. cityscapes)")
@@ -65,6 +69,15 @@ def summary_lines(report: dict) -> list[str]:
     lat = report["latency"]["total"]
     if lat["count"]:
         lines.append(f"latency: mean {lat['mean_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms ({lat['fps']:.1f} fps)")
+    gt = report.get("gt") or {}
+    if gt.get("source") == "folder":
+        lines.append(f"GT folder matched by {gt['match']}: {gt['matched_frames']} frames, "
+                     f"{gt['unused_gt_files']} of {gt['gt_files']} GT files unused")
+    for u in gt.get("unusable", [])[:10]:
+        lines.append(f"not evaluated, unusable GT ({u['reason']}): {u['name'] or ''} bag {u['bag']} #{u['index']} "
+                     f"stamp {u['stamp_ns']}")
+    if gt.get("unusable_frames", 0) > 10:
+        lines.append(f"... {gt['unusable_frames'] - 10} more frames with unusable GT; see report.md")
     stops = report["reading"]["stops"]
     if stops:
         lines.append(f"reading stopped early in {len(stops)} place(s); see report.md")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
+
+from . import add_model_argument, add_weights_argument
 
 HELP = "export a model to ONNX (input 'image' N x 3 x H x W float32; outputs named by the model)"
 LOG = logging.getLogger("seg_perception.commands")
@@ -18,10 +20,8 @@ LOG = logging.getLogger("seg_perception.commands")
 
 def add_model_arguments(p: argparse.ArgumentParser, *, resolution_required: bool = False) -> None:
     """--model/--weights/--label-set/--resolution/--batch, shared with build-engine."""
-    p.add_argument("--model", required=True, help="registered model name (see `seg-perception models`)")
-    p.add_argument("--weights", default=None,
-                   help="checkpoint path, 'default' (shipped weights) or 'none' (random init); "
-                        "default: shipped weights when the model has them, else none")
+    add_model_argument(p)
+    add_weights_argument(p)
     p.add_argument("--label-set", default=None, help="label set of the weights (default: from the checkpoint)")
     p.add_argument("--resolution", required=resolution_required, default=None,
                    help="network input HxW, e.g. 512x1024 (default: the checkpoint's, else 512x1024)")
@@ -34,19 +34,16 @@ def load_for_export(args: argparse.Namespace) -> tuple[Any, tuple[int, int]]:
     Raises:
         ValueError (incl. PipelineError) / CheckpointError: bad model, weights or resolution.
     """
-    from ..pipeline import DEFAULT_RESOLUTION, SHIPPED_WEIGHTS, load_model, parse_resolution
+    from ..pipeline import DEFAULT_RESOLUTION, check_resolution, load_model, parse_resolution
 
-    weights: Optional[str] = args.weights
-    if weights is None:
-        shipped = SHIPPED_WEIGHTS.get(args.model)
-        weights = "default" if shipped is not None and shipped.is_file() else "none"
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    loaded = load_model(args.model, weights=weights, label_set=args.label_set)
+    loaded = load_model(args.model, weights=args.weights, label_set=args.label_set)
     if args.resolution is not None:
         resolution = parse_resolution(args.resolution)
     else:
         resolution = loaded.resolution or DEFAULT_RESOLUTION
+    check_resolution(loaded.model, args.model, resolution)
     return loaded, resolution
 
 

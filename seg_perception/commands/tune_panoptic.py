@@ -9,6 +9,8 @@ import argparse
 import json
 from typing import Callable
 
+from . import WEIGHTS_HELP
+
 HELP = "tune panoptic post-processing (center threshold, NMS kernel, stuff area, class split) on validation scenes"
 
 
@@ -31,7 +33,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         return ",".join(str(v) for v in {**DEFAULT_GRID, **DEFAULT_REFINE}[key])
 
     p.add_argument("--model", default="panoptic_deeplab_mobilenetv2", help="registered panoptic model")
-    p.add_argument("--weights", default="default", help="checkpoint (default: the shipped weights)")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     p.add_argument("--resolution", default=None, help="network input HxW (default: the checkpoint's)")
     p.add_argument("--scenes", type=int, default=32, help="validation scenes (default 32)")
     p.add_argument("--center-thresholds", type=_numbers(float), default=DEFAULT_GRID["center_threshold"],
@@ -60,15 +62,17 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.tuning import TuningError, tune_panoptic, write_tuned
     from ..models.checkpoints import CheckpointError, read_checkpoint_meta
     from ..panoptic import PanopticConfig
-    from ..pipeline import SHIPPED_WEIGHTS, PipelineError, build_segmenter, parse_resolution
+    from ..pipeline import PipelineError, build_segmenter, parse_resolution, resolve_weights
     from ..training import evaluate_segmenter
 
     if args.scenes < 1:
         print(f"tune-panoptic: error: --scenes must be >= 1, got {args.scenes}")
         return 2
-    weights = args.weights
-    if str(weights).strip().lower() == "default" and args.model in SHIPPED_WEIGHTS:
-        weights = str(SHIPPED_WEIGHTS[args.model])
+    try:
+        weights = resolve_weights(args.model, args.weights) or "none"
+    except PipelineError as exc:
+        print(f"tune-panoptic: error: {exc}")
+        return 2
     prior: dict = {}  # the held-out record --write re-measures
     if args.write:
         try:

@@ -22,6 +22,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from .input_size import InputSizeRule
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -31,20 +33,28 @@ class ModelInfo:
     builder: Callable[..., nn.Module]
     task: str  # "semantic" | "panoptic"
     description: str
+    #: network input sizes the model takes (see :mod:`.input_size`); default: multiples of its stride
+    input_size: InputSizeRule = InputSizeRule()
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, *, task: str, description: str = "") -> Callable:
-    """Decorator registering ``builder(**kwargs) -> nn.Module`` under ``name``."""
+def register_model(name: str, *, task: str, description: str = "",
+                   input_size: InputSizeRule = InputSizeRule()) -> Callable:
+    """Decorator registering ``builder(**kwargs) -> nn.Module`` under ``name``.
+
+    ``input_size``: the valid network input sizes, e.g. ``InputSizeRule(offset=1)`` for a family
+    that takes ``k * stride + 1`` inputs.
+    """
     if task not in ("semantic", "panoptic"):
         raise ValueError(f"task must be 'semantic' or 'panoptic', got {task!r}")
 
     def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelInfo(name, builder, task, description or (builder.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = ModelInfo(name, builder, task, description or (builder.__doc__ or "").strip().split("\n")[0],
+                                    input_size)
         return builder
 
     return deco

@@ -79,7 +79,7 @@ def test_evaluate_with_real_panoptic_model(tmp_path, scene):
     from seg_perception.pipeline import build_segmenter
 
     bag = scene.write_scene_bag(tmp_path / "bag", "sqlite3", n=2)
-    seg = build_segmenter("panoptic_deeplab_mobilenetv3_large", weights=None, resolution=(32, 64))
+    seg = build_segmenter("panoptic_deeplab_mobilenetv3_large", weights="none", resolution=(32, 64))
     try:
         r = evaluate_bags([bag], segmenter=seg, image_topic="/cam", gt_semantic_topic="/gt/semantic",
                           gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out", write_bag=True, progress=False, figures=False)
@@ -89,3 +89,39 @@ def test_evaluate_with_real_panoptic_model(tmp_path, scene):
     assert r["panoptic"] is not None and r["panoptic"]["all"]["n"] >= 1
     assert list_topics(tmp_path / "out" / "predictions.mcap")["/seg/panoptic"][1] == 2
     assert (tmp_path / "out" / "panoptic" / "predictions.json").exists()
+
+
+def test_make_bag_failing_halfway_leaves_nothing_and_reruns(tmp_path, scene, capsys):
+    """An unreadable image in the middle: error naming it, no partial bag; after the fix the rerun succeeds."""
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "imgs" / f"f{i}.png"), scene.image(False)[..., ::-1])
+    good = (tmp_path / "imgs" / "f1.png").read_bytes()
+    (tmp_path / "imgs" / "f1.png").write_bytes(b"not a png")
+    argv = ["--images", tmp_path / "imgs", "--out", tmp_path / "bag"]
+    assert make_bag.run(parse(make_bag, argv)) == 2
+    assert "f1.png" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]  # no bag, no staging folder
+    (tmp_path / "imgs" / "f1.png").write_bytes(good)
+    assert make_bag.run(parse(make_bag, argv)) == 0
+    assert len(list(read_images(tmp_path / "bag", "/camera/image_raw"))) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "imgs"]
+    assert make_bag.run(parse(make_bag, argv)) == 2  # an existing bag is never overwritten
+    assert "exists already" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("out_name", ["bag", "bag.mcap"])
+def test_make_bag_names_images_without_gt(tmp_path, scene, capsys, out_name):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "gt").mkdir()
+    for i in range(3):
+        key = f"a_000000_{i:06d}"
+        cv2.imwrite(str(tmp_path / "imgs" / f"{key}_leftImg8bit.png"), scene.image(False)[..., ::-1])
+        if i != 1:
+            cv2.imwrite(str(tmp_path / "gt" / f"{key}_gtFine_labelIds.png"), np.full((scene.H, scene.W), 7, np.uint8))
+    rc = make_bag.run(parse(make_bag, ["--images", tmp_path / "imgs", "--gt-dir", tmp_path / "gt",
+                                       "--out", tmp_path / out_name]))
+    out = capsys.readouterr().out
+    assert rc == 0 and "3 frames, 2 with GT" in out
+    assert "no GT file for 1 image(s): a_000000_000001_leftImg8bit.png" in out
+    assert list_topics(tmp_path / out_name)["/gt/semantic"][1] == 2
