@@ -179,7 +179,8 @@ def load_model(
     initialization (a loud warning is logged: outputs are meaningless).
 
     Raises:
-        ValueError: unknown model (lists registered ones) or label set.
+        ValueError: unknown model (lists registered ones) or label set; PipelineError: no weights
+            given for a model without shipped weights (see :func:`resolve_weights`).
         seg_perception.models.checkpoints.CheckpointError: missing / corrupt / mismatching weights.
     """
     from .models import get_model, model_info

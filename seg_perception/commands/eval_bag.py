@@ -31,7 +31,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--write-bag", action="store_true", help="also write OUT/predictions.mcap (images + /seg/* topics)")
     p.add_argument("--label-set", default=None, help="label set (default: the model's, e.g. cityscapes)")
-    p.add_argument("--resolution", default=None, help="network input HxW, e.g. 512x1024 (default: the model's)")
+    p.add_argument("--resolution", default=None, help="network input HxW, e.g. 512x1024 (default: the one the weights record, else 512x1024)")
     p.add_argument("--backend", default="torch", help="inference backend (default torch)")
     p.add_argument("--device", default="cpu", help="device, e.g. cpu or cuda:0 (default cpu)")
     p.add_argument("--precision", default="fp32", help="fp32 or fp16 (backend permitting)")
