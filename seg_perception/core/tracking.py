@@ -25,6 +25,8 @@ import numpy as np
 from seg_perception.core.assignment import linear_sum_assignment
 
 _FORBIDDEN = 1e6
+#: ids below this are looked up through a dense table (255 classes * 1000 + instances fit easily)
+_DENSE_ID_LIMIT = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -148,16 +150,27 @@ class PanopticTracker:
         self._shape = (h, w)
 
         flat = pan.reshape(-1).astype(np.int64)
-        ids, inverse = np.unique(flat, return_inverse=True)
+        lo, hi = (int(flat.min()), int(flat.max())) if flat.size else (0, 0)
+        if lo >= 0 and hi < _DENSE_ID_LIMIT:
+            # Panoptic ids are small non-negative ints: a counting pass beats np.unique's sort ~10x.
+            ids = np.flatnonzero(np.bincount(flat, minlength=1))
+            inverse = None
+        else:
+            ids, inverse = np.unique(flat, return_inverse=True)
         cls_of = ids // cfg.label_divisor
         thing_lut = np.isin(cls_of, np.fromiter(cfg.thing_ids, np.int64, len(cfg.thing_ids))) & (ids != cfg.void_label)
         seg_ids = ids[thing_lut]
         seg_cls = cls_of[thing_lut]
         n_seg = len(seg_ids)
-        # Segment index per pixel (-1 for stuff / void), via the unique-id lookup table.
-        lut = np.full(len(ids), -1, dtype=np.int64)
-        lut[np.flatnonzero(thing_lut)] = np.arange(n_seg)
-        seg_index = lut[inverse]
+        # Segment index per pixel (-1 for stuff / void), via an id -> segment lookup table.
+        if inverse is None:
+            lut = np.full(hi + 1, -1, dtype=np.int64)
+            lut[seg_ids] = np.arange(n_seg)
+            seg_index = lut[flat]
+        else:
+            lut = np.full(len(ids), -1, dtype=np.int64)
+            lut[np.flatnonzero(thing_lut)] = np.arange(n_seg)
+            seg_index = lut[inverse]
         on = seg_index >= 0
         pix = np.flatnonzero(on)
         pix_seg = seg_index[pix]
@@ -204,7 +217,8 @@ class PanopticTracker:
             else:
                 survivors.append(t)
         # Pixel coordinates per segment for the new track masks (one sort, then split).
-        order = np.argsort(pix_seg, kind="stable")
+        # uint16 keys let numpy use its O(N) radix sort.
+        order = np.argsort(pix_seg.astype(np.uint16) if n_seg < 65536 else pix_seg, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(pix_seg, minlength=n_seg))])
         ys_sorted = ys_all[order].astype(np.int32)
         xs_sorted = xs_all[order].astype(np.int32)
