@@ -20,7 +20,6 @@ than the depth are sampled at the nearest label pixel of each depth pixel's cent
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -252,28 +251,3 @@ def depth_to_cloud(
         instance(pan.reshape(-1).take(idx)) if pan is not None else np.zeros(len(idx), np.uint32),
         rgb_of(lab_k, rgb_img.reshape(-1).take(idx) if rgb_img is not None else None, (len(idx),)),
         is_dense=True, dropped=dropped)
-
-
-def bench_cloud(height: int = 480, width: int = 640, stride: int = 1, repeat: int = 50, organized: bool = False) -> dict:
-    """Time :func:`depth_to_cloud` on a synthetic 16UC1 frame with labels, ids and a palette.
-
-    Returns:
-        dict with shape, stride, points, median_ms, p90_ms (benchmark; not used by tests for timing).
-    """
-    rng = np.random.default_rng(0)
-    depth = rng.integers(300, 8000, (height, width)).astype(np.uint16)
-    depth[rng.random((height, width)) < 0.05] = 0
-    labels = rng.integers(0, 19, (height, width)).astype(np.uint8)
-    pan = labels.astype(np.int32) * 1000 + rng.integers(0, 4, (height, width))
-    palette = rng.integers(0, 256, (19, 3)).astype(np.uint8)
-    K = np.array([[525.0, 0, width / 2 - 0.5], [0, 525.0, height / 2 - 0.5], [0, 0, 1]])
-    cfg = CloudConfig(stride=stride, max_range=6.0, organized=organized)
-    times = []
-    cloud = None
-    for _ in range(max(2, repeat) + 2):
-        t0 = time.perf_counter()
-        cloud = depth_to_cloud(depth, K, labels, panoptic=pan, colors=palette, config=cfg)
-        times.append((time.perf_counter() - t0) * 1e3)
-    t = np.array(times[2:])
-    return {"shape": [height, width], "stride": stride, "organized": organized, "points": len(cloud),
-            "median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90))}

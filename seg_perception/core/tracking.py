@@ -16,7 +16,6 @@ births of that class, skipping ids still alive). Stuff and void pixels pass thro
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -280,22 +279,3 @@ def track_sequence(frames: Iterable[np.ndarray], config: TrackerConfig) -> list[
     """Run a fresh tracker over a sequence of (H, W) panoptic maps."""
     tracker = PanopticTracker(config)
     return [tracker.update(f) for f in frames]
-
-
-def bench_tracker(frames: Iterable[np.ndarray], config: TrackerConfig, repeat: int = 3) -> dict:
-    """Per-frame tracker cost on a sequence (benchmark, not a test).
-
-    Returns:
-        dict with frames, median_ms, max_ms, mean_ms over ``repeat`` passes.
-    """
-    frames = list(frames)
-    times: list[float] = []
-    for _ in range(max(1, repeat)):
-        tracker = PanopticTracker(config)
-        for f in frames:
-            t0 = time.perf_counter()
-            tracker.update(f)
-            times.append((time.perf_counter() - t0) * 1e3)
-    arr = np.array(times)
-    return {"frames": len(frames), "median_ms": float(np.median(arr)), "mean_ms": float(arr.mean()),
-            "max_ms": float(arr.max())}

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from seg_perception.core.pointcloud import CloudConfig, bench_cloud, depth_to_cloud, pack_rgb, scale_intrinsics
+from seg_perception.core.pointcloud import CloudConfig, depth_to_cloud, pack_rgb, scale_intrinsics
 
 # 4 x 6 depth image; fx = 2, fy = 4, cx = 2.5, cy = 1.5
 K = np.array([[2.0, 0, 2.5], [0, 4.0, 1.5], [0, 0, 1]])
@@ -132,7 +132,3 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="range"):
         depth_to_cloud(depth, K, labels, config=CloudConfig(min_range=3.0, max_range=1.0))
 
-
-def test_bench_cloud_reports():
-    r = bench_cloud(48, 64, repeat=2)
-    assert r["points"] > 0 and r["median_ms"] > 0 and r["shape"] == [48, 64]

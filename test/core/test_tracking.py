@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from seg_perception.core.tracking import PanopticTracker, TrackerConfig, bench_tracker, track_sequence
+from seg_perception.core.tracking import PanopticTracker, TrackerConfig, track_sequence
 from seg_perception.eval.video_metrics import IdSwitches, STQ, VideoLabels
 
 CAR, PERSON, ROAD = 13, 11, 0
@@ -138,8 +138,3 @@ def test_ids_wrap_below_label_divisor_skipping_live_tracks():
     out = tracker.update(far)  # the three tracks ended: ids are reused, counting on from the last
     assert out.id_map == {5: 5} and len(out.ended) == 3
 
-
-def test_bench_tracker_reports_per_frame_cost():
-    frames = [frame([(CAR, 1, 5, 2 + 3 * t, 8)])[0] for t in range(3)]
-    r = bench_tracker(frames, CFG, repeat=1)
-    assert r["frames"] == 3 and r["median_ms"] > 0
