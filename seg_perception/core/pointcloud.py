@@ -38,6 +38,9 @@ class CloudConfig:
             False) instead of a dense list of valid points (height 1).
         label_divisor, void_label: panoptic encoding (instance = panoptic id for things, 0 for
             stuff and void).
+        color_by: with a (C, 3) palette, "class" colors each point by its label, "instance" by its
+            panoptic id (class color shifted per instance, as ``viz.panoptic_id_colors`` draws
+            ``~/colored``; needs ``panoptic``).
     """
 
     stride: int = 1
@@ -47,6 +50,7 @@ class CloudConfig:
     organized: bool = False
     label_divisor: int = 1000
     void_label: int = 255000
+    color_by: str = "class"
 
     def validate(self) -> "CloudConfig":
         if not isinstance(self.stride, int) or self.stride < 1:
@@ -54,6 +58,8 @@ class CloudConfig:
         if not (self.min_range >= 0 and self.max_range > self.min_range):
             raise ValueError(f"CloudConfig range [{self.min_range!r}, {self.max_range!r}] m is empty or negative; "
                              "use 0 <= min_range < max_range")
+        if self.color_by not in ("class", "instance"):
+            raise ValueError(f"CloudConfig.color_by={self.color_by!r}; choose 'class' or 'instance'")
         return self
 
 
@@ -223,9 +229,22 @@ def depth_to_cloud(
         is_thing = (np.floor(pf / cfg.label_divisor) * cfg.label_divisor != pf) & (p != cfg.void_label) & (p > 0)
         return np.where(is_thing, p, 0).astype(np.uint32)
 
-    def rgb_of(labels_sel: np.ndarray, rgb_sel: Optional[np.ndarray], shape: tuple) -> np.ndarray:
+    if cfg.color_by == "instance" and palette is not None and pan is None:
+        raise ValueError("depth_to_cloud: color_by='instance' needs the panoptic ids (pass panoptic=...)")
+
+    def rgb_of(labels_sel: np.ndarray, rgb_sel: Optional[np.ndarray], shape: tuple,
+               pan_sel: Optional[np.ndarray] = None) -> np.ndarray:
+        if palette is not None and cfg.color_by == "instance":
+            from seg_perception.viz import panoptic_id_colors
+
+            return pack_rgb(panoptic_id_colors(pan_sel.reshape(-1), colors, label_divisor=cfg.label_divisor,
+                                               void_id=cfg.void_label)).reshape(shape)
         if palette is not None:
-            return palette.take(np.minimum(labels_sel.astype(np.int64), len(palette) - 1))
+            # labels outside the palette (e.g. 255 void) are black, as in ~/colored
+            size = 1 << (8 * labels_sel.dtype.itemsize) if labels_sel.dtype.itemsize <= 2 else int(labels_sel.max()) + 1
+            lut = np.zeros(max(size, len(palette)), np.float32)
+            lut[:len(palette)] = palette
+            return lut[labels_sel]
         return rgb_sel if rgb_sel is not None else np.zeros(shape, np.float32)
 
     if cfg.organized:
@@ -236,7 +255,7 @@ def depth_to_cloud(
         xyz[..., 2] = zk
         return LabeledCloud(
             xyz, lab.astype(np.uint16), instance(pan) if pan is not None else np.zeros(z.shape, np.uint32),
-            rgb_of(lab, rgb_img, z.shape), is_dense=bool(keep.all()), dropped=dropped)
+            rgb_of(lab, rgb_img, z.shape, pan), is_dense=bool(keep.all()), dropped=dropped)
 
     # Flat index + take: several times faster than boolean-mask selection on each array.
     idx = np.flatnonzero(keep)
@@ -246,8 +265,9 @@ def depth_to_cloud(
     np.multiply(yr.reshape(-1).take(idx), zk, out=xyz[:, 1])
     xyz[:, 2] = zk
     lab_k = lab.reshape(-1).take(idx)
+    pan_k = pan.reshape(-1).take(idx) if pan is not None else None
     return LabeledCloud(
         xyz, lab_k.astype(np.uint16),
-        instance(pan.reshape(-1).take(idx)) if pan is not None else np.zeros(len(idx), np.uint32),
-        rgb_of(lab_k, rgb_img.reshape(-1).take(idx) if rgb_img is not None else None, (len(idx),)),
+        instance(pan_k) if pan_k is not None else np.zeros(len(idx), np.uint32),
+        rgb_of(lab_k, rgb_img.reshape(-1).take(idx) if rgb_img is not None else None, (len(idx),), pan_k),
         is_dense=True, dropped=dropped)

@@ -113,12 +113,25 @@ def test_instances_and_colors():
     c = depth_to_cloud(depth, K, labels, panoptic=pan, colors=palette)
     i = int(np.flatnonzero(c.label == labels[0, 5])[0])
     assert c.instance[i] == 13004 and c.instance.sum() == 13004  # stuff and void -> 0
+    labels255 = labels.copy()
+    labels255[0, 5] = 255  # outside the 24-entry palette: black, not another class's color
+    assert depth_to_cloud(depth, K, labels255, colors=palette).rgb[i:i + 1].view(np.uint32)[0] == 0
     assert c.rgb[i:i + 1].view(np.uint32)[0] == 0xFF8001
     img = np.zeros((4, 6, 3), np.uint8)
     img[0, 5] = (1, 2, 3)
     c = depth_to_cloud(depth, K, labels, colors=img)
     assert c.rgb[i:i + 1].view(np.uint32)[0] == 0x010203
     assert pack_rgb(np.array([0, 0, 255], np.uint8)).view(np.uint32) == 255
+    # instance colors: the same per-id colors as the ~/colored image (viz.panoptic_id_colors)
+    from seg_perception.viz import panoptic_id_colors
+    palette = np.random.default_rng(0).integers(0, 256, (24, 3)).astype(np.uint8)
+    for organized in (False, True):
+        c = depth_to_cloud(depth, K, labels, panoptic=pan, colors=palette,
+                           config=CloudConfig(color_by="instance", organized=organized))
+        expect = pack_rgb(panoptic_id_colors(pan.ravel(), palette)).view(np.uint32)
+        np.testing.assert_array_equal(np.sort(c.rgb.ravel().view(np.uint32)), np.sort(expect))
+    with pytest.raises(ValueError, match="needs the panoptic ids"):
+        depth_to_cloud(depth, K, labels, colors=palette, config=CloudConfig(color_by="instance"))
 
 
 def test_bad_input_is_named():
