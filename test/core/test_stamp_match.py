@@ -1,5 +1,7 @@
 """StampMatcher on interleaved, late, jittered and missing streams (stamps in ms for readability)."""
+import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from seg_perception.core.stamp_match import StampMatcher, stamp_ns
 
@@ -85,3 +87,37 @@ def test_bad_arguments_and_stamp_conversion():
     class T:
         sec, nanosec = 3, 250
     assert stamp_ns(T) == 3_000_000_250
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 100_000))
+def test_random_streams_pair_nearest_within_tolerance_and_account_for_every_frame(seed):
+    # Property over random rates, jitter, gaps and arrival interleavings (each stream in order):
+    # every emitted pair is within tolerance and uses the depth message nearest to the color
+    # stamp among all depth messages; every color is either matched or counted as dropped.
+    rng = np.random.default_rng(seed)
+    tol = int(rng.integers(1, 15))
+    colors = sorted(set(int(v) for v in np.cumsum(rng.integers(20, 40, 30))))
+    depth = sorted(set(int(c + rng.integers(-20, 21)) for c in colors if rng.random() < 0.8))
+    events = [(t + int(rng.integers(0, 30)), "color", t) for t in colors]
+    events += [(t + int(rng.integers(0, 30)), "depth", t) for t in depth]
+    # per-stream order is kept: sort arrival times within each stream
+    by_stream = {}
+    for arrival, s, t in sorted(events, key=lambda e: e[0]):
+        by_stream.setdefault(s, []).append(arrival)
+    ordered = []
+    for s, stamps in (("color", colors), ("depth", depth)):
+        ordered += list(zip(sorted(by_stream.get(s, [])), [s] * len(stamps), stamps))
+    ordered.sort(key=lambda e: e[0])
+    m = StampMatcher(("depth",), tolerance_ns=tol * MS, buffer_size=64)
+    got = []
+    for _arrival, s, t in ordered:
+        got += m.push(s, t * MS, t)
+    for match in got:
+        d = match.others["depth"]
+        assert abs(d - match.pivot) <= tol
+        best = min(abs(x - match.pivot) for x in depth)
+        assert abs(d - match.pivot) == best
+    dropped = sum(v for k, v in m.drops.items() if k.startswith("color:"))
+    assert len(got) + dropped + m.stats()["buffered"]["color"] == len(colors)
+    assert len({x.pivot for x in got}) == len(got)
