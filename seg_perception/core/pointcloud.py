@@ -224,10 +224,12 @@ def depth_to_cloud(
             raise ValueError(f"depth_to_cloud: colors must be an (H, W, 3) image or a (C, 3) palette, got {colors.shape}")
 
     def instance(p: np.ndarray) -> np.ndarray:
-        # floor(p / d) in float64 is exact for |p| < 2**40 and ~10x faster than integer modulo.
-        pf = p.astype(np.float64)
-        is_thing = (np.floor(pf / cfg.label_divisor) * cfg.label_divisor != pf) & (p != cfg.void_label) & (p > 0)
-        return np.where(is_thing, p, 0).astype(np.uint32)
+        if not np.issubdtype(p.dtype, np.integer):
+            raise ValueError(f"depth_to_cloud: panoptic must be an integer id image, got dtype {p.dtype}")
+        keep_id = (p % cfg.label_divisor != 0) & (p > 0)  # stuff (instance 0) and void -> 0
+        if cfg.void_label % cfg.label_divisor:
+            keep_id &= p != cfg.void_label
+        return (p * keep_id).astype(np.uint32)
 
     if cfg.color_by == "instance" and palette is not None and pan is None:
         raise ValueError("depth_to_cloud: color_by='instance' needs the panoptic ids (pass panoptic=...)")
@@ -244,7 +246,7 @@ def depth_to_cloud(
             size = 1 << (8 * labels_sel.dtype.itemsize) if labels_sel.dtype.itemsize <= 2 else int(labels_sel.max()) + 1
             lut = np.zeros(max(size, len(palette)), np.float32)
             lut[:len(palette)] = palette
-            return lut[labels_sel]
+            return lut.take(labels_sel)
         return rgb_sel if rgb_sel is not None else np.zeros(shape, np.float32)
 
     if cfg.organized:
