@@ -12,6 +12,7 @@ import pytest
 from seg_perception.eval.video_metrics import STQ, VPQ, IdSwitches, VideoLabels
 
 DATA = Path(__file__).parent / "data" / "video_metrics_reference.npz"
+IDSW = Path(__file__).parent / "data" / "id_switches_reference.json"
 VOID = 255000
 
 
@@ -44,6 +45,18 @@ def test_stq_and_vpq_match_reference_implementations(case):
             for k in meta["window_sizes"]]
     np.testing.assert_allclose(mine, d[f"c{case}_vpq"], atol=1e-12)
     assert v["vpq"] == pytest.approx(float(np.mean(d[f"c{case}_vpq"][:, 0])), abs=1e-12)
+
+
+@pytest.mark.parametrize("case", _cases())
+def test_id_switches_match_py_motmetrics(case):
+    d, meta = _load()
+    ref = json.loads(IDSW.read_text())["cases"][str(case)]
+    ids = IdSwitches(VideoLabels(meta["num_classes"], frozenset(meta["things"])))
+    for s in range(meta["cases"][case]["sequences"]):
+        for g, p in zip(d[f"c{case}_s{s}_gt"], d[f"c{case}_s{s}_pred"]):
+            ids.update(g, p, sequence_id=s)
+    assert ids.switches == ref["id_switches"]
+    assert ids.matches - ids.switches == ref["matches"]  # motmetrics counts switches apart
 
 
 # Hand-made: 1x4 frames, class 0 stuff, class 1 thing. Frame 0: GT object 1001 on pixels 0-1,
