@@ -188,6 +188,10 @@ def depth_to_cloud(
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"depth_to_cloud: labels must be an (H, W) integer image, got shape {labels.shape} "
                          f"dtype {labels.dtype}")
+    if labels.dtype.itemsize > 1 and labels.size and (
+            int(labels.max()) > 65535 or (np.issubdtype(labels.dtype, np.signedinteger) and int(labels.min()) < 0)):
+        raise ValueError(f"depth_to_cloud: label ids must be in [0, 65535] (the cloud's label field is uint16), got "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
     h, w = depth.shape
     K = np.asarray(K, dtype=np.float64).reshape(3, 3)
     if k_size is not None and tuple(k_size) != (h, w):

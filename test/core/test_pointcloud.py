@@ -140,6 +140,8 @@ def test_bad_input_is_named():
         depth_to_cloud(depth.astype(np.int32), K, labels)
     with pytest.raises(ValueError, match="focal lengths"):
         depth_to_cloud(depth, np.zeros((3, 3)), labels)
+    with pytest.raises(ValueError, match=r"\[0, 65535\]"):
+        depth_to_cloud(depth, K, labels.astype(np.int32) - 1)
     with pytest.raises(ValueError, match="stride"):
         depth_to_cloud(depth, K, labels, config=CloudConfig(stride=0))
     with pytest.raises(ValueError, match="range"):
