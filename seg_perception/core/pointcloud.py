@@ -225,7 +225,8 @@ def depth_to_cloud(
         elif colors.ndim == 3 and colors.shape[2] == 3:
             rgb_img = pack_rgb(_sample(colors, (h, w), s))
         else:
-            raise ValueError(f"depth_to_cloud: colors must be an (H, W, 3) image or a (C, 3) palette, got {colors.shape}")
+            raise ValueError(f"depth_to_cloud: colors must be an (H, W, 3) image or a (C, 3) palette, "
+                             f"got {colors.shape}")
 
     def instance(p: np.ndarray) -> np.ndarray:
         if not np.issubdtype(p.dtype, np.integer):

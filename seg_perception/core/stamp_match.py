@@ -50,7 +50,8 @@ class StampMatcher:
         if buffer_size < 1:
             raise ValueError(f"StampMatcher buffer_size={buffer_size!r} must be >= 1")
         if pivot in streams or len(set(streams)) != len(streams):
-            raise ValueError(f"StampMatcher streams {list(streams)} must be distinct and not include the pivot {pivot!r}")
+            raise ValueError(f"StampMatcher streams {list(streams)} must be distinct and not include the pivot "
+                             f"{pivot!r}")
         self.pivot = pivot
         self.streams = tuple(streams)
         self.tolerance_ns = int(tolerance_ns)

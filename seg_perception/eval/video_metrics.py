@@ -132,7 +132,8 @@ class STQ:
             self._gt[sequence_id], self._pred[sequence_id], self._inter[sequence_id] = {}, {}, {}
             self._length[sequence_id] = 0
         self._length[sequence_id] += 1
-        self._confusion[sequence_id] += np.bincount(g_cls * self._n + p_cls, minlength=self._n ** 2).reshape(self._n, self._n)
+        pairs = np.bincount(g_cls * self._n + p_cls, minlength=self._n ** 2)
+        self._confusion[sequence_id] += pairs.reshape(self._n, self._n)
 
         g_thing = lab.thing_mask(g_cls)
         crowd = g_thing & (g_ids % lab.label_divisor == 0)
@@ -211,7 +212,8 @@ class VPQ:
     frame_stride, ...`` of each sequence are evaluated (the reference's annotated frames).
     """
 
-    def __init__(self, labels: VideoLabels, window_sizes: Sequence[int] = (0, 5, 10, 15), frame_stride: int = 5) -> None:
+    def __init__(self, labels: VideoLabels, window_sizes: Sequence[int] = (0, 5, 10, 15),
+                 frame_stride: int = 5) -> None:
         if frame_stride < 1:
             raise ValueError(f"VPQ frame_stride={frame_stride!r} must be >= 1")
         bad = [k for k in window_sizes if k < 0 or k % frame_stride]
