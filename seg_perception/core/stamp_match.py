@@ -8,6 +8,8 @@ stream has its nearest candidate decided: a message at or after the pivot stamp 
 ones can only be further away), or the candidate is an exact stamp match. A pivot is dropped
 (counted per reason) when a stream's nearest message is outside the tolerance, when it is older
 than the last emitted pivot, or when the pivot buffer overflows while waiting for a slow stream.
+A stamp more than ``jump_ns`` older than what its stream (or the last match) has seen is a time
+jump (a bag restarted, a simulator reset): all buffers are cleared and matching starts afresh.
 
 No ROS imports: feed ``(stamp_ns, message)``; use :func:`stamp_ns` on a ``builtin_interfaces/Time``.
 """
@@ -42,9 +44,11 @@ class StampMatcher:
         tolerance_ns: largest |stamp difference| accepted for a pair.
         buffer_size: messages kept per stream (oldest dropped and counted beyond it).
         pivot: name of the pivot stream (for counters and errors).
+        jump_ns: a stamp this much older than its stream's newest (or the last match) resets.
     """
 
-    def __init__(self, streams: Sequence[str], tolerance_ns: int, buffer_size: int = 10, pivot: str = "color") -> None:
+    def __init__(self, streams: Sequence[str], tolerance_ns: int, buffer_size: int = 10, pivot: str = "color",
+                 jump_ns: int = 1_000_000_000) -> None:
         if tolerance_ns < 0:
             raise ValueError(f"StampMatcher tolerance_ns={tolerance_ns!r} must be >= 0 (nanoseconds)")
         if buffer_size < 1:
@@ -56,11 +60,24 @@ class StampMatcher:
         self.streams = tuple(streams)
         self.tolerance_ns = int(tolerance_ns)
         self.buffer_size = int(buffer_size)
+        if jump_ns <= tolerance_ns:
+            raise ValueError(f"StampMatcher jump_ns={jump_ns!r} must exceed tolerance_ns={tolerance_ns!r}")
+        self.jump_ns = int(jump_ns)
         self._buf: dict[str, list[tuple[int, Any]]] = {s: [] for s in (pivot, *streams)}
         self._last_emitted: Optional[int] = None
         self.matched = 0
-        #: drop counters, keyed "<stream>:<reason>" (overflow, late, no_match:<other stream>)
+        self.time_jumps = 0
+        #: drop counters, keyed "<stream>:<reason>" (overflow, late, out_of_order, no_match:<other
+        #: stream>, reset: buffered messages discarded by a time jump)
         self.drops: Counter = Counter()
+
+    def reset(self) -> None:
+        """Discard every buffered message (counted) and forget the last match."""
+        for s, b in self._buf.items():
+            if b:
+                self.drops[f"{s}:reset"] += len(b)
+            b.clear()
+        self._last_emitted = None
 
     def push(self, stream: str, stamp: int, msg: Any) -> list[Match]:
         """Add one message; returns the matches that became decidable (oldest first)."""
@@ -68,6 +85,12 @@ class StampMatcher:
             raise ValueError(f"StampMatcher: unknown stream {stream!r}; known: {[self.pivot, *self.streams]}")
         stamp = int(stamp)
         buf = self._buf[stream]
+        seen = [buf[-1][0]] if buf else []
+        if self._last_emitted is not None:
+            seen.append(self._last_emitted)
+        if seen and stamp < max(seen) - self.jump_ns:
+            self.time_jumps += 1
+            self.reset()
         if stream == self.pivot and self._last_emitted is not None and stamp <= self._last_emitted:
             self.drops[f"{stream}:late"] += 1
             return []
@@ -133,5 +156,5 @@ class StampMatcher:
 
     def stats(self) -> dict:
         """Counters for diagnostics: matched, drops by stream and reason, buffered per stream."""
-        return {"matched": self.matched, "drops": dict(self.drops),
+        return {"matched": self.matched, "time_jumps": self.time_jumps, "drops": dict(self.drops),
                 "buffered": {s: len(b) for s, b in self._buf.items()}}

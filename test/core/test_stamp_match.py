@@ -76,9 +76,24 @@ def test_camera_info_stream_and_out_of_order_depth():
     assert m.drops["depth:out_of_order"] == 1
 
 
+def test_time_jump_backwards_resets_instead_of_dropping_everything():
+    # A bag played in a loop: stamps restart at 0. Without a reset every later color would be
+    # "late" (older than the last match) and dropped forever.
+    m = StampMatcher(("depth",), tolerance_ns=5 * MS, jump_ns=500 * MS)
+    first = push_all(m, [("color", 5000), ("depth", 5001), ("color", 5033)])
+    again = push_all(m, [("color", 0), ("depth", 1), ("color", 33), ("depth", 34), ("depth", 70)])
+    assert pairs(first) == [("color@5000", "depth@5001", None)]
+    assert pairs(again) == [("color@0", "depth@1", None), ("color@33", "depth@34", None)]
+    assert m.stats()["time_jumps"] == 1 and m.drops["color:reset"] == 1 and m.drops["depth:reset"] == 1
+    # small reorderings within jump_ns are still plain late drops
+    assert m.push("color", 20 * MS, "c20") == [] and m.drops["color:late"] == 1
+
+
 def test_bad_arguments_and_stamp_conversion():
     with pytest.raises(ValueError, match="tolerance_ns"):
         StampMatcher(("depth",), tolerance_ns=-1)
+    with pytest.raises(ValueError, match="jump_ns"):
+        StampMatcher(("depth",), tolerance_ns=10, jump_ns=5)
     with pytest.raises(ValueError, match="pivot"):
         StampMatcher(("color",), tolerance_ns=1)
     with pytest.raises(ValueError, match="unknown stream 'dpeth'"):
