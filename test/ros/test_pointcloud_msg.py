@@ -1,7 +1,8 @@
 """PointCloud2 builder: field layout per sensor_msgs/PointField, read back by an independent reader."""
 import numpy as np
 import pytest
-from sensor_msgs.msg import CameraInfo, Image, PointField
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from seg_perception.conversions import ConversionError
@@ -59,6 +60,8 @@ def test_round_trip(organized):
     assert (msg.height, msg.width) == (cloud.height, cloud.width)
     assert msg.is_dense == cloud.is_dense and msg.row_step == msg.point_step * msg.width
     assert organized == (msg.height > 1)
+    # what a subscriber receives: the CDR wire format, decoded again
+    msg = deserialize_message(serialize_message(msg), PointCloud2)
     pts = read_points(msg)
     n = len(cloud)
     xyz = np.stack([pts["x"], pts["y"], pts["z"]], -1).reshape(n, 3)
