@@ -199,10 +199,21 @@ def depth_to_cloud(
     s = cfg.stride
     xr, yr = _rays(K, h, w, s)
 
-    z = depth[::s, ::s]
-    z = z.astype(np.float32) * np.float32(scale) if scale != 1.0 else z.astype(np.float32, copy=False)
-    finite = np.isfinite(z) & (z > 0)
-    in_range = finite & (z >= cfg.min_range) & (z <= cfg.max_range)
+    raw = depth[::s, ::s]
+    if raw.dtype == np.uint16:
+        # Integer millimetres: test validity and range on the raw values and convert only the
+        # points that are kept (a full-image float pass is the largest cost at 640x480).
+        lo = math.ceil(round(cfg.min_range * 1000.0, 6))
+        hi = math.floor(round(cfg.max_range * 1000.0, 6)) if math.isfinite(cfg.max_range) else 65535
+        finite = raw > 0
+        in_range = finite & (raw >= max(lo, 1)) & (raw <= min(hi, 65535))
+    else:
+        raw = raw.astype(np.float32, copy=False)
+        finite = np.isfinite(raw) & (raw > 0)
+        in_range = finite & (raw >= cfg.min_range) & (raw <= cfg.max_range)
+
+    def metres(d: np.ndarray) -> np.ndarray:
+        return d.astype(np.float32) * np.float32(0.001) if d.dtype == np.uint16 else d
     lab = _sample(labels, (h, w), s)
     keep = in_range
     excluded = 0
@@ -211,7 +222,7 @@ def depth_to_cloud(
             if lab.dtype.itemsize > 2 else _class_lut(cfg.include_classes, lab.dtype)[lab]
         excluded = int(np.count_nonzero(in_range & ~wanted))
         keep = in_range & wanted
-    dropped = {"invalid_depth": int(z.size - np.count_nonzero(finite)),
+    dropped = {"invalid_depth": int(raw.size - np.count_nonzero(finite)),
                "out_of_range": int(np.count_nonzero(finite & ~in_range)),
                "excluded_class": excluded}
 
@@ -255,18 +266,18 @@ def depth_to_cloud(
         return rgb_sel if rgb_sel is not None else np.zeros(shape, np.float32)
 
     if cfg.organized:
-        zk = np.where(keep, z, np.float32(np.nan))
-        xyz = np.empty(z.shape + (3,), np.float32)
+        zk = np.where(keep, metres(raw), np.float32(np.nan))
+        xyz = np.empty(raw.shape + (3,), np.float32)
         np.multiply(xr, zk, out=xyz[..., 0])
         np.multiply(yr, zk, out=xyz[..., 1])
         xyz[..., 2] = zk
         return LabeledCloud(
-            xyz, lab.astype(np.uint16), instance(pan) if pan is not None else np.zeros(z.shape, np.uint32),
-            rgb_of(lab, rgb_img, z.shape, pan), is_dense=bool(keep.all()), dropped=dropped)
+            xyz, lab.astype(np.uint16), instance(pan) if pan is not None else np.zeros(raw.shape, np.uint32),
+            rgb_of(lab, rgb_img, raw.shape, pan), is_dense=bool(keep.all()), dropped=dropped)
 
     # Flat index + take: several times faster than boolean-mask selection on each array.
     idx = np.flatnonzero(keep)
-    zk = z.reshape(-1).take(idx)
+    zk = metres(raw.reshape(-1).take(idx))
     xyz = np.empty((len(idx), 3), np.float32)
     np.multiply(xr.reshape(-1).take(idx), zk, out=xyz[:, 0])
     np.multiply(yr.reshape(-1).take(idx), zk, out=xyz[:, 1])

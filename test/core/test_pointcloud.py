@@ -67,6 +67,12 @@ def test_invalid_and_out_of_range_depth_dropped_and_counted():
     c = depth_to_cloud(depth, K, np.zeros((1, 4), np.uint8), config=cfg)
     assert c.dropped == {"invalid_depth": 1, "out_of_range": 2, "excluded_class": 0}
     np.testing.assert_allclose(c.xyz[:, 2], [1.0])
+    # the interval is closed, in millimetres as in metres
+    edge = np.array([[599, 600, 6000, 6001]], np.uint16)
+    for d in (edge, edge.astype(np.float32) / 1000):
+        c = depth_to_cloud(d, K, np.zeros((1, 4), np.uint8), config=cfg)
+        np.testing.assert_allclose(c.xyz[:, 2], [0.6, 6.0], rtol=1e-6)
+        assert c.dropped["out_of_range"] == 2
     f = np.array([[np.nan, np.inf, -1.0, 2.0]], np.float32)
     c = depth_to_cloud(f, K, np.zeros((1, 4), np.uint8))
     assert c.dropped["invalid_depth"] == 3 and len(c) == 1
