@@ -70,7 +70,9 @@ def to_pointcloud2(cloud: LabeledCloud, header: Any) -> Any:
     msg.point_step = POINT_STEP
     msg.row_step = POINT_STEP * cloud.width
     out = array.array("B")
-    out.frombytes(cloud_to_bytes(cloud).tobytes())
+    # A uint8 view of the contiguous records: tobytes() on a padded structured dtype copies
+    # field by field (~20x slower).
+    out.frombytes(cloud_to_bytes(cloud).view(np.uint8))
     msg.data = out
     msg.is_dense = bool(cloud.is_dense)
     return msg
