@@ -1,0 +1,1 @@
+"""ROS-free core: tracking, point clouds, stamp matching (no ROS imports)."""
