@@ -404,10 +404,36 @@ class _McapScan(_Source):
             raise _Damage("crc_mismatch", f"chunk CRC-32 0x{zlib.crc32(inner):08x} != recorded 0x{crc:08x}")
         return inner
 
-    def _scan(self, topic: Optional[str] = None) -> Iterator[_Raw]:
-        """Yield raw messages (of ``topic`` when given); ``problems`` count that topic's messages."""
+    def _summary_channels(self) -> tuple[dict[int, str], dict[int, tuple[str, str]]]:
+        """Schemas and channels from an intact summary section (empty without footer or when its
+        CRC fails), so messages after a damaged first chunk - where writers put the channel
+        records - can still be assigned to their topics."""
         schemas: dict[int, str] = {}
         channels: dict[int, tuple[str, str]] = {}
+        if _mcap_summary_damage(self.path) is not None:
+            return schemas, channels
+        data, n = self.data, len(self.data)
+        footer = n - len(_MCAP_MAGIC) - _FOOTER_SIZE
+        if footer < len(_MCAP_MAGIC) or data[footer] != 0x02 or data[n - len(_MCAP_MAGIC):] != _MCAP_MAGIC:
+            return schemas, channels
+        start = int.from_bytes(data[footer + 9:footer + 17], "little")
+        if not len(_MCAP_MAGIC) <= start <= footer:
+            return schemas, channels
+        try:
+            for op, rec in self._records(_Buf(bytes(data[start:footer])), footer - start):
+                if op == 0x03:
+                    sid = rec.u16()
+                    schemas[sid] = rec.string()
+                elif op == 0x04:
+                    cid, sid = rec.u16(), rec.u16()
+                    channels[cid] = (rec.string(), schemas.get(sid, ""))
+        except _Truncated:
+            return {}, {}
+        return schemas, channels
+
+    def _scan(self, topic: Optional[str] = None) -> Iterator[_Raw]:
+        """Yield raw messages (of ``topic`` when given); ``problems`` count that topic's messages."""
+        schemas, channels = self._summary_channels()
         self.problems, self.damaged, self.chunks_without_crc = [], [], 0
         self._saw_chunk = False
         self._n_msgs = 0

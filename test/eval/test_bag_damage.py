@@ -169,6 +169,48 @@ def test_bad_record_length_resynchronises_at_the_next_chunk(intact, tmp_path):
     assert any(s.recovered for s in stats.stops)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_corrupt_lengths_cost_only_their_chunk(intact, tmp_path, seed):
+    """Random garbage in the length field of a random chunk and of a record between chunks (a
+    message index), footer cut so the linear scan runs: only that chunk's frames are lost."""
+    rng = np.random.default_rng(seed)
+    data = bytearray(_mcap_file(intact).read_bytes())
+    per_chunk = _cam_times(_mcap_file(intact))
+    k = int(rng.integers(0, len(per_chunk) - 1))
+    chunk = per_chunk[k][0]
+    at = chunk.chunk_start_offset
+    data[at + 1:at + 9] = int(rng.integers(0, 1 << 62)).to_bytes(8, "little")
+    after = chunk.chunk_start_offset + chunk.chunk_length  # the chunk's first message index record
+    assert data[after] == 0x07
+    data[after + 1:after + 9] = int(rng.integers(1 << 20, 1 << 62)).to_bytes(8, "little")
+    last = per_chunk[-1][0]
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(bytes(data[: last.chunk_start_offset + last.chunk_length]))
+    stats = ReadStats()
+    got, good = _frames(cut, stats), _frames(intact)
+    assert all(got[t] == good[t] for t in got)
+    assert set(good) - set(got) == per_chunk[k][1]
+    assert at in {d.start for d in stats.damaged}
+
+
+def test_damaged_first_chunk_holding_the_channel_records(intact, tmp_path):
+    """The writer puts the schema and channel records into the first chunk; when that chunk is
+    damaged, the (CRC-checked) summary still tells which topic the later messages belong to."""
+    bag = tmp_path / "bag"
+    shutil.copytree(intact, bag)
+    path = _mcap_file(bag)
+    per_chunk = _cam_times(path)
+    first = per_chunk[0][0]
+    data = bytearray(path.read_bytes())
+    data[first.chunk_start_offset + first.chunk_length // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    stats = ReadStats()
+    got, good = _frames(bag, stats), _frames(intact)
+    assert all(got[t] == good[t] for t in got)
+    assert set(good) - set(got) == per_chunk[0][1]
+    assert [(d.start, d.reason) for d in stats.damaged] == [(first.chunk_start_offset, "crc_mismatch")]
+
+
 def test_damaged_summary_is_not_trusted(intact, tmp_path):
     """A flipped bit in the summary (channel records, chunk index) is caught by the summary CRC and
     the data section is read by the checked linear scan instead."""
