@@ -9,9 +9,17 @@ Reading never crashes on bad data:
   yields every message it can still parse; where reading stopped (bag, message index, error) is
   recorded in :class:`ReadStats`;
 * an error in the middle of an otherwise readable bag (corrupt mcap chunk, malformed sqlite page)
-  is recorded and reading resumes with the tolerant scan where possible.
+  is recorded and reading resumes with the tolerant scan where possible;
+* MCAP chunk CRCs are checked when present (non-zero): a chunk or record that fails a check is
+  skipped, the scan resumes at the next valid chunk, and the skipped byte span (offset, reason)
+  is recorded in :attr:`ReadStats.damaged`, so no frame is ever altered silently. A bag whose
+  summary CRC fails is not read through rosbags' index.
 
-Only a topic that does not exist is an error (:class:`BagError`, listing the bag's topics).
+A topic that does not exist is an error (:class:`BagError`, listing the bag's topics), and so is
+a bag nothing can be read from (the reader's own reason: not SQLite, empty, not MCAP).
+
+Every MCAP file :class:`BagWriter` writes carries chunk, data-section and summary CRCs
+(:func:`write_mcap_crcs`; rosbags itself writes 0).
 
 Writing (:class:`BagWriter`) takes rclpy messages, serializes them with
 ``rclpy.serialization.serialize_message`` and stores them with ``rosbags``; both produce standard
@@ -511,6 +519,16 @@ class _McapScan(_Source):
                     damaged(pos, end, "bad_record", f"record inside the chunk unreadable: {exc}", True)
                 pos = end
                 continue
+            if op != 0x02 and not self._leads_to_record(end):
+                # A wrong length that still lands inside the file would skip valid chunks unseen.
+                resume = self._resync(pos + 1, channels)
+                damaged(pos, n if resume is None else resume, "bad_record",
+                        f"record 0x{op:02x} claims {length} bytes, which do not end where a record starts",
+                        resume is not None)
+                if resume is None:
+                    return
+                pos = resume
+                continue
             try:
                 raw = handle(op, _Buf(data[pos + 9:end]))
             except _Truncated as exc:
@@ -522,6 +540,17 @@ class _McapScan(_Source):
             if op == 0x02:  # footer
                 return
             pos = end
+        damaged(n, n, "truncated", "the file ends at a record boundary without a footer", False)
+
+    def _leads_to_record(self, pos: int) -> bool:
+        """Whether a record (or the closing magic, or the end of a cut file) starts at ``pos``."""
+        data, n = self.data, len(self.data)
+        if pos + 9 > n or (n - pos == len(_MCAP_MAGIC) and data[pos:] == _MCAP_MAGIC):
+            return True
+        if data[pos] not in _MCAP_OPS:
+            return False
+        # a chunk may be cut by the end of the file; any other record must fit
+        return data[pos] == _CHUNK or pos + 9 + int.from_bytes(data[pos + 1:pos + 9], "little") <= n
 
     def _partial_chunk(self, pos, handle, topic, damaged) -> Iterator[_Raw]:
         """The file ends inside an uncompressed chunk: yield its complete records."""

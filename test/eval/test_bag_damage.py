@@ -171,8 +171,8 @@ def test_bad_record_length_resynchronises_at_the_next_chunk(intact, tmp_path):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_corrupt_lengths_cost_only_their_chunk(intact, tmp_path, seed):
-    """Random garbage in the length field of a random chunk and of a record between chunks (a
-    message index), footer cut so the linear scan runs: only that chunk's frames are lost."""
+    """Random garbage in the length field of a random chunk and of the message index record after
+    another chunk, footer cut so the linear scan runs: only the first chunk's frames are lost."""
     rng = np.random.default_rng(seed)
     data = bytearray(_mcap_file(intact).read_bytes())
     per_chunk = _cam_times(_mcap_file(intact))
@@ -180,9 +180,12 @@ def test_corrupt_lengths_cost_only_their_chunk(intact, tmp_path, seed):
     chunk = per_chunk[k][0]
     at = chunk.chunk_start_offset
     data[at + 1:at + 9] = int(rng.integers(0, 1 << 62)).to_bytes(8, "little")
-    after = chunk.chunk_start_offset + chunk.chunk_length  # the chunk's first message index record
-    assert data[after] == 0x07
-    data[after + 1:after + 9] = int(rng.integers(1 << 20, 1 << 62)).to_bytes(8, "little")
+    other = per_chunk[(k + 1) % (len(per_chunk) - 1)][0]  # a different chunk, not the last one
+    after = other.chunk_start_offset + other.chunk_length  # its first message index record
+    assert data[after] == 0x07 and other is not chunk
+    # beyond the file, or (odd seeds) inside it: a length that lands on valid later chunks
+    bad = int(rng.integers(1 << 20, 1 << 62)) if seed % 2 == 0 else int(rng.integers(50_000, 2_000_000))
+    data[after + 1:after + 9] = bad.to_bytes(8, "little")
     last = per_chunk[-1][0]
     cut = tmp_path / "cut.mcap"
     cut.write_bytes(bytes(data[: last.chunk_start_offset + last.chunk_length]))
