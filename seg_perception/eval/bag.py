@@ -552,7 +552,8 @@ class _McapScan(_Source):
         # a chunk may be cut by the end of the file; any other record must fit
         return data[pos] == _CHUNK or pos + 9 + int.from_bytes(data[pos + 1:pos + 9], "little") <= n
 
-    def _partial_chunk(self, pos, handle, topic, damaged) -> Iterator[_Raw]:
+    def _partial_chunk(self, pos: int, handle: Callable[[int, _Buf], Optional[_Raw]], topic: Optional[str],
+                       damaged: Callable[[int, int, str, str, bool], None]) -> Iterator[_Raw]:
         """The file ends inside an uncompressed chunk: yield its complete records."""
         data, n = self.data, len(self.data)
         body = pos + 9
@@ -560,7 +561,8 @@ class _McapScan(_Source):
         start = body + 40 + clen
         comp = bytes(data[body + 32:body + 32 + clen]) if clen <= 16 else b"?"
         if comp or start > n:
-            damaged(pos, n, "truncated", f"{comp.decode('ascii', 'replace') or 'chunk'} chunk cut by the end of the file", False)
+            kind = comp.decode("ascii", "replace") or "chunk"
+            damaged(pos, n, "truncated", f"{kind} chunk cut by the end of the file", False)
             return
         buf = _Buf(bytes(data[start:n]))
         try:
