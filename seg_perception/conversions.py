@@ -34,8 +34,10 @@ Every failure raises :class:`ConversionError` with a short ``reason`` key.
 from __future__ import annotations
 
 import array
+import re
 import struct
 import sys
+import zlib
 from typing import Any, Optional
 
 import cv2
@@ -76,8 +78,8 @@ _ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 #: Encodings accepted by :func:`image_to_numpy`, :func:`to_rgb` and :func:`numpy_to_image`.
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 
-_REASONS = ("unknown_encoding", "zero_size", "short_data", "bad_step", "undecodable", "too_large",
-            "bad_dtype")
+_REASONS = ("unknown_encoding", "zero_size", "short_data", "bad_step", "undecodable", "truncated",
+            "too_large", "bad_dtype")
 
 # compressed_depth_image_transport prepends a 12-byte ConfigHeader (int32 format enum, then the
 # float32 depth quantization parameters A and B) to the PNG payload.
@@ -91,7 +93,9 @@ class ConversionError(ValueError):
 
     Attributes:
         reason: short machine-readable key, one of ``"unknown_encoding"``, ``"zero_size"``,
-            ``"short_data"``, ``"bad_step"``, ``"undecodable"``, ``"too_large"``, ``"bad_dtype"``.
+            ``"short_data"``, ``"bad_step"``, ``"undecodable"`` (compressed payload corrupt or not
+            JPEG/PNG), ``"truncated"`` (compressed payload ends before the image does),
+            ``"too_large"``, ``"bad_dtype"``.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -285,39 +289,232 @@ def _image_to_rgb(msg: Any, max_pixels: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # CompressedImage -> numpy
 # --------------------------------------------------------------------------------------------
-def _peek_png_size(buf: np.ndarray) -> Optional[tuple[int, int]]:
-    if buf.size >= 24 and buf[:8].tobytes() == _PNG_MAGIC:
-        width, height = struct.unpack(">II", buf[16:24].tobytes())
-        return height, width
-    return None
+# The structure of a compressed payload is walked completely before any decoder runs, so the
+# size that is checked against ``max_pixels`` is the size the decoder will allocate, and a
+# payload that ends early never reaches the decoder (which would pad it with grey, libjpeg's
+# "premature end" warning, instead of failing).
+
+# libjpeg's jdmarker.c read_markers(): SOF0/1 (Huffman sequential), SOF2 (progressive) and SOF9/10
+# (arithmetic) are decoded; the other frame types are refused by libjpeg (JERR_SOF_UNSUPPORTED).
+_JPEG_SOF_DECODED = frozenset((0xC0, 0xC1, 0xC2, 0xC9, 0xCA))
+_JPEG_SOF_OTHER = frozenset((0xC3, 0xC5, 0xC6, 0xC7, 0xC8, 0xCB, 0xCD, 0xCE, 0xCF))
+# Segments libjpeg reads or skips by their length: DHT, DAC, DQT, DRI, DNL, APP0..15, COM.
+_JPEG_SKIPPED = frozenset((0xC4, 0xCC, 0xDB, 0xDD, 0xDC, *range(0xE0, 0xF0), 0xFE))
+# Stand-alone markers without a length: RST0..7 and TEM.
+_JPEG_STANDALONE = frozenset((*range(0xD0, 0xD8), 0x01))
+# Inside entropy-coded data 0xFF is followed by 0x00 (stuffing), RSTn or fill 0xFF; anything else
+# is the next marker.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+_PNG_IHDR = struct.Struct(">IIBBBBB")
+# PNG colour type -> (allowed bit depths, samples per pixel) (PNG spec 11.2.2)
+_PNG_COLOUR = {0: ((1, 2, 4, 8, 16), 1), 2: ((8, 16), 3), 3: ((1, 2, 4, 8), 1),
+               4: ((8, 16), 2), 6: ((8, 16), 4)}
+# Adam7 passes: (x start, y start, x step, y step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))
 
 
-def _peek_jpeg_size(buf: np.ndarray) -> Optional[tuple[int, int]]:
-    """Read (height, width) from the first JPEG SOFn marker; None if not found."""
-    data = buf.tobytes() if buf.size < 1 << 16 else buf[: 1 << 16].tobytes()
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    i = 2
+def _fail(reason: str, what: str, detail: str) -> ConversionError:
+    hint = {
+        "truncated": "the data ends before the image does; the message was cut in transport or "
+                     "by the recorder - resend it or drop it",
+        "undecodable": "the payload is corrupt or not a JPEG/PNG the decoder accepts; check the "
+                       "publisher's 'compressed' transport",
+    }[reason]
+    return ConversionError(reason, f"{what}: {detail}; {hint}.")
+
+
+def _jpeg_size(data: bytes, what: str, max_pixels: int) -> tuple[int, int]:
+    """Walk a whole JPEG (every marker segment and entropy-coded scan up to EOI) as libjpeg does.
+
+    Stricter than libjpeg where libjpeg only warns: junk bytes before a marker and a missing
+    EOI (libjpeg: "extraneous bytes", "premature end of JPEG file") are refused.
+
+    Returns:
+        (height, width) from the single SOF segment, already checked against ``max_pixels``.
+
+    Raises:
+        ConversionError: ``truncated``, ``undecodable``, ``zero_size``, ``too_large``.
+    """
     n = len(data)
-    while i + 4 <= n:
+    i = 2  # after SOI (checked by the caller)
+    size: Optional[tuple[int, int]] = None
+    scans = 0
+    while True:
+        if i >= n:
+            raise _fail("truncated", what, f"JPEG ends at byte {n} without an EOI marker")
         if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
+            raise _fail("undecodable", what,
+                        f"JPEG byte 0x{data[i]:02x} at offset {i} where a marker must start "
+                        f"(junk before a marker)")
+        while i < n and data[i] == 0xFF:  # fill bytes
             i += 1
+        if i >= n:
+            raise _fail("truncated", what, f"JPEG ends inside a marker at byte {n}")
+        marker = data[i]
+        i += 1
+        if marker == 0xD9:  # EOI
+            if scans == 0:
+                raise _fail("undecodable", what, "JPEG has no image data (EOI before any scan)")
+            return size  # type: ignore[return-value]  # a scan implies a SOF
+        if marker in _JPEG_STANDALONE:
             continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD9:  # markers without a length
-            i += 2
+        if marker == 0xD8 or marker == 0x00:
+            raise _fail("undecodable", what, f"unexpected JPEG marker 0xff{marker:02x} at offset {i - 2}")
+        if i + 2 > n:
+            raise _fail("truncated", what, f"JPEG ends inside the length of marker 0xff{marker:02x}")
+        seg_len = (data[i] << 8) | data[i + 1]
+        if seg_len < 2:
+            raise _fail("undecodable", what, f"JPEG marker 0xff{marker:02x} at offset {i - 2} has length {seg_len}")
+        end = i + seg_len
+        if end > n:
+            raise _fail("truncated", what,
+                        f"JPEG segment 0xff{marker:02x} at offset {i - 2} needs {seg_len} bytes, "
+                        f"{n - i} are left")
+        if marker in _JPEG_SOF_DECODED:
+            if size is not None:
+                raise _fail("undecodable", what, f"JPEG has a second frame header (SOF) at offset {i - 2}")
+            if seg_len < 8:
+                raise _fail("undecodable", what, f"JPEG frame header at offset {i - 2} is {seg_len} bytes")
+            height = (data[i + 3] << 8) | data[i + 4]
+            width = (data[i + 5] << 8) | data[i + 6]
+            comps = data[i + 7]
+            if seg_len != 8 + 3 * comps or comps == 0:
+                raise _fail("undecodable", what,
+                            f"JPEG frame header length {seg_len} does not fit its {comps} components")
+            _check_size(height, width, max_pixels, what=what)
+            size = (height, width)
+        elif marker in _JPEG_SOF_OTHER:
+            raise _fail("undecodable", what,
+                        f"JPEG frame type 0xff{marker:02x} (lossless/hierarchical) is not supported")
+        elif marker == 0xDA:  # SOS: then entropy-coded data up to the next marker
+            if size is None:
+                raise _fail("undecodable", what, f"JPEG scan at offset {i - 2} before any frame header")
+            scans += 1
+            found = _JPEG_NEXT_MARKER.search(data, end)
+            if found is None:
+                raise _fail("truncated", what, f"JPEG scan {scans} runs to the end of the data (no EOI)")
+            i = found.start()
             continue
-        seg_len = (data[i + 2] << 8) | data[i + 3]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if i + 9 > n:
-                return None
-            height = (data[i + 5] << 8) | data[i + 6]
-            width = (data[i + 7] << 8) | data[i + 8]
-            return height, width
-        i += 2 + seg_len
-    return None
+        elif marker not in _JPEG_SKIPPED:
+            raise _fail("undecodable", what, f"unknown JPEG marker 0xff{marker:02x} at offset {i - 2}")
+        i = end
+
+
+def _png_raw_bytes(height: int, width: int, depth: int, samples: int, interlace: int) -> int:
+    """Bytes of filtered scanlines (filter byte + packed samples per row) the IDAT stream holds."""
+    def rows(h: int, w: int) -> int:
+        return 0 if h == 0 or w == 0 else h * (1 + (w * samples * depth + 7) // 8)
+    if not interlace:
+        return rows(height, width)
+    return sum(rows((height - y0 + dy - 1) // dy if height > y0 else 0,
+                    (width - x0 + dx - 1) // dx if width > x0 else 0)
+               for x0, y0, dx, dy in _ADAM7)
+
+
+def _png_size(data: bytes, what: str, max_pixels: int) -> tuple[int, int]:
+    """Walk every PNG chunk (lengths, CRCs, IHDR first, IDAT stream complete, IEND) as libpng does.
+
+    The IDAT zlib stream is inflated in bounded pieces and discarded, only to check that it holds
+    exactly the bytes the IHDR promises (libpng reports "Not enough image data" otherwise).
+
+    Returns:
+        (height, width) from IHDR, already checked against ``max_pixels``.
+
+    Raises:
+        ConversionError: ``truncated``, ``undecodable``, ``zero_size``, ``too_large``.
+    """
+    n = len(data)
+    i = 8
+    size: Optional[tuple[int, int]] = None
+    inflater = zlib.decompressobj()
+    inflated = 0
+    expected = 0
+    idat_done = False
+    while True:
+        if i + 8 > n:
+            raise _fail("truncated", what, f"PNG ends at byte {n} without an IEND chunk")
+        length = int.from_bytes(data[i:i + 4], "big")
+        ctype = data[i + 4:i + 8]
+        if length > 0x7FFFFFFF:
+            raise _fail("undecodable", what, f"PNG chunk at offset {i} claims {length} bytes")
+        if i + 12 + length > n:
+            raise _fail("truncated", what,
+                        f"PNG chunk {ctype!r} at offset {i} needs {length + 12} bytes, {n - i} are left")
+        body = data[i + 8:i + 8 + length]
+        crc = int.from_bytes(data[i + 8 + length:i + 12 + length], "big")
+        if size is None:
+            if ctype != b"IHDR" or length != _PNG_IHDR.size:
+                raise _fail("undecodable", what,
+                            f"PNG chunk {ctype!r} at offset {i} comes before the IHDR (must be first)")
+            width, height, depth, colour, comp, filt, interlace = _PNG_IHDR.unpack(body)
+            allowed = _PNG_COLOUR.get(colour)
+            if (allowed is None or depth not in allowed[0] or comp or filt or interlace > 1
+                    or width > 0x7FFFFFFF or height > 0x7FFFFFFF):
+                raise _fail("undecodable", what,
+                            f"PNG IHDR is invalid (bit depth {depth}, colour type {colour}, "
+                            f"compression {comp}, filter {filt}, interlace {interlace})")
+            _check_size(height, width, max_pixels, what=what)
+            size = (height, width)
+            expected = _png_raw_bytes(height, width, depth, allowed[1], interlace)
+        if zlib.crc32(body, zlib.crc32(ctype)) != crc:  # after the size check: a bomb says too_large
+            raise _fail("undecodable", what, f"PNG chunk {ctype!r} at offset {i} fails its CRC")
+        if ctype == b"IHDR" and i > 8:
+            raise _fail("undecodable", what, f"PNG has a second IHDR at offset {i}")
+        elif ctype == b"IDAT":
+            if idat_done:
+                raise _fail("undecodable", what, f"PNG IDAT at offset {i} after the image data ended")
+            try:
+                chunk = inflater.decompress(body, 1 << 20)
+                while True:
+                    inflated += len(chunk)
+                    if inflated > expected:
+                        raise _fail("undecodable", what,
+                                    f"PNG image data inflates to more than the {expected} bytes its IHDR needs")
+                    if not inflater.unconsumed_tail:
+                        break
+                    chunk = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+            except zlib.error as exc:
+                raise _fail("undecodable", what, f"PNG image data is corrupt (zlib: {exc})") from None
+            idat_done = inflater.eof
+        elif ctype == b"IEND":
+            if not inflater.eof or inflated != expected:
+                raise _fail("truncated", what,
+                            f"PNG image data holds {inflated} of the {expected} bytes its IHDR needs")
+            return size
+        i += 12 + length
+
+
+def _payload_size(data: bytes, what: str, max_pixels: int) -> tuple[int, int]:
+    """(height, width) of a JPEG or PNG payload after a full structural check (see above)."""
+    if data[:8] == _PNG_MAGIC:
+        return _png_size(data, what, max_pixels)
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data, what, max_pixels)
+    if len(data) < len(_PNG_MAGIC) and _PNG_MAGIC.startswith(data):
+        raise _fail("truncated", what, f"only {len(data)} bytes of a PNG signature")
+    raise _fail("undecodable", what,
+                f"{len(data)} bytes that are neither JPEG nor PNG (first bytes {data[:8]!r}); only "
+                f"JPEG and PNG payloads are supported")
+
+
+def _depth_format(fmt: str) -> Optional[str]:
+    """Encoding of a compressed_depth_image_transport format string, None for other formats.
+
+    compressed_depth_image_transport (codec.cpp, decodeCompressedDepthImage) takes the encoding
+    before ';' and the codec from the rest: "compressedDepth png", "compressedDepth rvl", or a bare
+    "compressedDepth" (png).
+    """
+    if "compresseddepth" not in fmt.lower().replace(" ", ""):
+        return None
+    head, sep, tail = fmt.partition(";")
+    if "compresseddepthrvl" in tail.lower().replace(" ", ""):
+        raise ConversionError(
+            "undecodable",
+            f"compressedDepth image with format {fmt!r} uses the RVL codec, which is not supported; "
+            f"set the publisher's compressed_depth format parameter to png.")
+    return head.strip() if sep else ""
 
 
 def compressed_to_numpy(msg: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -325,31 +522,47 @@ def compressed_to_numpy(msg: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray
 
     ``msg.format`` may be a bare ``"jpeg"``/``"png"`` or the image_transport style
     ``"rgb8; jpeg compressed bgr8"``; the payload itself is identified by its magic bytes, so a
-    wrong format string does not matter. compressed_depth_image_transport payloads
-    (``"16UC1; compressedDepth png"``, ``"32FC1; compressedDepth png"``) are also decoded; for
-    32FC1 the inverse-depth quantization is undone and invalid pixels become NaN.
+    wrong format string does not matter.
+
+    compressed_depth_image_transport payloads (``"16UC1; compressedDepth png"``,
+    ``"32FC1; compressedDepth png"``) are decoded too. Their layout, checked against
+    ros-perception/image_transport_plugins (compression_common.h ``ConfigHeader``, codec.cpp
+    ``encodeCompressedDepthImage`` / ``decodeCompressedDepthImage``, commit 7404d77): a 12-byte
+    native-order header ``{int32 format (INV_DEPTH = 0); float32 depthParam[2]}`` followed by a
+    16-bit single-channel PNG. 16UC1 is the PNG itself; for 32FC1 the PNG holds quantized inverse
+    depth and ``depth = depthParam[0] / (value - depthParam[1])``, value 0 -> NaN. The PNG is
+    checked by the same rules as any other (size limit, truncation).
+
+    Before decoding, the whole payload structure is walked (JPEG: every marker and scan up to
+    EOI, exactly one frame header; PNG: chunk lengths and CRCs, IHDR first, the IDAT stream
+    complete, IEND), so nothing larger than ``max_pixels`` is allocated and a cut-off payload is
+    refused instead of decoded with grey padding.
 
     Args:
         msg: object with ``format`` (str) and ``data`` (bytes-like or numpy uint8).
-        max_pixels: refuse images with more pixels; checked from the PNG/JPEG header before the
-            pixel buffer is allocated.
+        max_pixels: refuse images with more pixels, from the header, before the decoder runs.
 
     Returns:
         (H, W, 3) uint8 RGB for colour images (alpha dropped), (H, W) for gray images
-        (uint8, or uint16 for 16-bit PNG), (H, W) float32 metres for 32FC1 compressedDepth.
+        (uint8, or uint16 for 16-bit PNG and 16UC1 compressedDepth), (H, W) float32 metres for
+        32FC1 compressedDepth.
 
     Raises:
-        ConversionError: ``undecodable`` (empty or corrupt data), ``too_large``, ``zero_size``.
+        ConversionError: reasons ``undecodable`` (empty, not JPEG/PNG, corrupt structure, CRC or
+            zlib errors, unsupported JPEG type or depth codec), ``truncated`` (the data ends before
+            the image does), ``too_large``, ``zero_size``.
     """
     fmt = str(getattr(msg, "format", ""))
+    what = f"compressed image (format {fmt!r})"
     buf = _as_uint8_buffer(msg.data)
+    depth_encoding = _depth_format(fmt)
     depth_params: Optional[tuple[int, float, float]] = None
-    if "compresseddepth" in fmt.lower().replace(" ", ""):
+    if depth_encoding is not None:
         if buf.size <= _DEPTH_HEADER.size:
             raise ConversionError(
-                "undecodable",
+                "truncated" if buf.size else "undecodable",
                 f"compressedDepth image with format {fmt!r} has only {buf.size} bytes, not even "
-                f"its {_DEPTH_HEADER.size}-byte header; the message is empty or truncated.",
+                f"its {_DEPTH_HEADER.size}-byte header and a PNG; the message is empty or truncated.",
             )
         depth_params = _DEPTH_HEADER.unpack(buf[: _DEPTH_HEADER.size].tobytes())
         buf = buf[_DEPTH_HEADER.size:]
@@ -358,24 +571,23 @@ def compressed_to_numpy(msg: Any, *, max_pixels: int = MAX_PIXELS) -> np.ndarray
             "undecodable",
             f"compressed image (format {fmt!r}) has empty data; the publisher sent no payload.",
         )
-    size = _peek_png_size(buf) or _peek_jpeg_size(buf)
-    if size is not None:
-        _check_size(size[0], size[1], max_pixels, what=f"compressed image ({fmt!r})")
+    data = buf.tobytes()
+    if depth_encoding is not None and not _PNG_MAGIC.startswith(data[:8]):
+        raise _fail("undecodable", what, f"the compressedDepth payload after its header is not a PNG "
+                                         f"(first bytes {data[:8]!r})")
+    height, width = _payload_size(data, what, max_pixels)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        head = buf[:8].tobytes()
-        raise ConversionError(
-            "undecodable",
-            f"could not decode {buf.size} bytes of compressed image data with format {fmt!r} "
-            f"(first bytes {head!r}); only JPEG and PNG payloads are supported - check that the "
-            f"topic uses the 'compressed' transport and that the data is not truncated.",
-        )
-    _check_size(img.shape[0], img.shape[1], max_pixels, what=f"compressed image ({fmt!r})")
-    if depth_params is not None and fmt.split(";")[0].strip().upper() == "32FC1":
+    if img is None or img.shape[:2] != (height, width):
+        got = "nothing" if img is None else f"{img.shape[1]}x{img.shape[0]}"
+        raise _fail("undecodable", what, f"the decoder returned {got} for a {width}x{height} image")
+    if depth_params is not None and depth_encoding.upper() == "32FC1":
+        if img.dtype != np.uint16 or img.ndim != 2:
+            raise _fail("undecodable", what, f"32FC1 compressedDepth needs a 16-bit gray PNG, got "
+                                             f"{img.dtype} with shape {img.shape}")
         _, quant_a, quant_b = depth_params
         inv = img.astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
-            depth = (quant_a / (inv - quant_b)).astype(np.float32)
+            depth = (np.float32(quant_a) / (inv - np.float32(quant_b))).astype(np.float32)
         depth[img == 0] = np.nan
         return depth
     if img.ndim == 2:

@@ -418,17 +418,20 @@ def test_max_pixels_keyword_and_default():
     assert e.value.reason == "short_data"
 
 
-@pytest.mark.parametrize("data", [b"", bytes(range(50)), b"\xff\xd8\xff\xe0garbage"])
-def test_compressed_undecodable(data):
+@pytest.mark.parametrize("data,reason", [
+    (b"", "undecodable"), (bytes(range(50)), "undecodable"), (b"\xff\xd8\x00garbage", "undecodable"),
+    (b"\xff\xd8\xff\xe0garbage", "truncated"),  # APP0 claims 0x6761 bytes
+])
+def test_compressed_undecodable(data, reason):
     with pytest.raises(ConversionError) as e:
         compressed_to_numpy(SimpleNamespace(format="jpeg", data=data))
-    assert e.value.reason == "undecodable" and "jpeg" in str(e.value)
+    assert e.value.reason == reason and "jpeg" in str(e.value)
 
 
 def test_compressed_depth_truncated_header():
     with pytest.raises(ConversionError) as e:
         compressed_to_numpy(SimpleNamespace(format="16UC1; compressedDepth png", data=bytes(5)))
-    assert e.value.reason == "undecodable"
+    assert e.value.reason == "truncated"
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])

@@ -251,6 +251,31 @@ def test_pt_payload_error_names_file_and_cause(tmp_path, marker, zipfile):
     assert "weights_only=False" not in msg, "never advise unsafe loading"
 
 
+@pytest.mark.parametrize("container", ["zip", "legacy", "plain_pickle"])
+def test_payload_refusal_names_the_global_and_never_advises_unsafe_loading(tmp_path, marker, container):
+    """#28: the refusal names the refused global (os.system is posix.system here) in every reader,
+    and never repeats torch's advice to retry with weights_only=False or to allowlist the global."""
+    path = tmp_path / "evil.pt"
+    payload = _SystemPayload(f"touch {marker}")
+    if container == "plain_pickle":
+        path.write_bytes(pickle.dumps({"state_dict": {"w": np.zeros(2)}, "x": payload}, protocol=2))
+    else:
+        _evil_pt(path, payload, zipfile=container == "zip")
+    from seg_perception.models.checkpoints import read_checkpoint_meta, read_weights_file
+
+    calls = [read_weights_file, lambda p: load_model(MODEL, weights=str(p))]
+    if container != "plain_pickle":
+        calls += [load_checkpoint, read_checkpoint_meta]
+    for call in calls:
+        with pytest.raises(CheckpointError) as e:
+            call(path)
+        msg = str(e.value)
+        assert str(path) in msg and f"{os.system.__module__}.system" in msg, msg
+        for advice in ("weights_only=False", "weights_only` set to `False", "add_safe_globals", "safe_globals("):
+            assert advice not in msg, msg
+        assert not marker.exists()
+
+
 @pytest.mark.parametrize("kind", ["os.system", "exec", "Popen"])
 @pytest.mark.parametrize("protocol", [0, 2, 5])
 def test_detectron2_pkl_with_code_payload_is_refused(tmp_path, marker, kind, protocol):

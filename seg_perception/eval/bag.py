@@ -9,9 +9,17 @@ Reading never crashes on bad data:
   yields every message it can still parse; where reading stopped (bag, message index, error) is
   recorded in :class:`ReadStats`;
 * an error in the middle of an otherwise readable bag (corrupt mcap chunk, malformed sqlite page)
-  is recorded and reading resumes with the tolerant scan where possible.
+  is recorded and reading resumes with the tolerant scan where possible;
+* MCAP chunk CRCs are checked when present (non-zero): a chunk or record that fails a check is
+  skipped, the scan resumes at the next valid chunk, and the skipped byte span (offset, reason)
+  is recorded in :attr:`ReadStats.damaged`, so no frame is ever altered silently. A bag whose
+  summary CRC fails is not read through rosbags' index.
 
-Only a topic that does not exist is an error (:class:`BagError`, listing the bag's topics).
+A topic that does not exist is an error (:class:`BagError`, listing the bag's topics), and so is
+a bag nothing can be read from (the reader's own reason: not SQLite, empty, not MCAP).
+
+Every MCAP file :class:`BagWriter` writes carries chunk, data-section and summary CRCs
+(:func:`write_mcap_crcs`; rosbags itself writes 0).
 
 Writing (:class:`BagWriter`) takes rclpy messages, serializes them with
 ``rclpy.serialization.serialize_message`` and stores them with ``rosbags``; both produce standard
@@ -23,6 +31,7 @@ import mmap
 import sqlite3
 import struct
 import tempfile
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -115,6 +124,25 @@ class ReadStop:
     recovered: bool = False
 
 
+@dataclass(frozen=True)
+class DamagedSpan:
+    """A byte range of a storage file that was skipped because it failed a check.
+
+    Attributes:
+        bag: bag path. storage: the storage file. start, end: byte offsets ``[start, end)`` of the
+        skipped record(s) (``end`` is where reading resumed, or the file size). reason: short key
+        (``crc_mismatch``, ``bad_record``, ``decompress_failed``, ``size_mismatch``,
+        ``truncated``, ``summary_crc_mismatch``). detail: what failed.
+    """
+
+    bag: str
+    storage: str
+    start: int
+    end: int
+    reason: str
+    detail: str = ""
+
+
 @dataclass
 class ReadStats:
     """What happened while reading: counts, skipped messages with reasons, read stops."""
@@ -123,6 +151,7 @@ class ReadStats:
     read_by_topic: dict[str, int] = field(default_factory=dict)
     skipped: list[SkippedMessage] = field(default_factory=list)
     stops: list[ReadStop] = field(default_factory=list)
+    damaged: list[DamagedSpan] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def skip(
@@ -136,6 +165,11 @@ class ReadStats:
     ) -> None:
         """Record a skipped message (also used by the evaluator for undecodable images)."""
         self.skipped.append(SkippedMessage(str(bag), topic, int(index), stamp_ns, reason, detail))
+
+    def add_damage(self, span: DamagedSpan) -> None:
+        """Record a skipped byte span once (every topic read from a bag meets the same spans)."""
+        if span not in self.damaged:
+            self.damaged.append(span)
 
     def skip_frame(self, frame: BagFrame, reason: str, detail: str = "") -> None:
         """Record that ``frame`` was read but could not be used."""
@@ -154,6 +188,7 @@ class ReadStats:
             "skipped_by_reason": self.reason_counts(),
             "skipped": [asdict(s) for s in self.skipped],
             "stops": [asdict(s) for s in self.stops],
+            "damaged": [asdict(s) for s in self.damaged],
             "notes": list(self.notes),
         }
 
@@ -256,11 +291,30 @@ class _Buf:
         return self.take(self.u32()).decode("utf-8", errors="replace")
 
 
+_MCAP_OPS = frozenset(range(0x01, 0x11))  # Header .. DataEnd (MCAP spec, "Records")
+_CHUNK = 0x06
+_CHUNK_FIXED = 8 + 8 + 8 + 4  # message_start_time, message_end_time, uncompressed_size, uncompressed_crc
+
+
+class _Damage(Exception):
+    """A record that cannot be used: ``reason`` key and text."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 class _McapScan(_Source):
     """Tolerant linear scan of an MCAP file (no footer or index needed).
 
-    Records are walked in file order. Truncation stops the scan (uncompressed chunks are parsed
-    up to the cut); a chunk that fails to decompress is reported and skipped.
+    Records are walked in file order (MCAP spec: opcode u8, length u64, body). A chunk is used only
+    when its compression is known, it decompresses to ``uncompressed_size`` bytes and, when its
+    ``uncompressed_crc`` is non-zero, the CRC-32 of those bytes matches. A record that fails any
+    check is skipped and recorded in ``damaged`` as ``(start, end, reason, detail)`` byte offsets;
+    when its length field cannot be trusted the scan resynchronises at the next offset where a
+    structurally valid chunk (or, in unchunked files, a message followed by a valid record)
+    begins. A file cut short ends the scan; complete records of an uncompressed chunk before the
+    cut are still read (a cut removes bytes, it does not alter them).
     """
 
     def __init__(self, path: Path) -> None:
@@ -271,15 +325,259 @@ class _McapScan(_Source):
                 self.data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except ValueError:  # empty file cannot be mapped
                 self.data = b""
+        if len(self.data) == 0:
+            raise BagError(f"{path} is empty (0 bytes); the recording never wrote anything")
         if self.data[:8] != _MCAP_MAGIC:
-            raise BagError(f"{path} is not an MCAP file (bad magic {self.data[:8]!r})")
+            raise BagError(f"{path} is not an MCAP file (bad magic {bytes(self.data[:8])!r}, "
+                           f"expected {_MCAP_MAGIC!r})")
         self.problems: list[tuple[int, str, bool]] = []  # (message ordinal, error, recovered)
+        self.damaged: list[tuple[int, int, str, str]] = []
+        self.chunks_without_crc = 0
+        self._saw_chunk = False
 
     def close(self) -> None:
         if isinstance(self.data, mmap.mmap):
             self.data.close()
 
-    def _records(self, buf: _Buf, end: int, in_chunk: bool) -> Iterator[tuple[int, _Buf]]:
+    # -- record framing ---------------------------------------------------------------------
+    def _chunk_layout(self, pos: int) -> Optional[tuple[int, str, int, int, int]]:
+        """Fields of a structurally valid chunk record at ``pos``, else None.
+
+        Returns (end offset, compression, payload start, payload size, uncompressed size)."""
+        data, n = self.data, len(self.data)
+        if pos + 9 + _CHUNK_FIXED + 4 > n or data[pos] != _CHUNK:
+            return None
+        length = int.from_bytes(data[pos + 1:pos + 9], "little")
+        end = pos + 9 + length
+        body = pos + 9
+        if end > n or length < _CHUNK_FIXED + 4 + 8:
+            return None
+        usize = int.from_bytes(data[body + 16:body + 24], "little")
+        clen = int.from_bytes(data[body + 28:body + 32], "little")
+        if clen > 16 or body + 32 + clen + 8 > end:
+            return None
+        try:
+            compression = bytes(data[body + 32:body + 32 + clen]).decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        csize = int.from_bytes(data[body + 32 + clen:body + 40 + clen], "little")
+        if compression not in _DECOMPRESS or body + 40 + clen + csize != end:
+            return None
+        if not compression and csize != usize:
+            return None
+        return end, compression, body + 40 + clen, csize, usize
+
+    def _plausible(self, pos: int, channels: dict[int, tuple[str, str]]) -> bool:
+        """Whether a record worth resuming at starts at ``pos`` (see the class docstring)."""
+        if self._chunk_layout(pos) is not None:
+            return True
+        data, n = self.data, len(self.data)
+        # In a chunked file a bare message record can only be one inside a (damaged) chunk.
+        if self._saw_chunk or data[pos] != 0x05 or pos + 9 + 22 > n:
+            return False
+        length = int.from_bytes(data[pos + 1:pos + 9], "little")
+        nxt = pos + 9 + length
+        cid = int.from_bytes(data[pos + 9:pos + 11], "little")
+        if length < 22 or nxt + 9 > n or cid not in channels or data[nxt] not in _MCAP_OPS:
+            return False
+        return nxt + 9 + int.from_bytes(data[nxt + 1:nxt + 9], "little") <= n
+
+    def _resync(self, start: int, channels: dict[int, tuple[str, str]]) -> Optional[int]:
+        """First offset >= ``start`` where a plausible chunk or message record begins, else None."""
+        data = self.data
+        nxt = {op: data.find(bytes((op,)), start) for op in (_CHUNK, 0x05)}
+        while True:
+            live = [p for p in nxt.values() if p >= 0]
+            if not live:
+                return None
+            pos = min(live)
+            if self._plausible(pos, channels):
+                return pos
+            op = data[pos]
+            nxt[op] = data.find(bytes((op,)), pos + 1)
+
+    def _chunk_records(self, layout: tuple[int, str, int, int, int], pos: int) -> bytes:
+        """Decompressed, size- and CRC-checked records of the chunk at ``pos``."""
+        end, compression, start, csize, usize = layout
+        crc = int.from_bytes(self.data[pos + 9 + 24:pos + 9 + 28], "little")
+        try:
+            inner = _DECOMPRESS[compression](bytes(self.data[start:start + csize]))
+        except Exception as exc:  # noqa: BLE001 - any codec error
+            raise _Damage("decompress_failed", f"{compression} chunk does not decompress: {exc}") from None
+        if len(inner) != usize:
+            raise _Damage("size_mismatch", f"chunk decompresses to {len(inner)} bytes, header says {usize}")
+        if crc == 0:
+            self.chunks_without_crc += 1
+        elif zlib.crc32(inner) != crc:
+            raise _Damage("crc_mismatch", f"chunk CRC-32 0x{zlib.crc32(inner):08x} != recorded 0x{crc:08x}")
+        return inner
+
+    def _summary_channels(self) -> tuple[dict[int, str], dict[int, tuple[str, str]]]:
+        """Schemas and channels from an intact summary section (empty without footer or when its
+        CRC fails), so messages after a damaged first chunk - where writers put the channel
+        records - can still be assigned to their topics."""
+        schemas: dict[int, str] = {}
+        channels: dict[int, tuple[str, str]] = {}
+        if _mcap_summary_damage(self.path) is not None:
+            return schemas, channels
+        data, n = self.data, len(self.data)
+        footer = n - len(_MCAP_MAGIC) - _FOOTER_SIZE
+        if footer < len(_MCAP_MAGIC) or data[footer] != 0x02 or data[n - len(_MCAP_MAGIC):] != _MCAP_MAGIC:
+            return schemas, channels
+        start = int.from_bytes(data[footer + 9:footer + 17], "little")
+        if not len(_MCAP_MAGIC) <= start <= footer:
+            return schemas, channels
+        try:
+            for op, rec in self._records(_Buf(bytes(data[start:footer])), footer - start):
+                if op == 0x03:
+                    sid = rec.u16()
+                    schemas[sid] = rec.string()
+                elif op == 0x04:
+                    cid, sid = rec.u16(), rec.u16()
+                    channels[cid] = (rec.string(), schemas.get(sid, ""))
+        except _Truncated:
+            return {}, {}
+        return schemas, channels
+
+    def _scan(self, topic: Optional[str] = None) -> Iterator[_Raw]:
+        """Yield raw messages (of ``topic`` when given); ``problems`` count that topic's messages."""
+        schemas, channels = self._summary_channels()
+        self.problems, self.damaged, self.chunks_without_crc = [], [], 0
+        self._saw_chunk = False
+        self._n_msgs = 0
+        data, n = self.data, len(self.data)
+
+        def handle(op: int, rec: _Buf) -> Optional[_Raw]:
+            if op == 0x03:
+                sid = rec.u16()
+                schemas[sid] = rec.string()
+            elif op == 0x04:
+                cid, sid = rec.u16(), rec.u16()
+                name = rec.string()
+                channels[cid] = (name, schemas.get(sid, ""))
+            elif op == 0x05:
+                cid = rec.u16()
+                rec.take(4)
+                log_time = rec.u64()
+                rec.take(8)
+                if cid in channels:
+                    name, msgtype = channels[cid]
+                    return name, msgtype, log_time, rec.data[rec.pos:]
+            return None
+
+        def damaged(start: int, end: int, reason: str, detail: str, resumed: bool) -> None:
+            self.damaged.append((start, end, reason, detail))
+            where = f"bytes {start}..{end}" if end > start else f"offset {start}"
+            self.problems.append((self._n_msgs, f"{reason} at {where}: {detail}", resumed))
+
+        pos = len(_MCAP_MAGIC)
+        while pos < n:
+            if n - pos == len(_MCAP_MAGIC) and data[pos:] == _MCAP_MAGIC:
+                return  # closing magic after the footer
+            if pos + 9 > n:
+                damaged(pos, n, "truncated", f"record header cut by the end of the file ({n - pos} bytes)", False)
+                return
+            op = data[pos]
+            length = int.from_bytes(data[pos + 1:pos + 9], "little")
+            end = pos + 9 + length
+            if op not in _MCAP_OPS or end > n:
+                self._saw_chunk = self._saw_chunk or op == _CHUNK
+                resume = self._resync(pos + 1, channels)
+                if op == _CHUNK and end > n and resume is None and pos + 9 + _CHUNK_FIXED + 4 <= n:
+                    yield from self._partial_chunk(pos, handle, topic, damaged)
+                    return
+                why = (f"unknown opcode 0x{op:02x}" if op not in _MCAP_OPS
+                       else f"record 0x{op:02x} claims {length} bytes, {n - pos - 9} are left")
+                reason = "truncated" if resume is None and op in _MCAP_OPS else "bad_record"
+                damaged(pos, n if resume is None else resume, reason, why, resume is not None)
+                if resume is None:
+                    return
+                pos = resume
+                continue
+            if op == _CHUNK:
+                self._saw_chunk = True
+                layout = self._chunk_layout(pos)
+                try:
+                    if layout is None or layout[0] != end:
+                        raise _Damage("bad_record", "chunk fields do not fit its record length")
+                    inner = self._chunk_records(layout, pos)
+                except _Damage as exc:
+                    resume = end if layout is not None else self._resync(pos + 1, channels)
+                    damaged(pos, n if resume is None else resume, exc.reason, str(exc), resume is not None)
+                    if resume is None:
+                        return
+                    pos = resume
+                    continue
+                ibuf = _Buf(inner)
+                try:
+                    for iop, irec in self._records(ibuf, len(inner)):
+                        raw = handle(iop, irec)
+                        if raw and (topic is None or raw[0] == topic):
+                            self._n_msgs += 1
+                            yield raw
+                except _Truncated as exc:  # only possible in a chunk without CRC
+                    damaged(pos, end, "bad_record", f"record inside the chunk unreadable: {exc}", True)
+                pos = end
+                continue
+            if op != 0x02 and not self._leads_to_record(end):
+                # A wrong length that still lands inside the file would skip valid chunks unseen.
+                resume = self._resync(pos + 1, channels)
+                damaged(pos, n if resume is None else resume, "bad_record",
+                        f"record 0x{op:02x} claims {length} bytes, which do not end where a record starts",
+                        resume is not None)
+                if resume is None:
+                    return
+                pos = resume
+                continue
+            try:
+                raw = handle(op, _Buf(data[pos + 9:end]))
+            except _Truncated as exc:
+                damaged(pos, end, "bad_record", f"record 0x{op:02x} unreadable: {exc}", True)
+                raw = None
+            if raw and (topic is None or raw[0] == topic):
+                self._n_msgs += 1
+                yield raw
+            if op == 0x02:  # footer
+                return
+            pos = end
+        damaged(n, n, "truncated", "the file ends at a record boundary without a footer", False)
+
+    def _leads_to_record(self, pos: int) -> bool:
+        """Whether a record (or the closing magic, or the end of a cut file) starts at ``pos``."""
+        data, n = self.data, len(self.data)
+        if pos + 9 > n or (n - pos == len(_MCAP_MAGIC) and data[pos:] == _MCAP_MAGIC):
+            return True
+        if data[pos] not in _MCAP_OPS:
+            return False
+        # a chunk may be cut by the end of the file; any other record must fit
+        return data[pos] == _CHUNK or pos + 9 + int.from_bytes(data[pos + 1:pos + 9], "little") <= n
+
+    def _partial_chunk(self, pos: int, handle: Callable[[int, _Buf], Optional[_Raw]], topic: Optional[str],
+                       damaged: Callable[[int, int, str, str, bool], None]) -> Iterator[_Raw]:
+        """The file ends inside an uncompressed chunk: yield its complete records."""
+        data, n = self.data, len(self.data)
+        body = pos + 9
+        clen = int.from_bytes(data[body + 28:body + 32], "little")
+        start = body + 40 + clen
+        comp = bytes(data[body + 32:body + 32 + clen]) if clen <= 16 else b"?"
+        if comp or start > n:
+            kind = comp.decode("ascii", "replace") or "chunk"
+            damaged(pos, n, "truncated", f"{kind} chunk cut by the end of the file", False)
+            return
+        buf = _Buf(bytes(data[start:n]))
+        try:
+            for iop, irec in self._records(buf, len(buf.data)):
+                raw = handle(iop, irec)
+                if raw and (topic is None or raw[0] == topic):
+                    self._n_msgs += 1
+                    yield raw
+        except _Truncated:
+            pass
+        damaged(start + buf.pos, n, "truncated", "uncompressed chunk cut by the end of the file (its CRC "
+                f"cannot be checked; the complete records before the cut were read)", False)
+
+    @staticmethod
+    def _records(buf: _Buf, end: int) -> Iterator[tuple[int, _Buf]]:
         while buf.pos < end:
             start = buf.pos
             try:
@@ -288,82 +586,10 @@ class _McapScan(_Source):
             except _Truncated:
                 raise _Truncated(f"record header cut at offset {start}") from None
             if buf.pos + length > end:
-                # Partial record: only an uncompressed chunk can still be partly parsed.
-                if op == 0x06 and not in_chunk:
-                    yield op, _Buf(buf.data[buf.pos : end])
-                raise _Truncated(f"record 0x{op:02x} at offset {start} needs {length} bytes, file ends after {end - buf.pos}")
-            rec = _Buf(buf.data[buf.pos : buf.pos + length])
+                raise _Truncated(f"record 0x{op:02x} at offset {start} needs {length} bytes, {end - buf.pos} left")
+            rec = _Buf(buf.data[buf.pos:buf.pos + length])
             buf.pos += length
             yield op, rec
-            if op == 0x02:  # footer
-                return
-
-    def _scan(self, topic: Optional[str] = None) -> Iterator[_Raw]:
-        """Yield raw messages (of ``topic`` when given); ``problems`` count that topic's messages."""
-        schemas: dict[int, str] = {}
-        channels: dict[int, tuple[str, str]] = {}
-        self.problems = []
-        n_msgs = 0
-
-        def handle(op: int, rec: _Buf) -> Optional[_Raw]:
-            if op == 0x03:
-                sid = rec.u16()
-                schemas[sid] = rec.string()
-            elif op == 0x04:
-                cid, sid = rec.u16(), rec.u16()
-                topic = rec.string()
-                channels[cid] = (topic, schemas.get(sid, ""))
-            elif op == 0x05:
-                cid = rec.u16()
-                rec.take(4)
-                log_time = rec.u64()
-                rec.take(8)
-                if cid in channels:
-                    topic, msgtype = channels[cid]
-                    return topic, msgtype, log_time, rec.data[rec.pos :]
-            return None
-
-        buf = _Buf(self.data, len(_MCAP_MAGIC))
-        try:
-            for op, rec in self._records(buf, len(self.data), in_chunk=False):
-                if op != 0x06:
-                    raw = handle(op, rec)
-                    if raw and (topic is None or raw[0] == topic):
-                        n_msgs += 1
-                        yield raw
-                    continue
-                chunk_start = buf.pos
-                try:
-                    rec.take(16)
-                    usize = rec.u64()
-                    rec.take(4)
-                    compression = rec.string()
-                    csize = rec.u64()
-                    partial = rec.pos + csize > len(rec.data)
-                    if partial and compression:
-                        raise _Truncated(f"compressed ({compression}) chunk cut short")
-                    payload = rec.data[rec.pos : rec.pos + csize]
-                    if compression not in _DECOMPRESS:
-                        raise ValueError(f"unsupported chunk compression {compression!r}")
-                    inner = _DECOMPRESS[compression](payload) if compression else payload
-                    if not partial and len(inner) != usize:
-                        raise ValueError(f"chunk size mismatch: {len(inner)} != {usize}")
-                except _Truncated:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - any codec error: skip this chunk only
-                    self.problems.append((n_msgs, f"chunk ending at offset {chunk_start} unreadable: {exc}", True))
-                    continue
-                ibuf = _Buf(inner)
-                for iop, irec in self._records(ibuf, len(inner), in_chunk=True):
-                    try:
-                        raw = handle(iop, irec)
-                    except _Truncated:
-                        raise _Truncated(f"record cut inside chunk ending at offset {chunk_start}") from None
-                    if raw and (topic is None or raw[0] == topic):
-                        n_msgs += 1
-                        yield raw
-        except _Truncated as exc:
-            self.problems.append((n_msgs, f"truncated MCAP: {exc}", False))
 
     def topics(self) -> dict[str, tuple[str, int]]:
         out: dict[str, tuple[str, int]] = {}
@@ -508,6 +734,82 @@ def _metadata_topics(path: Path) -> dict[str, tuple[str, int]]:
         return {}
 
 
+_FOOTER_SIZE = 1 + 8 + 8 + 8 + 4  # opcode, length, summary_start, summary_offset_start, summary_crc
+
+
+def _mcap_summary_damage(path: Path) -> Optional[tuple[int, int, str]]:
+    """``(start, end, detail)`` when the MCAP footer's non-zero ``summary_crc`` does not match the
+    summary section (MCAP spec: CRC-32 of the bytes from ``summary_start`` through the footer's
+    ``summary_offset_start`` field); None when it matches, is 0, or there is no footer."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            if size < len(_MCAP_MAGIC) * 2 + _FOOTER_SIZE:
+                return None
+            footer = size - len(_MCAP_MAGIC) - _FOOTER_SIZE
+            f.seek(footer)
+            rec = f.read(_FOOTER_SIZE + len(_MCAP_MAGIC))
+            if rec[0] != 0x02 or rec[_FOOTER_SIZE:] != _MCAP_MAGIC:
+                return None
+            summary_start, _offsets, crc = struct.unpack_from("<QQI", rec, 9)
+            if crc == 0 or not len(_MCAP_MAGIC) <= summary_start <= footer:
+                return None
+            f.seek(summary_start)
+            got = zlib.crc32(f.read(footer + 25 - summary_start))
+    except OSError:
+        return None
+    if got == crc:
+        return None
+    return summary_start, size, f"summary CRC-32 0x{got:08x} != recorded 0x{crc:08x}; read by linear scan"
+
+
+def write_mcap_crcs(path: PathLike) -> int:
+    """Fill in the CRCs of an MCAP file that were written as 0 (rosbags writes none).
+
+    In place, without changing any length or offset (MCAP spec): every Chunk's
+    ``uncompressed_crc`` (CRC-32 of its decompressed records), the DataEnd ``data_section_crc``
+    (CRC-32 of every byte before the DataEnd record, magic included) and the Footer's
+    ``summary_crc``.
+
+    Returns:
+        The number of chunks given a CRC.
+
+    Raises:
+        BagError: the file is not a complete MCAP file with valid record framing.
+    """
+    path = Path(path)
+    chunks = 0
+    with path.open("r+b") as f, mmap.mmap(f.fileno(), 0) as data:
+        n = len(data)
+        if data[:8] != _MCAP_MAGIC:
+            raise BagError(f"{path} is not an MCAP file")
+        pos = len(_MCAP_MAGIC)
+        while pos + 9 <= n:
+            op = data[pos]
+            end = pos + 9 + int.from_bytes(data[pos + 1:pos + 9], "little")
+            if end > n:
+                raise BagError(f"{path}: record 0x{op:02x} at offset {pos} runs past the end of the file")
+            body = pos + 9
+            if op == _CHUNK:
+                clen = int.from_bytes(data[body + 28:body + 32], "little")
+                compression = bytes(data[body + 32:body + 32 + clen]).decode("ascii")
+                csize = int.from_bytes(data[body + 32 + clen:body + 40 + clen], "little")
+                payload = bytes(data[body + 40 + clen:body + 40 + clen + csize])
+                inner = _DECOMPRESS[compression](payload) if compression else payload
+                data[body + 24:body + 28] = struct.pack("<I", zlib.crc32(inner))
+                chunks += 1
+            elif op == 0x0F:  # DataEnd
+                data[body:body + 4] = struct.pack("<I", zlib.crc32(data[:pos]))
+            elif op == 0x02:  # Footer
+                summary_start = int.from_bytes(data[body:body + 8], "little")
+                if summary_start:
+                    data[body + 16:body + 20] = struct.pack("<I", zlib.crc32(data[summary_start:body + 16]))
+                break
+            pos = end
+        data.flush()
+    return chunks
+
+
 def _storage_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -534,22 +836,32 @@ def _open_sources(path: PathLike, stats: Optional[ReadStats] = None) -> list[tup
     files = _storage_files(p)
     if not files:
         raise BagError(f"{str(path)!r} holds no .mcap or .db3 storage file; is it a rosbag2 directory?")
-    try:
-        return [(_RosbagsSource(p), _fallback(files))]
-    except Exception as exc:  # noqa: BLE001 - rosbags raises several types for broken bags
-        first_error = f"{type(exc).__name__}: {exc}"
+    # rosbags trusts the MCAP summary (channels, chunk index); a damaged one is not used.
+    bad_summary = {f: d for f in files if f.suffix == ".mcap" and (d := _mcap_summary_damage(f))}
+    first_error = "the MCAP summary section is damaged"
+    if not bad_summary:
+        try:
+            return [(_RosbagsSource(p), _fallback(files))]
+        except Exception as exc:  # noqa: BLE001 - rosbags raises several types for broken bags
+            first_error = f"{type(exc).__name__}: {exc}"
     out: list[tuple[_Source, Optional[_Source]]] = []
     for f in files:
-        try:
-            out.append((_RosbagsSource(f), _fallback([f])))
-            continue
-        except Exception as exc:  # noqa: BLE001
-            err = f"{type(exc).__name__}: {exc}"
+        if f in bad_summary:
+            start, end, detail = bad_summary[f]
+            err = f"summary_crc_mismatch: {detail}"
+            if stats is not None:
+                stats.add_damage(DamagedSpan(str(path), str(f), start, end, "summary_crc_mismatch", detail))
+        else:
+            try:
+                out.append((_RosbagsSource(f), _fallback([f])))
+                continue
+            except Exception as exc:  # noqa: BLE001
+                err = f"{type(exc).__name__}: {exc}"
         try:
             src: _Source = _scan_source(f)
             note = f"rosbags could not open it ({err}); read by tolerant scan"
         except Exception as exc:  # noqa: BLE001
-            src = _Unreadable(f, f"{f} is unreadable: {err}; tolerant scan: {exc}")
+            src = _Unreadable(f, f"{exc} (rosbags: {err})")
             note = "unreadable"
         out.append((src, None))
         if stats is not None:
@@ -577,6 +889,8 @@ def _close(sources: Iterable[tuple[_Source, Optional[_Source]]]) -> None:
 
 
 def _bag_topics(path: PathLike) -> dict[str, tuple[str, int]]:
+    """Topics of one bag. Raises :class:`BagError` with the reader's own error when no storage
+    file can be read and no metadata.yaml lists topics (not SQLite, empty, not MCAP, ...)."""
     sources = _open_sources(path)
     try:
         out: dict[str, tuple[str, int]] = {}
@@ -587,6 +901,9 @@ def _bag_topics(path: PathLike) -> dict[str, tuple[str, int]]:
         if not all(isinstance(s, _RosbagsSource) for s, _ in sources) and Path(path).is_dir():
             for topic, (mtype, _n) in _metadata_topics(Path(path)).items():
                 out.setdefault(topic, (mtype, 0))  # listed by metadata, nothing readable
+        unreadable = [s for s, _ in sources if isinstance(s, _Unreadable)]
+        if not out and unreadable:
+            raise BagError(f"bag {str(path)!r} cannot be read: " + "; ".join(s.error for s in unreadable))
         return out
     finally:
         _close(sources)
@@ -707,8 +1024,18 @@ def read_messages(
                             yield frame
                 for ordinal, err, recovered in getattr(src, "problems", []):
                     stats.stops.append(ReadStop(bag, src.label, base + ordinal, err, recovered))
+                for start, end, reason, detail in getattr(src, "damaged", []):
+                    stats.add_damage(DamagedSpan(bag, src.label, start, end, reason, detail))
+                if getattr(src, "chunks_without_crc", 0):
+                    _note_once(stats, f"{src.label}: {src.chunks_without_crc} chunk(s) carry no CRC; damage "
+                                       f"inside them cannot be detected")
         finally:
             _close(sources)
+
+
+def _note_once(stats: ReadStats, note: str) -> None:
+    if note not in stats.notes:
+        stats.notes.append(note)
 
 
 def _decode(
@@ -851,6 +1178,9 @@ class BagWriter:
         if self._open:
             self._writer.close()
             self._open = False
+            if self.storage == "mcap":
+                for storage_file in _storage_files(self._bag_dir):
+                    write_mcap_crcs(storage_file)
             if self._single_file:
                 import shutil
 

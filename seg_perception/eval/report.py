@@ -132,7 +132,7 @@ def render_markdown(report: dict) -> str:
                              _f(s["max_ms"]), _f(s["fps"], 1.0, 1)])
         out += _table(["stage", "frames", "mean", "median", "p90", "p99", "max", "fps"], rows)
     reading = report.get("reading", {})
-    if reading.get("skipped") or reading.get("stops"):
+    if reading.get("skipped") or reading.get("stops") or reading.get("damaged"):
         out += ["", "## Reading problems", ""]
         if reading.get("skipped_by_reason"):
             out += _table(["reason", "messages"], sorted(reading["skipped_by_reason"].items()))
@@ -144,6 +144,12 @@ def render_markdown(report: dict) -> str:
             out += ["", "Where reading stopped:", ""]
             out += _table(["bag", "storage", "message index", "recovered", "error"],
                           [[s["bag"], s["storage"], s["index"], s["recovered"], s["error"][:160]] for s in reading["stops"]])
+        if reading.get("damaged"):
+            # every span, not a sample: each one is data the evaluation did not see
+            out += ["", "Damaged byte spans skipped (the frames in them are not evaluated):", ""]
+            out += _table(["storage", "start byte", "end byte", "reason", "detail"],
+                          [[d["storage"], d["start"], d["end"], d["reason"], d["detail"][:160]]
+                           for d in reading["damaged"]])
     for note in reading.get("notes", []):
         out += [f"- {note}"]
     return "\n".join(out) + "\n"

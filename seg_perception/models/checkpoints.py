@@ -180,7 +180,8 @@ def _torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
     except Exception as exc:  # noqa: BLE001 - any failure means "not a readable torch checkpoint"
         raise CheckpointError(
             f"{str(path)!r} is not a readable checkpoint (corrupted, truncated, or not a torch.save "
-            f"file; only weights_only-safe content is accepted): {type(exc).__name__}: {str(exc)[:300]}"
+            f"file; only weights_only-safe content is accepted; refused, never executed): "
+            f"{_torch_load_reason(exc)}"
         ) from exc
 
 
@@ -313,15 +314,28 @@ FORMATS = ("seg_perception", "vainf", "detectron2", "bowenc0221", "hrnet_officia
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
+_REFUSED_GLOBAL = re.compile(r"GLOBAL\s+([A-Za-z_][\w.]*)")
+
+
 def _torch_load_reason(exc: BaseException) -> str:
-    """The cause line of a torch.load failure, without torch's advice to retry with
-    ``weights_only=False`` (never right for an untrusted file)."""
-    for line in str(exc).splitlines():
-        line = line.strip()
-        if line.startswith(("WeightsUnpickler error", "Unsupported global", "PytorchStreamReader")):
-            return line[:300]
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{type(exc).__name__}: {first[:300]}"
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words.
+
+    When torch's unpickler refused a global (a class or function the pickle names, e.g.
+    ``posix.system`` for ``os.system``), that global is named. torch's own advice - retry with
+    ``weights_only=False``, or allowlist the global with ``add_safe_globals`` - is never passed on:
+    both would run the file's code.
+    """
+    text = str(exc)
+    refused = _REFUSED_GLOBAL.findall(text)
+    if refused:
+        names = ", ".join(dict.fromkeys(refused))
+        return (f"it names the global {names}, which torch's safe loader refuses (a weights file holds "
+                f"only tensors and plain data; this one would run code if loaded unsafely - do not load it "
+                f"unless you trust and have inspected its source)")
+    unsafe = ("weights_only", "safe_globals", "trusted source", "arbitrary code")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not any(u in ln for u in unsafe)]
+    first = lines[0][:300] if lines else "no further detail"
+    return f"{type(exc).__name__}: {first}"
 
 
 def read_weights_file(path: str | Path) -> Any:
@@ -352,7 +366,7 @@ def read_weights_file(path: str | Path) -> Any:
             ) from torch_exc
         try:
             obj = safe_pickle.load_path(path)
-            if obj == _LEGACY_TORCH_MAGIC:
+            if isinstance(obj, int) and obj == _LEGACY_TORCH_MAGIC:
                 raise CheckpointError(
                     f"{str(path)!r} is a legacy (non-zip) torch.save file that does not load with "
                     f"weights_only=True (it holds objects other than tensors and plain data; refused, never "
@@ -361,6 +375,8 @@ def read_weights_file(path: str | Path) -> Any:
                 raise CheckpointError(
                     f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint (a dict of tensors or arrays)")
             return obj
+        except CheckpointError:
+            raise
         except safe_pickle.UnsafePickleError as exc:
             raise CheckpointError(f"{str(path)!r} refused: {exc}") from exc
         except Exception as exc:  # noqa: BLE001

@@ -195,7 +195,8 @@ def compressed_corpus(seed: int = SEED) -> list[tuple[CompressedImage, Optional[
             "png_bomb": _png_with_size(60_000, 60_000),
         }[case]
         msg = CompressedImage(format=rng.choice(["jpeg", "png", "rgb8; jpeg compressed bgr8", ""]), data=data)
-        out.append((msg, "too_large" if case == "png_bomb" else "undecodable", deferred))
+        reason = {"png_bomb": "too_large", "truncated_jpeg": "truncated", "truncated_png": "truncated"}.get(case)
+        out.append((msg, reason or "undecodable", deferred))
     return out
 
 
