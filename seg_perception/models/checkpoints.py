@@ -758,6 +758,10 @@ def load_weights(model: nn.Module, path: str | Path, *, model_name: str) -> dict
                          + (", converted)" if fmt not in ("seg_perception", "state_dict") else ")"))
     except CheckpointError as exc:
         hint = (f"; this file needs builder kwargs {required} (pass them as model_kwargs)" if required else "")
+        if fmt == "state_dict":
+            hint += ("; it matches none of the supported layouts (seg_perception, VainF DeepLabV3Plus-Pytorch, "
+                     "official HRNet, Detectron2 / bowenc0221 Panoptic-DeepLab): save it with one of those "
+                     "projects' own code or from this project's model")
         raise CheckpointError(
             f"{exc}{hint}; run `seg-perception models --inspect {path}` to see which model and options "
             "it maps to") from exc
