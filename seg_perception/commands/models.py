@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 HELP = "list registered models, label sets and shipped weights; --inspect FILE tells what a weights file is"
 
@@ -20,10 +19,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     from ..models.checkpoints import CheckpointError, inspect_weights
 
+    from . import parse_model_kwargs
+
     try:
-        kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise ValueError(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}")
+        kwargs = parse_model_kwargs(args.model_kwargs, example='{"output_stride": 8}') if args.model_kwargs else None
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
