@@ -12,10 +12,14 @@ go through :mod:`.safe_pickle` (numpy arrays only). Nothing here unpickles arbit
 Public formats understood by :func:`load_weights` (detected from the file's contents):
 
 * ours (above);
-* VainF/DeepLabV3Plus-Pytorch (``{"model_state": {...}}``, ``best_deeplabv3plus_*_os16.pth``);
+* VainF/DeepLabV3Plus-Pytorch (``{"model_state": {...}}``, ``best_deeplabv3plus_*_os16.pth``;
+  :mod:`.convert.vainf`);
 * Detectron2 Panoptic-DeepLab ``.pkl`` (``{"model": {name: ndarray}}``);
 * bowenc0221/panoptic-deeplab ``.pth`` state dicts;
-* official HRNet-Semantic-Segmentation ``.pth`` (delegated to ``hrnet.convert_hrnet_official``).
+* official HRNet-Semantic-Segmentation ``.pth`` (:mod:`.convert.hrnet`).
+
+:func:`inspect_weights` (``seg-perception models --inspect``) runs the same detect / convert /
+strict-fit path without loading, and reports the format, model, kwargs and every misfitting key.
 """
 from __future__ import annotations
 

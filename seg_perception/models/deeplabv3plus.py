@@ -1,7 +1,8 @@
 """DeepLabV3+ (Chen et al., ECCV 2018): encoder (backbone + ASPP) and a light decoder.
 
 Decoder: the stride-4 low-level features are reduced to ``low_level_channels`` (paper: 48) by a
-1x1 conv, concatenated with the bilinearly upsampled ASPP output, refined by ``decoder_convs``
+1x1 conv, concatenated after the bilinearly upsampled ASPP output (``cat([aspp, low])``; VainF's
+``cat([low, aspp])`` is reordered by ``convert/vainf.py``), refined by ``decoder_convs``
 3x3 convs (paper: two, 256 channels; VainF's checkpoints: ``decoder_convs=1``), classified by a
 1x1 conv, and upsampled bilinearly (align_corners=False) to the input size.
 
