@@ -125,3 +125,17 @@ def test_foreign_file_is_refused_and_inspect_says_what_it_is(tmp_path, capsys) -
     torch.save([1, 2, 3], odd)
     assert main(["models", "--inspect", str(odd)]) == 1
     assert "unrecognized checkpoint layout" in capsys.readouterr().out
+
+
+def test_classifier_of_another_label_set_is_refused_at_load(vainf_file, tmp_path) -> None:
+    from seg_perception.pipeline import PipelineError
+
+    sd = torch.load(vainf_file, weights_only=True)["model_state"]
+    w, b = sd["classifier.classifier.3.weight"], sd["classifier.classifier.3.bias"]
+    sd["classifier.classifier.3.weight"] = torch.cat([w, w[:2]])  # 21 classes, like VainF's VOC files
+    sd["classifier.classifier.3.bias"] = torch.cat([b, b[:2]])
+    path = tmp_path / "best_deeplabv3plus_mobilenet_voc_os16.pth"
+    torch.save(_vainf_container(sd), path)
+    assert inspect_weights(path).model_kwargs["num_classes"] == 21
+    with pytest.raises(PipelineError, match="21-class classifier but label set 'cityscapes' has 19 classes"):
+        build_segmenter("deeplabv3plus_mobilenetv2", weights=str(path), resolution=(65, 97))
