@@ -20,6 +20,8 @@ from seg_perception.pipeline import build_segmenter
 from .. import reference_fixtures as refs
 
 VAINF_FIXTURES = ("vainf_deeplabv3plus_mobilenet", "vainf_deeplabv3plus_resnet50")
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def write_vainf_checkpoint(fixture: str, directory: Path) -> Path:
@@ -57,14 +59,16 @@ def test_vainf_checkpoint_reproduces_vainf_logits(vainf_file) -> None:
                               backend="torch")
         out = seg.backend.infer({"image": data["input"]})
         assert_matches_reference(np.asarray(out["semantic"]), data["logits"], data["semantic_argmax"])
+        # the whole path a camera frame takes (preprocess -> network -> labels at the camera size)
+        rgb = np.rint((data["input"][0].transpose(1, 2, 0) * STD + MEAN) * 255).astype(np.uint8)
+        assert np.abs(seg.preprocess(rgb) - data["input"]).max() < 1e-5
+        assert (seg.segment(rgb).semantic == data["semantic_argmax"]).mean() >= 0.999
 
 
 # ------------------------------------------------------------------ other sizes, ResNet-101, HRNet
 # Outputs of the reference code run locally (semantic_refs/README.md says exactly how).
 
 REF_DIR = Path(__file__).parent / "semantic_refs"
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 #: stored reference -> (project model, file name written, container)
 LOCAL_REFS = {
