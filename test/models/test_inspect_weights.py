@@ -82,18 +82,17 @@ def test_vainf_file_with_wrong_shapes_names_them(vainf_file, tmp_path) -> None:
         build_segmenter("deeplabv3plus_mobilenetv2", weights=str(path), resolution=(65, 97))
 
 
-def test_vainf_layouts_we_do_not_reproduce_are_refused_with_the_reason(vainf_file, tmp_path) -> None:
-    sd = torch.load(vainf_file, weights_only=True)["model_state"]
-    sep = OrderedDict((k.replace("classifier.aspp.convs.1.0.weight", "classifier.aspp.convs.1.0.body.0.weight"), v)
-                      for k, v in sd.items())
-    path = tmp_path / "sep.pth"
-    torch.save(_vainf_container(sep), path)
-    with pytest.raises(CheckpointError, match="--separable_conv"):
-        build_segmenter("deeplabv3plus_mobilenetv2", weights=str(path), resolution=(65, 97))
-    assert "--separable_conv" in inspect_weights(path).error
-
+def test_vainf_file_of_another_model_or_head_is_refused_with_the_reason(vainf_file, tmp_path) -> None:
     with pytest.raises(CheckpointError, match="deeplabv3plus_mobilenetv2.*not 'deeplabv3plus_resnet50'"):
         build_segmenter("deeplabv3plus_resnet50", weights=str(vainf_file), resolution=(65, 97))
+
+    sd = torch.load(vainf_file, weights_only=True)["model_state"]
+    v3 = OrderedDict((k, v) for k, v in sd.items() if not k.startswith("classifier.project."))
+    path = tmp_path / "best_deeplabv3_mobilenet_cityscapes_os16.pth"
+    torch.save(_vainf_container(v3), path)
+    with pytest.raises(CheckpointError, match="not a DeepLabV3\\+ head"):
+        build_segmenter("deeplabv3plus_mobilenetv2", weights=str(path), resolution=(65, 97))
+    assert "not a DeepLabV3+ head" in inspect_weights(path).error
 
 
 def test_hrnet_file_for_another_variant_names_the_right_model(tmp_path, capsys) -> None:

@@ -73,6 +73,8 @@ REF_DIR = Path(__file__).parent / "semantic_refs"
 #: stored reference -> (project model, file name written, container)
 LOCAL_REFS = {
     "vainf_mobilenet_os16": ("deeplabv3plus_mobilenetv2", "best_deeplabv3plus_mobilenet_cityscapes_os16.pth", "vainf"),
+    "vainf_mobilenet_os16_separable": ("deeplabv3plus_mobilenetv2", "best_deeplabv3plus_mobilenet_cityscapes_os16.pth",
+                                       "vainf"),
     "vainf_mobilenet_os8": ("deeplabv3plus_mobilenetv2", "best_deeplabv3plus_mobilenet_cityscapes_os8.pth", "vainf"),
     "vainf_resnet50_os8": ("deeplabv3plus_resnet50", "best_deeplabv3plus_resnet50_cityscapes_os8.pth", "vainf"),
     "vainf_resnet101_os16": ("deeplabv3plus_resnet101", "best_deeplabv3plus_resnet101_cityscapes_os16.pth", "vainf"),

@@ -16,12 +16,14 @@ Layout of ``model_state`` and what it says about the network:
 * VainF concatenates ``[low-level, ASPP]`` before that 3x3 conv; ours concatenates ``[ASPP,
   low-level]``, so the conv's input channels are reordered here (exact: a permutation);
 * channel counts (classes, ASPP, low-level projection, decoder) are read from the shapes;
-* VainF's MobileNetV2 pads each block's input and not the stem (``block_padding="input"``).
+* VainF's MobileNetV2 pads each block's input and not the stem (``block_padding="input"``);
+* ``--separable_conv`` checkpoints (keys ``...body.0.weight`` / ``body.1.weight``: every 3x3 conv of
+  ASPP and decoder is a depthwise + pointwise pair) build with ``separable_convs=True``.
 
 Not in the file: the output stride (dilation has no parameters). It defaults to VainF's 16; a file
 named like VainF's own (``..._os8.pth``) says 8. Pass ``output_stride`` in ``model_kwargs`` to
-override. Checkpoints trained with ``--separable_conv`` (keys ``...body.0.weight``), VainF's plain
-DeepLabV3 head and its HRNet / Xception backbones are refused with the reason.
+override. VainF's plain DeepLabV3 head and its HRNet / Xception backbones are refused with the
+reason.
 """
 from __future__ import annotations
 
@@ -59,11 +61,6 @@ def model_name_for(state_dict: Mapping[str, Any]) -> str:
         VainFLayoutError: a head or backbone VainF has but this project does not reproduce.
     """
     sd = _strip(state_dict)
-    if any(".body.0.weight" in k for k in sd):
-        raise VainFLayoutError(
-            "this VainF checkpoint was trained with --separable_conv (keys like "
-            f"{next(k for k in sd if '.body.0.weight' in k)!r}); only the released non-separable "
-            "layout is supported: use a checkpoint trained without --separable_conv")
     if "classifier.project.0.weight" not in sd:
         raise VainFLayoutError(
             "no 'classifier.project.0.weight': this is not a DeepLabV3+ head (VainF's plain DeepLabV3 "
@@ -92,17 +89,21 @@ def model_kwargs(state_dict: Mapping[str, Any], model_name: str, *, file_name: s
     """Builder kwargs the ``model_state`` implies for ``model_name`` (see module docstring)."""
     sd = _strip(state_dict)
     kw: dict[str, Any] = {"decoder_convs": 1, "output_stride": output_stride_for(file_name)}
+    decoder = "classifier.classifier.0.body.1.weight" if "classifier.classifier.0.body.1.weight" in sd \
+        else "classifier.classifier.0.weight"
     shapes = {
         "num_classes": "classifier.classifier.3.weight",
         "aspp_channels": "classifier.aspp.convs.0.0.weight",
         "low_level_channels": "classifier.project.0.weight",
-        "decoder_channels": "classifier.classifier.0.weight",
+        "decoder_channels": decoder,
     }
     for name, key in shapes.items():
         if key in sd:
             kw[name] = int(sd[key].shape[0])
     if model_name == "deeplabv3plus_mobilenetv2":
         kw["block_padding"] = "input"
+    if any(k.endswith(".body.0.weight") for k in sd):
+        kw["separable_convs"] = True
     return kw
 
 
@@ -139,8 +140,11 @@ def convert(state_dict: Mapping[str, Any], *, model_name: str) -> dict[str, torc
             k = "decoder." + k[len("classifier."):]
         elif k.startswith(("classifier.classifier.0.", "classifier.classifier.1.")):
             k = "decoder.fuse." + k[len("classifier.classifier."):]
-            if k == "decoder.fuse.0.weight":  # cat([low, aspp]) -> our cat([aspp, low])
+            # VainF's cat([low, aspp]) -> our cat([aspp, low]): permute the first conv's inputs
+            if k in ("decoder.fuse.0.weight", "decoder.fuse.0.body.1.weight"):
                 v = torch.cat([v[:, low:], v[:, :low]], dim=1)
+            elif k == "decoder.fuse.0.body.0.weight":  # depthwise: one filter per input channel
+                v = torch.cat([v[low:], v[:low]], dim=0)
         elif k.startswith("classifier.classifier.3."):
             k = "classifier." + k[len("classifier.classifier.3."):]
         out[k] = v
