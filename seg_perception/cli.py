@@ -16,7 +16,7 @@ from typing import Optional
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "run segment_node (same as `ros2 run seg_perception segment_node`)"),
     "demo": ("demo", "end-to-end demo: node + sample bag over real ROS 2 topics -> demo_out/"),
-    "models": ("models", "list registered models, label sets and shipped weights"),
+    "models": ("models", "list registered models, label sets and shipped weights; --inspect FILE: what a weights file is"),
     "eval-bag": ("eval_bag", "evaluate a model on rosbags (mIoU, PQ, latency) and write reports"),
     "make-bag": ("make_bag", "turn an image folder (+ Cityscapes-style GT) into a rosbag"),
     "train-synthetic": ("train_synthetic", "train a model on generated street scenes"),

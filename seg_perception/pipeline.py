@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .datasets.labels import LabelSet, get_label_set
+from .datasets.labels import LabelSet, get_label_set, list_label_sets
 from .hashing import sha256_file
 from .results import SegResult, StageTimings
 
@@ -218,6 +218,11 @@ def load_model(
     labels = get_label_set(label_set or "cityscapes")
     # Structure the file needs (e.g. VainF's one-conv decoder), under the caller's explicit kwargs.
     kwargs = {**ckpt.weights_model_kwargs(path, model_name=model), **kwargs}
+    if kwargs.get("num_classes", labels.num_classes) != labels.num_classes:
+        raise PipelineError(
+            f"{str(path)!r} has a {kwargs['num_classes']}-class classifier but label set {labels.name!r} has "
+            f"{labels.num_classes} classes; pass the label set it was trained with (label sets: "
+            f"{', '.join(list_label_sets())})")
     kwargs.setdefault("num_classes", labels.num_classes)
     net = get_model(model, **kwargs)
     meta = ckpt.load_weights(net, path, model_name=model) or {}

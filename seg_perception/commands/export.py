@@ -23,6 +23,9 @@ def add_model_arguments(p: argparse.ArgumentParser, *, resolution_required: bool
     add_model_argument(p)
     add_weights_argument(p)
     p.add_argument("--label-set", default=None, help="label set of the weights (default: from the checkpoint)")
+    p.add_argument("--model-kwargs", default="{}",
+                   help="JSON builder kwargs over those the weights file implies, e.g. '{\"output_stride\": 8}' "
+                        "for a VainF os8 checkpoint whose file name does not say _os8")
     p.add_argument("--resolution", required=resolution_required, default=None,
                    help="network input HxW, e.g. 512x1024 (default: the checkpoint's, else 512x1024)")
     p.add_argument("--batch", type=int, default=1, help="batch size N of the graph (default 1)")
@@ -38,7 +41,10 @@ def load_for_export(args: argparse.Namespace) -> tuple[Any, tuple[int, int]]:
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    loaded = load_model(args.model, weights=args.weights, label_set=args.label_set)
+    from . import parse_model_kwargs
+
+    kwargs = parse_model_kwargs(getattr(args, "model_kwargs", "{}") or "{}", example='{"output_stride": 8}')
+    loaded = load_model(args.model, weights=args.weights, label_set=args.label_set, model_kwargs=kwargs)
     if args.resolution is not None:
         resolution = parse_resolution(args.resolution)
     else:

@@ -12,10 +12,14 @@ go through :mod:`.safe_pickle` (numpy arrays only). Nothing here unpickles arbit
 Public formats understood by :func:`load_weights` (detected from the file's contents):
 
 * ours (above);
-* VainF/DeepLabV3Plus-Pytorch (``{"model_state": {...}}``, ``best_deeplabv3plus_*_os16.pth``);
+* VainF/DeepLabV3Plus-Pytorch (``{"model_state": {...}}``, ``best_deeplabv3plus_*_os16.pth``;
+  :mod:`.convert.vainf`);
 * Detectron2 Panoptic-DeepLab ``.pkl`` (``{"model": {name: ndarray}}``);
 * bowenc0221/panoptic-deeplab ``.pth`` state dicts;
-* official HRNet-Semantic-Segmentation ``.pth`` (delegated to ``hrnet.convert_hrnet_official``).
+* official HRNet-Semantic-Segmentation ``.pth`` (:mod:`.convert.hrnet`).
+
+:func:`inspect_weights` (``seg-perception models --inspect``) runs the same detect / convert /
+strict-fit path without loading, and reports the format, model, kwargs and every misfitting key.
 """
 from __future__ import annotations
 
@@ -309,6 +313,16 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
 #: Format names :func:`detect_format` returns.
 FORMATS = ("seg_perception", "vainf", "detectron2", "bowenc0221", "hrnet_official", "state_dict")
 
+#: What each format is, for messages and ``seg-perception models --inspect``.
+FORMAT_NAMES = {
+    "seg_perception": "seg_perception checkpoint (this project's own format)",
+    "vainf": "VainF/DeepLabV3Plus-Pytorch checkpoint ('model_state')",
+    "detectron2": "Detectron2 Panoptic-DeepLab model-zoo .pkl ('model')",
+    "bowenc0221": "bowenc0221/panoptic-deeplab state dict",
+    "hrnet_official": "official HRNet-Semantic-Segmentation state dict",
+    "state_dict": "plain state dict (no known public layout; keys are used as they are)",
+}
+
 
 #: First object pickled in a legacy (pre-zip) torch.save file.
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
@@ -411,7 +425,9 @@ def detect_format(obj: Any, *, model_name: str = "") -> str:
             return "detectron2"
         inner = obj.get("state_dict") if isinstance(obj.get("state_dict"), Mapping) else obj
         keys = list(_strip(inner))
-        if model_name.startswith("hrnetv2"):
+        from .convert import hrnet
+
+        if hrnet.is_hrnet(obj) or (model_name.startswith("hrnetv2") and _is_mapping_of_arrays(inner)):
             return "hrnet_official"
         if any(k.startswith("decoder.semantic_decoder.") for k in keys):
             return "bowenc0221"
@@ -430,60 +446,18 @@ def _as_tensor(v: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v
 
 
-# VainF/DeepLabV3Plus-Pytorch ------------------------------------------------
+# VainF/DeepLabV3Plus-Pytorch and official HRNet: see convert/vainf.py and convert/hrnet.py ---------
 
 def convert_vainf(state_dict: Mapping[str, Any], *, model_name: str) -> dict[str, torch.Tensor]:
-    """VainF DeepLabV3+ ``model_state`` -> our ``deeplabv3plus_*`` keys.
+    """VainF DeepLabV3+ ``model_state`` -> our ``deeplabv3plus_*`` keys (:func:`.convert.vainf.convert`).
 
-    ``backbone.*`` stays (torchvision ResNet) or, for MobileNetV2, ``backbone.low_level_features.i``
-    -> ``backbone.features.i`` and ``backbone.high_level_features.j`` -> ``backbone.features.{j+4}``;
-    ``classifier.aspp`` -> ``aspp``; ``classifier.project`` -> ``decoder.project``;
-    ``classifier.classifier.{0,1}`` (the one 3x3 conv + BN) -> ``decoder.fuse.{0,1}``;
-    ``classifier.classifier.3`` -> ``classifier``.
-    """
-    if not model_name.startswith("deeplabv3plus_"):
-        raise CheckpointError(
-            f"VainF DeepLabV3Plus-Pytorch checkpoints hold DeepLabV3+ weights; model {model_name!r} cannot "
-            "use them (pick deeplabv3plus_resnet50, deeplabv3plus_resnet101 or deeplabv3plus_mobilenetv2)"
-        )
-    out: dict[str, torch.Tensor] = {}
-    for key, v in _strip(state_dict).items():
-        k = key
-        if k.startswith("backbone.low_level_features."):
-            rest = k[len("backbone.low_level_features."):]
-            i, tail = rest.split(".", 1)
-            k = f"backbone.features.{int(i)}.{tail}"
-        elif k.startswith("backbone.high_level_features."):
-            rest = k[len("backbone.high_level_features."):]
-            i, tail = rest.split(".", 1)
-            k = f"backbone.features.{int(i) + 4}.{tail}"
-        elif k.startswith("classifier.aspp."):
-            k = "aspp." + k[len("classifier.aspp."):]
-        elif k.startswith("classifier.project."):
-            k = "decoder.project." + k[len("classifier.project."):]
-        elif k.startswith("classifier.classifier.0.") or k.startswith("classifier.classifier.1."):
-            k = "decoder.fuse." + k[len("classifier.classifier."):]
-        elif k.startswith("classifier.classifier.3."):
-            k = "classifier." + k[len("classifier.classifier.3."):]
-        out[k] = _as_tensor(v)
-    return out
+    Raises ``CheckpointError`` for a file of another model or a layout VainF has but we do not."""
+    from .convert import vainf
 
-
-def _vainf_kwargs(sd: Mapping[str, Any], model_name: str) -> dict[str, Any]:
-    sd = _strip(sd)
-    kw: dict[str, Any] = {"decoder_convs": 1}
-    shapes = {
-        "num_classes": ("classifier.classifier.3.weight", 0),
-        "aspp_channels": ("classifier.aspp.convs.0.0.weight", 0),
-        "low_level_channels": ("classifier.project.0.weight", 0),
-        "decoder_channels": ("classifier.classifier.0.weight", 0),
-    }
-    for name, (key, dim) in shapes.items():
-        if key in sd:
-            kw[name] = int(sd[key].shape[dim])
-    if model_name == "deeplabv3plus_mobilenetv2":
-        kw["block_padding"] = "input"
-    return kw
+    try:
+        return vainf.convert(state_dict, model_name=model_name)
+    except vainf.VainFLayoutError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 # Detectron2 Panoptic-DeepLab ------------------------------------------------
@@ -686,12 +660,18 @@ def _unwrap(obj: Any, fmt: str) -> Mapping[str, Any]:
     return obj
 
 
-def _required_kwargs(obj: Any, fmt: str, model_name: str) -> dict[str, Any]:
+def _required_kwargs(obj: Any, fmt: str, model_name: str, path: str | Path | None = None) -> dict[str, Any]:
     sd = _unwrap(obj, fmt)
     if fmt == "seg_perception":
         return dict(obj.get("model_kwargs") or {})
     if fmt == "vainf":
-        return _vainf_kwargs(sd, model_name)
+        from .convert import vainf
+
+        return vainf.model_kwargs(sd, model_name, file_name=Path(path).name if path is not None else None)
+    if fmt == "hrnet_official":
+        from .convert import hrnet
+
+        return hrnet.model_kwargs(sd) if hrnet.is_hrnet(sd) else {}
     if fmt == "detectron2":
         return _d2_kwargs(sd)
     if fmt == "bowenc0221":
@@ -703,12 +683,13 @@ def weights_model_kwargs(path: str | Path, *, model_name: str) -> dict[str, Any]
     """Builder keyword arguments the weights at ``path`` need (derived from the file), to merge
     under the user's ``model_kwargs`` before ``get_model(model_name, ...)``.
 
-    E.g. VainF -> ``{"decoder_convs": 1, "num_classes": 19, ...}``; bowenc0221 R50 ->
-    ``{"output_stride": 32, "low_level_channels": (32, 64, 128), "align_corners": True, ...}``;
-    our format -> its stored ``model_kwargs``; plain state dicts / HRNet -> ``{}``.
+    E.g. VainF -> ``{"decoder_convs": 1, "num_classes": 19, "output_stride": 16, ...}``; bowenc0221
+    R50 -> ``{"output_stride": 32, "low_level_channels": (32, 64, 128), "align_corners": True, ...}``;
+    our format -> its stored ``model_kwargs``; HRNet -> ``{"num_classes": N}``; plain state dicts ->
+    ``{}``.
     """
     obj = read_weights_file(path)
-    return _required_kwargs(obj, detect_format(obj, model_name=model_name), model_name)
+    return _required_kwargs(obj, detect_format(obj, model_name=model_name), model_name, path)
 
 
 def _convert(obj: Any, fmt: str, model: nn.Module, model_name: str, path: Path) -> dict[str, Any]:
@@ -721,7 +702,10 @@ def _convert(obj: Any, fmt: str, model: nn.Module, model_name: str, path: Path) 
             )
         return dict(sd)
     if fmt == "vainf":
-        return convert_vainf(sd, model_name=model_name)
+        try:
+            return convert_vainf(sd, model_name=model_name)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{str(path)!r} (VainF DeepLabV3Plus-Pytorch format): {exc}") from exc
     if fmt == "detectron2":
         if not model_name.startswith("panoptic_deeplab_"):
             raise CheckpointError(
@@ -738,12 +722,16 @@ def _convert(obj: Any, fmt: str, model: nn.Module, model_name: str, path: Path) 
             )
         return convert_bowenc0221(sd)
     if fmt == "hrnet_official":
-        from .hrnet import convert_hrnet_official
+        from .convert import hrnet
 
         try:
-            return convert_hrnet_official(sd)
+            if hrnet.is_hrnet(sd) and hrnet.model_name_for(sd) != model_name:
+                raise hrnet.HRNetCheckpointError(
+                    f"this is an official {hrnet.model_name_for(sd)} checkpoint; load it with model "
+                    f"{hrnet.model_name_for(sd)!r}, not {model_name!r}")
+            return hrnet.convert_hrnet_official(sd)
         except ValueError as exc:
-            raise CheckpointError(f"{str(path)!r}: {exc}") from exc
+            raise CheckpointError(f"{str(path)!r} (official HRNet format): {exc}") from exc
     return _strip(sd)
 
 
@@ -784,16 +772,143 @@ def load_weights(model: nn.Module, path: str | Path, *, model_name: str) -> dict
     fmt = detect_format(obj, model_name=model_name)
     sd = _convert(obj, fmt, model, model_name, path)
     _fill_bn_counters(model, sd)
-    required = _required_kwargs(obj, fmt, model_name)
+    required = _required_kwargs(obj, fmt, model_name, path)
     try:
-        apply_state_dict(model, sd, source=f"{str(path)!r} ({fmt} format, converted)" if fmt not in (
-            "seg_perception", "state_dict") else f"{str(path)!r} ({fmt} format)")
+        apply_state_dict(model, sd, source=f"{str(path)!r} (looks like a {FORMAT_NAMES[fmt]}"
+                         + (", converted)" if fmt not in ("seg_perception", "state_dict") else ")"))
     except CheckpointError as exc:
         hint = (f"; this file needs builder kwargs {required} (pass them as model_kwargs)" if required else "")
-        raise CheckpointError(f"{exc}{hint}") from exc
+        if fmt == "state_dict":
+            hint += ("; it matches none of the supported layouts (seg_perception, VainF DeepLabV3Plus-Pytorch, "
+                     "official HRNet, Detectron2 / bowenc0221 Panoptic-DeepLab): save it with one of those "
+                     "projects' own code or from this project's model")
+        raise CheckpointError(
+            f"{exc}{hint}; run `seg-perception models --inspect {path}` to see which model and options "
+            "it maps to") from exc
     meta: dict[str, Any] = {"format": fmt, "source": str(path), "required_model_kwargs": required}
     meta.update(_apply_runtime_options(model, fmt, model_name))
     if fmt == "seg_perception":
         meta.update(dict(obj.get("meta") or {}))
         meta["label_set"] = obj.get("label_set")
     return meta
+
+
+# inspection -------------------------------------------------------------------
+
+@dataclass
+class WeightsReport:
+    """What :func:`inspect_weights` found out about a weights file."""
+
+    path: str
+    format: str
+    model_name: str | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    file_entries: int = 0
+    loaded_entries: int = 0
+    dropped_by_converter: int = 0
+    missing: list = field(default_factory=list)
+    unexpected: list = field(default_factory=list)
+    shape_mismatches: list = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the file loads into the model: no error, every model key filled, nothing left."""
+        return self.error is None and not (self.missing or self.unexpected or self.shape_mismatches)
+
+    def lines(self) -> list[str]:
+        """Human-readable report, one fact per line."""
+        out = [f"file:    {self.path}", f"format:  {self.format} - {FORMAT_NAMES.get(self.format, '?')}"]
+        if self.model_name:
+            out.append(f"model:   {self.model_name}")
+            out.append(f"kwargs:  {self.model_kwargs}")
+        out.append(f"entries: {self.file_entries} in the file, {self.loaded_entries} loaded into the model"
+                   + (f", {self.dropped_by_converter} dropped by the converter (not network weights)"
+                      if self.dropped_by_converter else ""))
+        for label, items in (("missing (model keys the file lacks)", self.missing),
+                             ("unexpected (file keys the model lacks)", self.unexpected),
+                             ("shape mismatches", self.shape_mismatches)):
+            if items:
+                out.append(f"{len(items)} {label}: {_first([str(i) for i in items], 8)}")
+        if self.error:
+            out.append(f"error:   {self.error}")
+        out.append("result:  every key used; loads with "
+                   f"--model {self.model_name} --weights {self.path}" if self.ok else "result:  does NOT load as is")
+        return out
+
+
+def _entries(obj: Any, fmt: str) -> int:
+    sd = _unwrap(obj, fmt)
+    return len(sd) if isinstance(sd, Mapping) else 0
+
+
+def suggest_model(obj: Any, fmt: str) -> str | None:
+    """Registered model a file of format ``fmt`` was saved from (from its keys), or None when the
+    file cannot say (a plain state dict).
+
+    Raises:
+        CheckpointError: the keys name a variant this project does not register (says which).
+    """
+    sd = _unwrap(obj, fmt)
+    try:
+        if fmt == "seg_perception":
+            return str(obj.get("model"))
+        if fmt == "vainf":
+            from .convert import vainf
+
+            return vainf.model_name_for(sd)
+        if fmt == "hrnet_official":
+            from .convert import hrnet
+
+            return hrnet.model_name_for(sd)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if fmt == "detectron2":
+        return "panoptic_deeplab_resnet52_dc5" if "backbone.stem.conv1.weight" in sd else "panoptic_deeplab_resnet50"
+    if fmt == "bowenc0221":
+        blocks = len({k.split(".")[2] for k in _strip(sd) if k.startswith("backbone.layer3.")})
+        return {6: "panoptic_deeplab_resnet50", 23: "panoptic_deeplab_resnet101"}.get(blocks)
+    return None
+
+
+def inspect_weights(path: str | Path, *, model_name: str | None = None,
+                    model_kwargs: Mapping[str, Any] | None = None) -> WeightsReport:
+    """Which format the file at ``path`` is, which registered model and builder kwargs it maps to,
+    and whether every key was used, going through the same detect / convert / strict-load path as
+    :func:`load_weights` (``model_name`` / ``model_kwargs`` check it against a model of your choice).
+
+    Never raises for a readable file whose layout is wrong: the problem is in ``report.error``.
+
+    Raises:
+        CheckpointError: a missing, unreadable or unsafe file, or a layout no format recognizes.
+    """
+    from .registry import get_model
+
+    path = Path(path)
+    obj = read_weights_file(path)
+    fmt = detect_format(obj, model_name=model_name or "")
+    report = WeightsReport(str(path), fmt, file_entries=_entries(obj, fmt))
+    try:
+        name = model_name or suggest_model(obj, fmt)
+    except CheckpointError as exc:
+        report.error = str(exc)
+        return report
+    if name is None:
+        report.error = "the file does not say which model it is: pass --model NAME to check it against one"
+        return report
+    report.model_name = name
+    report.model_kwargs = {**_required_kwargs(obj, fmt, name, path), **dict(model_kwargs or {})}
+    try:
+        model = get_model(name, **report.model_kwargs)
+        sd = _convert(obj, fmt, model, name, path)
+    except (CheckpointError, ValueError, TypeError) as exc:
+        report.error = str(exc)
+        return report
+    report.dropped_by_converter = max(0, report.file_entries - len(sd))
+    _fill_bn_counters(model, sd)
+    own = model.state_dict()
+    report.missing = [k for k in own if k not in sd]
+    report.unexpected = [k for k in sd if k not in own]
+    report.shape_mismatches = shape_mismatches(own, sd)
+    report.loaded_entries = sum(1 for k in sd if k in own and tuple(own[k].shape) == tuple(sd[k].shape))
+    return report

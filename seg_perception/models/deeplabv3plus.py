@@ -1,7 +1,8 @@
 """DeepLabV3+ (Chen et al., ECCV 2018): encoder (backbone + ASPP) and a light decoder.
 
 Decoder: the stride-4 low-level features are reduced to ``low_level_channels`` (paper: 48) by a
-1x1 conv, concatenated with the bilinearly upsampled ASPP output, refined by ``decoder_convs``
+1x1 conv, concatenated after the bilinearly upsampled ASPP output (``cat([aspp, low])``; VainF's
+``cat([low, aspp])`` is reordered by ``convert/vainf.py``), refined by ``decoder_convs``
 3x3 convs (paper: two, 256 channels; VainF's checkpoints: ``decoder_convs=1``), classified by a
 1x1 conv, and upsampled bilinearly (align_corners=False) to the input size.
 
@@ -49,18 +50,49 @@ class DeepLabV3PlusDecoder(nn.Module):
         return self.fuse(torch.cat([x, low], dim=1))
 
 
+class DepthwisePointwise(nn.Module):
+    """A kxk conv replaced by a kxk depthwise conv and a 1x1 conv with no norm between them
+    (VainF's ``AtrousSeparableConvolution``, its ``--separable_conv``); keys ``body.0``, ``body.1``.
+
+    (N, cin, h, w) -> (N, cout, h', w') with the replaced conv's stride, padding and dilation.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        cin, cout, bias = conv.in_channels, conv.out_channels, conv.bias is not None
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cin, conv.kernel_size, conv.stride, conv.padding, conv.dilation, groups=cin, bias=bias),
+            nn.Conv2d(cin, cout, 1, bias=bias),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _separate_convs(module: nn.Module) -> None:
+    """Replace every Conv2d with a kernel > 1 inside ``module`` by :class:`DepthwisePointwise`."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d) and child.kernel_size[0] > 1:
+            setattr(module, name, DepthwisePointwise(child))
+        else:
+            _separate_convs(child)
+
+
 class DeepLabV3Plus(nn.Module):
     """DeepLabV3+ semantic segmentation network.
 
     ``forward(x)``: x (N, 3, H, W) ImageNet-normalized RGB -> ``{"semantic": (N, num_classes, H, W)}``
     logits at the input size (any H, W).
+
+    ``separable_convs=True``: the 3x3 convs of ASPP and decoder are depthwise + pointwise pairs
+    (:class:`DepthwisePointwise`), as VainF's ``--separable_conv`` builds them.
     """
 
     output_names: tuple[str, ...] = ("semantic",)
 
     def __init__(self, backbone: nn.Module, *, num_classes: int = 19, output_stride: int = 16,
                  aspp_channels: int = 256, decoder_channels: int = 256, low_level_channels: int = 48,
-                 decoder_convs: int = 2) -> None:
+                 decoder_convs: int = 2, separable_convs: bool = False) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
@@ -69,6 +101,9 @@ class DeepLabV3Plus(nn.Module):
         self.decoder = DeepLabV3PlusDecoder(aspp_channels, backbone.low_level_channels,
                                             low_level_channels, decoder_channels, decoder_convs)
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        if separable_convs:
+            _separate_convs(self.aspp)
+            _separate_convs(self.decoder)
         for part in (self.aspp, self.decoder, self.classifier):
             kaiming_init_(part)
         self.num_classes = num_classes
@@ -83,12 +118,12 @@ class DeepLabV3Plus(nn.Module):
 
 def _build(backbone: str, *, num_classes: int, output_stride: int, aspp_channels: int,
            decoder_channels: int, low_level_channels: int, decoder_convs: int,
-           **backbone_kwargs) -> DeepLabV3Plus:
+           separable_convs: bool = False, **backbone_kwargs) -> DeepLabV3Plus:
     return DeepLabV3Plus(
         build_backbone(backbone, output_stride=output_stride, **backbone_kwargs),
         num_classes=num_classes, output_stride=output_stride, aspp_channels=aspp_channels,
         decoder_channels=decoder_channels, low_level_channels=low_level_channels,
-        decoder_convs=decoder_convs,
+        decoder_convs=decoder_convs, separable_convs=separable_convs,
     )
 
 
@@ -96,7 +131,8 @@ def _build(backbone: str, *, num_classes: int, output_stride: int, aspp_channels
                 description="DeepLabV3+ with a MobileNetV2 backbone (320-ch high-level map)")
 def deeplabv3plus_mobilenetv2(*, num_classes: int = 19, output_stride: int = 16, aspp_channels: int = 256,
                               decoder_channels: int = 256, low_level_channels: int = 48,
-                              decoder_convs: int = 2, block_padding: str = "conv") -> DeepLabV3Plus:
+                              decoder_convs: int = 2, block_padding: str = "conv",
+                              separable_convs: bool = False) -> DeepLabV3Plus:
     """DeepLabV3+ / MobileNetV2 (backbone without the final 1280-ch conv, like the paper's variant).
 
     ``block_padding="input"`` reproduces VainF's MobileNetV2 padding (set automatically by
@@ -104,24 +140,26 @@ def deeplabv3plus_mobilenetv2(*, num_classes: int = 19, output_stride: int = 16,
     return _build("mobilenetv2", num_classes=num_classes, output_stride=output_stride,
                   aspp_channels=aspp_channels, decoder_channels=decoder_channels,
                   low_level_channels=low_level_channels, decoder_convs=decoder_convs,
-                  include_last_conv=False, block_padding=block_padding)
+                  include_last_conv=False, block_padding=block_padding, separable_convs=separable_convs)
 
 
 @register_model("deeplabv3plus_resnet50", task="semantic", description="DeepLabV3+ with a dilated ResNet-50")
 def deeplabv3plus_resnet50(*, num_classes: int = 19, output_stride: int = 16, aspp_channels: int = 256,
                            decoder_channels: int = 256, low_level_channels: int = 48,
-                           decoder_convs: int = 2) -> DeepLabV3Plus:
+                           decoder_convs: int = 2, separable_convs: bool = False) -> DeepLabV3Plus:
     """DeepLabV3+ / ResNet-50 (output stride 8 or 16 via dilation)."""
     return _build("resnet50", num_classes=num_classes, output_stride=output_stride,
                   aspp_channels=aspp_channels, decoder_channels=decoder_channels,
-                  low_level_channels=low_level_channels, decoder_convs=decoder_convs)
+                  low_level_channels=low_level_channels, decoder_convs=decoder_convs,
+                  separable_convs=separable_convs)
 
 
 @register_model("deeplabv3plus_resnet101", task="semantic", description="DeepLabV3+ with a dilated ResNet-101")
 def deeplabv3plus_resnet101(*, num_classes: int = 19, output_stride: int = 16, aspp_channels: int = 256,
                             decoder_channels: int = 256, low_level_channels: int = 48,
-                            decoder_convs: int = 2) -> DeepLabV3Plus:
+                            decoder_convs: int = 2, separable_convs: bool = False) -> DeepLabV3Plus:
     """DeepLabV3+ / ResNet-101 (output stride 8 or 16 via dilation)."""
     return _build("resnet101", num_classes=num_classes, output_stride=output_stride,
                   aspp_channels=aspp_channels, decoder_channels=decoder_channels,
-                  low_level_channels=low_level_channels, decoder_convs=decoder_convs)
+                  low_level_channels=low_level_channels, decoder_convs=decoder_convs,
+                  separable_convs=separable_convs)

@@ -1,4 +1,4 @@
-"""HRNetV2 semantic segmentation (Sun et al. 2019, Wang et al. TPAMI 2020) and its checkpoint converter.
+"""HRNetV2 semantic segmentation (Sun et al. 2019, Wang et al. TPAMI 2020); strict loading of official checkpoints.
 
 Head as in the official HRNet-Semantic-Segmentation ``seg_hrnet.py``: the four stage-4 branches are
 bilinearly upsampled to the 1/4-resolution branch, concatenated (sum(C) channels), then
@@ -33,6 +33,7 @@ from .backbones.hrnet_backbone import (
     resize_bilinear,
 )
 from .checkpoints import describe_mismatch
+from .convert.hrnet import HRNetCheckpointError, checkpoint_hint, convert_hrnet_official
 from .registry import register_model
 
 __all__ = [
@@ -109,64 +110,7 @@ def hrnetv2_w48(*, num_classes: int = 19, align_corners: bool = False) -> HRNetV
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-class HRNetCheckpointError(ValueError):
-    """A state dict that does not fit the HRNetV2 model it is loaded into."""
-
-
-_DROP_PREFIXES = ("loss.",)  # e.g. "loss.criterion.weight": class weights of the training loss
-_STRIP_PREFIXES = ("module.", "model.")  # DataParallel wrapper, then the official FullModel wrapper
-
-
-def convert_hrnet_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official HRNet-Semantic-Segmentation checkpoint -> state dict for :class:`HRNetV2Seg`.
-
-    Released files (e.g. ``hrnet_w48_cityscapes_cls19_1024x2048_trainset.pth``) are flat dicts whose
-    network keys start with ``model.`` (``FullModel`` wrapper) plus ``loss.criterion.weight``.
-    This strips ``module.``/``model.`` prefixes and drops ``loss.*`` entries. A dict nested under
-    ``"state_dict"`` is unwrapped. Keys without a prefix are kept as they are.
-
-    Raises:
-        HRNetCheckpointError: the input is not a mapping of tensors, or nothing HRNet-like is left.
-    """
-    if isinstance(state_dict, Mapping) and isinstance(state_dict.get("state_dict"), Mapping):
-        state_dict = state_dict["state_dict"]
-    if not isinstance(state_dict, Mapping):
-        raise HRNetCheckpointError(
-            f"expected a state dict (mapping of name -> tensor), got {type(state_dict).__name__}; "
-            "load the file with torch.load(path, map_location='cpu', weights_only=True)"
-        )
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key.startswith(_DROP_PREFIXES):
-            continue
-        for prefix in _STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    if "conv1.weight" not in out or not any(k.startswith("last_layer.") for k in out):
-        sample = ", ".join(list(state_dict)[:5])
-        raise HRNetCheckpointError(
-            "not an HRNet-Semantic-Segmentation checkpoint: after removing 'model.'/'module.' prefixes "
-            f"there is no 'conv1.weight' and/or 'last_layer.*' (first keys: {sample})"
-        )
-    return out
-
-
-def _checkpoint_hint(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """Guess width / classes from a converted state dict to suggest the matching model."""
-    hints = []
-    w = state_dict.get("transition1.0.0.weight")
-    if isinstance(w, torch.Tensor) and w.dim() == 4:
-        hints.append(f"its first branch has {w.shape[0]} channels (HRNetV2-W{w.shape[0]})")
-    stage3_modules = {k.split(".")[1] for k in state_dict if k.startswith("stage3.")}
-    if stage3_modules:
-        hints.append(f"{len(stage3_modules)} stage-3 modules (3: W18-Small-v2, 4: W18/W48)")
-    cls = state_dict.get("last_layer.3.weight")
-    if isinstance(cls, torch.Tensor) and cls.dim() == 4:
-        hints.append(f"{cls.shape[0]} classes (num_classes={cls.shape[0]})")
-    return ("; the checkpoint looks like " + ", ".join(hints)) if hints else ""
-
+# The converter lives in convert/hrnet.py (one module per public format); re-exported here.
 
 def load_hrnet_state_dict(model: HRNetV2Seg, state_dict: Mapping[str, torch.Tensor]) -> HRNetV2Seg:
     """Strictly load an official-format or already-converted state dict into ``model`` (in place).
@@ -182,7 +126,7 @@ def load_hrnet_state_dict(model: HRNetV2Seg, state_dict: Mapping[str, torch.Tens
         width = model.out_channels[0]
         raise HRNetCheckpointError(
             f"checkpoint does not fit {name} (first branch width {width}, num_classes={model.num_classes})"
-            f"{_checkpoint_hint(converted)}. Build the matching model (hrnetv2_w18_small_v2 / hrnetv2_w18 / "
+            f"{checkpoint_hint(converted)}. Build the matching model (hrnetv2_w18_small_v2 / hrnetv2_w18 / "
             f"hrnetv2_w48, num_classes) and load again.\n  {problem}"
         )
     model.load_state_dict(converted, strict=True)

@@ -171,19 +171,28 @@ def test_apply_state_dict_reports_keys_and_shapes() -> None:
 # --------------------------------------------------------------------------- VainF
 
 def to_vainf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our deeplabv3plus_* (decoder_convs=1) keys -> VainF DeepLabV3Plus-Pytorch model_state."""
+    """Our deeplabv3plus_* (decoder_convs=1) keys -> VainF DeepLabV3Plus-Pytorch model_state.
+
+    VainF's MobileNetV2 slices keep torchvision's indices (``high_level_features.4..17``) and its
+    decoder concatenates [low-level, ASPP] (ours: [ASPP, low-level]). Only the key plumbing and
+    error paths are tested here; the numbers are checked against VainF's own outputs in
+    test_reference_parity_semantic.py.
+    """
+    low = int(sd["decoder.project.0.weight"].shape[0])
     out = {}
     for k, v in sd.items():
         m = re.match(r"^backbone\.features\.(\d+)\.(.*)$", k)
         if m:
             i = int(m[1])
             k = (f"backbone.low_level_features.{i}.{m[2]}" if i < 4
-                 else f"backbone.high_level_features.{i - 4}.{m[2]}")
+                 else f"backbone.high_level_features.{i}.{m[2]}")
         elif k.startswith("aspp."):
             k = "classifier." + k
         elif k.startswith("decoder.project."):
             k = "classifier.project." + k[len("decoder.project."):]
         elif k.startswith("decoder.fuse."):
+            if k == "decoder.fuse.0.weight":
+                v = torch.cat([v[:, -low:], v[:, :-low]], dim=1)
             k = "classifier.classifier." + k[len("decoder.fuse."):]
         elif k.startswith("classifier."):
             k = "classifier.classifier.3." + k[len("classifier."):]

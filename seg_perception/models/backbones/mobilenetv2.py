@@ -54,8 +54,9 @@ class ConvBNReLU6(nn.Sequential):
 
 
 #: Where a block's 3x3 "same" padding is applied: ``"conv"`` zero-pads the depthwise conv's input
-#: (torchvision); ``"input"`` zero-pads the block input before the expansion conv (VainF's
-#: DeepLabV3Plus-Pytorch, whose checkpoints expect it; borders differ slightly).
+#: (torchvision); ``"input"`` zero-pads the block input before the expansion conv and leaves the
+#: stride-2 stem conv unpadded (VainF's DeepLabV3Plus-Pytorch builds every conv with padding 0;
+#: its checkpoints expect it: an (H, W) input gives a ((H-3)//2+1, (W-3)//2+1) stem map).
 BLOCK_PADDINGS = ("conv", "input")
 
 
@@ -147,9 +148,12 @@ class MobileNetV2Backbone(nn.Module):
         kaiming_init_(self)
 
     def set_block_padding(self, mode: str) -> None:
-        """Switch every inverted-residual block to padding ``mode`` (``"conv"`` / ``"input"``)."""
+        """Switch the stem and every inverted-residual block to padding ``mode`` (``"conv"`` /
+        ``"input"``, see :data:`BLOCK_PADDINGS`); parameters are unchanged."""
         if mode not in BLOCK_PADDINGS:
             raise ValueError(f"block_padding must be one of {BLOCK_PADDINGS}, got {mode!r}")
+        stem_pad = 0 if mode == "input" else 1
+        self.features[0][0].padding = (stem_pad, stem_pad)
         for m in self.features:
             if isinstance(m, InvertedResidual):
                 m.set_padding(mode)
