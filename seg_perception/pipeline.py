@@ -136,8 +136,17 @@ def resolve_weights(model: str, weights: str | None) -> str | None:
     return text
 
 
-def check_resolution(net: torch.nn.Module, model: str, resolution: tuple[int, int]) -> None:
+#: Public checkpoint formats whose reference implementation runs any input size (it resizes the
+#: logits back to the input): parity with the reference means accepting what it accepts.
+ANY_SIZE_FORMATS = frozenset({"vainf", "hrnet_official"})
+
+
+def check_resolution(net: torch.nn.Module, model: str, resolution: tuple[int, int],
+                     weights_format: Optional[str] = None) -> None:
     """Refuse a network resolution the model's stride does not fit (see :mod:`.models.input_size`).
+
+    Weights in one of :data:`ANY_SIZE_FORMATS` follow their reference and take any size (a
+    misaligned size is logged, not refused).
 
     Raises:
         PipelineError: naming the resolution, the model's rule and the nearest valid sizes.
@@ -146,7 +155,9 @@ def check_resolution(net: torch.nn.Module, model: str, resolution: tuple[int, in
     from .models.input_size import network_stride, size_problem
 
     problem = size_problem(resolution, network_stride(net), model_info(model).input_size, model)
-    if problem:
+    if problem and weights_format in ANY_SIZE_FORMATS:
+        LOG.warning("%s (accepted: %s weights run any input size, as their reference does)", problem, weights_format)
+    elif problem:
         raise PipelineError(problem)
 
 
@@ -479,7 +490,7 @@ def build_segmenter(
     from .runtime.factory import create_backend
 
     res = parse_resolution(resolution) if resolution is not None else (loaded.resolution or DEFAULT_RESOLUTION)
-    check_resolution(loaded.model, model, res)
+    check_resolution(loaded.model, model, res, loaded.meta.get("format"))
     be = create_backend(
         backend, loaded.model, resolution=res, batch=1, device=device, precision=precision,
         options=backend_options,

@@ -49,7 +49,7 @@ def load_for_export(args: argparse.Namespace) -> tuple[Any, tuple[int, int]]:
         resolution = parse_resolution(args.resolution)
     else:
         resolution = loaded.resolution or DEFAULT_RESOLUTION
-    check_resolution(loaded.model, args.model, resolution)
+    check_resolution(loaded.model, args.model, resolution, loaded.meta.get("format"))
     return loaded, resolution
 
 
