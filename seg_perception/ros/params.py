@@ -284,3 +284,16 @@ class NodeConfig:
             "label_set": self["label_set"] or None,
             "panoptic": self.panoptic_overrides(),
         }
+
+
+README_BEGIN = "<!-- parameters: generated from seg_perception.ros.params.PARAMETERS -->"
+README_END = "<!-- end of parameters -->"
+
+
+def markdown_table() -> str:
+    """The parameter table of README.md (between :data:`README_BEGIN` and :data:`README_END`)."""
+    rows = ["| parameter | default | description |", "|---|---|---|"]
+    for p in PARAMETERS:
+        default = str(p.default).lower() if isinstance(p.default, bool) else repr(p.default)
+        rows.append(f"| `{p.name}` | `{default}` | {p.description.replace('|', '/')} |")
+    return "\n".join([README_BEGIN, *rows, README_END])

@@ -139,3 +139,14 @@ def test_missing_vision_msgs_hint_fits_a_pip_venv(monkeypatch):
     pub = InstancePublisher(None, "~/instances")
     assert not pub.available
     assert "colcon" in pub.why_unavailable and "pip" in pub.why_unavailable
+
+
+def test_readme_parameter_table_matches_the_declared_parameters():
+    """README's table is generated from PARAMETERS; regenerate it with params.markdown_table()."""
+    from pathlib import Path
+
+    from seg_perception.ros.params import README_BEGIN, README_END, markdown_table
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text[text.index(README_BEGIN): text.index(README_END) + len(README_END)]
+    assert block == markdown_table(), "README parameter table drifted: paste seg_perception.ros.params.markdown_table()"
