@@ -76,8 +76,19 @@ class StartupError(RuntimeError):
 
 
 def make_segmenter(cfg: NodeConfig, factory: Callable[..., Segmenter] = build_segmenter) -> Segmenter:
-    """Build the Segmenter for ``cfg`` and check ``num_classes`` against it."""
-    precheck_weights(cfg["weights"])
+    """Build the Segmenter for ``cfg`` and check ``num_classes`` against it.
+
+    Raises:
+        CheckpointError: the weights fail the cheap file checks (before anything reads or hashes
+            the file) or do not load.
+        ParameterError: ``num_classes`` does not match the model.
+    """
+    from ..models.checkpoints import CheckpointError
+
+    try:
+        precheck_weights(cfg["weights"])
+    except ParameterError as e:
+        raise CheckpointError(str(e)) from None
     seg = factory(**cfg.segmenter_kwargs())
     want = cfg["num_classes"]
     if want and want != seg.label_set.num_classes:
