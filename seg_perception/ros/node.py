@@ -143,7 +143,7 @@ class SegmentNode(LifecycleNode):
         self._reload_settled = 0
         self._reload_state = "idle"
         self._reload_error = ""
-        self._reverting = False
+        self._reverting: Optional[int] = None  # thread ident while the reload thread sets values back
         self._sub: Any = None
         self._info_sub: Any = None
         self._sub_reliability: Optional[ReliabilityPolicy] = None
@@ -489,7 +489,7 @@ class SegmentNode(LifecycleNode):
 
     # ------------------------------------------------------------------ runtime parameters
     def _on_set_parameters(self, params: list) -> SetParametersResult:
-        if self._reverting:
+        if self._reverting == threading.get_ident():  # our own set-back after a failed reload
             return SetParametersResult(successful=True)
         changes: dict[str, Any] = {}
         try:
@@ -572,12 +572,12 @@ class SegmentNode(LifecycleNode):
             self._reload_settled = self._reload_generation
             back = [Parameter(k, value=good[k]) for k in sorted(RELOAD_KEYS)
                     if self.get_parameter(k).value != good[k]]
-            self._reverting = True
+            self._reverting = threading.get_ident()
             try:
                 if back:
                     self.set_parameters(back)
             finally:
-                self._reverting = False
+                self._reverting = None
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

@@ -2,7 +2,7 @@
 
 Frames are real sizes (480x640 rgb8 = 0.9 MB), so every subscription and publisher here is
 reliable: FastDDS with default settings drops best-effort messages of this size across processes
-(see README, "DDS and big images").
+(see README, "Connecting your camera").
 """
 from __future__ import annotations
 
