@@ -156,6 +156,14 @@ class SegmentNode(LifecycleNode):
         self._startup: dict[str, float] = {}
         self._factory = segmenter_factory
         super().__init__(node_name, **kwargs)
+        try:
+            self._build()
+        except BaseException:
+            self.destroy_node()  # a half-built node frees what it has (rclpy handle, publishers)
+            raise
+
+    def _build(self) -> None:
+        """Declare and validate the parameters, create publishers, timers and the worker."""
         self.add_pre_set_parameters_callback(self._coerce_numbers)
         self._coerce_overrides()
         for spec in PARAMETERS:
@@ -645,6 +653,11 @@ class SegmentNode(LifecycleNode):
             self._free_model()
         try:
             super().destroy_node()
+            # rclpy's LifecycleNode does not free its state machine, which holds the node handle:
+            # without this the node stays on the graph after destroy_node.
+            machine = getattr(self, "_state_machine", None)
+            if machine is not None:
+                machine.destroy_when_not_in_use()
         except Exception:  # noqa: BLE001 - half-built (rclpy's own init failed): nothing more to free
             pass
 

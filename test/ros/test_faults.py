@@ -411,3 +411,31 @@ def test_signals_stop_the_node_within_a_second_in_every_state(tmp_path, state, s
     assert code == 0, text[-2000:]
     assert "Traceback" not in text and "[ERROR]" not in text, text[-2000:]
     assert took < 1.0, f"{state}/{sig}: {took:.2f} s to exit"
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("name, value, needle", [
+    ("overlay_alpha", "half", "overlay_alpha"),      # wrong type: refused while declaring
+    ("model", "no_such_model", "no_such_model"),     # declared, then refused by validation
+])
+def test_half_built_node_frees_itself_and_says_why(name, value, needle):
+    """A node that fails inside its constructor destroys what it had built (no node left on the
+    graph, no exception from the clean-up) and raises one StartupError naming the parameter."""
+    import rclpy
+
+    from seg_perception.ros.node import SegmentNode, StartupError
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        with pytest.raises(StartupError, match=needle) as e:
+            SegmentNode(node_name="half_built", context=ctx, parameter_overrides=[Parameter(name, value=value)])
+        assert "\n" not in str(e.value)
+        probe = rclpy.create_node("half_built_probe", context=ctx)
+        try:
+            names = [n for n, _ns in probe.get_node_names_and_namespaces()]
+            assert "half_built" not in names, names
+        finally:
+            probe.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)

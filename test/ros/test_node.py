@@ -220,8 +220,9 @@ def test_valid_frames_each_followed_by_a_malformed_one_are_all_answered(harness,
             pub.publish(bad)
             if harness.spin_until(lambda: any(o.header.stamp.sec == 1000 + i for o in sem), 20, proc):
                 answered += 1
-        assert harness.spin_until(lambda: _diag_values(harness).get("rejected.bad_step") == str(n), 15, proc), \
-            _diag_values(harness)
+        # outputs are published before the frame is counted: wait for both counters
+        harness.spin_until(lambda: _diag_values(harness).get("rejected.bad_step") == str(n)
+                           and _diag_values(harness).get("frames_processed") == str(answered), 15, proc)
         d = _diag_values(harness)
     assert answered == n, f"{answered}/{n} valid frames answered; diagnostics {d}"
     assert d["frames_processed"] == str(n) and d["frames_rejected"] == str(n)
@@ -270,9 +271,11 @@ def test_compressed_base_topic_remap_and_truncated_jpeg_never_displaces_a_frame(
             pub.publish(bad)
             if harness.spin_until(lambda: any(o.header.stamp.sec == 1000 + i for o in sem), 20, proc):
                 answered += 1
-        assert harness.spin_until(lambda: _diag_values(harness).get("frames_rejected") == str(n), 15, proc)
+        harness.spin_until(lambda: _diag_values(harness).get("frames_rejected") == str(n)
+                           and _diag_values(harness).get("frames_processed") == str(answered), 15, proc)
         d = _diag_values(harness)
     assert answered == n, d
+    assert d["frames_rejected"] == str(n) and d["frames_processed"] == str(n), d
     assert d["input.warning"] == "" and not any(o.header.stamp.sec >= 1500 for o in sem)
 
 
