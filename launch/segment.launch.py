@@ -3,6 +3,9 @@
     ros2 launch seg_perception segment.launch.py model:=panoptic_deeplab_mobilenetv2 \
         resolution:=256x512 image_topic:=/camera/image_raw
 
+QoS follows the camera's publishers by default (qos_reliability:=auto); force it with
+qos_reliability:=reliable|best_effort and set the reader history with qos_depth:=N.
+
 All logic (argument list, preset lookup, precedence, validation) lives in
 seg_perception.launch_config, which is tested without the launch package.
 """

@@ -12,7 +12,7 @@ from typing import Optional
 
 import yaml
 
-from .ros.params import BACKENDS, PRECISIONS, TRANSPORTS, ParameterError, validate
+from .ros.params import BACKENDS, PRECISIONS, RELIABILITY, TRANSPORTS, ParameterError, validate
 
 PACKAGE = "seg_perception"
 DEFAULT_MODEL = "deeplabv3plus_mobilenetv2"
@@ -57,11 +57,20 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("device", "", "cpu, cuda or cuda:N; empty = the preset's."),
     LaunchArgument("precision", "", "Numeric precision; empty = the preset's.", ("",) + PRECISIONS),
     LaunchArgument("weights", "", "Checkpoint path; empty = the preset's ('default' = shipped weights)."),
-    LaunchArgument("input_transport", "", "raw or compressed; empty = the preset's.", ("",) + TRANSPORTS),
+    LaunchArgument("input_transport", "", "raw or compressed (subscribes <image_topic>/compressed); empty = the preset's.",
+                   ("",) + TRANSPORTS),
+    LaunchArgument("qos_reliability", "", "Camera subscription reliability: auto matches the camera's publishers "
+                   "(best effort if any is, else reliable), or best_effort / reliable; empty = the preset's (auto).",
+                   ("",) + RELIABILITY),
+    LaunchArgument("qos_depth", "", "Camera subscription history depth (>= 5 keeps every frame until the node "
+                   "has seen it); empty = the preset's (5)."),
 )
 ARGUMENT_NAMES = tuple(a.name for a in LAUNCH_ARGUMENTS)
 #: launch arguments that override a node parameter of the same name when non-empty
-PARAM_OVERRIDES = ("resolution", "backend", "device", "precision", "weights", "input_transport")
+PARAM_OVERRIDES = ("resolution", "backend", "device", "precision", "weights", "input_transport", "qos_reliability",
+                   "qos_depth")
+#: launch arguments whose text is a number for the node
+_INT_ARGUMENTS = ("qos_depth",)
 
 
 @dataclass
@@ -101,7 +110,13 @@ def resolve_launch(values: dict[str, str]) -> NodeLaunch:
     overrides: dict = {"model": model}
     for key in PARAM_OVERRIDES:
         if vals[key] != "":
-            overrides[key] = validate(key, vals[key])
+            value: object = vals[key]
+            if key in _INT_ARGUMENTS:
+                try:
+                    value = int(vals[key])
+                except ValueError:
+                    raise ParameterError(f"launch argument {key}:={vals[key]!r} must be an integer (e.g. 5)") from None
+            overrides[key] = validate(key, value)
     parameters: list = []
     preset = config_dir() / f"{model}.yaml"
     if preset.is_file():
@@ -117,7 +132,8 @@ def resolve_launch(values: dict[str, str]) -> NodeLaunch:
     topic = vals["image_topic"]
     if not topic:
         raise ParameterError("launch argument image_topic must not be empty (e.g. /camera/image_raw)")
-    remappings = [("image", topic), ("image/compressed", topic.rstrip("/") + "/compressed")]
+    # the node derives <image>/compressed and the sibling camera_info from the one base topic
+    remappings = [("image", topic)]
     return NodeLaunch(namespace=vals["namespace"], parameters=parameters, remappings=remappings,
                       preset=preset if preset.is_file() else None)
 

@@ -18,3 +18,16 @@ def test_node_overhead_report_is_consistent():
     assert r["publish_median_ms"] >= 0 and r["convert_median_ms"] >= 0
     assert math.isclose(r["overhead_fraction"], node / seg - 1)
     assert "node overhead" in format_node_overhead(r)
+
+
+def test_startup_benchmark_reports_the_first_answered_frame():
+    """`python -m seg_perception.bench_node`: process start -> first answered frame, for a preset."""
+    from seg_perception.bench_node import run_startup
+    from seg_perception.launch_config import config_dir
+
+    r = run_startup(config_dir() / "deeplabv3plus_mobilenetv2.yaml", camera=(120, 160))
+    assert r["preset"] == "deeplabv3plus_mobilenetv2"
+    # the model is loaded and warmed before the first frame; the node's clock starts at its own
+    # process start, ours just before spawning it
+    assert 0 < r["warmup_s"] <= r["configure_s"] < r["first_frame_s"] <= r["first_answer_wall_s"] + 0.5
+    assert r["configured_after_s"] <= r["first_frame_s"]

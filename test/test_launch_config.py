@@ -35,8 +35,8 @@ def test_precedence_preset_then_file_then_arguments(tmp_path):
     assert eff["overlay_alpha"] == 0.25          # params_file beats preset
     assert eff["resolution"] == "96x192"         # argument beats params_file
     assert eff["top_k"] == lc.load_preset("panoptic_deeplab_mobilenetv2")["top_k"]
-    assert ("image", "/front/image") in spec.remappings
-    assert ("image/compressed", "/front/image/compressed") in spec.remappings
+    # one base topic: the node derives <base>/compressed and <dir>/camera_info (image_transport)
+    assert spec.remappings == [("image", "/front/image")]
     assert spec.namespace == "robot1"
 
 
@@ -47,10 +47,23 @@ def test_precedence_preset_then_file_then_arguments(tmp_path):
     ({"params_file": "/does/not/exist.yaml"}, "does not exist"),
     ({"image_topic": ""}, "image_topic"),
     ({"bogus": "1"}, "unknown launch argument"),
+    ({"qos_reliability": "sometimes"}, "auto, best_effort, reliable"),
+    ({"qos_depth": "deep"}, "integer"),
+    ({"qos_depth": "0"}, "qos_depth"),
 ])
 def test_bad_arguments_are_refused(args, needle):
     with pytest.raises(ParameterError, match=needle):
         lc.resolve_launch(args)
+
+
+def test_qos_arguments_reach_the_node_and_default_to_the_preset():
+    eff = lc.effective_parameters(lc.resolve_launch({}))
+    assert (eff["qos_reliability"], eff["qos_depth"]) == ("auto", 5)  # the presets' values
+    eff = lc.effective_parameters(lc.resolve_launch({"qos_reliability": "best_effort", "qos_depth": "12"}))
+    assert (eff["qos_reliability"], eff["qos_depth"]) == ("best_effort", 12)
+    args = {a.name: a for a in lc.LAUNCH_ARGUMENTS}
+    assert set(args["qos_reliability"].choices) == {"", "auto", "best_effort", "reliable"}
+    assert "auto" in args["qos_reliability"].description and "depth" in args["qos_depth"].description
 
 
 def test_arguments_are_described_and_model_choices_are_presets():
@@ -60,7 +73,8 @@ def test_arguments_are_described_and_model_choices_are_presets():
             assert a.default in a.choices
     model = next(a for a in lc.LAUNCH_ARGUMENTS if a.name == "model")
     assert set(model.choices) == {p.stem for p in CONFIG.glob("*.yaml")}
-    for required in ("model", "resolution", "image_topic", "namespace", "params_file", "backend", "device", "precision"):
+    for required in ("model", "resolution", "image_topic", "namespace", "params_file", "backend", "device", "precision",
+                     "qos_reliability", "qos_depth"):
         assert required in lc.ARGUMENT_NAMES
 
 

@@ -46,8 +46,11 @@ class InstancePublisher:
             import vision_msgs.msg as vm
         except ImportError as e:
             self._vm = None
-            self.why_unavailable = (f"vision_msgs is not importable ({e}); install ros-<distro>-vision-msgs "
-                                    "to get vision_msgs/Detection2DArray instance lists")
+            self.why_unavailable = (
+                f"vision_msgs is not importable ({e}); vision_msgs is not on PyPI: in a pip venv build it "
+                "with colcon (git clone https://github.com/ros-perception/vision_msgs, `colcon build "
+                "--packages-select vision_msgs`, source install/setup.bash) or run the node in a sourced "
+                "ROS 2 distro that has it (apt: ros-<distro>-vision-msgs)")
             return
         self._vm = vm
         self._pub = node.create_publisher(vm.Detection2DArray, topic, 10)

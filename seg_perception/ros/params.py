@@ -15,7 +15,7 @@ from ..pipeline import PipelineError, parse_resolution
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TRANSPORTS = ("raw", "compressed")
-RELIABILITY = ("best_effort", "reliable")
+RELIABILITY = ("auto", "best_effort", "reliable")
 DEFAULT_MODEL = "deeplabv3plus_mobilenetv2"
 
 #: Parameters whose change on a running node rebuilds the Segmenter (refused if the rebuild fails).
@@ -23,7 +23,13 @@ RELOAD_KEYS = frozenset({"model", "weights", "label_set", "num_classes", "resolu
                          "precision", "center_threshold", "nms_kernel", "top_k", "stuff_area",
                          "class_split_area", "class_aware_grouping"})
 #: Parameters that only take effect at start-up (topics and QoS are wired once).
-STARTUP_ONLY_KEYS = frozenset({"input_transport", "qos_reliability", "qos_depth"})
+STARTUP_ONLY_KEYS = frozenset({"input_transport", "qos_reliability", "qos_depth", "autostart"})
+#: Largest weights file the node opens (the biggest public checkpoint it converts is ~250 MB); a
+#: bigger file is refused before it is read or hashed.
+MAX_WEIGHTS_BYTES = 1 << 30
+#: First bytes of the containers a weights file can be: torch.save zip, pickle protocol 2-5
+#: (Detectron2 .pkl, legacy torch.save), pickle protocol 0/1 (opening MARK / dict / list).
+_WEIGHTS_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"(", b"}", b"]")
 
 
 class ParameterError(ValueError):
@@ -74,6 +80,15 @@ def _resolution(v: Any) -> str:
     return f"{h}x{w}"
 
 
+def _bool(name: str) -> Callable[[Any], Any]:
+    def check(v: Any) -> bool:
+        if not isinstance(v, bool):
+            raise ParameterError(f"parameter '{name}' = {v!r} must be true or false")
+        return v
+
+    return check
+
+
 def _odd_kernel(v: Any) -> int:
     v = _range("nms_kernel", 1, 51, int)(v)
     if v % 2 == 0:
@@ -105,8 +120,49 @@ _PANOPTIC_FIELD_TYPE: dict[str, type] = {"class_aware_grouping": bool}
 
 def _weights(v: Any) -> str:
     if not isinstance(v, str):
-        raise ParameterError(f"parameter 'weights' = {v!r} must be a string: a file path, 'default' or 'none'")
-    return v.strip()
+        raise ParameterError(f"parameter 'weights' = {v!r} must be a string: 'default', 'none' or a file path")
+    s = v.strip()
+    if s.lower() in ("default", "none"):
+        return s.lower()
+    if not s:
+        raise ParameterError("parameter 'weights' = '' is not allowed; use 'default' (the shipped weights), "
+                             "'none' (random init) or a checkpoint path")
+    return s
+
+
+def precheck_weights(value: str, max_bytes: int = MAX_WEIGHTS_BYTES) -> None:
+    """Cheap checks of a ``weights`` value before anything reads or hashes the file (O(1) I/O).
+
+    ``default`` / ``none`` pass; a path must name an existing regular file of 1..``max_bytes``
+    bytes that starts like a torch.save zip or a pickle.
+
+    Raises:
+        ParameterError: naming the path, what is wrong and the fix.
+    """
+    import os
+    import stat
+
+    if value in ("default", "none"):
+        return
+    path = os.path.expanduser(value)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ParameterError(f"parameter 'weights': file {value!r} does not exist or cannot be read "
+                             f"({e.strerror}); pass an existing checkpoint path, 'default' or 'none'") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ParameterError(f"parameter 'weights': {value!r} is not a regular file; pass a checkpoint file")
+    if st.st_size == 0 or st.st_size > max_bytes:
+        raise ParameterError(f"parameter 'weights': {value!r} has {st.st_size} bytes; a checkpoint has 1.."
+                             f"{max_bytes} bytes (is it the right file?)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise ParameterError(f"parameter 'weights': cannot read {value!r}: {e.strerror}") from None
+    if not head.startswith(_WEIGHTS_MAGIC):
+        raise ParameterError(f"parameter 'weights': {value!r} is neither a torch.save file nor a pickle "
+                             f"(starts with {head!r}); pass a .pt/.pth/.pkl checkpoint")
 
 
 @dataclass(frozen=True)
@@ -132,8 +188,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("precision", "fp32", "Numeric precision (fp16/int8 need CUDA/TensorRT).", _choice("precision", PRECISIONS), PRECISIONS),
     ParamSpec("overlay_alpha", 0.5, "Mask opacity in ~/overlay, 0..1.", _range("overlay_alpha", 0.0, 1.0, float)),
     ParamSpec("input_transport", "raw", "Subscribe 'image' (raw) or 'image/compressed'. Start-up only.", _choice("input_transport", TRANSPORTS), TRANSPORTS, True),
-    ParamSpec("qos_reliability", "best_effort", "Subscription reliability (sensor-data default). Start-up only.", _choice("qos_reliability", RELIABILITY), RELIABILITY, True),
-    ParamSpec("qos_depth", 1, "Subscription queue depth. Start-up only.", _range("qos_depth", 1, 100, int), None, True),
+    ParamSpec("qos_reliability", "auto", "Subscription reliability: auto = match the publishers on the input topic "
+              "(best effort if any publisher is, re-checked when publishers change), best_effort, reliable. Start-up only.",
+              _choice("qos_reliability", RELIABILITY), RELIABILITY, True),
+    ParamSpec("qos_depth", 5, "Subscription history depth (>= 5 so no frame is replaced before the callback sees it; "
+              "the node still processes only the newest valid frame). Start-up only.",
+              _range("qos_depth", 1, 100, int), None, True),
+    ParamSpec("autostart", True, "Configure and activate at start (false = wait for lifecycle transitions). Start-up only.",
+              _bool("autostart"), None, True),
+    ParamSpec("input_timeout", 5.0, "Seconds without a frame after which the node warns once (no publisher, QoS "
+              "mismatch or DDS large-sample limit) and says so in /diagnostics; 0 = never.",
+              _range("input_timeout", 0.0, 3600.0, float)),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", _range("diagnostics_period", 0.05, 60.0, float)),
     ParamSpec("center_threshold", -1.0, "Panoptic: center heatmap threshold in [0, 1]; -1 = tuned for the weights, else 0.1.",
               _or_auto(-1.0, _range("center_threshold", 0.0, 1.0, float), "center_threshold")),
@@ -153,6 +218,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               _or_auto(-1, _range("class_aware_grouping", 0, 1, int), "class_aware_grouping")),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+#: Parameters declared as doubles: an integer from YAML or the command line (``overlay_alpha:=1``) is
+#: taken as the same number.
+FLOAT_KEYS = frozenset(p.name for p in PARAMETERS if isinstance(p.default, float))
+
+
+def closest_parameter(name: str) -> Optional[str]:
+    """The declared parameter ``name`` was most likely meant to be (difflib), or None."""
+    import difflib
+
+    got = difflib.get_close_matches(name, list(SPECS), n=1, cutoff=0.6)
+    return got[0] if got else None
 
 
 def validate(name: str, value: Any) -> Any:
@@ -208,3 +284,16 @@ class NodeConfig:
             "label_set": self["label_set"] or None,
             "panoptic": self.panoptic_overrides(),
         }
+
+
+README_BEGIN = "<!-- parameters: generated from seg_perception.ros.params.PARAMETERS -->"
+README_END = "<!-- end of parameters -->"
+
+
+def markdown_table() -> str:
+    """The parameter table of README.md (between :data:`README_BEGIN` and :data:`README_END`)."""
+    rows = ["| parameter | default | description |", "|---|---|---|"]
+    for p in PARAMETERS:
+        default = str(p.default).lower() if isinstance(p.default, bool) else repr(p.default)
+        rows.append(f"| `{p.name}` | `{default}` | {p.description.replace('|', '/')} |")
+    return "\n".join([README_BEGIN, *rows, README_END])

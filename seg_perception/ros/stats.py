@@ -1,7 +1,7 @@
 """ROS-free helpers of the node: the newest-frame slot and the running statistics.
 
-The camera callback only drops its message into a :class:`LatestSlot` (replacing and counting an
-unprocessed older one); the worker thread takes from it. The queue depth is therefore bounded by 1
+The camera callback decodes each message and drops the valid frame into a :class:`LatestSlot`
+(replacing and counting an unprocessed older one); the worker thread takes from it. The queue depth is therefore bounded by 1
 whatever the camera rate.
 """
 from __future__ import annotations
@@ -47,6 +47,12 @@ class LatestSlot:
     def depth(self) -> int:
         return int(self._has)
 
+    def clear(self) -> bool:
+        """Forget a pending item; True when there was one (a dropped frame)."""
+        with self._cond:
+            had, self._item, self._has = self._has, None, False
+            return had
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -76,6 +82,10 @@ class NodeStats:
     def on_rejected(self, reason: str) -> None:
         with self._lock:
             self.rejected[reason] += 1
+
+    def on_dropped(self, n: int = 1) -> None:
+        with self._lock:
+            self.dropped += n
 
     def on_error(self, reason: str) -> None:
         with self._lock:
@@ -117,3 +127,21 @@ class NodeStats:
                     out[f"{k}.median_ms"] = round(float(np.median(arr)), 2)
                     out[f"{k}.p90_ms"] = round(float(np.percentile(arr, 90)), 2)
         return out
+
+
+_IMPORTED_AT = time.monotonic()
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; elsewhere: since this module was imported)."""
+    import os
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of stat(5); fields[0] is field 3
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED_AT

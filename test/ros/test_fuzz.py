@@ -244,17 +244,15 @@ def test_generator_is_seeded_and_mixed():
 
 
 def test_generator_reasons_agree_with_the_converter():
-    """Cheap in-process cross-check of the generator's labels (the node's callback runs precheck)."""
+    """Cheap in-process cross-check of the generator's labels (the node's callback runs to_rgb)."""
     from seg_perception.conversions import ConversionError, to_rgb
-    from seg_perception.ros.node import precheck
 
     for msg, reason in raw_corpus():
         if reason is None:
-            precheck(msg)
             assert to_rgb(msg).shape == (msg.height, msg.width, 3)
         else:
             with pytest.raises(ConversionError) as e:
-                precheck(msg)
+                to_rgb(msg)
             assert e.value.reason == reason, (msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
 
 
@@ -324,8 +322,7 @@ def test_fuzz_compressed_images(harness, tmp_path):
             if reason is None:
                 assert harness.spin_until(lambda: _answered(sem, msg), 60, proc), _log(tmp_path)
             elif deferred:
-                # magic bytes pass the callback's check; the worker decodes and rejects it. Wait for
-                # the count so the next message cannot replace it in the newest-frame slot.
+                # magic bytes are right but the data does not decode: counted once decoded
                 worker_rejects += 1
                 assert harness.spin_until(
                     lambda: int(_diag(harness, node).get("frames_rejected", 0)) >= _n_rejected_so_far(corpus, i),

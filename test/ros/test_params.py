@@ -30,6 +30,11 @@ def test_defaults_validate():
     ("class_aware_grouping", 2, "[0, 1]"),
     ("class_aware_grouping", True, "integer"),
     ("qos_depth", True, "integer"),
+    ("weights", "", "'default'"),
+    ("weights", "   ", "'none'"),
+    ("weights", 3, "string"),
+    ("autostart", "yes", "true or false"),
+    ("input_timeout", -1.0, "[0.0, 3600.0]"),
 ])
 def test_bad_values_name_parameter_and_allowed(name, value, needle):
     with pytest.raises(ParameterError) as e:
@@ -68,3 +73,80 @@ def test_panoptic_parameters_default_to_auto_and_accept_explicit_values():
         assert got == {"class_aware_grouping": bool(v)} and type(got["class_aware_grouping"]) is bool
     # an integer -1 for a float parameter is the same sentinel (YAML writes it either way)
     assert NodeConfig.from_dict({"center_threshold": -1}).panoptic_overrides() == {}
+
+
+def test_integers_are_accepted_where_numbers_are_expected():
+    """ROS parameters from YAML or the command line: ``overlay_alpha:=1`` is the number 1.0."""
+    from seg_perception.ros.params import FLOAT_KEYS
+
+    assert {"overlay_alpha", "diagnostics_period", "center_threshold", "input_timeout"} <= FLOAT_KEYS
+    cfg = NodeConfig.from_dict({"overlay_alpha": 1, "diagnostics_period": 2, "input_timeout": 0})
+    assert (cfg["overlay_alpha"], cfg["diagnostics_period"], cfg["input_timeout"]) == (1.0, 2.0, 0.0)
+    assert type(cfg["overlay_alpha"]) is float
+
+
+def test_weights_values_and_cheap_file_checks(tmp_path):
+    from seg_perception.ros.params import precheck_weights
+
+    assert validate("weights", " Default ") == "default" and validate("weights", "NONE") == "none"
+    for v in ("default", "none"):
+        precheck_weights(v)
+    big = tmp_path / "big.pt"
+    with open(big, "wb") as f:  # sparse: 2 GiB of size, nothing written
+        f.write(b"PK\x03\x04")
+        f.truncate(2 << 30)
+    cases = [(tmp_path / "missing.pt", "does not exist"), (tmp_path, "not a regular file"),
+             (big, "bytes"), (tmp_path / "text.pt", "neither a torch.save file nor a pickle")]
+    (tmp_path / "text.pt").write_text("#!/bin/sh\necho hi\n")
+    for path, needle in cases:
+        with pytest.raises(ParameterError, match=needle) as e:
+            precheck_weights(str(path))
+        assert str(path) in str(e.value)
+    ok = tmp_path / "ok.pt"
+    ok.write_bytes(b"PK\x03\x04" + bytes(100))
+    precheck_weights(str(ok))
+
+
+def test_closest_parameter_for_typos():
+    from seg_perception.ros.params import closest_parameter
+
+    assert closest_parameter("modle") == "model"
+    assert closest_parameter("qos_relability") == "qos_reliability"
+    assert closest_parameter("resolutoin") == "resolution"
+    assert closest_parameter("zzzz") is None
+
+
+def test_run_help_prints_help_and_does_not_start_the_node():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "seg_perception.cli", "run", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage: seg-perception run" in out.stdout and "--ros-args" in out.stdout
+    for p in PARAMETERS:
+        assert f"  {p.name} (default" in out.stdout
+    assert "listening on" not in out.stdout + out.stderr
+
+
+def test_missing_vision_msgs_hint_fits_a_pip_venv(monkeypatch):
+    import sys
+
+    from seg_perception.ros.instances import InstancePublisher
+
+    monkeypatch.setitem(sys.modules, "vision_msgs", None)  # import fails as where it is not installed
+    monkeypatch.setitem(sys.modules, "vision_msgs.msg", None)
+    pub = InstancePublisher(None, "~/instances")
+    assert not pub.available
+    assert "colcon" in pub.why_unavailable and "pip" in pub.why_unavailable
+
+
+def test_readme_parameter_table_matches_the_declared_parameters():
+    """README's table is generated from PARAMETERS; regenerate it with params.markdown_table()."""
+    from pathlib import Path
+
+    from seg_perception.ros.params import README_BEGIN, README_END, markdown_table
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text[text.index(README_BEGIN): text.index(README_END) + len(README_END)]
+    assert block == markdown_table(), "README parameter table drifted: paste seg_perception.ros.params.markdown_table()"
