@@ -1,0 +1,110 @@
+"""Detectron2 and bowenc0221 Panoptic-DeepLab checkpoints reproduce their reference implementations.
+
+Oracles: ``../shared/refs`` fixtures made by running each reference's own model code
+(``detectron2_panoptic_deeplab_r52_dc5_dsconv``: facebookresearch/detectron2 @ 02b5c4e2,
+``bowenc0221_panoptic_deeplab_r50_os32``: bowenc0221/panoptic-deeplab @ cf8e20bb). Each test
+writes the checkpoint exactly as the reference saves it, loads it the way a user does
+(``build_segmenter(model, weights=FILE, ...)``) and compares every head with the stored outputs
+within the fixtures' tolerances (see ``../shared/refs/README.md``).
+
+The project's model contract clamps the center heatmap to [0, 1] in eval mode; the references
+return it raw, so centers are compared with ``numpy.clip(ref, 0, 1)`` (range of the clipped values).
+"""
+from __future__ import annotations
+
+import pickle
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from seg_perception.pipeline import build_segmenter
+from test import reference_fixtures as rf
+
+D2 = "detectron2_panoptic_deeplab_r52_dc5_dsconv"
+BOWEN = "bowenc0221_panoptic_deeplab_r50_os32"
+
+
+def _cases(fixture: str) -> list[str]:
+    return [c["name"] for c in rf.manifest(fixture)["cases"]]
+
+
+@pytest.fixture(scope="module")
+def d2_file(tmp_path_factory):
+    """The fixture's state dict written as Detectron2's model-zoo .pkl."""
+    man = rf.manifest(D2)
+    path = tmp_path_factory.mktemp("d2") / man["checkpoint"]["suggested_file_name"]
+    with open(path, "wb") as f:
+        pickle.dump({"model": dict(rf.state_dict(D2)), "__author__": "Detectron2 Model Zoo"}, f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bowen_files(tmp_path_factory):
+    """The fixture's state dict as ``final_state.pth`` (plain) and ``checkpoint.pth.tar`` (wrapped)."""
+    d = tmp_path_factory.mktemp("bowen")
+    sd = OrderedDict((k, torch.from_numpy(v)) for k, v in rf.state_dict(BOWEN).items())
+    plain = d / rf.manifest(BOWEN)["checkpoint"]["suggested_file_name"]
+    torch.save(sd, plain)
+    wrapped = d / "checkpoint.pth.tar"
+    torch.save({"state_dict": sd, "start_iter": 0}, wrapped)
+    return {"plain": plain, "wrapped": wrapped}
+
+
+def _compare(fixture: str, case_name: str, out: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Assert the fixture tolerances for one case; returns max |diff| / range per head."""
+    man = rf.manifest(fixture)
+    spec = next(c for c in man["cases"] if c["name"] == case_name)
+    ref = rf.case(fixture, case_name)
+    s, t = spec["subsample"]["start"], spec["subsample"]["step"]
+    ours = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in out.items()}
+    agree = float((ours["semantic"][0].argmax(0) == ref["semantic_argmax"]).mean())
+    assert agree >= 0.999, f"{case_name}: semantic argmax agreement {agree:.5f} < 0.999"
+    refs = {"semantic": ref["semantic"].astype(np.float32), "center": np.clip(ref["center"], 0, 1),
+            "offset": ref["offset"]}
+    rel = {}
+    for head, r in refs.items():
+        o = ours[head][..., s::t, s::t]
+        assert o.shape == r.shape, (head, o.shape, r.shape)
+        diff = float(np.abs(o - r).max())
+        tol = rf.head_tolerance(r)
+        rel[head] = diff / max(tol * 1e3, 1e-12)
+        assert diff <= tol, f"{case_name} {head}: max |diff| {diff:.3g} > {tol:.3g}"
+    return rel
+
+
+@pytest.mark.parametrize("case_name", _cases(D2))
+def test_detectron2_r52_dsconv_matches_reference(d2_file, case_name) -> None:
+    man = rf.manifest(D2)
+    ref = rf.case(D2, case_name)
+    h, w = ref["input"].shape[-2:]
+    seg = build_segmenter(man["project_model"], weights=str(d2_file), resolution=(h, w), backend="torch")
+    _compare(D2, case_name, seg.backend.infer({"image": torch.from_numpy(ref["input"])}))
+
+
+def test_detectron2_refuses_what_the_reference_refuses(d2_file) -> None:
+    man = rf.manifest(D2)
+    for bad in man["refused_inputs"]:
+        h, w = bad["input_hw"]
+        seg = build_segmenter(man["project_model"], weights=str(d2_file), resolution=(h, w), backend="torch")
+        with pytest.raises(ValueError, match=r"window \(32, 64\).*multiple of 512.*multiple of 1024"):
+            seg.backend.infer({"image": torch.zeros(1, 3, h, w)})
+
+
+@pytest.mark.parametrize("container", ["plain", "wrapped"])
+def test_bowenc0221_r50_os32_matches_reference(bowen_files, container) -> None:
+    man = rf.manifest(BOWEN)
+    (case_name,) = _cases(BOWEN)
+    ref = rf.case(BOWEN, case_name)
+    h, w = ref["input"].shape[-2:]
+    seg = build_segmenter(man["project_model"], weights=str(bowen_files[container]), resolution=(h, w),
+                          backend="torch")
+    _compare(BOWEN, case_name, seg.backend.infer({"image": torch.from_numpy(ref["input"])}))
+
+
+def test_bowenc0221_file_for_another_depth_is_refused(bowen_files) -> None:
+    from seg_perception.models.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match="R50 checkpoint.*use panoptic_deeplab_resnet50"):
+        build_segmenter("panoptic_deeplab_resnet101", weights=str(bowen_files["plain"]), resolution=(257, 513))
