@@ -12,6 +12,7 @@ return it raw, so centers are compared with ``numpy.clip(ref, 0, 1)`` (range of 
 """
 from __future__ import annotations
 
+import json
 import pickle
 from collections import OrderedDict
 
@@ -108,3 +109,34 @@ def test_bowenc0221_file_for_another_depth_is_refused(bowen_files) -> None:
 
     with pytest.raises(CheckpointError, match="R50 checkpoint.*use panoptic_deeplab_resnet50"):
         build_segmenter("panoptic_deeplab_resnet101", weights=str(bowen_files["plain"]), resolution=(257, 513))
+
+
+DATA = rf.REPO_ROOT / "test" / "models" / "data"
+
+
+def test_detectron2_r52_plain_config_matches_reference(tmp_path) -> None:
+    """The plain (non-DSConv) Cityscapes config (``model_final_bd324a.pkl`` layout: two 3x3 convs
+    in the decoder fusions, semantic head and offset head) against Detectron2's own outputs
+    (test/models/data/README.md)."""
+    man = json.loads((DATA / "detectron2_r52_plain_manifest.json").read_text())
+    scale = man["weight_rule"]["scale"]
+    sd = {k: rf.rule_value(k, tuple(s), d, scale) for k, s, d in man["state_dict"]}
+    path = tmp_path / "model_final_bd324a.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": sd, "__author__": "Detectron2 Model Zoo"}, f)
+    h, w = man["input"]["hw"]
+    u8 = np.random.default_rng(20261203).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+    x = torch.from_numpy(((u8.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None].copy())
+    seg = build_segmenter("panoptic_deeplab_resnet52_dc5", weights=str(path), resolution=(h, w), backend="torch")
+    out = {k: v.numpy() for k, v in seg.backend.infer({"image": x}).items()}
+    with np.load(DATA / "detectron2_r52_plain_512x1024.npz") as z:
+        ref = {k: z[k] for k in z.files}
+    assert float((out["semantic"][0].argmax(0) == ref["semantic_argmax"]).mean()) >= 0.999
+    s, t = man["subsample"]["start"], man["subsample"]["step"]
+    for head, r in (("semantic", ref["semantic"].astype(np.float32)), ("center", np.clip(ref["center"], 0, 1)),
+                    ("offset", ref["offset"])):
+        o = out[head][..., s::t, s::t]
+        assert o.shape == r.shape
+        assert float(np.abs(o - r).max()) <= rf.head_tolerance(r), head
