@@ -19,7 +19,10 @@ the per-axis upsampling factor (H_in/H_feat for dy, W_in/W_feat for dx) so they 
 
 Center heatmap: a raw regression output (the paper trains it with MSE on Gaussian targets). In
 training mode it is returned unclamped (so the MSE gradient is never cut); in eval mode (and so in
-exported graphs) it is clamped to [0, 1] as the model output contract requires. No sigmoid: a
+exported graphs) it is clamped to [0, 1] as the model output contract requires -- except with
+``center_clamp=False``, which converted Detectron2 / bowenc0221 checkpoints get: their references
+post-process the raw map, and a clamp would turn neighbouring peaks above 1 into a plateau of
+several centers. No sigmoid: a
 sigmoid would move the 0.1 threshold of the post-processing and break converted checkpoints.
 
 State-dict layout: ``backbone.*``; ``semantic_decoder`` / ``instance_decoder`` with ``aspp.*``,
@@ -200,6 +203,8 @@ class PanopticDeepLab(nn.Module):
             multiple of the window are refused as Detectron2 does (see :class:`.aspp.ASPPPooling`).
             Detectron2 checkpoints get (512, 1024), both Cityscapes releases' crop (a .pkl does not
             store it); the COCO release needs (640, 640).
+        center_clamp: clamp the eval-mode center heatmap to [0, 1] (True) or return it raw as the
+            references do (False; set for Detectron2 / bowenc0221 checkpoints).
         offset_scaling: how offsets from the 1/4 grid become input pixels: ``"ratio"`` (dy x H/h,
             dx x W/w; equals Detectron2's x4 at its input sizes) or ``"corners_floor"`` (both x
             ``(H - 1) // (h - 1)``, bowenc0221 with its align_corners=True upsampling).
@@ -221,7 +226,7 @@ class PanopticDeepLab(nn.Module):
                  separable_aspp: bool = False, aspp_pooling: str = "bn", center_head: str = "conv",
                  align_corners: bool = False, semantic_stride2_channels: int = 0,
                  decoder_conv: str = "separable", aspp_pool_crop: Sequence[int] | None = None,
-                 offset_scaling: str = "ratio") -> None:
+                 offset_scaling: str = "ratio", center_clamp: bool = True) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
@@ -288,6 +293,7 @@ class PanopticDeepLab(nn.Module):
         self.num_classes = num_classes
         self.align_corners = align_corners
         self.offset_scaling = offset_scaling
+        self.center_clamp = bool(center_clamp)
 
     def set_align_corners(self, value: bool) -> None:
         """Switch bilinear ``align_corners`` everywhere (no parameters change)."""
@@ -321,7 +327,7 @@ class PanopticDeepLab(nn.Module):
         ac = self.align_corners
         sem = F.interpolate(out["semantic"], size=size, mode="bilinear", align_corners=ac)
         center = F.interpolate(out["center"], size=size, mode="bilinear", align_corners=ac)
-        if not self.training:
+        if not self.training and self.center_clamp:
             center = center.clamp(0.0, 1.0)
         off = F.interpolate(out["offset"], size=size, mode="bilinear", align_corners=ac)
         if self.offset_scaling == "corners_floor":
@@ -337,7 +343,8 @@ class PanopticDeepLab(nn.Module):
 BUILDER_KWARGS = ("num_classes", "output_stride", "aspp_channels", "decoder_channels", "instance_aspp_channels",
                   "instance_decoder_channels", "head_channels", "instance_head_channels", "low_level_channels",
                   "instance_low_level_channels", "separable_aspp", "aspp_pooling", "center_head", "align_corners",
-                  "semantic_stride2_channels", "decoder_conv", "aspp_pool_crop", "offset_scaling")
+                  "semantic_stride2_channels", "decoder_conv", "aspp_pool_crop", "offset_scaling",
+                  "center_clamp")
 
 
 def _check_kwargs(name: str, kwargs: dict) -> None:
@@ -356,7 +363,7 @@ def panoptic_deeplab_mobilenetv3_large(*, output_stride: int = 16, **kwargs) -> 
     low_level_channels=(32, 64), instance_low_level_channels=(16, 32) (ordered stride4, stride8
     [, stride16]), separable_aspp=False, aspp_pooling="bn", center_head="conv",
     align_corners=False, semantic_stride2_channels=0, decoder_conv="separable", aspp_pool_crop=None,
-    offset_scaling="ratio" -- see :class:`PanopticDeepLab`."""
+    offset_scaling="ratio", center_clamp=True -- see :class:`PanopticDeepLab`."""
     _check_kwargs("panoptic_deeplab_mobilenetv3_large", kwargs)
     return PanopticDeepLab(build_backbone("mobilenetv3_large", output_stride=output_stride),
                            output_stride=output_stride, **kwargs)

@@ -19,7 +19,8 @@ os16 (rates 6-12-18) -- the only two layouts the repository's configs build.
 Fixed by the reference code (not stored): ASPP image pooling is a global average, 1x1 conv
 without bias + ReLU (no BN); every bilinear upsampling (decoder stages, heads to the input size)
 uses ``align_corners=True``; offsets are multiplied by ``(H_in - 1) // (h - 1)`` on both axes
-(``offset_scaling="corners_floor"``); fusions and heads are 5x5 depthwise-separable convs.
+(``offset_scaling="corners_floor"``); fusions and heads are 5x5 depthwise-separable convs; the
+center heatmap is raw (``center_clamp=False``).
 """
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def bowenc0221_model_kwargs(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     sd = _strip(state_dict)
     kw: dict[str, Any] = {"aspp_pooling": "none", "center_head": "separable", "align_corners": True,
                           "separable_aspp": False, "decoder_conv": "separable", "aspp_pool_crop": None,
-                          "offset_scaling": "corners_floor"}
+                          "offset_scaling": "corners_floor", "center_clamp": False}
     for branch, pre in (("semantic", ""), ("instance", "instance_")):
         n = _stages(sd, branch)
         if n == 0:

@@ -25,7 +25,8 @@ What the keys say, and what they cannot:
 
 Detectron2 upsamples every head x4 (bilinear, ``align_corners=False``) and multiplies offsets by 4;
 our ``offset_scaling="ratio"`` gives the same at the sizes Detectron2 accepts. The center head is
-raw in Detectron2; the project's model contract clamps it to [0, 1] in eval mode.
+raw in Detectron2 and stays raw here (``center_clamp=False``: a clamp would make plateaus of peaks
+above 1, i.e. extra centers).
 """
 from __future__ import annotations
 
@@ -169,5 +170,6 @@ def detectron2_model_kwargs(model_dict: Mapping[str, Any]) -> dict[str, Any]:
     kw["center_head"] = "conv"
     kw["aspp_pool_crop"] = DEFAULT_TRAIN_CROP
     kw["offset_scaling"] = "ratio"
+    kw["center_clamp"] = False
     kw["align_corners"] = False
     return kw
