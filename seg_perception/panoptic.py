@@ -10,17 +10,26 @@ Pipeline (Cheng et al., "Panoptic-DeepLab", CVPR 2020):
 
 1. ``semantic = argmax(semantic_logits)``; thing pixels are those whose semantic class is in
    ``thing_ids``.
-2. :func:`find_centers`: keep center-heatmap values ``> center_threshold`` that are the maximum of
-   their ``nms_kernel x nms_kernel`` window (max-pool NMS, same padding), then the ``top_k``
-   highest. A plateau of equal neighbouring maxima (e.g. a symmetric peak after bilinear
-   upsampling) keeps one center: the first in raster order.
+2. :func:`find_centers`: keep center-heatmap values ``> center_threshold`` that equal the maximum
+   of their ``nms_kernel x nms_kernel`` window (max-pool NMS, same padding), so every member of
+   a plateau of exactly equal maxima is a center; with ``top_k`` or more survivors only scores
+   strictly above the ``top_k``-th largest are kept (scores tied at the ``top_k``-th place are all
+   dropped, leaving fewer than ``top_k``). Centers are in raster order (row-major).
 3. :func:`group_instances`: every thing pixel ``p`` predicts a center at ``p + offset(p)`` and
-   joins the nearest kept center (squared Euclidean distance, ties -> lower instance index).
+   joins the nearest kept center (Euclidean distance in float32, exact ties -> the first center
+   in raster order).
 4. :func:`merge_semantic_and_instance`: instance class = majority vote of the semantic labels of
-   its pixels (ties -> lower class id); instances are renumbered per class ``1..n`` in instance
-   order, ``id = class * label_divisor + n``; stuff pixels get ``class * label_divisor``; stuff
-   classes covering fewer than the scaled ``stuff_area`` pixels, and thing pixels with no
-   instance, become ``void_label``.
+   its pixels (ties -> lower class id); instances are visited in center (raster) order, an
+   instance without thing pixels uses no number, and the n-th visited instance of class c gets
+   ``id = c * label_divisor + n``; stuff pixels get ``class * label_divisor``; stuff classes
+   covering fewer than the scaled ``stuff_area`` pixels, and thing pixels with no instance,
+   become ``void_label``.
+
+   Steps 2-4 with the extensions below off reproduce Detectron2's
+   ``projects/Panoptic-DeepLab/panoptic_deeplab/post_processing.py`` (@ 02b5c4e2) and
+   bowenc0221/panoptic-deeplab's (@ cf8e20bb) ``get_panoptic_segmentation`` exactly, ids
+   included (test/test_panoptic_reference.py), given a ``stuff_area_reference_hw`` equal to the
+   output size (the references' ``stuff_area`` is an absolute pixel count).
 
    Extension (off by default, ``class_split_area > 0``): when two things of different classes
    share one center (a car and the truck beside it, a rider and its bicycle: their centers are
@@ -36,9 +45,9 @@ Pipeline (Cheng et al., "Panoptic-DeepLab", CVPR 2020):
    (the majority vote of its pixels), the second sends each thing pixel to the nearest center of
    its own semantic class -- or, where no center has that class, to the nearest center as before.
 
-Void label: ``void_label`` defaults to ``255 * label_divisor = 255000``, *not* 0, because class 0
-is a valid stuff class (Cityscapes ``road``) whose panoptic id is ``0 * 1000 + 0 = 0``. Void
-pixels are not segments.
+Void label: ``void_label`` defaults to ``255 * label_divisor = 255000`` (bowenc0221's tools), *not*
+0, because class 0 is a valid stuff class (Cityscapes ``road``) whose panoptic id is
+``0 * 1000 + 0 = 0``; -1 (what Detectron2 passes) is accepted too. Void pixels are not segments.
 
 DESIGN CHOICE (resolution): the network usually runs below the camera resolution. The
 :class:`~seg_perception.pipeline.Segmenter` calls :func:`resize_heads` to upsample all three
@@ -93,7 +102,8 @@ class PanopticConfig:
     Attributes:
         center_threshold: center heatmap values must be strictly above this, in [0, 1].
         nms_kernel: odd max-pool window (pixels of the grid grouping runs on), >= 1.
-        top_k: at most this many centers, in [1, label_divisor - 1].
+        top_k: at most this many centers (the reference's rule, see :func:`find_centers`), >= 1;
+            above ``label_divisor - 1`` only an image with that many instances of one class fails.
         stuff_area: minimum stuff segment area in pixels *at* ``stuff_area_reference_hw``;
             at an H x W output the threshold is ``stuff_area * H * W / (ref_h * ref_w)``.
         class_split_area: 0 (the paper): an instance's pixels all take its majority class. > 0: a
@@ -105,7 +115,8 @@ class PanopticConfig:
             there is one (see the module docstring).
         stuff_area_reference_hw: (height, width) ``stuff_area`` and ``class_split_area`` refer to.
         label_divisor: panoptic id = class * label_divisor + instance.
-        void_label: id of void pixels; 255000 by default, not 0 (0 is road stuff).
+        void_label: id of void pixels; 255000 by default, not 0 (0 is road stuff); -1 (Detectron2) or
+            any other value that is no real panoptic id.
     """
 
     center_threshold: float = 0.1
@@ -136,11 +147,8 @@ class PanopticConfig:
         d = self.label_divisor
         if not _is_int(d) or d < 2:
             raise ValueError(f"PanopticConfig.label_divisor={d!r} must be an integer >= 2 (e.g. 1000)")
-        if not _is_int(self.top_k) or not 1 <= self.top_k <= d - 1:
-            raise ValueError(
-                f"PanopticConfig.top_k={self.top_k!r} must be an integer in [1, label_divisor - 1 = {d - 1}] "
-                "so instance numbers fit below label_divisor"
-            )
+        if not _is_int(self.top_k) or self.top_k < 1:
+            raise ValueError(f"PanopticConfig.top_k={self.top_k!r} must be an integer >= 1 (e.g. 200)")
         a = self.stuff_area
         if not isinstance(a, (int, float)) or isinstance(a, bool) or a < 0:
             raise ValueError(f"PanopticConfig.stuff_area={a!r} must be a number >= 0 (pixels; 0 keeps all stuff)")
@@ -166,10 +174,10 @@ class PanopticConfig:
                 "e.g. (1024, 2048)"
             )
         v = self.void_label
-        if not _is_int(v) or not 0 <= v <= _INT32_MAX:
+        if not _is_int(v) or not -_INT32_MAX - 1 <= v <= _INT32_MAX:
             raise ValueError(
-                f"PanopticConfig.void_label={v!r} must be an integer in [0, {_INT32_MAX}] "
-                f"(default 255 * label_divisor = {255 * d})"
+                f"PanopticConfig.void_label={v!r} must be an int32 integer "
+                f"(default 255 * label_divisor = {255 * d}; Detectron2 uses -1)"
             )
         return self
 
@@ -263,35 +271,36 @@ def _max_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
 
 
 def find_centers(center: torch.Tensor, cfg: PanopticConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Instance centers from a center heatmap: threshold, max-pool NMS, top-k.
+    """Instance centers from a center heatmap: threshold, max-pool NMS, top-k (the references' rule).
+
+    A pixel is a candidate iff its value is ``> center_threshold`` (compared in the heatmap's
+    dtype) and equals the ``nms_kernel x nms_kernel`` max of the heatmap around it: every member of
+    a plateau of exactly equal maxima is a center. With at least ``top_k`` candidates only those
+    scoring strictly above ``max(kth, 0)`` are kept, ``kth`` the ``top_k``-th largest candidate
+    score, so candidates tied at the ``top_k``-th place are all dropped (Detectron2's
+    ``find_instance_center``: ``nonzero(hm > topk(hm, k)[-1].clamp(min=0))``).
 
     Args:
-        center: (1, H, W) float heatmap in [0, 1].
-        cfg: uses ``center_threshold`` (strict ``>``), ``nms_kernel`` and ``top_k``.
+        center: (1, H, W) float heatmap.
+        cfg: uses ``center_threshold``, ``nms_kernel`` and ``top_k``.
 
     Returns:
-        ``(centers, scores)``: centers (K, 2) int64 (y, x) and scores (K,) float heatmap values,
-        K <= top_k, sorted by score descending (ties in raster order). Of a plateau of equal
-        maxima closer than the NMS window only the first in raster order is kept.
+        ``(centers, scores)``: centers (K, 2) int64 (y, x) in raster order (row-major, as
+        ``torch.nonzero``) and their scores (K,), K <= top_k.
     """
     cfg.validate()
     _check_hw("center", center, 1, "pass one image's heatmap, e.g. outputs['center'][0]")
     hm = center[0].float()
     h, w = hm.shape
-    k = cfg.nms_kernel
-    cand = (hm > cfg.center_threshold) & (hm == _max_pool(hm, k))
-    # Plateaus: candidates within one window of each other have equal values (each is the max of
-    # a window holding the other); keep the one with the smallest raster index.
-    dtype = torch.float32 if h * w < 2**24 else torch.float64  # raster indices stay exact
-    idx = torch.arange(h * w, device=hm.device, dtype=dtype).view(h, w)
-    neg = torch.where(cand, -idx, torch.full_like(idx, -float(h * w + 1)))
-    keep = cand & (_max_pool(neg, k) == neg)
-    flat = torch.nonzero(keep.flatten()).flatten()  # raster order
+    cand = (hm > cfg.center_threshold) & (hm == _max_pool(hm, cfg.nms_kernel))
+    flat = torch.nonzero(cand.flatten()).flatten()  # raster order
     scores = hm.flatten()[flat]
-    order = torch.sort(scores, descending=True, stable=True).indices[: cfg.top_k]
-    flat = flat[order]
+    if flat.numel() >= cfg.top_k:
+        kth = torch.topk(scores, cfg.top_k, sorted=True).values[-1].clamp(min=0)
+        keep = scores > kth
+        flat, scores = flat[keep], scores[keep]
     centers = torch.stack([torch.div(flat, w, rounding_mode="floor"), flat % w], dim=1)
-    return centers, scores[order]
+    return centers, scores
 
 
 def group_instances(
@@ -306,8 +315,10 @@ def group_instances(
     """Assign every thing pixel to the nearest center after adding its offset.
 
     Pixel ``(y, x)`` predicts the center ``(y + offset[0, y, x], x + offset[1, y, x])`` and joins
-    center ``argmin_k`` of the squared distance (ties -> lowest k). Thing pixels are processed
-    in chunks so the (pixels, K) distance matrix stays within ``max_chunk_bytes``.
+    center ``argmin_k`` of the float32 Euclidean distance (exact ties -> lowest k), as the
+    references do (the square root matters: distinct squared distances can round to one
+    distance, a tie the references break by center order). Thing pixels are processed in chunks
+    so the (pixels, K) distance matrix stays within ``max_chunk_bytes``.
 
     Args:
         centers: (K, 2) int64 (y, x), K >= 0.
@@ -362,6 +373,7 @@ def group_instances(
         dist.square_()
         dx = px_all[start:stop, None] - cx
         dist += dx.square_()
+        dist.sqrt_()
         if center_class is not None:
             same = pc_all[start:stop, None] == cc
             # only where some center has the pixel's class: the other centers are out of reach
@@ -437,7 +449,7 @@ def merge_semantic_and_instance(
         raise ValueError(f"semantic class ids must be >= 0, found {lo}")
     num_classes = max(hi + 1, max((int(t) + 1 for t in thing_ids), default=0))
     div, void = cfg.label_divisor, cfg.void_label
-    if void < num_classes * div and void % div < cfg.top_k + 1:
+    if 0 <= void < num_classes * div and void % div < cfg.top_k + 1:
         raise ValueError(
             f"void_label={void} collides with panoptic ids of classes 0..{num_classes - 1} "
             f"(label_divisor {div}); use a value >= {num_classes * div}, e.g. 255 * label_divisor"

@@ -52,7 +52,8 @@ def reference_postprocess(logits: np.ndarray, center: np.ndarray, offset: np.nda
                     best = c
             sem[y, x] = best
 
-    # Centers: above threshold and the maximum of the window around it ...
+    # Centers: above threshold and equal to the maximum of the window around it (every member of
+    # a plateau of equal maxima is one), in raster order ...
     cand = []
     for y in range(H):
         for x in range(W):
@@ -62,20 +63,11 @@ def reference_postprocess(logits: np.ndarray, center: np.ndarray, offset: np.nda
             win = hm[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
             if v >= win.max():
                 cand.append((y, x))
-    # ... and, on a plateau of equal maxima, the first candidate in raster order of its window.
-    cset = set(cand)
-    kept = []
-    for y, x in cand:
-        earlier = [
-            (yy, xx)
-            for yy in range(y - r, y + r + 1)
-            for xx in range(x - r, x + r + 1)
-            if (yy, xx) in cset and yy * W + xx < y * W + x
-        ]
-        if not earlier:
-            kept.append((y, x))
-    kept.sort(key=lambda p: (-float(hm[p]), p[0] * W + p[1]))
-    kept = kept[: cfg.top_k]
+    # ... then, with top_k or more of them, only those strictly above the top_k-th largest score.
+    kept = list(cand)
+    if len(cand) >= cfg.top_k:
+        kth = max(sorted((float(hm[p]) for p in cand), reverse=True)[cfg.top_k - 1], 0.0)
+        kept = [p for p in cand if float(hm[p]) > kth]
 
     # Grouping: every thing pixel joins the nearest center to (pixel + offset), float32 maths.
     inst = np.zeros((H, W), dtype=np.int64)
@@ -89,7 +81,7 @@ def reference_postprocess(logits: np.ndarray, center: np.ndarray, offset: np.nda
             for k, (cy, cx) in enumerate(kept):
                 dy = py - np.float32(cy)
                 dx = px - np.float32(cx)
-                d = dy * dy + dx * dx
+                d = np.sqrt(dy * dy + dx * dx)
                 if best_d is None or d < best_d:
                     best_k, best_d = k, d
             inst[y, x] = best_k + 1
@@ -109,7 +101,8 @@ def reference_postprocess(logits: np.ndarray, center: np.ndarray, offset: np.nda
                 py = np.float32(y) + np.float32(offset[0, y, x])
                 px = np.float32(x) + np.float32(offset[1, y, x])
                 allowed = [k for k, c in enumerate(center_cls) if c == sem[y, x]] or list(range(len(kept)))
-                d = [(py - np.float32(kept[k][0])) ** 2 + (px - np.float32(kept[k][1])) ** 2 for k in allowed]
+                d = [np.sqrt((py - np.float32(kept[k][0])) ** 2 + (px - np.float32(kept[k][1])) ** 2)
+                     for k in allowed]
                 again[y, x] = allowed[int(np.argmin(d))] + 1
         inst = again
 
@@ -206,7 +199,7 @@ def _segments_match(got, want):
 CASES = [
     (0, PanopticConfig()),
     (1, PanopticConfig(nms_kernel=3, stuff_area=80_000)),  # min stuff area ~85 px at 40x56
-    (2, PanopticConfig(top_k=2, center_threshold=0.2)),
+    (2, PanopticConfig(top_k=8, center_threshold=0.2)),  # quantized: 19 candidates, ties at the 8th
     (3, PanopticConfig(nms_kernel=5, stuff_area=40_000, center_threshold=0.0)),
     (4, PanopticConfig(nms_kernel=1, top_k=50)),
     (5, PanopticConfig(class_split_area=20_000)),  # fragments of >= ~21 px at 40x56 split off
@@ -241,8 +234,8 @@ def test_matches_reference(seed, cfg, quantize, device):
 
 def test_reference_cases_exercise_void_and_top_k():
     """Guard that the random cases above cover the paths they claim to."""
-    _, heat, _ = random_heads(2)
-    assert len(find_centers(torch.from_numpy(heat), PanopticConfig(center_threshold=0.2))[0]) > 2
+    _, heat, _ = random_heads(2, quantize=True)
+    assert len(find_centers(torch.from_numpy(heat), PanopticConfig(center_threshold=0.2))[0]) > 8
     logits, heat, offset = random_heads(1)
     pan, _ = reference_postprocess(logits, heat, offset, THINGS, CASES[1][1])
     assert (pan == 255_000).any()
@@ -271,15 +264,17 @@ def test_nms_keeps_only_local_maxima_above_threshold(seed):
     hm = heat[0]
     centers, scores = find_centers(torch.from_numpy(heat), cfg)
     assert centers.dtype == torch.int64 and centers.shape[1] == 2
-    assert 1 <= len(centers) <= cfg.top_k
-    assert torch.all(scores[:-1] >= scores[1:])
+    assert 1 <= len(centers) < cfg.top_k  # strictly above the top_k-th score: at most top_k - 1
+    flat = (centers[:, 0] * hm.shape[1] + centers[:, 1]).tolist()
+    assert flat == sorted(flat)  # raster order, like torch.nonzero in the references
     for (y, x), s in zip(centers.tolist(), scores.tolist()):
         assert s == hm[y, x] > cfg.center_threshold
         assert hm[y, x] == hm[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3].max()
     # Every other local maximum above threshold scores no more than the weakest kept center.
     all_c, all_s = find_centers(torch.from_numpy(heat), PanopticConfig(top_k=999, nms_kernel=5, center_threshold=0.1))
-    assert len(all_c) > len(centers) == cfg.top_k  # top_k truncated here
-    assert all_s[len(centers):].max().item() <= scores[-1].item()
+    assert len(all_c) >= cfg.top_k > len(centers)  # top_k truncated here
+    dropped = [sc for c, sc in zip(all_c.tolist(), all_s.tolist()) if c not in centers.tolist()]
+    assert max(dropped) <= scores.min().item()
 
 
 def test_nms_suppresses_nearby_weaker_peak_and_plateau():
@@ -288,14 +283,16 @@ def test_nms_suppresses_nearby_weaker_peak_and_plateau():
     hm[0, 7, 8] = 0.8  # inside the 7x7 window of the stronger peak -> suppressed
     hm[0, 15, 20] = 0.5  # far -> kept
     hm[0, 15, 28] = 0.05  # below threshold
-    hm[0, 2:4, 24:26] = 0.7  # 2x2 plateau -> one center, first in raster order
+    hm[0, 2:4, 24:26] = 0.7  # 2x2 plateau of exact ties -> four centers, as in the references
     centers, scores = find_centers(hm, PanopticConfig())
-    assert centers.tolist() == [[5, 5], [2, 24], [15, 20]]
-    assert scores.tolist() == pytest.approx([0.9, 0.7, 0.5])
+    assert centers.tolist() == [[2, 24], [2, 25], [3, 24], [3, 25], [5, 5], [15, 20]]
+    assert scores.tolist() == pytest.approx([0.7] * 4 + [0.9, 0.5])
     c1, _ = find_centers(hm, PanopticConfig(nms_kernel=3))  # smaller window keeps the (7, 8) peak
     assert [7, 8] in c1.tolist()
-    c2, _ = find_centers(hm, PanopticConfig(top_k=2))
-    assert c2.tolist() == [[5, 5], [2, 24]]
+    c2, _ = find_centers(hm, PanopticConfig(top_k=2))  # 2nd largest is 0.7: only scores above it
+    assert c2.tolist() == [[5, 5]]
+    c6, _ = find_centers(hm, PanopticConfig(top_k=7))  # fewer candidates than top_k: all kept
+    assert c6.tolist() == centers.tolist()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -483,7 +480,10 @@ def _two_object_scene():
     for m in (bus, person):
         ys, xs = np.nonzero(m)
         cy, cx = ys.mean(), xs.mean()  # half-res center, in half-res pixels
-        heat = np.maximum(heat, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 2.0**2)))
+        # the peak sits a little off the half-pixel grid: an exactly symmetric peak would be a
+        # plateau of equal maxima, which (like the references) gives one center per member
+        py, px = cy + 0.1, cx + 0.1
+        heat = np.maximum(heat, np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * 2.0**2)))
         offset[0][m] = cy - yy[m]
         offset[1][m] = cx - xx[m]
     full = [np.repeat(np.repeat(m, 2, 0), 2, 1) for m in (bus, person)]
@@ -550,13 +550,13 @@ def test_resize_heads_scales_offsets_by_factor():
         (dict(nms_kernel=4), "nms_kernel"),
         (dict(nms_kernel=0), "nms_kernel"),
         (dict(top_k=0), "top_k"),
-        (dict(top_k=1000), "top_k"),
+        (dict(top_k=2.5), "top_k"),
         (dict(stuff_area=-1), "stuff_area"),
         (dict(class_split_area=-1), "class_split_area"),
         (dict(class_aware_grouping=1), "class_aware_grouping"),
         (dict(stuff_area_reference_hw=(0, 2048)), "stuff_area_reference_hw"),
         (dict(label_divisor=1), "label_divisor"),
-        (dict(void_label=-5), "void_label"),
+        (dict(void_label=2**31), "void_label"),
     ],
 )
 def test_config_validate_names_field(kwargs, field):

@@ -460,192 +460,7 @@ def convert_vainf(state_dict: Mapping[str, Any], *, model_name: str) -> dict[str
         raise CheckpointError(str(exc)) from exc
 
 
-# Detectron2 Panoptic-DeepLab ------------------------------------------------
-
-_D2_HEAD_PREFIXES = (
-    (re.compile(r"^sem_seg_head\.decoder\.res5\.project_conv\."), "semantic_decoder.aspp."),
-    (re.compile(r"^ins_embed_head\.decoder\.res5\.project_conv\."), "instance_decoder.aspp."),
-    (re.compile(r"^sem_seg_head\.decoder\.res([234])\.(project|fuse)_conv\."),
-     lambda m: f"semantic_decoder.{m[2]}.{int(m[1]) - 2}."),
-    (re.compile(r"^ins_embed_head\.decoder\.res([234])\.(project|fuse)_conv\."),
-     lambda m: f"instance_decoder.{m[2]}.{int(m[1]) - 2}."),
-    (re.compile(r"^sem_seg_head\.head\."), "semantic_head."),
-    (re.compile(r"^sem_seg_head\.predictor\."), "semantic_predictor."),
-    (re.compile(r"^ins_embed_head\.(center|offset)_(head|predictor)\."), lambda m: f"{m[1]}_{m[2]}."),
-)
-
-
-def convert_detectron2(model_dict: Mapping[str, Any], *, deep_stem: bool = True) -> dict[str, torch.Tensor]:
-    """Detectron2 Panoptic-DeepLab ``model`` dict (numpy arrays) -> our ``PanopticDeepLab`` keys.
-
-    Backbone: ``backbone.stem.convK(.norm)`` -> ``backbone.stem.convK`` / ``bnK`` (deep stem) or
-    ``backbone.conv1`` / ``bn1``; ``backbone.res{2..5}.i.convK(.norm)`` ->
-    ``backbone.layer{1..4}.i.convK`` / ``bnK``; ``shortcut(.norm)`` -> ``downsample.0`` / ``.1``.
-    Heads: ``decoder.res5.project_conv`` (ASPP) -> ``*_decoder.aspp``; ``decoder.res{2,3,4}.
-    {project,fuse}_conv`` -> ``*_decoder.{project,fuse}.{0,1,2}``; ``head``/``predictor`` ->
-    ``semantic_head``/``semantic_predictor``; ``{center,offset}_{head,predictor}`` kept. A conv with
-    a ``.norm`` sibling becomes ``<conv>.0`` and its norm ``<conv>.1``. ``pixel_mean``/``pixel_std``
-    are dropped (they equal the ImageNet normalization the Segmenter applies).
-    """
-    out: dict[str, torch.Tensor] = {}
-    keys = set(model_dict)
-    for key, v in model_dict.items():
-        if key in ("pixel_mean", "pixel_std"):
-            continue
-        k = key
-        if k.startswith("backbone."):
-            m = re.match(r"^backbone\.stem\.conv(\d)\.(norm\.)?(\w+)$", k)
-            if m:
-                idx, norm, leaf = m[1], m[2], m[3]
-                if deep_stem:
-                    k = f"backbone.stem.{'bn' if norm else 'conv'}{idx}.{leaf}"
-                else:
-                    k = f"backbone.{'bn' if norm else 'conv'}{idx}.{leaf}"
-            else:
-                k = re.sub(r"^backbone\.res(\d)\.", lambda mm: f"backbone.layer{int(mm[1]) - 1}.", k)
-                k = re.sub(r"\.conv(\d)\.norm\.", r".bn\1.", k)
-                k = k.replace(".shortcut.norm.", ".downsample.1.").replace(".shortcut.weight", ".downsample.0.weight")
-        else:
-            for pattern, repl in _D2_HEAD_PREFIXES:
-                new = pattern.sub(repl, k)
-                if new != k:
-                    k = new
-                    break
-            base, _, leaf = key.rpartition(".")
-            if base.endswith(".norm"):  # "<conv>.norm.<leaf>" -> "<conv>.1.<leaf>"
-                k = k[: -len(".norm." + leaf)] + ".1." + leaf
-            elif f"{base}.norm.weight" in keys:  # conv with a norm sibling -> "<conv>.0.<leaf>"
-                k = k[: -len("." + leaf)] + ".0." + leaf
-        out[k] = _as_tensor(v)
-    return out
-
-
-def _d2_kwargs(model_dict: Mapping[str, Any]) -> dict[str, Any]:
-    kw: dict[str, Any] = {}
-    g = model_dict.get
-    if g("sem_seg_head.predictor.weight") is not None:
-        kw["num_classes"] = int(g("sem_seg_head.predictor.weight").shape[0])
-    for head, pre in (("sem_seg_head", ""), ("ins_embed_head", "instance_")):
-        aspp = g(f"{head}.decoder.res5.project_conv.convs.0.weight")
-        if aspp is not None:
-            kw[f"{pre}aspp_channels"] = int(aspp.shape[0])
-        lows = [int(g(f"{head}.decoder.res{r}.project_conv.weight").shape[0])
-                for r in (2, 3, 4) if g(f"{head}.decoder.res{r}.project_conv.weight") is not None]
-        if lows:
-            kw[f"{pre}low_level_channels"] = tuple(lows)
-        fuse = g(f"{head}.decoder.res2.fuse_conv.pointwise.weight")
-        if fuse is not None:
-            kw[f"{pre}decoder_channels"] = int(fuse.shape[0])
-    if g("sem_seg_head.head.pointwise.weight") is not None:
-        kw["head_channels"] = int(g("sem_seg_head.head.pointwise.weight").shape[0])
-    if g("ins_embed_head.center_predictor.weight") is not None:
-        kw["instance_head_channels"] = int(g("ins_embed_head.center_predictor.weight").shape[1])
-    kw["separable_aspp"] = g("sem_seg_head.decoder.res5.project_conv.convs.1.depthwise.weight") is not None
-    kw["aspp_pooling"] = "bias" if g("sem_seg_head.decoder.res5.project_conv.convs.4.1.bias") is not None else "none"
-    kw["center_head"] = "conv"
-    return kw
-
-
-# bowenc0221/panoptic-deeplab ------------------------------------------------
-
-def _bowen_stages(sd: Mapping[str, Any], branch: str) -> int:
-    return len({k.split(".")[3] for k in sd if k.startswith(f"decoder.{branch}_decoder.project.")})
-
-
-def convert_bowenc0221(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """bowenc0221/panoptic-deeplab state dict -> our ``PanopticDeepLab`` keys.
-
-    ``backbone.*`` (torchvision ResNet) stays. Per branch (``semantic``/``instance``):
-    ``decoder.<b>_decoder.aspp.*`` -> ``<b>_decoder.aspp.*`` (``convs.4.aspp_pooling.1`` ->
-    ``convs.4.1``); ``project.i`` / ``fuse.i`` are ordered top-down there (largest stride first),
-    so index i -> n-1-i; a fuse conv ``i.0.0.{0,1}`` (depthwise conv, BN), ``i.0.{1,2}`` (pointwise
-    conv, BN) -> ``depthwise.{0,1}``, ``pointwise.{0,1}``, with the input channels reordered from
-    ``cat(upsampled, projected)`` to our ``cat(projected, upsampled)``. Heads
-    ``decoder.semantic_head.classifier.semantic.{0.0,1}`` -> ``semantic_head`` /
-    ``semantic_predictor``; ``decoder.instance_head.classifier.{center,offset}`` ->
-    ``{center,offset}_head`` / ``_predictor``.
-    """
-    sd = _strip(state_dict)
-    out: dict[str, torch.Tensor] = {}
-    sep = {"0.0.0.": "depthwise.0.", "0.0.1.": "depthwise.1.", "0.1.": "pointwise.0.", "0.2.": "pointwise.1."}
-    for key, v in sd.items():
-        v = _as_tensor(v)
-        if not key.startswith("decoder."):
-            out[key] = v
-            continue
-        m = re.match(r"^decoder\.(semantic|instance)_decoder\.(.*)$", key)
-        if m:
-            branch, rest = m[1], m[2]
-            n = _bowen_stages(sd, branch)
-            rest = rest.replace("aspp.convs.4.aspp_pooling.", "aspp.convs.4.")
-            mm = re.match(r"^(project|fuse)\.(\d+)\.(.*)$", rest)
-            if mm:
-                kind, i, tail = mm[1], int(mm[2]), mm[3]
-                j = n - 1 - i
-                if kind == "fuse":
-                    for src, dst in sep.items():
-                        if tail.startswith(src):
-                            tail = dst + tail[len(src):]
-                            break
-                    v = _bowen_reorder_fuse(sd, branch, i, tail, v)
-                rest = f"{kind}.{j}.{tail}"
-            out[f"{branch}_decoder.{rest}"] = v
-            continue
-        m = re.match(r"^decoder\.(?:semantic|instance)_head\.classifier\.(semantic|center|offset)\.(.*)$", key)
-        if m:
-            name, tail = m[1], m[2]
-            if tail.startswith("1."):
-                out[f"{name}_predictor.{tail[2:]}"] = v
-                continue
-            for src, dst in sep.items():
-                if tail.startswith("0." + src):
-                    tail = dst + tail[len("0." + src):]
-                    break
-            out[f"{name}_head.{tail}"] = v
-            continue
-        out[key] = v
-    return out
-
-
-def _bowen_reorder_fuse(sd: Mapping[str, Any], branch: str, i: int, tail: str, v: torch.Tensor) -> torch.Tensor:
-    """Reorder the input channels of a fuse conv from cat(up, proj) to cat(proj, up)."""
-    if tail.endswith("num_batches_tracked"):
-        return v
-    proj = sd.get(f"decoder.{branch}_decoder.project.{i}.0.weight")
-    if proj is None:
-        return v
-    p = int(proj.shape[0])
-    if tail.startswith("depthwise."):
-        c = int(v.shape[0])
-        perm = torch.cat([torch.arange(c - p, c), torch.arange(0, c - p)])
-        return v[perm]
-    if tail.startswith("pointwise.0.weight"):
-        c = int(v.shape[1])
-        perm = torch.cat([torch.arange(c - p, c), torch.arange(0, c - p)])
-        return v[:, perm]
-    return v
-
-
-def _bowen_kwargs(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    sd = _strip(state_dict)
-    kw: dict[str, Any] = {"aspp_pooling": "none", "center_head": "separable", "align_corners": True,
-                          "separable_aspp": False}
-    for branch, pre in (("semantic", ""), ("instance", "instance_")):
-        n = _bowen_stages(sd, branch)
-        if n == 0:
-            continue
-        lows = [int(sd[f"decoder.{branch}_decoder.project.{i}.0.weight"].shape[0]) for i in range(n)]
-        kw[f"{pre}low_level_channels"] = tuple(reversed(lows))
-        kw[f"{pre}aspp_channels"] = int(sd[f"decoder.{branch}_decoder.aspp.convs.0.0.weight"].shape[0])
-        kw[f"{pre}decoder_channels"] = int(sd[f"decoder.{branch}_decoder.fuse.0.0.2.weight"].shape[0])
-        kw[f"{pre}head_channels"] = kw[f"{pre}decoder_channels"]
-        if branch == "semantic":
-            kw["output_stride"] = 32 if n == 3 else 16  # released configs: 3 stages <=> os32
-    cls = sd.get("decoder.semantic_head.classifier.semantic.1.weight")
-    if cls is not None:
-        kw["num_classes"] = int(cls.shape[0])
-    return kw
-
+# Detectron2 Panoptic-DeepLab: convert/detectron2.py; bowenc0221: convert/bowenc0221.py
 
 # dispatch -------------------------------------------------------------------
 
@@ -672,10 +487,17 @@ def _required_kwargs(obj: Any, fmt: str, model_name: str, path: str | Path | Non
         from .convert import hrnet
 
         return hrnet.model_kwargs(sd) if hrnet.is_hrnet(sd) else {}
-    if fmt == "detectron2":
-        return _d2_kwargs(sd)
-    if fmt == "bowenc0221":
-        return _bowen_kwargs(sd)
+    try:
+        if fmt == "detectron2":
+            from .convert.detectron2 import detectron2_model_kwargs
+
+            return detectron2_model_kwargs(sd)
+        if fmt == "bowenc0221":
+            from .convert.bowenc0221 import bowenc0221_model_kwargs
+
+            return bowenc0221_model_kwargs(sd)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
     return {}
 
 
@@ -712,13 +534,33 @@ def _convert(obj: Any, fmt: str, model: nn.Module, model_name: str, path: Path) 
                 f"{str(path)!r} is a Detectron2 Panoptic-DeepLab checkpoint; model {model_name!r} cannot use "
                 "it (use panoptic_deeplab_resnet52_dc5 for the R52-DC5 release)"
             )
-        backbone = getattr(model, "backbone", None)
-        return convert_detectron2(sd, deep_stem=bool(getattr(backbone, "deep_stem", True)))
+        from .convert.detectron2 import convert_detectron2, is_deep_stem
+
+        deep = bool(getattr(getattr(model, "backbone", None), "deep_stem", False))
+        if is_deep_stem(sd) is not None and is_deep_stem(sd) != deep:
+            raise CheckpointError(
+                f"{str(path)!r} is a Detectron2 Panoptic-DeepLab checkpoint with a "
+                f"{'deep (three 3x3 convs, R52)' if is_deep_stem(sd) else '7x7 (R50)'} stem; model "
+                f"{model_name!r} has a {'deep' if deep else '7x7'} one"
+                + ("; use panoptic_deeplab_resnet52_dc5" if is_deep_stem(sd) else
+                   "; Detectron2 R50 (7x7 stem) Panoptic-DeepLab files are not supported (no release uses one)")
+            )
+        return convert_detectron2(sd, deep_stem=deep)
     if fmt == "bowenc0221":
         if not model_name.startswith("panoptic_deeplab_"):
             raise CheckpointError(
                 f"{str(path)!r} is a bowenc0221 Panoptic-DeepLab checkpoint; model {model_name!r} cannot use it "
                 "(use panoptic_deeplab_resnet50 / panoptic_deeplab_resnet101)"
+            )
+        from .convert.bowenc0221 import convert_bowenc0221, resnet_depth
+
+        depth = resnet_depth(sd)
+        want = {"panoptic_deeplab_resnet50": 50, "panoptic_deeplab_resnet101": 101}.get(model_name)
+        if depth is not None and want is not None and depth != want:
+            raise CheckpointError(
+                f"{str(path)!r} is a bowenc0221 Panoptic-DeepLab R{depth} checkpoint (backbone.layer3 has "
+                f"{ {50: 6, 101: 23}[depth]} blocks); model {model_name!r} is R{want}: use "
+                f"panoptic_deeplab_resnet{depth}"
             )
         return convert_bowenc0221(sd)
     if fmt == "hrnet_official":
@@ -750,7 +592,9 @@ def _apply_runtime_options(model: nn.Module, fmt: str, model_name: str) -> dict[
         done["block_padding"] = "input"
     if fmt == "bowenc0221" and hasattr(model, "set_align_corners"):
         model.set_align_corners(True)
+        model.offset_scaling = "corners_floor"
         done["align_corners"] = True
+        done["offset_scaling"] = "corners_floor"
     return done
 
 
@@ -864,10 +708,14 @@ def suggest_model(obj: Any, fmt: str) -> str | None:
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
     if fmt == "detectron2":
-        return "panoptic_deeplab_resnet52_dc5" if "backbone.stem.conv1.weight" in sd else "panoptic_deeplab_resnet50"
+        from .convert.detectron2 import is_deep_stem
+
+        # Only the R52 (deep stem) release is supported; a 7x7-stem file is refused at load, naming why.
+        return "panoptic_deeplab_resnet52_dc5" if is_deep_stem(sd) is not False else "panoptic_deeplab_resnet50"
     if fmt == "bowenc0221":
-        blocks = len({k.split(".")[2] for k in _strip(sd) if k.startswith("backbone.layer3.")})
-        return {6: "panoptic_deeplab_resnet50", 23: "panoptic_deeplab_resnet101"}.get(blocks)
+        from .convert.bowenc0221 import resnet_depth
+
+        return {50: "panoptic_deeplab_resnet50", 101: "panoptic_deeplab_resnet101"}.get(resnet_depth(sd))
     return None
 
 

@@ -13,11 +13,16 @@ Architecture (paper defaults):
   (two 3x3 convs -> 32, 1x1 -> 1), offset (5x5 separable conv -> 32, 1x1 -> 2, (dy, dx)).
 
 Outputs are upsampled bilinearly (align_corners=False) to the input size; offsets are multiplied by
-the per-axis upsampling factor (H_in/H_feat for dy, W_in/W_feat for dx) so they are in input pixels.
+the per-axis upsampling factor (H_in/H_feat for dy, W_in/W_feat for dx) so they are in input pixels
+(``offset_scaling="ratio"``; bowenc0221 checkpoints use ``"corners_floor"``, see
+:class:`PanopticDeepLab`).
 
 Center heatmap: a raw regression output (the paper trains it with MSE on Gaussian targets). In
 training mode it is returned unclamped (so the MSE gradient is never cut); in eval mode (and so in
-exported graphs) it is clamped to [0, 1] as the model output contract requires. No sigmoid: a
+exported graphs) it is clamped to [0, 1] as the model output contract requires -- except with
+``center_clamp=False``, which converted Detectron2 / bowenc0221 checkpoints get: their references
+post-process the raw map, and a clamp would turn neighbouring peaks above 1 into a plateau of
+several centers. No sigmoid: a
 sigmoid would move the 0.1 threshold of the post-processing and break converted checkpoints.
 
 State-dict layout: ``backbone.*``; ``semantic_decoder`` / ``instance_decoder`` with ``aspp.*``,
@@ -28,8 +33,10 @@ State-dict layout: ``backbone.*``; ``semantic_decoder`` / ``instance_decoder`` w
 ``offset_predictor``.
 
 Variants for converted checkpoints (builder keyword arguments): three decoder stages
-(stride 16/8/4), separable ASPP, the image-pooling conv's normalization, a separable center head
-and ``align_corners`` -- see :class:`PanopticDeepLab`.
+(stride 16/8/4), separable ASPP, the image-pooling conv's normalization and window
+(``aspp_pool_crop``), two 3x3 convs instead of the 5x5 separable ones (``decoder_conv="conv"``,
+Detectron2's non-DSConv config), a separable center head, ``align_corners`` and the offset
+scaling -- see :class:`PanopticDeepLab`.
 
 Registered: ``panoptic_deeplab_mobilenetv2``, ``panoptic_deeplab_mobilenetv3_large``, ``panoptic_deeplab_resnet50``,
 ``panoptic_deeplab_resnet101``,
@@ -50,6 +57,47 @@ from .registry import register_model
 
 
 _FEATURE_KEYS = ("stride4", "stride8", "stride16")
+
+
+DECODER_CONVS = ("separable", "conv")
+OFFSET_SCALINGS = ("ratio", "corners_floor")
+
+
+def fuse_block(cin: int, cout: int, kind: str) -> nn.Module:
+    """A decoder fusion / head block (N, cin, h, w) -> (N, cout, h, w): ``"separable"`` one 5x5
+    depthwise-separable conv (keys ``depthwise.*``, ``pointwise.*``), ``"conv"`` two 3x3
+    conv-BN-ReLU, cin -> cout -> cout for a fusion, (keys ``0.*``, ``1.*``)."""
+    if kind == "separable":
+        return SeparableConvBNReLU(cin, cout, 5)
+    if kind == "conv":
+        return nn.Sequential(conv_bn_relu(cin, cout, 3), conv_bn_relu(cout, cout, 3))
+    raise ValueError(f"decoder_conv must be one of {DECODER_CONVS}, got {kind!r}")
+
+
+def head_block(cin: int, cout: int, kind: str) -> nn.Module:
+    """A prediction head before its 1x1 predictor: ``"separable"`` one 5x5 separable conv
+    cin -> cout, ``"conv"`` two 3x3 conv-BN-ReLU cin -> cin -> cout (Detectron2's layout)."""
+    if kind == "separable":
+        return SeparableConvBNReLU(cin, cout, 5)
+    if kind == "conv":
+        return nn.Sequential(conv_bn_relu(cin, cin, 3), conv_bn_relu(cin, cout, 3))
+    raise ValueError(f"decoder_conv must be one of {DECODER_CONVS}, got {kind!r}")
+
+
+def pool_window(crop: Sequence[int] | None, output_stride: int) -> tuple[int, int] | None:
+    """ASPP image-pooling window in feature cells for a training crop (H, W) in input pixels
+    (Detectron2: ``CROP.SIZE / encoder stride``); None for a global average."""
+    if crop is None:
+        return None
+    if isinstance(crop, (str, bytes)) or len(crop) != 2:
+        raise ValueError(f"aspp_pool_crop must be (height, width) in pixels or None, got {crop!r}")
+    h, w = (int(v) for v in crop)
+    if h < output_stride or w < output_stride or h % output_stride or w % output_stride:
+        raise ValueError(
+            f"aspp_pool_crop={tuple(crop)!r} must be two positive multiples of the output stride "
+            f"{output_stride} (Detectron2: 'Crop size need to be divisible by encoder stride'), e.g. (512, 1024)"
+        )
+    return h // output_stride, w // output_stride
 
 
 def _channels(name: str, value: int | Sequence[int], n: int | None) -> tuple[int, ...]:
@@ -75,14 +123,17 @@ class PanopticDecoder(nn.Module):
 
     def __init__(self, in_channels: int, low_in: Sequence[int], *, aspp_channels: int,
                  decoder_channels: int, low_level_channels: Sequence[int], rates: Sequence[int],
-                 separable_aspp: bool = False, aspp_pooling: str = "bn", align_corners: bool = False) -> None:
+                 separable_aspp: bool = False, aspp_pooling: str = "bn", align_corners: bool = False,
+                 decoder_conv: str = "separable", aspp_pool_window: Sequence[int] | None = None,
+                 output_stride: int = 16) -> None:
         super().__init__()
-        self.aspp = ASPP(in_channels, aspp_channels, rates, separable=separable_aspp, pooling=aspp_pooling)
+        self.aspp = ASPP(in_channels, aspp_channels, rates, separable=separable_aspp, pooling=aspp_pooling,
+                         pool_window=aspp_pool_window, feature_stride=output_stride, align_corners=align_corners)
         n = len(low_level_channels)
         self.project = nn.ModuleList([conv_bn_relu(low_in[i], low_level_channels[i], 1) for i in range(n)])
         self.fuse = nn.ModuleList([
-            SeparableConvBNReLU(low_level_channels[i] + (aspp_channels if i == n - 1 else decoder_channels),
-                                decoder_channels, 5)
+            fuse_block(low_level_channels[i] + (aspp_channels if i == n - 1 else decoder_channels),
+                       decoder_channels, decoder_conv)
             for i in range(n)
         ])
         self.align_corners = align_corners
@@ -141,7 +192,22 @@ class PanopticDeepLab(nn.Module):
         aspp_pooling: ``"bn"`` / ``"bias"`` / ``"none"`` (see :class:`.aspp.ASPPPooling`).
         center_head: ``"conv"`` (two 3x3 convs, paper/Detectron2) or ``"separable"`` (one 5x5
             separable conv, bowenc0221).
-        align_corners: bilinear mode of the decoder and output upsampling (False; bowenc0221: True).
+        align_corners: bilinear mode of the decoder, ASPP-pooling and output upsampling (False;
+            bowenc0221: True).
+        decoder_conv: ``"separable"`` (one 5x5 depthwise-separable conv per decoder fusion, semantic
+            head and offset head: the paper, Detectron2 DSConv, bowenc0221) or ``"conv"`` (two 3x3
+            convs each: Detectron2's plain config, e.g. ``model_final_bd324a.pkl``).
+        aspp_pool_crop: None (global-average image pooling) or the training crop (H, W) in input
+            pixels: image pooling is then Detectron2's ``AvgPool2d(crop / output_stride, stride=1)``,
+            a sliding window at other sizes, and inputs whose stride-``output_stride`` map is not a
+            multiple of the window are refused as Detectron2 does (see :class:`.aspp.ASPPPooling`).
+            Detectron2 checkpoints get (512, 1024), both Cityscapes releases' crop (a .pkl does not
+            store it); the COCO release needs (640, 640).
+        center_clamp: clamp the eval-mode center heatmap to [0, 1] (True) or return it raw as the
+            references do (False; set for Detectron2 / bowenc0221 checkpoints).
+        offset_scaling: how offsets from the 1/4 grid become input pixels: ``"ratio"`` (dy x H/h,
+            dx x W/w; equals Detectron2's x4 at its input sizes) or ``"corners_floor"`` (both x
+            ``(H - 1) // (h - 1)``, bowenc0221 with its align_corners=True upsampling).
         semantic_stride2_channels: 0 (paper) or the projection width of the backbone's stride-2
             features for a :class:`Stride2Refine` stage after the semantic decoder: the semantic
             head then predicts at 1/2 resolution (small things and thin stuff keep their shape)
@@ -158,12 +224,18 @@ class PanopticDeepLab(nn.Module):
                  low_level_channels: int | Sequence[int] = (32, 64),
                  instance_low_level_channels: int | Sequence[int] = (16, 32),
                  separable_aspp: bool = False, aspp_pooling: str = "bn", center_head: str = "conv",
-                 align_corners: bool = False, semantic_stride2_channels: int = 0) -> None:
+                 align_corners: bool = False, semantic_stride2_channels: int = 0,
+                 decoder_conv: str = "separable", aspp_pool_crop: Sequence[int] | None = None,
+                 offset_scaling: str = "ratio", center_clamp: bool = True) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
         if center_head not in self.CENTER_HEADS:
             raise ValueError(f"center_head must be one of {self.CENTER_HEADS}, got {center_head!r}")
+        if decoder_conv not in DECODER_CONVS:
+            raise ValueError(f"decoder_conv must be one of {DECODER_CONVS}, got {decoder_conv!r}")
+        if offset_scaling not in OFFSET_SCALINGS:
+            raise ValueError(f"offset_scaling must be one of {OFFSET_SCALINGS}, got {offset_scaling!r}")
         sem_low = _channels("low_level_channels", low_level_channels, None)
         ins_low = _channels("instance_low_level_channels", instance_low_level_channels, len(sem_low))
         self.feature_keys = _FEATURE_KEYS[: len(sem_low)]
@@ -179,7 +251,8 @@ class PanopticDeepLab(nn.Module):
         self.backbone = backbone
         rates = aspp_rates(output_stride)
         common = dict(rates=rates, separable_aspp=separable_aspp, aspp_pooling=aspp_pooling,
-                      align_corners=align_corners)
+                      align_corners=align_corners, decoder_conv=decoder_conv, output_stride=output_stride,
+                      aspp_pool_window=pool_window(aspp_pool_crop, output_stride))
         self.semantic_decoder = PanopticDecoder(
             backbone.out_channels, low_in, aspp_channels=aspp_channels, decoder_channels=decoder_channels,
             low_level_channels=sem_low, **common)
@@ -197,7 +270,7 @@ class PanopticDeepLab(nn.Module):
                 )
             self.semantic_refine = Stride2Refine(s2, semantic_stride2_channels, decoder_channels,
                                                  align_corners=align_corners)
-        self.semantic_head = SeparableConvBNReLU(decoder_channels, head_channels, 5)
+        self.semantic_head = head_block(decoder_channels, head_channels, decoder_conv)
         self.semantic_predictor = nn.Conv2d(head_channels, num_classes, 1)
         if center_head == "conv":
             self.center_head: nn.Module = nn.Sequential(
@@ -207,7 +280,7 @@ class PanopticDeepLab(nn.Module):
         else:
             self.center_head = SeparableConvBNReLU(instance_decoder_channels, instance_head_channels, 5)
         self.center_predictor = nn.Conv2d(instance_head_channels, 1, 1)
-        self.offset_head = SeparableConvBNReLU(instance_decoder_channels, instance_head_channels, 5)
+        self.offset_head = head_block(instance_decoder_channels, instance_head_channels, decoder_conv)
         self.offset_predictor = nn.Conv2d(instance_head_channels, 2, 1)
         for name, part in self.named_children():
             if name != "backbone":
@@ -219,12 +292,16 @@ class PanopticDeepLab(nn.Module):
             self.semantic_refine.zero_init_()
         self.num_classes = num_classes
         self.align_corners = align_corners
+        self.offset_scaling = offset_scaling
+        self.center_clamp = bool(center_clamp)
 
     def set_align_corners(self, value: bool) -> None:
         """Switch bilinear ``align_corners`` everywhere (no parameters change)."""
         self.align_corners = bool(value)
         self.semantic_decoder.align_corners = bool(value)
         self.instance_decoder.align_corners = bool(value)
+        for dec in (self.semantic_decoder, self.instance_decoder):
+            dec.aspp.convs[-1].align_corners = bool(value)
         if self.semantic_refine is not None:
             self.semantic_refine.align_corners = bool(value)
 
@@ -250,9 +327,13 @@ class PanopticDeepLab(nn.Module):
         ac = self.align_corners
         sem = F.interpolate(out["semantic"], size=size, mode="bilinear", align_corners=ac)
         center = F.interpolate(out["center"], size=size, mode="bilinear", align_corners=ac)
-        if not self.training:
+        if not self.training and self.center_clamp:
             center = center.clamp(0.0, 1.0)
         off = F.interpolate(out["offset"], size=size, mode="bilinear", align_corners=ac)
+        if self.offset_scaling == "corners_floor":
+            # bowenc0221's integer factor from the heights, applied to both axes
+            scale = (int(x.shape[-2]) - 1) // max(int(fh) - 1, 1)
+            return {"semantic": sem, "center": center, "offset": off * scale}
         dy = off[:, 0:1] * (x.shape[-2] / fh)
         dx = off[:, 1:2] * (x.shape[-1] / fw)
         return {"semantic": sem, "center": center, "offset": torch.cat([dy, dx], dim=1)}
@@ -262,7 +343,8 @@ class PanopticDeepLab(nn.Module):
 BUILDER_KWARGS = ("num_classes", "output_stride", "aspp_channels", "decoder_channels", "instance_aspp_channels",
                   "instance_decoder_channels", "head_channels", "instance_head_channels", "low_level_channels",
                   "instance_low_level_channels", "separable_aspp", "aspp_pooling", "center_head", "align_corners",
-                  "semantic_stride2_channels")
+                  "semantic_stride2_channels", "decoder_conv", "aspp_pool_crop", "offset_scaling",
+                  "center_clamp")
 
 
 def _check_kwargs(name: str, kwargs: dict) -> None:
@@ -280,7 +362,8 @@ def panoptic_deeplab_mobilenetv3_large(*, output_stride: int = 16, **kwargs) -> 
     instance_decoder_channels=128, head_channels=256, instance_head_channels=32,
     low_level_channels=(32, 64), instance_low_level_channels=(16, 32) (ordered stride4, stride8
     [, stride16]), separable_aspp=False, aspp_pooling="bn", center_head="conv",
-    align_corners=False, semantic_stride2_channels=0 -- see :class:`PanopticDeepLab`."""
+    align_corners=False, semantic_stride2_channels=0, decoder_conv="separable", aspp_pool_crop=None,
+    offset_scaling="ratio", center_clamp=True -- see :class:`PanopticDeepLab`."""
     _check_kwargs("panoptic_deeplab_mobilenetv3_large", kwargs)
     return PanopticDeepLab(build_backbone("mobilenetv3_large", output_stride=output_stride),
                            output_stride=output_stride, **kwargs)

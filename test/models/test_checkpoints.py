@@ -281,7 +281,11 @@ def test_detectron2_pkl(tmp_path) -> None:
     need = weights_model_kwargs(path, model_name=name)
     for k, v in SMALL_PDL.items():
         assert need[k] == v, k
-    dst = get_model(name, **need)
+    # the training crop is not in a .pkl: Detectron2's Cityscapes crop by default; here the small
+    # test input needs the global average the source model was built with
+    assert need["aspp_pool_crop"] == (512, 1024) and need["decoder_conv"] == "separable"
+    assert need["center_clamp"] is False  # Detectron2 post-processes the raw heatmap
+    dst = get_model(name, **{**need, "aspp_pool_crop": None, "center_clamp": True})
     meta = load_weights(dst, path, model_name=name)
     assert meta["format"] == "detectron2"
     _assert_same_outputs(src, dst)
@@ -309,7 +313,8 @@ def test_unsafe_pkl_refused(tmp_path) -> None:
 BOWEN = dict(num_classes=5, output_stride=32, aspp_channels=16, decoder_channels=16, head_channels=16,
              instance_aspp_channels=16, instance_decoder_channels=8, instance_head_channels=8,
              low_level_channels=(8, 12, 16), instance_low_level_channels=(4, 6, 8),
-             aspp_pooling="none", center_head="separable", align_corners=True, separable_aspp=False)
+             aspp_pooling="none", center_head="separable", align_corners=True, separable_aspp=False,
+             offset_scaling="corners_floor", center_clamp=False)
 
 
 def to_bowenc0221(sd: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
@@ -362,10 +367,11 @@ def test_bowenc0221_pth(tmp_path) -> None:
     need = weights_model_kwargs(path, model_name=name)
     for k, v in BOWEN.items():
         assert need[k] == v, k
-    # built without align_corners: load_weights switches it (it changes no parameter)
-    dst = get_model(name, **{k: v for k, v in need.items() if k != "align_corners"})
+    # built without align_corners / offset scaling: load_weights switches them (no parameter changes)
+    dst = get_model(name, **{k: v for k, v in need.items() if k not in ("align_corners", "offset_scaling")})
     meta = load_weights(dst, path, model_name=name)
     assert meta["format"] == "bowenc0221" and meta["align_corners"] is True
+    assert meta["offset_scaling"] == "corners_floor"
     _assert_same_outputs(src, dst)
 
 

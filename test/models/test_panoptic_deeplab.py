@@ -182,3 +182,40 @@ def test_stride2_stage_exports_to_onnx(tmp_path) -> None:
     got, ref = export_and_run(net, tmp_path / "pdl_s2.onnx", torch.randn(1, 3, 70, 90))
     for arr, name in zip(got, net.output_names):
         np.testing.assert_allclose(arr, ref[name].numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,kwargs,hw", [
+    # Detectron2 layout: window (4, 8) cells on an 8x16 map -> a 5x9 sliding-window pooled map
+    ("panoptic_deeplab_resnet52_dc5", dict(aspp_pool_crop=(64, 128), separable_aspp=True, aspp_pooling="bias",
+                                           decoder_conv="conv"), (128, 256)),
+    # bowenc0221 layout: align_corners everywhere, offsets x (H-1)//(h-1)
+    ("panoptic_deeplab_resnet50", dict(output_stride=32, aspp_pooling="none", center_head="separable",
+                                       align_corners=True, offset_scaling="corners_floor",
+                                       low_level_channels=(8, 12, 16), instance_low_level_channels=(4, 6, 8)),
+     (129, 257)),
+])
+def test_converted_layouts_export_to_onnx(tmp_path, name, kwargs, hw) -> None:
+    """The reference layouts (sliding-window image pooling, plain decoder convs, align_corners and
+    integer offset scaling) export to ONNX and run in onnxruntime with the torch outputs."""
+    import onnxruntime as ort
+
+    from seg_perception.runtime.export import INPUT_NAME, export_onnx
+
+    net = get_model(name, **{**SMALL, **kwargs}).eval()
+    path = export_onnx(net, tmp_path / "m.onnx", resolution=hw)
+    x = torch.randn(1, 3, *hw)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: x.numpy()})
+    with torch.no_grad():
+        ref = net(x)
+    for arr, out in zip(got, net.output_names):
+        np.testing.assert_allclose(arr, ref[out].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_pool_window_refuses_sizes_and_crops_naming_the_fix() -> None:
+    net = get_model("panoptic_deeplab_resnet52_dc5", **SMALL, aspp_pool_crop=(64, 128)).eval()
+    with torch.no_grad(), pytest.raises(ValueError, match=r"window \(4, 8\).*\(5, 10\).*multiple of 64.*multiple of 128"):
+        net(torch.zeros(1, 3, 80, 160))
+    with pytest.raises(ValueError, match="aspp_pool_crop=.*multiples of the output stride 16"):
+        get_model("panoptic_deeplab_resnet52_dc5", **SMALL, aspp_pool_crop=(100, 128))
+    with pytest.raises(ValueError, match="decoder_conv must be one of"):
+        get_model("panoptic_deeplab_resnet52_dc5", **SMALL, decoder_conv="dsconv")
