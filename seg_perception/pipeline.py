@@ -138,7 +138,7 @@ def resolve_weights(model: str, weights: str | None) -> str | None:
 
 #: Public checkpoint formats whose reference implementation runs any input size (it resizes the
 #: logits back to the input): parity with the reference means accepting what it accepts.
-ANY_SIZE_FORMATS = frozenset({"vainf", "hrnet_official"})
+ANY_SIZE_FORMATS = frozenset({"vainf", "hrnet_official", "bowenc0221"})
 
 
 def check_resolution(net: torch.nn.Module, model: str, resolution: tuple[int, int],
@@ -159,6 +159,15 @@ def check_resolution(net: torch.nn.Module, model: str, resolution: tuple[int, in
         LOG.warning("%s (accepted: %s weights run any input size, as their reference does)", problem, weights_format)
     elif problem:
         raise PipelineError(problem)
+    # Layers with a size rule of their own (e.g. Detectron2's fixed-window ASPP pooling) refuse here,
+    # at build time, rather than at the first frame.
+    for module in net.modules():
+        check = getattr(module, "check_network_input", None)
+        if callable(check):
+            try:
+                check(*resolution)
+            except ValueError as exc:
+                raise PipelineError(f"network resolution {resolution[0]}x{resolution[1]} for {model}: {exc}") from None
 
 
 @dataclass

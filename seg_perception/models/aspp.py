@@ -124,6 +124,12 @@ class ASPPPooling(nn.Sequential):
                 "sizes other than the crop)"
             )
 
+    def check_network_input(self, height: int, width: int) -> None:
+        """Refuse a network input (H, W) this pooling will refuse at inference (build-time check)."""
+        if self.window is not None:
+            s = self.feature_stride
+            self._check(-(-int(height) // s), -(-int(width) // s))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         if self.window is not None:

@@ -253,6 +253,10 @@ class PanopticDeepLab(nn.Module):
         common = dict(rates=rates, separable_aspp=separable_aspp, aspp_pooling=aspp_pooling,
                       align_corners=align_corners, decoder_conv=decoder_conv, output_stride=output_stride,
                       aspp_pool_window=pool_window(aspp_pool_crop, output_stride))
+        if common["aspp_pool_window"] is not None:
+            # A fixed pooling window refuses the small probe that models.input_size.network_stride
+            # runs; the stride is the backbone's output stride (the coarsest map) anyway.
+            self.input_stride = output_stride
         self.semantic_decoder = PanopticDecoder(
             backbone.out_channels, low_in, aspp_channels=aspp_channels, decoder_channels=decoder_channels,
             low_level_channels=sem_low, **common)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_perception.pipeline import build_segmenter
+from seg_perception.pipeline import build_segmenter, load_model
 from test import reference_fixtures as rf
 
 D2 = "detectron2_panoptic_deeplab_r52_dc5_dsconv"
@@ -87,9 +87,13 @@ def test_detectron2_refuses_what_the_reference_refuses(d2_file) -> None:
     man = rf.manifest(D2)
     for bad in man["refused_inputs"]:
         h, w = bad["input_hw"]
-        seg = build_segmenter(man["project_model"], weights=str(d2_file), resolution=(h, w), backend="torch")
+        # At build time (so the node refuses to start, not its first frame) ...
         with pytest.raises(ValueError, match=r"window \(32, 64\).*multiple of 512.*multiple of 1024"):
-            seg.backend.infer({"image": torch.zeros(1, 3, h, w)})
+            build_segmenter(man["project_model"], weights=str(d2_file), resolution=(h, w), backend="torch")
+        # ... and in the network itself, for callers that run it directly.
+        net = load_model(man["project_model"], weights=str(d2_file)).model
+        with pytest.raises(ValueError, match=r"window \(32, 64\).*multiple of 512.*multiple of 1024"):
+            net(torch.zeros(1, 3, h, w))
 
 
 @pytest.mark.parametrize("container", ["plain", "wrapped"])
