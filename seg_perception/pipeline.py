@@ -395,6 +395,9 @@ class Segmenter:
             "resolution": list(self.resolution),
             "label_set": self.label_set.name,
         }
+        selection = getattr(self.backend, "selection", None)
+        if selection:  # backend auto: what it chose and why
+            desc["backend_selection"] = {k: selection[k] for k in ("backend", "precision", "reason") if k in selection}
         if self.panoptic_cfg is not None:
             desc["panoptic_postprocess"] = self.panoptic_cfg.tunables()
         return desc
