@@ -263,22 +263,15 @@ def _calibrator(options: dict, onnx_path: Path, root: Path, resolution, batch: i
     from . import calibration as cal
     from .engine_cache import sha256_path
 
-    images, bag, topic = options.get("calib_images"), options.get("calib_bag"), options.get("calib_topic")
-    limit = options.get("calib_limit")
-    limit = None if limit is None else int(limit)
-    if bag and not topic:
-        raise BackendError("calib_bag needs calib_topic (the sensor_msgs/Image or CompressedImage topic)")
+    images, bag = options.get("calib_images"), options.get("calib_bag")
     cache_opt = options.get("calib_cache")
-    if not images and not bag and not (cache_opt and Path(cache_opt).is_file()):
-        return None, None
-    cid = cal.calibration_id(images=images, bag=bag, topic=topic, limit=limit, cache_file=cache_opt)
-    cache_file = Path(cache_opt) if cache_opt else root / "calibration" / f"{sha256_path(onnx_path)[:16]}_{cid}.cache"
-    if images:
-        frames = cal.iter_image_folder(images, limit=limit)
-    elif bag:
-        frames = cal.iter_bag_topic(bag, topic, limit=limit)
-    else:
+    if not images and not bag and cache_opt and Path(cache_opt).is_file():  # scales only, no frames
+        cid = cal.calibration_id(cache_file=cache_opt, limit=options.get("calib_limit"))
         frames = iter(())
+    else:  # the same sources as onnxruntime/OpenVINO int8; none given: the sample drive
+        source = cal.CalibrationSource.from_options(options)
+        cid, frames = source.id(), source.frames()
+    cache_file = Path(cache_opt) if cache_opt else root / "calibration" / f"{sha256_path(onnx_path)[:16]}_{cid}.cache"
     batches = cal.calibration_batches(frames, resolution=resolution, batch=batch)
     return cal.make_entropy_calibrator(batches, cache_file=cache_file, batch_size=batch, device=device), cid
 
