@@ -65,11 +65,12 @@ def upsample_argmax(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
     c, h, w = t.shape
     dtype = np.uint8 if c <= 256 else np.int32
     if (h, w) != (H, W) and (exact or t.device.type != "cpu"):
-        # max(0).indices: the same first-maximum labels as argmax(0), several times faster on CPU
         t = F.interpolate(t[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-    if t.shape[1:] == (H, W):
+    if t.device.type != "cpu":
         return t.max(0).indices.cpu().numpy().astype(dtype)
     arr = t.numpy()
+    if arr.shape[1:] == (H, W):
+        return _argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
     small = _argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
     y0, y1, fy = _axis(h, H)
     x0, x1, fx = _axis(w, W)

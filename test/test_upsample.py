@@ -66,3 +66,16 @@ def test_real_model_logits_at_camera_resolution():
     exact = _exact(logits, (540, 960))
     assert float((got == exact).mean()) >= 0.9995
     assert len(np.unique(exact)) >= 4  # a real scene with several classes and their boundaries
+
+
+def test_segmenter_labels_match_its_exact_path_at_camera_resolution():
+    from seg_perception.datasets.synthetic import make_scene
+    from seg_perception.pipeline import build_segmenter
+
+    seg = build_segmenter("deeplabv3plus_mobilenetv2", weights="default", resolution=(128, 256))
+    image = make_scene(777, (540, 960)).image
+    fast = seg.segment(image).semantic
+    seg.exact_upsampling = True
+    exact = seg.segment(image).semantic
+    assert fast.shape == exact.shape == (540, 960) and fast.dtype == exact.dtype == np.uint8
+    assert float((fast == exact).mean()) >= 0.9995
