@@ -206,7 +206,7 @@ def create_auto_backend(
         raise BackendError(f"unknown option(s) {unknown} for backend 'auto'; valid options: {', '.join(sorted(AUTO_OPTIONS))}")
     calib = {k: options[k] for k in ("calib_images", "calib_bag", "calib_topic", "calib_limit") if k in options}
     if "tensorrt" in available_backends():
-        trt_precision = precision if precision in ("fp16", "int8", "fp32") and precision != "fp32" else "fp16"
+        trt_precision = precision if precision in ("fp16", "int8") else "fp16"  # fp32 (the default) means "choose"
         be = create_backend("tensorrt", model, resolution=resolution, batch=batch,
                             device=device if device.startswith("cuda") else "cuda", precision=trt_precision,
                             cache_dir=str(cache_dir), options=calib)
