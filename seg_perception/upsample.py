@@ -68,7 +68,7 @@ def upsample_argmax(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
         t = F.interpolate(t[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     if t.device.type != "cpu":
         return t.max(0).indices.cpu().numpy().astype(dtype)
-    arr = t.numpy()
+    arr = t.contiguous().numpy()  # channels_last outputs (torch bf16) would make every pass strided
     if arr.shape[1:] == (H, W):
         return _argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
     small = _argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
