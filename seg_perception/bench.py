@@ -12,8 +12,20 @@ of median post-processing to median inference time (the Panoptic-DeepLab groupin
 ``segments`` the median number of segments per frame (grouping time grows with the number of
 centers). With ``weights: none`` the random weights are seeded, identical for every backend.
 
+Each entry of ``backends`` is a *variant* ``kind[:precision][+cl][+graphs]`` (e.g.
+``onnxruntime:int8``, ``torch:bf16``, ``torch:fp16+cl+graphs``; ``cl`` = channels_last,
+``graphs`` = CUDA graphs); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
+post-processing / median inference) is reported for every task: with ``camera`` larger than the
+network it is the cost of producing labels at camera resolution.
+
+``accuracy`` also scores every variant on held-out synthetic scenes (the recorded evaluation seeds,
+:func:`seg_perception.training.evaluate_segmenter`) and on the shipped sample drive bag (mIoU, and
+PQ for panoptic models), so each speed-up is shown beside what it costs.
+
 A backend that cannot be created (not installed, precision unsupported, no GPU) gets a result
-with an ``error`` and the others still run.
+with an ``error`` and the others still run. :data:`GPU_SUITE` is the one-go GPU run
+(``seg-perception bench --suite gpu``); on a machine without a CUDA GPU each of its variants is
+recorded as skipped with the reason.
 """
 from __future__ import annotations
 
@@ -32,6 +44,40 @@ import torch
 
 LOG = logging.getLogger("seg_perception.bench")
 STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
+#: Every CPU backend x precision (bf16 variants are refused with a reason on CPUs without bf16).
+CPU_SUITE = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:bf16", "openvino:int8",
+             "torch:fp32", "torch:bf16")
+#: The GPU run in one go: torch fp32 / fp16 / channels_last / CUDA graphs, onnxruntime-gpu, TensorRT fp16 / int8.
+GPU_SUITE = ("torch:fp32", "torch:fp16", "torch:fp16+cl", "torch:fp16+cl+graphs", "onnxruntime:fp32",
+             "tensorrt:fp16", "tensorrt:int8")
+SUITES = {"cpu": CPU_SUITE, "gpu": GPU_SUITE}
+_FLAGS = {"cl": "channels_last", "graphs": "cuda_graphs"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One benchmarked path: label as written, backend kind, precision and backend options."""
+
+    label: str
+    kind: str
+    precision: str
+    options: tuple = ()
+
+
+def parse_variant(text: str, default_precision: str = "fp32") -> Variant:
+    """``"kind[:precision][+cl][+graphs]"`` -> :class:`Variant`.
+
+    Raises:
+        ValueError: empty kind or an unknown ``+flag`` (names the valid ones).
+    """
+    head, *flags = text.strip().split("+")
+    kind, _, precision = head.partition(":")
+    if not kind:
+        raise ValueError(f"backend variant {text!r} has no backend kind; write e.g. onnxruntime:int8")
+    bad = [f for f in flags if f not in _FLAGS]
+    if bad:
+        raise ValueError(f"backend variant {text!r}: unknown flag(s) {bad}; valid: {', '.join('+' + f for f in _FLAGS)}")
+    return Variant(text.strip(), kind, precision or default_precision, tuple((_FLAGS[f], True) for f in flags))
 
 
 @dataclass
@@ -63,12 +109,20 @@ class BenchConfig:
     label_set: Optional[str] = None
     model_kwargs: dict = field(default_factory=dict)
     seed: int = 0
+    accuracy: bool = False
+    accuracy_scenes: int = 12
+    accuracy_bag_frames: Optional[int] = None
+    suite: Optional[str] = None
 
     def validate(self) -> None:
         if not self.backends:
             raise ValueError("no backends given; pass e.g. --backends torch,onnxruntime")
         if len(set(self.backends)) != len(self.backends):
             raise ValueError(f"backends {self.backends} repeat a name; list each once")
+        for b in self.backends:
+            parse_variant(b, self.precision)
+        if self.accuracy and self.accuracy_scenes < 1:
+            raise ValueError(f"accuracy_scenes must be >= 1, got {self.accuracy_scenes}")
         if self.frames < 1 or self.warmup < 0:
             raise ValueError(f"frames must be >= 1 and warmup >= 0, got frames={self.frames}, warmup={self.warmup}")
 
@@ -94,7 +148,10 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "device": device,
     }
-    for module in ("onnxruntime", "tensorrt"):
+    from .runtime.cpu_features import relevant_flags
+
+    info["cpu_flags"] = relevant_flags()
+    for module in ("onnxruntime", "openvino", "tensorrt"):
         try:
             info[module] = __import__(module).__version__
         except Exception:  # noqa: BLE001 - absent or broken optional module
@@ -126,13 +183,40 @@ def synthetic_frame(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
-def _backend_options(kind: str, cfg: BenchConfig) -> dict:
-    if kind == "torch":
-        return {"channels_last": cfg.channels_last, "cuda_graphs": cfg.cuda_graphs}
-    return {}
+def _backend_options(variant: Variant, cfg: BenchConfig) -> dict:
+    opts = dict(variant.options)
+    if variant.kind == "torch":
+        # channels_last only when asked: left unset, the torch backend picks it (on for bf16 on CPU)
+        if cfg.channels_last:
+            opts.setdefault("channels_last", True)
+        if cfg.cuda_graphs:
+            opts.setdefault("cuda_graphs", True)
+    if variant.kind == "onnxruntime" and str(cfg.device).startswith("cuda"):
+        opts.setdefault("providers", "cuda,cpu")
+    return opts
 
 
-def _build(kind: str, cfg: BenchConfig):
+def _gpu_skip_reason(variant: Variant, cfg: BenchConfig) -> Optional[str]:
+    """Why a GPU variant cannot run here (None when it can)."""
+    if not str(cfg.device).startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        return f"skipped: no CUDA GPU (torch {torch.__version__}, torch.cuda.is_available() is False)"
+    import importlib.util
+
+    if variant.kind == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        return "skipped: tensorrt is not installed (pip install tensorrt)"
+    if variant.kind == "onnxruntime":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "skipped: onnxruntime is not installed"
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "skipped: onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
+    return None
+
+
+def _build(variant: Variant, cfg: BenchConfig):
     from .pipeline import build_segmenter
 
     t0 = time.perf_counter()
@@ -141,9 +225,9 @@ def _build(kind: str, cfg: BenchConfig):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         seg = build_segmenter(
-            cfg.model, weights=cfg.weights, resolution=cfg.resolution, backend=kind, device=cfg.device,
-            precision=cfg.precision, label_set=cfg.label_set, model_kwargs=cfg.model_kwargs or None,
-            backend_options=_backend_options(kind, cfg),
+            cfg.model, weights=cfg.weights, resolution=cfg.resolution, backend=variant.kind, device=cfg.device,
+            precision=variant.precision, label_set=cfg.label_set, model_kwargs=cfg.model_kwargs or None,
+            backend_options=_backend_options(variant, cfg),
         )
     return seg, (time.perf_counter() - t0) * 1e3
 
@@ -163,14 +247,21 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     segmenters: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     for kind in cfg.backends:
+        variant = parse_variant(kind, cfg.precision)
+        head = {"backend": kind, "kind": variant.kind, "precision": variant.precision}
+        skip = _gpu_skip_reason(variant, cfg)
+        if skip:
+            LOG.warning("backend %s %s", kind, skip)
+            results[kind] = {**head, "error": skip, "skipped": True}
+            continue
         try:
-            seg, setup_ms = _build(kind, cfg)
+            seg, setup_ms = _build(variant, cfg)
         except (ValueError, RuntimeError, ImportError, OSError) as exc:  # Backend/CheckpointError: RuntimeError
             LOG.warning("backend %s skipped: %s", kind, exc)
-            results[kind] = {"backend": kind, "error": str(exc)}
+            results[kind] = {**head, "error": str(exc)}
             continue
         segmenters[kind] = seg
-        results[kind] = {"backend": kind, "setup_ms": setup_ms, "task": seg.task}
+        results[kind] = {**head, "setup_ms": setup_ms, "task": seg.task}
     try:
         for kind, seg in segmenters.items():
             for _ in range(cfg.warmup):
@@ -182,6 +273,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             for kind in kinds[shift:] + kinds[:shift]:
                 result = segmenters[kind].segment(frame)
                 samples[kind].append({**result.timings.as_dict(), "segments": len(result.segments or ())})
+        if cfg.accuracy:
+            for kind, seg in segmenters.items():
+                results[kind]["accuracy"] = score_accuracy(seg, cfg)
     finally:
         for seg in segmenters.values():
             seg.close()
@@ -190,8 +284,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for stage in STAGES:
             entry[stage] = stats([r[stage] for r in rows])
         entry["throughput_fps"] = 1000.0 / entry["total_ms"]["median"]
+        entry["postprocess_over_inference"] = entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"]
         if entry["task"] == "panoptic":
-            entry["postprocess_over_inference"] = entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"]
             entry["segments"] = int(statistics.median(r["segments"] for r in rows))
     ordered = [results[k] for k in cfg.backends]
     first = next((r for r in ordered if "error" not in r), None)
@@ -201,16 +295,66 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     config = asdict(cfg)
     config["camera"] = list(camera)
     config["resolution"] = list(cfg.resolution)
-    return {"machine": machine_info(cfg.device), "config": config, "results": ordered}
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(cfg.device),
+            "config": config, "results": ordered}
+
+
+def score_accuracy(seg: Any, cfg: BenchConfig) -> dict[str, Any]:
+    """mIoU (PQ for panoptic) of ``seg`` on held-out synthetic scenes and on the sample drive bag.
+
+    Held-out: ``cfg.accuracy_scenes`` scenes from the recorded evaluation seeds
+    (``EVAL_SEED_BASE ..``, never trained on) at 256 x 512. Sample drive: its frames and GT topics
+    (``cfg.accuracy_bag_frames`` of them; all when None). mIoU convention: cityscapes.
+    """
+    from .training import EVAL_SEED_BASE, evaluate_segmenter
+
+    held = evaluate_segmenter(seg, cfg.accuracy_scenes, (256, 512), first_seed=EVAL_SEED_BASE)
+    out: dict[str, Any] = {"held_out": {k: held[k] for k in ("miou", "pq", "sq", "rq", "scenes", "first_seed") if k in held}}
+    try:
+        out["sample_drive"] = _score_sample_drive(seg, cfg.accuracy_bag_frames)
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+        out["sample_drive"] = {"error": str(exc)}
+    return out
+
+
+def _score_sample_drive(seg: Any, limit: Optional[int]) -> dict[str, Any]:
+    from .conversions import image_to_numpy, to_rgb
+    from .datasets.sample_bag import GT_PANOPTIC_TOPIC, GT_SEMANTIC_TOPIC, IMAGE_TOPIC, SAMPLE_BAG_PATH
+    from .eval.bag import read_images
+    from .eval.metrics import ConfusionMatrix, PanopticQuality
+    from .training import pq_report
+
+    labels = seg.label_set
+    cm = ConfusionMatrix(labels.num_classes)
+    pq = PanopticQuality(labels.num_classes, labels.thing_ids) if seg.task == "panoptic" else None
+    frames = 0
+    streams = zip(read_images(SAMPLE_BAG_PATH, IMAGE_TOPIC), read_images(SAMPLE_BAG_PATH, GT_SEMANTIC_TOPIC),
+                  read_images(SAMPLE_BAG_PATH, GT_PANOPTIC_TOPIC))
+    for image, gt_sem, gt_pan in streams:
+        if limit is not None and frames >= limit:
+            break
+        res = seg.segment(to_rgb(image.msg))
+        cm.update(image_to_numpy(gt_sem.msg).astype(np.uint8), res.semantic)
+        if pq is not None:
+            pq.update(image_to_numpy(gt_pan.msg).astype(np.int32), res.panoptic)
+        frames += 1
+    out: dict[str, Any] = {"frames": frames, "miou": round(float(cm.miou("cityscapes")), 4)}
+    if pq is not None:
+        out.update({k: v for k, v in pq_report(pq.summary(labels.names)).items() if k in ("pq", "sq", "rq")})
+    return out
 
 
 def format_table(report: dict[str, Any]) -> str:
     """Terminal table of a :func:`run_bench` report (median ms per stage, total min/median/p90)."""
     cfg = report["config"]
     panoptic = any(r.get("task") == "panoptic" for r in report["results"])
-    head = ["backend", "pre", "infer", "post", "total min", "total med", "total p90", "fps", f"x vs {cfg['backends'][0]}"]
+    accuracy = any("accuracy" in r for r in report["results"])
+    head = ["backend", "pre", "infer", "post", "total min", "total med", "total p90", "fps", f"x vs {cfg['backends'][0]}",
+            "post/infer"]
     if panoptic:
-        head += ["post/infer", "segments"]
+        head += ["segments"]
+    if accuracy:
+        head += ["mIoU held-out", "mIoU drive"] + (["PQ held-out", "PQ drive"] if panoptic else [])
     rows = []
     for r in report["results"]:
         if "error" in r:
@@ -218,15 +362,22 @@ def format_table(report: dict[str, Any]) -> str:
             continue
         row = [r["backend"], *(f"{r[s]['median']:.2f}" for s in STAGES[:3]),
                *(f"{r['total_ms'][k]:.2f}" for k in ("min", "median", "p90")),
-               f"{r['throughput_fps']:.1f}", f"{r['ratio_vs_first']:.2f}"]
+               f"{r['throughput_fps']:.1f}", f"{r['ratio_vs_first']:.2f}", f"{r['postprocess_over_inference']:.2f}"]
         if panoptic:
-            row += [f"{r.get('postprocess_over_inference', float('nan')):.2f}", str(r.get("segments", "-"))]
+            row += [str(r.get("segments", "-"))]
+        if accuracy:
+            acc = r.get("accuracy", {})
+            keys = ("miou", "pq") if panoptic else ("miou",)
+            for key in keys:
+                for part in ("held_out", "sample_drive"):
+                    value = acc.get(part, {}).get(key)
+                    row.append("-" if value is None else f"{100 * value:.2f}")
         rows.append(row)
     widths = [max([len(head[i])] + [len(r[i]) for r in rows if len(r) == len(head)]) for i in range(len(head))]
     fmt = lambda cells: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))  # noqa: E731
     title = (f"{cfg['model']} @ {cfg['resolution'][0]}x{cfg['resolution'][1]} (camera {cfg['camera'][0]}x"
-             f"{cfg['camera'][1]}), device {cfg['device']}, {cfg['precision']}, {cfg['frames']} frames "
-             f"after {cfg['warmup']} warm-up; times in ms")
+             f"{cfg['camera'][1]}), device {cfg['device']}, {cfg['frames']} frames "
+             f"after {cfg['warmup']} warm-up; times in ms{'; scores in %' if accuracy else ''}")
     lines = [title, fmt(head), fmt(["-" * w for w in widths])]
     for row in rows:
         lines.append(fmt(row) if len(row) == len(head) else f"{row[0].ljust(widths[0])}  {row[1]}")

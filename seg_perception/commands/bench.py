@@ -5,6 +5,17 @@ Example (Jetson)::
     seg-perception bench --model deeplabv3plus_mobilenetv2 --weights default --resolution 512x1024 \\
         --backends torch,onnxruntime,tensorrt --device cuda --precision fp16 --camera 720x1280 \\
         --json bench_out/bench.json
+
+Every CPU backend x precision with accuracy, camera-size post-processing included::
+
+    seg-perception bench --model deeplabv3plus_mobilenetv2 --weights default --resolution 256x512 \
+        --suite cpu --accuracy --camera 1080x1920 --json bench_out/cpu.json
+
+The GPU run in one go (torch fp32/fp16/channels_last/CUDA graphs, onnxruntime-gpu, TensorRT
+fp16/int8; parts this machine cannot run are recorded as skipped with the reason)::
+
+    seg-perception bench --model deeplabv3plus_mobilenetv2 --weights default --resolution 512x1024 \
+        --suite gpu --json bench_out/gpu.json
 """
 from __future__ import annotations
 
@@ -25,8 +36,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", default=None,
                    help="network input HxW, e.g. 512x1024 (default: the one the weights record, else 512x1024)")
     p.add_argument("--backends", default="torch,onnxruntime",
-                   help="comma-separated backends in report order; the first is the ratio reference "
-                        "(torch, onnxruntime, tensorrt; default torch,onnxruntime)")
+                   help="comma-separated variants kind[:precision][+cl][+graphs] in report order, e.g. "
+                        "onnxruntime:fp32,onnxruntime:int8,openvino:int8,torch:bf16; the first is the ratio reference "
+                        "(kinds: torch, onnxruntime, openvino, tensorrt, auto; default torch,onnxruntime)")
+    p.add_argument("--suite", choices=("cpu", "gpu"), default=None,
+                   help="preset variant list instead of --backends: cpu = every CPU backend x precision; gpu = torch "
+                        "fp32/fp16/channels_last/CUDA graphs, onnxruntime-gpu, TensorRT fp16/int8 (device cuda)")
+    p.add_argument("--accuracy", action="store_true",
+                   help="also score every variant: mIoU (PQ) on held-out synthetic scenes and on the sample drive")
+    p.add_argument("--accuracy-scenes", type=int, default=12, help="held-out scenes for --accuracy (default 12)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8, as each backend permits")
     p.add_argument("--channels-last", action="store_true", help="torch backend: NHWC memory format")
@@ -58,7 +76,7 @@ def model_resolution(model: str, weights: str | None) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import BenchConfig, format_table, run_bench, write_json
+    from ..bench import SUITES, BenchConfig, format_table, parse_variant, run_bench, write_json
     from ..pipeline import parse_resolution, resolve_weights
     from . import parse_model_kwargs
 
@@ -71,9 +89,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: error: {exc}")
         return 2
     try:
+        backends = list(SUITES[args.suite]) if args.suite else [b.strip() for b in args.backends.split(",") if b.strip()]
+        device = "cuda" if args.suite == "gpu" and args.device == "cpu" else args.device
         cfg = BenchConfig(
             model=args.model, weights=weights or "none", resolution=resolution,
-            backends=[b.strip() for b in args.backends.split(",") if b.strip()], device=args.device,
+            backends=backends, device=device, suite=args.suite, accuracy=args.accuracy,
+            accuracy_scenes=args.accuracy_scenes,
             precision=args.precision, channels_last=args.channels_last, cuda_graphs=args.cuda_graphs,
             frames=args.frames, warmup=args.warmup,
             camera=parse_resolution(args.camera) if args.camera else None, label_set=args.label_set,
@@ -91,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         for visualize in (False, True):
             r = run_node_overhead(NodeOverheadConfig(
                 model=cfg.model, weights=cfg.weights, resolution=cfg.resolution,
-                camera=tuple(cfg.camera or cfg.resolution), backend=cfg.backends[0], device=cfg.device,
+                camera=tuple(cfg.camera or cfg.resolution), backend=parse_variant(cfg.backends[0]).kind, device=cfg.device,
                 frames=args.node_frames, visualize=visualize))
             report["node_overhead"].append(r)
             print(format_node_overhead(r))

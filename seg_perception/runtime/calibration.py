@@ -1,4 +1,11 @@
-"""INT8 calibration data for TensorRT: frames from a folder or a rosbag topic -> network batches.
+"""INT8 calibration, one module for every int8 path (TensorRT, onnxruntime, OpenVINO).
+
+Frames come from an image folder or a rosbag topic (:class:`CalibrationSource`; with neither, the
+package's sample drive bag, named ``sample_drive`` in the cache key) and are preprocessed exactly
+like ``Segmenter.preprocess``. TensorRT gets them through an entropy calibrator; onnxruntime and
+OpenVINO run one statically quantized QDQ ONNX (:func:`quantize_onnx_int8`: per-channel int8
+weights, uint8 activations, MinMax ranges), cached by the fp32 ONNX's hash (model, weights,
+resolution) and the calibration set.
 
 Pipeline::
 
@@ -131,6 +138,125 @@ def calibration_id(*, images: Optional[str] = None, bag: Optional[str] = None, t
         h.update(Path(cache_file).read_bytes())
     h.update(f"limit|{limit}".encode())
     return h.hexdigest()[:16]
+
+
+#: Frames used from the default calibration source (the shipped sample drive) and from others unless a limit is given.
+DEFAULT_CALIB_FRAMES = 32
+#: Bump when the quantization recipe changes so cached int8 models from older recipes are not reused.
+QUANT_RECIPE_VERSION = 1
+
+
+class CalibrationSource:
+    """Where calibration frames come from: an image folder, a bag topic, or (neither) the sample drive.
+
+    Attributes:
+        images / bag / topic / limit: as given; ``limit`` None uses :data:`DEFAULT_CALIB_FRAMES`
+            for the default source and every frame otherwise.
+        name: ``"images"``, ``"bag"`` or ``"sample_drive"`` (goes into cache keys and reports).
+    """
+
+    def __init__(self, *, images: Optional[str] = None, bag: Optional[str] = None, topic: Optional[str] = None,
+                 limit: Optional[int] = None) -> None:
+        if images and bag:
+            raise BackendError("give one calibration source: calib_images or calib_bag, not both")
+        if bag and not topic:
+            raise BackendError("calib_bag needs calib_topic (the sensor_msgs/Image or CompressedImage topic)")
+        if limit is not None and int(limit) < 1:
+            raise BackendError(f"calib_limit={limit!r} must be >= 1")
+        self.images, self.bag, self.topic = images, bag, topic
+        self.limit = None if limit is None else int(limit)
+        if not images and not bag:
+            from ..datasets.sample_bag import IMAGE_TOPIC, SAMPLE_BAG_PATH
+
+            self.bag, self.topic, self.name = str(SAMPLE_BAG_PATH), IMAGE_TOPIC, "sample_drive"
+            self.limit = self.limit or DEFAULT_CALIB_FRAMES
+        else:
+            self.name = "images" if images else "bag"
+
+    @classmethod
+    def from_options(cls, options: dict) -> "CalibrationSource":
+        """From backend options ``calib_images`` / ``calib_bag`` + ``calib_topic`` / ``calib_limit``."""
+        limit = options.get("calib_limit")
+        return cls(images=options.get("calib_images"), bag=options.get("calib_bag"), topic=options.get("calib_topic"),
+                   limit=None if limit is None else int(limit))
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """RGB (H, W, 3) uint8 frames (sources checked now, frames read lazily)."""
+        if self.images:
+            return iter_image_folder(self.images, limit=self.limit)
+        return iter_bag_topic(self.bag, self.topic, limit=self.limit)
+
+    def id(self) -> str:
+        """Short hash of the source (file names/sizes/mtimes or bag path + topic, and the limit)."""
+        tag = calibration_id(images=self.images, bag=self.bag, topic=self.topic, limit=self.limit)
+        return f"{self.name}-{tag}"
+
+    def describe(self) -> dict:
+        return {"source": self.name, "images": self.images, "bag": self.bag, "topic": self.topic, "limit": self.limit}
+
+
+def quantize_onnx_int8(
+    onnx_path: str | os.PathLike,
+    source: CalibrationSource,
+    *,
+    resolution: tuple[int, int],
+    cache_dir: str | os.PathLike,
+) -> Path:
+    """Statically quantized (QDQ) copy of ``onnx_path``, calibrated on ``source``; cached.
+
+    onnxruntime's ``quantize_static``: int8 per-channel weights, uint8 activations (U8S8, the
+    VNNI-friendly format), MinMax calibration over the frames. The file lives in
+    ``cache_dir/int8/<onnx sha>_<source id>_q<recipe>.onnx``; a second call with the same model,
+    weights, resolution and calibration set reuses it. OpenVINO reads the same file.
+
+    Raises:
+        BackendError: no usable calibration frame, or quantization failed.
+    """
+    from .engine_cache import sha256_path
+
+    onnx_path = Path(onnx_path)
+    out = Path(cache_dir) / "int8" / f"{onnx_path.stem[:48]}_{sha256_path(onnx_path)[:12]}_{source.id()}" \
+        f"_q{QUANT_RECIPE_VERSION}.onnx"
+    if out.is_file():
+        LOG.info("reusing cached int8 ONNX %s", out)
+        return out
+    try:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_static)
+    except ImportError as exc:
+        raise BackendError(f"int8 quantization needs onnxruntime's quantization tools: pip install onnxruntime ({exc})") \
+            from exc
+    batches = [b for b in calibration_batches(source.frames(), resolution=resolution, batch=1)]
+    if not batches:
+        raise BackendError(f"calibration source {source.describe()} gave no usable frame")
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self):
+            batch = next(self._it, None)
+            return None if batch is None else {"image": batch}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp.onnx")
+    LOG.info("quantizing %s to int8 on %d calibration frames (%s)", onnx_path.name, len(batches), source.name)
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # calibration sessions warn about every unused initializer
+    try:
+        quantize_static(
+            str(onnx_path), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        )
+        os.replace(tmp, out)
+    except Exception as exc:
+        raise BackendError(f"int8 quantization of {onnx_path.name} failed: {exc}") from exc
+    finally:
+        for leftover in (tmp, Path(str(tmp) + ".data")):
+            if leftover.exists():
+                leftover.unlink()
+    return out
 
 
 def make_entropy_calibrator(

@@ -3,6 +3,10 @@
 * ``torch``: runs the module directly (:class:`.torch_backend.TorchBackend`).
 * ``onnxruntime``: exports the model to ONNX in the cache (reused when present) and opens an
   :class:`.onnxruntime_backend.OnnxRuntimeBackend`.
+* ``openvino``: exports to ONNX (int8: the same QDQ model as onnxruntime) and compiles it with
+  OpenVINO (:class:`.openvino_backend.OpenVinoBackend`), compiled blobs cached in ``openvino/``.
+* ``auto``: TensorRT on a CUDA GPU where installed, else the fastest measured CPU path within the
+  accuracy guard (:mod:`.auto`); the choice and its reason are on the backend's ``selection``.
 * ``tensorrt``: exports to ONNX, then loads the cached engine for this ONNX / precision / shape /
   GPU / TensorRT version or builds one (:mod:`.engine_cache`), and runs it with
   :class:`.tensorrt_backend.TensorRTBackend`.
@@ -14,10 +18,13 @@ Caches live in ``cache_dir`` (or ``options["cache_dir"]``), default ``$SEG_PERCE
 Per-backend ``options`` (unknown keys raise BackendError listing the valid ones):
 
 =============  ===========================================================================
-torch          channels_last (bool), cuda_graphs (bool), warmup (int, CUDA graph warm-up runs)
+torch          channels_last (bool; default on for bf16 on CPU), cuda_graphs (bool), warmup (int, CUDA graph warm-up runs)
 onnxruntime    providers (list or "cuda,cpu"), intra_op_threads, inter_op_threads,
                allow_spinning (bool, default False: threads sleep between runs, no busy-wait),
-               provider_options ({provider: {key: value}}), opset, dynamic
+               provider_options ({provider: {key: value}}), opset, dynamic; int8: calib_images (dir),
+               calib_bag + calib_topic, calib_limit (default source: the sample drive bag)
+openvino       opset, ov_device (OpenVINO device, default CPU), threads, performance_hint (LATENCY or
+               THROUGHPUT); int8: calib_* as for onnxruntime (the same QDQ model)
 tensorrt       opset, dynamic, min_shape, max_shape (N,3,H,W for dynamic profiles), workspace_mb,
                dla_core, gpu_fallback, timing_cache (bool), calib_images (dir), calib_bag,
                calib_topic, calib_limit, calib_cache (file)
@@ -40,12 +47,16 @@ from .export import DEFAULT_OPSET, default_cache_dir, export_onnx_cached, unsupp
 
 LOG = logging.getLogger("seg_perception.runtime")
 
-BACKEND_KINDS = ("torch", "onnxruntime", "tensorrt")
+BACKEND_KINDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+#: Kinds create_backend accepts: the runtimes plus "auto" (see :mod:`.auto`).
+BACKEND_CHOICES = ("auto",) + BACKEND_KINDS
 _COMMON_OPTIONS = {"cache_dir"}
 BACKEND_OPTIONS: dict[str, set[str]] = {
     "torch": {"channels_last", "cuda_graphs", "warmup"},
     "onnxruntime": {"providers", "intra_op_threads", "inter_op_threads", "allow_spinning", "provider_options", "opset",
-                    "dynamic"},
+                    "dynamic", "calib_images", "calib_bag", "calib_topic", "calib_limit"},
+    "openvino": {"opset", "ov_device", "threads", "performance_hint", "calib_images", "calib_bag", "calib_topic",
+                 "calib_limit"},
     "tensorrt": {"opset", "dynamic", "min_shape", "max_shape", "workspace_mb", "dla_core", "gpu_fallback",
                  "timing_cache", "calib_images", "calib_bag", "calib_topic", "calib_limit", "calib_cache"},
 }
@@ -56,6 +67,8 @@ def available_backends() -> list[str]:
     kinds = ["torch"]
     if importlib.util.find_spec("onnxruntime") is not None:
         kinds.append("onnxruntime")
+    if importlib.util.find_spec("openvino") is not None:
+        kinds.append("openvino")
     if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
         kinds.append("tensorrt")
     return kinds
@@ -131,10 +144,15 @@ def create_backend(
         BackendError: unknown kind (lists valid ones), unknown option, backend not installed or
             device not usable (says what to install/change), export or engine build failure.
     """
-    if kind not in BACKEND_KINDS:
-        raise BackendError(f"unknown backend {kind!r}; valid backends: {', '.join(BACKEND_KINDS)} "
+    if kind not in BACKEND_CHOICES:
+        raise BackendError(f"unknown backend {kind!r}; valid backends: {', '.join(BACKEND_CHOICES)} "
                            f"(available here: {', '.join(available_backends())})")
     options = dict(options or {})
+    if kind == "auto":
+        from .auto import create_auto_backend
+
+        return create_auto_backend(model, resolution=resolution, batch=batch, device=device, precision=precision,
+                                   cache_dir=_cache_root(cache_dir, options), options=options)
     _check_options(kind, options)
     resolution = (int(resolution[0]), int(resolution[1]))
     if kind == "torch":
@@ -142,12 +160,14 @@ def create_backend(
 
         return TorchBackend(
             model, resolution=resolution, batch=batch, device=device, precision=precision,
-            channels_last=flag_option(options, "channels_last", False),
+            channels_last=flag_option(options, "channels_last", False) if "channels_last" in options else None,
             cuda_graphs=flag_option(options, "cuda_graphs", False), warmup=int_option(options, "warmup", 3),
         )
     root = _cache_root(cache_dir, options)
     if kind == "onnxruntime":
         return _create_onnxruntime(model, resolution, batch, device, precision, root, options)
+    if kind == "openvino":
+        return _create_openvino(model, resolution, batch, device, precision, root, options)
     handle, engine_path, _built = prepare_tensorrt_engine(
         model, resolution=resolution, batch=batch, device=device, precision=precision, cache_dir=root, options=options
     )
@@ -183,10 +203,40 @@ def _create_onnxruntime(model, resolution, batch, device, precision, root: Path,
         model, resolution=resolution, batch=batch, dynamic=flag_option(options, "dynamic", False),
         opset=int_option(options, "opset", DEFAULT_OPSET), cache_dir=root,
     )
+    if precision == "int8":
+        if dev.type != "cpu":
+            raise BackendError("onnxruntime int8 runs the QDQ model on the CPU provider; use device 'cpu', or backend "
+                               "tensorrt for int8 on a GPU")
+        from .calibration import CalibrationSource, quantize_onnx_int8
+
+        onnx_path = quantize_onnx_int8(onnx_path, CalibrationSource.from_options(options), resolution=resolution,
+                                       cache_dir=root)
     return OnnxRuntimeBackend(
         onnx_path, providers=providers, intra_op_threads=int_option(options, "intra_op_threads", None),
         inter_op_threads=int_option(options, "inter_op_threads", None), provider_options=options.get("provider_options"),
         precision=precision, allow_spinning=flag_option(options, "allow_spinning", False),
+    )
+
+
+def _create_openvino(model, resolution, batch, device, precision, root: Path, options: dict) -> Backend:
+    from .openvino_backend import PRECISIONS, OpenVinoBackend, import_openvino
+
+    import_openvino()
+    if torch.device(device).type != "cpu":
+        raise BackendError(f"backend openvino runs on OpenVINO devices (option ov_device, default CPU); got device "
+                           f"{device!r}: pass device='cpu'")
+    if precision not in PRECISIONS:
+        raise BackendError(f"openvino precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    onnx_path = export_onnx_cached(model, resolution=resolution, batch=batch,
+                                   opset=int_option(options, "opset", DEFAULT_OPSET), cache_dir=root)
+    if precision == "int8":
+        from .calibration import CalibrationSource, quantize_onnx_int8
+
+        onnx_path = quantize_onnx_int8(onnx_path, CalibrationSource.from_options(options), resolution=resolution,
+                                       cache_dir=root)
+    return OpenVinoBackend(
+        onnx_path, precision=precision, device=str(options.get("ov_device", "CPU")), cache_dir=root / "openvino",
+        threads=int_option(options, "threads", None), performance_hint=str(options.get("performance_hint", "LATENCY")),
     )
 
 
@@ -213,22 +263,15 @@ def _calibrator(options: dict, onnx_path: Path, root: Path, resolution, batch: i
     from . import calibration as cal
     from .engine_cache import sha256_path
 
-    images, bag, topic = options.get("calib_images"), options.get("calib_bag"), options.get("calib_topic")
-    limit = options.get("calib_limit")
-    limit = None if limit is None else int(limit)
-    if bag and not topic:
-        raise BackendError("calib_bag needs calib_topic (the sensor_msgs/Image or CompressedImage topic)")
+    images, bag = options.get("calib_images"), options.get("calib_bag")
     cache_opt = options.get("calib_cache")
-    if not images and not bag and not (cache_opt and Path(cache_opt).is_file()):
-        return None, None
-    cid = cal.calibration_id(images=images, bag=bag, topic=topic, limit=limit, cache_file=cache_opt)
-    cache_file = Path(cache_opt) if cache_opt else root / "calibration" / f"{sha256_path(onnx_path)[:16]}_{cid}.cache"
-    if images:
-        frames = cal.iter_image_folder(images, limit=limit)
-    elif bag:
-        frames = cal.iter_bag_topic(bag, topic, limit=limit)
-    else:
+    if not images and not bag and cache_opt and Path(cache_opt).is_file():  # scales only, no frames
+        cid = cal.calibration_id(cache_file=cache_opt, limit=options.get("calib_limit"))
         frames = iter(())
+    else:  # the same sources as onnxruntime/OpenVINO int8; none given: the sample drive
+        source = cal.CalibrationSource.from_options(options)
+        cid, frames = source.id(), source.frames()
+    cache_file = Path(cache_opt) if cache_opt else root / "calibration" / f"{sha256_path(onnx_path)[:16]}_{cid}.cache"
     batches = cal.calibration_batches(frames, resolution=resolution, batch=batch)
     return cal.make_entropy_calibrator(batches, cache_file=cache_file, batch_size=batch, device=device), cid
 

@@ -29,7 +29,8 @@ _ORT_TYPES = {
     "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8,
     "tensor(int8)": np.int8, "tensor(bool)": np.bool_,
 }
-PRECISIONS = ("fp32", "fp16")
+#: int8 runs a QDQ-quantized ONNX (see :func:`.calibration.quantize_onnx_int8`), made by the factory.
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def import_onnxruntime():
@@ -118,6 +119,7 @@ class OnnxRuntimeBackend:
     def _session_options(self):
         so = self._ort.SessionOptions()
         so.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only: QDQ graphs make the optimizer warn per folded initializer
         if self.intra_op_threads is not None:
             so.intra_op_num_threads = int(self.intra_op_threads)
         if self.inter_op_threads is not None:

@@ -23,6 +23,9 @@ RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=Rel
 def node_process(params: dict[str, Any], *, log_path: Path, **kw: Any) -> Iterator[subprocess.Popen]:
     """Run segment_node in another process for the duration of the block, then stop it (SIGINT)."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The node's default backend (auto) measures every CPU path on first use; node tests compare
+    # against in-process torch Segmenters and must start fast, so they run torch unless they say otherwise.
+    params = {"backend": "torch", **params}
     proc = start_process(node_command(params, **kw), log_path, env=env, cwd=REPO)
     try:
         yield proc

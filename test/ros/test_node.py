@@ -49,8 +49,9 @@ def harness():
 
 
 def test_semantic_node_answers_real_frames_and_survives_malformed(harness, tmp_path):
+    # backend pinned to the in-process Segmenter's: the node default (auto) may pick int8 on this CPU
     params = {"model": MODEL, "weights": "default", "resolution": RES, "qos_reliability": "reliable",
-              "diagnostics_period": 0.2}
+              "diagnostics_period": 0.2, "backend": "torch"}
     sem = harness.subscribe(Image, f"{NODE}/semantic")
     col = harness.subscribe(Image, f"{NODE}/colored")
     ovl = harness.subscribe(Image, f"{NODE}/overlay")

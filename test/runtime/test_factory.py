@@ -24,8 +24,8 @@ def test_available_backends():
 
 
 def test_unknown_kind_lists_valid_ones():
-    with pytest.raises(BackendError, match="torch, onnxruntime, tensorrt"):
-        create_backend("openvino", seeded(TinySemantic), resolution=(8, 8))
+    with pytest.raises(BackendError, match="auto, torch, onnxruntime, openvino, tensorrt"):
+        create_backend("openvin0", seeded(TinySemantic), resolution=(8, 8))
 
 
 def test_unknown_option_lists_valid_ones():

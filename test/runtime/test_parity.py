@@ -99,3 +99,28 @@ def test_factory_path_on_a_registered_model(cache_dir):
     ob = create_backend("onnxruntime", model, resolution=(32, 48))
     a, b = tb.infer({"image": x})["semantic"].numpy(), ob.infer({"image": x})["semantic"]
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.999
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torch_vs_openvino(name, exported):
+    """OpenVINO (CPU, fp32 precision hint) compiles the same export and matches torch like onnxruntime does."""
+    model, path = exported(name)
+    x = np.random.default_rng(0).standard_normal((1, 3, *RES)).astype(np.float32)
+    with torch.no_grad():
+        ref = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
+    from seg_perception.runtime.openvino_backend import OpenVinoBackend
+
+    with OpenVinoBackend(path, threads=1) as be:
+        got = be.infer({"image": x})
+    assert list(got) == list(model.output_names)
+    report = []
+    for key in model.output_names:
+        assert got[key].shape == ref[key].shape
+        diff = float(np.abs(got[key] - ref[key]).max())
+        scale = float(np.abs(ref[key]).max()) or 1.0
+        report.append(f"{key} max|diff| {diff:.2e} (max|logit| {scale:.2e})")
+        rel = 2e-3 if key == "center" else 1e-3  # summation-order allowance, as for onnxruntime above
+        assert diff <= rel * scale + 1e-4, f"{name}/{key}: {diff} vs scale {scale}"
+    agree = float((got["semantic"].argmax(1) == ref["semantic"].argmax(1)).mean())
+    print(f"\n[parity openvino] {name}: {'; '.join(report)}; argmax agreement {agree:.5f}")
+    assert agree >= 0.999

@@ -181,9 +181,11 @@ def test_parser_errors_are_listed(fake_trt, tmp_path):
         build_serialized_engine(path, BuildSettings(precision="fp32", input_shape=(4,)))
 
 
-def test_int8_without_calibration_data(fake_trt, cache_dir):
-    with pytest.raises(BackendError, match="calib_images"):
-        _trt(seeded(TinySemantic), cache_dir, precision="int8")
+def test_int8_without_calibration_options_calibrates_on_the_sample_drive(fake_trt, cache_dir):
+    be = _trt(seeded(TinySemantic), cache_dir, precision="int8", options={"calib_limit": 2})
+    assert be.name == "tensorrt"
+    caches = list((cache_dir / "calibration").glob("*.cache"))
+    assert len(caches) == 1 and "sample_drive-" in caches[0].name
 
 
 def test_missing_tensorrt_and_missing_cuda(monkeypatch, cache_dir):

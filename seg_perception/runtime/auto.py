@@ -1,0 +1,230 @@
+"""``backend: auto``: TensorRT on a CUDA GPU where installed, else the fastest measured CPU path.
+
+On a CPU the candidates (:func:`cpu_candidates`: onnxruntime fp32/int8, OpenVINO int8 and, where
+the CPU has native bf16, OpenVINO bf16; option ``auto_candidates`` replaces the list) are each built and timed on a few frames
+at the model's resolution, once; the measurement is cached in ``cache_dir/auto/<key>.json`` keyed
+by the model (weights included), resolution, batch, the CPU (model name, cores and relevant flags,
+:func:`.cpu_features.cpu_signature`), the runtime versions and the candidate list, so a new CPU,
+new weights or an upgraded runtime re-measure.
+
+Accuracy guard: a candidate is eligible only if, on the calibration frames (the default source
+is the sample drive), its per-pixel argmax of every head agrees with the fp32 reference (the torch
+model) on at least :data:`MIN_AGREEMENT` of the pixels (panoptic: the center heatmap thresholded
+at 0.1 and the rounded offsets too). 99.5 % agreement bounds the change of any class's IoU by
+about the same half point; ``seg-perception bench --accuracy`` records the resulting mIoU/PQ of every
+path on held-out scenes. The fastest eligible candidate wins; fp32 onnxruntime is always eligible.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .base import Backend, BackendError
+
+LOG = logging.getLogger("seg_perception.runtime")
+
+#: Minimum per-pixel agreement with fp32 for a reduced precision to be eligible.
+MIN_AGREEMENT = 0.995
+#: Bump when the selection rule changes so older cached choices are re-measured.
+AUTO_RECIPE_VERSION = 1
+AUTO_OPTIONS = {"cache_dir", "auto_frames", "auto_candidates", "calib_images", "calib_bag", "calib_topic",
+                "calib_limit"}
+
+
+def cpu_candidates() -> list[tuple[str, str]]:
+    """(kind, precision) CPU paths worth measuring here, in tie-break order."""
+    from .cpu_features import has_bf16
+
+    # OpenVINO fp32 and torch bf16 are left out: on the CPUs measured (bench --suite cpu) they never
+    # beat onnxruntime fp32 / OpenVINO bf16, and every candidate costs start-up time once.
+    cands = [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    if importlib.util.find_spec("openvino") is not None:
+        cands.append(("openvino", "int8"))
+        if has_bf16():
+            cands.append(("openvino", "bf16"))
+    return cands
+
+
+def _parse_candidates(value: Any) -> list[tuple[str, str]]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        kind, _, prec = str(item).strip().partition(":")
+        if kind not in ("torch", "onnxruntime", "openvino"):
+            raise BackendError(f"auto_candidates entry {item!r}: kind must be torch, onnxruntime or openvino "
+                               "(write kind:precision, e.g. onnxruntime:int8)")
+        out.append((kind, prec or "fp32"))
+    if not out:
+        raise BackendError("auto_candidates is empty; list kind:precision entries, e.g. onnxruntime:fp32,onnxruntime:int8")
+    return out
+
+
+def _versions() -> dict[str, Optional[str]]:
+    out: dict[str, Optional[str]] = {"torch": torch.__version__}
+    for mod in ("onnxruntime", "openvino"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - absent optional runtime
+            out[mod] = None
+    return out
+
+
+def selection_key(model: nn.Module, resolution, batch: int, candidates, calib_id: str) -> str:
+    """Cache key of one auto selection (see the module docstring for what it covers)."""
+    from .cpu_features import cpu_signature
+    from .export import model_fingerprint
+
+    text = json.dumps({"model": model_fingerprint(model), "resolution": list(resolution), "batch": int(batch),
+                       "cpu": cpu_signature(), "versions": _versions(), "candidates": [list(c) for c in candidates],
+                       "calibration": calib_id, "recipe": AUTO_RECIPE_VERSION}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    return value.detach().float().cpu().numpy() if hasattr(value, "detach") else np.asarray(value, dtype=np.float32)
+
+
+def agreement(ref: dict, got: dict) -> float:
+    """Lowest per-pixel agreement over the heads: semantic argmax, center > 0.1, rounded offsets."""
+    scores = [float((_to_numpy(ref["semantic"]).argmax(1) == _to_numpy(got["semantic"]).argmax(1)).mean())]
+    if "center" in ref:
+        scores.append(float(((_to_numpy(ref["center"]) > 0.1) == (_to_numpy(got["center"]) > 0.1)).mean()))
+    if "offset" in ref:
+        scores.append(float((np.abs(_to_numpy(ref["offset"]) - _to_numpy(got["offset"])) < 0.5).mean()))
+    return min(scores)
+
+
+def _measure(be: Backend, inputs: list[np.ndarray], frames: int) -> tuple[float, list[dict]]:
+    """(median ms of ``frames`` timed runs after one warm-up, outputs for ``inputs``)."""
+    outs = [{k: _to_numpy(v) for k, v in be.infer({"image": x}).items()} for x in inputs]
+    times = []
+    for i in range(frames):
+        t0 = time.perf_counter()
+        be.infer({"image": inputs[i % len(inputs)]})
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times)), outs
+
+
+def select_cpu_path(
+    model: nn.Module, *, resolution: tuple[int, int], batch: int, cache_dir: Path, options: dict,
+    candidates: Optional[list[tuple[str, str]]] = None,
+) -> dict:
+    """Measure (or read the cached measurement of) the CPU candidates; returns the selection record.
+
+    Returns:
+        ``{"backend", "precision", "reason", "measured": [{"backend", "precision", "median_ms",
+        "agreement", "eligible" | "error"}], "cpu_flags", "key", "cached"}``.
+    """
+    from .calibration import CalibrationSource, calibration_batches
+    from .cpu_features import relevant_flags
+    from .factory import create_backend
+
+    source = CalibrationSource.from_options(options)
+    candidates = candidates or cpu_candidates()
+    frames = int(options.get("auto_frames", 3))
+    key = selection_key(model, resolution, batch, candidates, source.id())
+    path = cache_dir / "auto" / f"{key}.json"
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            record["cached"] = True
+            return record
+        except (OSError, ValueError):
+            LOG.warning("ignoring unreadable auto-selection cache %s", path)
+    inputs = [b for _, b in zip(range(2), calibration_batches(source.frames(), resolution=resolution, batch=batch))]
+    if not inputs:
+        raise BackendError(f"backend auto: calibration source {source.describe()} gave no frame to measure on")
+    with torch.no_grad():
+        ref = [{k: v.float().numpy() for k, v in model.eval()(torch.from_numpy(x)).items()} for x in inputs]
+    build_options = {k: options[k] for k in ("calib_images", "calib_bag", "calib_topic", "calib_limit") if k in options}
+    measured = []
+    for kind, precision in candidates:
+        entry: dict[str, Any] = {"backend": kind, "precision": precision}
+        try:
+            opts = build_options if precision == "int8" else {}
+            be = create_backend(kind, model, resolution=resolution, batch=batch, precision=precision,
+                                cache_dir=str(cache_dir), options=opts)
+            with be:
+                ms, outs = _measure(be, inputs, frames)
+        except (BackendError, RuntimeError, ValueError, OSError) as exc:
+            entry["error"] = str(exc)
+            LOG.info("auto: %s %s not usable: %s", kind, precision, exc)
+            measured.append(entry)
+            continue
+        entry["median_ms"] = round(ms, 2)
+        entry["agreement"] = round(min(agreement(r, o) for r, o in zip(ref, outs)), 5)
+        entry["eligible"] = precision == "fp32" or entry["agreement"] >= MIN_AGREEMENT
+        measured.append(entry)
+    ok = [m for m in measured if m.get("eligible")]
+    if not ok:
+        raise BackendError("backend auto: no CPU candidate could be built; "
+                           + "; ".join(f"{m['backend']} {m['precision']}: {m.get('error')}" for m in measured))
+    best = min(ok, key=lambda m: m["median_ms"])
+    base = next((m for m in ok if (m["backend"], m["precision"]) == ("onnxruntime", "fp32")), None)
+    speed = f", {base['median_ms'] / best['median_ms']:.2f}x onnxruntime fp32" if base else ""
+    dropped = [f"{m['backend']} {m['precision']} (agreement {m['agreement']:.4f})" for m in measured
+               if "eligible" in m and not m["eligible"]]
+    reason = (f"no TensorRT GPU; fastest measured CPU path at {resolution[0]}x{resolution[1]}: {best['median_ms']:.1f} ms"
+              f"{speed}, agreement with fp32 {best['agreement']:.4f} (>= {MIN_AGREEMENT} required)")
+    if dropped:
+        reason += "; failed the accuracy guard: " + ", ".join(dropped)
+    record = {"backend": best["backend"], "precision": best["precision"], "reason": reason, "measured": measured,
+              "cpu_flags": relevant_flags(), "calibration": source.describe(), "key": key,
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cached": False}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return record
+
+
+def create_auto_backend(
+    model: nn.Module, *, resolution: tuple[int, int], batch: int, device: str, precision: str, cache_dir: Path,
+    options: dict,
+) -> Backend:
+    """The backend ``auto`` stands for, with its choice on ``backend.selection`` (a dict with ``reason``).
+
+    ``precision`` other than fp32 restricts the CPU candidates to that precision.
+
+    Raises:
+        BackendError: unknown option, or no candidate usable.
+    """
+    from .factory import available_backends, create_backend
+
+    unknown = sorted(set(options) - AUTO_OPTIONS)
+    if unknown:
+        raise BackendError(f"unknown option(s) {unknown} for backend 'auto'; valid options: {', '.join(sorted(AUTO_OPTIONS))}")
+    calib = {k: options[k] for k in ("calib_images", "calib_bag", "calib_topic", "calib_limit") if k in options}
+    if "tensorrt" in available_backends():
+        trt_precision = precision if precision in ("fp16", "int8") else "fp16"  # fp32 (the default) means "choose"
+        be = create_backend("tensorrt", model, resolution=resolution, batch=batch,
+                            device=device if device.startswith("cuda") else "cuda", precision=trt_precision,
+                            cache_dir=str(cache_dir), options=calib)
+        be.selection = {"backend": "tensorrt", "precision": trt_precision,
+                        "reason": f"TensorRT installed and a CUDA GPU present ({torch.cuda.get_device_name()})"}
+    else:
+        candidates = _parse_candidates(options["auto_candidates"]) if "auto_candidates" in options else None
+        if precision != "fp32":
+            candidates = [c for c in (candidates or cpu_candidates()) if c[1] == precision]
+            if not candidates:
+                raise BackendError(f"backend auto has no CPU candidate with precision {precision!r} here; use fp32 "
+                                   "(auto then picks the precision) or name a backend")
+        record = select_cpu_path(model, resolution=resolution, batch=batch, cache_dir=cache_dir,
+                                 options=options, candidates=candidates)
+        be = create_backend(record["backend"], model, resolution=resolution, batch=batch,
+                            precision=record["precision"], cache_dir=str(cache_dir),
+                            options=calib if record["precision"] == "int8" else {})
+        be.selection = record
+    LOG.info("backend auto -> %s %s: %s%s", be.selection["backend"], be.selection["precision"],
+             be.selection["reason"], " (cached measurement)" if be.selection.get("cached") else "")
+    return be

@@ -1,0 +1,149 @@
+"""OpenVINO backend: compiles the project's ONNX export for an OpenVINO device (CPU by default).
+
+Precisions: ``fp32`` (``INFERENCE_PRECISION_HINT`` f32), ``bf16`` (hint bf16; refused on a CPU
+without native bf16, see :mod:`.cpu_features`), ``int8`` (the QDQ ONNX made by
+:func:`.calibration.quantize_onnx_int8` from the same calibration set as every other int8 path;
+OpenVINO turns its Q/DQ pairs into int8 kernels, so no second quantization tool is needed).
+Compiled blobs are cached by OpenVINO itself in ``cache_dir/openvino/`` (``CACHE_DIR``), keyed by
+OpenVINO on the model, device and properties; a second start skips compilation.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .base import BackendError, TensorSpec
+
+LOG = logging.getLogger("seg_perception.runtime")
+PRECISIONS = ("fp32", "bf16", "int8")
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 comes from the QDQ graph; the rest stays f32
+
+
+def import_openvino():
+    """Import openvino or raise BackendError naming the package to install."""
+    try:
+        import openvino as ov  # noqa: PLC0415 - optional dependency
+    except ImportError as exc:
+        raise BackendError(f"backend 'openvino' needs the openvino package ({exc}): pip install openvino") from exc
+    return ov
+
+
+class OpenVinoBackend:
+    """Runs an ONNX file with OpenVINO; ``infer`` takes numpy arrays (or torch tensors) and returns numpy arrays."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        onnx_path: str | os.PathLike,
+        *,
+        precision: str = "fp32",
+        device: str = "CPU",
+        cache_dir: Optional[str | os.PathLike] = None,
+        threads: Optional[int] = None,
+        performance_hint: str = "LATENCY",
+    ) -> None:
+        self._ov = import_openvino()
+        self.onnx_path = Path(onnx_path)
+        if not self.onnx_path.is_file():
+            raise BackendError(f"ONNX file {str(self.onnx_path)!r} does not exist")
+        if precision not in PRECISIONS:
+            raise BackendError(f"openvino precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if performance_hint not in ("LATENCY", "THROUGHPUT"):
+            raise BackendError(f"openvino performance_hint {performance_hint!r} is not LATENCY or THROUGHPUT")
+        self.device = str(device).upper()
+        if precision == "bf16" and self.device == "CPU":
+            from .cpu_features import bf16_error
+
+            problem = bf16_error()
+            if problem:
+                raise BackendError(f"precision bf16 refused: {problem}")
+        self.precision = precision
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.threads = threads
+        self.performance_hint = performance_hint
+        self._compiled = None
+        self._request = None
+        self._inputs: list[TensorSpec] = []
+        self._outputs: list[TensorSpec] = []
+        self._latency_ms = 0.0
+
+    def activate(self) -> None:
+        """Read the ONNX and compile it (from OpenVINO's cache when it holds this model/device/config)."""
+        if self._compiled is not None:
+            return
+        ov = self._ov
+        core = ov.Core()
+        if self.device not in core.available_devices:
+            raise BackendError(f"OpenVINO device {self.device!r} is not available; devices here: "
+                               f"{', '.join(core.available_devices) or 'none'}")
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(self.cache_dir)})
+        config: dict[str, Any] = {"PERFORMANCE_HINT": self.performance_hint,
+                                  "INFERENCE_PRECISION_HINT": _HINTS[self.precision]}
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        try:
+            model = core.read_model(str(self.onnx_path))
+            self._compiled = core.compile_model(model, self.device, config)
+        except Exception as exc:
+            raise BackendError(f"OpenVINO could not compile {self.onnx_path} for {self.device} ({config}): {exc}") from exc
+        self._request = self._compiled.create_infer_request()
+        self._inputs = [self._spec(p) for p in self._compiled.inputs]
+        self._outputs = [self._spec(p) for p in self._compiled.outputs]
+
+    @staticmethod
+    def _spec(port) -> TensorSpec:
+        pshape = port.get_partial_shape()
+        shape = tuple(d.get_length() if d.is_static else -1 for d in pshape)
+        return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()))
+
+    def deactivate(self) -> None:
+        self._request = None
+        self._compiled = None
+
+    def __enter__(self) -> "OpenVinoBackend":
+        self.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    def input_spec(self) -> list[TensorSpec]:
+        self.activate()
+        return list(self._inputs)
+
+    def output_spec(self) -> list[TensorSpec]:
+        self.activate()
+        return list(self._outputs)
+
+    @property
+    def last_latency_ms(self) -> float:
+        return self._latency_ms
+
+    def infer(self, feeds: dict) -> dict[str, np.ndarray]:
+        """{"image": (N, 3, H, W)} -> {name: numpy array} for every graph output (copies, safe to keep)."""
+        self.activate()
+        inputs = {}
+        for spec in self._inputs:
+            if spec.name not in feeds:
+                raise BackendError(f"missing input {spec.name!r}; got {sorted(feeds)}")
+            value = feeds[spec.name]
+            if hasattr(value, "detach"):
+                value = value.detach().cpu().numpy()
+            inputs[spec.name] = np.ascontiguousarray(value, dtype=spec.dtype)
+        t0 = time.perf_counter()
+        try:
+            result = self._request.infer(inputs)
+        except Exception as exc:
+            shapes = {k: v.shape for k, v in inputs.items()}
+            raise BackendError(f"OpenVINO inference failed for inputs {shapes}: {exc}") from exc
+        self._latency_ms = (time.perf_counter() - t0) * 1e3
+        # the request reuses its output buffers on the next call: copy out
+        return {spec.name: np.array(result[port]) for spec, port in zip(self._outputs, self._compiled.outputs)}

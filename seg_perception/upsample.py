@@ -1,0 +1,128 @@
+"""Label images at camera resolution without upsampling every logit channel.
+
+The exact path is ``argmax(bilinear(logits, (H, W)))`` (``align_corners=False``): C x H x W floats
+(19 x 1080 x 1920 = 160 MB) written and read again, as long as the network itself on a CPU.
+
+:func:`upsample_argmax` gives the same labels for a fraction of that. Each camera pixel is a convex
+combination of (at most) four network pixels. Where those four share their argmax class c, c is
+the argmax of the blend too (for every k: sum_i w_i l_i[c] >= sum_i w_i l_i[k], strictly for k < c,
+so even the first-maximum tie rule is kept), so the label is read from the network-resolution argmax
+(a uint8 gather). Only camera pixels whose four sources disagree -- the class boundaries, a few
+percent of a real frame -- get the exact C-channel bilinear blend and argmax. Labels differ from
+the exact path only where float rounding of the blend flips a near-tie.
+
+The source coordinate of camera pixel y is ``(y + 0.5) * h / H - 0.5`` clamped at 0 (PyTorch's
+``upsample_bilinear2d`` with ``align_corners=False`` and an output size), rows y0 = floor, y1 =
+min(y0 + 1, h - 1), weight src - y0; columns likewise.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@lru_cache(maxsize=32)
+def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i0, i1, frac) for one axis: int64 (n_out,), int64 (n_out,), float32 (n_out,)."""
+    # float32 arithmetic like the reference kernel (scale = in / out, src = scale * (dst + 0.5) - 0.5)
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.maximum(scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (src - i0.astype(np.float32)).astype(np.float32)
+    i0.setflags(write=False), i1.setflags(write=False), frac.setflags(write=False)
+    return i0, i1, frac
+
+
+def _uncertain_cells(labels: np.ndarray) -> np.ndarray:
+    """(h, w) bool: cell (i, j) whose 2x2 block {i, i+1} x {j, j+1} (clamped) holds more than one label."""
+    lab = np.pad(labels, ((0, 1), (0, 1)), mode="edge")
+    a, b, c, d = lab[:-1, :-1], lab[:-1, 1:], lab[1:, :-1], lab[1:, 1:]
+    return (a != b) | (a != c) | (a != d)
+
+
+def upsample_argmax(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], *, exact: bool = False) -> np.ndarray:
+    """Per-pixel class of bilinearly upsampled logits, without materializing them at (H, W).
+
+    Args:
+        logits: (C, h, w) float logits at network resolution (torch tensor or numpy array).
+        out_hw: (H, W) camera resolution.
+        exact: run the reference path (full bilinear upsampling, then argmax) instead.
+
+    Returns:
+        (H, W) numpy array of class ids: uint8 for <= 256 classes, else int32.
+    """
+    t = torch.as_tensor(logits)
+    if t.ndim != 3:
+        raise ValueError(f"logits must be (C, h, w), got shape {tuple(t.shape)}")
+    t = t.float() if t.dtype != torch.float32 else t
+    H, W = int(out_hw[0]), int(out_hw[1])
+    if H < 1 or W < 1:
+        raise ValueError(f"out_hw={tuple(out_hw)} must be two integers >= 1 (height, width)")
+    c, h, w = t.shape
+    dtype = np.uint8 if c <= 256 else np.int32
+    if (h, w) != (H, W) and (exact or t.device.type != "cpu"):
+        t = F.interpolate(t[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+    if t.device.type != "cpu":
+        return t.max(0).indices.cpu().numpy().astype(dtype)
+    arr = t.contiguous().numpy()  # channels_last outputs (torch bf16) would make every pass strided
+    if arr.shape[1:] == (H, W):
+        return _argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
+    small = _argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
+    y0, y1, fy = _axis(h, H)
+    x0, x1, fx = _axis(w, W)
+    out = small[y0][:, x0]  # (H, W): the label wherever the 2x2 sources agree
+    rows, cols = np.nonzero(_uncertain_cells(small)[y0][:, x0])
+    if rows.size:
+        out[rows, cols] = _boundary_labels(arr.reshape(c, h * w), small.reshape(-1), w, y0[rows], y1[rows], fy[rows],
+                                           x0[cols], x1[cols], fx[cols]).astype(out.dtype)
+    return out
+
+
+def _argmax_channels(arr: np.ndarray) -> np.ndarray:
+    """(C, h, w) float32 -> (h, w) uint8 first-maximum class; one pass per channel (faster than argmax(0))."""
+    best = arr[0].copy()
+    idx = np.zeros(arr.shape[1:], dtype=np.uint8)
+    for k in range(1, arr.shape[0]):
+        better = arr[k] > best  # strict: the first maximum keeps its index, like argmax
+        np.putmask(idx, better, k)
+        np.maximum(best, arr[k], out=best)
+    return idx
+
+
+def _blend(v00, v01, v10, v11, wy, wx):
+    """Bilinear blend in the reference kernel's order: along W in each source row, then along H."""
+    return (v00 * (1 - wx) + v01 * wx) * (1 - wy) + (v10 * (1 - wx) + v11 * wx) * wy
+
+
+def _boundary_labels(flat: np.ndarray, small: np.ndarray, w: int, y0, y1, wy, x0, x1, wx) -> np.ndarray:
+    """Exact labels for N boundary pixels (sources given per pixel) from (C, h*w) logits.
+
+    Candidates first: only the four sources' own classes are blended. Any other class k is below
+    the second-best logit at every source, so its blend is at most the blend of those second-best
+    values; where the best candidate beats that bound the candidate is the answer. The few pixels
+    left (and every pixel of adversarial inputs such as random logits) get the full C-channel blend.
+    """
+    c, hw = flat.shape
+    q = [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1]
+    cand = np.stack([small[qi] for qi in q]).astype(np.int64)  # (4, N) class of each source
+    lin = flat.reshape(-1)
+    blends = np.stack([_blend(*(lin[k * hw + qi] for qi in q), wy, wx) for k in cand])  # (4, N)
+    top = blends.max(0)
+    choice = np.where(blends == top, cand, c).min(0)  # ties: the smallest class index, like argmax
+    # bound for every non-candidate class: blend of the sources' second-best logits
+    used = np.zeros(hw, dtype=bool)
+    for qi in q:
+        used[qi] = True
+    sources = np.flatnonzero(used)
+    second = np.empty(hw, dtype=flat.dtype)  # filled only where a boundary pixel reads it
+    second[sources] = np.partition(np.take(flat, sources, axis=1), c - 2, axis=0)[c - 2]
+    unsure = np.nonzero(~(top > _blend(*(second[qi] for qi in q), wy, wx)))[0]
+    if unsure.size:
+        corners = [np.take(flat, qi[unsure], axis=1) for qi in q]  # (C, M) each
+        full = _blend(*corners, wy[unsure], wx[unsure])
+        choice[unsure] = full.argmax(0)
+    return choice

@@ -1,0 +1,87 @@
+"""backend auto: measures the CPU candidates once, caches the choice with the CPU signature,
+re-measures when the CPU changes, and keeps reduced precisions out unless they agree with fp32."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from seg_perception.runtime import BackendError, cpu_features, create_backend
+from seg_perception.runtime import auto
+
+from .tiny_models import TinyPanoptic, TinySemantic, seeded
+
+RES = (32, 48)
+CANDS = "onnxruntime:fp32,onnxruntime:int8,openvino:fp32"
+
+
+def test_auto_picks_a_measured_path_and_caches_it(cache_dir, monkeypatch):
+    model = seeded(TinySemantic)
+    be = create_backend("auto", model, resolution=RES, options={"auto_candidates": CANDS, "calib_limit": 4})
+    sel = be.selection
+    assert (be.name, sel["precision"]) == (sel["backend"], sel["precision"])
+    assert len(sel["measured"]) == 3 and all("median_ms" in m for m in sel["measured"])
+    best = min((m for m in sel["measured"] if m["eligible"]), key=lambda m: m["median_ms"])
+    assert (best["backend"], best["precision"]) == (sel["backend"], sel["precision"])
+    assert "fastest measured CPU path" in sel["reason"] and not sel["cached"]
+    files = list((cache_dir / "auto").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["key"] == sel["key"]
+    with be:
+        out = be.infer({"image": np.zeros((1, 3, *RES), np.float32)})
+    assert out["semantic"].shape == (1, 5, *RES)
+
+    again = create_backend("auto", model, resolution=RES, options={"auto_candidates": CANDS, "calib_limit": 4})
+    assert again.selection["cached"] and again.selection["key"] == sel["key"]
+
+    # another CPU (different flags): a new measurement under a new key
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset({"avx2"}))
+    moved = create_backend("auto", model, resolution=RES, options={"auto_candidates": CANDS, "calib_limit": 4})
+    assert not moved.selection["cached"] and moved.selection["key"] != sel["key"]
+    assert len(list((cache_dir / "auto").glob("*.json"))) == 2
+
+
+def test_accuracy_guard_drops_a_path_that_disagrees(cache_dir, monkeypatch):
+    real = auto._measure
+
+    def broken_int8(be, inputs, frames):
+        ms, outs = real(be, inputs, frames)
+        if getattr(be, "precision", "") == "int8":  # a "fast" int8 that gets the classes wrong
+            outs = [{**o, "semantic": -o["semantic"]} for o in outs]
+            ms = 0.001
+        return ms, outs
+
+    monkeypatch.setattr(auto, "_measure", broken_int8)
+    sel = create_backend("auto", seeded(TinyPanoptic), resolution=RES,
+                         options={"auto_candidates": "onnxruntime:fp32,onnxruntime:int8", "calib_limit": 2}).selection
+    assert (sel["backend"], sel["precision"]) == ("onnxruntime", "fp32")
+    int8 = next(m for m in sel["measured"] if m["precision"] == "int8")
+    assert not int8["eligible"] and int8["agreement"] < auto.MIN_AGREEMENT
+    assert "failed the accuracy guard: onnxruntime int8" in sel["reason"]
+
+
+def test_agreement_counts_every_head():
+    ref = {"semantic": np.zeros((1, 3, 4, 4)), "center": np.zeros((1, 1, 4, 4)), "offset": np.zeros((1, 2, 4, 4))}
+    assert auto.agreement(ref, ref) == 1.0
+    off = {**ref, "offset": np.ones((1, 2, 4, 4))}
+    assert auto.agreement(ref, off) == 0.0
+
+
+def test_auto_rejects_bad_options(cache_dir):
+    model = seeded(TinySemantic)
+    with pytest.raises(BackendError, match="auto_frames"):
+        create_backend("auto", model, resolution=RES, options={"providers": "cpu"})
+    with pytest.raises(BackendError, match="kind:precision"):
+        create_backend("auto", model, resolution=RES, options={"auto_candidates": "tensorflow"})
+    with pytest.raises(BackendError, match="precision 'fp16'"):
+        create_backend("auto", model, resolution=RES, precision="fp16", options={"auto_candidates": CANDS})
+
+
+def test_segmenter_describes_the_choice(cache_dir):
+    from seg_perception.pipeline import build_segmenter
+
+    seg = build_segmenter("deeplabv3plus_mobilenetv2", weights="none", resolution=(64, 128), backend="auto",
+                          backend_options={"auto_candidates": "onnxruntime:fp32,openvino:fp32", "calib_limit": 2,
+                                           "auto_frames": 1})
+    desc = seg.describe()["backend_selection"]
+    assert desc["backend"] in ("onnxruntime", "openvino") and "fastest measured" in desc["reason"]
