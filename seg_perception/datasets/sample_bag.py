@@ -6,7 +6,7 @@ Rebuild the shipped copy deterministically with::
     python -m seg_perception.datasets.sample_bag --out seg_perception/data/sample_drive.mcap
 
 Defaults: drive seed :data:`SAMPLE_SEED`, 80 frames at 10 Hz, 256 x 512 (the shipped models'
-network resolution, so nothing is rescaled), zstd-compressed chunks, about 6 MB.
+network resolution, so nothing is rescaled), zstd-compressed chunks, about 4 MB.
 
 Every frame has the same header on every topic: stamp ``START_NS + i / rate_hz`` (bag receive
 time = header stamp), frame_id :data:`FRAME_ID` (the camera's optical frame: x right, y down,

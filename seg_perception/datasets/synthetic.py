@@ -25,6 +25,8 @@ Usage::
     scene.semantic   # (256, 512) uint8 train ids
     scene.panoptic   # (256, 512) int32 class * 1000 + instance
     frames = make_sequence(seed=0, hw=(256, 512), n_frames=50)   # things move smoothly
+
+A moving camera with traffic, stable track ids and depth: :mod:`seg_perception.datasets.drive`.
 """
 from __future__ import annotations
 
@@ -1071,7 +1073,8 @@ def make_scene(seed: int, hw: tuple[int, int] = (256, 512)) -> Scene:
 
 def make_sequence(seed: int, hw: tuple[int, int] = (256, 512), n_frames: int = 50, *, fps: float = 10.0,
                   sensor_noise: float = 1.0) -> list[Scene]:
-    """A static street with moving cars, pedestrians and riders: ``n_frames`` scenes at ``fps``.
+    """A static street with moving cars, pedestrians and riders: ``n_frames`` scenes at ``fps``
+    seen by a standing camera (a driving one: :func:`seg_perception.datasets.drive.make_drive`).
 
     Things keep their identity and move smoothly (constant world velocity, at most a few metres per
     second); instance numbers are re-assigned per frame (1..n per class in drawing order).
