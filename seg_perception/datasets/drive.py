@@ -1,9 +1,9 @@
 """A drive through a synthetic street: a moving camera, traffic, stable track ids, depth, intrinsics.
 
 The street is one :mod:`~seg_perception.datasets.synthetic` layout, sampled long enough for the
-whole drive. The camera (height ``hc`` above the ground, looking along the street, no pitch or roll)
-drives forward at a constant speed and may change lanes once, so the scene scrolls and expands
-between frames. Traffic is sampled for the drive: cars and trucks in the ego's and neighbouring
+whole drive. The camera (height ``hc`` above the ground, no pitch or roll) drives forward at a
+constant speed and may change lanes once, turning out and back as it does, so the scene expands,
+scrolls and swings between frames. Traffic is sampled for the drive: cars and trucks in the ego's and neighbouring
 lanes (overtaking, being overtaken, oncoming), cars parked at the curbs, pedestrians walking or
 standing on the sidewalks and crossing far ahead, riders on bicycles along the road edge and
 parked bicycles. Objects enter and leave the view and occlude each other (painter's order).
@@ -42,7 +42,7 @@ from .synthetic import (
 
 _KIND_CLASS = {"car": CAR, "truck": TRUCK, "person": PERSON, "rider": RIDER, "bicycle": BICYCLE}
 _EGO_HALF_WIDTH = 1.0  # metres, the ego vehicle the camera sits on
-_LANE_CHANGE_S = 2.5
+_LANE_CHANGE_S = 3.5
 
 
 @dataclass
@@ -54,7 +54,8 @@ class Drive:
         K: (3, 3) float64 camera matrix (pinhole, pixel centres at integer coordinates).
         camera_height: metres of the optical centre above the ground plane.
         fps: frame rate the motion was sampled at.
-        ego: (N, 2) float64 camera position (x right, z forward) in the street frame, metres.
+        ego: (N, 3) float64 camera pose in the street frame: x (right), z (forward) in metres and
+            heading (radians, positive to the right; the camera's y axis stays vertical).
         tracks: panoptic id (``class * 1000 + track_id``) -> kind (``car``, ``truck``, ``person``,
             ``rider``, ``bicycle``) of every object of the drive, visible or not.
     """
@@ -72,7 +73,8 @@ class Drive:
 
 
 class _Ego:
-    """Camera path: constant speed forward, at most one smooth lane change."""
+    """Camera path: constant speed forward, at most one smooth lane change; the camera heads
+    where it drives (yaw = atan(dx/dz)), so a lane change is a turn out and back."""
 
     def __init__(self, speed: float, shift: float, t0: float) -> None:
         self.speed, self.shift, self.t0 = speed, shift, t0
@@ -83,6 +85,11 @@ class _Ego:
 
     def z(self, t: float) -> float:
         return self.speed * t
+
+    def yaw(self, t: float) -> float:
+        s = min(max((t - self.t0) / _LANE_CHANGE_S, 0.0), 1.0)
+        dx = self.shift * 6 * s * (1 - s) / _LANE_CHANGE_S
+        return math.atan2(dx, self.speed)
 
 
 def _clear_of_ego(thing: _Thing, ego: _Ego, times: np.ndarray) -> bool:
@@ -114,13 +121,13 @@ class _Tracks:
         return tid
 
 
-def _traffic(rng: np.random.Generator, lay: _Layout, ego: _Ego, duration: float, times: np.ndarray,
-             ids: _Tracks) -> list[_Thing]:
-    """Sample the drive's objects in the street frame (ego at x = 0, z = 0 at t = 0)."""
+def _traffic(rng: np.random.Generator, lay: _Layout, ego: _Ego, first_lane: int, duration: float,
+             times: np.ndarray, ids: _Tracks) -> list[_Thing]:
+    """Sample the drive's objects in the street frame (ego at x = 0, z = 0 at t = 0). Lanes from
+    ``first_lane`` rightwards carry the ego's direction, those left of it oncoming traffic."""
     n_lanes = len(lay.lanes) + 1
     lane_w = (lay.road_l + lay.road_r) / n_lanes
     centres = [-lay.road_l + lane_w * (k + 0.5) for k in range(n_lanes)]
-    ego_lane = int(np.clip(math.floor((lay.road_l) / lane_w), 0, n_lanes - 1))
     z_end = ego.z(duration)
     things: list[_Thing] = []
 
@@ -135,7 +142,7 @@ def _traffic(rng: np.random.Generator, lay: _Layout, ego: _Ego, duration: float,
     # Same direction (the ego's lane and those to its right): some faster (they pull away or
     # overtake from behind), some slower (the ego closes in or passes them).
     # The first one is a truck not far ahead, so every drive has one.
-    for lane in range(ego_lane, n_lanes):
+    for lane in range(first_lane, n_lanes):
         for _ in range(int(rng.integers(2, 4))):
             for _try in range(6):
                 first = not any(t.kind == "truck" for t in things)
@@ -146,7 +153,7 @@ def _traffic(rng: np.random.Generator, lay: _Layout, ego: _Ego, duration: float,
                 if add(_Thing(kind, centres[lane] + rng.uniform(-0.3, 0.3), z, 0.0, v, params)):
                     break
     # Oncoming lanes (left of the ego): each car meets the ego at some time of the drive.
-    for lane in range(0, ego_lane):
+    for lane in range(0, first_lane):
         for _ in range(int(rng.integers(2, 4))):
             kind = "truck" if rng.random() < 0.25 else "car"
             params = _truck_params(rng) if kind == "truck" else _car_params(rng)
@@ -242,20 +249,21 @@ def make_drive(seed: int, hw: tuple[int, int] = (256, 512), n_frames: int = 80, 
     n_lanes = len(lay.lanes) + 1
     lane_w = (lay.road_l + lay.road_r) / n_lanes
     ego_lane = int(np.clip(math.floor(lay.road_l / lane_w), 0, n_lanes - 1))
-    shift = 0.0
-    if ego_lane + 1 < n_lanes and duration > 2 * _LANE_CHANGE_S and rng.random() < 0.7:
-        shift = -lay.road_l + lane_w * (ego_lane + 1.5)  # to the centre of the lane on the right
+    target = ego_lane  # lane change: to the right where there is a lane, else to the left
+    if duration > 2 * _LANE_CHANGE_S and rng.random() < 0.8:
+        target = ego_lane + 1 if ego_lane + 1 < n_lanes else max(ego_lane - 1, 0)
+    shift = -lay.road_l + lane_w * (target + 0.5) if target != ego_lane else 0.0  # to the lane's centre
     ego = _Ego(speed, shift, rng.uniform(0.2, 0.5) * max(duration - _LANE_CHANGE_S, 0.0))
     times = np.arange(n) / fps
     ids = _Tracks()
-    lay = replace(lay, things=_traffic(rng, lay, ego, duration, times, ids))
+    lay = replace(lay, things=_traffic(rng, lay, ego, min(ego_lane, target), duration, times, ids))
     base = int(rng.integers(2**31))
     frames, poses = [], []
     for k, t in enumerate(times):
         cx, cz = ego.x(float(t)), ego.z(float(t))
-        poses.append((cx, cz))
+        poses.append((cx, cz, ego.yaw(float(t))))
         frames.append(_render(_camera_view(lay, cx, cz), float(t), noise_seed=base, sensor_seed=base + 1 + k,
-                              sensor_noise=sensor_noise, moving_camera=True))
+                              sensor_noise=sensor_noise, moving_camera=True, yaw=ego.yaw(float(t))))
     K = np.array([[lay.f, 0.0, lay.xv], [0.0, lay.f, lay.yh], [0.0, 0.0, 1.0]])
     return Drive(frames=frames, K=K, camera_height=float(lay.hc), fps=float(fps), ego=np.asarray(poses),
                  tracks=dict(ids.kinds))

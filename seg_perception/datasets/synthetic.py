@@ -99,7 +99,7 @@ class _Canvas:
     """
 
     def __init__(self, hw: tuple[int, int], f: float, xv: float, yh: float, hc: float, sky_rgb,
-                 depth: bool = False, clip: bool = False) -> None:
+                 depth: bool = False, clip: bool = False, yaw: float = 0.0) -> None:
         h, w = hw
         self.h, self.w, self.f, self.xv, self.yh, self.hc = h, w, f, xv, yh, hc
         self.image = np.empty((h, w, 3), np.uint8)
@@ -109,6 +109,14 @@ class _Canvas:
         self.inst_class: list[int] = [0]  # class of instance index k (index 0 = stuff)
         self.inst_track: list[int] = [0]  # track id of instance index k (0 = number per frame)
         self.clip = clip
+        # Heading of the camera (radians, positive turns right): a world point p is seen at
+        # p @ self._rot; things at infinity (skyline, clouds) shift by sky_du pixels.
+        self._rot = None
+        self.sky_du = 0.0
+        if yaw:
+            c, s = math.cos(yaw), math.sin(yaw)
+            self._rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+            self.sky_du = -f * math.tan(yaw)
         # Plane index per pixel (0 = nothing hit) and the planes as rows (nx, ny, nz, d) in camera
         # coordinates (x right, y down, z forward): n . p = d.
         self.plane = np.zeros((h, w), np.int32) if depth else None
@@ -123,9 +131,17 @@ class _Canvas:
         self.inst_track.append(int(track))
         return len(self.inst_class) - 1
 
+    def to_view(self, pts: np.ndarray) -> np.ndarray:
+        """(..., 3) world points -> the same points turned by the camera's heading."""
+        pts = np.asarray(pts, np.float64)
+        return pts if self._rot is None else pts @ self._rot
+
     def project(self, pts: np.ndarray) -> np.ndarray:
         """(..., 3) world points -> (..., 2) int32 fixed-point pixel coords (shift ``_SHIFT``)."""
-        hom = np.asarray(pts, np.float64) @ self._k + self._k0  # (..., 3): (u z, v z, z)
+        return self._project_view(self.to_view(pts))
+
+    def _project_view(self, pts: np.ndarray) -> np.ndarray:
+        hom = pts @ self._k + self._k0  # (..., 3): (u z, v z, z)
         z = np.maximum(hom[..., 2:], _Z_NEAR)
         out = hom[..., :2] / z
         out *= _ONE
@@ -142,12 +158,12 @@ class _Canvas:
         world = np.asarray(world, np.float64)
         if not self.clip:
             return list(self.project(world)) if world.ndim == 3 else [self.project(world)]
-        polys = world if world.ndim == 3 else world[None]
+        polys = self.to_view(world if world.ndim == 3 else world[None])
         out = []
         for q in polys:
             c = _clip_near(q, _Z_NEAR + 0.01)
             if c is not None:
-                out.append(self.project(c))
+                out.append(self._project_view(c))
         return out
 
     def wpoly(self, world: list[np.ndarray], rgb, cls: Optional[int] = None, inst: int = 0) -> None:
@@ -172,7 +188,7 @@ class _Canvas:
 
     def plane_id(self, world: np.ndarray, flat: bool = False) -> int:
         """Register the plane of a (K, 3) world polygon (Newell normal); ``flat``: constant depth."""
-        w = np.asarray(world, np.float64).reshape(-1, 3)
+        w = self.to_view(np.asarray(world, np.float64).reshape(-1, 3))
         plane = None
         if not flat and len(w) >= 3:
             # camera coordinates (x right, y down, z forward)
@@ -576,12 +592,12 @@ def _draw_background(cv: _Canvas, lay: _Layout) -> None:
     for c in lay.clouds:
         col = cv.image[int(min(max(c["y"], 0), h - 1)), int(min(max(c["x"], 0), w - 1))].astype(np.float64)
         col = col * (1 - c["a"]) + 245 * c["a"]
-        cv2.ellipse(cv.image, (int(c["x"]), int(c["y"])), (int(c["rx"]), int(max(c["ry"], 1))), 0, 0, 360, _col(col), -1)
+        cv2.ellipse(cv.image, (int(c["x"] + cv.sky_du), int(c["y"])), (int(c["rx"]), int(max(c["ry"], 1))), 0, 0, 360, _col(col), -1)
     # Far skyline, bottom on the horizon.
     yb = cv.yh + 1
     for b in lay.skyline:
-        x0 = cv.xv + b["x0"] * w
-        x1 = cv.xv + b["x1"] * w
+        x0 = cv.xv + cv.sky_du + b["x0"] * w
+        x1 = cv.xv + cv.sky_du + b["x1"] * w
         top = cv.yh - b["top"]
         p = np.round(np.array([[x0, top], [x1, top], [x1, yb], [x0, yb]]) * _ONE).astype(np.int32)
         cv.poly([p], b["color"], BUILDING)
@@ -899,17 +915,17 @@ def _thing_depth(t: _Thing) -> float:
 
 
 def _render(lay: _Layout, time: float, noise_seed: int, sensor_seed: Optional[int] = None,
-            sensor_noise: float = 1.0, moving_camera: bool = False) -> Scene:
+            sensor_noise: float = 1.0, moving_camera: bool = False, yaw: float = 0.0) -> Scene:
     """Draw ``lay`` at ``time`` seconds. ``noise_seed`` fixes the texture grain; ``sensor_seed``
     (default: continue the texture stream) the per-frame sensor noise, scaled by ``sensor_noise``.
 
     ``moving_camera``: ``lay`` is in the frame of a camera driving through the street (geometry may
     lie beside and behind it): clip at the near plane, draw vehicles reaching past the camera, and
-    render ``Scene.depth``.
+    render ``Scene.depth``; ``yaw``: the camera's heading (radians, positive turns right).
     """
     h, w = lay.hw
     cv = _Canvas(lay.hw, lay.f, lay.xv, lay.yh, lay.hc, lay.colors["sky_top"],
-                 depth=moving_camera, clip=moving_camera)
+                 depth=moving_camera, clip=moving_camera, yaw=yaw)
     _draw_background(cv, lay)
     # Shadows are applied to the image later: remember them as a shading mask.
     shade = np.ones((h, w), np.float32)
@@ -918,11 +934,12 @@ def _render(lay: _Layout, time: float, noise_seed: int, sensor_seed: Optional[in
         cv2.fillPoly(shade, cv.proj(q), (float(s["d"]),), shift=_SHIFT)
     # Things and props far -> near.
     # Props at one depth vanish once the camera reaches them; hedges and fences run along the street.
+    z_min = 1.0 if moving_camera else _Z_NEAR + 0.1
     items: list[tuple[float, object]] = [(p.z, p) for p in lay.props
-                                         if p.z > _Z_NEAR + 0.1 or p.kind in ("hedge", "fence")]
+                                         if _view_z(cv, p.x, p.z) > z_min or p.kind in ("hedge", "fence")]
     for t in lay.things:
         tt = t.at(time)
-        if tt.z > 2.0 or (moving_camera and _reaches_ahead(tt)):
+        if tt.z > 2.0 or (moving_camera and _reaches_ahead(tt, _view_z(cv, tt.x, tt.z))):
             items.append((_thing_depth(tt), tt))
     items.sort(key=lambda it: -it[0])
     for _z, item in items:
@@ -945,12 +962,17 @@ def _render(lay: _Layout, time: float, noise_seed: int, sensor_seed: Optional[in
     return Scene(image=image, semantic=cv.sem, panoptic=panoptic, segments=segments, depth=depth)
 
 
-def _reaches_ahead(t: _Thing) -> bool:
+def _view_z(cv: _Canvas, x: float, z: float) -> float:
+    """Depth of the ground point (x, z) in the view of ``cv`` (z itself for a camera heading +Z)."""
+    return z if cv.sky_du == 0.0 else float(cv.to_view(np.array([x, 0.0, z]))[2])
+
+
+def _reaches_ahead(t: _Thing, view_z: float) -> bool:
     """Near the camera: vehicles are clipped (they reach past it); people and bicycles, drawn as
-    upright boards, only while they stand clear of it."""
+    upright boards, only while they stand clear of it (``view_z``: their depth in the view)."""
     if t.kind in ("car", "truck"):
         return t.z + max(t.params["l"], t.params["w"]) > _Z_NEAR + 0.2
-    return t.z > 1.2
+    return view_z > 1.2
 
 
 _NOISE_POOL_SIZE = 1 << 21

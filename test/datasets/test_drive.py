@@ -27,7 +27,7 @@ def _things(frame, min_area: int = 1) -> dict[int, dict]:
 
 
 def test_frames_have_the_scene_layout(drive: Drive) -> None:
-    assert len(drive.frames) == N and drive.hw == HW and drive.ego.shape == (N, 2)
+    assert len(drive.frames) == N and drive.hw == HW and drive.ego.shape == (N, 3)
     for f in drive.frames:
         assert f.image.shape == (*HW, 3) and f.image.dtype == np.uint8
         assert f.depth.shape == HW and f.depth.dtype == np.float32
