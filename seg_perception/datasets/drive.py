@@ -107,6 +107,8 @@ def _clear_of_ego(thing: _Thing, ego: _Ego, times: np.ndarray) -> bool:
 
 
 class _Tracks:
+    """Hands out track ids 1..999 per class and remembers each panoptic id's kind."""
+
     def __init__(self) -> None:
         self.next = {c: 1 for c in _KIND_CLASS.values()}
         self.kinds: dict[int, str] = {}
@@ -131,7 +133,8 @@ def _traffic(rng: np.random.Generator, lay: _Layout, ego: _Ego, first_lane: int,
     z_end = ego.z(duration)
     things: list[_Thing] = []
 
-    def add(thing: _Thing, tries_left: bool = True) -> bool:
+    def add(thing: _Thing) -> bool:
+        """Keep ``thing`` (with fresh track ids) unless it would drive into the ego."""
         if not _clear_of_ego(thing, ego, times):
             return False
         things.append(replace(thing, track=ids.new(thing.kind)))

@@ -6,7 +6,7 @@ Rebuild the shipped copy deterministically with::
     python -m seg_perception.datasets.sample_bag --out seg_perception/data/sample_drive.mcap
 
 Defaults: drive seed :data:`SAMPLE_SEED`, 80 frames at 10 Hz, 256 x 512 (the shipped models'
-network resolution, so nothing is rescaled), zstd-compressed chunks, about 4 MB.
+network resolution, so nothing is rescaled), zstd-compressed chunks, about 5 MB.
 
 Every frame has the same header on every topic: stamp ``START_NS + i / rate_hz`` (bag receive
 time = header stamp), frame_id :data:`FRAME_ID` (the camera's optical frame: x right, y down,
@@ -52,8 +52,10 @@ DEPTH_INFO_TOPIC = "/camera/depth/camera_info"
 GT_SEMANTIC_TOPIC = "/gt/semantic"
 GT_PANOPTIC_TOPIC = "/gt/panoptic"
 FRAME_ID = "camera_optical_frame"
-#: Drive seed of the shipped sample (chosen for its traffic: every thing class several times).
-SAMPLE_SEED = 8
+#: Drive seed of the shipped sample, chosen for its content: a lane change (turn), every thing class
+#: several times and every class the generator makes (a drive without a fence scores a hallucinated
+#: fence pixel as a 0-IoU class).
+SAMPLE_SEED = 5
 SAMPLE_FRAMES = 80
 JPEG_QUALITY = 90
 #: Header stamp of the first frame (2023-11-14T22:13:20Z), fixed so the bag is reproducible.

@@ -43,6 +43,7 @@ def test_camera_moves_and_the_scene_changes(drive: Drive) -> None:
     static sample drive did (mean |change| from frame 0 at most 1.7 / 255 there)."""
     dz = np.diff(drive.ego[:, 1])
     assert (dz > 0.3).all(), "the camera drives forward every frame"
+    assert np.abs(drive.ego[:, 2]).max() > 0.1, "and turns (into the next lane and back straight)"
     imgs = [f.image.astype(np.int16) for f in drive.frames]
     step = [np.abs(b - a).mean() for a, b in zip(imgs, imgs[1:])]
     assert min(step) > 2.0 and np.mean(step) > 5.0, step
