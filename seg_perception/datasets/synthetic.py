@@ -650,6 +650,8 @@ def _draw_background(cv: _Canvas, lay: _Layout) -> None:
         for x in np.arange(xl + 0.5, xr - 0.5, 1.0):
             marks += cv.proj(_quad_y(0, x, x + 0.5, lay.crosswalk_z, lay.crosswalk_z + 3.0))
     cv.poly(marks, lay.colors["marking"], ROAD)
+    if cv.plane is not None and marks:  # markings lie on the ground, also where they cover a curb
+        cv2.fillPoly(cv.plane, marks, (cv.plane_id(_quad_y(0, -1.0, 1.0, 1.0, 2.0)),), shift=_SHIFT)
     # Facades with windows (far first so near buildings overlap correctly).
     for fa in sorted(lay.facades, key=lambda d: -d["z0"]):
         shade = lay.light["sun_l"] if fa["side"] < 0 else lay.light["sun_r"]
