@@ -4,7 +4,12 @@ ROS 2, its outputs recorded and scored against the bag's ground truth.
     seg-perception demo                       # shipped panoptic model + shipped sample bag
     seg-perception demo --bag my_drive.mcap --image-topic /cam/front/image_raw --model ... --weights ...
 
-Writes to ``--out`` (default ``demo_out/``): ``overlay/NNNN.png``, ``preview.gif``, ``outputs.mcap``
+The shipped sample drive (:mod:`seg_perception.datasets.sample_bag`: 80 JPEG frames at 256 x 512,
+a camera driving through traffic) is played on its ``/camera/image_raw/compressed`` topic; the node
+subscribes with ``input_transport: compressed``.
+
+Writes to ``--out`` (default ``demo_out/``): ``overlay/NNNN.png``, ``preview.gif`` (input, the node's
+panoptic prediction and the ground truth side by side), ``outputs.mcap``
 (the node's outputs as recorded, with the bag's GT), the evaluation report (``report.json``,
 ``report.md``, plots) and prints a summary (frames in/out, drops, fps, mIoU, PQ).
 """
@@ -21,11 +26,11 @@ from typing import Any, Optional
 import numpy as np
 
 from .conversions import image_to_numpy
+from .datasets.sample_bag import GT_PANOPTIC_TOPIC, GT_SEMANTIC_TOPIC, IMAGE_TOPIC, SAMPLE_BAG_PATH
 from .ros.process import NodeDriver, node_command
 
 LOG = logging.getLogger("seg_perception.demo")
-DATA_DIR = Path(__file__).resolve().parent / "data"
-SAMPLE_BAG = DATA_DIR / "sample_drive.mcap"
+SAMPLE_BAG = SAMPLE_BAG_PATH
 NODE_NS = "/demo"
 NODE_NAME = "segment_node"
 
@@ -33,9 +38,9 @@ NODE_NAME = "segment_node"
 @dataclass
 class DemoConfig:
     bag: Path = SAMPLE_BAG
-    image_topic: str = "/camera/image_raw"
-    gt_semantic_topic: Optional[str] = "/gt/semantic"
-    gt_panoptic_topic: Optional[str] = "/gt/panoptic"
+    image_topic: str = IMAGE_TOPIC
+    gt_semantic_topic: Optional[str] = GT_SEMANTIC_TOPIC
+    gt_panoptic_topic: Optional[str] = GT_PANOPTIC_TOPIC
     model: str = "panoptic_deeplab_mobilenetv2"
     weights: str = "default"
     resolution: str = ""
@@ -159,25 +164,82 @@ def play_and_record(cfg: DemoConfig, frames: list[tuple[int, str, bytes]], log_p
         return rec, wall
 
 
-def write_visuals(rec: Recorded, out: Path, max_gif_frames: int = 60) -> list[Path]:
-    """overlay/NNNN.png per output frame and a downscaled animated preview.gif."""
+def write_visuals(rec: Recorded, out: Path, frames: Optional[list[tuple[int, str, bytes]]] = None,
+                  gt_sem: Optional[dict] = None, gt_pan: Optional[dict] = None,
+                  max_gif_frames: int = 100, panel_width: int = 320) -> list[Path]:
+    """overlay/NNNN.png per output frame and an animated preview.gif.
+
+    Each GIF frame shows, side by side at ``panel_width`` pixels each: the camera input (decoded
+    from ``frames``), the node's prediction (panoptic colours with instance outlines, else the
+    semantic classes) and the ground truth (``gt_pan``, else ``gt_sem``). Without ``frames`` the
+    GIF shows the node's overlay alone.
+    """
     import cv2
     from PIL import Image as PILImage
 
     odir = out / "overlay"
     odir.mkdir(parents=True, exist_ok=True)
     paths, thumbs = [], []
+    raw_by_stamp = {stamp: (msgtype, raw) for stamp, msgtype, raw in (frames or [])}
     for i, stamp in enumerate(sorted(rec.overlay)):
         img = rec.overlay[stamp]
         p = odir / f"{i:04d}.png"
         cv2.imwrite(str(p), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         paths.append(p)
-        if len(thumbs) < max_gif_frames:
-            scale = min(1.0, 384 / img.shape[1])
-            thumbs.append(PILImage.fromarray(cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)))
+        if len(thumbs) >= max_gif_frames:
+            continue
+        if stamp in raw_by_stamp:
+            panels = [("input", _decode(*raw_by_stamp[stamp])), ("prediction", _colorize(rec.panoptic.get(stamp), rec.semantic.get(stamp)))]
+            if (gt_pan and stamp in gt_pan) or (gt_sem and stamp in gt_sem):
+                panels.append(("ground truth", _colorize((gt_pan or {}).get(stamp), (gt_sem or {}).get(stamp))))
+        else:
+            panels = [("overlay", img)]
+        thumbs.append(PILImage.fromarray(_side_by_side(panels, panel_width)))
     if thumbs:
         thumbs[0].save(out / "preview.gif", save_all=True, append_images=thumbs[1:], duration=100, loop=0)
     return paths
+
+
+def _decode(msgtype: str, raw: bytes) -> np.ndarray:
+    """CDR bytes of an Image / CompressedImage -> (H, W, 3) uint8 RGB."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from .conversions import to_rgb
+
+    return to_rgb(deserialize_message(raw, CompressedImage if msgtype.endswith("CompressedImage") else Image))
+
+
+def _colorize(panoptic: Optional[np.ndarray], semantic: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """(H, W, 3) uint8 Cityscapes colours of a panoptic (with outlines) or semantic image."""
+    from .datasets.labels import get_label_set
+    from .viz import colorize, colorize_panoptic
+
+    palette = get_label_set("cityscapes").palette
+    if panoptic is not None:
+        return colorize_panoptic(np.asarray(panoptic, np.int32), palette)
+    if semantic is not None:
+        return colorize(semantic, palette)
+    return None
+
+
+def _side_by_side(panels: list[tuple[str, Optional[np.ndarray]]], width: int) -> np.ndarray:
+    """Resize each (H, W, 3) panel to ``width`` pixels wide, caption it, and concatenate them."""
+    import cv2
+
+    tiles = []
+    ref = next(img for _name, img in panels if img is not None)
+    height = max(1, int(round(ref.shape[0] * width / ref.shape[1])))
+    for name, img in panels:
+        if img is None:
+            tile = np.zeros((height, width, 3), np.uint8)
+        else:
+            interp = cv2.INTER_AREA if name == "input" else cv2.INTER_NEAREST
+            tile = cv2.resize(np.ascontiguousarray(img), (width, height), interpolation=interp)
+        cv2.putText(tile, name, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(tile, name, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    return np.concatenate(tiles, axis=1)
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -190,7 +252,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     if not frames:
         raise RuntimeError(f"no camera messages on {cfg.image_topic} in {cfg.bag}")
     rec, wall = play_and_record(cfg, frames, out / "node.log")
-    write_visuals(rec, out)
+    write_visuals(rec, out, frames, gt_sem, gt_pan)
     report = evaluate_recorded(cfg, frames, rec, gt_sem, gt_pan, out)
     d = rec.diagnostics
     summary = {

@@ -8,8 +8,9 @@ import json
 import cv2
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from seg_perception.conversions import to_rgb
 from seg_perception.demo import DemoConfig, format_summary, read_bag, run_demo
@@ -17,6 +18,10 @@ from seg_perception.eval.metrics import ConfusionMatrix, PanopticQuality
 from seg_perception.pipeline import build_segmenter
 
 FRAMES = 5
+
+
+def _rgb(msgtype: str, raw: bytes) -> np.ndarray:
+    return to_rgb(deserialize_message(raw, CompressedImage if msgtype.endswith("CompressedImage") else Image))
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +38,13 @@ def test_demo_answers_every_frame_and_writes_its_files(demo) -> None:
     pngs = sorted((out / "overlay").glob("*.png"))
     assert len(pngs) == FRAMES
     frames, _, _ = read_bag(cfg)
-    first = to_rgb(deserialize_message(frames[0][2], Image))
+    first = _rgb(frames[0][1], frames[0][2])
     overlay = cv2.imread(str(pngs[0]))
     assert overlay.shape == first.shape
-    assert (out / "preview.gif").read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    with PILImage.open(out / "preview.gif") as gif:
+        # input | prediction | ground truth, one GIF frame per answered frame
+        assert gif.n_frames == FRAMES
+        assert gif.size[0] == 3 * 320 and gif.size[1] == round(first.shape[0] * 320 / first.shape[1])
     assert json.loads((out / "summary.json").read_text()) == summary
     report = json.loads((out / "report.json").read_text())
     assert report and (out / "report.md").is_file()
@@ -53,8 +61,8 @@ def test_demo_scores_match_an_in_process_evaluation(demo) -> None:
     cm = ConfusionMatrix(labels.num_classes)
     pq = PanopticQuality(labels.num_classes, labels.thing_ids)
     with seg:
-        for stamp, _msgtype, raw in frames:
-            res = seg.segment(to_rgb(deserialize_message(raw, Image)))
+        for stamp, msgtype, raw in frames:
+            res = seg.segment(_rgb(msgtype, raw))
             cm.update(gt_sem[stamp], res.semantic)
             pq.update(gt_pan[stamp], res.panoptic)
     assert summary["miou"] == pytest.approx(cm.miou(summary["miou_convention"]), abs=0.01)

@@ -25,6 +25,8 @@ Usage::
     scene.semantic   # (256, 512) uint8 train ids
     scene.panoptic   # (256, 512) int32 class * 1000 + instance
     frames = make_sequence(seed=0, hw=(256, 512), n_frames=50)   # things move smoothly
+
+A moving camera with traffic, stable track ids and depth: :mod:`seg_perception.datasets.drive`.
 """
 from __future__ import annotations
 
@@ -71,12 +73,15 @@ class Scene:
         panoptic: (H, W) int32 ``class * 1000 + instance`` (instance 0 for stuff).
         segments: one dict per segment (COCO-panoptic style): ``id``, ``category_id``,
             ``class_name``, ``isthing``, ``area`` (pixels), ``bbox`` [x, y, w, h], ``iscrowd`` (0).
+        depth: (H, W) float32 metres along the optical axis, 0 where nothing is hit (sky, the far
+            skyline); only rendered on request (:mod:`seg_perception.datasets.drive`), else None.
     """
 
     image: np.ndarray
     semantic: np.ndarray
     panoptic: np.ndarray
     segments: list[dict] = field(default_factory=list)
+    depth: Optional[np.ndarray] = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,9 +91,15 @@ class _Canvas:
     """Pinhole camera plus the three canvases every primitive is drawn on.
 
     World frame: X right, Y up (ground Y = 0), Z forward (metres); camera at (0, hc, 0).
+
+    With ``depth`` the canvas also records, per pixel, which labelled world polygon is visible (its
+    plane in camera coordinates), so :meth:`depth_map` gives exact per-pixel depth of planar
+    geometry. With ``clip`` (a moving camera, where geometry reaches behind it) polygons are clipped
+    at the near plane before projection instead of having their vertices clamped there.
     """
 
-    def __init__(self, hw: tuple[int, int], f: float, xv: float, yh: float, hc: float, sky_rgb) -> None:
+    def __init__(self, hw: tuple[int, int], f: float, xv: float, yh: float, hc: float, sky_rgb,
+                 depth: bool = False, clip: bool = False, yaw: float = 0.0) -> None:
         h, w = hw
         self.h, self.w, self.f, self.xv, self.yh, self.hc = h, w, f, xv, yh, hc
         self.image = np.empty((h, w, 3), np.uint8)
@@ -96,18 +107,41 @@ class _Canvas:
         self.sem = np.full((h, w), SKY, np.uint8)
         self.inst = np.zeros((h, w), np.int32)
         self.inst_class: list[int] = [0]  # class of instance index k (index 0 = stuff)
+        self.inst_track: list[int] = [0]  # track id of instance index k (0 = number per frame)
+        self.clip = clip
+        # Heading of the camera (radians, positive turns right): a world point p is seen at
+        # p @ self._rot; things at infinity (skyline, clouds) shift by sky_du pixels.
+        self._rot = None
+        self.sky_du = 0.0
+        if yaw:
+            c, s = math.cos(yaw), math.sin(yaw)
+            self._rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+            self.sky_du = -f * math.tan(yaw)
+        # Plane index per pixel (0 = nothing hit) and the planes as rows (nx, ny, nz, d) in camera
+        # coordinates (x right, y down, z forward): n . p = d.
+        self.plane = np.zeros((h, w), np.int32) if depth else None
+        self.planes: list[tuple[float, float, float, float]] = [(0.0, 0.0, 1.0, 0.0)]
         self._lim = 40.0 * max(h, w) * _ONE
         # Row-vector camera matrix: [X, Y, Z] @ _k + _k0 = [f X + xv Z, f (hc - Y) + yh Z, Z].
         self._k = np.array([[f, 0.0, 0.0], [0.0, -f, 0.0], [xv, yh, 1.0]])
         self._k0 = np.array([0.0, f * hc, 0.0])
 
-    def new_instance(self, cls: int) -> int:
+    def new_instance(self, cls: int, track: int = 0) -> int:
         self.inst_class.append(cls)
+        self.inst_track.append(int(track))
         return len(self.inst_class) - 1
+
+    def to_view(self, pts: np.ndarray) -> np.ndarray:
+        """(..., 3) world points -> the same points turned by the camera's heading."""
+        pts = np.asarray(pts, np.float64)
+        return pts if self._rot is None else pts @ self._rot
 
     def project(self, pts: np.ndarray) -> np.ndarray:
         """(..., 3) world points -> (..., 2) int32 fixed-point pixel coords (shift ``_SHIFT``)."""
-        hom = np.asarray(pts, np.float64) @ self._k + self._k0  # (..., 3): (u z, v z, z)
+        return self._project_view(self.to_view(pts))
+
+    def _project_view(self, pts: np.ndarray) -> np.ndarray:
+        hom = pts @ self._k + self._k0  # (..., 3): (u z, v z, z)
         z = np.maximum(hom[..., 2:], _Z_NEAR)
         out = hom[..., :2] / z
         out *= _ONE
@@ -115,11 +149,84 @@ class _Canvas:
         np.maximum(out, -self._lim, out=out)
         return out.astype(np.int32)
 
+    def proj(self, world: np.ndarray) -> list[np.ndarray]:
+        """(K, 3) polygon or (N, K, 3) polygons -> list of (K', 2) fixed-point pixel polygons.
+
+        Without ``clip`` this is :meth:`project` (batched as given); with it each polygon is clipped
+        at the near plane first and polygons entirely behind it are dropped.
+        """
+        world = np.asarray(world, np.float64)
+        if not self.clip:
+            return list(self.project(world)) if world.ndim == 3 else [self.project(world)]
+        polys = self.to_view(world if world.ndim == 3 else world[None])
+        out = []
+        for q in polys:
+            c = _clip_near(q, _Z_NEAR + 0.01)
+            if c is not None:
+                out.append(self._project_view(c))
+        return out
+
+    def wpoly(self, world: list[np.ndarray], rgb, cls: Optional[int] = None, inst: int = 0) -> None:
+        """Fill world polygons (each (K, 3)); labelled ones also record their plane for depth."""
+        polys, planes = [], []
+        for q in world:
+            pts = self.proj(q)
+            if pts:
+                polys += pts
+                planes.append(q)
+        if not polys:
+            return
+        self.poly(polys, rgb, cls, inst)
+        if cls is not None and self.plane is not None:
+            for q, p in zip(planes, polys):
+                cv2.fillPoly(self.plane, [p], (self.plane_id(q),), shift=_SHIFT)
+
+    def fill_plane(self, pts: np.ndarray, world: np.ndarray, flat: bool = False) -> None:
+        """Record the plane of ``world`` ((K, 3)) over the pixel polygon ``pts`` (depth only)."""
+        if self.plane is not None:
+            cv2.fillPoly(self.plane, [pts], (self.plane_id(world, flat),), shift=_SHIFT)
+
+    def plane_id(self, world: np.ndarray, flat: bool = False) -> int:
+        """Register the plane of a (K, 3) world polygon (Newell normal); ``flat``: constant depth."""
+        w = self.to_view(np.asarray(world, np.float64).reshape(-1, 3))
+        plane = None
+        if not flat and len(w) >= 3:
+            # camera coordinates (x right, y down, z forward)
+            x, y, z = w[:, 0], self.hc - w[:, 1], w[:, 2]
+            x2, y2, z2 = np.roll(x, -1), np.roll(y, -1), np.roll(z, -1)
+            n = np.array([(y * z2 - z * y2).sum(), (z * x2 - x * z2).sum(), (x * y2 - y * x2).sum()])
+            norm = math.sqrt(float(n @ n))
+            if norm > 1e-9:
+                n /= norm
+                plane = (float(n[0]), float(n[1]), float(n[2]), float(n[0] * x.mean() + n[1] * y.mean() + n[2] * z.mean()))
+        self.planes.append(plane or (0.0, 0.0, 1.0, float(w[:, 2].mean())))
+        return len(self.planes) - 1
+
+    def depth_map(self, max_range: float = 1000.0) -> np.ndarray:
+        """(H, W) float32 depth in metres (z along the optical axis) of the visible plane per pixel.
+
+        Pixel (u, v) sees the ray ((u - xv) / f, (v - yh) / f, 1) (pixel centres at integer
+        coordinates, as OpenCV draws); depth z = d / (n . ray). 0 where nothing was hit, where the
+        ray grazes its plane, or beyond ``max_range``.
+        """
+        if self.plane is None:
+            raise RuntimeError("this canvas was made without depth=True")
+        planes = np.asarray(self.planes, np.float64)
+        rx = (np.arange(self.w, dtype=np.float64) - self.xv) / self.f
+        ry = (np.arange(self.h, dtype=np.float64) - self.yh) / self.f
+        n = planes[self.plane]  # (H, W, 4)
+        den = n[..., 0] * rx[None, :] + n[..., 1] * ry[:, None] + n[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = n[..., 3] / den
+        ok = (self.plane > 0) & np.isfinite(z) & (z >= _Z_NEAR * 0.5) & (z <= max_range)
+        return np.where(ok, z, 0.0).astype(np.float32)
+
     def px(self, metres: float, z: float) -> float:
         """Size in pixels of ``metres`` at depth ``z``."""
         return self.f * metres / max(z, _Z_NEAR)
 
-    # Drawing: cls None -> image only; inst is the instance index (0 = stuff).
+    # Drawing: cls None -> image only; inst is the instance index (0 = stuff). Pixel polygons drawn
+    # with poly / lines keep the depth of what lies beneath unless ``world`` is given.
     def poly(self, polys: list[np.ndarray], rgb, cls: Optional[int] = None, inst: int = 0) -> None:
         cv2.fillPoly(self.image, polys, _col(rgb), lineType=cv2.LINE_8, shift=_SHIFT)
         if cls is not None:
@@ -127,12 +234,37 @@ class _Canvas:
             cv2.fillPoly(self.inst, polys, (int(inst),), shift=_SHIFT)
 
     def lines(self, polys: list[np.ndarray], rgb, thickness: float, cls: Optional[int] = None,
-              inst: int = 0, closed: bool = False) -> None:
+              inst: int = 0, closed: bool = False, world: Optional[list[np.ndarray]] = None) -> None:
+        """Polylines; with ``world`` (the (K, 3) points of each) labelled lines record a constant
+        depth (their mean z): they are thin, so their exact plane does not matter."""
         t = max(1, int(round(thickness)))
         cv2.polylines(self.image, polys, closed, _col(rgb), t, lineType=cv2.LINE_8, shift=_SHIFT)
         if cls is not None:
             cv2.polylines(self.sem, polys, closed, (int(cls),), t, shift=_SHIFT)
             cv2.polylines(self.inst, polys, closed, (int(inst),), t, shift=_SHIFT)
+            if world is not None and self.plane is not None:
+                for q, p in zip(world, polys):
+                    cv2.polylines(self.plane, [p], closed, (self.plane_id(q, flat=True),), t, shift=_SHIFT)
+
+
+def _clip_near(poly: np.ndarray, z_min: float) -> Optional[np.ndarray]:
+    """Clip a (K, 3) polygon to Z >= z_min (Sutherland-Hodgman); None when nothing is left."""
+    z = poly[:, 2]
+    inside = z >= z_min
+    if inside.all():
+        return poly
+    if not inside.any():
+        return None
+    out = []
+    n = len(poly)
+    for i in range(n):
+        a, b = poly[i], poly[(i + 1) % n]
+        if inside[i]:
+            out.append(a)
+        if inside[i] != inside[(i + 1) % n]:
+            t = (z_min - a[2]) / (b[2] - a[2])
+            out.append(a + t * (b - a))
+    return np.array(out) if len(out) >= 2 else None
 
 
 def _col(rgb) -> tuple[int, int, int]:
@@ -189,6 +321,7 @@ class _Thing:
     vx: float = 0.0
     vz: float = 0.0
     params: dict = field(default_factory=dict)
+    track: int = 0  # stable id within a drive (0: numbered per frame)
 
     def at(self, t: float) -> "_Thing":
         return replace(self, x=self.x + self.vx * t, z=self.z + self.vz * t)
@@ -226,6 +359,9 @@ class _Layout:
     props: list[_Prop]
     things: list[_Thing]
     light: dict
+    # Where the periodic ground patterns start (metres; a moving camera scrolls them).
+    dash_phase: float = 0.0
+    joint_phase: float = 0.0
 
 
 _FACADE_COLORS = np.array([[200, 190, 170], [170, 160, 150], [150, 90, 70], [120, 115, 110],
@@ -244,7 +380,8 @@ def _pick(rng: np.random.Generator, table: np.ndarray, jitter: float = 0.12) -> 
     return _jitter(rng, table[rng.integers(len(table))], jitter)
 
 
-def _sample_layout(rng: np.random.Generator, hw: tuple[int, int]) -> _Layout:
+def _sample_layout(rng: np.random.Generator, hw: tuple[int, int], extra: float = 0.0) -> _Layout:
+    """``extra``: extra metres of street (facades, props) ahead, for a camera that drives."""
     h, w = hw
     f = w * rng.uniform(0.55, 0.8)
     yh = h * rng.uniform(0.36, 0.5)
@@ -277,7 +414,7 @@ def _sample_layout(rng: np.random.Generator, hw: tuple[int, int]) -> _Layout:
     facades: list[dict] = []
     for side, xb in ((-1, -(road_l + curb_terrain[0] + side_l)), (1, road_r + curb_terrain[1] + side_r)):
         z = _Z_NEAR
-        while z < 160:
+        while z < 160 + extra:
             length = rng.uniform(8, 35)
             if rng.random() < 0.15 and z > 5:  # gap (alley / park)
                 z += rng.uniform(4, 14)
@@ -314,7 +451,7 @@ def _sample_layout(rng: np.random.Generator, hw: tuple[int, int]) -> _Layout:
         z0 = rng.uniform(_Z_NEAR, 20)
         shadows.append({"x0": xs, "x1": xs - side * reach, "z0": z0, "z1": z0 + rng.uniform(10, 80),
                         "d": rng.uniform(0.45, 0.7)})
-    props = _sample_props(rng, road_l, road_r, curb_terrain, side_l, side_r, colors)
+    props = _sample_props(rng, road_l, road_r, curb_terrain, side_l, side_r, colors, extra)
     things = _sample_things(rng, hw, f, road_l, road_r, lanes, lane_w, curb_terrain, side_l, side_r)
     light = {"brightness": rng.uniform(0.65, 1.3), "contrast": rng.uniform(0.7, 1.2),
              "cast": rng.uniform(0.88, 1.12, 3), "gamma": rng.uniform(0.8, 1.25),
@@ -326,7 +463,7 @@ def _sample_layout(rng: np.random.Generator, hw: tuple[int, int]) -> _Layout:
                    clouds=clouds, patches=patches, shadows=shadows, props=props, things=things, light=light)
 
 
-def _sample_props(rng, road_l, road_r, curb_terrain, side_l, side_r, colors) -> list[_Prop]:
+def _sample_props(rng, road_l, road_r, curb_terrain, side_l, side_r, colors, extra: float = 0.0) -> list[_Prop]:
     props: list[_Prop] = []
     pole_rgb = _jitter(rng, [(110, 110, 115), (60, 65, 60), (150, 150, 150)][rng.integers(3)], 0.1)
     for side in (-1, 1):
@@ -335,7 +472,7 @@ def _sample_props(rng, road_l, road_r, curb_terrain, side_l, side_r, colors) -> 
         # Street lamps / plain poles at the curb, roughly periodic.
         z = rng.uniform(2, 12)
         spacing = rng.uniform(12, 28)
-        while z < 90:
+        while z < 90 + extra:
             kind = rng.choice(["lamp", "pole", "sign", "light"], p=[0.35, 0.2, 0.3, 0.15])
             props.append(_Prop(str(kind), edge + side * rng.uniform(0.3, 0.7), z, {
                 "rgb": _jitter(rng, pole_rgb, 0.05), "radius": rng.uniform(0.1, 0.16),
@@ -348,7 +485,7 @@ def _sample_props(rng, road_l, road_r, curb_terrain, side_l, side_r, colors) -> 
         # Trees on the sidewalk.
         if rng.random() < 0.7:
             z = rng.uniform(3, 15)
-            while z < 80:
+            while z < 80 + extra:
                 props.append(_Prop("tree", edge + side * rng.uniform(0.8, max(1.0, sw - 0.6)), z, {
                     "trunk": rng.uniform(1.8, 3.2), "crown": rng.uniform(1.3, 3.0),
                     "green": _jitter(rng, [(60, 110, 40), (80, 120, 50), (50, 90, 45), (100, 130, 60)][rng.integers(4)], 0.12),
@@ -455,67 +592,70 @@ def _draw_background(cv: _Canvas, lay: _Layout) -> None:
     for c in lay.clouds:
         col = cv.image[int(min(max(c["y"], 0), h - 1)), int(min(max(c["x"], 0), w - 1))].astype(np.float64)
         col = col * (1 - c["a"]) + 245 * c["a"]
-        cv2.ellipse(cv.image, (int(c["x"]), int(c["y"])), (int(c["rx"]), int(max(c["ry"], 1))), 0, 0, 360, _col(col), -1)
+        cv2.ellipse(cv.image, (int(c["x"] + cv.sky_du), int(c["y"])), (int(c["rx"]), int(max(c["ry"], 1))), 0, 0, 360, _col(col), -1)
     # Far skyline, bottom on the horizon.
     yb = cv.yh + 1
     for b in lay.skyline:
-        x0 = cv.xv + b["x0"] * w
-        x1 = cv.xv + b["x1"] * w
+        x0 = cv.xv + cv.sky_du + b["x0"] * w
+        x1 = cv.xv + cv.sky_du + b["x1"] * w
         top = cv.yh - b["top"]
         p = np.round(np.array([[x0, top], [x1, top], [x1, yb], [x0, yb]]) * _ONE).astype(np.int32)
         cv.poly([p], b["color"], BUILDING)
     # Ground beyond the street: grassy terrain up to the horizon.
     far = 400.0
-    cv.poly([cv.project(_quad_y(0, -far, far, _Z_NEAR, far * 2))], lay.colors["ground"], TERRAIN)
+    cv.wpoly([(_quad_y(0, -far, far, _Z_NEAR, far * 2))], lay.colors["ground"], TERRAIN)
     xl, xr = -lay.road_l, lay.road_r
     tl, tr = lay.curb_terrain
     # Sidewalks (out to the facade line and a bit beyond).
     zf = far
-    cv.poly([cv.project(_quad_y(0, xl - tl - lay.side_l - 3, xl - tl, _Z_NEAR, zf)),
-             cv.project(_quad_y(0, xr + tr, xr + tr + lay.side_r + 3, _Z_NEAR, zf))], lay.colors["sidewalk"], SIDEWALK)
+    cv.wpoly([_quad_y(0, xl - tl - lay.side_l - 3, xl - tl, _Z_NEAR, zf),
+              _quad_y(0, xr + tr, xr + tr + lay.side_r + 3, _Z_NEAR, zf)], lay.colors["sidewalk"], SIDEWALK)
     # Paving joints across the sidewalks (image only).
-    zj = np.arange(1.0, 60.0, 1.5)
+    zj = np.arange(1.0 - lay.joint_phase, 60.0, 1.5)
+    zj = zj[zj > _Z_NEAR]
     joints = []
     for xa, xb in ((xl - tl - lay.side_l, xl - tl), (xr + tr, xr + tr + lay.side_r)):
         seg = np.empty((len(zj), 2, 3))
         seg[:, 0, 0], seg[:, 1, 0], seg[..., 1], seg[..., 2] = xa, xb, 0.0, zj[:, None]
-        joints += list(cv.project(seg))
+        joints += cv.proj(seg)
     cv.lines(joints, lay.colors["sidewalk"] * 0.8, 1)
     # Curb terrain strips.
     if tl > 0:
-        cv.poly([cv.project(_quad_y(0, xl - tl, xl, _Z_NEAR, zf))], lay.colors["terrain"], TERRAIN)
+        cv.wpoly([(_quad_y(0, xl - tl, xl, _Z_NEAR, zf))], lay.colors["terrain"], TERRAIN)
     if tr > 0:
-        cv.poly([cv.project(_quad_y(0, xr, xr + tr, _Z_NEAR, zf))], lay.colors["terrain"], TERRAIN)
+        cv.wpoly([(_quad_y(0, xr, xr + tr, _Z_NEAR, zf))], lay.colors["terrain"], TERRAIN)
     # Road with repair patches and curbs.
-    cv.poly([cv.project(_quad_y(0, xl, xr, _Z_NEAR, zf))], lay.colors["road"], ROAD)
+    cv.wpoly([(_quad_y(0, xl, xr, _Z_NEAR, zf))], lay.colors["road"], ROAD)
     for p in lay.patches:
-        cv.poly([cv.project(_quad_y(0, p["x"] - p["r"], p["x"] + p["r"], p["z"], p["z"] + 2 * p["r"]))],
+        cv.wpoly([(_quad_y(0, p["x"] - p["r"], p["x"] + p["r"], p["z"], p["z"] + 2 * p["r"]))],
                 lay.colors["road"] * p["d"])
     for xc, side in ((xl, -1), (xr, 1)):
         if (tl if side < 0 else tr) == 0:
             curb = _quad_y(0.12, xc + side * 0.2, xc, _Z_NEAR, zf)
-            cv.poly([cv.project(curb)], lay.colors["curb"], SIDEWALK)
+            cv.wpoly([(curb)], lay.colors["curb"], SIDEWALK)
     # Lane markings: dashed or solid lines, edge lines, optional crosswalk.
     marks = []
     for x, dashed in zip(lay.lanes, lay.dashed):
         if dashed:
-            zd = np.arange(1.0, 120.0, 9.0)
+            zd = np.arange(1.0 - lay.dash_phase, 120.0, 9.0)
             q = np.zeros((len(zd), 4, 3))
             q[:, [0, 3], 0], q[:, [1, 2], 0] = x - 0.07, x + 0.07
             q[:, [0, 1], 2], q[:, [2, 3], 2] = zd[:, None], zd[:, None] + 3.0
-            marks += list(cv.project(q))
+            marks += cv.proj(q)
         else:
-            marks.append(cv.project(_quad_y(0, x - 0.08, x + 0.08, _Z_NEAR, 200.0)))
+            marks += cv.proj(_quad_y(0, x - 0.08, x + 0.08, _Z_NEAR, 200.0))
     for x in (xl + 0.3, xr - 0.3):
-        marks.append(cv.project(_quad_y(0, x - 0.06, x + 0.06, _Z_NEAR, 200.0)))
+        marks += cv.proj(_quad_y(0, x - 0.06, x + 0.06, _Z_NEAR, 200.0))
     if lay.crosswalk_z is not None:
         for x in np.arange(xl + 0.5, xr - 0.5, 1.0):
-            marks.append(cv.project(_quad_y(0, x, x + 0.5, lay.crosswalk_z, lay.crosswalk_z + 3.0)))
+            marks += cv.proj(_quad_y(0, x, x + 0.5, lay.crosswalk_z, lay.crosswalk_z + 3.0))
     cv.poly(marks, lay.colors["marking"], ROAD)
+    if cv.plane is not None and marks:  # markings lie on the ground, also where they cover a curb
+        cv2.fillPoly(cv.plane, marks, (cv.plane_id(_quad_y(0, -1.0, 1.0, 1.0, 2.0)),), shift=_SHIFT)
     # Facades with windows (far first so near buildings overlap correctly).
     for fa in sorted(lay.facades, key=lambda d: -d["z0"]):
         shade = lay.light["sun_l"] if fa["side"] < 0 else lay.light["sun_r"]
-        cv.poly([cv.project(_quad_x(fa["x"], 0, fa["height"], fa["z0"], fa["z1"]))], fa["color"] * shade, BUILDING)
+        cv.wpoly([(_quad_x(fa["x"], 0, fa["height"], fa["z0"], fa["z1"]))], fa["color"] * shade, BUILDING)
         # End wall facing the camera (visible when this facade is set back or ends).
         ys = np.arange(fa["floor_h"] * (1.25 if fa["shop"] else 0.3), fa["height"] - fa["win_h"] - 0.3, fa["floor_h"])
         zs = np.arange(fa["z0"] + 1.0, fa["z1"] - fa["win_w"] - 0.5, fa["win_sp"])
@@ -528,9 +668,9 @@ def _draw_background(cv: _Canvas, lay: _Layout) -> None:
             quads[:, [1, 2], 1] = (yy + fa["win_h"])[:, None]
             quads[:, [0, 1], 2] = zz[:, None]
             quads[:, [2, 3], 2] = (zz + fa["win_w"])[:, None]
-            cv.poly(list(cv.project(quads)), fa["window"] * shade)
+            cv.poly(cv.proj(quads), fa["window"] * shade)
         if fa["shop"]:
-            cv.poly([cv.project(_quad_x(fa["x"], 0.2, fa["floor_h"] * 0.8, fa["z0"] + 0.5, fa["z1"] - 0.5))],
+            cv.wpoly([(_quad_x(fa["x"], 0.2, fa["floor_h"] * 0.8, fa["z0"] + 0.5, fa["z1"] - 0.5))],
                     fa["shop_color"] * shade)
 
 
@@ -538,13 +678,13 @@ def _draw_prop(cv: _Canvas, p: _Prop) -> None:
     z = p.z
     if p.kind in ("pole", "lamp", "sign", "light"):
         r, ph = p.params["radius"], p.params["height"]
-        cv.poly([cv.project(_quad_z(z, p.x - r, p.x + r, 0, ph))], p.params["rgb"], POLE)
+        cv.wpoly([(_quad_z(z, p.x - r, p.x + r, 0, ph))], p.params["rgb"], POLE)
         if p.kind == "lamp":  # arm over the road + lamp head (pole class)
             s = -p.params["side"]
             arm = np.array([[p.x, ph - 0.1, z], [p.x + s * 1.6, ph + 0.2, z]])
-            cv.lines([cv.project(arm)], p.params["rgb"], cv.px(2 * r * 0.7, z), POLE)
+            cv.lines([cv.project(arm)], p.params["rgb"], cv.px(2 * r * 0.7, z), POLE, world=[arm])
             head = _quad_z(z, min(p.x + s * 1.3, p.x + s * 1.9), max(p.x + s * 1.3, p.x + s * 1.9), ph - 0.05, ph + 0.2)
-            cv.poly([cv.project(head)], (90, 90, 95), POLE)
+            cv.wpoly([(head)], (90, 90, 95), POLE)
         elif p.kind == "sign":
             size = p.params["sign_size"]
             cy = ph - size / 2
@@ -555,23 +695,23 @@ def _draw_prop(cv: _Canvas, p: _Prop) -> None:
                 pts = np.array([[p.x - size / 2, cy + size / 2, z - 0.05], [p.x + size / 2, cy + size / 2, z - 0.05], [p.x, cy - size / 2, z - 0.05]])
             else:  # rectangle
                 pts = _quad_z(z - 0.05, p.x - size / 2, p.x + size / 2, cy - size * 0.4, cy + size * 0.4)
-            cv.poly([cv.project(pts)], p.params["sign_rgb"], SIGN)
+            cv.wpoly([(pts)], p.params["sign_rgb"], SIGN)
             inner = pts.copy()
             inner[:, 0] = p.x + (inner[:, 0] - p.x) * 0.6
             inner[:, 1] = cy + (inner[:, 1] - cy) * 0.6
-            cv.poly([cv.project(inner)], (245, 245, 245) if p.params["sign_rgb"][0] > 150 else (200, 210, 230))
+            cv.wpoly([(inner)], (245, 245, 245) if p.params["sign_rgb"][0] > 150 else (200, 210, 230))
         else:  # traffic light box with three lamps
             bw, bh = 0.34, 0.95
             box = _quad_z(z - 0.1, p.x - bw / 2, p.x + bw / 2, ph, ph + bh)
-            cv.poly([cv.project(box)], (35, 35, 30), LIGHT)
+            cv.wpoly([(box)], (35, 35, 30), LIGHT)
             on = int(p.params["sign_shape"])
             for k, rgb in enumerate(((220, 40, 30), (230, 180, 30), (40, 200, 80))):
                 cy = ph + bh * (0.8 - 0.3 * k)
                 c = np.c_[p.x + _CIRCLE[:, 0] * 0.1, cy + _CIRCLE[:, 1] * 0.1, np.full(len(_CIRCLE), z - 0.12)]
-                cv.poly([cv.project(c)], rgb if k == on else np.asarray(rgb) * 0.3)
+                cv.wpoly([(c)], rgb if k == on else np.asarray(rgb) * 0.3)
     elif p.kind == "tree":
         trunk = p.params["trunk"]
-        cv.poly([cv.project(_quad_z(z, p.x - 0.13, p.x + 0.13, 0, trunk + 0.3))], p.params["bark"], VEGETATION)
+        cv.wpoly([(_quad_z(z, p.x - 0.13, p.x + 0.13, 0, trunk + 0.3))], p.params["bark"], VEGETATION)
         cr = p.params["crown"]
         cy = trunk + cr * 0.8
         b = p.params["blobs"]
@@ -580,19 +720,20 @@ def _draw_prop(cv: _Canvas, p: _Prop) -> None:
         blobs[..., 0] = p.x + (b[:, 0] * cr * 0.5)[:, None] + _CIRCLE[None, :, 0] * rr
         blobs[..., 1] = cy + (b[:, 1] * cr * 0.35)[:, None] + _CIRCLE[None, :, 1] * rr * 0.85
         blobs[..., 2] = z
-        for k, blob in enumerate(cv.project(blobs)):
+        for k, blob in enumerate(cv.project(blobs)):  # crowns stand at one depth: no clipping needed
             cv.poly([blob], p.params["green"] * (0.8 + 0.1 * (k % 4)), VEGETATION)
+            cv.fill_plane(blob, blobs[k])
     elif p.kind == "hedge":
         q = _quad_x(p.x, 0, p.params["height"], z, z + p.params["len"])
-        cv.poly([cv.project(q)], p.params["green"], VEGETATION)
+        cv.wpoly([(q)], p.params["green"], VEGETATION)
         top = _quad_y(p.params["height"], p.x - p.params["side"] * 0.6, p.x, z, z + p.params["len"])
-        cv.poly([cv.project(top)], p.params["green"] * 1.15, VEGETATION)
+        cv.wpoly([(top)], p.params["green"] * 1.15, VEGETATION)
     elif p.kind == "fence":
         ht, ln = p.params["height"], p.params["len"]
         q = _quad_x(p.x, 0, ht, z, z + ln)
-        cv.poly([cv.project(q)], p.params["rgb"] * 0.8, FENCE)
-        bars = [cv.project(np.array([[p.x, 0, zz], [p.x, ht, zz]])) for zz in np.arange(z, z + ln, 0.5)]
-        bars.append(cv.project(np.array([[p.x, ht * 0.9, z], [p.x, ht * 0.9, z + ln]])))
+        cv.wpoly([(q)], p.params["rgb"] * 0.8, FENCE)
+        bars = [b for zz in np.arange(z, z + ln, 0.5) for b in cv.proj(np.array([[p.x, 0, zz], [p.x, ht, zz]]))]
+        bars += cv.proj(np.array([[p.x, ht * 0.9, z], [p.x, ht * 0.9, z + ln]]))
         cv.lines(bars, p.params["rgb"] * 1.2, 1)
 
 
@@ -601,12 +742,12 @@ def _draw_box(cv: _Canvas, x0: float, x1: float, y0: float, y1: float, z0: float
     """Axis-aligned box: draws the visible side face, top face and near face."""
     rgb = np.asarray(rgb, np.float64)
     if x1 < 0:
-        cv.poly([cv.project(_quad_x(x1, y0, y1, z0, z1))], rgb * shade[0], cls, inst)
+        cv.wpoly([(_quad_x(x1, y0, y1, z0, z1))], rgb * shade[0], cls, inst)
     elif x0 > 0:
-        cv.poly([cv.project(_quad_x(x0, y0, y1, z0, z1))], rgb * shade[0], cls, inst)
+        cv.wpoly([(_quad_x(x0, y0, y1, z0, z1))], rgb * shade[0], cls, inst)
     if y1 < cv.hc:
-        cv.poly([cv.project(_quad_y(y1, x0, x1, z0, z1))], rgb * shade[1], cls, inst)
-    cv.poly([cv.project(_quad_z(z0, x0, x1, y0, y1))], rgb * shade[2], cls, inst)
+        cv.wpoly([(_quad_y(y1, x0, x1, z0, z1))], rgb * shade[1], cls, inst)
+    cv.wpoly([(_quad_z(z0, x0, x1, y0, y1))], rgb * shade[2], cls, inst)
 
 
 def _wheel(cv: _Canvas, center: tuple[float, float, float], r: float, plane: str, cls: int, inst: int,
@@ -616,7 +757,7 @@ def _wheel(cv: _Canvas, center: tuple[float, float, float], r: float, plane: str
         pts = np.c_[np.full(len(_CIRCLE), cx), cy + _CIRCLE[:, 1] * r, cz + _CIRCLE[:, 0] * r]
     else:
         pts = np.c_[cx + _CIRCLE[:, 0] * r, cy + _CIRCLE[:, 1] * r, np.full(len(_CIRCLE), cz)]
-    cv.poly([cv.project(pts)], rgb, cls, inst)
+    cv.wpoly([(pts)], rgb, cls, inst)
 
 
 def _draw_car(cv: _Canvas, t: _Thing, inst: int, cls: int = CAR) -> None:
@@ -640,7 +781,7 @@ def _draw_car(cv: _Canvas, t: _Thing, inst: int, cls: int = CAR) -> None:
             for zw in (z0 + 0.8, z1 - 0.8):
                 _wheel(cv, (xs, r, zw), r, "x", cls, inst)
         for xw in (x0 + 0.05, x1 - 0.35):
-            cv.poly([cv.project(_quad_z(z0 + 0.6, xw, xw + 0.3, 0, 0.4))], (25, 25, 25), cls, inst)
+            cv.wpoly([(_quad_z(z0 + 0.6, xw, xw + 0.3, 0, 0.4))], (25, 25, 25), cls, inst)
     _draw_box(cv, x0, x1, 0.25, body_top, z0, z1, rgb, cls, inst)
     # Cabin, inset and shorter.
     if p.get("cross"):
@@ -650,15 +791,15 @@ def _draw_car(cv: _Canvas, t: _Thing, inst: int, cls: int = CAR) -> None:
     _draw_box(cv, cx0, cx1, body_top, hh, cz0, cz1, rgb, cls, inst)
     # Windows on the cabin's near face and visible side.
     g = p["glass"]
-    cv.poly([cv.project(_quad_z(cz0 - 0.01, cx0 + 0.08, cx1 - 0.08, body_top + 0.06, hh - 0.06))], g)
+    cv.wpoly([(_quad_z(cz0 - 0.01, cx0 + 0.08, cx1 - 0.08, body_top + 0.06, hh - 0.06))], g)
     if cx1 < 0:
-        cv.poly([cv.project(_quad_x(cx1 + 0.01, body_top + 0.06, hh - 0.06, cz0 + 0.1, cz1 - 0.1))], g * 0.9)
+        cv.wpoly([(_quad_x(cx1 + 0.01, body_top + 0.06, hh - 0.06, cz0 + 0.1, cz1 - 0.1))], g * 0.9)
     elif cx0 > 0:
-        cv.poly([cv.project(_quad_x(cx0 - 0.01, body_top + 0.06, hh - 0.06, cz0 + 0.1, cz1 - 0.1))], g * 0.9)
+        cv.wpoly([(_quad_x(cx0 - 0.01, body_top + 0.06, hh - 0.06, cz0 + 0.1, cz1 - 0.1))], g * 0.9)
     if not p.get("cross"):  # tail lights and plate on the near face
         for xl in (x0 + 0.08, x1 - 0.38):
-            cv.poly([cv.project(_quad_z(z0 - 0.01, xl, xl + 0.3, body_top - 0.2, body_top - 0.06))], (200, 30, 25))
-        cv.poly([cv.project(_quad_z(z0 - 0.01, t.x - 0.25, t.x + 0.25, 0.35, 0.47))], (230, 230, 225))
+            cv.wpoly([(_quad_z(z0 - 0.01, xl, xl + 0.3, body_top - 0.2, body_top - 0.06))], (200, 30, 25))
+        cv.wpoly([(_quad_z(z0 - 0.01, t.x - 0.25, t.x + 0.25, 0.35, 0.47))], (230, 230, 225))
 
 
 def _draw_truck(cv: _Canvas, t: _Thing, inst: int) -> None:
@@ -670,12 +811,12 @@ def _draw_truck(cv: _Canvas, t: _Thing, inst: int) -> None:
         for zw in (z0 + 1.0, z0 + 2.2, z1 - 1.0):
             _wheel(cv, (xs, 0.48, zw), 0.48, "x", TRUCK, inst)
     for xw in (x0 + 0.1, x1 - 0.5):
-        cv.poly([cv.project(_quad_z(z0 + 0.6, xw, xw + 0.4, 0, 0.6))], (25, 25, 25), TRUCK, inst)
+        cv.wpoly([(_quad_z(z0 + 0.6, xw, xw + 0.4, 0, 0.6))], (25, 25, 25), TRUCK, inst)
     # Cab at the far end, cargo box nearer (we see the truck from behind).
     _draw_box(cv, x0 + 0.05, x1 - 0.05, 0.5, hh * 0.8, z1 - 2.2, z1, p["rgb"], TRUCK, inst)
     _draw_box(cv, x0, x1, 0.6, hh, z0, z1 - 2.3, p["box"], TRUCK, inst)
-    cv.poly([cv.project(_quad_z(z0 - 0.01, x0 + 0.1, x1 - 0.1, 0.7, hh - 0.1))], p["box"] * 0.85)
-    cv.poly([cv.project(_quad_z(z0 - 0.02, t.x - 0.03, t.x + 0.03, 0.7, hh - 0.1))], p["box"] * 0.5)
+    cv.wpoly([(_quad_z(z0 - 0.01, x0 + 0.1, x1 - 0.1, 0.7, hh - 0.1))], p["box"] * 0.85)
+    cv.wpoly([(_quad_z(z0 - 0.02, t.x - 0.03, t.x + 0.03, 0.7, hh - 0.1))], p["box"] * 0.5)
 
 
 def _person_parts(p: dict, phase: float) -> list[tuple[np.ndarray, str]]:
@@ -704,10 +845,14 @@ def _draw_person(cv: _Canvas, t: _Thing, inst: int, time: float) -> None:
     p = t.params
     phase = p["phase"] + 2.2 * time * (abs(t.vx) + abs(t.vz) > 0.1)
     parts = _person_parts(p, phase)
-    pts = cv.project(_billboard((t.x, 0.0, t.z), 0.0, np.concatenate([uv for uv, _k in parts])))
+    world = _billboard((t.x, 0.0, t.z), 0.0, np.concatenate([uv for uv, _k in parts]))
+    pts = cv.project(world)
+    board = cv.plane_id(world, flat=True) if cv.plane is not None else 0  # the board stands at one depth
     start = 0
     for uv, key in parts:
         cv.poly([pts[start:start + len(uv)]], p[key], PERSON, inst)
+        if board:
+            cv2.fillPoly(cv.plane, [pts[start:start + len(uv)]], (board,), shift=_SHIFT)
         start += len(uv)
 
 
@@ -730,15 +875,16 @@ def _draw_bicycle(cv: _Canvas, x: float, z: float, p: dict, inst: int) -> tuple[
     thick = cv.px(0.06, z)
     for cu, cvv in wheels:
         ring = _billboard((x, 0.0, z), yaw, np.c_[cu + _CIRCLE[:, 0] * r, cvv + _CIRCLE[:, 1] * r])
-        cv.poly([cv.project(ring)], (70, 70, 72), BICYCLE, inst)  # spoked disc, labelled bicycle
-        cv.lines([cv.project(ring)], (20, 20, 20), max(1.0, thick), BICYCLE, inst, closed=True)
+        cv.wpoly([(ring)], (70, 70, 72), BICYCLE, inst)  # spoked disc, labelled bicycle
+        cv.lines([cv.project(ring)], (20, 20, 20), max(1.0, thick), BICYCLE, inst, closed=True, world=[ring])
         spokes = [cv.project(_billboard((x, 0.0, z), yaw, np.array([[cu - r * math.cos(a), cvv - r * math.sin(a)],
                                                                       [cu + r * math.cos(a), cvv + r * math.sin(a)]])))
                   for a in (0.3, 1.35, 2.4)]
         cv.lines(spokes, (150, 150, 150), 1)
-    cv.lines([cv.project(_billboard((x, 0.0, z), yaw, f)) for f in frame], p["frame"], max(1.0, cv.px(0.07, z)), BICYCLE, inst)
+    frame_w = [_billboard((x, 0.0, z), yaw, f) for f in frame]
+    cv.lines([cv.project(f) for f in frame_w], p["frame"], max(1.0, cv.px(0.07, z)), BICYCLE, inst, world=frame_w)
     sad = np.array([[seat[0] - 0.12, seat[1] + 0.04], [seat[0] + 0.1, seat[1] + 0.04], [seat[0] + 0.1, seat[1] + 0.09], [seat[0] - 0.12, seat[1] + 0.09]])
-    cv.poly([cv.project(_billboard((x, 0.0, z), yaw, sad))], (25, 25, 25), BICYCLE, inst)
+    cv.wpoly([(_billboard((x, 0.0, z), yaw, sad))], (25, 25, 25), BICYCLE, inst)
     return seat
 
 
@@ -763,7 +909,7 @@ def _draw_rider(cv: _Canvas, t: _Thing, inst_bike: int, inst_rider: int, time: f
     for uv, key in parts:
         world = _billboard((t.x, 0.0, t.z), yaw, uv)
         world[:, 2] -= abs(near)
-        cv.poly([cv.project(world)], p[key], RIDER, inst_rider)
+        cv.wpoly([(world)], p[key], RIDER, inst_rider)
 
 
 def _thing_depth(t: _Thing) -> float:
@@ -771,40 +917,64 @@ def _thing_depth(t: _Thing) -> float:
 
 
 def _render(lay: _Layout, time: float, noise_seed: int, sensor_seed: Optional[int] = None,
-            sensor_noise: float = 1.0) -> Scene:
+            sensor_noise: float = 1.0, moving_camera: bool = False, yaw: float = 0.0) -> Scene:
     """Draw ``lay`` at ``time`` seconds. ``noise_seed`` fixes the texture grain; ``sensor_seed``
-    (default: continue the texture stream) the per-frame sensor noise, scaled by ``sensor_noise``."""
+    (default: continue the texture stream) the per-frame sensor noise, scaled by ``sensor_noise``.
+
+    ``moving_camera``: ``lay`` is in the frame of a camera driving through the street (geometry may
+    lie beside and behind it): clip at the near plane, draw vehicles reaching past the camera, and
+    render ``Scene.depth``; ``yaw``: the camera's heading (radians, positive turns right).
+    """
     h, w = lay.hw
-    cv = _Canvas(lay.hw, lay.f, lay.xv, lay.yh, lay.hc, lay.colors["sky_top"])
+    cv = _Canvas(lay.hw, lay.f, lay.xv, lay.yh, lay.hc, lay.colors["sky_top"],
+                 depth=moving_camera, clip=moving_camera, yaw=yaw)
     _draw_background(cv, lay)
     # Shadows are applied to the image later: remember them as a shading mask.
     shade = np.ones((h, w), np.float32)
     for s in lay.shadows:
         q = _quad_y(0, min(s["x0"], s["x1"]), max(s["x0"], s["x1"]), s["z0"], s["z1"])
-        cv2.fillPoly(shade, [cv.project(q)], (float(s["d"]),), shift=_SHIFT)
+        cv2.fillPoly(shade, cv.proj(q), (float(s["d"]),), shift=_SHIFT)
     # Things and props far -> near.
-    items: list[tuple[float, object]] = [(p.z, p) for p in lay.props]
+    # Props at one depth vanish once the camera reaches them; hedges and fences run along the street.
+    z_min = 1.0 if moving_camera else _Z_NEAR + 0.1
+    items: list[tuple[float, object]] = [(p.z, p) for p in lay.props
+                                         if _view_z(cv, p.x, p.z) > z_min or p.kind in ("hedge", "fence")]
     for t in lay.things:
         tt = t.at(time)
-        if tt.z > 2.0:
+        if tt.z > 2.0 or (moving_camera and _reaches_ahead(tt, _view_z(cv, tt.x, tt.z))):
             items.append((_thing_depth(tt), tt))
     items.sort(key=lambda it: -it[0])
     for _z, item in items:
         if isinstance(item, _Prop):
             _draw_prop(cv, item)
         elif item.kind == "car":
-            _draw_car(cv, item, cv.new_instance(CAR))
+            _draw_car(cv, item, cv.new_instance(CAR, item.track))
         elif item.kind == "truck":
-            _draw_truck(cv, item, cv.new_instance(TRUCK))
+            _draw_truck(cv, item, cv.new_instance(TRUCK, item.track))
         elif item.kind == "person":
-            _draw_person(cv, item, cv.new_instance(PERSON), time)
+            _draw_person(cv, item, cv.new_instance(PERSON, item.track), time)
         elif item.kind == "bicycle":
-            _draw_bicycle(cv, item.x, item.z, item.params, cv.new_instance(BICYCLE))
+            _draw_bicycle(cv, item.x, item.z, item.params, cv.new_instance(BICYCLE, item.track))
         elif item.kind == "rider":
-            _draw_rider(cv, item, cv.new_instance(BICYCLE), cv.new_instance(RIDER), time)
+            _draw_rider(cv, item, cv.new_instance(BICYCLE, item.params.get("bike_track", 0)),
+                        cv.new_instance(RIDER, item.track), time)
     image = _finish_image(cv.image, cv.sem, shade, lay.light, noise_seed, sensor_seed, sensor_noise)
     panoptic, segments = _panoptic(cv)
-    return Scene(image=image, semantic=cv.sem, panoptic=panoptic, segments=segments)
+    depth = cv.depth_map() if moving_camera else None
+    return Scene(image=image, semantic=cv.sem, panoptic=panoptic, segments=segments, depth=depth)
+
+
+def _view_z(cv: _Canvas, x: float, z: float) -> float:
+    """Depth of the ground point (x, z) in the view of ``cv`` (z itself for a camera heading +Z)."""
+    return z if cv.sky_du == 0.0 else float(cv.to_view(np.array([x, 0.0, z]))[2])
+
+
+def _reaches_ahead(t: _Thing, view_z: float) -> bool:
+    """Near the camera: vehicles are clipped (they reach past it); people and bicycles, drawn as
+    upright boards, only while they stand clear of it (``view_z``: their depth in the view)."""
+    if t.kind in ("car", "truck"):
+        return t.z + max(t.params["l"], t.params["w"]) > _Z_NEAR + 0.2
+    return view_z > 1.2
 
 
 _NOISE_POOL_SIZE = 1 << 21
@@ -872,6 +1042,9 @@ def _panoptic(cv: _Canvas) -> tuple[np.ndarray, list[dict]]:
         if counts[k] == 0:
             continue  # completely hidden
         c = cv.inst_class[k]
+        if cv.inst_track[k]:
+            ids[k] = c * LABEL_DIVISOR + cv.inst_track[k]
+            continue
         next_id[c] = next_id.get(c, 0) + 1
         ids[k] = c * LABEL_DIVISOR + next_id[c]
     pan = ids[index]
@@ -924,7 +1097,8 @@ def make_scene(seed: int, hw: tuple[int, int] = (256, 512)) -> Scene:
 
 def make_sequence(seed: int, hw: tuple[int, int] = (256, 512), n_frames: int = 50, *, fps: float = 10.0,
                   sensor_noise: float = 1.0) -> list[Scene]:
-    """A static street with moving cars, pedestrians and riders: ``n_frames`` scenes at ``fps``.
+    """A static street with moving cars, pedestrians and riders: ``n_frames`` scenes at ``fps``
+    seen by a standing camera (a driving one: :func:`seg_perception.datasets.drive.make_drive`).
 
     Things keep their identity and move smoothly (constant world velocity, at most a few metres per
     second); instance numbers are re-assigned per frame (1..n per class in drawing order).
