@@ -232,7 +232,7 @@ def test_panoptic_postprocessing_parameter_applies_live(session):
     ({"input_transport": "compressed"}, ["input_transport", "read-only"]),  # start-up only
     ({"qos_reliability": "best_effort"}, ["qos_reliability", "read-only"]),
     ({"resolution": "64by128"}, ["resolution", "HxW"]),
-    ({"backend": "openvino"}, ["backend", "onnxruntime"]),  # lists the valid choices
+    ({"backend": "tflite"}, ["backend", "onnxruntime", "openvino"]),  # lists the valid choices
 ])
 def test_unsupported_change_is_refused_and_node_keeps_serving(session, change, needles):
     if change.get("device") == "cuda":
