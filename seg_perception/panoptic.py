@@ -501,11 +501,16 @@ def resize_heads(
     center: torch.Tensor,
     offset: torch.Tensor,
     out_hw: tuple[int, int],
+    *,
+    align_corners: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Upsample (or downsample) the three heads to ``out_hw``, scaling offsets to the new grid.
 
-    Bilinear, ``align_corners=False``. Offsets are displacements, so besides being resized dy is
-    multiplied by ``H / h`` and dx by ``W / w``.
+    Bilinear in the model's own convention. ``align_corners=False`` (pixel areas: x_out + 0.5 =
+    (x_in + 0.5) * W / w): dy is multiplied by ``H / h`` and dx by ``W / w``. ``align_corners=True``
+    (corner pixels coincide: x_out = x_in * (W - 1) / (w - 1), as bowenc0221's models resize): by
+    ``(H - 1) / (h - 1)`` and ``(W - 1) / (w - 1)``. Either way a pixel plus its offset lands on
+    the same scene point on both grids.
 
     Args:
         semantic_logits: (C, h, w) float.
@@ -533,9 +538,13 @@ def resize_heads(
         return semantic_logits, center, offset
 
     def up(t: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(t[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
+        return F.interpolate(t[None].float(), size=(H, W), mode="bilinear", align_corners=align_corners)[0]
 
-    scale = torch.tensor([H / h, W / w], dtype=torch.float32, device=offset.device).view(2, 1, 1)
+    if align_corners:
+        factors = [(big - 1) / (small - 1) if small > 1 else float(big) for big, small in ((H, h), (W, w))]
+    else:
+        factors = [H / h, W / w]
+    scale = torch.tensor(factors, dtype=torch.float32, device=offset.device).view(2, 1, 1)
     return up(semantic_logits), up(center), up(offset) * scale
 
 

@@ -76,7 +76,7 @@ SHIPPED_WEIGHTS = {
     "deeplabv3plus_mobilenetv2": WEIGHTS_DIR / "deeplabv3plus_mobilenetv2_synthetic.pt",
     "panoptic_deeplab_mobilenetv2": WEIGHTS_DIR / "panoptic_deeplab_mobilenetv2_synthetic.pt",
 }
-NO_WEIGHTS = ("", "none", "random")
+NO_WEIGHTS = ("none", "random")
 #: Checkpoint meta key holding post-processing values tuned for the weights (``seg-perception
 #: tune-panoptic --write``): a dict of :data:`seg_perception.panoptic.TUNABLE_FIELDS`.
 POSTPROCESS_META_KEY = "panoptic_postprocess"
@@ -117,13 +117,18 @@ def resolve_weights(model: str, weights: str | None) -> str | None:
     """The weights file ``model`` loads: a path, or None for random initialization.
 
     ``None`` (nothing given) and ``"default"`` mean the shipped weights of ``model``; ``"none"`` /
-    ``"random"`` / ``""`` mean random initialization; anything else is returned as the path.
+    ``"random"`` mean random initialization; anything else is returned as the path. An empty string
+    is refused: it is what a mistyped substitution (``weights:=$UNSET``) gives, and reading it as
+    "no weights" would silently run random weights.
 
     Raises:
-        PipelineError: no weights were given (or ``"default"``) for a model without shipped weights;
-            the message names the fix (a checkpoint file, or ``none`` for random init).
+        PipelineError: no weights were given (or ``"default"``) for a model without shipped weights,
+            or an empty string; the message names the fix (a checkpoint file, ``default``, or ``none``).
     """
     text = None if weights is None else str(weights).strip()
+    if text == "":
+        raise PipelineError("weights '' is empty: pass a checkpoint path, 'default' for the shipped weights "
+                            "or 'none' for random init")
     if text is not None and text.lower() in NO_WEIGHTS:
         return None
     if text is None or text.lower() == "default":
@@ -308,6 +313,7 @@ class Segmenter:
         panoptic: "PanopticConfig | None" = None,
         device: str = "cpu",
         backend_name: str = "",
+        align_corners: bool = False,
     ) -> None:
         if task not in ("semantic", "panoptic"):
             raise PipelineError(f"task must be 'semantic' or 'panoptic', got {task!r}")
@@ -320,6 +326,9 @@ class Segmenter:
         self.weights_sha256 = weights_sha256
         self.device = torch.device(device)
         self.backend_name = backend_name or getattr(backend, "name", "")
+        #: Resize convention of the model's heads (True for bowenc0221's models), used when the
+        #: panoptic heads are brought to the camera resolution (panoptic.resize_heads).
+        self.align_corners = bool(align_corners)
         self.panoptic_cfg = None
         if task == "panoptic":
             from .panoptic import PanopticConfig
@@ -367,7 +376,8 @@ class Segmenter:
             center = self._to_torch(outputs["center"])[index]
             offset = self._to_torch(outputs["offset"])[index]
             if tuple(logits.shape[-2:]) != (H, W):
-                logits, center, offset = resize_heads(logits, center, offset, (H, W))
+                logits, center, offset = resize_heads(logits, center, offset, (H, W),
+                                                      align_corners=self.align_corners)
             out = panoptic_postprocess(
                 logits, center, offset,
                 thing_ids=self.label_set.thing_ids, cfg=self.panoptic_cfg, label_set=self.label_set,
@@ -533,4 +543,5 @@ def build_segmenter(
         panoptic=panoptic_cfg,
         device=device if backend == "torch" else "cpu",
         backend_name=backend,
+        align_corners=bool(getattr(loaded.model, "align_corners", False)),
     )

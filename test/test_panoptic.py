@@ -539,6 +539,41 @@ def test_resize_heads_scales_offsets_by_factor():
         resize_heads(sem, ctr[:, :3], off, (8, 8))
 
 
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_resized_offsets_point_at_the_same_scene_point(align_corners):
+    """Offsets that all point at one center keep pointing at it after a resize, in the resize's own
+    pixel geometry: pixel-area (x + 0.5 scales by W / w) or corner-aligned (x scales by (W-1)/(w-1),
+    bowenc0221's convention). A field linear in x, y is reproduced exactly by bilinear resizing, so
+    only a wrong offset scale can make this fail."""
+    h, w, H, W = 33, 65, 129, 257
+    cy, cx = 11.0, 40.0
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    off = torch.stack([cy - yy, cx - xx])
+    _, _, o = resize_heads(torch.zeros(2, h, w), torch.zeros(1, h, w), off, (H, W), align_corners=align_corners)
+    if align_corners:
+        fy, fx = (H - 1) / (h - 1), (W - 1) / (w - 1)
+        ty, tx = cy * fy, cx * fx
+    else:
+        ty, tx = (cy + 0.5) * H / h - 0.5, (cx + 0.5) * W / w - 0.5
+    YY, XX = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    # Interior only: with align_corners=False the outermost half-pixels are clamped, not extrapolated.
+    m = (slice(4, -4), slice(4, -4))
+    assert torch.allclose((YY + o[0])[m], torch.full_like(YY[m], ty), atol=1e-3)
+    assert torch.allclose((XX + o[1])[m], torch.full_like(XX[m], tx), atol=1e-3)
+
+
+def test_segmenter_resizes_bowenc0221_heads_corner_aligned():
+    """A model built with align_corners=True (bowenc0221's layout) gets a Segmenter that resizes its
+    heads to the camera size in that convention."""
+    from seg_perception.pipeline import build_segmenter
+
+    seg = build_segmenter("panoptic_deeplab_resnet50", weights="none", resolution=(64, 128), backend="torch",
+                          model_kwargs={"align_corners": True, "output_stride": 32})
+    assert seg.align_corners is True
+    plain = build_segmenter("panoptic_deeplab_mobilenetv2", weights="none", resolution=(64, 128), backend="torch")
+    assert plain.align_corners is False
+
+
 # ----------------------------------------------------------------------------------------------
 # Config validation, input checks, timing helper
 # ----------------------------------------------------------------------------------------------

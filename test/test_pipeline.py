@@ -173,6 +173,12 @@ def test_missing_weights_names_path(tmp_path):
         load_model("deeplabv3plus_mobilenetv2", weights=str(tmp_path / "nope.pt"))
 
 
+@pytest.mark.parametrize("weights", ["", "   "])
+def test_empty_weights_are_refused_not_read_as_random(weights):
+    with pytest.raises(PipelineError, match="empty.*'default'.*'none'"):
+        load_model("deeplabv3plus_mobilenetv2", weights=weights)
+
+
 def test_random_weights_warn_loudly(caplog):
     with caplog.at_level(logging.WARNING, logger="seg_perception.pipeline"):
         lm = load_model("deeplabv3plus_mobilenetv2", weights="none", model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
