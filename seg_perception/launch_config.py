@@ -14,8 +14,9 @@ import yaml
 
 from .ros.params import BACKENDS, PRECISIONS, RELIABILITY, TRANSPORTS, ParameterError, validate
 
+from .config import DEFAULT_MODEL
+
 PACKAGE = "seg_perception"
-DEFAULT_MODEL = "deeplabv3plus_mobilenetv2"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import DEFAULT_RESOLUTION, ConfigError
+from .config import parse_resolution as _parse_resolution
 from .datasets.labels import LabelSet, get_label_set, list_label_sets
 from .hashing import sha256_file
 from .results import SegResult, StageTimings
@@ -69,7 +71,6 @@ def to_network_input(rgb: np.ndarray, resolution: tuple[int, int]) -> np.ndarray
 
 
 #: Network resolution used when neither the caller nor the checkpoint names one.
-DEFAULT_RESOLUTION = (512, 1024)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Shipped defaults (trained on synthetic scenes, see docs/TRAINING.md).
 SHIPPED_WEIGHTS = {
@@ -82,35 +83,21 @@ NO_WEIGHTS = ("none", "random")
 POSTPROCESS_META_KEY = "panoptic_postprocess"
 
 
-class PipelineError(ValueError):
+class PipelineError(ConfigError):
     """A Segmenter could not be configured (bad resolution, input, label set, ...)."""
 
 
 def parse_resolution(value: Any) -> tuple[int, int]:
-    """Parse ``"512x1024"`` / ``(512, 1024)`` / ``[512, 1024]`` into ``(H, W)``.
+    """Parse ``"512x1024"`` / ``(512, 1024)`` / ``[512, 1024]`` into ``(H, W)``
+    (:func:`seg_perception.config.parse_resolution`).
 
     Raises:
         PipelineError: anything else, or non-positive / absurd sizes.
     """
-    if isinstance(value, str):
-        parts = value.lower().replace(" ", "").split("x")
-        try:
-            hw = tuple(int(p) for p in parts)
-        except ValueError:
-            hw = ()
-    elif isinstance(value, (tuple, list)):
-        try:
-            hw = tuple(int(v) for v in value)
-        except (TypeError, ValueError):
-            hw = ()
-    else:
-        hw = ()
-    if len(hw) != 2 or not all(8 <= v <= 8192 for v in hw):
-        raise PipelineError(
-            f"resolution {value!r} is not valid: write it as 'HxW' (height x width), "
-            "each between 8 and 8192, e.g. '512x1024'"
-        )
-    return hw  # type: ignore[return-value]
+    try:
+        return _parse_resolution(value)
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def resolve_weights(model: str, weights: str | None) -> str | None:

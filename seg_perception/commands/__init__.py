@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-#: The model a command uses when ``--model`` is omitted: the node's default (``ros.params.DEFAULT_MODEL``,
-#: equal by test), named here so that building a parser imports no torch.
-DEFAULT_MODEL = "deeplabv3plus_mobilenetv2"
+from ..config import DEFAULT_MODEL  # the model a command uses when --model is omitted (the node's too)
+
 WEIGHTS_HELP = ("checkpoint path (public checkpoint formats are converted); 'none' = random init (outputs "
                 "meaningless); default: the model's shipped weights (a model without them needs one of the two)")
 

@@ -9,14 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from ..config import BACKENDS, DEFAULT_MODEL, PRECISIONS, RELIABILITY, TRANSPORTS, ConfigError, parse_resolution
 from ..datasets.labels import list_label_sets
-from ..pipeline import PipelineError, parse_resolution
-
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-TRANSPORTS = ("raw", "compressed")
-RELIABILITY = ("auto", "best_effort", "reliable")
-DEFAULT_MODEL = "deeplabv3plus_mobilenetv2"
 
 #: Parameters whose change on a running node rebuilds the Segmenter (refused if the rebuild fails).
 RELOAD_KEYS = frozenset({"model", "weights", "label_set", "num_classes", "resolution", "backend", "device",
@@ -75,7 +69,7 @@ def _resolution(v: Any) -> str:
         return ""
     try:
         h, w = parse_resolution(v)
-    except PipelineError as e:
+    except ConfigError as e:
         raise ParameterError(f"parameter 'resolution': {e}") from None
     return f"{h}x{w}"
 

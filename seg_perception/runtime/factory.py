@@ -42,14 +42,16 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
+from ..config import BACKENDS
 from .base import Backend, BackendError
 from .export import DEFAULT_OPSET, default_cache_dir, export_onnx_cached, unsupported_tensorrt_ops
 
 LOG = logging.getLogger("seg_perception.runtime")
 
-BACKEND_KINDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-#: Kinds create_backend accepts: the runtimes plus "auto" (see :mod:`.auto`).
-BACKEND_CHOICES = ("auto",) + BACKEND_KINDS
+#: Kinds create_backend accepts: the runtimes plus "auto" (see :mod:`.auto`); the one list is
+#: seg_perception.config.BACKENDS.
+BACKEND_CHOICES = BACKENDS
+BACKEND_KINDS = tuple(b for b in BACKENDS if b != "auto")
 _COMMON_OPTIONS = {"cache_dir"}
 BACKEND_OPTIONS: dict[str, set[str]] = {
     "torch": {"channels_last", "cuda_graphs", "warmup"},

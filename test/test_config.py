@@ -1,0 +1,40 @@
+"""The torch-free configuration layer: what launch files and ``--help`` import stays light."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from seg_perception import config
+
+
+@pytest.mark.parametrize("module", ["seg_perception.config", "seg_perception.ros.params",
+                                    "seg_perception.launch_config", "seg_perception.commands"])
+def test_import_loads_neither_torch_nor_opencv(module):
+    code = (f"import sys, {module}; heavy = [m for m in ('torch', 'cv2', 'onnxruntime', 'openvino') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()}"
+
+
+def test_one_list_of_backends_and_one_default_model():
+    from seg_perception import commands, launch_config
+    from seg_perception.ros import params
+    from seg_perception.runtime import factory
+
+    assert params.BACKENDS is config.BACKENDS and factory.BACKEND_CHOICES is config.BACKENDS
+    assert set(factory.BACKEND_KINDS) == set(config.BACKENDS) - {"auto"}
+    assert commands.DEFAULT_MODEL == launch_config.DEFAULT_MODEL == params.DEFAULT_MODEL == config.DEFAULT_MODEL
+    assert params.SPECS["backend"].default in config.BACKENDS
+
+
+@pytest.mark.parametrize("text, hw", [("512x1024", (512, 1024)), (" 64 X 128 ", (64, 128)), ([8, 8192], (8, 8192))])
+def test_parse_resolution_accepts_the_documented_forms(text, hw):
+    assert config.parse_resolution(text) == hw
+
+
+@pytest.mark.parametrize("bad", ["", "512", "512x", "0x0", "7x64", "64x8193", "axb", None, 512, (1, 2, 3)])
+def test_parse_resolution_refuses_with_the_accepted_form(bad):
+    with pytest.raises(config.ConfigError, match="HxW"):
+        config.parse_resolution(bad)
