@@ -158,7 +158,7 @@ def test_tracking_keeps_ids_of_moving_objects(tmp_path):
         things = get_label_set("cityscapes").thing_ids
         tracked = [image_to_numpy(m) for m in sorted(pan, key=lambda m: m.header.stamp.sec)]
         per_frame = [image_to_numpy(m) for m in sorted(frame_pan, key=lambda m: m.header.stamp.sec)]
-        kept = 0
+        kept = changed_untracked = 0
         for i in range(1, n):
             prev_t, cur_t, cur_f = tracked[i - 1], tracked[i], per_frame[i]
             # the tracked map is the per-frame map with thing ids renamed one-to-one
@@ -179,7 +179,14 @@ def test_tracking_keeps_ids_of_moving_objects(tmp_path):
                 if best // LABEL_DIVISOR == tid // LABEL_DIVISOR and iou > 0.6:
                     assert best == tid, f"frame {i}: object with IoU {iou:.2f} changed id {best} -> {tid}"
                     kept += 1
+                    # the same object's per-frame id (what tracking off publishes) in both frames
+                    prev_f = np.roll(per_frame[i - 1], shift, axis=1)
+                    f_ids, f_counts = np.unique(prev_f[mask], return_counts=True)
+                    cur_ids, cur_counts = np.unique(cur_f[mask], return_counts=True)
+                    changed_untracked += int(f_ids[f_counts.argmax()] != cur_ids[cur_counts.argmax()])
         assert kept >= 3, "too few objects persisted to test tracking; pick another scene"
+        # without the tracker some of these objects change id: the sequence really tests tracking
+        assert changed_untracked >= 1
         if HAVE_VISION_MSGS:
             for m, ids in zip(sorted(inst, key=lambda m: m.header.stamp.sec), tracked):
                 want = sorted(int(v) for v in np.unique(ids) if v // LABEL_DIVISOR in things and v % LABEL_DIVISOR)
