@@ -24,6 +24,12 @@ Topics (relative names, so namespaces and remapping work as usual):
   (vision_msgs/Detection2DArray, when vision_msgs is importable); ``~/camera_info`` (the camera's
   info rescaled to the label image, no roi/binning) when camera_info arrives. Every output carries
   the input header (stamp and frame_id) and the input's size.
+* with ``tracking.enabled`` (panoptic models): ``~/panoptic`` and ``~/instances`` carry persistent
+  track ids (:class:`~seg_perception.core.tracking.PanopticTracker`), ``~/panoptic_frame`` the
+  per-frame ids.
+* with ``depth_topic``: subscribes the registered depth image and its camera_info, pairs depth
+  with color by stamp (:class:`~seg_perception.ros.robot_outputs.RobotOutputs`) and publishes
+  ``~/points`` (PointCloud2: x, y, z, label, instance, rgb) while someone subscribes.
 * ``/diagnostics``: fps, per-stage latency, received/processed/dropped/rejected counts by reason,
   lifecycle state, input topic/QoS/publishers and warnings, reload state, start-up times.
 
