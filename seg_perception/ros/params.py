@@ -303,7 +303,12 @@ class NodeConfig:
         vals = {p.name: p.default for p in PARAMETERS}
         for k, v in (overrides or {}).items():
             vals[k] = v
-        return cls({k: validate(k, v) for k, v in vals.items()})
+        out = cls({k: validate(k, v) for k, v in vals.items()})
+        lo, hi = out["cloud.min_range"], out["cloud.max_range"]
+        if hi and lo >= hi:
+            raise ParameterError(f"parameters 'cloud.min_range' = {lo} and 'cloud.max_range' = {hi}: the kept depth "
+                                 "interval is empty; use min_range < max_range (max_range 0 = no limit)")
+        return out
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
