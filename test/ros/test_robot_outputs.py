@@ -13,6 +13,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from seg_perception.conversions import image_to_numpy, numpy_to_image
 from seg_perception.datasets.labels import get_label_set
 from seg_perception.datasets.synthetic import make_scene
+from seg_perception.pipeline import build_segmenter
 from seg_perception.results import LABEL_DIVISOR
 from seg_perception.ros.pointcloud_msg import point_dtype
 
@@ -155,9 +156,14 @@ def test_tracking_keeps_ids_of_moving_objects(tmp_path):
                 assert h.spin_until(lambda: len(pan) >= k and len(frame_pan) >= k
                                     and (not HAVE_VISION_MSGS or len(inst) >= k), 90, proc), \
                     (tmp_path / "node.log").read_text()[-3000:]
+        local = build_segmenter("panoptic_deeplab_mobilenetv2", weights="default", resolution="128x256")
         things = get_label_set("cityscapes").thing_ids
         tracked = [image_to_numpy(m) for m in sorted(pan, key=lambda m: m.header.stamp.sec)]
         per_frame = [image_to_numpy(m) for m in sorted(frame_pan, key=lambda m: m.header.stamp.sec)]
+        # ~/panoptic_frame is exactly the untracked output (what tracking off publishes)
+        for img, f in zip(_rolled_frames(n, shift), per_frame):
+            np.testing.assert_array_equal(f, local.segment(img).panoptic)
+        local.close()
         kept = changed_untracked = 0
         for i in range(1, n):
             prev_t, cur_t, cur_f = tracked[i - 1], tracked[i], per_frame[i]
@@ -192,4 +198,33 @@ def test_tracking_keeps_ids_of_moving_objects(tmp_path):
                 want = sorted(int(v) for v in np.unique(ids) if v // LABEL_DIVISOR in things and v % LABEL_DIVISOR)
                 assert sorted(int(d.id) for d in m.detections) == want
     finally:
+        h.close()
+
+
+@pytest.mark.ros
+def test_tracking_off_publishes_the_per_frame_output(tmp_path):
+    ns, node = "/trk_off", "/trk_off/segment_node"
+    h = Harness("ro_track_off_harness")
+    local = build_segmenter("panoptic_deeplab_mobilenetv2", weights="default", resolution="128x256")
+    try:
+        pan = h.subscribe(Image, f"{node}/panoptic")
+        frame_pan = h.subscribe(Image, f"{node}/panoptic_frame")
+        pub = h.node.create_publisher(Image, f"{ns}/image", RELIABLE)
+        params = {"model": "panoptic_deeplab_mobilenetv2", "weights": "default", "resolution": "128x256",
+                  "qos_reliability": "reliable"}
+        imgs = _rolled_frames(3, 6)
+        with node_process(params, namespace=ns, log_path=tmp_path / "node.log") as proc:
+            assert h.wait_connected(pub, f"{node}/panoptic", proc), "node never subscribed"
+            for i, img in enumerate(imgs):
+                msg = numpy_to_image(img, "rgb8")
+                msg.header.stamp.sec = 90 + i
+                pub.publish(msg)
+                k = i + 1
+                assert h.spin_until(lambda: len(pan) >= k, 90, proc), (tmp_path / "node.log").read_text()[-3000:]
+            h.spin_until(lambda: False, 0.5)
+        assert not frame_pan
+        for img, m in zip(imgs, sorted(pan, key=lambda m: m.header.stamp.sec)):
+            np.testing.assert_array_equal(image_to_numpy(m), local.segment(img).panoptic)
+    finally:
+        local.close()
         h.close()
