@@ -99,3 +99,23 @@ def test_video_metrics_need_panoptic_gt(tmp_path, scene):
         evaluate_bags([bag], segmenter=scene.FakeSegmenter("panoptic"), image_topic="/cam",
                       gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out", progress=False,
                       video_metrics=True, tracking="maybe")
+
+
+def test_eval_bag_cli_video_metrics_with_real_panoptic_model(tmp_path, capsys):
+    import argparse
+
+    from seg_perception.commands import eval_bag
+
+    p = argparse.ArgumentParser()
+    eval_bag.configure_parser(p)
+    bag = _bag(tmp_path / "bag")
+    args = p.parse_args([str(bag), "--model", "panoptic_deeplab_mobilenetv2", "--weights", "default",
+                         "--image-topic", "/cam", "--gt-panoptic-topic", "/gt/panoptic", "--out", str(tmp_path / "out"),
+                         "--resolution", "64x128", "--no-progress", "--no-figures", "--video-metrics",
+                         "--tracking", "on"])
+    assert eval_bag.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "video (tracked ids): STQ" in printed and "untracked" not in printed
+    video = json.loads((tmp_path / "out" / "report.json").read_text())["video"]
+    assert video["frames"] == N and set(video) >= {"tracked"} and "untracked" not in video
+    assert 0.0 <= video["tracked"]["sq"] <= 1.0
