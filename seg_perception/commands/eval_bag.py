@@ -43,6 +43,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="evaluate at most this many frames")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
+    p.add_argument("--video-metrics", action="store_true",
+                   help="GT panoptic ids are stable track ids (one sequence per bag): also report STQ, VPQ, id switches")
+    p.add_argument("--tracking", choices=["off", "on", "both"], default="both",
+                   help="video metrics of the per-frame ids (off), the tracked ids (on) or both (default)")
 
 
 def _pct(v) -> str:
@@ -66,6 +70,11 @@ def summary_lines(report: dict) -> list[str]:
                 _pct(p["all"]["pq"]), _pct(p["all"]["sq"]), _pct(p["all"]["rq"]), _pct(p["things"]["pq"]), _pct(p["stuff"]["pq"])
             )
         )
+    video = report.get("video") or {}
+    for v in ("untracked", "tracked"):
+        if v in video:
+            m = video[v]
+            lines.append(f"video ({v} ids): STQ {_pct(m['stq'])}  VPQ {_pct(m['vpq'])}  id switches {m['id_switches']}")
     lat = report["latency"]["total"]
     if lat["count"]:
         lines.append(f"latency: mean {lat['mean_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms ({lat['fps']:.1f} fps)")
@@ -123,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             gt_match=args.gt_match,
             max_frames=args.max_frames,
             figures=not args.no_figures,
+            video_metrics=args.video_metrics,
+            tracking=args.tracking,
         )
     except (BagError, GroundTruthError, ValueError) as exc:
         print(f"eval-bag: error: {exc}")

@@ -154,6 +154,10 @@ class StampMatcher:
             out.append(Match(t, pmsg, others, offsets))
         return out
 
+    def waiting(self, stamp: int) -> bool:
+        """Whether a pivot message with this stamp is buffered, its match not yet decided."""
+        return any(t == int(stamp) for t, _m in self._buf[self.pivot])
+
     def stats(self) -> dict:
         """Counters for diagnostics: matched, drops by stream and reason, buffered per stream."""
         return {"matched": self.matched, "time_jumps": self.time_jumps, "drops": dict(self.drops),

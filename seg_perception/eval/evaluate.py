@@ -40,6 +40,7 @@ from seg_perception.eval.gt import (
 )
 from seg_perception.eval.metrics import MIOU_CONVENTIONS, ConfusionMatrix, PanopticQuality
 from seg_perception.eval.report import latency_stats, write_report
+from seg_perception.eval.video_eval import TRACKING_MODES, VideoEvaluator
 from seg_perception.hashing import sha256_file
 from seg_perception.results import LABEL_DIVISOR
 
@@ -178,6 +179,8 @@ def evaluate_bags(
     export_coco: bool = True,
     max_frames: Optional[int] = None,
     figures: bool = True,
+    video_metrics: bool = False,
+    tracking: str = "both",
 ) -> dict:
     """Segment the image topic of ``bags`` and evaluate against ground truth.
 
@@ -199,6 +202,10 @@ def evaluate_bags(
         export_coco: write COCO panoptic / semantic PNG exports.
         max_frames: stop after this many image messages (None: all).
         figures: write the matplotlib figures (confusion matrix, per-class IoU, latency).
+        video_metrics: the GT panoptic ids are stable track ids (one sequence per bag): also report
+            STQ, VPQ and id switches (see :mod:`.video_eval`) under ``video``.
+        tracking: for the video metrics: ``"off"`` (per-frame ids), ``"on"`` (the node's tracker)
+            or ``"both"``.
 
     Returns:
         The report dict (also written to ``out_dir/report.json``).
@@ -223,6 +230,8 @@ def evaluate_bags(
         raise ValueError(f"stamp_tolerance_ns must be >= 0, got {stamp_tolerance_ns}")
     if gt_match not in GT_MATCH_MODES:
         raise ValueError(f"unknown gt_match {gt_match!r}; choose one of: {', '.join(GT_MATCH_MODES)}")
+    if tracking not in TRACKING_MODES:
+        raise ValueError(f"unknown tracking {tracking!r}; choose one of: {', '.join(TRACKING_MODES)}")
     out = Path(out_dir)
     pred_bag_path = out / "predictions.mcap"
     if write_bag and pred_bag_path.exists():
@@ -261,6 +270,11 @@ def evaluate_bags(
                         label_set.ignore_label * LABEL_DIVISOR)
         if panoptic_model and has_pan_gt else None
     )
+    if video_metrics and not (panoptic_model and gt_panoptic_topic):
+        raise ValueError("video metrics need a panoptic model and a GT panoptic topic whose ids are track ids "
+                         f"(model task {getattr(segmenter, 'task', 'semantic')!r}, gt_panoptic_topic "
+                         f"{gt_panoptic_topic!r}); pass --gt-panoptic-topic or drop --video-metrics")
+    video = VideoEvaluator.for_label_set(label_set, LABEL_DIVISOR, tracking=tracking) if video_metrics else None
 
     out.mkdir(parents=True, exist_ok=True)
     coco = CocoPanopticWriter(out, label_set) if export_coco else None
@@ -329,6 +343,8 @@ def evaluate_bags(
                 cm.update(gt.semantic, sem)
                 if pq is not None and gt.panoptic is not None and result.panoptic is not None:
                     pq.update(gt.panoptic, result.panoptic)
+                if video is not None and gt.panoptic is not None and result.panoptic is not None:
+                    video.update(gt.panoptic, result.panoptic, frame.bag_path)
                 evaluated += 1
                 valid = gt.semantic != label_set.ignore_label
                 record.update(gt=True, dt_ns=gt.dt_ns,
@@ -388,6 +404,7 @@ def evaluate_bags(
         "gt": gt_summary,
         "semantic": cm.summary(miou_convention, label_set.names) if evaluated else None,
         "panoptic": pq.summary(label_set.names) if pq is not None and pq.frames else None,
+        **({"video": video.summary()} if video is not None else {}),
         "latency": {
             "total": latency_stats(latencies),
             **({k: latency_stats(v) for k, v in stage_ms.items() if v}),

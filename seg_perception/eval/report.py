@@ -122,6 +122,14 @@ def render_markdown(report: dict) -> str:
             [[c["class_id"], c["name"], "yes" if c["is_thing"] else "no", _f(c["pq"], 100), _f(c["sq"], 100),
               _f(c["rq"], 100), c["tp"], c["fp"], c["fn"]] for c in pq["per_class"]],
         )
+    video = report.get("video")
+    if video:
+        out += ["", "## Video panoptic quality", "", f"{video['frames']} frames in {video['sequences']} sequence(s). "
+                + video["definitions"] + ".", ""]
+        out += _table(["ids", "STQ %", "AQ %", "SQ %", "VPQ %", "VPQ things %", "VPQ stuff %", "id switches"],
+                      [[v, _f(video[v]["stq"], 100), _f(video[v]["aq"], 100), _f(video[v]["sq"], 100),
+                        _f(video[v]["vpq"], 100), _f(video[v]["vpq_things"], 100), _f(video[v]["vpq_stuff"], 100),
+                        video[v]["id_switches"]] for v in ("untracked", "tracked") if v in video])
     lat = report.get("latency", {})
     if lat:
         out += ["", "## Latency (per frame, ms)", ""]

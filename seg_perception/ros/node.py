@@ -24,6 +24,12 @@ Topics (relative names, so namespaces and remapping work as usual):
   (vision_msgs/Detection2DArray, when vision_msgs is importable); ``~/camera_info`` (the camera's
   info rescaled to the label image, no roi/binning) when camera_info arrives. Every output carries
   the input header (stamp and frame_id) and the input's size.
+* with ``tracking.enabled`` (panoptic models): ``~/panoptic`` and ``~/instances`` carry persistent
+  track ids (:class:`~seg_perception.core.tracking.PanopticTracker`), ``~/panoptic_frame`` the
+  per-frame ids.
+* with ``depth_topic``: subscribes the registered depth image and its camera_info, pairs depth
+  with color by stamp (:class:`~seg_perception.ros.robot_outputs.RobotOutputs`) and publishes
+  ``~/points`` (PointCloud2: x, y, z, label, instance, rgb) while someone subscribes.
 * ``/diagnostics``: fps, per-stage latency, received/processed/dropped/rejected counts by reason,
   lifecycle state, input topic/QoS/publishers and warnings, reload state, start-up times.
 
@@ -56,13 +62,15 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from .. import viz
 from ..conversions import ConversionError, numpy_to_image, to_rgb
 from ..pipeline import Segmenter, build_segmenter
 from .camera_info import image_topic_sibling, scale_camera_info
+from .depth_input import depth_from_msg
 from .instances import InstancePublisher
+from .robot_outputs import RobotOutputs
 from .params import (FLOAT_KEYS, PARAMETERS, RELOAD_KEYS, SPECS, STARTUP_ONLY_KEYS, NodeConfig, ParameterError,
                      closest_parameter, precheck_weights, validate)
 from .stats import LatestSlot, NodeStats, process_age_s
@@ -155,6 +163,9 @@ class SegmentNode(LifecycleNode):
         self._transition_error = ""
         self._startup: dict[str, float] = {}
         self._factory = segmenter_factory
+        self._depth_sub: Any = None
+        self._depth_info_sub: Any = None
+        self.robot: Optional[RobotOutputs] = None
         super().__init__(node_name, **kwargs)
         try:
             self._build()
@@ -195,12 +206,22 @@ class SegmentNode(LifecycleNode):
         self.pub_overlay = self.create_publisher(Image, "~/overlay", 10)
         self.pub_panoptic = self.create_publisher(Image, "~/panoptic", 10)
         self.pub_info = self.create_publisher(CameraInfo, "~/camera_info", 10)
+        self.pub_panoptic_frame = self.create_publisher(Image, "~/panoptic_frame", 10)
+        self.pub_points = self.create_publisher(PointCloud2, "~/points", 10)
         self.instances = InstancePublisher(self, "~/instances")
         if not self.instances.available:
             self.get_logger().warning(f"instance lists (~/instances) are off: {self.instances.why_unavailable}")
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.input_topic = self._resolve_input_topic()
         self.info_topic = self._resolve_info_topic()
+        self.depth_topic = self.resolve_topic_name(self.cfg["depth_topic"]) if self.cfg["depth_topic"] else ""
+        if self.depth_topic:
+            self.depth_info_topic = (self.resolve_topic_name(self.cfg["depth_info_topic"]) if self.cfg["depth_info_topic"]
+                                     else image_topic_sibling(self.depth_topic, "camera_info"))
+        else:
+            self.depth_info_topic = ""
+        self.robot = RobotOutputs(tolerance_ms=self.cfg["stamp_tolerance_ms"], buffer_size=self.cfg["match_buffer"],
+                                  depth_enabled=bool(self.depth_topic))
 
         self._last_errors = 0
         self._diag_period = self.cfg["diagnostics_period"]
@@ -300,6 +321,12 @@ class SegmentNode(LifecycleNode):
         try:
             self._subscribe(self._pick_reliability()[0])
             self._info_sub = self.create_subscription(CameraInfo, self.info_topic, self._on_camera_info, 5)
+            if self.depth_topic:
+                qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.cfg["qos_depth"],
+                                 reliability=self._sub_reliability or ReliabilityPolicy.RELIABLE)
+                self._depth_sub = self.create_subscription(Image, self.depth_topic, self._on_depth, qos)
+                self._depth_info_sub = self.create_subscription(CameraInfo, self.depth_info_topic,
+                                                                self._on_depth_info, 5)
         except Exception as e:  # noqa: BLE001
             return self._refuse("activate", e)
         self._active = True
@@ -308,11 +335,13 @@ class SegmentNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._unsubscribe()
+        self.robot.request_reset()
         if self._slot.clear():
             self.stats.on_dropped()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.robot.request_reset()
         self._free_model()
         return TransitionCallbackReturn.SUCCESS
 
@@ -368,6 +397,10 @@ class SegmentNode(LifecycleNode):
         if info and self._info_sub is not None:
             self.destroy_subscription(self._info_sub)
             self._info_sub = None
+        for attr in ("_depth_sub", "_depth_info_sub") if info else ():
+            if getattr(self, attr) is not None:
+                self.destroy_subscription(getattr(self, attr))
+                setattr(self, attr, None)
 
     def _watch_input(self) -> None:
         """Every second while active: follow the publishers' QoS (auto) and warn once when no frame comes."""
@@ -421,11 +454,28 @@ class SegmentNode(LifecycleNode):
             self.get_logger().warning(f"skipped frame: {type(e).__name__}: {e}", throttle_duration_sec=2.0)
             return
         frame = _Frame(header=msg.header, rgb=rgb, convert_ms=(time.perf_counter() - t0) * 1e3)
+        self.robot.on_color(msg.header)
         dropped = self._slot.put(frame)
         self.stats.on_received(dropped, self._slot.depth)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._infos = (self._infos + [msg])[-10:]
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            depth = depth_from_msg(msg)
+        except ConversionError as e:
+            self.robot.on_depth_rejected(e.reason)
+            self.get_logger().warning(f"skipped depth image: {e}", throttle_duration_sec=5.0)
+            return
+        except Exception as e:  # noqa: BLE001 - a bad depth message must not take the node down
+            self.robot.on_depth_rejected("undecodable")
+            self.get_logger().warning(f"skipped depth image: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
+            return
+        self.robot.on_depth(msg.header, depth)
+
+    def _on_depth_info(self, msg: CameraInfo) -> None:
+        self.robot.on_depth_info(msg)
 
     def _info_for(self, header: Any) -> Optional[CameraInfo]:
         infos = self._infos
@@ -465,10 +515,14 @@ class SegmentNode(LifecycleNode):
         header, rgb = frame.header, frame.rgb
         sem_enc = "mono8" if result.semantic.dtype.itemsize == 1 else "mono16"
         self._publish(self.pub_semantic, numpy_to_image(result.semantic, sem_enc, header))
-        if result.panoptic is not None:
-            self._publish(self.pub_panoptic, numpy_to_image(result.panoptic, "32SC1", header))
+        panoptic, segments = result.panoptic, result.segments
+        if panoptic is not None and self.cfg["tracking.enabled"]:
+            panoptic, segments = self.robot.track(header, panoptic, segments, label_set, self.cfg)
+            self._publish(self.pub_panoptic_frame, numpy_to_image(result.panoptic, "32SC1", header))
+        if panoptic is not None:
+            self._publish(self.pub_panoptic, numpy_to_image(panoptic, "32SC1", header))
             if self._running and self._active:
-                self.instances.publish(header, result.segments)
+                self.instances.publish(header, segments)
         info = self._info_for(header)
         if info is not None:
             try:
@@ -479,8 +533,8 @@ class SegmentNode(LifecycleNode):
         want_colored = self.pub_colored.get_subscription_count() > 0
         want_overlay = self.pub_overlay.get_subscription_count() > 0
         if want_colored or want_overlay:
-            if result.panoptic is not None:
-                color = viz.colorize_panoptic(result.panoptic, label_set.palette)
+            if panoptic is not None:
+                color = viz.colorize_panoptic(panoptic, label_set.palette)
             else:
                 color = viz.colorize(result.semantic, label_set.palette)
             if want_colored:
@@ -488,6 +542,13 @@ class SegmentNode(LifecycleNode):
             if want_overlay:
                 over = viz.overlay(rgb, color, self.cfg["overlay_alpha"])
                 self._publish(self.pub_overlay, numpy_to_image(over, "rgb8", header))
+        if self.depth_topic:
+            # After the image outputs: waiting for a late depth frame never delays them.
+            want_cloud = self.pub_points.get_subscription_count() > 0
+            cloud = self.robot.cloud(header, result.semantic, panoptic, rgb, label_set, self.cfg,
+                                     fallback_info=info, build=want_cloud)
+            if cloud is not None:
+                self._publish(self.pub_points, cloud)
         t3 = time.perf_counter()
         stages = result.timings.as_dict()
         stages.update({"convert_ms": frame.convert_ms, "publish_ms": (t3 - t2) * 1e3,
@@ -613,6 +674,10 @@ class SegmentNode(LifecycleNode):
         snap["input.reliability"] = self._sub_reliability.name.lower() if self._sub is not None else "none"
         snap["input.publishers"] = self.count_publishers(self.input_topic)
         snap["input.warning"] = self._input_warning
+        if self.depth_topic:
+            snap["input.depth_topic"] = self.depth_topic
+            snap["input.depth_info_topic"] = self.depth_info_topic
+        snap.update(self.robot.snapshot())
         snap["reload.state"] = self._reload_state
         snap["reload.error"] = self._reload_error
         snap["reload.generation"] = self._reload_generation

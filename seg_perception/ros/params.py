@@ -17,7 +17,9 @@ RELOAD_KEYS = frozenset({"model", "weights", "label_set", "num_classes", "resolu
                          "precision", "center_threshold", "nms_kernel", "top_k", "stuff_area",
                          "class_split_area", "class_aware_grouping"})
 #: Parameters that only take effect at start-up (topics and QoS are wired once).
-STARTUP_ONLY_KEYS = frozenset({"input_transport", "qos_reliability", "qos_depth", "autostart"})
+STARTUP_ONLY_KEYS = frozenset({"input_transport", "qos_reliability", "qos_depth", "autostart", "depth_topic",
+                               "depth_info_topic", "stamp_tolerance_ms", "match_buffer"})
+CLOUD_COLORS = ("class", "instance", "image")
 #: Largest weights file the node opens (the biggest public checkpoint it converts is ~250 MB); a
 #: bigger file is refused before it is read or hashed.
 MAX_WEIGHTS_BYTES = 1 << 30
@@ -159,6 +161,27 @@ def precheck_weights(value: str, max_bytes: int = MAX_WEIGHTS_BYTES) -> None:
                              f"(starts with {head!r}); pass a .pt/.pth/.pkl checkpoint")
 
 
+def _class_list(v: Any) -> str:
+    """``cloud.classes``: '' (all) or comma-separated train ids, normalized to '11,13'."""
+    if not isinstance(v, str):
+        raise ParameterError(f"parameter 'cloud.classes' = {v!r} must be a string of comma-separated class ids "
+                             "(e.g. '11,13'; '' = all classes)")
+    parts = [t.strip() for t in v.split(",") if t.strip()]
+    try:
+        ids = sorted({int(t) for t in parts})
+    except ValueError:
+        raise ParameterError(f"parameter 'cloud.classes' = {v!r}: each entry must be an integer train id "
+                             "(e.g. '11,13'; '' = all classes)") from None
+    if any(not 0 <= i <= 65535 for i in ids):
+        raise ParameterError(f"parameter 'cloud.classes' = {v!r}: class ids must be in [0, 65535]")
+    return ",".join(str(i) for i in ids)
+
+
+def parse_class_list(v: str) -> Optional[frozenset[int]]:
+    """Normalized ``cloud.classes`` -> class ids (None = all)."""
+    return frozenset(int(t) for t in v.split(",")) if v else None
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """One declared parameter."""
@@ -210,6 +233,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "there is one (a rider's legs stay with the rider, not the bicycle's center); 0 = off (nearest center, "
               "the paper); -1 = tuned for the weights, else 0.",
               _or_auto(-1, _range("class_aware_grouping", 0, 1, int), "class_aware_grouping")),
+    ParamSpec("tracking.enabled", False, "Persistent instance ids (panoptic models): ~/panoptic, ~/instances and "
+              "~/points carry track ids; the per-frame ids go to ~/panoptic_frame.", _bool("tracking.enabled")),
+    ParamSpec("tracking.max_missed", 5, "Frames a track survives unmatched.", _range("tracking.max_missed", 0, 1000, int)),
+    ParamSpec("tracking.min_iou", 0.1, "Smallest IoU of a segment with a track's motion-predicted mask to match.",
+              _range("tracking.min_iou", 0.0, 1.0, float)),
+    ParamSpec("tracking.max_center_distance", 1.0, "Centroid gate in units of sqrt(track area) (matches without "
+              "overlap); 0 = off.", _range("tracking.max_center_distance", 0.0, 100.0, float)),
+    ParamSpec("tracking.motion_weight", 0.5, "Weight of the centroid distance in the matching cost.",
+              _range("tracking.motion_weight", 0.0, 100.0, float)),
+    ParamSpec("depth_topic", "", "Registered depth image (16UC1 mm or 32FC1 m, aligned to the color camera); "
+              "'' = no depth, no ~/points. Start-up only.", lambda v: str(v).strip(), None, True),
+    ParamSpec("depth_info_topic", "", "camera_info of the depth image; '' = beside depth_topic (<dir>/camera_info). "
+              "Without it the color camera_info is used (registered depth). Start-up only.",
+              lambda v: str(v).strip(), None, True),
+    ParamSpec("stamp_tolerance_ms", 20.0, "Largest color/depth stamp difference paired. Start-up only.",
+              _range("stamp_tolerance_ms", 0.0, 1000.0, float), None, True),
+    ParamSpec("match_buffer", 10, "Messages buffered per stream for stamp matching. Start-up only.",
+              _range("match_buffer", 1, 100, int), None, True),
+    ParamSpec("cloud.stride", 1, "~/points: keep every n-th depth pixel in x and y.", _range("cloud.stride", 1, 64, int)),
+    ParamSpec("cloud.min_range", 0.0, "~/points: nearest kept depth (m).", _range("cloud.min_range", 0.0, 1000.0, float)),
+    ParamSpec("cloud.max_range", 0.0, "~/points: farthest kept depth (m); 0 = no limit.",
+              _range("cloud.max_range", 0.0, 1000.0, float)),
+    ParamSpec("cloud.classes", "", "~/points: comma-separated train ids to keep ('' = all).", _class_list),
+    ParamSpec("cloud.organized", False, "~/points: organized (image grid, NaN where dropped) instead of dense.",
+              _bool("cloud.organized")),
+    ParamSpec("cloud.color_by", "class", "~/points rgb: class color, instance color or the camera image.",
+              _choice("cloud.color_by", CLOUD_COLORS), CLOUD_COLORS),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 #: Parameters declared as doubles: an integer from YAML or the command line (``overlay_alpha:=1``) is
@@ -247,7 +297,12 @@ class NodeConfig:
         vals = {p.name: p.default for p in PARAMETERS}
         for k, v in (overrides or {}).items():
             vals[k] = v
-        return cls({k: validate(k, v) for k, v in vals.items()})
+        out = cls({k: validate(k, v) for k, v in vals.items()})
+        lo, hi = out["cloud.min_range"], out["cloud.max_range"]
+        if hi and lo >= hi:
+            raise ParameterError(f"parameters 'cloud.min_range' = {lo} and 'cloud.max_range' = {hi}: the kept depth "
+                                 "interval is empty; use min_range < max_range (max_range 0 = no limit)")
+        return out
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]

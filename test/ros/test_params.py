@@ -150,3 +150,14 @@ def test_readme_parameter_table_matches_the_declared_parameters():
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = text[text.index(README_BEGIN): text.index(README_END) + len(README_END)]
     assert block == markdown_table(), "README parameter table drifted: paste seg_perception.ros.params.markdown_table()"
+
+
+def test_cloud_range_must_not_be_empty():
+    from seg_perception.ros.params import NodeConfig, ParameterError
+
+    with pytest.raises(ParameterError, match="cloud.min_range.*cloud.max_range"):
+        NodeConfig.from_dict({"cloud.min_range": 5.0, "cloud.max_range": 2.0})
+    assert NodeConfig.from_dict({"cloud.min_range": 5.0})["cloud.max_range"] == 0.0  # 0 = no limit
+    with pytest.raises(ParameterError, match="cloud.classes"):
+        NodeConfig.from_dict({"cloud.classes": "car"})
+    assert NodeConfig.from_dict({"cloud.classes": " 13, 11,13"})["cloud.classes"] == "11,13"
