@@ -9,7 +9,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={PACKAGE: ["weights/*.pt", "data/*.json", "data/*.mcap", "runtime/*.json"]},
+    package_data={PACKAGE: ["weights/*.pt", "data/*.mcap", "runtime/*.json"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -26,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .conversions import image_to_numpy
+from .core.stamp_match import stamp_ns
 from .datasets.sample_bag import GT_PANOPTIC_TOPIC, GT_SEMANTIC_TOPIC, IMAGE_TOPIC, SAMPLE_BAG_PATH
 from .ros.process import NodeDriver, node_command
 
@@ -62,10 +63,6 @@ class Recorded:
     diagnostics: dict = field(default_factory=dict)
 
 
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 def read_bag(cfg: DemoConfig) -> tuple[list[tuple[int, str, bytes]], dict, dict]:
     """Raw camera messages [(stamp_ns, msgtype, cdr bytes)] and GT maps stamp_ns -> array.
 
@@ -88,7 +85,7 @@ def read_bag(cfg: DemoConfig) -> tuple[list[tuple[int, str, bytes]], dict, dict]
         conns = [c for c in reader.connections if c.topic in wanted]
         for conn, _t, raw in reader.messages(connections=conns):
             msg = deserialize(bytes(raw), conn.msgtype)
-            stamp = _stamp_ns(msg.header)
+            stamp = stamp_ns(msg.header.stamp)
             if conn.topic == cfg.image_topic:
                 frames.append((stamp, conn.msgtype, bytes(raw)))
             elif conn.topic == cfg.gt_semantic_topic:
@@ -127,7 +124,7 @@ def play_and_record(cfg: DemoConfig, frames: list[tuple[int, str, bytes]], log_p
         prefix = f"{NODE_NS}/{NODE_NAME}"
 
         def keep(store: dict, convert):
-            return lambda m: store.__setitem__(_stamp_ns(m.header), convert(m))
+            return lambda m: store.__setitem__(stamp_ns(m.header.stamp), convert(m))
 
         node.create_subscription(Image, f"{prefix}/semantic", keep(rec.semantic, image_to_numpy), qos)
         node.create_subscription(Image, f"{prefix}/panoptic", keep(rec.panoptic, image_to_numpy), qos)

@@ -4,7 +4,7 @@ Everything here is plain numpy / Python so results can cross process and ROS bou
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -37,13 +37,6 @@ class Segment:
     area: int
     bbox: tuple[int, int, int, int]
     centroid: tuple[float, float]
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict (COCO-panoptic style keys plus our extras)."""
-        d = asdict(self)
-        d["bbox"] = list(self.bbox)
-        d["centroid"] = list(self.centroid)
-        return d
 
 
 @dataclass

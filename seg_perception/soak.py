@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .ros.process import NodeDriver
+from .core.stamp_match import stamp_ns
 from .ros.process import node_command as node_process_command
 
 NODE_NS = "/seg_soak"
@@ -147,10 +148,6 @@ def _frames(camera: tuple[int, int], n: int = 4) -> list[Any]:
     return [numpy_to_image(make_scene(seed=900 + i, hw=camera).image, "rgb8") for i in range(n)]
 
 
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 @dataclass
 class _Sample:
     t: float
@@ -169,7 +166,7 @@ class _Answers:
     def __call__(self, msg: Any) -> None:
         t = time.time()
         with self._lock:
-            self._items.append((t, _stamp_ns(msg.header)))
+            self._items.append((t, stamp_ns(msg.header.stamp)))
 
     def snapshot(self) -> list[tuple[float, int]]:
         with self._lock:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from .datasets.labels import IGNORE_LABEL, get_label_set
 from .datasets.synthetic import make_scene
-from .pipeline import normalize_rgb
+from .preprocess import normalize_rgb
 from .results import LABEL_DIVISOR
 
 #: Held-out evaluation scenes use seeds EVAL_SEED_BASE + i; training seeds are >= 10_000_000.
@@ -806,7 +806,7 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> tuple[dict, fr
     MobileNetV2): :func:`warm_start`, recorded under ``"warm_start"``.
     """
     from .models.checkpoints import load_checkpoint
-    from .pipeline import sha256_file
+    from .hashing import sha256_file
 
     ckpt = load_checkpoint(cfg.init_from)
     warm, copied = None, frozenset()

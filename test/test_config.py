@@ -38,3 +38,49 @@ def test_parse_resolution_accepts_the_documented_forms(text, hw):
 def test_parse_resolution_refuses_with_the_accepted_form(bad):
     with pytest.raises(config.ConfigError, match="HxW"):
         config.parse_resolution(bad)
+
+
+def test_no_import_cycle_through_the_package():
+    """Every module's own imports (module level and function level) never lead back to it: the
+    dependencies point one way."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "seg_perception"
+    mods = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in root.rglob("*.py")}
+
+    def deps(name: str, path: Path) -> set[str]:
+        pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        out: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                for alias in node.names:
+                    target = f"{base}.{alias.name}"
+                    out.add(target if target in mods else base)
+            elif isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+        # A module depends on its package's __init__ only through real imports, not by being inside it.
+        return {d for d in out if d in mods and d != name and not name.startswith(d + ".")}
+
+    graph = {n: deps(n, p) for n, p in mods.items()}
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(n: str, stack: list[str]) -> None:
+        state[n] = 1
+        for d in graph[n]:
+            if state.get(d) == 1:
+                cycles.append(stack[stack.index(d):] + [d] if d in stack else [n, d])
+            elif d not in state:
+                visit(d, stack + [d])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])
+    assert cycles == [], f"import cycles: {cycles[:5]}"

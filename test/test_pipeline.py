@@ -10,14 +10,13 @@ import torch
 
 from seg_perception.datasets.labels import get_label_set
 from seg_perception.pipeline import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PipelineError,
     Segmenter,
     build_segmenter,
     load_model,
     parse_resolution,
 )
+from seg_perception.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from seg_perception.runtime.base import TensorSpec
 
 CITY = get_label_set("cityscapes")

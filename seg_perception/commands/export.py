@@ -65,7 +65,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..models.checkpoints import CheckpointError
     from ..runtime.base import BackendError
-    from ..runtime.engine_cache import sha256_path
+    from ..hashing import sha256_file
     from ..runtime.export import export_onnx, onnx_ops, unsupported_tensorrt_ops
 
     try:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     h, w = resolution
     dims = "N x 3 x H x W (dynamic)" if args.dynamic else f"{args.batch} x 3 x {h} x {w}"
     ops = sorted(onnx_ops(path))
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {sha256_path(path)[:16]})")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(path)[:16]})")
     print(f"  model   {loaded.model_name} ({loaded.task}, label set {loaded.label_set.name}, "
           f"weights {loaded.weights_path or 'random init'})")
     print(f"  input   image: {dims} float32 (ImageNet-normalized RGB)")

@@ -177,11 +177,7 @@ def depth_to_cloud(
     depth = np.asarray(depth)
     if depth.ndim != 2:
         raise ValueError(f"depth_to_cloud: depth must be (H, W), got shape {depth.shape}")
-    if depth.dtype == np.uint16:
-        scale = 0.001
-    elif depth.dtype in (np.float32, np.float64):
-        scale = 1.0
-    else:
+    if depth.dtype not in (np.uint16, np.float32, np.float64):
         raise ValueError(f"depth_to_cloud: depth dtype {depth.dtype} unsupported; use uint16 millimetres (16UC1) "
                          "or float32 metres (32FC1)")
     labels = np.asarray(labels)

@@ -39,6 +39,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from ..core.stamp_match import stamp_ns
+
 PathLike = Union[str, Path]
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -574,7 +576,7 @@ class _McapScan(_Source):
         except _Truncated:
             pass
         damaged(start + buf.pos, n, "truncated", "uncompressed chunk cut by the end of the file (its CRC "
-                f"cannot be checked; the complete records before the cut were read)", False)
+                "cannot be checked; the complete records before the cut were read)", False)
 
     @staticmethod
     def _records(buf: _Buf, end: int) -> Iterator[tuple[int, _Buf]]:
@@ -933,11 +935,6 @@ def format_topics(topics: dict[str, tuple[str, int]]) -> str:
 
 
 # ------------------------------------------------------------------------------- deserialization
-def stamp_to_ns(stamp: Any) -> int:
-    """``builtin_interfaces/Time`` -> integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def check_image(msg: Any) -> Optional[str]:
     """Structural check of a deserialized Image / CompressedImage; returns a problem or None."""
     if hasattr(msg, "format"):
@@ -1057,8 +1054,8 @@ def _decode(
         return None
     stamp = log_time
     header = getattr(msg, "header", None)
-    if header is not None and stamp_to_ns(header.stamp) != 0:
-        stamp = stamp_to_ns(header.stamp)
+    if header is not None and stamp_ns(header.stamp) != 0:
+        stamp = stamp_ns(header.stamp)
     if check is not None:
         problem = check(msg)
         if problem:
@@ -1230,7 +1227,3 @@ class BagWriter:
 
         self.write(topic, numpy_to_compressed(rgb, fmt, make_header(stamp_ns, frame_id)), stamp_ns)
 
-    def write_header_msg(self, topic: str, msg: Any, header: Any, stamp_ns: int) -> None:
-        """Write ``msg`` after copying ``header`` (stamp and frame_id) into it."""
-        msg.header = header
-        self.write(topic, msg, stamp_ns)

@@ -60,20 +60,13 @@ def register_model(name: str, *, task: str, description: str = "",
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Importing the model modules runs their @register_model decorators.
-    from . import deeplabv3plus, hrnet, panoptic_deeplab  # noqa: F401
-
-
 def list_models(task: str | None = None) -> list[str]:
     """Sorted registered names, optionally only those of ``task`` ("semantic"/"panoptic")."""
-    _ensure_loaded()
     return sorted(n for n, i in _REGISTRY.items() if task is None or i.task == task)
 
 
 def model_info(name: str) -> ModelInfo:
     """Registry entry for ``name``; unknown names raise ``ValueError`` listing the valid ones."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     return _REGISTRY[name]

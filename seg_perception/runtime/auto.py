@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -117,7 +117,7 @@ def _measure(be: Backend, inputs: list[np.ndarray], frames: int) -> tuple[float,
 
 def select_cpu_path(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, cache_dir: Path, options: dict,
-    candidates: Optional[list[tuple[str, str]]] = None,
+    create: Callable[..., Backend], candidates: Optional[list[tuple[str, str]]] = None,
 ) -> dict:
     """Measure (or read the cached measurement of) the CPU candidates; returns the selection record.
 
@@ -127,7 +127,8 @@ def select_cpu_path(
     """
     from .calibration import CalibrationSource, calibration_batches
     from .cpu_features import relevant_flags
-    from .factory import create_backend
+
+    create_backend = create
 
     source = CalibrationSource.from_options(options)
     candidates = candidates or cpu_candidates()
@@ -190,17 +191,18 @@ def select_cpu_path(
 
 def create_auto_backend(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, device: str, precision: str, cache_dir: Path,
-    options: dict,
+    options: dict, create: Callable[..., Backend], available: Callable[[], list[str]],
 ) -> Backend:
     """The backend ``auto`` stands for, with its choice on ``backend.selection`` (a dict with ``reason``).
 
-    ``precision`` other than fp32 restricts the CPU candidates to that precision.
+    ``precision`` other than fp32 restricts the CPU candidates to that precision. ``create`` /
+    ``available`` are the factory's ``create_backend`` / ``available_backends`` (passed in, so this
+    module does not import the factory that dispatches to it).
 
     Raises:
         BackendError: unknown option, or no candidate usable.
     """
-    from .factory import available_backends, create_backend
-
+    create_backend, available_backends = create, available
     unknown = sorted(set(options) - AUTO_OPTIONS)
     if unknown:
         raise BackendError(f"unknown option(s) {unknown} for backend 'auto'; valid options: {', '.join(sorted(AUTO_OPTIONS))}")
@@ -220,7 +222,7 @@ def create_auto_backend(
                 raise BackendError(f"backend auto has no CPU candidate with precision {precision!r} here; use fp32 "
                                    "(auto then picks the precision) or name a backend")
         record = select_cpu_path(model, resolution=resolution, batch=batch, cache_dir=cache_dir,
-                                 options=options, candidates=candidates)
+                                 options=options, create=create, candidates=candidates)
         be = create_backend(record["backend"], model, resolution=resolution, batch=batch,
                             precision=record["precision"], cache_dir=str(cache_dir),
                             options=calib if record["precision"] == "int8" else {})

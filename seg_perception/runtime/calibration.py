@@ -113,7 +113,7 @@ def calibration_batches(
     frames: Iterable[np.ndarray], *, resolution: tuple[int, int], batch: int = 1
 ) -> Iterator[np.ndarray]:
     """Group preprocessed frames into (batch, 3, h, w) float32 arrays; an incomplete last group is dropped."""
-    from ..pipeline import to_network_input
+    from ..preprocess import to_network_input
 
     group: list[np.ndarray] = []
     for rgb in frames:
@@ -212,10 +212,10 @@ def quantize_onnx_int8(
     Raises:
         BackendError: no usable calibration frame, or quantization failed.
     """
-    from .engine_cache import sha256_path
+    from ..hashing import sha256_file
 
     onnx_path = Path(onnx_path)
-    out = Path(cache_dir) / "int8" / f"{onnx_path.stem[:48]}_{sha256_path(onnx_path)[:12]}_{source.id()}" \
+    out = Path(cache_dir) / "int8" / f"{onnx_path.stem[:48]}_{sha256_file(onnx_path)[:12]}_{source.id()}" \
         f"_q{QUANT_RECIPE_VERSION}.onnx"
     if out.is_file():
         LOG.info("reusing cached int8 ONNX %s", out)

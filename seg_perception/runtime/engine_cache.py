@@ -10,8 +10,6 @@ is rebuilt the same way.
 """
 from __future__ import annotations
 
-from ..hashing import sha256_file
-
 import hashlib
 import json
 import logging
@@ -20,6 +18,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
+
+from ..hashing import sha256_file
 
 LOG = logging.getLogger("seg_perception.runtime")
 Engine = TypeVar("Engine")
@@ -31,7 +31,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-sha256_path = sha256_file  # name used across the runtime package
 
 
 def gpu_identity(device: str = "cuda") -> tuple[str, str]:
@@ -135,7 +134,7 @@ class EngineCache:
             for name, value in key.as_dict().items() if cached.get(name) != value
         ]
         if not problems:
-            digest = sha256_path(self.engine_path(key))
+            digest = sha256_file(self.engine_path(key))
             if digest != meta.get("engine_sha256"):
                 problems.append(f"engine file is corrupted (sha256 {digest[:12]} != recorded {str(meta.get('engine_sha256'))[:12]})")
         return problems

@@ -154,7 +154,8 @@ def create_backend(
         from .auto import create_auto_backend
 
         return create_auto_backend(model, resolution=resolution, batch=batch, device=device, precision=precision,
-                                   cache_dir=_cache_root(cache_dir, options), options=options)
+                                   cache_dir=_cache_root(cache_dir, options), options=options,
+                                   create=create_backend, available=available_backends)
     _check_options(kind, options)
     resolution = (int(resolution[0]), int(resolution[1]))
     if kind == "torch":
@@ -263,7 +264,7 @@ def _shape(value: Any, what: str) -> Optional[tuple[int, ...]]:
 def _calibrator(options: dict, onnx_path: Path, root: Path, resolution, batch: int, device: str):
     """(calibrator, calibration id) for int8 builds from the calib_* options."""
     from . import calibration as cal
-    from .engine_cache import sha256_path
+    from ..hashing import sha256_file
 
     images, bag = options.get("calib_images"), options.get("calib_bag")
     cache_opt = options.get("calib_cache")
@@ -273,7 +274,7 @@ def _calibrator(options: dict, onnx_path: Path, root: Path, resolution, batch: i
     else:  # the same sources as onnxruntime/OpenVINO int8; none given: the sample drive
         source = cal.CalibrationSource.from_options(options)
         cid, frames = source.id(), source.frames()
-    cache_file = Path(cache_opt) if cache_opt else root / "calibration" / f"{sha256_path(onnx_path)[:16]}_{cid}.cache"
+    cache_file = Path(cache_opt) if cache_opt else root / "calibration" / f"{sha256_file(onnx_path)[:16]}_{cid}.cache"
     batches = cal.calibration_batches(frames, resolution=resolution, batch=batch)
     return cal.make_entropy_calibrator(batches, cache_file=cache_file, batch_size=batch, device=device), cid
 

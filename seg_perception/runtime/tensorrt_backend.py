@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from .base import BackendError, TensorSpec
-from .engine_cache import EngineCache, EngineKey, gpu_identity, sha256_path
+from ..hashing import sha256_file
+from .engine_cache import EngineCache, EngineKey, gpu_identity
 
 LOG = logging.getLogger("seg_perception.runtime")
 
@@ -134,7 +135,7 @@ class BuildSettings:
         if self.dla_core is not None:
             extra["gpu_fallback"] = bool(self.gpu_fallback)
         return EngineKey(
-            onnx_sha256=sha256_path(onnx_path), precision=self.precision, input_shapes=self.profile(),
+            onnx_sha256=sha256_file(onnx_path), precision=self.precision, input_shapes=self.profile(),
             gpu_name=gpu, compute_capability=cc, trt_version=trt_version(trt),
             dla_core=None if self.dla_core is None else int(self.dla_core), extra=extra,
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.util
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 

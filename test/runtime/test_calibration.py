@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ..fakes import fake_tensorrt
-from seg_perception.pipeline import to_network_input
+from seg_perception.preprocess import to_network_input
 from seg_perception.runtime import calibration as cal
 from seg_perception.runtime import create_backend
 from seg_perception.runtime.base import BackendError
