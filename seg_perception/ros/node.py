@@ -751,16 +751,26 @@ def main(args: Optional[list[str]] = None) -> int:
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     except Exception as e:  # noqa: BLE001 - one line, not a traceback
-        log.fatal(f"cannot start: {type(e).__name__}: {_one_line(e)}" if node is None or not node._running
-                  else f"stopped: {type(e).__name__}: {_one_line(e)}")
-        code = 1
+        if rclpy.ok():
+            log.fatal(f"cannot start: {type(e).__name__}: {_one_line(e)}" if node is None or not node._running
+                      else f"stopped: {type(e).__name__}: {_one_line(e)}")
+            code = 1
+        # else: a signal shut the context down while the executor was inside a native call, and rclpy
+        # raised whatever that call hit (e.g. a pybind RuntimeError) instead of
+        # ExternalShutdownException: that is the requested stop, not a failure.
     finally:
-        try:
-            if node is not None:
-                node.destroy_node()
-            rclpy.try_shutdown()
-        except (KeyboardInterrupt, Exception):  # noqa: BLE001 - a second signal while stopping
-            pass
+        _finish(node, code)
+    return code
+
+
+def _finish(node: Optional["SegmentNode"], code: int) -> None:
+    """Destroy the node, shut rclpy down and leave the process with ``code``."""
+    try:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    except (KeyboardInterrupt, Exception):  # noqa: BLE001 - a second signal while stopping
+        pass
     # Everything is published, closed and rclpy's logging is finalized. Leave now: interpreter
     # teardown with torch/onnxruntime loaded takes seconds on a busy machine, and a worker or model
     # build still inside native code cannot be interrupted; neither may delay
