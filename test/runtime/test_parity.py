@@ -54,16 +54,18 @@ def test_models_are_registered():
     assert MODELS, f"no registered models could be listed: {IMPORT_ERROR}"
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_torch_vs_onnxruntime(name, exported):
+def _torch_reference(name, exported):
+    """The exported model, its ONNX path, one random input and torch's outputs for it."""
     model, path = exported(name)
     x = np.random.default_rng(0).standard_normal((1, 3, *RES)).astype(np.float32)
     with torch.no_grad():
         ref = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
-    from seg_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    return model, path, x, ref
 
-    with OnnxRuntimeBackend(path, intra_op_threads=1) as be:
-        got = be.infer({"image": x})
+
+def _assert_matches_torch(name: str, runtime: str, model, got: dict, ref: dict) -> None:
+    """Same outputs in the same order and shape, every head within the summation-order allowance,
+    semantic argmax agreement >= 99.9 %."""
     assert list(got) == list(model.output_names)
     report = []
     for key in model.output_names:
@@ -71,15 +73,25 @@ def test_torch_vs_onnxruntime(name, exported):
         diff = float(np.abs(got[key] - ref[key]).max())
         scale = float(np.abs(ref[key]).max()) or 1.0
         report.append(f"{key} max|diff| {diff:.2e} (max|logit| {scale:.2e})")
-        # Torch (oneDNN) and onnxruntime (MLAS) sum in different orders, and how far that drifts in
-        # fp32 depends on the CPU's kernels: the sigmoid center heatmap (values in [0, 1]) of the
-        # randomised 101-layer ResNet differed by 1.3e-3 on an AMD EPYC, within 1.1e-3 on Intel Xeon VMs.
-        # A broken export differs by far more (>= 1e-2) than either allowance.
+        # Torch (oneDNN) and the other runtimes (MLAS, OpenVINO's kernels) sum in different orders,
+        # and how far that drifts in fp32 depends on the CPU's kernels: the sigmoid center heatmap
+        # (values in [0, 1]) of the randomised 101-layer ResNet differed by 1.3e-3 on an AMD EPYC,
+        # within 1.1e-3 on Intel Xeon VMs. A broken export differs by far more (>= 1e-2).
         rel = 2e-3 if key == "center" else 1e-3
         assert diff <= rel * scale + 1e-4, f"{name}/{key}: {diff} vs scale {scale}"
     agree = float((got["semantic"].argmax(1) == ref["semantic"].argmax(1)).mean())
-    print(f"\n[parity] {name}: {'; '.join(report)}; argmax agreement {agree:.5f}")
+    print(f"\n[parity {runtime}] {name}: {'; '.join(report)}; argmax agreement {agree:.5f}")
     assert agree >= 0.999
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torch_vs_onnxruntime(name, exported):
+    model, path, x, ref = _torch_reference(name, exported)
+    from seg_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    with OnnxRuntimeBackend(path, intra_op_threads=1) as be:
+        got = be.infer({"image": x})
+    _assert_matches_torch(name, "onnxruntime", model, got, ref)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -104,23 +116,9 @@ def test_factory_path_on_a_registered_model(cache_dir):
 @pytest.mark.parametrize("name", MODELS)
 def test_torch_vs_openvino(name, exported):
     """OpenVINO (CPU, fp32 precision hint) compiles the same export and matches torch like onnxruntime does."""
-    model, path = exported(name)
-    x = np.random.default_rng(0).standard_normal((1, 3, *RES)).astype(np.float32)
-    with torch.no_grad():
-        ref = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
+    model, path, x, ref = _torch_reference(name, exported)
     from seg_perception.runtime.openvino_backend import OpenVinoBackend
 
     with OpenVinoBackend(path, threads=1) as be:
         got = be.infer({"image": x})
-    assert list(got) == list(model.output_names)
-    report = []
-    for key in model.output_names:
-        assert got[key].shape == ref[key].shape
-        diff = float(np.abs(got[key] - ref[key]).max())
-        scale = float(np.abs(ref[key]).max()) or 1.0
-        report.append(f"{key} max|diff| {diff:.2e} (max|logit| {scale:.2e})")
-        rel = 2e-3 if key == "center" else 1e-3  # summation-order allowance, as for onnxruntime above
-        assert diff <= rel * scale + 1e-4, f"{name}/{key}: {diff} vs scale {scale}"
-    agree = float((got["semantic"].argmax(1) == ref["semantic"].argmax(1)).mean())
-    print(f"\n[parity openvino] {name}: {'; '.join(report)}; argmax agreement {agree:.5f}")
-    assert agree >= 0.999
+    _assert_matches_torch(name, "openvino", model, got, ref)
