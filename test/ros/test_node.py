@@ -209,18 +209,13 @@ def test_valid_frames_each_followed_by_a_malformed_one_are_all_answered(harness,
     with node_process(dict(DEFAULTS, diagnostics_period=0.2), namespace="/seg_test",
                       log_path=tmp_path / "node.log") as proc:
         assert harness.wait_connected(pub, f"{NODE}/semantic", proc), "node never subscribed"
-        answered = 0
+        pairs = []
         for i in range(n):
             img = make_scene(seed=200 + i, hw=(120, 160)).image
-            good = numpy_to_image(img, "rgb8")
-            _header(good, i)
             bad = numpy_to_image(img, "rgb8")
             bad.step = 160 * 3 - 5
-            _header(bad, 500 + i)
-            pub.publish(good)
-            pub.publish(bad)
-            if harness.spin_until(lambda: any(o.header.stamp.sec == 1000 + i for o in sem), 20, proc):
-                answered += 1
+            pairs.append((numpy_to_image(img, "rgb8"), bad))
+        answered = _send_good_then_bad(harness, pub, sem, pairs, proc)
         # outputs are published before the frame is counted: wait for both counters
         harness.spin_until(lambda: _diag_values(harness).get("rejected.bad_step") == str(n)
                            and _diag_values(harness).get("frames_processed") == str(answered), 15, proc)
@@ -228,6 +223,20 @@ def test_valid_frames_each_followed_by_a_malformed_one_are_all_answered(harness,
     assert answered == n, f"{answered}/{n} valid frames answered; diagnostics {d}"
     assert d["frames_processed"] == str(n) and d["frames_rejected"] == str(n)
     assert not any(o.header.stamp.sec >= 1500 for o in sem), "a malformed frame was answered"
+
+
+def _send_good_then_bad(harness, pub, sem, pairs, proc) -> int:
+    """Publish each (valid, malformed) pair back to back (stamps 1000+i and 1500+i) and wait for the
+    valid frame's answer; returns how many valid frames were answered."""
+    answered = 0
+    for i, (good, bad) in enumerate(pairs):
+        _header(good, i)
+        _header(bad, 500 + i)
+        pub.publish(good)
+        pub.publish(bad)
+        if harness.spin_until(lambda: any(o.header.stamp.sec == 1000 + i for o in sem), 20, proc):
+            answered += 1
+    return answered
 
 
 def _truncated_jpeg(img) -> CompressedImage:
@@ -258,16 +267,10 @@ def test_compressed_base_topic_remap_and_truncated_jpeg_never_displaces_a_frame(
         img = make_scene(seed=3, hw=(240, 320)).image
         with pytest.raises(ConversionError):  # the premise: a cut JPEG is a rejection, not a grey-padded frame
             to_rgb(_truncated_jpeg(img))
-        n, answered = 10, 0
-        for i in range(n):
-            good = numpy_to_compressed(make_scene(seed=300 + i, hw=(240, 320)).image, fmt="jpeg")
-            _header(good, i)
-            bad = _truncated_jpeg(img)
-            _header(bad, 500 + i)
-            pub.publish(good)
-            pub.publish(bad)
-            if harness.spin_until(lambda: any(o.header.stamp.sec == 1000 + i for o in sem), 20, proc):
-                answered += 1
+        n = 10
+        pairs = [(numpy_to_compressed(make_scene(seed=300 + i, hw=(240, 320)).image, fmt="jpeg"), _truncated_jpeg(img))
+                 for i in range(n)]
+        answered = _send_good_then_bad(harness, pub, sem, pairs, proc)
         harness.spin_until(lambda: _diag_values(harness).get("frames_rejected") == str(n)
                            and _diag_values(harness).get("frames_processed") == str(answered), 15, proc)
         d = _diag_values(harness)
