@@ -26,7 +26,7 @@ setup(
     entry_points={
         "console_scripts": [
             "segment_node = seg_perception.ros.node:main",
-            "seg-perception = seg_perception.cli:main",
+            "seg-perception = seg_perception.cli.main:main",
         ],
     },
 )

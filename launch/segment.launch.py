@@ -7,14 +7,14 @@ QoS follows the camera's publishers by default (qos_reliability:=auto); force it
 qos_reliability:=reliable|best_effort and set the reader history with qos_depth:=N.
 
 All logic (argument list, preset lookup, precedence, validation) lives in
-seg_perception.launch_config, which is tested without the launch package.
+seg_perception.ros.launch_config, which is tested without the launch package.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from seg_perception.launch_config import LAUNCH_ARGUMENTS, resolve_launch
+from seg_perception.ros.launch_config import LAUNCH_ARGUMENTS, resolve_launch
 
 
 def _node(context, *args, **kwargs):

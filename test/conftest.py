@@ -13,3 +13,6 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="seg_roslog_"))
 os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+# Synthetic scene bags and a fake Segmenter shared by the eval, bag and training tests.
+pytest_plugins = ["test.scene_fixtures"]

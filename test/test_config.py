@@ -10,7 +10,7 @@ from seg_perception import config
 
 
 @pytest.mark.parametrize("module", ["seg_perception.config", "seg_perception.ros.params",
-                                    "seg_perception.launch_config", "seg_perception.commands"])
+                                    "seg_perception.ros.launch_config", "seg_perception.cli.common"])
 def test_import_loads_neither_torch_nor_opencv(module):
     code = (f"import sys, {module}; heavy = [m for m in ('torch', 'cv2', 'onnxruntime', 'openvino') if m in sys.modules]; "
             "print(','.join(heavy))")
@@ -19,7 +19,8 @@ def test_import_loads_neither_torch_nor_opencv(module):
 
 
 def test_one_list_of_backends_and_one_default_model():
-    from seg_perception import commands, launch_config
+    from seg_perception.cli import common as commands
+    from seg_perception.ros import launch_config
     from seg_perception.ros import params
     from seg_perception.runtime import factory
 

@@ -23,7 +23,7 @@ import torch
 
 from seg_perception.models import safe_pickle
 from seg_perception.models.checkpoints import CheckpointError, load_checkpoint
-from seg_perception.pipeline import PipelineError, build_segmenter, load_model
+from seg_perception.core.segmenter import PipelineError, build_segmenter, load_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 

@@ -249,7 +249,7 @@ def depth_to_cloud(
     def rgb_of(labels_sel: np.ndarray, rgb_sel: Optional[np.ndarray], shape: tuple,
                pan_sel: Optional[np.ndarray] = None) -> np.ndarray:
         if palette is not None and cfg.color_by == "instance":
-            from seg_perception.viz import panoptic_id_colors
+            from seg_perception.core.viz import panoptic_id_colors
 
             return pack_rgb(panoptic_id_colors(pan_sel.reshape(-1), colors, label_divisor=cfg.label_divisor,
                                                void_id=cfg.void_label)).reshape(shape)

@@ -37,7 +37,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..results import LABEL_DIVISOR
+from ..core.results import LABEL_DIVISOR
 from .labels import IGNORE_LABEL, get_label_set
 
 # Cityscapes train ids.

@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from seg_perception.datasets.labels import LabelSet
-from seg_perception.results import LABEL_DIVISOR
+from seg_perception.core.results import LABEL_DIVISOR
 
 
 def id_to_rgb(ids: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from seg_perception.eval.bag import (
+from seg_perception.bag.rosbag import (
     BagError,
     BagFrame,
     BagWriter,
@@ -42,7 +42,7 @@ from seg_perception.eval.metrics import MIOU_CONVENTIONS, ConfusionMatrix, Panop
 from seg_perception.eval.report import latency_stats, write_report
 from seg_perception.eval.video_eval import TRACKING_MODES, VideoEvaluator
 from seg_perception.hashing import sha256_file
-from seg_perception.results import LABEL_DIVISOR
+from seg_perception.core.results import LABEL_DIVISOR
 
 PathLike = Union[str, Path]
 
@@ -89,8 +89,8 @@ class _PredictionBag:
         self.label_set = label_set
 
     def add(self, frame: BagFrame, rgb: np.ndarray, result: Any) -> None:
-        from seg_perception import viz
-        from seg_perception.conversions import numpy_to_image
+        from seg_perception.core import viz
+        from seg_perception.core.conversions import numpy_to_image
 
         t = frame.log_time_ns or frame.stamp_ns
         raw = typestore().serialize_cdr(frame.msg, frame.msgtype)
@@ -293,7 +293,7 @@ def evaluate_bags(
 
     from tqdm import tqdm
 
-    from seg_perception.conversions import ConversionError, to_rgb
+    from seg_perception.core.conversions import ConversionError, to_rgb
 
     bar = tqdm(total=total, desc="eval-bag", unit="frame", disable=not progress)
 

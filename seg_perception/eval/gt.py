@@ -28,8 +28,8 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from seg_perception.datasets.labels import LabelSet
-from seg_perception.eval.bag import IMAGE_TYPE, BagFrame, ReadStats, check_image, read_messages
-from seg_perception.results import LABEL_DIVISOR
+from seg_perception.bag.rosbag import IMAGE_TYPE, BagFrame, ReadStats, check_image, read_messages
+from seg_perception.core.results import LABEL_DIVISOR
 
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
@@ -120,7 +120,7 @@ def cityscapes_instances_to_panoptic(
 
 # --------------------------------------------------------------------------------------- bags
 def _decode_semantic(msg: Any, where: str) -> np.ndarray:
-    from seg_perception.conversions import image_to_numpy
+    from seg_perception.core.conversions import image_to_numpy
 
     if msg.encoding not in SEMANTIC_ENCODINGS:
         raise GroundTruthError(f"semantic GT {where} has encoding {msg.encoding!r}; use one of {SEMANTIC_ENCODINGS}")
@@ -133,7 +133,7 @@ def _decode_semantic(msg: Any, where: str) -> np.ndarray:
 
 
 def _decode_panoptic(msg: Any, where: str, label_set: LabelSet) -> np.ndarray:
-    from seg_perception.conversions import image_to_numpy
+    from seg_perception.core.conversions import image_to_numpy
 
     if msg.encoding not in PANOPTIC_ENCODINGS:
         raise GroundTruthError(f"panoptic GT {where} has encoding {msg.encoding!r}; use one of {PANOPTIC_ENCODINGS}")

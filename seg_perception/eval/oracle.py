@@ -3,9 +3,9 @@
 Panoptic-DeepLab's PQ depends on three heads: the semantic logits decide thing vs stuff and every
 segment's class and extent, the center heatmap decides how many instances there are, the offsets
 decide which pixel joins which center. :func:`panoptic_error_breakdown` runs a panoptic
-:class:`~seg_perception.pipeline.Segmenter` once per synthetic scene and post-processes its heads
+:class:`~seg_perception.core.segmenter.Segmenter` once per synthetic scene and post-processes its heads
 several times, each time with some heads swapped for *oracle* heads built from the scene's exact
-ground truth (same post-processing, same :class:`~seg_perception.panoptic.PanopticConfig`):
+ground truth (same post-processing, same :class:`~seg_perception.core.panoptic.PanopticConfig`):
 
 =====================  ===========================================================================
 ``predicted``          all heads predicted (the model's real PQ)
@@ -17,7 +17,7 @@ ground truth (same post-processing, same :class:`~seg_perception.panoptic.Panopt
 
 The gap between ``predicted`` and an oracle row is what perfecting those heads would gain. The
 oracle heads are at the camera resolution, so unlike
-:func:`seg_perception.training.panoptic_resolution_ceiling` they carry no output-grid loss.
+:func:`seg_perception.training.loop.panoptic_resolution_ceiling` they carry no output-grid loss.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from ..datasets.synthetic import make_scene
 from .metrics import PanopticQuality
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..pipeline import Segmenter
+    from ..core.segmenter import Segmenter
 
 #: The rows of :func:`panoptic_error_breakdown`, in order: which heads come from the ground truth.
 ORACLES: dict[str, frozenset[str]] = {
@@ -49,7 +49,7 @@ _ORACLE_LOGIT = 10.0
 
 def oracle_heads(semantic: np.ndarray, panoptic: np.ndarray, num_classes: int,
                  thing_ids: frozenset[int], sigma: float) -> dict[str, torch.Tensor]:
-    """Ground-truth heads of one scene, in the layout :func:`~seg_perception.panoptic.panoptic_postprocess` takes.
+    """Ground-truth heads of one scene, in the layout :func:`~seg_perception.core.panoptic.panoptic_postprocess` takes.
 
     Args:
         semantic: (H, W) class ids; ``IGNORE_LABEL`` pixels become class 0 (PQ ignores them).
@@ -61,7 +61,7 @@ def oracle_heads(semantic: np.ndarray, panoptic: np.ndarray, num_classes: int,
     Returns:
         ``{"semantic": (C, H, W) float one-hot logits, "center": (1, H, W), "offset": (2, H, W)}``.
     """
-    from ..training import panoptic_targets
+    from ..training.loop import panoptic_targets
 
     sem = torch.from_numpy(np.asarray(semantic).astype(np.int64))
     sem[(sem == IGNORE_LABEL) | (sem >= num_classes) | (sem < 0)] = 0
@@ -87,8 +87,8 @@ def panoptic_error_breakdown(segmenter: "Segmenter", n_scenes: int, scene_hw: tu
     Raises:
         ValueError: a semantic segmenter (no center / offset heads) or ``n_scenes < 1``.
     """
-    from ..panoptic import panoptic_postprocess, resize_heads
-    from ..training import EVAL_SEED_BASE, default_center_sigma, pq_report
+    from ..core.panoptic import panoptic_postprocess, resize_heads
+    from ..training.loop import EVAL_SEED_BASE, default_center_sigma, pq_report
 
     if segmenter.task != "panoptic":
         raise ValueError(f"panoptic_error_breakdown needs a panoptic model, got task {segmenter.task!r} "

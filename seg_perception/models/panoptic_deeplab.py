@@ -378,7 +378,7 @@ def panoptic_deeplab_mobilenetv3_large(*, output_stride: int = 16, **kwargs) -> 
 def panoptic_deeplab_mobilenetv2(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
     """Panoptic-DeepLab / MobileNetV2 without the final 1280-ch conv (the backbone of
     ``deeplabv3plus_mobilenetv2``, so a trained DeepLabV3+ warm-starts it: see
-    :func:`seg_perception.training.warm_start`). Low-level taps: stride 4 (24 ch), stride 8 (32 ch).
+    :func:`seg_perception.training.loop.warm_start`). Low-level taps: stride 4 (24 ch), stride 8 (32 ch).
     Same keyword arguments as :func:`panoptic_deeplab_mobilenetv3_large`."""
     _check_kwargs("panoptic_deeplab_mobilenetv2", kwargs)
     return PanopticDeepLab(build_backbone("mobilenetv2", output_stride=output_stride, include_last_conv=False),

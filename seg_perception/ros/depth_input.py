@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_perception.conversions import ConversionError, compressed_to_numpy, image_to_numpy
+from seg_perception.core.conversions import ConversionError, compressed_to_numpy, image_to_numpy
 
 #: encodings accepted as depth: 16-bit millimetres (RealSense, OAK, ZED "depth_registered" in mm)
 #: and 32-bit float metres (ZED default, depth_image_proc output).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..results import Segment
+from ..core.results import Segment
 
 
 def segments_to_detections(header: Any, segments: Sequence[Segment], vm: Any) -> Any:

@@ -64,9 +64,9 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from .. import viz
-from ..conversions import ConversionError, numpy_to_image, to_rgb
-from ..pipeline import Segmenter, build_segmenter
+from ..core import viz
+from ..core.conversions import ConversionError, numpy_to_image, to_rgb
+from ..core.segmenter import Segmenter, build_segmenter
 from .camera_info import image_topic_sibling, scale_camera_info
 from .depth_input import depth_from_msg
 from .instances import InstancePublisher

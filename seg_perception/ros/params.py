@@ -316,13 +316,13 @@ class NodeConfig:
         """The panoptic post-processing values set explicitly (not ``auto``), as PanopticConfig fields.
 
         The Segmenter applies them on top of the values tuned for the weights
-        (:func:`seg_perception.pipeline.panoptic_config_for`).
+        (:func:`seg_perception.core.segmenter.panoptic_config_for`).
         """
         return {k: _PANOPTIC_FIELD_TYPE.get(k, type(self[k]))(self[k])
                 for k, auto in PANOPTIC_AUTO.items() if self[k] != auto}
 
     def segmenter_kwargs(self) -> dict:
-        """Keyword arguments for :func:`seg_perception.pipeline.build_segmenter`."""
+        """Keyword arguments for :func:`seg_perception.core.segmenter.build_segmenter`."""
         return {
             "model": self["model"],
             "weights": self["weights"],

@@ -25,7 +25,7 @@ import numpy as np
 from ..core.pointcloud import CloudConfig, depth_to_cloud
 from ..core.stamp_match import StampMatcher, stamp_ns
 from ..core.tracking import PanopticTracker, TrackerConfig
-from ..results import LABEL_DIVISOR
+from ..core.results import LABEL_DIVISOR
 from .depth_input import intrinsics_from_camera_info
 from .params import parse_class_list
 from .pointcloud_msg import to_pointcloud2

@@ -73,13 +73,13 @@ def iter_bag_topic(
 ) -> Iterator[np.ndarray]:
     """RGB frames from ``sensor_msgs/Image`` or ``CompressedImage`` messages on ``topic`` of a rosbag2.
 
-    Reading is :func:`seg_perception.eval.bag.read_images` (mcap/sqlite3 via ``rosbags``, tolerant of
-    truncated bags); message -> RGB is :func:`seg_perception.conversions.to_rgb`. Every
+    Reading is :func:`seg_perception.bag.rosbag.read_images` (mcap/sqlite3 via ``rosbags``, tolerant of
+    truncated bags); message -> RGB is :func:`seg_perception.core.conversions.to_rgb`. Every
     ``stride``-th message is used; frames that fail to convert are skipped with a warning. The bag
     and topic are checked now (BackendError listing the bag's topics); frames load lazily.
     """
     try:
-        from ..eval.bag import BagError, list_topics, read_images
+        from ..bag.rosbag import BagError, list_topics, read_images
         topics = list_topics(bag)
     except ImportError as exc:
         raise BackendError(f"reading calibration frames from a bag needs rosbags: pip install rosbags ({exc})") from exc
@@ -92,7 +92,7 @@ def iter_bag_topic(
 
 
 def _read_bag(frames: Iterator[Any], limit: Optional[int], stride: int) -> Iterator[np.ndarray]:
-    from ..conversions import ConversionError, to_rgb
+    from ..core.conversions import ConversionError, to_rgb
 
     count = 0
     for index, frame in enumerate(frames):
@@ -113,7 +113,7 @@ def calibration_batches(
     frames: Iterable[np.ndarray], *, resolution: tuple[int, int], batch: int = 1
 ) -> Iterator[np.ndarray]:
     """Group preprocessed frames into (batch, 3, h, w) float32 arrays; an incomplete last group is dropped."""
-    from ..preprocess import to_network_input
+    from ..core.preprocess import to_network_input
 
     group: list[np.ndarray] = []
     for rgb in frames:

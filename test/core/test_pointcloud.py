@@ -129,7 +129,7 @@ def test_instances_and_colors():
     assert c.rgb[i:i + 1].view(np.uint32)[0] == 0x010203
     assert pack_rgb(np.array([0, 0, 255], np.uint8)).view(np.uint32) == 255
     # instance colors: the same per-id colors as the ~/colored image (viz.panoptic_id_colors)
-    from seg_perception.viz import panoptic_id_colors
+    from seg_perception.core.viz import panoptic_id_colors
     palette = np.random.default_rng(0).integers(0, 256, (24, 3)).astype(np.uint8)
     for organized in (False, True):
         c = depth_to_cloud(depth, K, labels, panoptic=pan, colors=palette,

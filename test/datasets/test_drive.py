@@ -10,7 +10,7 @@ from seg_perception.datasets.drive import Drive, make_drive
 from seg_perception.datasets.synthetic import (
     BICYCLE, BUILDING, CAR, PERSON, RIDER, ROAD, SIDEWALK, SKY, THING_CLASSES, TRUCK,
 )
-from seg_perception.results import LABEL_DIVISOR
+from seg_perception.core.results import LABEL_DIVISOR
 
 HW = (128, 256)
 N = 40

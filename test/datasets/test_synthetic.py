@@ -10,7 +10,7 @@ from seg_perception.datasets.labels import get_label_set
 from seg_perception.datasets.synthetic import (
     CAR, GENERATED_CLASSES, PERSON, ROAD, SKY, THING_CLASSES, Scene, make_scene, make_sequence,
 )
-from seg_perception.results import LABEL_DIVISOR
+from seg_perception.core.results import LABEL_DIVISOR
 
 HW = (128, 256)
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from seg_perception.commands import eval_bag, make_bag
-from seg_perception.eval.bag import list_topics, read_images
+from seg_perception.cli import eval_bag, make_bag
+from seg_perception.bag.rosbag import list_topics, read_images
 
 
 def parse(module, argv):
@@ -76,7 +76,7 @@ def test_eval_bag_cli_errors(tmp_path, scene, capsys):
 @pytest.mark.slow
 def test_evaluate_with_real_panoptic_model(tmp_path, scene):
     from seg_perception.eval.evaluate import evaluate_bags
-    from seg_perception.pipeline import build_segmenter
+    from seg_perception.core.segmenter import build_segmenter
 
     bag = scene.write_scene_bag(tmp_path / "bag", "sqlite3", n=2)
     seg = build_segmenter("panoptic_deeplab_mobilenetv3_large", weights="none", resolution=(32, 64))

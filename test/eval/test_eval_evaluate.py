@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from seg_perception.eval.bag import BagError, BagWriter, list_topics, read_images
+from seg_perception.bag.rosbag import BagError, BagWriter, list_topics, read_images
 from seg_perception.eval.evaluate import evaluate_bags
 
 
@@ -120,7 +120,7 @@ def test_written_prediction_bag(tmp_path, scene):
         assert [f.stamp_ns for f in frames] == [f.stamp_ns for f in inputs]
         assert {f.msg.header.frame_id for f in frames} == {"camera"}
         assert {f.msg.encoding for f in frames} == {enc}
-    from seg_perception.conversions import image_to_numpy
+    from seg_perception.core.conversions import image_to_numpy
 
     sem0 = image_to_numpy(next(iter(read_images(pred, "/seg/semantic"))).msg)
     np.testing.assert_array_equal(sem0, scene.image(True)[..., 0])  # frame 0 is a corrupt one
@@ -185,7 +185,7 @@ def test_missing_topic_lists_topics(tmp_path, scene):
 def test_undecodable_compressed_message_is_skipped_and_reported(tmp_path, scene):
     from sensor_msgs.msg import CompressedImage
 
-    from seg_perception.eval.bag import make_header
+    from seg_perception.bag.rosbag import make_header
 
     with BagWriter(tmp_path / "bag") as bag:
         for i in range(3):

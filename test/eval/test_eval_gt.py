@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from seg_perception.datasets.labels import get_label_set
-from seg_perception.eval.bag import BagError, BagFrame, BagWriter
+from seg_perception.bag.rosbag import BagError, BagFrame, BagWriter
 from seg_perception.eval.evaluate import evaluate_bags
 from seg_perception.eval.gt import (
     CityscapesGroundTruth,
@@ -80,7 +80,7 @@ def write_cityscapes(tmp_path, scene, n=6, extra_first=False):
 
 
 def _make_bag(images, gt, out, **kw):
-    from seg_perception.commands.make_bag import make_bag
+    from seg_perception.cli.make_bag import make_bag
 
     return make_bag(images, out, gt_dir=gt, **kw)
 

@@ -47,7 +47,7 @@ def _frame(i):
 
 
 def _bag(path):
-    from seg_perception.eval.bag import BagWriter
+    from seg_perception.bag.rosbag import BagWriter
 
     with BagWriter(path, storage="mcap") as bag:
         for i in range(N):
@@ -104,7 +104,7 @@ def test_video_metrics_need_panoptic_gt(tmp_path, scene):
 def test_eval_bag_cli_video_metrics_with_real_panoptic_model(tmp_path, capsys):
     import argparse
 
-    from seg_perception.commands import eval_bag
+    from seg_perception.cli import eval_bag
 
     p = argparse.ArgumentParser()
     eval_bag.configure_parser(p)

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from seg_perception.models import get_model, model_info
 from seg_perception.models.input_size import InputSizeRule, network_stride, size_problem
-from seg_perception.pipeline import PipelineError, build_segmenter, check_resolution
+from seg_perception.core.segmenter import PipelineError, build_segmenter, check_resolution
 
 CASES = [  # (model, builder kwargs, expected overall stride)
     ("deeplabv3plus_mobilenetv2", {"aspp_channels": 16, "decoder_channels": 16}, 16),

@@ -10,9 +10,9 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from seg_perception.cli import main
+from seg_perception.cli.main import main
 from seg_perception.models.checkpoints import CheckpointError, inspect_weights
-from seg_perception.pipeline import build_segmenter
+from seg_perception.core.segmenter import build_segmenter
 
 from .. import reference_fixtures as refs
 from .test_reference_parity_semantic import write_local_ref_checkpoint, write_vainf_checkpoint
@@ -127,7 +127,7 @@ def test_foreign_file_is_refused_and_inspect_says_what_it_is(tmp_path, capsys) -
 
 
 def test_classifier_of_another_label_set_is_refused_at_load(vainf_file, tmp_path) -> None:
-    from seg_perception.pipeline import PipelineError
+    from seg_perception.core.segmenter import PipelineError
 
     sd = torch.load(vainf_file, weights_only=True)["model_state"]
     w, b = sd["classifier.classifier.3.weight"], sd["classifier.classifier.3.bias"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_perception.pipeline import build_segmenter
+from seg_perception.core.segmenter import build_segmenter
 
 from .. import reference_fixtures as refs
 

@@ -13,7 +13,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
 
-from seg_perception.ros.process import node_command, start_process, stop_process, wait_connected
+from seg_perception.tools.node_driver import node_command, start_process, stop_process, wait_connected
 
 REPO = Path(__file__).resolve().parents[2]
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -61,7 +61,7 @@ class Harness:
 
     def wait_connected(self, pub: Any, answer_topic: str, proc: subprocess.Popen, timeout: float = 90) -> bool:
         """Both ends discovered (``pub`` has a subscriber, ``answer_topic`` a publisher), plus the settle
-        pause of :func:`seg_perception.ros.process.wait_connected`."""
+        pause of :func:`seg_perception.tools.node_driver.wait_connected`."""
         return wait_connected(lambda cond, t: self.spin_until(cond, t, proc), self.node, pub, answer_topic, timeout)
 
     def close(self) -> None:

@@ -34,10 +34,10 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter, parameter_value_to_python
 from sensor_msgs.msg import Image
 
-from seg_perception.conversions import numpy_to_image
+from seg_perception.core.conversions import numpy_to_image
 from seg_perception.models import get_model
 from seg_perception.models.checkpoints import CheckpointError, save_checkpoint
-from seg_perception.pipeline import PipelineError, build_segmenter, load_model
+from seg_perception.core.segmenter import PipelineError, build_segmenter, load_model
 from seg_perception.runtime.base import BackendError
 
 from .rostest_utils import RELIABLE, Harness, node_process

@@ -27,7 +27,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_perception.conversions import MAX_PIXELS, SUPPORTED_ENCODINGS, encoding_info, numpy_to_compressed
+from seg_perception.core.conversions import MAX_PIXELS, SUPPORTED_ENCODINGS, encoding_info, numpy_to_compressed
 from seg_perception.datasets.synthetic import make_scene
 
 from .rostest_utils import Harness, node_process
@@ -245,7 +245,7 @@ def test_generator_is_seeded_and_mixed():
 
 def test_generator_reasons_agree_with_the_converter():
     """Cheap in-process cross-check of the generator's labels (the node's callback runs to_rgb)."""
-    from seg_perception.conversions import ConversionError, to_rgb
+    from seg_perception.core.conversions import ConversionError, to_rgb
 
     for msg, reason in raw_corpus():
         if reason is None:

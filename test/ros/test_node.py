@@ -14,9 +14,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from seg_perception.conversions import image_to_numpy, numpy_to_compressed, numpy_to_image
+from seg_perception.core.conversions import image_to_numpy, numpy_to_compressed, numpy_to_image
 from seg_perception.datasets.synthetic import make_scene
-from seg_perception.pipeline import build_segmenter
+from seg_perception.core.segmenter import build_segmenter
 
 from .rostest_utils import RELIABLE, Harness, node_process
 
@@ -250,7 +250,7 @@ def test_compressed_base_topic_remap_and_truncated_jpeg_never_displaces_a_frame(
     """``-r image:=/cam/image_raw`` with compressed input subscribes /cam/image_raw/compressed (and
     warns while nobody publishes there); a valid JPEG followed at once by a truncated one: every
     valid frame is answered and every truncated one counted."""
-    from seg_perception.conversions import ConversionError, to_rgb
+    from seg_perception.core.conversions import ConversionError, to_rgb
 
     sem = harness.subscribe(Image, f"{NODE}/semantic")
     harness.subscribe(DiagnosticArray, "/diagnostics")

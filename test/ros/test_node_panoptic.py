@@ -12,10 +12,10 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
-from seg_perception.conversions import image_to_numpy, numpy_to_image
+from seg_perception.core.conversions import image_to_numpy, numpy_to_image
 from seg_perception.datasets.labels import get_label_set
 from seg_perception.datasets.synthetic import make_scene
-from seg_perception.results import LABEL_DIVISOR, Segment
+from seg_perception.core.results import LABEL_DIVISOR, Segment
 from seg_perception.ros.instances import segments_to_detections
 
 from .rostest_utils import RELIABLE, Harness, node_process
@@ -96,7 +96,7 @@ def _config(diags: list) -> dict:
 
 def _tuned(weights: str) -> dict:
     """The post-processing the node should use: the file's tuned values over the paper defaults."""
-    from seg_perception.pipeline import load_model, panoptic_config_for
+    from seg_perception.core.segmenter import load_model, panoptic_config_for
 
     return panoptic_config_for(load_model(MODEL, weights=weights)).tunables()
 

@@ -120,7 +120,7 @@ def test_run_help_prints_help_and_does_not_start_the_node():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "seg_perception.cli", "run", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "seg_perception.cli.main", "run", "--help"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage: seg-perception run" in out.stdout and "--ros-args" in out.stdout

@@ -5,7 +5,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from seg_perception.conversions import ConversionError
+from seg_perception.core.conversions import ConversionError
 from seg_perception.core.pointcloud import CloudConfig, depth_to_cloud
 from seg_perception.ros.depth_input import depth_from_msg, intrinsics_from_camera_info
 from seg_perception.ros.pointcloud_msg import to_pointcloud2

@@ -17,7 +17,7 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-from seg_perception.conversions import image_to_numpy, numpy_to_image
+from seg_perception.core.conversions import image_to_numpy, numpy_to_image
 
 from .rostest_utils import RELIABLE, Harness, node_process
 

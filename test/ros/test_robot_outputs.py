@@ -10,11 +10,11 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from seg_perception.conversions import image_to_numpy, numpy_to_image
+from seg_perception.core.conversions import image_to_numpy, numpy_to_image
 from seg_perception.datasets.labels import get_label_set
 from seg_perception.datasets.synthetic import make_scene
-from seg_perception.pipeline import build_segmenter
-from seg_perception.results import LABEL_DIVISOR
+from seg_perception.core.segmenter import build_segmenter
+from seg_perception.core.results import LABEL_DIVISOR
 from seg_perception.ros.pointcloud_msg import point_dtype
 
 from .rostest_utils import RELIABLE, Harness, node_process

@@ -78,7 +78,7 @@ def test_auto_rejects_bad_options(cache_dir):
 
 
 def test_segmenter_describes_the_choice(cache_dir):
-    from seg_perception.pipeline import build_segmenter
+    from seg_perception.core.segmenter import build_segmenter
 
     seg = build_segmenter("deeplabv3plus_mobilenetv2", weights="none", resolution=(64, 128), backend="auto",
                           backend_options={"auto_candidates": "onnxruntime:fp32,openvino:fp32", "calib_limit": 2,

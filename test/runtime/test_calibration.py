@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ..fakes import fake_tensorrt
-from seg_perception.preprocess import to_network_input
+from seg_perception.core.preprocess import to_network_input
 from seg_perception.runtime import calibration as cal
 from seg_perception.runtime import create_backend
 from seg_perception.runtime.base import BackendError
@@ -136,7 +136,7 @@ def test_int8_engine_from_image_folder_then_from_cache(fake_trt, cache_dir, tmp_
 
 def test_bag_topic_frames(tmp_path):
     pytest.importorskip("rclpy")
-    from seg_perception.eval.bag import BagWriter
+    from seg_perception.bag.rosbag import BagWriter
 
     rng = np.random.default_rng(2)
     frames = [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(4)]

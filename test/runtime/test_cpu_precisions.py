@@ -31,7 +31,7 @@ def _frames_dir(tmp_path, n=6, seed=0):
 
 
 def _inputs(n=3):
-    from seg_perception.preprocess import to_network_input
+    from seg_perception.core.preprocess import to_network_input
 
     rng = np.random.default_rng(42)
     frames = [cv2.GaussianBlur(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8), (7, 7), 0) for _ in range(n)]

@@ -114,7 +114,7 @@ def test_torch_cuda_unavailable_says_what_to_install():
 ])
 def test_segmenter_on_every_backend(model, kwargs, fake_trt, cache_dir):
     """build_segmenter over torch, onnxruntime and (fake) TensorRT: same labels at camera resolution."""
-    from seg_perception.pipeline import build_segmenter
+    from seg_perception.core.segmenter import build_segmenter
 
     rgb = np.random.default_rng(3).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     results = {}

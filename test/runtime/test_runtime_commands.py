@@ -1,4 +1,4 @@
-"""CLI subcommands export, build-engine (fake TensorRT) and bench, through seg_perception.cli.main."""
+"""CLI subcommands export, build-engine (fake TensorRT) and bench, through seg_perception.cli.main.main."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import onnx
 import torch
 
 from ..fakes import fake_tensorrt
-from seg_perception.cli import main
+from seg_perception.cli.main import main
 
 MODEL = ["--model", "deeplabv3plus_mobilenetv2", "--weights", "none"]
 

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from seg_perception.cli import main
+from seg_perception.cli.main import main
 from seg_perception.tools.bench_tracking import sequence
 
 

@@ -1,0 +1,392 @@
+"""Side-by-side latency benchmark of inference backends through the full Segmenter.
+
+For each backend a :class:`~seg_perception.core.segmenter.Segmenter` is built with
+:func:`~seg_perception.core.segmenter.build_segmenter`; all are warmed up, then frames are run
+*interleaved* (frame i goes through every backend, the order rotating per frame) so clock/thermal
+drift and background load affect all backends alike. Per stage (preprocess, inference,
+postprocess, total) the min / median / p90 milliseconds are reported, throughput is
+``1000 / median total`` frames per second (sequential, one frame in flight), and
+``ratio_vs_first`` is the speed-up relative to the first backend (first median total / this
+median total; > 1 means faster). For panoptic models ``postprocess_over_inference`` is the ratio
+of median post-processing to median inference time (the Panoptic-DeepLab grouping cost) and
+``segments`` the median number of segments per frame (grouping time grows with the number of
+centers). With ``weights: none`` the random weights are seeded, identical for every backend.
+
+Each entry of ``backends`` is a *variant* ``kind[:precision][+cl][+graphs]`` (e.g.
+``onnxruntime:int8``, ``torch:bf16``, ``torch:fp16+cl+graphs``; ``cl`` = channels_last,
+``graphs`` = CUDA graphs); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
+post-processing / median inference) is reported for every task: with ``camera`` larger than the
+network it is the cost of producing labels at camera resolution.
+
+``accuracy`` also scores every variant on held-out synthetic scenes (the recorded evaluation seeds,
+:func:`seg_perception.training.loop.evaluate_segmenter`) and on the shipped sample drive bag (mIoU, and
+PQ for panoptic models), so each speed-up is shown beside what it costs.
+
+A backend that cannot be created (not installed, precision unsupported, no GPU) gets a result
+with an ``error`` and the others still run. :data:`GPU_SUITE` is the one-go GPU run
+(``seg-perception bench --suite gpu``); on a machine without a CUDA GPU each of its variants is
+recorded as skipped with the reason.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+LOG = logging.getLogger("seg_perception.tools.bench")
+STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
+#: Every CPU backend x precision (bf16 variants are refused with a reason on CPUs without bf16).
+CPU_SUITE = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:bf16", "openvino:int8",
+             "torch:fp32", "torch:bf16")
+#: The GPU run in one go: torch fp32 / fp16 / channels_last / CUDA graphs, onnxruntime-gpu, TensorRT fp16 / int8.
+GPU_SUITE = ("torch:fp32", "torch:fp16", "torch:fp16+cl", "torch:fp16+cl+graphs", "onnxruntime:fp32",
+             "tensorrt:fp16", "tensorrt:int8")
+SUITES = {"cpu": CPU_SUITE, "gpu": GPU_SUITE}
+_FLAGS = {"cl": "channels_last", "graphs": "cuda_graphs"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One benchmarked path: label as written, backend kind, precision and backend options."""
+
+    label: str
+    kind: str
+    precision: str
+    options: tuple = ()
+
+
+def parse_variant(text: str, default_precision: str = "fp32") -> Variant:
+    """``"kind[:precision][+cl][+graphs]"`` -> :class:`Variant`.
+
+    Raises:
+        ValueError: empty kind or an unknown ``+flag`` (names the valid ones).
+    """
+    head, *flags = text.strip().split("+")
+    kind, _, precision = head.partition(":")
+    if not kind:
+        raise ValueError(f"backend variant {text!r} has no backend kind; write e.g. onnxruntime:int8")
+    bad = [f for f in flags if f not in _FLAGS]
+    if bad:
+        raise ValueError(f"backend variant {text!r}: unknown flag(s) {bad}; valid: {', '.join('+' + f for f in _FLAGS)}")
+    return Variant(text.strip(), kind, precision or default_precision, tuple((_FLAGS[f], True) for f in flags))
+
+
+@dataclass
+class BenchConfig:
+    """What to benchmark.
+
+    Attributes:
+        model / weights / label_set / model_kwargs: as for ``build_segmenter``.
+        resolution: network input (H, W).
+        backends: backend kinds in report order; the first is the ratio reference.
+        device / precision: passed to every backend.
+        channels_last / cuda_graphs: torch backend options.
+        frames / warmup: timed and untimed frames per backend.
+        camera: (H, W) of the synthetic camera frame (default: ``resolution``).
+        seed: seed of the synthetic frame.
+    """
+
+    model: str
+    resolution: tuple[int, int]
+    backends: list[str]
+    weights: Optional[str] = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+    cuda_graphs: bool = False
+    frames: int = 50
+    warmup: int = 5
+    camera: Optional[tuple[int, int]] = None
+    label_set: Optional[str] = None
+    model_kwargs: dict = field(default_factory=dict)
+    seed: int = 0
+    accuracy: bool = False
+    accuracy_scenes: int = 12
+    accuracy_bag_frames: Optional[int] = None
+    suite: Optional[str] = None
+
+    def validate(self) -> None:
+        if not self.backends:
+            raise ValueError("no backends given; pass e.g. --backends torch,onnxruntime")
+        if len(set(self.backends)) != len(self.backends):
+            raise ValueError(f"backends {self.backends} repeat a name; list each once")
+        for b in self.backends:
+            parse_variant(b, self.precision)
+        if self.accuracy and self.accuracy_scenes < 1:
+            raise ValueError(f"accuracy_scenes must be >= 1, got {self.accuracy_scenes}")
+        if self.frames < 1 or self.warmup < 0:
+            raise ValueError(f"frames must be >= 1 and warmup >= 0, got frames={self.frames}, warmup={self.warmup}")
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    """min / median / p90 (linear interpolation) of ``values`` in ms."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {"min": float(arr.min()), "median": float(np.median(arr)), "p90": float(np.percentile(arr, 90))}
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """CPU, library versions and the accelerator, for the JSON report."""
+    import torch
+
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "device": device,
+    }
+    from ..runtime.cpu_features import relevant_flags
+
+    info["cpu_flags"] = relevant_flags()
+    for module in ("onnxruntime", "openvino", "tensorrt"):
+        try:
+            info[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - absent or broken optional module
+            info[module] = None
+    if torch.cuda.is_available():
+        dev = torch.device(device if device.startswith("cuda") else "cuda")
+        info["gpu"] = torch.cuda.get_device_name(dev)
+        info["compute_capability"] = "%d.%d" % torch.cuda.get_device_capability(dev)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synthetic_frame(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """A deterministic (H, W, 3) uint8 test frame: smooth gradients plus noise."""
+    h, w = hw
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / max(w - 1, 1), yy / max(h - 1, 1), (xx + yy) / max(h + w - 2, 1)], axis=-1) * 200
+    return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _backend_options(variant: Variant, cfg: BenchConfig) -> dict:
+    opts = dict(variant.options)
+    if variant.kind == "torch":
+        # channels_last only when asked: left unset, the torch backend picks it (on for bf16 on CPU)
+        if cfg.channels_last:
+            opts.setdefault("channels_last", True)
+        if cfg.cuda_graphs:
+            opts.setdefault("cuda_graphs", True)
+    if variant.kind == "onnxruntime" and str(cfg.device).startswith("cuda"):
+        opts.setdefault("providers", "cuda,cpu")
+    return opts
+
+
+def _gpu_skip_reason(variant: Variant, cfg: BenchConfig) -> Optional[str]:
+    """Why a GPU variant cannot run here (None when it can)."""
+    if not str(cfg.device).startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        return f"skipped: no CUDA GPU (torch {torch.__version__}, torch.cuda.is_available() is False)"
+    import importlib.util
+
+    if variant.kind == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        return "skipped: tensorrt is not installed (pip install tensorrt)"
+    if variant.kind == "onnxruntime":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "skipped: onnxruntime is not installed"
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "skipped: onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"
+    return None
+
+
+def _build(variant: Variant, cfg: BenchConfig):
+    from ..core.segmenter import build_segmenter
+
+    t0 = time.perf_counter()
+    # Random weights (weights none) are seeded, so every backend runs the same network and the
+    # panoptic post-processing gets the same heads (its time depends on the number of centers).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        seg = build_segmenter(
+            cfg.model, weights=cfg.weights, resolution=cfg.resolution, backend=variant.kind, device=cfg.device,
+            precision=variant.precision, label_set=cfg.label_set, model_kwargs=cfg.model_kwargs or None,
+            backend_options=_backend_options(variant, cfg),
+        )
+    return seg, (time.perf_counter() - t0) * 1e3
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Benchmark ``cfg.backends``; returns the report ``{"machine", "config", "results"}``.
+
+    Backends that fail to build appear in ``results`` with an ``error`` (so does every backend
+    when the model or weights are bad).
+
+    Raises:
+        ValueError: invalid configuration.
+    """
+    cfg.validate()
+    camera = tuple(cfg.camera or cfg.resolution)
+    frame = synthetic_frame(camera, cfg.seed)
+    segmenters: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for kind in cfg.backends:
+        variant = parse_variant(kind, cfg.precision)
+        head = {"backend": kind, "kind": variant.kind, "precision": variant.precision}
+        skip = _gpu_skip_reason(variant, cfg)
+        if skip:
+            LOG.warning("backend %s %s", kind, skip)
+            results[kind] = {**head, "error": skip, "skipped": True}
+            continue
+        try:
+            seg, setup_ms = _build(variant, cfg)
+        except (ValueError, RuntimeError, ImportError, OSError) as exc:  # Backend/CheckpointError: RuntimeError
+            LOG.warning("backend %s skipped: %s", kind, exc)
+            results[kind] = {**head, "error": str(exc)}
+            continue
+        segmenters[kind] = seg
+        results[kind] = {**head, "setup_ms": setup_ms, "task": seg.task}
+    try:
+        for kind, seg in segmenters.items():
+            for _ in range(cfg.warmup):
+                seg.segment(frame)
+        samples: dict[str, list] = {k: [] for k in segmenters}
+        kinds = list(segmenters)
+        for i in range(cfg.frames):
+            shift = i % max(len(kinds), 1)
+            for kind in kinds[shift:] + kinds[:shift]:
+                result = segmenters[kind].segment(frame)
+                samples[kind].append({**result.timings.as_dict(), "segments": len(result.segments or ())})
+        if cfg.accuracy:
+            for kind, seg in segmenters.items():
+                results[kind]["accuracy"] = score_accuracy(seg, cfg)
+    finally:
+        for seg in segmenters.values():
+            seg.close()
+    for kind, rows in samples.items():
+        entry = results[kind]
+        for stage in STAGES:
+            entry[stage] = stats([r[stage] for r in rows])
+        entry["throughput_fps"] = 1000.0 / entry["total_ms"]["median"]
+        entry["postprocess_over_inference"] = entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"]
+        if entry["task"] == "panoptic":
+            entry["segments"] = int(statistics.median(r["segments"] for r in rows))
+    ordered = [results[k] for k in cfg.backends]
+    first = next((r for r in ordered if "error" not in r), None)
+    for r in ordered:
+        if "error" not in r:
+            r["ratio_vs_first"] = first["total_ms"]["median"] / r["total_ms"]["median"]
+    config = asdict(cfg)
+    config["camera"] = list(camera)
+    config["resolution"] = list(cfg.resolution)
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(cfg.device),
+            "config": config, "results": ordered}
+
+
+def score_accuracy(seg: Any, cfg: BenchConfig) -> dict[str, Any]:
+    """mIoU (PQ for panoptic) of ``seg`` on held-out synthetic scenes and on the sample drive bag.
+
+    Held-out: ``cfg.accuracy_scenes`` scenes from the recorded evaluation seeds
+    (``EVAL_SEED_BASE ..``, never trained on) at 256 x 512. Sample drive: its frames and GT topics
+    (``cfg.accuracy_bag_frames`` of them; all when None). mIoU convention: cityscapes.
+    """
+    from ..training.loop import EVAL_SEED_BASE, evaluate_segmenter
+
+    held = evaluate_segmenter(seg, cfg.accuracy_scenes, (256, 512), first_seed=EVAL_SEED_BASE)
+    out: dict[str, Any] = {"held_out": {k: held[k] for k in ("miou", "pq", "sq", "rq", "scenes", "first_seed") if k in held}}
+    try:
+        out["sample_drive"] = _score_sample_drive(seg, cfg.accuracy_bag_frames)
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+        out["sample_drive"] = {"error": str(exc)}
+    return out
+
+
+def _score_sample_drive(seg: Any, limit: Optional[int]) -> dict[str, Any]:
+    from ..core.conversions import image_to_numpy, to_rgb
+    from ..datasets.sample_bag import GT_PANOPTIC_TOPIC, GT_SEMANTIC_TOPIC, IMAGE_TOPIC, SAMPLE_BAG_PATH
+    from ..bag.rosbag import read_images
+    from ..eval.metrics import ConfusionMatrix, PanopticQuality
+    from ..training.loop import pq_report
+
+    labels = seg.label_set
+    cm = ConfusionMatrix(labels.num_classes)
+    pq = PanopticQuality(labels.num_classes, labels.thing_ids) if seg.task == "panoptic" else None
+    frames = 0
+    streams = zip(read_images(SAMPLE_BAG_PATH, IMAGE_TOPIC), read_images(SAMPLE_BAG_PATH, GT_SEMANTIC_TOPIC),
+                  read_images(SAMPLE_BAG_PATH, GT_PANOPTIC_TOPIC))
+    for image, gt_sem, gt_pan in streams:
+        if limit is not None and frames >= limit:
+            break
+        res = seg.segment(to_rgb(image.msg))
+        cm.update(image_to_numpy(gt_sem.msg).astype(np.uint8), res.semantic)
+        if pq is not None:
+            pq.update(image_to_numpy(gt_pan.msg).astype(np.int32), res.panoptic)
+        frames += 1
+    out: dict[str, Any] = {"frames": frames, "miou": round(float(cm.miou("cityscapes")), 4)}
+    if pq is not None:
+        out.update({k: v for k, v in pq_report(pq.summary(labels.names)).items() if k in ("pq", "sq", "rq")})
+    return out
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Terminal table of a :func:`run_bench` report (median ms per stage, total min/median/p90)."""
+    cfg = report["config"]
+    panoptic = any(r.get("task") == "panoptic" for r in report["results"])
+    accuracy = any("accuracy" in r for r in report["results"])
+    head = ["backend", "pre", "infer", "post", "total min", "total med", "total p90", "fps", f"x vs {cfg['backends'][0]}",
+            "post/infer"]
+    if panoptic:
+        head += ["segments"]
+    if accuracy:
+        head += ["mIoU held-out", "mIoU drive"] + (["PQ held-out", "PQ drive"] if panoptic else [])
+    rows = []
+    for r in report["results"]:
+        if "error" in r:
+            rows.append([r["backend"], f"error: {r['error']}"])
+            continue
+        row = [r["backend"], *(f"{r[s]['median']:.2f}" for s in STAGES[:3]),
+               *(f"{r['total_ms'][k]:.2f}" for k in ("min", "median", "p90")),
+               f"{r['throughput_fps']:.1f}", f"{r['ratio_vs_first']:.2f}", f"{r['postprocess_over_inference']:.2f}"]
+        if panoptic:
+            row += [str(r.get("segments", "-"))]
+        if accuracy:
+            acc = r.get("accuracy", {})
+            keys = ("miou", "pq") if panoptic else ("miou",)
+            for key in keys:
+                for part in ("held_out", "sample_drive"):
+                    value = acc.get(part, {}).get(key)
+                    row.append("-" if value is None else f"{100 * value:.2f}")
+        rows.append(row)
+    widths = [max([len(head[i])] + [len(r[i]) for r in rows if len(r) == len(head)]) for i in range(len(head))]
+    fmt = lambda cells: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))  # noqa: E731
+    title = (f"{cfg['model']} @ {cfg['resolution'][0]}x{cfg['resolution'][1]} (camera {cfg['camera'][0]}x"
+             f"{cfg['camera'][1]}), device {cfg['device']}, {cfg['frames']} frames "
+             f"after {cfg['warmup']} warm-up; times in ms{'; scores in %' if accuracy else ''}")
+    lines = [title, fmt(head), fmt(["-" * w for w in widths])]
+    for row in rows:
+        lines.append(fmt(row) if len(row) == len(head) else f"{row[0].ljust(widths[0])}  {row[1]}")
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write the report as indented JSON (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return path

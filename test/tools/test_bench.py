@@ -1,0 +1,143 @@
+"""bench.run_bench on a tiny model: report structure and internal consistency (no timing asserts)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seg_perception.tools.bench import (GPU_SUITE, BenchConfig, format_table, parse_variant, run_bench, stats,
+                                  synthetic_frame, write_json)
+
+SMALL_PANOPTIC = {"aspp_channels": 16, "decoder_channels": 16, "instance_aspp_channels": 16,
+                  "instance_decoder_channels": 16, "head_channels": 16, "instance_head_channels": 8}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_PERCEPTION_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _check_entry(entry: dict) -> None:
+    for stage in ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms"):
+        s = entry[stage]
+        assert set(s) == {"min", "median", "p90"}
+        assert 0 <= s["min"] <= s["median"] <= s["p90"]
+    for key in ("min", "median", "p90"):  # per frame total = sum of stages, so every order statistic dominates
+        for stage in ("preprocess_ms", "inference_ms", "postprocess_ms"):
+            assert entry["total_ms"][key] >= entry[stage][key] - 1e-9
+    assert entry["throughput_fps"] == pytest.approx(1000.0 / entry["total_ms"]["median"], rel=1e-9)
+
+
+def test_panoptic_bench_report(tmp_path):
+    cfg = BenchConfig(model="panoptic_deeplab_mobilenetv3_large", weights="none", resolution=(32, 48),
+                      backends=["torch", "onnxruntime", "nonexistent"], frames=2, warmup=1, camera=(40, 64),
+                      model_kwargs=SMALL_PANOPTIC)
+    report = run_bench(cfg)
+    assert set(report) == {"date", "machine", "config", "results"}
+    machine = report["machine"]
+    assert machine["torch"] == torch.__version__ and machine["device"] == "cpu" and machine["cpu"]
+    assert "onnxruntime" in machine
+    assert report["config"]["camera"] == [40, 64] and report["config"]["backends"] == cfg.backends
+    results = report["results"]
+    assert [r["backend"] for r in results] == ["torch", "onnxruntime", "nonexistent"]
+    assert "nonexistent" in results[2]["error"] and "torch, onnxruntime, openvino, tensorrt" in results[2]["error"]
+    for entry in results[:2]:
+        _check_entry(entry)
+        assert entry["task"] == "panoptic"
+        assert entry["postprocess_over_inference"] == pytest.approx(
+            entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"])
+        assert isinstance(entry["segments"], int) and entry["segments"] >= 0
+    # seeded random weights: both backends run the same network, so they see the same segments
+    assert results[0]["segments"] == results[1]["segments"]
+    assert results[0]["ratio_vs_first"] == pytest.approx(1.0)
+    assert results[1]["ratio_vs_first"] == pytest.approx(
+        results[0]["total_ms"]["median"] / results[1]["total_ms"]["median"])
+    path = write_json(report, tmp_path / "out" / "bench.json")
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+    table = format_table(report)
+    assert "post/infer" in table and "segments" in table and "onnxruntime" in table and "error" in table
+
+
+def test_random_weights_are_identical_across_backends():
+    from seg_perception.tools.bench import _build
+
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48),
+                      backends=["torch", "onnxruntime"], model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
+    frame = synthetic_frame((32, 48), 0)
+    torch.manual_seed(123)  # the global stream must not matter, nor be consumed
+    state = torch.random.get_rng_state()
+    sems = []
+    for kind in cfg.backends:
+        seg, _ = _build(parse_variant(kind), cfg)
+        with seg:
+            sems.append(seg.segment(frame).semantic)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert (sems[0] == sems[1]).mean() >= 0.999
+
+
+def test_semantic_bench_reports_postprocess_share_at_camera_size():
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48), backends=["torch"],
+                      frames=2, warmup=0, camera=(72, 100), model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
+    report = run_bench(cfg)
+    (entry,) = report["results"]
+    _check_entry(entry)
+    assert entry["task"] == "semantic" and "segments" not in entry
+    assert entry["postprocess_over_inference"] == pytest.approx(
+        entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"])
+    assert "post/infer" in format_table(report) and "segments" not in format_table(report)
+
+
+def test_variants_parse_and_run_with_their_precision():
+    v = parse_variant("torch:fp16+cl+graphs")
+    assert (v.kind, v.precision, dict(v.options)) == ("torch", "fp16", {"channels_last": True, "cuda_graphs": True})
+    assert parse_variant("onnxruntime", "int8").precision == "int8"
+    with pytest.raises(ValueError, match=r"\+cl"):
+        parse_variant("torch+fast")
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48),
+                      backends=["onnxruntime:fp32", "onnxruntime:int8", "torch:fp16"], frames=1, warmup=0,
+                      model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
+    fp32, int8, fp16 = run_bench(cfg)["results"]
+    assert (fp32["kind"], fp32["precision"], int8["precision"]) == ("onnxruntime", "fp32", "int8")
+    _check_entry(int8)
+    assert "fp16" in fp16["error"]  # torch fp16 on CPU: refused with the reason, the others still ran
+
+
+def test_accuracy_scores_held_out_scenes_and_the_sample_drive():
+    cfg = BenchConfig(model="panoptic_deeplab_mobilenetv3_large", weights="none", resolution=(32, 48),
+                      backends=["onnxruntime"], frames=1, warmup=0, accuracy=True, accuracy_scenes=1,
+                      accuracy_bag_frames=2, model_kwargs=SMALL_PANOPTIC)
+    report = run_bench(cfg)
+    acc = report["results"][0]["accuracy"]
+    assert acc["held_out"]["scenes"] == 1 and 0 <= acc["held_out"]["miou"] <= 1 and "pq" in acc["held_out"]
+    assert acc["sample_drive"]["frames"] == 2 and 0 <= acc["sample_drive"]["pq"] <= 1
+    assert "PQ drive" in format_table(report)
+
+
+def test_gpu_suite_without_a_gpu_records_why_each_part_skipped(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48),
+                      backends=list(GPU_SUITE), device="cuda", frames=1, warmup=0, suite="gpu",
+                      model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
+    report = run_bench(cfg)
+    assert [r["backend"] for r in report["results"]] == list(GPU_SUITE)
+    assert all(r.get("skipped") and "no CUDA GPU" in r["error"] for r in report["results"])
+    assert "no CUDA GPU" in format_table(report)
+
+
+def test_config_validation():
+    for bad in ({"backends": []}, {"backends": ["torch", "torch"]}, {"frames": 0}):
+        kwargs = {"model": "deeplabv3plus_mobilenetv2", "resolution": (32, 48), "backends": ["torch"], **bad}
+        with pytest.raises(ValueError):
+            run_bench(BenchConfig(**kwargs))
+
+
+def test_stats_and_frame_helpers():
+    s = stats([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert s == {"min": 1.0, "median": 3.0, "p90": pytest.approx(4.6)}
+    a, b = synthetic_frame((10, 12), seed=1), synthetic_frame((10, 12), seed=1)
+    assert a.shape == (10, 12, 3) and a.dtype.name == "uint8" and (a == b).all()
