@@ -23,7 +23,9 @@ import torch
 
 from seg_perception.models import safe_pickle
 from seg_perception.models.checkpoints import CheckpointError, load_checkpoint
-from seg_perception.core.segmenter import PipelineError, build_segmenter, load_model
+from seg_perception.core.resolution import PipelineError
+from seg_perception.core.segmenter import build_segmenter
+from seg_perception.core.weights import load_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 

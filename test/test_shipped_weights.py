@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from seg_perception.models.checkpoints import load_checkpoint
-from seg_perception.core.segmenter import SHIPPED_WEIGHTS, build_segmenter
+from seg_perception.core.weights import SHIPPED_WEIGHTS
+from seg_perception.core.segmenter import build_segmenter
 from seg_perception.training.loop import EVAL_SEED_BASE, evaluate_segmenter
 
 #: A little below the recorded score: covers the spread between two scene sets (12 fresh scenes vs the 32
@@ -63,7 +64,7 @@ def test_panoptic_model_runs_with_its_tuned_postprocessing_by_default() -> None:
     """The shipped panoptic file carries post-processing tuned on validation scenes; its held-out
     score was measured with it, and the node's preset (parameters at auto) uses it too."""
     from seg_perception.ros.launch_config import load_preset
-    from seg_perception.core.segmenter import POSTPROCESS_META_KEY
+    from seg_perception.core.weights import POSTPROCESS_META_KEY
     from seg_perception.ros.params import NodeConfig
 
     name = "panoptic_deeplab_mobilenetv2"

@@ -24,7 +24,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training.soup import average_checkpoints
     from ..models.checkpoints import CheckpointError, update_checkpoint_meta
-    from ..core.segmenter import PipelineError, parse_resolution
+    from ..core.resolution import PipelineError, parse_resolution
     from ..training.loop import evaluate_checkpoint
 
     if args.eval_scenes < 0:

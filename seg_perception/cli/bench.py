@@ -64,7 +64,8 @@ def model_resolution(model: str, weights: str | None) -> tuple[int, int]:
     """The network (H, W) a Segmenter of ``model`` + ``weights`` uses when none is given: the
     resolution the checkpoint records, else ``pipeline.DEFAULT_RESOLUTION``."""
     from ..models.checkpoints import CheckpointError, read_checkpoint_meta
-    from ..core.segmenter import DEFAULT_RESOLUTION, parse_resolution
+    from ..core.segmenter import DEFAULT_RESOLUTION
+    from ..core.resolution import parse_resolution
 
     if weights is None:
         return DEFAULT_RESOLUTION
@@ -77,7 +78,8 @@ def model_resolution(model: str, weights: str | None) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from ..tools.bench import SUITES, BenchConfig, format_table, parse_variant, run_bench, write_json
-    from ..core.segmenter import parse_resolution, resolve_weights
+    from ..core.resolution import parse_resolution
+    from ..core.weights import resolve_weights
     from .common import parse_model_kwargs
 
     try:

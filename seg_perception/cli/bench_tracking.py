@@ -28,7 +28,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seg_perception.core.segmenter import PipelineError, parse_resolution
+    from seg_perception.core.resolution import PipelineError, parse_resolution
     from seg_perception.tools.bench_tracking import run as bench
 
     try:

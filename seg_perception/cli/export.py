@@ -37,7 +37,9 @@ def load_for_export(args: argparse.Namespace) -> tuple[Any, tuple[int, int]]:
     Raises:
         ValueError (incl. PipelineError) / CheckpointError: bad model, weights or resolution.
     """
-    from ..core.segmenter import DEFAULT_RESOLUTION, check_resolution, load_model, parse_resolution
+    from ..core.segmenter import DEFAULT_RESOLUTION
+    from ..core.resolution import check_resolution, parse_resolution
+    from ..core.weights import load_model
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return _inspect(args)
     from ..datasets.labels import list_label_sets
     from ..models import list_models, model_info
-    from ..core.segmenter import SHIPPED_WEIGHTS
+    from ..core.weights import SHIPPED_WEIGHTS
 
     print("models:")
     for name in list_models(args.task):

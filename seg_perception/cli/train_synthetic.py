@@ -68,7 +68,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models.checkpoints import CheckpointError
-    from ..core.segmenter import PipelineError, parse_resolution
+    from ..core.resolution import PipelineError, parse_resolution
     from .common import parse_model_kwargs
     from ..training.loop import TrainConfig, train
 

@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from ..training.tuning import TuningError, tune_panoptic, write_tuned
     from ..models.checkpoints import CheckpointError, read_checkpoint_meta
     from ..core.panoptic import PanopticConfig
-    from ..core.segmenter import PipelineError, build_segmenter, parse_resolution, resolve_weights
+    from ..core.resolution import PipelineError, parse_resolution
+    from ..core.segmenter import build_segmenter
+    from ..core.weights import resolve_weights
     from ..training.loop import evaluate_segmenter
 
     if args.scenes < 1:

@@ -316,7 +316,7 @@ class NodeConfig:
         """The panoptic post-processing values set explicitly (not ``auto``), as PanopticConfig fields.
 
         The Segmenter applies them on top of the values tuned for the weights
-        (:func:`seg_perception.core.segmenter.panoptic_config_for`).
+        (:func:`seg_perception.core.weights.panoptic_config_for`).
         """
         return {k: _PANOPTIC_FIELD_TYPE.get(k, type(self[k]))(self[k])
                 for k, auto in PANOPTIC_AUTO.items() if self[k] != auto}

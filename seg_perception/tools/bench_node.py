@@ -110,7 +110,7 @@ def run_startup(preset: Path, camera: tuple[int, int] = (480, 640), timeout: flo
 
     from .bench import synthetic_frame
     from ..core.conversions import numpy_to_image
-    from ..core.segmenter import SHIPPED_WEIGHTS
+    from ..core.weights import SHIPPED_WEIGHTS
 
     model = preset.stem
     cmd = node_command({}, namespace=NS) + ["--params-file", str(preset), "-p", "diagnostics_period:=0.2"]

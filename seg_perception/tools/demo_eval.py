@@ -131,14 +131,14 @@ def _node_resolution(cfg: Any, diagnostics: dict) -> list[int]:
     except ValueError:
         pass
     if cfg.resolution:
-        from ..core.segmenter import parse_resolution
+        from ..core.resolution import parse_resolution
 
         return list(parse_resolution(cfg.resolution))
     return []
 
 
 def _weights_path(cfg: Any) -> str:
-    from ..core.segmenter import SHIPPED_WEIGHTS
+    from ..core.weights import SHIPPED_WEIGHTS
 
     if str(cfg.weights).lower() == "default" and cfg.model in SHIPPED_WEIGHTS:
         return str(SHIPPED_WEIGHTS[cfg.model])

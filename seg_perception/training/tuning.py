@@ -18,7 +18,7 @@ threshold (a line search after the grid found 0.6853 validation PQ for stage 15 
 model, the grid 0.6885).
 
 :func:`write_tuned` stores the choice in the checkpoint (``meta.panoptic_postprocess``), where
-:func:`seg_perception.core.segmenter.panoptic_config_for` picks it up; node parameters left at ``auto``
+:func:`seg_perception.core.weights.panoptic_config_for` picks it up; node parameters left at ``auto``
 use it.
 """
 from __future__ import annotations
@@ -226,7 +226,7 @@ def write_tuned(path: str | os.PathLike, result: TuneResult, *, held_out: Option
         seg_perception.models.checkpoints.CheckpointError: not a readable seg_perception checkpoint.
     """
     from ..models.checkpoints import update_checkpoint_meta
-    from ..core.segmenter import POSTPROCESS_META_KEY
+    from ..core.weights import POSTPROCESS_META_KEY
 
     updates = {POSTPROCESS_META_KEY: dict(result.best), POSTPROCESS_META_KEY + "_tuning": result.record()}
     if held_out is not None:

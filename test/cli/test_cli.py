@@ -17,7 +17,8 @@ from seg_perception.cli import main as cli
 from seg_perception.cli import bench, eval_bag, export
 from seg_perception.cli.common import DEFAULT_MODEL
 from seg_perception.models.checkpoints import read_checkpoint_meta
-from seg_perception.core.segmenter import SHIPPED_WEIGHTS, PipelineError, resolve_weights
+from seg_perception.core.weights import SHIPPED_WEIGHTS, resolve_weights
+from seg_perception.core.resolution import PipelineError
 
 NO_SHIPPED = "hrnetv2_w18_small_v2"
 

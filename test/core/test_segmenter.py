@@ -9,13 +9,9 @@ import pytest
 import torch
 
 from seg_perception.datasets.labels import get_label_set
-from seg_perception.core.segmenter import (
-    PipelineError,
-    Segmenter,
-    build_segmenter,
-    load_model,
-    parse_resolution,
-)
+from seg_perception.core.resolution import PipelineError, parse_resolution
+from seg_perception.core.segmenter import Segmenter, build_segmenter
+from seg_perception.core.weights import load_model
 from seg_perception.core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from seg_perception.runtime.base import TensorSpec
 
@@ -179,7 +175,7 @@ def test_empty_weights_are_refused_not_read_as_random(weights):
 
 
 def test_random_weights_warn_loudly(caplog):
-    with caplog.at_level(logging.WARNING, logger="seg_perception.core.segmenter"):
+    with caplog.at_level(logging.WARNING, logger="seg_perception.core.weights"):
         lm = load_model("deeplabv3plus_mobilenetv2", weights="none", model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
     assert "RANDOM" in caplog.text
     assert lm.weights_path is None and lm.label_set.name == "cityscapes"
@@ -206,7 +202,7 @@ def test_build_segmenter_end_to_end_torch_backend():
     ([0.2, 7], "expected a dict"),
 ])
 def test_bad_tuned_postprocess_in_a_checkpoint_is_refused_by_name(tuned, needle):
-    from seg_perception.core.segmenter import LoadedModel, panoptic_config_for
+    from seg_perception.core.weights import LoadedModel, panoptic_config_for
 
     loaded = LoadedModel(torch.nn.Identity(), "panoptic_deeplab_mobilenetv2", "panoptic", get_label_set("cityscapes"),
                          "w.pt", None, None, {"panoptic_postprocess": tuned})

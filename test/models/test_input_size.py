@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from seg_perception.models import get_model, model_info
 from seg_perception.models.input_size import InputSizeRule, network_stride, size_problem
-from seg_perception.core.segmenter import PipelineError, build_segmenter, check_resolution
+from seg_perception.core.resolution import PipelineError, check_resolution
+from seg_perception.core.segmenter import build_segmenter
 
 CASES = [  # (model, builder kwargs, expected overall stride)
     ("deeplabv3plus_mobilenetv2", {"aspp_channels": 16, "decoder_channels": 16}, 16),

@@ -127,7 +127,7 @@ def test_foreign_file_is_refused_and_inspect_says_what_it_is(tmp_path, capsys) -
 
 
 def test_classifier_of_another_label_set_is_refused_at_load(vainf_file, tmp_path) -> None:
-    from seg_perception.core.segmenter import PipelineError
+    from seg_perception.core.resolution import PipelineError
 
     sd = torch.load(vainf_file, weights_only=True)["model_state"]
     w, b = sd["classifier.classifier.3.weight"], sd["classifier.classifier.3.bias"]

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from seg_perception.core.segmenter import build_segmenter, load_model
+from seg_perception.core.segmenter import build_segmenter
+from seg_perception.core.weights import load_model
 from test import reference_fixtures as rf
 
 D2 = "detectron2_panoptic_deeplab_r52_dc5_dsconv"

@@ -37,7 +37,9 @@ from sensor_msgs.msg import Image
 from seg_perception.core.conversions import numpy_to_image
 from seg_perception.models import get_model
 from seg_perception.models.checkpoints import CheckpointError, save_checkpoint
-from seg_perception.core.segmenter import PipelineError, build_segmenter, load_model
+from seg_perception.core.resolution import PipelineError
+from seg_perception.core.segmenter import build_segmenter
+from seg_perception.core.weights import load_model
 from seg_perception.runtime.base import BackendError
 
 from .rostest_utils import RELIABLE, Harness, node_process

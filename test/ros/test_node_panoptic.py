@@ -96,7 +96,7 @@ def _config(diags: list) -> dict:
 
 def _tuned(weights: str) -> dict:
     """The post-processing the node should use: the file's tuned values over the paper defaults."""
-    from seg_perception.core.segmenter import load_model, panoptic_config_for
+    from seg_perception.core.weights import load_model, panoptic_config_for
 
     return panoptic_config_for(load_model(MODEL, weights=weights)).tunables()
 

@@ -13,7 +13,8 @@ from seg_perception.training.tuning import DEFAULT_GRID, DEFAULT_REFINE, TuneRes
 from seg_perception.models import get_model
 from seg_perception.models.checkpoints import CheckpointError, save_checkpoint
 from seg_perception.core.panoptic import PanopticConfig
-from seg_perception.core.segmenter import POSTPROCESS_META_KEY, Segmenter, build_segmenter, load_model
+from seg_perception.core.weights import POSTPROCESS_META_KEY, load_model
+from seg_perception.core.segmenter import Segmenter, build_segmenter
 from seg_perception.runtime.base import TensorSpec
 from seg_perception.training.loop import default_center_sigma, evaluate_segmenter
 
