@@ -94,7 +94,7 @@ class FakeSegmenter:
 
 def write_scene_bag(path, storage="mcap", n=6, gt=True, panoptic=True, gt_offset_ns=0, compressed=None):
     """Bag with /cam (rgb8, or CompressedImage with compressed='png') and GT topics; frame i at T0 + i*DT."""
-    from seg_perception.bag.rosbag import BagWriter
+    from seg_perception.bag.write import BagWriter
 
     with BagWriter(path, storage=storage) as bag:
         for i in range(n):

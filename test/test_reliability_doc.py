@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RELIABILITY.md"
-LISTED_FILES = ("test/core/test_conversions_hostile.py", "test/bag/test_bag_damage.py")
+LISTED_FILES = ("test/core/test_conversions_hostile.py", "test/bag/test_recover.py")
 _TEST_ID = re.compile(r"`(test/[\w/]+\.py)::(\w+)`")
 
 

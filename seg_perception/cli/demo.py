@@ -28,7 +28,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bag.rosbag import BagError
+    from ..bag.read import BagError
 
     cfg = DemoConfig(bag=args.bag, image_topic=args.image_topic,
                      gt_semantic_topic=args.gt_semantic_topic or None, gt_panoptic_topic=args.gt_panoptic_topic or None,

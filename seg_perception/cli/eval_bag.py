@@ -94,7 +94,7 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seg_perception.bag.rosbag import BagError
+    from seg_perception.bag.read import BagError
     from seg_perception.eval.evaluate import evaluate_bags
     from seg_perception.eval.gt import GroundTruthError
     from seg_perception.models.checkpoints import CheckpointError

@@ -129,7 +129,7 @@ def _write_frames(path: Path, images: list[Path], gts: list, labels, *, storage:
     """Write every image (+ name, + GT) into a new bag at ``path``; returns (GT frames, topic counts)."""
     from std_msgs.msg import String
 
-    from seg_perception.bag.rosbag import BagWriter
+    from seg_perception.bag.write import BagWriter
     from seg_perception.eval.gt import load_cityscapes_gt
 
     n_gt = 0

@@ -91,7 +91,7 @@ def write_drive_bag(drive: Drive, path: str | os.PathLike, *, rate_hz: float = 1
                     jpeg_quality: int = JPEG_QUALITY, compression: Optional[str] = "zstd") -> Path:
     """Write ``drive`` to the new mcap file ``path`` with the topics of the module docstring."""
     from ..core.conversions import numpy_to_compressed, numpy_to_image
-    from ..bag.rosbag import BagWriter, make_header
+    from ..bag.write import BagWriter, make_header
 
     period_ns = int(round(1e9 / rate_hz))
     with BagWriter(path, storage="mcap", compression=compression) as bag:

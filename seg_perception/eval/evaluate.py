@@ -17,18 +17,17 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from seg_perception.bag.rosbag import (
+from seg_perception.bag.read import (
     BagError,
     BagFrame,
-    BagWriter,
     ReadStats,
     format_topics,
     list_topics,
-    make_header,
     read_images,
     read_messages,
     typestore,
 )
+from seg_perception.bag.write import BagWriter, make_header
 from seg_perception.eval.coco_panoptic import CocoPanopticWriter
 from seg_perception.eval.gt import (
     BagGroundTruth,

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from seg_perception.datasets.labels import LabelSet
-from seg_perception.bag.rosbag import IMAGE_TYPE, BagFrame, ReadStats, check_image, read_messages
+from seg_perception.bag.read import IMAGE_TYPE, BagFrame, ReadStats, check_image, read_messages
 from seg_perception.core.results import LABEL_DIVISOR
 
 LABEL_SUFFIX = "_gtFine_labelIds.png"

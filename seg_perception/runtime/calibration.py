@@ -73,13 +73,13 @@ def iter_bag_topic(
 ) -> Iterator[np.ndarray]:
     """RGB frames from ``sensor_msgs/Image`` or ``CompressedImage`` messages on ``topic`` of a rosbag2.
 
-    Reading is :func:`seg_perception.bag.rosbag.read_images` (mcap/sqlite3 via ``rosbags``, tolerant of
+    Reading is :func:`seg_perception.bag.read.read_images` (mcap/sqlite3 via ``rosbags``, tolerant of
     truncated bags); message -> RGB is :func:`seg_perception.core.conversions.to_rgb`. Every
     ``stride``-th message is used; frames that fail to convert are skipped with a warning. The bag
     and topic are checked now (BackendError listing the bag's topics); frames load lazily.
     """
     try:
-        from ..bag.rosbag import BagError, list_topics, read_images
+        from ..bag.read import BagError, list_topics, read_images
         topics = list_topics(bag)
     except ImportError as exc:
         raise BackendError(f"reading calibration frames from a bag needs rosbags: pip install rosbags ({exc})") from exc

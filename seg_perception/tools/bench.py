@@ -320,7 +320,7 @@ def score_accuracy(seg: Any, cfg: BenchConfig) -> dict[str, Any]:
 def _score_sample_drive(seg: Any, limit: Optional[int]) -> dict[str, Any]:
     from ..core.conversions import image_to_numpy, to_rgb
     from ..datasets.sample_bag import GT_PANOPTIC_TOPIC, GT_SEMANTIC_TOPIC, IMAGE_TOPIC, SAMPLE_BAG_PATH
-    from ..bag.rosbag import read_images
+    from ..bag.read import read_images
     from ..eval.metrics import ConfusionMatrix, PanopticQuality
     from ..training.loop import pq_report
 

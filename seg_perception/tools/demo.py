@@ -67,9 +67,9 @@ def read_bag(cfg: DemoConfig) -> tuple[list[tuple[int, str, bytes]], dict, dict]
     """Raw camera messages [(stamp_ns, msgtype, cdr bytes)] and GT maps stamp_ns -> array.
 
     Raises:
-        seg_perception.bag.rosbag.BagError: a topic is missing (message lists the bag's topics).
+        seg_perception.bag.read.BagError: a topic is missing (message lists the bag's topics).
     """
-    from ..bag.rosbag import BagError, deserialize, format_topics, list_topics
+    from ..bag.read import BagError, deserialize, format_topics, list_topics
 
     topics = list_topics([cfg.bag])
     for t in (cfg.image_topic, cfg.gt_semantic_topic, cfg.gt_panoptic_topic):

@@ -56,7 +56,7 @@ def evaluate_recorded(cfg: Any, frames: list, rec: Any, gt_sem: dict, gt_pan: di
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CompressedImage, Image
 
-    from ..bag.rosbag import BagWriter
+    from ..bag.write import BagWriter
     from ..eval.evaluate import evaluate_bags
     from ..eval.report import render_markdown
 

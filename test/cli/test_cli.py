@@ -82,7 +82,7 @@ def test_no_shipped_weights_and_no_weights_is_a_clear_error():
 
 
 def _scene_bag(path, n=2):
-    from seg_perception.bag.rosbag import BagWriter
+    from seg_perception.bag.write import BagWriter
 
     rng = np.random.default_rng(0)
     with BagWriter(path) as bag:

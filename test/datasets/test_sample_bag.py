@@ -9,7 +9,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from seg_perception.core.conversions import image_to_numpy, to_rgb
 from seg_perception.datasets import sample_bag as sb
 from seg_perception.datasets.drive import make_drive
-from seg_perception.bag.rosbag import list_topics, read_messages
+from seg_perception.bag.read import list_topics, read_messages
 
 HW = (128, 256)
 FRAMES = 6

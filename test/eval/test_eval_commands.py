@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from seg_perception.cli import eval_bag, make_bag
-from seg_perception.bag.rosbag import list_topics, read_images
+from seg_perception.bag.read import list_topics, read_images
 
 
 def parse(module, argv):

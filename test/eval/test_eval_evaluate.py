@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from seg_perception.bag.rosbag import BagError, BagWriter, list_topics, read_images
+from seg_perception.bag.read import BagError, list_topics, read_images
+from seg_perception.bag.write import BagWriter
 from seg_perception.eval.evaluate import evaluate_bags
 
 
@@ -185,7 +186,7 @@ def test_missing_topic_lists_topics(tmp_path, scene):
 def test_undecodable_compressed_message_is_skipped_and_reported(tmp_path, scene):
     from sensor_msgs.msg import CompressedImage
 
-    from seg_perception.bag.rosbag import make_header
+    from seg_perception.bag.write import make_header
 
     with BagWriter(tmp_path / "bag") as bag:
         for i in range(3):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from seg_perception.datasets.labels import get_label_set
-from seg_perception.bag.rosbag import BagError, BagFrame, BagWriter
+from seg_perception.bag.read import BagError, BagFrame
+from seg_perception.bag.write import BagWriter
 from seg_perception.eval.evaluate import evaluate_bags
 from seg_perception.eval.gt import (
     CityscapesGroundTruth,

@@ -47,7 +47,7 @@ def _frame(i):
 
 
 def _bag(path):
-    from seg_perception.bag.rosbag import BagWriter
+    from seg_perception.bag.write import BagWriter
 
     with BagWriter(path, storage="mcap") as bag:
         for i in range(N):

@@ -136,7 +136,7 @@ def test_int8_engine_from_image_folder_then_from_cache(fake_trt, cache_dir, tmp_
 
 def test_bag_topic_frames(tmp_path):
     pytest.importorskip("rclpy")
-    from seg_perception.bag.rosbag import BagWriter
+    from seg_perception.bag.write import BagWriter
 
     rng = np.random.default_rng(2)
     frames = [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(4)]

@@ -18,7 +18,8 @@ from mcap.reader import make_reader
 from mcap.records import Chunk, DataEnd
 from mcap.stream_reader import StreamReader
 
-from seg_perception.bag.rosbag import BagError, BagWriter, ReadStats, deserialize, list_topics, read_images
+from seg_perception.bag.read import BagError, ReadStats, deserialize, list_topics, read_images
+from seg_perception.bag.write import BagWriter
 
 T0 = 1_700_000_000_000_000_000
 DT = 50_000_000
@@ -101,10 +102,10 @@ def test_written_bags_carry_crcs_the_reference_reader_validates(tmp_path, compre
 
 
 def test_tolerant_scan_reads_what_the_reference_reader_reads(intact):
-    from seg_perception.bag.rosbag import _McapScan
+    from seg_perception.bag.recover import McapScan
 
     path = _mcap_file(intact)
-    scan = _McapScan(path)
+    scan = McapScan(path)
     try:
         ours = [(t, lt) for t, _m, lt, _d in scan._scan()]
         assert not scan.damaged and scan.chunks_without_crc == 0

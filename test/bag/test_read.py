@@ -1,4 +1,4 @@
-"""Tests for seg_perception.bag.rosbag: writing, reading, and tolerance to broken bags."""
+"""Tests for seg_perception.bag.read: reading back, topic errors, and tolerance to broken bags."""
 import shutil
 import sqlite3
 from pathlib import Path
@@ -6,41 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seg_perception.bag.rosbag import (
-    BagError,
-    BagWriter,
-    ReadStats,
-    deserialize,
-    list_topics,
-    read_images,
-    read_messages,
-)
-
-T0 = 1_700_000_000_000_000_000
-DT = 100_000_000  # 10 Hz
-
-
-def frame_pixels(i, shape=(48, 64, 3)):
-    """Image i: constant value i*10 so each frame is recognisable after reading back."""
-    return np.full(shape, i * 10, dtype=np.uint8)
-
-
-def make_bag(path, storage, n=6, shape=(48, 64, 3)):
-    with BagWriter(path, storage=storage) as bag:
-        for i in range(n):
-            bag.write_image("/cam", frame_pixels(i, shape), "rgb8", T0 + i * DT, "camera")
-            bag.write_image("/gt", np.full(shape[:2], i, np.uint8), "mono8", T0 + i * DT, "camera")
-    return path
-
-
-def storage_file(bag):
-    files = [p for p in Path(bag).iterdir() if p.suffix in (".mcap", ".db3")]
-    assert len(files) == 1
-    return files[0]
-
-
-def first_byte(frame):
-    return int(np.asarray(frame.msg.data)[0])
+from seg_perception.bag.read import BagError, ReadStats, list_topics, read_images, read_messages
+from seg_perception.bag.write import BagWriter
+from test.bag.bag_helpers import DT, T0, first_byte, frame_pixels, make_bag, storage_file
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
@@ -71,29 +39,6 @@ def test_several_bags_index_per_bag(tmp_path):
     frames = list(read_images([a, b], "/cam"))
     assert [(Path(f.bag_path).name, f.index) for f in frames] == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("b", 2)]
     assert list_topics([a, b])["/cam"] == ("sensor_msgs/msg/Image", 5)
-
-
-def test_rclpy_and_rosbags_cdr_interoperate():
-    from rclpy.serialization import deserialize_message, serialize_message
-    from sensor_msgs.msg import CompressedImage, Image
-
-    from seg_perception.bag.rosbag import make_header, typestore
-
-    msg = Image(height=2, width=3, encoding="mono8", step=3, is_bigendian=0, data=bytes(range(6)))
-    msg.header = make_header(T0 + 123, "cam")
-    raw = serialize_message(msg)
-    ros = deserialize(raw, "sensor_msgs/msg/Image")
-    assert (ros.header.stamp.sec, ros.header.stamp.nanosec) == (T0 // 10**9, 123)
-    assert (ros.header.frame_id, ros.height, ros.width, ros.encoding, ros.step) == ("cam", 2, 3, "mono8", 3)
-    assert bytes(ros.data) == bytes(range(6))
-    back = bytes(typestore().serialize_cdr(ros, "sensor_msgs/msg/Image"))
-    assert len(back) == len(raw)
-    assert deserialize_message(back, Image) == msg  # rclpy reads what rosbags wrote
-
-    cmsg = CompressedImage(format="png", data=b"\x89PNG....")
-    cmsg.header = make_header(5, "x")
-    cros = deserialize(serialize_message(cmsg), "sensor_msgs/msg/CompressedImage")
-    assert cros.format == "png" and bytes(cros.data) == b"\x89PNG...."
 
 
 def test_missing_topic_lists_topics(tmp_path):
@@ -174,7 +119,7 @@ def test_corrupted_middle_message_sqlite(tmp_path):
 def test_corrupted_and_malformed_messages_mcap(tmp_path):
     from sensor_msgs.msg import Image
 
-    from seg_perception.bag.rosbag import make_header
+    from seg_perception.bag.write import make_header
 
     short = Image(height=10, width=10, encoding="mono8", step=10, data=bytes(20))  # needs 100 bytes
     short.header = make_header(T0 + 2 * DT, "camera")
@@ -190,24 +135,6 @@ def test_corrupted_and_malformed_messages_mcap(tmp_path):
     assert "100" in stats.skipped[1].detail and stats.skipped[1].stamp_ns == T0 + 2 * DT
     d = stats.as_dict()
     assert d["read"] == 2 and d["skipped_by_reason"] == {"undeserializable": 1, "malformed": 1}
-
-
-def test_writer_refuses_existing_path_and_bad_storage(tmp_path):
-    (tmp_path / "exists").mkdir()
-    with pytest.raises(BagError, match="exists"):
-        BagWriter(tmp_path / "exists")
-    with pytest.raises(BagError, match="mcap, sqlite3"):
-        BagWriter(tmp_path / "new", storage="rosbag1")
-
-
-def test_writer_compressed_and_counts(tmp_path):
-    with BagWriter(tmp_path / "bag", storage="sqlite3") as bag:
-        bag.write_compressed("/cam/compressed", frame_pixels(1, (16, 16, 3)), "png", T0, "camera")
-        bag.write_compressed("/cam/compressed", frame_pixels(2, (16, 16, 3)), "jpeg", T0 + DT, "camera")
-        assert bag.counts == {"/cam/compressed": 2}
-    frames = list(read_images(tmp_path / "bag", "/cam/compressed"))
-    assert [f.msgtype for f in frames] == ["sensor_msgs/msg/CompressedImage"] * 2
-    assert "png" in frames[0].msg.format and "jpeg" in frames[1].msg.format
 
 
 def test_damaged_page_in_middle_of_sqlite_bag(tmp_path):
@@ -242,14 +169,3 @@ def test_zstd_compressed_bag_truncated(tmp_path, storage):
     values = [first_byte(f) for f in read_images(tmp_path / "bag", "/cam", stats=stats)]
     assert 0 < len(values) < 24 and values == list(range(len(values)))
     assert len(stats.stops) == 1 and not stats.skipped
-
-
-@pytest.mark.parametrize("name", ["single.mcap", "single.db3"])
-def test_writer_single_storage_file(tmp_path, name):
-    with BagWriter(tmp_path / name) as bag:
-        bag.write_image("/cam", frame_pixels(3), "rgb8", T0, "camera")
-    assert (tmp_path / name).is_file() and sorted(p.name for p in tmp_path.iterdir()) == [name]
-    (frame,) = read_images(tmp_path / name, "/cam")
-    assert first_byte(frame) == 30 and frame.stamp_ns == T0
-    with pytest.raises(BagError, match="sqlite3"):
-        BagWriter(tmp_path / "x.mcap", storage="sqlite3")
