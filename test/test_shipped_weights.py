@@ -12,7 +12,8 @@ import pytest
 from seg_perception.models.checkpoints import load_checkpoint
 from seg_perception.core.weights import SHIPPED_WEIGHTS
 from seg_perception.core.segmenter import build_segmenter
-from seg_perception.training.loop import EVAL_SEED_BASE, evaluate_segmenter
+from seg_perception.training.config import EVAL_SEED_BASE
+from seg_perception.training.synthetic_eval import evaluate_segmenter
 
 #: A little below the recorded score: covers the spread between two scene sets (12 fresh scenes vs the 32
 #: recorded ones; measured 0.034 PQ for the shipped panoptic model), not a regression.

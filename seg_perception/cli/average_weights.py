@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.soup import average_checkpoints
     from ..models.checkpoints import CheckpointError, update_checkpoint_meta
     from ..core.resolution import PipelineError, parse_resolution
-    from ..training.loop import evaluate_checkpoint
+    from ..training.synthetic_eval import evaluate_checkpoint
 
     if args.eval_scenes < 0:
         print(f"average-weights: error: --eval-scenes must be >= 0, got {args.eval_scenes}", file=sys.stderr)

@@ -77,7 +77,8 @@ def model_resolution(model: str, weights: str | None) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tools.bench import SUITES, BenchConfig, format_table, parse_variant, run_bench, write_json
+    from ..provenance import write_json
+    from ..tools.bench import SUITES, BenchConfig, format_table, parse_variant, run_bench
     from ..core.resolution import parse_resolution
     from ..core.weights import resolve_weights
     from .common import parse_model_kwargs

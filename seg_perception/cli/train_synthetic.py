@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from ..models.checkpoints import CheckpointError
     from ..core.resolution import PipelineError, parse_resolution
     from .common import parse_model_kwargs
-    from ..training.loop import TrainConfig, train
+    from ..training.config import TrainConfig
+    from ..training.loop import train
 
     try:
         kwargs = parse_model_kwargs(args.model_kwargs)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.resolution import PipelineError, parse_resolution
     from ..core.segmenter import build_segmenter
     from ..core.weights import resolve_weights
-    from ..training.loop import evaluate_segmenter
+    from ..training.synthetic_eval import evaluate_segmenter
 
     if args.scenes < 1:
         print(f"tune-panoptic: error: --scenes must be >= 1, got {args.scenes}")

@@ -17,7 +17,7 @@ ground truth (same post-processing, same :class:`~seg_perception.core.panoptic.P
 
 The gap between ``predicted`` and an oracle row is what perfecting those heads would gain. The
 oracle heads are at the camera resolution, so unlike
-:func:`seg_perception.training.loop.panoptic_resolution_ceiling` they carry no output-grid loss.
+:func:`seg_perception.training.synthetic_eval.panoptic_resolution_ceiling` they carry no output-grid loss.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def oracle_heads(semantic: np.ndarray, panoptic: np.ndarray, num_classes: int,
     Returns:
         ``{"semantic": (C, H, W) float one-hot logits, "center": (1, H, W), "offset": (2, H, W)}``.
     """
-    from ..training.loop import panoptic_targets
+    from ..training.targets import panoptic_targets
 
     sem = torch.from_numpy(np.asarray(semantic).astype(np.int64))
     sem[(sem == IGNORE_LABEL) | (sem >= num_classes) | (sem < 0)] = 0
@@ -88,7 +88,9 @@ def panoptic_error_breakdown(segmenter: "Segmenter", n_scenes: int, scene_hw: tu
         ValueError: a semantic segmenter (no center / offset heads) or ``n_scenes < 1``.
     """
     from ..core.panoptic import panoptic_postprocess, resize_heads
-    from ..training.loop import EVAL_SEED_BASE, default_center_sigma, pq_report
+    from ..training.config import EVAL_SEED_BASE
+    from ..training.targets import default_center_sigma
+    from ..training.synthetic_eval import pq_report
 
     if segmenter.task != "panoptic":
         raise ValueError(f"panoptic_error_breakdown needs a panoptic model, got task {segmenter.task!r} "

@@ -19,7 +19,7 @@ post-processing / median inference) is reported for every task: with ``camera`` 
 network it is the cost of producing labels at camera resolution.
 
 ``accuracy`` also scores every variant on held-out synthetic scenes (the recorded evaluation seeds,
-:func:`seg_perception.training.loop.evaluate_segmenter`) and on the shipped sample drive bag (mIoU, and
+:func:`seg_perception.training.synthetic_eval.evaluate_segmenter`) and on the shipped sample drive bag (mIoU, and
 PQ for panoptic models), so each speed-up is shown beside what it costs.
 
 A backend that cannot be created (not installed, precision unsupported, no GPU) gets a result
@@ -29,18 +29,16 @@ recorded as skipped with the reason.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+
+from ..provenance import machine_info
 
 LOG = logging.getLogger("seg_perception.tools.bench")
 STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
@@ -131,47 +129,6 @@ def stats(values: list[float]) -> dict[str, float]:
     """min / median / p90 (linear interpolation) of ``values`` in ms."""
     arr = np.asarray(values, dtype=np.float64)
     return {"min": float(arr.min()), "median": float(np.median(arr)), "p90": float(np.percentile(arr, 90))}
-
-
-def machine_info(device: str = "cpu") -> dict[str, Any]:
-    """CPU, library versions and the accelerator, for the JSON report."""
-    import torch
-
-    info: dict[str, Any] = {
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda_available": torch.cuda.is_available(),
-        "device": device,
-    }
-    from ..runtime.cpu_features import relevant_flags
-
-    info["cpu_flags"] = relevant_flags()
-    for module in ("onnxruntime", "openvino", "tensorrt"):
-        try:
-            info[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001 - absent or broken optional module
-            info[module] = None
-    if torch.cuda.is_available():
-        dev = torch.device(device if device.startswith("cuda") else "cuda")
-        info["gpu"] = torch.cuda.get_device_name(dev)
-        info["compute_capability"] = "%d.%d" % torch.cuda.get_device_capability(dev)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthetic_frame(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -306,7 +263,8 @@ def score_accuracy(seg: Any, cfg: BenchConfig) -> dict[str, Any]:
     (``EVAL_SEED_BASE ..``, never trained on) at 256 x 512. Sample drive: its frames and GT topics
     (``cfg.accuracy_bag_frames`` of them; all when None). mIoU convention: cityscapes.
     """
-    from ..training.loop import EVAL_SEED_BASE, evaluate_segmenter
+    from ..training.config import EVAL_SEED_BASE
+    from ..training.synthetic_eval import evaluate_segmenter
 
     held = evaluate_segmenter(seg, cfg.accuracy_scenes, (256, 512), first_seed=EVAL_SEED_BASE)
     out: dict[str, Any] = {"held_out": {k: held[k] for k in ("miou", "pq", "sq", "rq", "scenes", "first_seed") if k in held}}
@@ -322,7 +280,7 @@ def _score_sample_drive(seg: Any, limit: Optional[int]) -> dict[str, Any]:
     from ..datasets.sample_bag import GT_PANOPTIC_TOPIC, GT_SEMANTIC_TOPIC, IMAGE_TOPIC, SAMPLE_BAG_PATH
     from ..bag.read import read_images
     from ..eval.metrics import ConfusionMatrix, PanopticQuality
-    from ..training.loop import pq_report
+    from ..training.synthetic_eval import pq_report
 
     labels = seg.label_set
     cm = ConfusionMatrix(labels.num_classes)
@@ -382,11 +340,3 @@ def format_table(report: dict[str, Any]) -> str:
     for row in rows:
         lines.append(fmt(row) if len(row) == len(head) else f"{row[0].ljust(widths[0])}  {row[1]}")
     return "\n".join(lines)
-
-
-def write_json(report: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write the report as indented JSON (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return path

@@ -57,7 +57,7 @@ def run(model: str = "panoptic_deeplab_mobilenetv2", weights: str = "default", r
         frames: int = 30, hw: tuple[int, int] = (256, 512), seed: int = 0, source: str = "auto",
         tracker: Optional[dict] = None, device: str = "cpu") -> dict:
     """Segment the sequence with the model, score per-frame and tracked ids; returns the JSON report."""
-    from seg_perception.tools.bench import machine_info
+    from seg_perception.provenance import machine_info
     from seg_perception.core.segmenter import build_segmenter
 
     if int(frames) < 1:

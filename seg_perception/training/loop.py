@@ -1,25 +1,15 @@
 """Train segmentation models from scratch on synthetic street scenes (see docs/TRAINING.md).
 
-Scenes come from :mod:`seg_perception.datasets.synthetic`, generated on the fly at ``scene_hw``
-(default 256 x 512) and resized to the network resolution exactly as the :class:`Segmenter` does
-(bilinear image, nearest-neighbour labels), so what the network sees in training is what it sees in
-deployment. Training and held-out seeds never overlap (:func:`train_seed`, :data:`EVAL_SEED_BASE`).
-
-Losses (all at the network resolution h x w):
-
-* semantic: cross-entropy (ignore 255), bootstrapped over the hardest ``hard_pixel_fraction`` of
-  pixels as in Panoptic-DeepLab (1.0 = plain cross-entropy); optionally, as in the paper, pixels of
-  small thing instances weigh ``small_instance_weight`` (3 in the paper; 1 = off) before the
-  hardest pixels are picked ("small" = under 64 x 64 px at 1024 x 2048, scaled to the network input);
-* panoptic models also: center heatmap MSE against Gaussian targets (``center_sigma`` px), offset
-  L1 on thing pixels ((dy, dx) from each pixel to its instance's centre of mass, in network pixels).
-  The paper weights them 1 / 200 / 0.01 with sigma 8 px at 1024 x 2048; we keep 200 for the center,
-  scale sigma with the image height (floored at 2 px so the peak stays resolvable) and raise the
-  offset weight to 0.01 * 1024 / h because our offsets are measured in h-row pixels.
+:func:`train` runs the loop: batches from :mod:`.data` (targets from :mod:`.targets`), losses from
+:mod:`.losses`, AdamW with warm-up and cosine decay (:func:`lr_at`), an adaptive thread count on
+shared machines, periodic and final checkpoints, then held-out scores from :mod:`.synthetic_eval`.
+A run may start from an earlier stage of the same model or warm-start from a related model
+(:func:`warm_start`); each checkpoint records the chain of stages.
 
 Usage::
 
-    from seg_perception.training.loop import TrainConfig, train
+    from seg_perception.training.config import TrainConfig
+    from seg_perception.training.loop import train
     result = train(TrainConfig(model="deeplabv3plus_mobilenetv2", out="w.pt", steps=2000))
     result.scores   # held-out mIoU (and PQ for panoptic models)
 """
@@ -28,161 +18,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..datasets.labels import IGNORE_LABEL, get_label_set
-from ..datasets.synthetic import make_scene
-from ..core.preprocess import normalize_rgb
-from ..core.results import LABEL_DIVISOR
-
-#: Held-out evaluation scenes use seeds EVAL_SEED_BASE + i; training seeds are >= 10_000_000.
-EVAL_SEED_BASE = 5_000_000
-#: Validation scenes (choosing settings such as post-processing) use VALIDATION_SEED_BASE + i,
-#: i < 1_000_000: disjoint from held-out and training scenes.
-VALIDATION_SEED_BASE = 4_000_000
-_TRAIN_SEED_STRIDE = 10_000_000
-
-
-def train_seed(seed: int, index: int) -> int:
-    """Scene seed of training sample ``index`` for run seed ``seed`` (disjoint from eval seeds)."""
-    if not 0 <= index < _TRAIN_SEED_STRIDE:
-        raise ValueError(f"sample index {index} outside [0, {_TRAIN_SEED_STRIDE}); use fewer steps x batch")
-    return _TRAIN_SEED_STRIDE * (int(seed) + 1) + int(index)
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on (stored in the checkpoint's ``meta.train_config``).
-
-    Attributes:
-        model: registry name, e.g. ``"deeplabv3plus_mobilenetv2"``.
-        out: checkpoint path to write.
-        resolution: network input (h, w).
-        scene_hw: resolution scenes are generated (and evaluated) at.
-        steps, batch_size, lr, weight_decay, warmup_steps: optimisation (AdamW, linear warm-up then
-            cosine decay to ``lr * min_lr_ratio``).
-        seed: run seed (weights init and training scenes).
-        model_kwargs: builder keyword arguments (``num_classes`` is added from the label set).
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        eval_scenes: held-out scenes evaluated at the end (0 skips evaluation).
-        threads: torch intra-op threads (None: torch default; 0: adaptive between 1 and cpu_count,
-            see :class:`_ThreadTuner` -- on a machine shared with other jobs, extra threads can make
-            steps many times slower).
-        amp: ``"bf16"`` autocast (fast on CPUs with AMX/AVX512-BF16 and on GPUs), ``"fp16"`` (CUDA
-            only) or ``"none"``; weights and the optimizer stay float32.
-        channels_last: NHWC memory format (faster convolutions on CPU with oneDNN).
-        workers: scene-generating worker processes (0: generate in the training process).
-        hard_pixel_fraction: bootstrapped cross-entropy keeps this fraction of the hardest pixels.
-        small_instance_area, small_instance_weight: semantic-loss weight of the pixels of thing
-            instances smaller than ``small_instance_area`` pixels at 1024 x 2048 (scaled by the
-            network input's area; the paper's 4096 = 64 x 64 is 256 px at 256 x 512). Weight 1
-            (the default) turns it off; the paper uses 3.
-        center_weight, offset_weight, center_sigma: panoptic losses (sigma None: 8 * h / 1024, >= 2).
-        init_from: start from the weights of this seg_perception checkpoint of the same model and
-            builder kwargs (a second training stage; the optimizer and LR schedule start afresh).
-        warm_lr_scale: with ``init_from`` a checkpoint of a related model (a warm start), the
-            copied tensors train at ``lr * warm_lr_scale`` and the new ones at ``lr`` -- so the
-            gradients of freshly initialised heads do not wash out what the copied backbone learnt.
-        log_every: loss history interval (steps). save_every: also write an unevaluated checkpoint
-            (``meta.partial``) every this many steps (0: only at the end).
-        crop: train on random (h, w) crops of the scenes resized to ``resolution`` (None: whole
-            scenes). Crops keep the pixel scale the network sees at inference while costing
-            ``crop / resolution`` of the compute per sample -- the usual way to train a network
-            that runs at a large resolution.
-    """
-
-    model: str
-    out: str
-    resolution: tuple[int, int] = (128, 256)
-    scene_hw: tuple[int, int] = (256, 512)
-    steps: int = 2000
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.01
-    seed: int = 0
-    model_kwargs: dict = field(default_factory=dict)
-    label_set: str = "cityscapes"
-    device: str = "auto"
-    eval_scenes: int = 32
-    threads: Optional[int] = None
-    amp: str = "none"
-    channels_last: bool = False
-    workers: int = 1
-    hard_pixel_fraction: float = 0.25
-    small_instance_area: float = 4096.0
-    small_instance_weight: float = 1.0
-    center_weight: float = 200.0
-    offset_weight: Optional[float] = None
-    center_sigma: Optional[float] = None
-    log_every: int = 50
-    save_every: int = 0
-    init_from: Optional[str] = None
-    warm_lr_scale: float = 1.0
-    crop: Optional[tuple[int, int]] = None
-    command: str = ""
-
-    def validate(self) -> "TrainConfig":
-        """Check values; raises ``ValueError`` naming the bad field and the fix."""
-        for name in ("steps", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 < self.hard_pixel_fraction <= 1:
-            raise ValueError(f"hard_pixel_fraction must be in (0, 1], got {self.hard_pixel_fraction!r}")
-        if not self.small_instance_weight > 0 or not self.small_instance_area >= 0:
-            raise ValueError(f"small_instance_weight must be > 0 and small_instance_area >= 0, got "
-                             f"{self.small_instance_weight!r} and {self.small_instance_area!r} (weight 1 = off)")
-        for name in ("resolution", "scene_hw"):
-            hw = getattr(self, name)
-            if len(hw) != 2 or min(hw) < 16:
-                raise ValueError(f"{name} must be (height, width) with both >= 16, got {hw!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}")
-        if self.crop is not None:
-            ch, cw = self.crop
-            if ch < 16 or cw < 16 or ch > self.resolution[0] or cw > self.resolution[1]:
-                raise ValueError(f"crop must be (height, width) with 16 <= crop <= resolution "
-                                 f"{tuple(self.resolution)!r}, got {tuple(self.crop)!r}")
-        if not 0 < self.warm_lr_scale <= 1:
-            raise ValueError(f"warm_lr_scale must be in (0, 1], got {self.warm_lr_scale!r}")
-        if self.warm_lr_scale != 1 and not self.init_from:
-            raise ValueError(f"warm_lr_scale={self.warm_lr_scale!r} needs init_from (a checkpoint of a related "
-                             "model to warm-start from)")
-        if self.eval_scenes < 0 or self.workers < 0:
-            raise ValueError("eval_scenes and workers must be >= 0")
-        return self
-
-    @property
-    def sigma(self) -> float:
-        return float(self.center_sigma) if self.center_sigma else default_center_sigma(self.resolution[0])
-
-    @property
-    def small_instance(self) -> Optional[tuple[float, float]]:
-        """(max area in network pixels, weight) for :func:`make_batch`; None when the weight is 1."""
-        if self.small_instance_weight == 1:
-            return None
-        h, w = self.resolution
-        return self.small_instance_area * h * w / (1024 * 2048), float(self.small_instance_weight)
-
-    @property
-    def offset_w(self) -> float:
-        return float(self.offset_weight) if self.offset_weight is not None else 0.01 * 1024 / self.resolution[0]
+from ..datasets.labels import get_label_set
+from ..provenance import machine_info
+from .config import TrainConfig, train_seed
+from .data import SceneBatches
+from .losses import compute_losses
+from .synthetic_eval import evaluate_checkpoint
 
 
 @dataclass
@@ -193,197 +43,6 @@ class TrainResult:
     scores: dict
     wall_time_s: float
     history: list[dict]
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-def default_center_sigma(height: int) -> float:
-    """Center-heatmap Gaussian sigma in pixels for ``height``-row targets: the paper's 8 px at
-    1024 rows, scaled, and at least 2 px so small instances keep a peak."""
-    return max(2.0, 8.0 * int(height) / 1024)
-
-
-def thing_pixels(panoptic: np.ndarray, thing_ids: frozenset[int]) -> np.ndarray:
-    """(h, w) bool: pixels of thing instances (class in ``thing_ids`` and instance id > 0)."""
-    return np.isin(panoptic // LABEL_DIVISOR, list(thing_ids)) & (panoptic % LABEL_DIVISOR > 0)
-
-
-def panoptic_targets(panoptic: np.ndarray, thing_ids: frozenset[int], sigma: float,
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Panoptic-DeepLab regression targets from a panoptic id map.
-
-    Args:
-        panoptic: (h, w) int32 ids ``class * 1000 + instance``.
-        thing_ids: classes whose instances get centres and offsets.
-        sigma: Gaussian standard deviation of the centre heatmap, in pixels.
-
-    Returns:
-        center (1, h, w) float32 heatmap in [0, 1] (max over instances of a Gaussian at each
-        instance's centre of mass), offset (2, h, w) float32 (dy, dx) from each thing pixel to its
-        centre (0 elsewhere), mask (1, h, w) float32 (1 on thing pixels).
-    """
-    h, w = panoptic.shape
-    center = np.zeros((h, w), np.float32)
-    offset = np.zeros((2, h, w), np.float32)
-    thing = thing_pixels(panoptic, thing_ids)
-    if not thing.any():
-        return center[None], offset, thing[None].astype(np.float32)
-    ids, inv = np.unique(panoptic[thing], return_inverse=True)
-    ys, xs = np.nonzero(thing)
-    cnt = np.bincount(inv, minlength=len(ids)).astype(np.float64)
-    cy = np.bincount(inv, weights=ys, minlength=len(ids)) / cnt
-    cx = np.bincount(inv, weights=xs, minlength=len(ids)) / cnt
-    offset[0][ys, xs] = (cy[inv] - ys).astype(np.float32)
-    offset[1][ys, xs] = (cx[inv] - xs).astype(np.float32)
-    r = int(math.ceil(3 * sigma))
-    for y0, x0 in zip(cy, cx):
-        yc, xc = int(round(y0)), int(round(x0))
-        ya, yb, xa, xb = max(0, yc - r), min(h, yc + r + 1), max(0, xc - r), min(w, xc + r + 1)
-        if ya >= yb or xa >= xb:
-            continue
-        gy = np.exp(-((np.arange(ya, yb) - y0) ** 2) / (2 * sigma ** 2))
-        gx = np.exp(-((np.arange(xa, xb) - x0) ** 2) / (2 * sigma ** 2))
-        np.maximum(center[ya:yb, xa:xb], np.outer(gy, gx).astype(np.float32), out=center[ya:yb, xa:xb])
-    return center[None], offset, thing[None].astype(np.float32)
-
-
-def small_instance_weights(panoptic: np.ndarray, thing_ids: frozenset[int], max_area: float,
-                           weight: float) -> np.ndarray:
-    """Per-pixel semantic-loss weights: (h, w) float32, ``weight`` on the pixels of thing instances
-    (``class in thing_ids``, instance id > 0) covering fewer than ``max_area`` pixels of ``panoptic``
-    ((h, w) ids ``class * 1000 + instance``), 1 everywhere else."""
-    out = np.ones(panoptic.shape, np.float32)
-    thing = thing_pixels(panoptic, thing_ids)
-    if thing.any():
-        _ids, inv, cnt = np.unique(panoptic[thing], return_inverse=True, return_counts=True)
-        ys, xs = np.nonzero(thing)
-        small = cnt[inv.reshape(-1)] < max_area
-        out[ys[small], xs[small]] = weight
-    return out
-
-
-def crop_window(seed: int, hw: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
-    """Top-left (y, x) of the random ``crop`` window in an ``hw`` image, fixed by ``seed``."""
-    rng = np.random.default_rng([int(seed), 0xC409])
-    return int(rng.integers(0, hw[0] - crop[0] + 1)), int(rng.integers(0, hw[1] - crop[1] + 1))
-
-
-def make_batch(seeds: list[int], scene_hw: tuple[int, int], net_hw: tuple[int, int], *,
-               panoptic: bool = False, sigma: float = 2.0,
-               thing_ids: frozenset[int] = frozenset(range(11, 19)),
-               crop: Optional[tuple[int, int]] = None,
-               small_instance: Optional[tuple[float, float]] = None) -> dict[str, torch.Tensor]:
-    """Render scenes ``seeds`` and turn them into network tensors.
-
-    Each scene is resized to ``net_hw`` and, with ``crop`` (ch, cw), cut to a window at a position
-    fixed by its seed (panoptic targets are computed on the crop, as for any cropped image).
-
-    Returns a dict: ``image`` (B, 3, h, w) float32 normalized, ``semantic`` (B, h, w) int64 and,
-    when ``panoptic``, ``center`` (B, 1, h, w), ``offset`` (B, 2, h, w), ``offset_mask`` (B, 1, h, w);
-    with ``small_instance`` (max area in pixels, weight), ``semantic_weight`` (B, h, w) float32 from
-    :func:`small_instance_weights` on the (cropped) labels; (h, w) is ``crop`` when given, else ``net_hw``.
-    """
-    h, w = net_hw
-    images, sems, centers, offsets, masks, weights = [], [], [], [], [], []
-    for s in seeds:
-        sc = make_scene(int(s), scene_hw)
-        img, sem, pan = sc.image, sc.semantic, sc.panoptic
-        if (img.shape[0], img.shape[1]) != (h, w):
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-            sem = cv2.resize(sem, (w, h), interpolation=cv2.INTER_NEAREST)
-            pan = cv2.resize(pan, (w, h), interpolation=cv2.INTER_NEAREST)
-        if crop is not None:
-            y, x = crop_window(int(s), (h, w), crop)
-            win = (slice(y, y + crop[0]), slice(x, x + crop[1]))
-            img, sem, pan = img[win], sem[win], pan[win]
-        images.append(normalize_rgb(img))
-        sems.append(sem.astype(np.int64))
-        if small_instance is not None:
-            weights.append(small_instance_weights(pan, thing_ids, *small_instance))
-        if panoptic:
-            c, o, m = panoptic_targets(pan, thing_ids, sigma)
-            centers.append(c)
-            offsets.append(o)
-            masks.append(m)
-    batch = {"image": torch.from_numpy(np.stack(images)), "semantic": torch.from_numpy(np.stack(sems))}
-    if small_instance is not None:
-        batch["semantic_weight"] = torch.from_numpy(np.stack(weights))
-    if panoptic:
-        batch["center"] = torch.from_numpy(np.stack(centers))
-        batch["offset"] = torch.from_numpy(np.stack(offsets))
-        batch["offset_mask"] = torch.from_numpy(np.stack(masks))
-    return batch
-
-
-class SceneBatches(torch.utils.data.IterableDataset):
-    """Deterministic stream of training batches (batch k uses samples k*B .. k*B+B-1).
-
-    With several DataLoader workers, worker i produces batches i, i+n, ...; the DataLoader
-    returns them in order, so the stream does not depend on the worker count.
-    """
-
-    def __init__(self, cfg: TrainConfig, panoptic: bool, thing_ids: frozenset[int]) -> None:
-        super().__init__()
-        self.cfg, self.panoptic, self.thing_ids = cfg, panoptic, thing_ids
-
-    def batch(self, k: int) -> dict[str, torch.Tensor]:
-        b = self.cfg.batch_size
-        seeds = [train_seed(self.cfg.seed, k * b + i) for i in range(b)]
-        return make_batch(seeds, tuple(self.cfg.scene_hw), tuple(self.cfg.resolution),
-                          panoptic=self.panoptic, sigma=self.cfg.sigma, thing_ids=self.thing_ids,
-                          crop=tuple(self.cfg.crop) if self.cfg.crop else None,
-                          small_instance=self.cfg.small_instance)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = torch.utils.data.get_worker_info()
-        start, step = (0, 1) if info is None else (info.id, info.num_workers)
-        if info is not None:
-            torch.set_num_threads(1)
-            cv2.setNumThreads(1)
-        for k in range(start, self.cfg.steps, step):
-            yield self.batch(k)
-
-
-# --------------------------------------------------------------------------------------------
-# Losses
-# --------------------------------------------------------------------------------------------
-def bootstrapped_ce(logits: torch.Tensor, target: torch.Tensor, fraction: float,
-                    weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Cross-entropy over the hardest ``fraction`` of valid pixels (all pixels when 1.0).
-
-    logits (N, C, h, w), target (N, h, w) int64 with ``IGNORE_LABEL`` for ignored pixels, weight
-    (N, h, w) per-pixel loss weights (None: all 1), applied before the hardest pixels are picked.
-    """
-    loss = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL, reduction="none")
-    if weight is not None:
-        loss = loss * weight.to(loss.dtype)
-    loss = loss.flatten()
-    valid = (target.flatten() != IGNORE_LABEL)
-    loss = loss[valid]
-    if loss.numel() == 0:
-        return logits.sum() * 0.0
-    if fraction < 1.0:
-        k = max(1, int(loss.numel() * fraction))
-        loss = torch.topk(loss, k, sorted=False).values
-    return loss.mean()
-
-
-def compute_losses(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: TrainConfig
-                   ) -> dict[str, torch.Tensor]:
-    """Weighted loss terms and their sum (``total``). Panoptic terms when ``center`` is in batch."""
-    losses = {"semantic": bootstrapped_ce(outputs["semantic"], batch["semantic"], cfg.hard_pixel_fraction,
-                                          batch.get("semantic_weight"))}
-    total = losses["semantic"]
-    if "center" in batch:
-        center = F.mse_loss(outputs["center"], batch["center"])
-        mask = batch["offset_mask"]
-        off = (F.l1_loss(outputs["offset"], batch["offset"], reduction="none") * mask).sum() / (2 * mask.sum()).clamp(min=1.0)
-        losses["center"] = center * cfg.center_weight
-        losses["offset"] = off * cfg.offset_w
-        total = total + losses["center"] + losses["offset"]
-    losses["total"] = total
-    return losses
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -471,148 +130,6 @@ def _param_groups(model: nn.Module, weight_decay: float, warm: frozenset[str] = 
     return [{"params": params, "weight_decay": weight_decay if decays else 0.0,
              "lr_scale": warm_lr_scale if is_warm else 1.0}
             for (decays, is_warm), params in sorted(groups.items())]
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation
-# --------------------------------------------------------------------------------------------
-def evaluate_segmenter(segmenter, n_scenes: int, scene_hw: tuple[int, int] = (256, 512),
-                       first_seed: int = EVAL_SEED_BASE) -> dict:
-    """Held-out mIoU (and PQ when the segmenter is panoptic) on scenes ``first_seed ..``.
-
-    mIoU uses the Cityscapes convention (classes present in ground truth or predictions).
-    Returns ``{"miou", "pixel_accuracy", "per_class_iou", ["pq", "sq", "rq", "pq_things",
-    "pq_stuff"], "scenes", "scene_hw", "first_seed", "resolution"}``.
-    """
-    from ..eval.metrics import ConfusionMatrix, PanopticQuality
-
-    labels = segmenter.label_set
-    cm = ConfusionMatrix(labels.num_classes)
-    pq = PanopticQuality(labels.num_classes, labels.thing_ids) if segmenter.task == "panoptic" else None
-    for i in range(int(n_scenes)):
-        sc = make_scene(first_seed + i, scene_hw)
-        res = segmenter.segment(sc.image)
-        cm.update(sc.semantic, res.semantic)
-        if pq is not None:
-            pq.update(sc.panoptic, res.panoptic)
-    iou = cm.iou()
-    scores = {
-        "miou": round(float(cm.miou("cityscapes")), 4),
-        "miou_convention": "cityscapes",
-        "pixel_accuracy": round(float(cm.pixel_accuracy()), 4),
-        "per_class_iou": {labels.names[c]: round(float(v), 4) for c, v in enumerate(iou) if not math.isnan(v)},
-        "scenes": int(n_scenes), "scene_hw": f"{scene_hw[0]}x{scene_hw[1]}", "first_seed": int(first_seed),
-        "resolution": f"{segmenter.resolution[0]}x{segmenter.resolution[1]}",
-    }
-    if pq is not None:
-        scores.update(pq_report(pq.summary(labels.names)))
-    return scores
-
-
-def _through_grid(labels: np.ndarray, logits_hw: tuple[int, int]) -> np.ndarray:
-    """``labels`` (H, W) ints as a perfect network with a ``logits_hw`` output grid would give them back.
-
-    Each distinct value becomes a channel holding its exact area fraction per grid cell; the
-    channels are upsampled bilinearly to (H, W) (as the Segmenter upsamples logits) and the
-    argmax maps back to the values. Returns (H, W), the dtype of ``labels``.
-    """
-    h, w = int(logits_hw[0]), int(logits_hw[1])
-    values, inverse = np.unique(labels, return_inverse=True)
-    inverse = inverse.reshape(labels.shape)
-    low = np.stack([cv2.resize((inverse == k).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-                    for k in range(len(values))])
-    up = F.interpolate(torch.from_numpy(low)[None], size=labels.shape, mode="bilinear", align_corners=False)[0]
-    return values[up.max(0).indices.numpy()].astype(labels.dtype)
-
-
-def _check_grid(logits_hw: tuple[int, int]) -> None:
-    if int(logits_hw[0]) < 1 or int(logits_hw[1]) < 1:
-        raise ValueError(f"logits_hw must be two integers >= 1, got {tuple(logits_hw)!r}")
-
-
-def resolution_ceiling(logits_hw: tuple[int, int], n_scenes: int = 32, scene_hw: tuple[int, int] = (256, 512),
-                       first_seed: int = EVAL_SEED_BASE, num_classes: int = 19) -> float:
-    """Best mIoU a model can reach when its logits live on a ``logits_hw`` grid.
-
-    A perfect network that outputs, at ``logits_hw``, the exact fraction of each class in every
-    cell (one-hot ground truth area-averaged) and is upsampled bilinearly to ``scene_hw`` before
-    the argmax, as the :class:`~seg_perception.core.segmenter.Segmenter` does. DeepLabV3+ and
-    Panoptic-DeepLab predict at 1/4 of the network input, so a 128x256 network has 32x64 logits.
-    Same scenes and mIoU convention as :func:`evaluate_segmenter`.
-    """
-    from ..eval.metrics import ConfusionMatrix
-
-    _check_grid(logits_hw)
-    cm = ConfusionMatrix(num_classes)
-    for i in range(int(n_scenes)):
-        sem = make_scene(first_seed + i, scene_hw).semantic
-        cm.update(sem, _through_grid(sem, logits_hw))
-    return float(cm.miou("cityscapes"))
-
-
-def panoptic_resolution_ceiling(logits_hw: tuple[int, int], n_scenes: int = 32,
-                                scene_hw: tuple[int, int] = (256, 512), first_seed: int = EVAL_SEED_BASE,
-                                label_set: str = "cityscapes") -> dict:
-    """Best PQ a model can reach when its outputs live on a ``logits_hw`` grid.
-
-    As :func:`resolution_ceiling`, per panoptic *segment* (each instance and each stuff class is a
-    channel of exact area fractions): perfect semantics, centers and offsets, limited only by the
-    output grid. Small instances, a few grid cells wide, come back with IoU <= 0.5 or not at all.
-    Returns ``{"pq", "pq_things", "pq_stuff", "sq", "rq"}`` on the scenes of :func:`evaluate_segmenter`.
-    """
-    from ..eval.metrics import PanopticQuality
-
-    _check_grid(logits_hw)
-    labels = get_label_set(label_set)
-    pq = PanopticQuality(labels.num_classes, labels.thing_ids)
-    for i in range(int(n_scenes)):
-        pan = make_scene(first_seed + i, scene_hw).panoptic
-        pq.update(pan, _through_grid(pan, logits_hw))
-    return pq_scores(pq.summary(labels.names))
-
-
-def pq_scores(summary: dict) -> dict[str, float]:
-    """``PanopticQuality.summary`` -> ``{"pq", "pq_things", "pq_stuff", "sq", "rq"}``."""
-    return {"pq": float(summary["all"]["pq"]), "pq_things": float(summary["things"]["pq"]),
-            "pq_stuff": float(summary["stuff"]["pq"]), "sq": float(summary["all"]["sq"]),
-            "rq": float(summary["all"]["rq"])}
-
-
-def pq_report(summary: dict) -> dict:
-    """``PanopticQuality.summary`` -> :func:`pq_scores` rounded to 4 digits, plus
-    ``"per_class_pq": {name: pq}`` for the classes that have a PQ."""
-    report: dict = {k: round(v, 4) for k, v in pq_scores(summary).items()}
-    report["per_class_pq"] = {d["name"]: round(float(d["pq"]), 4)
-                              for d in summary["per_class"] if d["pq"] is not None}
-    return report
-
-
-def evaluate_checkpoint(model: str, weights: str | os.PathLike, *, resolution: tuple[int, int] | None,
-                        n_scenes: int, scene_hw: tuple[int, int] = (256, 512),
-                        first_seed: int = EVAL_SEED_BASE, device: str = "cpu") -> dict:
-    """Load ``weights`` through :func:`seg_perception.core.segmenter.build_segmenter` and evaluate
-    (``resolution`` None: the checkpoint's own)."""
-    from ..core.segmenter import build_segmenter
-
-    seg = build_segmenter(model, weights=str(weights), resolution=tuple(resolution) if resolution else None,
-                          device=device)
-    try:
-        return evaluate_segmenter(seg, n_scenes, scene_hw, first_seed)
-    finally:
-        seg.close()
-
-
-# --------------------------------------------------------------------------------------------
-# The training run
-# --------------------------------------------------------------------------------------------
-def machine_info() -> dict:
-    """Where a run happened (stored in checkpoints and docs)."""
-    info = {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
-            "torch": str(torch.__version__), "torch_threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine()}
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def resolve_device(name: str) -> torch.device:
@@ -715,7 +232,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: nn.Module | None = 
         "train_wall_time_s": round(train_time, 1),
         **_totals(prior, int(cfg.steps), train_time),
         "init_from": prior,
-        "machine": machine_info() | {"device": str(device)},
+        "machine": machine_info(str(device)),
         "train_config": json.loads(json.dumps(asdict(cfg), default=list)),
         "final_losses": {k: round(v, 4) for k, v in running.items()},
         "loss_history": history[:: max(1, len(history) // 20)] + history[-1:],
@@ -838,8 +355,10 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> tuple[dict, fr
     else:
         net.load_state_dict(ckpt.model.state_dict())
     meta = ckpt.meta
-    steps = int(meta.get("total_steps", meta.get("steps_done", meta.get("steps", 0))) or 0)
-    wall = float(meta.get("total_train_wall_time_s", meta.get("train_wall_time_s", 0.0)) or 0.0)
+    # Every checkpoint train() and average_checkpoints() write, partial ones included, records its
+    # totals; one saved by other means (a converted public checkpoint) contributes no training to count.
+    steps = int(meta.get("total_steps") or 0)
+    wall = float(meta.get("total_train_wall_time_s") or 0.0)
     return {"path": Path(cfg.init_from).name, "sha256": sha256_file(cfg.init_from), "total_steps": steps,
             "total_train_wall_time_s": wall, "command": meta.get("command", ""),
             "held_out": {k: v for k, v in (meta.get("held_out") or {}).items() if k in ("miou", "pq")},

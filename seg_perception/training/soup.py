@@ -72,7 +72,7 @@ def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[
 
 
 def _source_record(path: str, ck: LoadedCheckpoint) -> dict:
-    from ..core.segmenter import sha256_file
+    from ..hashing import sha256_file
 
     meta = ck.meta
     return {"path": Path(path).name, "sha256": sha256_file(path), "seed": meta.get("seed"),

@@ -5,7 +5,7 @@ Panoptic-DeepLab's post-processing defaults are the paper's Cityscapes setting a
 model trained elsewhere, or run at another resolution, often peaks elsewhere: how confident its
 center heatmap is decides the best ``center_threshold``, its object sizes the best ``nms_kernel``
 and ``stuff_area``. :func:`tune_panoptic` picks the combination with the highest PQ on
-*validation* scenes (seeds :data:`seg_perception.training.loop.VALIDATION_SEED_BASE` ..; disjoint from
+*validation* scenes (seeds :data:`seg_perception.training.config.VALIDATION_SEED_BASE` ..; disjoint from
 both training and held-out scenes, so held-out scores stay unbiased). The network runs once per
 scene; only the post-processing is repeated per combination (through
 :meth:`seg_perception.core.segmenter.Segmenter.postprocess`, the code path the node runs).
@@ -13,9 +13,9 @@ scene; only the post-processing is repeated per combination (through
 The search is a full grid over :data:`DEFAULT_GRID`, then a line search of each
 :data:`DEFAULT_REFINE` field in turn, each from the best combination so far:
 ``class_split_area`` barely interacts with the others, and folding its 5 values into the grid
-would make tuning 5x slower. ``class_aware_grouping`` is in the grid: it moves the best center
-threshold (a line search after the grid found 0.6853 validation PQ for stage 15 of the shipped
-model, the grid 0.6885).
+would make tuning 5x slower. ``class_aware_grouping`` is in the grid rather than line-searched
+because it moves the best center threshold: searched one after the other, the pair can stop short
+of the best combination.
 
 :func:`write_tuned` stores the choice in the checkpoint (``meta.panoptic_postprocess``), where
 :func:`seg_perception.core.weights.panoptic_config_for` picks it up; node parameters left at ``auto``
@@ -130,7 +130,7 @@ def tune_panoptic(
         refine: field -> candidate values searched one field at a time, in order, from the best
             combination so far (:data:`DEFAULT_REFINE` when None; ``{}``: grid only). A field
             may not be in both ``grid`` and ``refine``.
-        first_seed: first scene seed (default :data:`seg_perception.training.loop.VALIDATION_SEED_BASE`).
+        first_seed: first scene seed (default :data:`seg_perception.training.config.VALIDATION_SEED_BASE`).
         progress: called as ``progress(done, total)`` after each combination.
 
     Returns:
@@ -141,7 +141,8 @@ def tune_panoptic(
         TuningError: a semantic segmenter, ``n_scenes < 1``, or a bad grid (unknown field, empty
             or invalid values, named).
     """
-    from .loop import VALIDATION_SEED_BASE, pq_scores
+    from .config import VALIDATION_SEED_BASE
+    from .synthetic_eval import pq_scores
 
     if segmenter.task != "panoptic" or segmenter.panoptic_cfg is None:
         raise TuningError(f"{segmenter.model_name or 'this model'} is a {segmenter.task} model; "

@@ -9,7 +9,7 @@ from seg_perception.datasets.synthetic import make_scene
 from seg_perception.eval.oracle import ORACLES, oracle_heads, panoptic_error_breakdown
 from seg_perception.core.segmenter import Segmenter
 from seg_perception.runtime.base import TensorSpec
-from seg_perception.training.loop import default_center_sigma
+from seg_perception.training.targets import default_center_sigma
 
 CITY = get_label_set("cityscapes")
 HW = (64, 128)

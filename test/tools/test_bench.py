@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
+from seg_perception.provenance import write_json
 from seg_perception.tools.bench import (GPU_SUITE, BenchConfig, format_table, parse_variant, run_bench, stats,
-                                  synthetic_frame, write_json)
+                                  synthetic_frame)
 
 SMALL_PANOPTIC = {"aspp_channels": 16, "decoder_channels": 16, "instance_aspp_channels": 16,
                   "instance_decoder_channels": 16, "head_channels": 16, "instance_head_channels": 8}

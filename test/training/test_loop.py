@@ -3,67 +3,16 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from seg_perception.models import registry
 from seg_perception.models.checkpoints import load_checkpoint
-from seg_perception.core.results import LABEL_DIVISOR
-from seg_perception.training.loop import (
-    EVAL_SEED_BASE, TrainConfig, SceneBatches, bootstrapped_ce, compute_losses, crop_window, lr_at, make_batch,
-    panoptic_targets, small_instance_weights, train, train_seed, train_step,
-)
-
-TINY_SEM = "_test_tiny_semantic"
-TINY_PAN = "_test_tiny_panoptic"
-
-
-class _TinySeg(nn.Module):
-    """Two strided convs + upsampling; panoptic=True adds center (sigmoid) and offset heads."""
-
-    def __init__(self, num_classes: int = 19, width: int = 16, panoptic: bool = False) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
-        )
-        self.sem = nn.Conv2d(width, num_classes, 1)
-        self.panoptic = panoptic
-        self.output_names = ("semantic", "center", "offset") if panoptic else ("semantic",)
-        if panoptic:
-            self.center = nn.Conv2d(width, 1, 1)
-            self.offset = nn.Conv2d(width, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.body(x)
-        up = lambda t: F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=False)  # noqa: E731
-        out = {"semantic": up(self.sem(f))}
-        if self.panoptic:
-            out["center"] = up(torch.sigmoid(self.center(f)))
-            out["offset"] = up(self.offset(f)) * 4.0
-        return out
-
-
-def _register() -> None:
-    if TINY_SEM not in registry._REGISTRY:
-        registry.register_model(TINY_SEM, task="semantic", description="test stand-in")(
-            lambda *, num_classes=19, width=16: _TinySeg(num_classes, width))
-    if TINY_PAN not in registry._REGISTRY:
-        registry.register_model(TINY_PAN, task="panoptic", description="test stand-in")(
-            lambda *, num_classes=19, width=16: _TinySeg(num_classes, width, panoptic=True))
-
-
-_register()
-
-
-def _cfg(model: str, tmp_path, **kw) -> TrainConfig:
-    base = dict(model=model, out=str(tmp_path / f"{model}.pt"), resolution=(32, 64), scene_hw=(64, 128),
-                steps=3, batch_size=2, eval_scenes=2, workers=0, threads=1, warmup_steps=1, log_every=1)
-    base.update(kw)
-    return TrainConfig(**base)
+from seg_perception.training.config import TrainConfig, train_seed
+from seg_perception.training.data import make_batch
+from seg_perception.training.loop import lr_at, train, train_step
+from test.training.tiny_models import SMALL_DLV3P, SMALL_PDL_MNV2, TINY_PAN, TINY_SEM, _cfg, _TinySeg
 
 
 @pytest.mark.parametrize("model", [TINY_SEM, TINY_PAN])
@@ -80,34 +29,6 @@ def test_steps_reduce_loss_on_a_fixed_batch(model: str, tmp_path) -> None:
     assert last["total"] < 0.7 * first["total"], (first, last)
     if model == TINY_PAN:
         assert {"semantic", "center", "offset", "total"} <= set(last)
-
-
-def test_crop_is_a_seeded_window_of_the_resized_scene() -> None:
-    seeds = [train_seed(0, i) for i in range(3)]
-    full = make_batch(seeds, (64, 128), (48, 96), panoptic=True, sigma=2.0)
-    crop = make_batch(seeds, (64, 128), (48, 96), panoptic=True, sigma=2.0, crop=(24, 40))
-    assert crop["image"].shape == (3, 3, 24, 40) and crop["offset"].shape == (3, 2, 24, 40)
-    windows = {crop_window(s, (48, 96), (24, 40)) for s in seeds}
-    assert len(windows) > 1, "crop positions must vary with the scene seed"
-    for i, s in enumerate(seeds):
-        y, x = crop_window(s, (48, 96), (24, 40))
-        assert 0 <= y <= 24 and 0 <= x <= 56
-        torch.testing.assert_close(crop["image"][i], full["image"][i, :, y:y + 24, x:x + 40])
-        assert torch.equal(crop["semantic"][i], full["semantic"][i, y:y + 24, x:x + 40])
-        # offsets point to the centre of each instance's visible part, inside the crop
-        mask = crop["offset_mask"][i, 0] > 0
-        if mask.any():
-            ys, xs = torch.nonzero(mask, as_tuple=True)
-            cy = ys.float() + crop["offset"][i, 0][mask]
-            cx = xs.float() + crop["offset"][i, 1][mask]
-            assert cy.min() >= -0.5 and cy.max() <= 23.5 and cx.min() >= -0.5 and cx.max() <= 39.5
-
-
-def test_crop_larger_than_resolution_is_refused(tmp_path) -> None:
-    with pytest.raises(ValueError, match="crop"):
-        _cfg(TINY_SEM, tmp_path, crop=(64, 64)).validate()
-    cfg = _cfg(TINY_SEM, tmp_path, crop=(16, 32)).validate()
-    assert SceneBatches(cfg, False, frozenset()).batch(0)["image"].shape == (2, 3, 16, 32)
 
 
 @pytest.mark.parametrize("model", [TINY_SEM, TINY_PAN])
@@ -168,12 +89,6 @@ def test_second_stage_rejects_other_model_kwargs(tmp_path) -> None:
                    init_from=str(first.path)), progress=False)
 
 
-SMALL_DLV3P = {"aspp_channels": 16, "decoder_channels": 16, "low_level_channels": 8}
-SMALL_PDL_MNV2 = {"aspp_channels": 16, "decoder_channels": 16, "low_level_channels": [8, 8],
-                  "instance_aspp_channels": 16, "instance_decoder_channels": 8, "instance_low_level_channels": [4, 4],
-                  "head_channels": 16, "instance_head_channels": 8}
-
-
 def test_a_stage_may_grow_the_stride2_stage_but_not_drop_it(tmp_path) -> None:
     """Adding ``semantic_stride2_channels`` warm-starts from a checkpoint without it: every tensor
     the checkpoint has is copied (recorded), the new stage keeps its init; the reverse is refused."""
@@ -199,7 +114,7 @@ def test_a_stage_may_grow_the_stride2_stage_but_not_drop_it(tmp_path) -> None:
 
 def test_warm_start_copies_backbone_and_aspp_into_both_branches() -> None:
     from seg_perception.models import get_model
-    from seg_perception.training.loop import WARM_START_RENAMES, warm_start
+    from seg_perception.training.loop import warm_start, WARM_START_RENAMES
 
     torch.manual_seed(0)
     src = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
@@ -313,83 +228,6 @@ def test_warm_lr_scale_needs_a_warm_start(tmp_path) -> None:
                    warm_lr_scale=0.5), progress=False)
 
 
-def test_panoptic_targets_point_to_the_centre_of_mass() -> None:
-    pan = np.full((40, 60), 0, np.int32)  # road stuff
-    pan[10:20, 10:30] = 13 * LABEL_DIVISOR + 1  # car 1: centre (14.5, 19.5)
-    pan[25:35, 40:50] = 11 * LABEL_DIVISOR + 1  # person 1: centre (29.5, 44.5)
-    pan[0:5, 0:5] = 10 * LABEL_DIVISOR  # sky stuff
-    center, offset, mask = panoptic_targets(pan, frozenset(range(11, 19)), sigma=2.0)
-    assert center.shape == (1, 40, 60) and offset.shape == (2, 40, 60) and mask.shape == (1, 40, 60)
-    np.testing.assert_array_equal(mask[0] > 0, pan >= 11 * LABEL_DIVISOR)
-    assert center.max() <= 1.0 and center[0, 14:16, 19:21].min() > 0.85
-    ys, xs = np.nonzero(mask[0])
-    target_y = ys + offset[0, ys, xs]
-    target_x = xs + offset[1, ys, xs]
-    car = pan[ys, xs] == 13001
-    np.testing.assert_allclose(target_y[car], 14.5, atol=1e-4)
-    np.testing.assert_allclose(target_x[car], 19.5, atol=1e-4)
-    np.testing.assert_allclose(target_y[~car], 29.5, atol=1e-4)
-    assert (offset[:, pan < 11 * LABEL_DIVISOR] == 0).all()
-
-
-def test_compute_losses_ignores_255() -> None:
-    cfg = TrainConfig(model=TINY_SEM, out="x.pt", hard_pixel_fraction=1.0)
-    logits = torch.zeros(1, 19, 4, 4)
-    target = torch.full((1, 4, 4), 255, dtype=torch.long)
-    target[0, 0, 0] = 3
-    loss = compute_losses({"semantic": logits}, {"semantic": target}, cfg)["total"]
-    assert loss.item() == pytest.approx(math.log(19), rel=1e-5)
-
-
-def test_small_instance_weights_mark_only_small_things() -> None:
-    pan = np.full((20, 30), 0, np.int32)                  # road (stuff)
-    pan[0:10, 0:10] = 13 * LABEL_DIVISOR + 1              # car, 100 px
-    pan[12:15, 0:4] = 11 * LABEL_DIVISOR + 1              # person, 12 px
-    pan[12:15, 5:9] = 11 * LABEL_DIVISOR + 2              # another person, 12 px
-    pan[16:20, 20:30] = 8 * LABEL_DIVISOR                 # vegetation (stuff), 40 px
-    pan[0:2, 20:22] = 11 * LABEL_DIVISOR                  # person pixels without an instance id
-    w = small_instance_weights(pan, frozenset(range(11, 19)), max_area=50, weight=3.0)
-    expected = np.ones_like(w)
-    expected[12:15, 0:4] = expected[12:15, 5:9] = 3.0
-    np.testing.assert_array_equal(w, expected)
-    # the threshold is strict and counts each instance on its own
-    np.testing.assert_array_equal(small_instance_weights(pan, frozenset(range(11, 19)), 12, 3.0), np.ones_like(w))
-    assert (small_instance_weights(pan, frozenset(range(11, 19)), 101, 2.0)[0:10, 0:10] == 2.0).all()
-
-
-def test_weighted_bootstrapped_ce_weighs_pixels_before_picking_the_hardest() -> None:
-    torch.manual_seed(0)
-    logits = torch.randn(2, 5, 4, 6)
-    target = torch.randint(0, 5, (2, 4, 6))
-    target[0, 0, :] = 255
-    plain = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
-    valid = target != 255
-    weight = torch.ones(2, 4, 6)
-    weight[1, 2:, :3] = 3.0
-    torch.testing.assert_close(bootstrapped_ce(logits, target, 1.0, torch.ones_like(weight)),
-                               bootstrapped_ce(logits, target, 1.0))
-    torch.testing.assert_close(bootstrapped_ce(logits, target, 1.0, weight), (plain * weight)[valid].mean())
-    k = int(valid.sum() * 0.25)
-    torch.testing.assert_close(bootstrapped_ce(logits, target, 0.25, weight),
-                               torch.topk((plain * weight)[valid], k).values.mean())
-
-
-def test_batches_carry_small_instance_weights_scaled_to_the_network(tmp_path) -> None:
-    cfg = _cfg(TINY_PAN, tmp_path, resolution=(64, 128), scene_hw=(64, 128), small_instance_weight=3.0)
-    area, weight = cfg.small_instance
-    assert area == pytest.approx(4096 * 64 * 128 / (1024 * 2048)) and weight == 3.0
-    assert _cfg(TINY_PAN, tmp_path).small_instance is None  # weight 1 = off: no extra tensor
-    assert "semantic_weight" not in SceneBatches(_cfg(TINY_PAN, tmp_path), True, frozenset(range(11, 19))).batch(0)
-    batch = SceneBatches(cfg, True, frozenset(range(11, 19))).batch(0)
-    w = batch["semantic_weight"]
-    assert w.shape == batch["semantic"].shape and set(w.unique().tolist()) <= {1.0, 3.0}
-    assert (w == 3.0).any(), "synthetic scenes always have some small things"
-    assert (batch["offset_mask"][:, 0][w == 3.0] == 1).all(), "only thing pixels are weighted"
-    loss = compute_losses({"semantic": torch.zeros(2, 19, 64, 128), "center": batch["center"],
-                           "offset": batch["offset"]}, batch, cfg)
-    assert loss["semantic"].item() > math.log(19) * 1.0001  # uniform logits: weights lift the mean
-
-
 def test_lr_schedule_warms_up_then_decays() -> None:
     cfg = TrainConfig(model=TINY_SEM, out="x.pt", steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.01)
     assert lr_at(0, cfg) == pytest.approx(1e-4)
@@ -398,26 +236,6 @@ def test_lr_schedule_warms_up_then_decays() -> None:
     assert lr_at(99, cfg) < 2e-5
     values = [lr_at(s, cfg) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(values, values[1:]))
-
-
-def test_training_and_eval_seeds_are_disjoint() -> None:
-    assert train_seed(0, 0) > EVAL_SEED_BASE + 1_000_000
-    assert train_seed(1, 0) > train_seed(0, 9_999_999)
-    with pytest.raises(ValueError, match="sample index"):
-        train_seed(0, 10_000_000)
-
-
-@pytest.mark.parametrize("field,value,match", [
-    ("steps", 0, "steps"), ("lr", 0.0, "lr"), ("hard_pixel_fraction", 1.5, "hard_pixel_fraction"),
-    ("resolution", (8, 8), "resolution"), ("device", "tpu", "device"),
-    ("warm_lr_scale", 0.0, "warm_lr_scale must be in"), ("warm_lr_scale", 1.5, "warm_lr_scale must be in"),
-    ("warm_lr_scale", 0.5, "needs init_from"), ("small_instance_weight", 0.0, "small_instance_weight"),
-    ("small_instance_area", -1.0, "small_instance_area"),
-])
-def test_config_validation_names_the_field(field, value, match, tmp_path) -> None:
-    cfg = _cfg(TINY_SEM, tmp_path, **{field: value})
-    with pytest.raises(ValueError, match=match):
-        cfg.validate()
 
 
 def test_cli_trains_and_reports(tmp_path, capsys) -> None:
@@ -465,42 +283,3 @@ def test_cli_names_a_missing_init_from_file(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "train-synthetic: error:" in err and str(missing) in err and "does not exist" in err
     assert not (tmp_path / "x.pt").exists()
-
-
-def test_resolution_ceiling_falls_with_the_logit_grid() -> None:
-    from seg_perception.training.loop import resolution_ceiling
-
-    full = resolution_ceiling((64, 128), n_scenes=2, scene_hw=(64, 128))
-    half = resolution_ceiling((32, 64), n_scenes=2, scene_hw=(64, 128))
-    eighth = resolution_ceiling((8, 16), n_scenes=2, scene_hw=(64, 128))
-    assert full == pytest.approx(1.0)  # logits at the scene resolution reproduce the ground truth
-    assert 1.0 > half > eighth > 0.0
-    with pytest.raises(ValueError, match="logits_hw"):
-        resolution_ceiling((0, 4), n_scenes=1)
-
-
-def test_through_grid_keeps_large_regions_and_loses_small_ones() -> None:
-    from seg_perception.training.loop import _through_grid
-
-    labels = np.zeros((64, 128), np.int32)
-    labels[8:40, 16:80] = 7_000_123   # large segment: survives a 16x32 grid almost whole
-    labels[50:52, 100:102] = 42        # 2x2 px segment: below one grid cell, gone
-    out = _through_grid(labels, (16, 32))
-    assert out.dtype == labels.dtype and out.shape == labels.shape
-    assert set(np.unique(out)) <= {0, 7_000_123, 42} and not (out == 42).any()
-    big = labels == 7_000_123
-    assert (out[big] == 7_000_123).mean() > 0.9
-    np.testing.assert_array_equal(_through_grid(labels, (64, 128)), labels)
-
-
-def test_panoptic_resolution_ceiling_falls_with_the_grid() -> None:
-    from seg_perception.training.loop import panoptic_resolution_ceiling
-
-    full = panoptic_resolution_ceiling((64, 128), n_scenes=2, scene_hw=(64, 128))
-    half = panoptic_resolution_ceiling((32, 64), n_scenes=2, scene_hw=(64, 128))
-    eighth = panoptic_resolution_ceiling((8, 16), n_scenes=2, scene_hw=(64, 128))
-    assert full["pq"] == pytest.approx(1.0) and full["pq_things"] == pytest.approx(1.0)
-    assert 1.0 > half["pq"] > eighth["pq"] > 0.0
-    assert half["pq_things"] < half["pq_stuff"]  # small instances suffer first
-    with pytest.raises(ValueError, match="logits_hw"):
-        panoptic_resolution_ceiling((4, 0), n_scenes=1)

@@ -16,7 +16,9 @@ from seg_perception.core.panoptic import PanopticConfig
 from seg_perception.core.weights import POSTPROCESS_META_KEY, load_model
 from seg_perception.core.segmenter import Segmenter, build_segmenter
 from seg_perception.runtime.base import TensorSpec
-from seg_perception.training.loop import default_center_sigma, evaluate_segmenter
+from seg_perception.training.targets import default_center_sigma
+from seg_perception.training.synthetic_eval import evaluate_segmenter
+
 
 CITY = get_label_set("cityscapes")
 HW = (64, 128)
