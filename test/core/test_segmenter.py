@@ -1,7 +1,5 @@
-"""Segmenter: pre-processing, semantic/panoptic post-processing, model loading errors."""
+"""Segmenter: pre-processing, semantic/panoptic post-processing, building from a model name."""
 from __future__ import annotations
-
-import logging
 
 import cv2
 import numpy as np
@@ -9,9 +7,8 @@ import pytest
 import torch
 
 from seg_perception.datasets.labels import get_label_set
-from seg_perception.core.resolution import PipelineError, parse_resolution
+from seg_perception.core.resolution import PipelineError
 from seg_perception.core.segmenter import Segmenter, build_segmenter
-from seg_perception.core.weights import load_model
 from seg_perception.core.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from seg_perception.runtime.base import TensorSpec
 
@@ -56,14 +53,6 @@ class PatternBackend:
 
     def deactivate(self):
         pass
-
-
-def test_parse_resolution():
-    assert parse_resolution("512x1024") == (512, 1024)
-    assert parse_resolution([64, 96]) == (64, 96)
-    for bad in ("512", "axb", (0, 10), "10x100000", None, 3.5):
-        with pytest.raises(PipelineError, match="HxW"):
-            parse_resolution(bad)
 
 
 def test_preprocess_matches_independent_normalization():
@@ -161,26 +150,6 @@ def test_closed_segmenter_refuses():
         seg.segment(np.zeros((16, 16, 3), np.uint8))
 
 
-def test_missing_weights_names_path(tmp_path):
-    from seg_perception.models.checkpoints import CheckpointError
-
-    with pytest.raises(CheckpointError, match="nope.pt"):
-        load_model("deeplabv3plus_mobilenetv2", weights=str(tmp_path / "nope.pt"))
-
-
-@pytest.mark.parametrize("weights", ["", "   "])
-def test_empty_weights_are_refused_not_read_as_random(weights):
-    with pytest.raises(PipelineError, match="empty.*'default'.*'none'"):
-        load_model("deeplabv3plus_mobilenetv2", weights=weights)
-
-
-def test_random_weights_warn_loudly(caplog):
-    with caplog.at_level(logging.WARNING, logger="seg_perception.core.weights"):
-        lm = load_model("deeplabv3plus_mobilenetv2", weights="none", model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
-    assert "RANDOM" in caplog.text
-    assert lm.weights_path is None and lm.label_set.name == "cityscapes"
-
-
 def test_unknown_model_lists_registered():
     with pytest.raises(ValueError, match="deeplabv3plus_mobilenetv2"):
         build_segmenter("no_such_net", weights="none")
@@ -194,21 +163,6 @@ def test_build_segmenter_end_to_end_torch_backend():
     assert res.semantic.max() < 19
     assert seg.describe()["resolution"] == [64, 96]
     seg.close()
-
-
-@pytest.mark.parametrize("tuned,needle", [
-    ({"nms_kernel": 4}, "nms_kernel=4"),
-    ({"center": 0.2}, "unknown"),
-    ([0.2, 7], "expected a dict"),
-])
-def test_bad_tuned_postprocess_in_a_checkpoint_is_refused_by_name(tuned, needle):
-    from seg_perception.core.weights import LoadedModel, panoptic_config_for
-
-    loaded = LoadedModel(torch.nn.Identity(), "panoptic_deeplab_mobilenetv2", "panoptic", get_label_set("cityscapes"),
-                         "w.pt", None, None, {"panoptic_postprocess": tuned})
-    with pytest.raises(PipelineError, match=needle) as e:
-        panoptic_config_for(loaded)
-    assert "w.pt: meta.panoptic_postprocess" in str(e.value) and "tune-panoptic --write" in str(e.value)
 
 
 def test_public_vainf_checkpoint_loads_through_the_pipeline(tmp_path):
