@@ -1,9 +1,16 @@
-"""Offline evaluation of a segmenter on recorded rosbags.
+"""Offline evaluation of a segmenter on recorded rosbags, as small steps over a frame stream.
 
-``evaluate_bags`` reads the image topic, segments frames in batches with the same ``Segmenter``
-the ROS node uses, matches ground truth (bag topics or a Cityscapes-style folder), accumulates
-mIoU and PQ, records per-frame latency, and writes the report (see :mod:`.report`), the COCO
-panoptic export (see :mod:`.coco_panoptic`) and optionally a bag with the predictions.
+:func:`evaluate_bags` chains them::
+
+    decoded_frames(bags)          -> (BagFrame, rgb) per readable image message
+    batched(..., batch_size)      -> lists of frames
+    predict(segmenter, frames)    -> Prediction (frame, rgb, SegResult, latency) per frame
+    Scores.add(prediction)        -> GT matched (GtMatcher), mIoU / PQ / video metrics, COCO export,
+                                     prediction bag
+    Scores.report(...)            -> report.json, report.md, figures (see :mod:`.report`)
+
+Predictions made elsewhere (e.g. what a running node published, recorded by the demo) go through
+the same :class:`Scores` without a segmenter: :func:`score_predictions`.
 
 The segmenter is duck-typed: it needs ``task``, ``label_set``, ``segment_batch(list of (H, W, 3)
 uint8) -> list[SegResult]`` and, for the report, ``describe()`` or ``model_name``,
@@ -12,8 +19,9 @@ uint8) -> list[SegResult]`` and, for the report, ``describe()`` or ``model_name`
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -159,6 +167,291 @@ def _folder_gt(
     return CityscapesGroundTruth(gt_dir, label_set, match=mode, frames=frames), names if mode == "name" else {}
 
 
+def _check_arguments(bags: list[str], *, batch_size: int, miou_convention: str, gt_dir: Optional[PathLike],
+                     gt_topics: bool, stamp_tolerance_ns: int, gt_match: str, tracking: str) -> None:
+    """Raise ValueError naming a bad argument and the allowed values."""
+    if not bags:
+        raise ValueError("no bags given; pass one or more rosbag2 directories or .mcap/.db3 files")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if miou_convention not in MIOU_CONVENTIONS:
+        raise ValueError(f"unknown miou_convention {miou_convention!r}; choose one of: {', '.join(MIOU_CONVENTIONS)}")
+    if gt_dir is not None and gt_topics:
+        raise ValueError("use either GT topics (gt_semantic_topic / gt_panoptic_topic) or gt_dir, not both")
+    if stamp_tolerance_ns < 0:
+        raise ValueError(f"stamp_tolerance_ns must be >= 0, got {stamp_tolerance_ns}")
+    if gt_match not in GT_MATCH_MODES:
+        raise ValueError(f"unknown gt_match {gt_match!r}; choose one of: {', '.join(GT_MATCH_MODES)}")
+    if tracking not in TRACKING_MODES:
+        raise ValueError(f"unknown tracking {tracking!r}; choose one of: {', '.join(TRACKING_MODES)}")
+
+
+# ------------------------------------------------------------------------------ the frame stream
+def decoded_frames(
+    bags: Sequence[PathLike], image_topic: str, stats: ReadStats, *, max_frames: Optional[int] = None,
+    on_message: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[BagFrame, np.ndarray]]:
+    """``(frame, rgb)`` for each image message of ``image_topic`` whose pixels decode.
+
+    rgb is (H, W, 3) uint8. A message that does not decode is recorded in ``stats`` and skipped;
+    reading stops after ``max_frames`` messages (None: all). ``on_message`` is called once per
+    message read, decoded or not (progress).
+    """
+    from seg_perception.core.conversions import ConversionError, to_rgb
+
+    seen = 0
+    for frame in read_images(bags, image_topic, stats=stats):
+        if max_frames is not None and seen >= max_frames:
+            break
+        seen += 1
+        on_message()
+        try:
+            rgb = to_rgb(frame.msg)
+        except ConversionError as exc:
+            stats.skip_frame(frame, exc.reason, str(exc))
+            continue
+        yield frame, rgb
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One frame and what was predicted for it.
+
+    Attributes:
+        frame: where the image came from. rgb: (H, W, 3) uint8 input image.
+        result: a ``SegResult`` (``semantic`` (H, W), ``panoptic`` (H, W) int32 or None, ``segments``).
+        latency_ms: time to predict it (None: not timed here, e.g. recorded from a running node).
+    """
+
+    frame: BagFrame
+    rgb: np.ndarray
+    result: Any
+    latency_ms: Optional[float] = None
+
+
+def predict(segmenter: Any, frames: list[tuple[BagFrame, np.ndarray]]) -> list[Prediction]:
+    """Segment ``frames`` with one ``segmenter.segment_batch`` call; each frame's latency is the
+    call's wall time divided by the number of frames."""
+    t0 = time.perf_counter()
+    results = segmenter.segment_batch([rgb for _f, rgb in frames])
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    if len(results) != len(frames):
+        raise RuntimeError(f"segment_batch returned {len(results)} results for {len(frames)} frames")
+    return [Prediction(f, rgb, r, wall_ms / len(frames)) for (f, rgb), r in zip(frames, results)]
+
+
+# ---------------------------------------------------------------------------------- ground truth
+class GtMatcher:
+    """Ground truth for each frame, from bag topics or a folder; unusable GT listed, not fatal.
+
+    Args:
+        source: :class:`BagGroundTruth` or :class:`CityscapesGroundTruth`.
+        where: the GT source in words (for skipped-message records).
+        names: per bag, log time -> recorded image name (folder GT matched by name), else empty.
+        bag_offsets: per bag, the number of image messages in the bags before it (order matching).
+        stats: unusable GT is recorded here as a skipped message.
+    """
+
+    def __init__(self, source: Any, where: str, names: dict[str, dict[int, str]], bag_offsets: dict[str, int],
+                 stats: ReadStats) -> None:
+        self.source, self.where, self.names, self.bag_offsets, self.stats = source, where, names, bag_offsets, stats
+        self.unusable: list[dict] = []
+
+    @property
+    def has_panoptic(self) -> bool:
+        """Whether panoptic GT can be expected (a panoptic topic, or instance files in the folder)."""
+        if isinstance(self.source, CityscapesGroundTruth):
+            return any(f.instance_ids for f in self.source.files)
+        return "panoptic" in self.source.topics
+
+    def match(self, frame: BagFrame, shape: tuple[int, int], record: dict) -> Any:
+        """GT of ``frame`` checked against the prediction ``shape``, or None (no GT, or unusable:
+        then listed and ``record["gt_error"]`` set). Adds ``record["name"]`` when names are known."""
+        position = self.bag_offsets[frame.bag_path] + frame.index
+        name = self.names[frame.bag_path].get(frame.log_time_ns) if self.names else None
+        if name is not None:
+            record["name"] = name
+        try:
+            gt = self.source.match(frame, position, name)
+            if gt is not None:
+                check_size(gt, shape, frame)
+            return gt
+        except GroundTruthError as exc:  # this frame's GT is unusable: list it, evaluate the rest
+            self.stats.skip(frame.bag_path, self.where, frame.index, frame.stamp_ns, exc.reason,
+                            f"{name + ': ' if name else ''}{exc}")
+            self.unusable.append({"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns,
+                                  "name": name, "reason": exc.reason, "detail": str(exc)})
+            record["gt_error"] = exc.reason
+            return None
+
+    def summary(self) -> dict:
+        """The source's matching summary plus the unusable frames (also noted in ``stats``)."""
+        out = self.source.summary()
+        out.update(unusable_frames=len(self.unusable), unusable=self.unusable[:100])
+        if self.unusable:
+            self.stats.notes.append(
+                f"{len(self.unusable)} frame(s) not evaluated because their ground truth is unusable "
+                f"({', '.join(sorted({u['reason'] for u in self.unusable}))}); listed under Reading problems")
+        return out
+
+
+def open_ground_truth(
+    bags: list[str], per_bag_topics: dict[str, dict], label_set: Any, stats: ReadStats, *, image_topic: str,
+    gt_semantic_topic: Optional[str] = None, gt_panoptic_topic: Optional[str] = None,
+    gt_dir: Optional[PathLike] = None, stamp_tolerance_ns: int = 0, gt_match: str = "auto",
+    name_topic: str = NAME_TOPIC,
+) -> Optional[GtMatcher]:
+    """The GT of the evaluation: GT topics of the bags, a Cityscapes-style folder, or None."""
+    names: dict[str, dict[int, str]] = {}
+    if gt_semantic_topic or gt_panoptic_topic:
+        source: Any = BagGroundTruth(gt_semantic_topic, gt_panoptic_topic, label_set, stamp_tolerance_ns, stats)
+        where = ", ".join(source.topics.values())
+    elif gt_dir is not None:
+        source, names = _folder_gt(gt_dir, label_set, gt_match, bags, per_bag_topics, image_topic, name_topic, stats)
+        where = f"GT folder {gt_dir}"
+    else:
+        return None
+    offsets, acc = {}, 0
+    for b in bags:
+        offsets[b] = acc
+        acc += per_bag_topics[b][image_topic][1]
+    return GtMatcher(source, where, names, offsets, stats)
+
+
+# ------------------------------------------------------------------------------------- accumulate
+class Scores:
+    """Metric accumulators and per-frame outputs, fed one :class:`Prediction` at a time.
+
+    Args:
+        label_set: the label set of predictions and GT.
+        panoptic: the predictions carry panoptic ids (PQ is accumulated when the GT has them too).
+        gt: where each frame's GT comes from (None: nothing is scored, outputs are still written).
+        video: a :class:`VideoEvaluator` (GT panoptic ids are track ids), or None.
+        coco: COCO panoptic / semantic PNG export, or None. pred_bag: prediction bag, or None.
+    """
+
+    def __init__(self, label_set: Any, *, panoptic: bool, gt: Optional[GtMatcher], video: Optional[VideoEvaluator] = None,
+                 coco: Optional[CocoPanopticWriter] = None, pred_bag: Optional["_PredictionBag"] = None) -> None:
+        self.label_set, self.gt, self.video, self.coco, self.pred_bag = label_set, gt, video, coco, pred_bag
+        self.cm = ConfusionMatrix(label_set.num_classes, label_set.ignore_label)
+        self.pq = (
+            PanopticQuality(label_set.num_classes, label_set.thing_ids, LABEL_DIVISOR, label_set.ignore_label,
+                            label_set.ignore_label * LABEL_DIVISOR)
+            if panoptic and gt is not None and gt.has_panoptic else None
+        )
+        self.latencies: list[float] = []
+        self.stage_ms: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+        self.per_frame: list[dict] = []
+        self.segmented = 0
+        self.evaluated = 0
+
+    def add(self, p: Prediction) -> None:
+        """Score one prediction against its GT and write its outputs.
+
+        Raises:
+            ValueError: the semantic map is not at the image's size (results must be at camera resolution).
+        """
+        frame, result = p.frame, p.result
+        if p.latency_ms is not None:
+            self.latencies.append(p.latency_ms)
+        timings = getattr(result, "timings", None)
+        if timings is not None:
+            for k in self.stage_ms:
+                self.stage_ms[k].append(float(getattr(timings, f"{k}_ms", 0.0)))
+        self.segmented += 1
+        sem = np.asarray(result.semantic)
+        if sem.shape != p.rgb.shape[:2]:
+            raise ValueError(
+                f"segmenter returned a {sem.shape} semantic map for the {p.rgb.shape[:2]} image of "
+                f"{frame.describe()}; results must be at the camera resolution"
+            )
+        record = {"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns,
+                  "latency_ms": p.latency_ms, "gt": False}
+        gt = self.gt.match(frame, sem.shape, record) if self.gt is not None else None
+        if gt is not None:
+            self._score(frame, sem, result.panoptic, gt, record)
+        self.per_frame.append(record)
+        if self.coco is not None:
+            stem = f"{Path(frame.bag_path).name}_{frame.index:06d}"
+            self.coco.add(stem, sem, result.panoptic, getattr(result, "segments", ()),
+                          {"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns})
+        if self.pred_bag is not None:
+            self.pred_bag.add(frame, p.rgb, result)
+
+    def _score(self, frame: BagFrame, sem: np.ndarray, panoptic: Optional[np.ndarray], gt: Any, record: dict) -> None:
+        self.cm.update(gt.semantic, sem)
+        if gt.panoptic is not None and panoptic is not None:
+            if self.pq is not None:
+                self.pq.update(gt.panoptic, panoptic)
+            if self.video is not None:
+                self.video.update(gt.panoptic, panoptic, frame.bag_path)
+        self.evaluated += 1
+        valid = gt.semantic != self.label_set.ignore_label
+        record.update(gt=True, dt_ns=gt.dt_ns,
+                      pixel_accuracy=float((gt.semantic[valid] == sem[valid]).mean()) if valid.any() else None)
+
+    def sections(self, stats: ReadStats, image_topic: str, miou_convention: str) -> dict:
+        """The report's frames / gt / semantic / panoptic / video / latency / reading / per_frame sections."""
+        names = self.label_set.names
+        gt_summary = self.gt.summary() if self.gt is not None else None
+        return {
+            "frames": {
+                "read": stats.read_by_topic.get(image_topic, 0),
+                "segmented": self.segmented,
+                "evaluated": self.evaluated,
+                "unmatched": gt_summary["unmatched_frames"] if gt_summary else None,
+                "skipped": len(stats.skipped),
+            },
+            "gt": gt_summary,
+            "semantic": self.cm.summary(miou_convention, names) if self.evaluated else None,
+            "panoptic": self.pq.summary(names) if self.pq is not None and self.pq.frames else None,
+            **({"video": self.video.summary()} if self.video is not None else {}),
+            "latency": {
+                "total": latency_stats(self.latencies),
+                **({k: latency_stats(v) for k, v in self.stage_ms.items() if v}),
+            },
+            "reading": stats.as_dict(),
+            "per_frame": self.per_frame,
+        }
+
+
+# ---------------------------------------------------------------------------------------- outputs
+def _write(out: Path, scores: Scores, stats: ReadStats, *, bags: list[str], image_topic: str, model: dict,
+           miou_convention: str, batch_size: int, files: dict, figures: bool, extra: Optional[dict] = None) -> dict:
+    report: dict = {
+        "bags": bags,
+        "image_topic": image_topic,
+        "model": model,
+        "miou_convention": miou_convention,
+        "batch_size": int(batch_size),
+        **scores.sections(stats, image_topic, miou_convention),
+        "files": files,
+        **(extra or {}),
+    }
+    return write_report(out, report, confusion=scores.cm.matrix if scores.evaluated else None,
+                        class_names=scores.label_set.names, latencies_ms=scores.latencies, figures=figures)
+
+
+def _export_files(out: Path, coco_json: Optional[Path], coco: bool, pred_bag: Optional[Path]) -> dict:
+    return {
+        **({"predictions_bag": pred_bag.name} if pred_bag is not None else {}),
+        **({"coco_panoptic_json": str(coco_json.relative_to(out))} if coco_json else {}),
+        **({"semantic_pngs": "semantic/"} if coco else {}),
+    }
+
+
 def evaluate_bags(
     bags: Sequence[PathLike],
     *,
@@ -217,26 +510,19 @@ def evaluate_bags(
             ``gt.unusable`` and in ``reading.skipped`` with the reason.
     """
     bags = [str(b) for b in ([bags] if isinstance(bags, (str, Path)) else bags)]
-    if not bags:
-        raise ValueError("no bags given; pass one or more rosbag2 directories or .mcap/.db3 files")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if miou_convention not in MIOU_CONVENTIONS:
-        raise ValueError(f"unknown miou_convention {miou_convention!r}; choose one of: {', '.join(MIOU_CONVENTIONS)}")
-    if gt_dir is not None and (gt_semantic_topic or gt_panoptic_topic):
-        raise ValueError("use either GT topics (gt_semantic_topic / gt_panoptic_topic) or gt_dir, not both")
-    if stamp_tolerance_ns < 0:
-        raise ValueError(f"stamp_tolerance_ns must be >= 0, got {stamp_tolerance_ns}")
-    if gt_match not in GT_MATCH_MODES:
-        raise ValueError(f"unknown gt_match {gt_match!r}; choose one of: {', '.join(GT_MATCH_MODES)}")
-    if tracking not in TRACKING_MODES:
-        raise ValueError(f"unknown tracking {tracking!r}; choose one of: {', '.join(TRACKING_MODES)}")
+    _check_arguments(bags, batch_size=batch_size, miou_convention=miou_convention, gt_dir=gt_dir,
+                     gt_topics=bool(gt_semantic_topic or gt_panoptic_topic), stamp_tolerance_ns=stamp_tolerance_ns,
+                     gt_match=gt_match, tracking=tracking)
     out = Path(out_dir)
     pred_bag_path = out / "predictions.mcap"
     if write_bag and pred_bag_path.exists():
         raise ValueError(f"{pred_bag_path} exists already; choose another --out folder or delete it")
-
     label_set = segmenter.label_set
+    panoptic = getattr(segmenter, "task", "semantic") == "panoptic"
+    if video_metrics and not (panoptic and gt_panoptic_topic):
+        raise ValueError("video metrics need a panoptic model and a GT panoptic topic whose ids are track ids "
+                         f"(model task {getattr(segmenter, 'task', 'semantic')!r}, gt_panoptic_topic "
+                         f"{gt_panoptic_topic!r}); pass --gt-panoptic-topic or drop --video-metrics")
     required = {"image": image_topic}
     if gt_semantic_topic:
         required["GT semantic"] = gt_semantic_topic
@@ -250,177 +536,81 @@ def evaluate_bags(
         total = min(total, int(max_frames))
 
     stats = ReadStats()
-    gt_source: Any = None
-    names: dict[str, dict[int, str]] = {}
-    if gt_semantic_topic or gt_panoptic_topic:
-        gt_source = BagGroundTruth(gt_semantic_topic, gt_panoptic_topic, label_set, stamp_tolerance_ns, stats)
-        gt_where = ", ".join(gt_source.topics.values())
-    elif gt_dir is not None:
-        gt_source, names = _folder_gt(gt_dir, label_set, gt_match, bags, per_bag_topics, image_topic, name_topic, stats)
-        gt_where = f"GT folder {gt_dir}"
-    unusable_gt: list[dict] = []
-    panoptic_model = getattr(segmenter, "task", "semantic") == "panoptic"
-    has_pan_gt = bool(gt_panoptic_topic) or (
-        isinstance(gt_source, CityscapesGroundTruth) and any(f.instance_ids for f in gt_source.files)
-    )
-    cm = ConfusionMatrix(label_set.num_classes, label_set.ignore_label)
-    pq = (
-        PanopticQuality(label_set.num_classes, label_set.thing_ids, LABEL_DIVISOR, label_set.ignore_label,
-                        label_set.ignore_label * LABEL_DIVISOR)
-        if panoptic_model and has_pan_gt else None
-    )
-    if video_metrics and not (panoptic_model and gt_panoptic_topic):
-        raise ValueError("video metrics need a panoptic model and a GT panoptic topic whose ids are track ids "
-                         f"(model task {getattr(segmenter, 'task', 'semantic')!r}, gt_panoptic_topic "
-                         f"{gt_panoptic_topic!r}); pass --gt-panoptic-topic or drop --video-metrics")
+    gt = open_ground_truth(bags, per_bag_topics, label_set, stats, image_topic=image_topic,
+                           gt_semantic_topic=gt_semantic_topic, gt_panoptic_topic=gt_panoptic_topic, gt_dir=gt_dir,
+                           stamp_tolerance_ns=stamp_tolerance_ns, gt_match=gt_match, name_topic=name_topic)
     video = VideoEvaluator.for_label_set(label_set, LABEL_DIVISOR, tracking=tracking) if video_metrics else None
-
     out.mkdir(parents=True, exist_ok=True)
     coco = CocoPanopticWriter(out, label_set) if export_coco else None
     pred_bag = _PredictionBag(pred_bag_path, image_topic, label_set) if write_bag else None
-    bag_offsets = {}
-    acc = 0
-    for b in bags:
-        bag_offsets[b] = acc
-        acc += per_bag_topics[b][image_topic][1]
-
-    latencies: list[float] = []
-    stage_ms: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
-    per_frame: list[dict] = []
-    segmented = 0
-    evaluated = 0
+    scores = Scores(label_set, panoptic=panoptic, gt=gt, video=video, coco=coco, pred_bag=pred_bag)
 
     from tqdm import tqdm
 
-    from seg_perception.core.conversions import ConversionError, to_rgb
-
     bar = tqdm(total=total, desc="eval-bag", unit="frame", disable=not progress)
-
-    def flush(batch: list[tuple[BagFrame, np.ndarray]]) -> None:
-        nonlocal segmented, evaluated
-        if not batch:
-            return
-        t0 = time.perf_counter()
-        results = segmenter.segment_batch([rgb for _f, rgb in batch])
-        wall_ms = (time.perf_counter() - t0) * 1e3
-        if len(results) != len(batch):
-            raise RuntimeError(f"segment_batch returned {len(results)} results for {len(batch)} frames")
-        for (frame, rgb), result in zip(batch, results):
-            latency = wall_ms / len(batch)
-            latencies.append(latency)
-            timings = getattr(result, "timings", None)
-            if timings is not None:
-                for k in stage_ms:
-                    stage_ms[k].append(float(getattr(timings, f"{k}_ms", 0.0)))
-            segmented += 1
-            sem = np.asarray(result.semantic)
-            if sem.shape != rgb.shape[:2]:
-                raise ValueError(
-                    f"segmenter returned a {sem.shape} semantic map for the {rgb.shape[:2]} image of "
-                    f"{frame.describe()}; results must be at the camera resolution"
-                )
-            record = {"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns,
-                      "latency_ms": latency, "gt": False}
-            gt = None
-            if gt_source is not None:
-                position = bag_offsets[frame.bag_path] + frame.index
-                name = names[frame.bag_path].get(frame.log_time_ns) if names else None
-                if name is not None:
-                    record["name"] = name
-                try:
-                    gt = gt_source.match(frame, position, name)
-                    if gt is not None:
-                        check_size(gt, sem.shape, frame)
-                except GroundTruthError as exc:  # this frame's GT is unusable: list it, evaluate the rest
-                    gt = None
-                    stats.skip(frame.bag_path, gt_where, frame.index, frame.stamp_ns, exc.reason,
-                               f"{name + ': ' if name else ''}{exc}")
-                    unusable_gt.append({"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns,
-                                        "name": name, "reason": exc.reason, "detail": str(exc)})
-                    record["gt_error"] = exc.reason
-            if gt is not None:
-                cm.update(gt.semantic, sem)
-                if pq is not None and gt.panoptic is not None and result.panoptic is not None:
-                    pq.update(gt.panoptic, result.panoptic)
-                if video is not None and gt.panoptic is not None and result.panoptic is not None:
-                    video.update(gt.panoptic, result.panoptic, frame.bag_path)
-                evaluated += 1
-                valid = gt.semantic != label_set.ignore_label
-                record.update(gt=True, dt_ns=gt.dt_ns,
-                              pixel_accuracy=float((gt.semantic[valid] == sem[valid]).mean()) if valid.any() else None)
-            per_frame.append(record)
-            if coco is not None:
-                stem = f"{Path(frame.bag_path).name}_{frame.index:06d}"
-                coco.add(stem, sem, result.panoptic, getattr(result, "segments", ()),
-                         {"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns})
-            if pred_bag is not None:
-                pred_bag.add(frame, rgb, result)
-        bar.update(len(batch))
-
-    batch: list[tuple[BagFrame, np.ndarray]] = []
-    seen = 0
     try:
-        for frame in read_images(bags, image_topic, stats=stats):
-            if max_frames is not None and seen >= max_frames:
-                break
-            seen += 1
-            try:
-                rgb = to_rgb(frame.msg)
-            except ConversionError as exc:
-                stats.skip_frame(frame, exc.reason, str(exc))
-                bar.update(1)
-                continue
-            batch.append((frame, rgb))
-            if len(batch) >= batch_size:
-                flush(batch)
-                batch = []
-        flush(batch)
+        frames = decoded_frames(bags, image_topic, stats, max_frames=max_frames, on_message=lambda: bar.update(1))
+        for batch in batched(frames, int(batch_size)):
+            for p in predict(segmenter, batch):
+                scores.add(p)
     finally:
         bar.close()
         if pred_bag is not None:
             pred_bag.close()
     coco_json = coco.close() if coco is not None else None
+    return _write(out, scores, stats, bags=bags, image_topic=image_topic, model=describe_segmenter(segmenter),
+                  miou_convention=miou_convention, batch_size=batch_size, figures=figures,
+                  files=_export_files(out, coco_json, coco is not None, pred_bag_path if write_bag else None))
 
-    gt_summary = gt_source.summary() if gt_source is not None else None
-    if gt_summary is not None:
-        gt_summary.update(unusable_frames=len(unusable_gt), unusable=unusable_gt[:100])
-    if unusable_gt:
-        stats.notes.append(f"{len(unusable_gt)} frame(s) not evaluated because their ground truth is unusable "
-                           f"({', '.join(sorted({u['reason'] for u in unusable_gt}))}); listed under Reading problems")
-    report: dict = {
-        "bags": bags,
-        "image_topic": image_topic,
-        "model": describe_segmenter(segmenter),
-        "miou_convention": miou_convention,
-        "batch_size": int(batch_size),
-        "frames": {
-            "read": stats.read_by_topic.get(image_topic, 0),
-            "segmented": segmented,
-            "evaluated": evaluated,
-            "unmatched": gt_summary["unmatched_frames"] if gt_summary else None,
-            "skipped": len(stats.skipped),
-        },
-        "gt": gt_summary,
-        "semantic": cm.summary(miou_convention, label_set.names) if evaluated else None,
-        "panoptic": pq.summary(label_set.names) if pq is not None and pq.frames else None,
-        **({"video": video.summary()} if video is not None else {}),
-        "latency": {
-            "total": latency_stats(latencies),
-            **({k: latency_stats(v) for k, v in stage_ms.items() if v}),
-        },
-        "reading": stats.as_dict(),
-        "per_frame": per_frame,
-        "files": {
-            **({"predictions_bag": pred_bag_path.name} if write_bag else {}),
-            **({"coco_panoptic_json": str(coco_json.relative_to(out))} if coco_json else {}),
-            **({"semantic_pngs": "semantic/"} if coco is not None else {}),
-        },
-    }
-    return write_report(
-        out,
-        report,
-        confusion=cm.matrix if evaluated else None,
-        class_names=label_set.names,
-        latencies_ms=latencies,
-        figures=figures,
-    )
+
+def score_predictions(
+    predictions: Iterable[Prediction],
+    *,
+    label_set: Any,
+    panoptic: bool,
+    model: dict,
+    bags: Sequence[PathLike],
+    image_topic: str,
+    stats: ReadStats,
+    out_dir: PathLike,
+    gt_semantic_topic: Optional[str] = None,
+    gt_panoptic_topic: Optional[str] = None,
+    stamp_tolerance_ns: int = 0,
+    miou_convention: str = "cityscapes",
+    export_coco: bool = True,
+    figures: bool = True,
+    extra: Optional[dict] = None,
+) -> dict:
+    """Score predictions made elsewhere (no segmenter runs here) with the accumulators and report of
+    :func:`evaluate_bags`; GT from topics of ``bags`` (the bags the predicted frames came from).
+
+    Args:
+        predictions: frames of ``bags`` with their results (``latency_ms`` None when not timed here).
+        label_set, panoptic: of the predictions. model: the report's ``model`` section.
+        stats: the ``ReadStats`` the frames were read with (reported under ``reading``).
+        extra: more top-level report sections (e.g. what the producer of the predictions measured).
+
+    Returns:
+        The report dict (also written to ``out_dir/report.json`` and ``report.md``).
+    """
+    bags = [str(b) for b in bags]
+    _check_arguments(bags, batch_size=1, miou_convention=miou_convention, gt_dir=None,
+                     gt_topics=bool(gt_semantic_topic or gt_panoptic_topic), stamp_tolerance_ns=stamp_tolerance_ns,
+                     gt_match="auto", tracking="both")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gt = None
+    if gt_semantic_topic or gt_panoptic_topic:
+        required = {k: t for k, t in (("image", image_topic), ("GT semantic", gt_semantic_topic),
+                                      ("GT panoptic", gt_panoptic_topic)) if t}
+        gt = open_ground_truth(bags, _check_topics(bags, required), label_set, stats, image_topic=image_topic,
+                               gt_semantic_topic=gt_semantic_topic, gt_panoptic_topic=gt_panoptic_topic,
+                               stamp_tolerance_ns=stamp_tolerance_ns)
+    coco = CocoPanopticWriter(out, label_set) if export_coco else None
+    scores = Scores(label_set, panoptic=panoptic, gt=gt, coco=coco)
+    for p in predictions:
+        scores.add(p)
+    coco_json = coco.close() if coco is not None else None
+    return _write(out, scores, stats, bags=bags, image_topic=image_topic, model=model,
+                  miou_convention=miou_convention, batch_size=1, figures=figures,
+                  files=_export_files(out, coco_json, coco is not None, None), extra=extra)
