@@ -364,12 +364,12 @@ class Scores:
             ValueError: the semantic map is not at the image's size (results must be at camera resolution).
         """
         frame, result = p.frame, p.result
-        if p.latency_ms is not None:
-            self.latencies.append(p.latency_ms)
         timings = getattr(result, "timings", None)
-        if timings is not None:
-            for k in self.stage_ms:
-                self.stage_ms[k].append(float(getattr(timings, f"{k}_ms", 0.0)))
+        if p.latency_ms is not None:  # stage timings too belong only to predictions timed here
+            self.latencies.append(p.latency_ms)
+            if timings is not None:
+                for k in self.stage_ms:
+                    self.stage_ms[k].append(float(getattr(timings, f"{k}_ms", 0.0)))
         self.segmented += 1
         sem = np.asarray(result.semantic)
         if sem.shape != p.rgb.shape[:2]:

@@ -13,6 +13,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from seg_perception.core.conversions import to_rgb
+from seg_perception.datasets.labels import get_label_set
 from seg_perception.tools.demo import DemoConfig, format_summary, read_bag, run_demo
 from seg_perception.eval.metrics import ConfusionMatrix, PanopticQuality
 from seg_perception.core.segmenter import build_segmenter
@@ -68,3 +69,82 @@ def test_demo_scores_match_an_in_process_evaluation(demo) -> None:
     assert summary["miou"] == pytest.approx(cm.miou(summary["miou_convention"]), abs=0.01)
     assert summary["pq"] == pytest.approx(pq.summary(labels.names)["all"]["pq"], abs=0.02)
     assert 0.0 < summary["miou"] <= 1.0 and np.isfinite(summary["pq"])
+
+
+def _recorded(path, topic: str) -> dict:
+    """stamp_ns -> deserialized message of ``topic`` in the demo's outputs.mcap, read with rosbags
+    itself (not the package's reader)."""
+    from rosbags.highlevel import AnyReader
+
+    out = {}
+    with AnyReader([path]) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        for conn, _t, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            out[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = msg
+    return out
+
+
+def test_demo_report_counts_the_points_of_the_recorded_clouds(demo) -> None:
+    """The report's cloud size and per-class counts equal counts made here from the recorded
+    PointCloud2 messages, decoded through their own field descriptions (offset, datatype)."""
+    cfg, summary = demo
+    clouds = _recorded(cfg.out / "outputs.mcap", "/demo/segment_node/points")
+    assert len(clouds) == FRAMES  # the sample drive has registered depth for every frame
+    names = get_label_set("cityscapes").names
+    want: dict[str, int] = {}
+    sizes = []
+    for msg in clouds.values():
+        fields = {f.name: f for f in msg.fields}
+        assert fields["label"].datatype == 4 and fields["z"].datatype == 7  # UINT16, FLOAT32
+        raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(-1, msg.point_step)
+        z = raw[:, fields["z"].offset:fields["z"].offset + 4].copy().view("<f4")[:, 0]
+        label = raw[:, fields["label"].offset:fields["label"].offset + 2].copy().view("<u2")[:, 0]
+        keep = np.isfinite(z)
+        sizes.append(int(keep.sum()))
+        for c, n in zip(*np.unique(label[keep], return_counts=True)):
+            want[names[c]] = want.get(names[c], 0) + int(n)
+    report = json.loads((cfg.out / "report.json").read_text())
+    cloud = report["cloud"]
+    assert cloud["clouds"] == FRAMES and cloud["points_total"] == sum(sizes) > 0
+    assert cloud["points_per_cloud"] == {"min": min(sizes), "median": float(np.median(sizes)), "max": max(sizes)}
+    assert cloud["per_class"] == want
+    assert summary["clouds"] == FRAMES and summary["cloud_points_total"] == sum(sizes)
+    md = (cfg.out / "report.md").read_text()
+    assert "Labeled point cloud" in md and all(f"| {k} | {v} |" in md for k, v in want.items())
+
+
+def test_preview_draws_the_ids_of_the_recorded_panoptic(demo) -> None:
+    """Each preview frame carries the instance (track) ids of the ~/panoptic the node published
+    for that frame: every instance, nothing else; tracking was on."""
+    cfg, summary = demo
+    assert summary["tracking"] is True
+    recorded = _recorded(cfg.out / "outputs.mcap", "/demo/segment_node/panoptic")
+    drawn = json.loads((cfg.out / "preview_tracks.json").read_text())["frames"]
+    assert [f["stamp_ns"] for f in drawn] == sorted(recorded)
+    for f in drawn:
+        msg = recorded[f["stamp_ns"]]
+        pan = np.frombuffer(bytes(msg.data), "<i4").reshape(msg.height, msg.width)
+        ids = sorted(int(v) for v in np.unique(pan) if v % 1000 > 0)
+        assert f["ids"] == ids
+    assert any(f["ids"] for f in drawn), "the sample drive has cars and people in every frame"
+
+
+def test_track_ids_are_drawn_at_the_instance_centroids() -> None:
+    from seg_perception.tools.demo import draw_track_ids, instance_centroids
+
+    pan = np.full((64, 128), 7000, np.int32)          # road (stuff)
+    pan[10:30, 10:50] = 13004                         # car, track 4
+    pan[40:60, 80:120] = 11012                        # person, track 12
+    pan[0:5, 100:128] = 11000                         # crowd: no instance id
+    centroids = instance_centroids(pan)
+    for pid in (13004, 11012):
+        ys, xs = np.nonzero(pan == pid)
+        assert centroids[pid] == pytest.approx((xs.mean(), ys.mean()))
+    assert set(centroids) == {13004, 11012}
+    tile = np.zeros((128, 256, 3), np.uint8)          # twice the panoptic size
+    assert draw_track_ids(tile, pan) == [11012, 13004]
+    for pid in (13004, 11012):
+        x, y = (int(round(2 * v)) for v in centroids[pid])
+        assert tile[y - 6:y + 6, x - 8:x + 8].max() == 255, "white text at the scaled centroid"
+    assert tile[:, :10].max() == 0 and tile[0:10, 200:].max() == 0  # nothing drawn away from instances
