@@ -38,8 +38,7 @@ Variants for converted checkpoints (builder keyword arguments): three decoder st
 Detectron2's non-DSConv config), a separable center head, ``align_corners`` and the offset
 scaling -- see :class:`PanopticDeepLab`.
 
-Registered: ``panoptic_deeplab_mobilenetv2``, ``panoptic_deeplab_mobilenetv3_large``, ``panoptic_deeplab_resnet50``,
-``panoptic_deeplab_resnet101``,
+Registered: ``panoptic_deeplab_mobilenetv2``, ``panoptic_deeplab_resnet50``, ``panoptic_deeplab_resnet101``,
 ``panoptic_deeplab_resnet52_dc5`` (Detectron2's R52 layout: deep stem, multi-grid (1, 2, 4),
 separable ASPP).
 """
@@ -358,28 +357,18 @@ def _check_kwargs(name: str, kwargs: dict) -> None:
         raise TypeError(f"{name}: unknown keyword argument(s) {bad}; valid: {', '.join(valid)}")
 
 
-@register_model("panoptic_deeplab_mobilenetv3_large", task="panoptic",
-                description="Panoptic-DeepLab with a MobileNetV3-Large backbone")
-def panoptic_deeplab_mobilenetv3_large(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
-    """Panoptic-DeepLab / MobileNetV3-Large. Keyword-only: num_classes=19, output_stride=16,
-    aspp_channels=256, decoder_channels=256, instance_aspp_channels=256,
-    instance_decoder_channels=128, head_channels=256, instance_head_channels=32,
-    low_level_channels=(32, 64), instance_low_level_channels=(16, 32) (ordered stride4, stride8
-    [, stride16]), separable_aspp=False, aspp_pooling="bn", center_head="conv",
-    align_corners=False, semantic_stride2_channels=0, decoder_conv="separable", aspp_pool_crop=None,
-    offset_scaling="ratio", center_clamp=True -- see :class:`PanopticDeepLab`."""
-    _check_kwargs("panoptic_deeplab_mobilenetv3_large", kwargs)
-    return PanopticDeepLab(build_backbone("mobilenetv3_large", output_stride=output_stride),
-                           output_stride=output_stride, **kwargs)
-
-
 @register_model("panoptic_deeplab_mobilenetv2", task="panoptic",
                 description="Panoptic-DeepLab with a MobileNetV2 backbone (320-ch high-level map)")
 def panoptic_deeplab_mobilenetv2(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
     """Panoptic-DeepLab / MobileNetV2 without the final 1280-ch conv (the backbone of
     ``deeplabv3plus_mobilenetv2``, so a trained DeepLabV3+ warm-starts it: see
     :func:`seg_perception.training.loop.warm_start`). Low-level taps: stride 4 (24 ch), stride 8 (32 ch).
-    Same keyword arguments as :func:`panoptic_deeplab_mobilenetv3_large`."""
+    Keyword-only: num_classes=19, output_stride=16, aspp_channels=256, decoder_channels=256,
+    instance_aspp_channels=256, instance_decoder_channels=128, head_channels=256,
+    instance_head_channels=32, low_level_channels=(32, 64), instance_low_level_channels=(16, 32)
+    (ordered stride4, stride8 [, stride16]), separable_aspp=False, aspp_pooling="bn",
+    center_head="conv", align_corners=False, semantic_stride2_channels=0, decoder_conv="separable",
+    aspp_pool_crop=None, offset_scaling="ratio", center_clamp=True -- see :class:`PanopticDeepLab`."""
     _check_kwargs("panoptic_deeplab_mobilenetv2", kwargs)
     return PanopticDeepLab(build_backbone("mobilenetv2", output_stride=output_stride, include_last_conv=False),
                            output_stride=output_stride, **kwargs)
@@ -389,7 +378,7 @@ def panoptic_deeplab_mobilenetv2(*, output_stride: int = 16, **kwargs) -> Panopt
                 description="Panoptic-DeepLab with a dilated ResNet-50 backbone")
 def panoptic_deeplab_resnet50(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
     """Panoptic-DeepLab / ResNet-50 (torchvision stem). Same keyword arguments as
-    :func:`panoptic_deeplab_mobilenetv3_large`."""
+    :func:`panoptic_deeplab_mobilenetv2`."""
     _check_kwargs("panoptic_deeplab_resnet50", kwargs)
     return PanopticDeepLab(build_backbone("resnet50", output_stride=output_stride),
                            output_stride=output_stride, **kwargs)
@@ -401,7 +390,7 @@ def panoptic_deeplab_resnet52_dc5(*, output_stride: int = 16, **kwargs) -> Panop
     """Panoptic-DeepLab matching Detectron2's ``panoptic_deeplab_R_52_os16_mg124_..._dsconv``:
     ResNet-50 with a 3-conv deep stem (128 ch), layer4 multi-grid (1, 2, 4), depthwise-separable
     ASPP with a biased BN-free image-pooling conv, instance projections (32, 64) (Detectron2 defaults).
-    Same keyword arguments as :func:`panoptic_deeplab_mobilenetv3_large`."""
+    Same keyword arguments as :func:`panoptic_deeplab_mobilenetv2`."""
     _check_kwargs("panoptic_deeplab_resnet52_dc5", kwargs)
     kwargs.setdefault("instance_low_level_channels", (32, 64))
     kwargs.setdefault("separable_aspp", True)
@@ -414,7 +403,7 @@ def panoptic_deeplab_resnet52_dc5(*, output_stride: int = 16, **kwargs) -> Panop
                 description="Panoptic-DeepLab with a dilated ResNet-101 backbone")
 def panoptic_deeplab_resnet101(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
     """Panoptic-DeepLab / ResNet-101 (torchvision stem). Same keyword arguments as
-    :func:`panoptic_deeplab_mobilenetv3_large`."""
+    :func:`panoptic_deeplab_mobilenetv2`."""
     _check_kwargs("panoptic_deeplab_resnet101", kwargs)
     return PanopticDeepLab(build_backbone("resnet101", output_stride=output_stride),
                            output_stride=output_stride, **kwargs)

@@ -79,7 +79,7 @@ def test_evaluate_with_real_panoptic_model(tmp_path, scene):
     from seg_perception.core.segmenter import build_segmenter
 
     bag = scene.write_scene_bag(tmp_path / "bag", "sqlite3", n=2)
-    seg = build_segmenter("panoptic_deeplab_mobilenetv3_large", weights="none", resolution=(32, 64))
+    seg = build_segmenter("panoptic_deeplab_mobilenetv2", weights="none", resolution=(32, 64))
     try:
         r = evaluate_bags([bag], segmenter=seg, image_topic="/cam", gt_semantic_topic="/gt/semantic",
                           gt_panoptic_topic="/gt/panoptic", out_dir=tmp_path / "out", write_bag=True, progress=False, figures=False)

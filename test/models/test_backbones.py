@@ -14,7 +14,6 @@ import torch.nn as nn
 
 from seg_perception.models.backbones import (
     MobileNetV2Backbone,
-    MobileNetV3LargeBackbone,
     ResNetBackbone,
     build_backbone,
 )
@@ -70,39 +69,6 @@ def mobilenetv2_expected() -> dict[str, tuple[int, ...]]:
     return exp
 
 
-def mobilenetv3_large_expected() -> dict[str, tuple[int, ...]]:
-    """torchvision mobilenet_v3_large().features keys -> shapes (paper Table 1)."""
-    rows = [  # in, kernel, expanded, out, SE
-        (16, 3, 16, 16, False), (16, 3, 64, 24, False), (24, 3, 72, 24, False),
-        (24, 5, 72, 40, True), (40, 5, 120, 40, True), (40, 5, 120, 40, True),
-        (40, 3, 240, 80, False), (80, 3, 200, 80, False), (80, 3, 184, 80, False),
-        (80, 3, 184, 80, False), (80, 3, 480, 112, True), (112, 3, 672, 112, True),
-        (112, 5, 672, 160, True), (160, 5, 960, 160, True), (160, 5, 960, 160, True),
-    ]
-    squeeze = {72: 24, 120: 32, 480: 120, 672: 168, 960: 240}  # make_divisible(exp // 4, 8)
-    exp = {"features.0.0.weight": (16, 3, 3, 3), **_bn("features.0.1", 16)}
-    for idx, (cin, k, e, cout, se) in enumerate(rows, start=1):
-        p = f"features.{idx}.block"
-        j = 0
-        if e != cin:
-            exp[f"{p}.0.0.weight"] = (e, cin, 1, 1)
-            exp.update(_bn(f"{p}.0.1", e))
-            j = 1
-        exp[f"{p}.{j}.0.weight"] = (e, 1, k, k)
-        exp.update(_bn(f"{p}.{j}.1", e))
-        j += 1
-        if se:
-            s = squeeze[e]
-            exp.update({f"{p}.{j}.fc1.weight": (s, e, 1, 1), f"{p}.{j}.fc1.bias": (s,),
-                        f"{p}.{j}.fc2.weight": (e, s, 1, 1), f"{p}.{j}.fc2.bias": (e,)})
-            j += 1
-        exp[f"{p}.{j}.0.weight"] = (cout, e, 1, 1)
-        exp.update(_bn(f"{p}.{j}.1", cout))
-    exp["features.16.0.weight"] = (960, 160, 1, 1)
-    exp.update(_bn("features.16.1", 960))
-    return exp
-
-
 def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
@@ -117,9 +83,8 @@ def _n_params(module: nn.Module) -> int:
         (lambda: ResNetBackbone(depth=50), resnet_expected((3, 4, 6, 3)), 25_557_032 - 2_049_000),
         (lambda: ResNetBackbone(depth=101), resnet_expected((3, 4, 23, 3)), 44_549_160 - 2_049_000),
         (lambda: MobileNetV2Backbone(), mobilenetv2_expected(), 3_504_872 - 1_281_000),
-        (lambda: MobileNetV3LargeBackbone(), mobilenetv3_large_expected(), 5_483_032 - 2_511_080),
     ],
-    ids=["resnet50", "resnet101", "mobilenetv2", "mobilenetv3_large"],
+    ids=["resnet50", "resnet101", "mobilenetv2"],
 )
 def test_torchvision_layout_and_param_totals(backbone, expected, total) -> None:
     net = backbone()
@@ -136,8 +101,7 @@ def test_torchvision_layout_and_param_totals(backbone, expected, total) -> None:
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_dilation_keeps_parameters(output_stride: int) -> None:
     for make in (lambda os: ResNetBackbone(depth=50, output_stride=os),
-                 lambda os: MobileNetV2Backbone(output_stride=os),
-                 lambda os: MobileNetV3LargeBackbone(output_stride=os)):
+                 lambda os: MobileNetV2Backbone(output_stride=os)):
         assert _shapes(make(output_stride)) == _shapes(make(32))
 
 
@@ -147,8 +111,7 @@ def _down(n: int, times: int) -> int:
     return n
 
 
-@pytest.mark.parametrize("name, out_ch, low_ch", [("resnet50", 2048, 256), ("mobilenetv2", 1280, 24),
-                                                  ("mobilenetv3_large", 960, 24)])
+@pytest.mark.parametrize("name, out_ch, low_ch", [("resnet50", 2048, 256), ("mobilenetv2", 1280, 24)])
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
 def test_feature_strides(name: str, out_ch: int, low_ch: int, output_stride: int) -> None:
     net = build_backbone(name, output_stride=output_stride).eval()

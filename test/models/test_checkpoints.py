@@ -226,8 +226,8 @@ def test_vainf_checkpoint(name: str, tmp_path) -> None:
     assert "missing key(s)" in msg and "decoder.fuse.3.weight" in msg and "'decoder_convs': 1" in msg
 
     with pytest.raises(CheckpointError, match="DeepLabV3\\+ weights"):
-        load_weights(get_model("panoptic_deeplab_mobilenetv3_large"), path,
-                     model_name="panoptic_deeplab_mobilenetv3_large")
+        load_weights(get_model("panoptic_deeplab_mobilenetv2"), path,
+                     model_name="panoptic_deeplab_mobilenetv2")
 
 
 # --------------------------------------------------------------------------- Detectron2
@@ -419,9 +419,9 @@ def test_unknown_layout_lists_supported(tmp_path) -> None:
 
 
 def test_round_trip_panoptic_with_tuple_kwargs(tmp_path) -> None:
-    src = _randomize_bn(get_model("panoptic_deeplab_mobilenetv3_large", **SMALL_PDL))
-    path = save_checkpoint(tmp_path / "p.pt", src, model_name="panoptic_deeplab_mobilenetv3_large",
+    src = _randomize_bn(get_model("panoptic_deeplab_mobilenetv2", **SMALL_PDL))
+    path = save_checkpoint(tmp_path / "p.pt", src, model_name="panoptic_deeplab_mobilenetv2",
                            model_kwargs=SMALL_PDL, label_set="cityscapes", half=False)
-    loaded = load_checkpoint(path, expect_model="panoptic_deeplab_mobilenetv3_large")
+    loaded = load_checkpoint(path, expect_model="panoptic_deeplab_mobilenetv2")
     assert loaded.model_kwargs == SMALL_PDL  # tuples survive weights_only loading
     _assert_same_outputs(src, loaded.model, atol=0)

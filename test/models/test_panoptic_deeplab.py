@@ -11,7 +11,7 @@ from seg_perception.models.panoptic_deeplab import PanopticDeepLab
 
 from .onnx_helpers import export_and_run
 
-NAMES = ["panoptic_deeplab_mobilenetv2", "panoptic_deeplab_mobilenetv3_large", "panoptic_deeplab_resnet50", "panoptic_deeplab_resnet101",
+NAMES = ["panoptic_deeplab_mobilenetv2", "panoptic_deeplab_resnet50", "panoptic_deeplab_resnet101",
          "panoptic_deeplab_resnet52_dc5"]
 SMALL = dict(num_classes=5, aspp_channels=16, decoder_channels=16, instance_aspp_channels=16,
              instance_decoder_channels=8, head_channels=16, instance_head_channels=8,
@@ -41,8 +41,7 @@ def test_output_contract_odd_size(name: str) -> None:
     assert out["center"].min() >= 0 and out["center"].max() <= 1
 
 
-@pytest.mark.parametrize("name", ["panoptic_deeplab_mobilenetv2", "panoptic_deeplab_mobilenetv3_large",
-                                  "panoptic_deeplab_resnet50"])
+@pytest.mark.parametrize("name", ["panoptic_deeplab_mobilenetv2", "panoptic_deeplab_resnet50"])
 def test_offsets_scaled_to_input_pixels(name: str) -> None:
     net = get_model(name, **SMALL).eval()
     with torch.no_grad():
@@ -57,7 +56,7 @@ def test_offsets_scaled_to_input_pixels(name: str) -> None:
 
 
 def test_center_clamped_in_eval_raw_in_training() -> None:
-    net = get_model("panoptic_deeplab_mobilenetv3_large", **SMALL)
+    net = get_model("panoptic_deeplab_mobilenetv2", **SMALL)
     x = torch.randn(2, 3, 24, 32)
     with torch.no_grad():
         nn.init.zeros_(net.center_predictor.weight)
@@ -83,7 +82,7 @@ def test_paper_structure() -> None:
     assert dw.kernel_size == (5, 5) and dw.groups == dw.in_channels == 32 + 256
     assert net.semantic_predictor.in_channels == 256 and net.center_predictor.in_channels == 32
     assert net.offset_predictor.out_channels == 2 and net.center_predictor.out_channels == 1
-    os8 = get_model("panoptic_deeplab_mobilenetv3_large", output_stride=8)
+    os8 = get_model("panoptic_deeplab_mobilenetv2", output_stride=8)
     assert tuple(os8.semantic_decoder.aspp.convs[i][0].dilation[0] for i in (1, 2, 3)) == (12, 24, 36)
 
 
@@ -107,7 +106,7 @@ def test_three_stage_variant_and_errors() -> None:
         out = net(torch.randn(1, 3, 35, 45))
     assert out["offset"].shape == (1, 2, 35, 45)
     with pytest.raises(ValueError, match="stride16"):
-        get_model("panoptic_deeplab_mobilenetv3_large", low_level_channels=(8, 12, 16),
+        get_model("panoptic_deeplab_mobilenetv2", low_level_channels=(8, 12, 16),
                   instance_low_level_channels=(4, 6, 8))
     with pytest.raises(ValueError, match="'conv', 'separable'"):
         get_model("panoptic_deeplab_resnet50", center_head="mlp")
@@ -118,7 +117,7 @@ def test_three_stage_variant_and_errors() -> None:
 
 
 def test_trains_one_step() -> None:
-    net = get_model("panoptic_deeplab_mobilenetv3_large", **SMALL).train()
+    net = get_model("panoptic_deeplab_mobilenetv2", **SMALL).train()
     out = net(torch.randn(2, 3, 32, 40))
     loss = (nn.functional.cross_entropy(out["semantic"], torch.randint(0, 5, (2, 32, 40)))
             + nn.functional.mse_loss(out["center"], torch.rand(2, 1, 32, 40))
@@ -130,7 +129,7 @@ def test_trains_one_step() -> None:
 
 
 def test_onnx_export_dynamic_shapes(tmp_path) -> None:
-    net = get_model("panoptic_deeplab_mobilenetv3_large", **SMALL).eval()
+    net = get_model("panoptic_deeplab_mobilenetv2", **SMALL).eval()
     with torch.no_grad():
         net.offset_predictor.bias.copy_(torch.tensor([1.0, 2.0]))
         net.center_predictor.bias.fill_(0.3)

@@ -109,7 +109,7 @@ def test_torch_cuda_unavailable_says_what_to_install():
 
 @pytest.mark.parametrize("model,kwargs", [
     ("deeplabv3plus_mobilenetv2", {"aspp_channels": 16, "decoder_channels": 16}),
-    ("panoptic_deeplab_mobilenetv3_large", {"aspp_channels": 16, "decoder_channels": 16, "head_channels": 16,
+    ("panoptic_deeplab_mobilenetv2", {"aspp_channels": 16, "decoder_channels": 16, "head_channels": 16,
                                             "instance_aspp_channels": 16, "instance_decoder_channels": 16}),
 ])
 def test_segmenter_on_every_backend(model, kwargs, fake_trt, cache_dir):

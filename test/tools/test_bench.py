@@ -35,7 +35,7 @@ def _check_entry(entry: dict) -> None:
 
 
 def test_panoptic_bench_report(tmp_path):
-    cfg = BenchConfig(model="panoptic_deeplab_mobilenetv3_large", weights="none", resolution=(32, 48),
+    cfg = BenchConfig(model="panoptic_deeplab_mobilenetv2", weights="none", resolution=(32, 48),
                       backends=["torch", "onnxruntime", "nonexistent"], frames=2, warmup=1, camera=(40, 64),
                       model_kwargs=SMALL_PANOPTIC)
     report = run_bench(cfg)
@@ -109,7 +109,7 @@ def test_variants_parse_and_run_with_their_precision():
 
 
 def test_accuracy_scores_held_out_scenes_and_the_sample_drive():
-    cfg = BenchConfig(model="panoptic_deeplab_mobilenetv3_large", weights="none", resolution=(32, 48),
+    cfg = BenchConfig(model="panoptic_deeplab_mobilenetv2", weights="none", resolution=(32, 48),
                       backends=["onnxruntime"], frames=1, warmup=0, accuracy=True, accuracy_scenes=1,
                       accuracy_bag_frames=2, model_kwargs=SMALL_PANOPTIC)
     report = run_bench(cfg)
