@@ -46,7 +46,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tools.soak import SoakConfig, SoakError, format_report, run_soak, write_json
+    from ..provenance import write_json
+    from ..tools.soak import SoakConfig, SoakError, format_report, run_soak
 
     try:
         cfg = SoakConfig(frames=args.frames, camera=args.camera, model=args.model, weights=args.weights,

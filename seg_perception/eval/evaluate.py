@@ -46,9 +46,10 @@ from seg_perception.eval.gt import (
     gt_key,
 )
 from seg_perception.eval.metrics import MIOU_CONVENTIONS, ConfusionMatrix, PanopticQuality
-from seg_perception.eval.report import latency_stats, write_report
+from seg_perception.eval.report import write_report
 from seg_perception.eval.video_eval import TRACKING_MODES, VideoEvaluator
 from seg_perception.hashing import sha256_file
+from seg_perception.core.latency import latency_stats
 from seg_perception.core.results import LABEL_DIVISOR
 
 PathLike = Union[str, Path]

@@ -32,25 +32,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def latency_stats(latencies_ms: Sequence[float]) -> dict:
-    """mean / median / p90 / p99 / min / max (ms) and fps = 1000 / mean; empty -> all None."""
-    a = np.asarray(latencies_ms, dtype=np.float64)
-    if a.size == 0:
-        return {"count": 0, "mean_ms": None, "median_ms": None, "p90_ms": None, "p99_ms": None,
-                "min_ms": None, "max_ms": None, "fps": None}
-    mean = float(a.mean())
-    return {
-        "count": int(a.size),
-        "mean_ms": mean,
-        "median_ms": float(np.median(a)),
-        "p90_ms": float(np.percentile(a, 90)),
-        "p99_ms": float(np.percentile(a, 99)),
-        "min_ms": float(a.min()),
-        "max_ms": float(a.max()),
-        "fps": 1000.0 / mean if mean > 0 else None,
-    }
-
-
 def _f(value: Any, scale: float = 1.0, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Optional
 
-import numpy as np
+from ..core.latency import latency_stats
 
 
 class LatestSlot:
@@ -123,9 +123,8 @@ class NodeStats:
                 out[f"error.{reason}"] = n
             for k, d in self._stages.items():
                 if d:
-                    arr = np.fromiter(d, dtype=np.float64)
-                    out[f"{k}.median_ms"] = round(float(np.median(arr)), 2)
-                    out[f"{k}.p90_ms"] = round(float(np.percentile(arr, 90)), 2)
+                    s = latency_stats(d, digits=2)
+                    out[f"{k}.median_ms"], out[f"{k}.p90_ms"] = s["median_ms"], s["p90_ms"]
         return out
 
 

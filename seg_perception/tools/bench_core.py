@@ -13,15 +13,10 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from seg_perception.core.latency import latency_stats
 from seg_perception.core.pointcloud import CloudConfig, depth_to_cloud
 from seg_perception.core.tracking import PanopticTracker, TrackerConfig
 from seg_perception.eval.video_metrics import IdSwitches, STQ, VPQ, VideoLabels
-
-
-def _stats(times_ms: Sequence[float]) -> dict:
-    t = np.asarray(times_ms, dtype=np.float64)
-    return {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
-            "max_ms": float(t.max()), "samples": int(t.size)}
 
 
 def bench_cloud(height: int = 480, width: int = 640, stride: int = 1, repeat: int = 50, organized: bool = False,
@@ -32,7 +27,7 @@ def bench_cloud(height: int = 480, width: int = 640, stride: int = 1, repeat: in
         to_msg: also time the PointCloud2 packing (needs sensor_msgs).
 
     Returns:
-        dict with shape, stride, organized, points, median_ms, p90_ms, max_ms (and msg_median_ms).
+        dict with shape, stride, organized, points, the :func:`latency_stats` keys (and msg_median_ms).
     """
     rng = np.random.default_rng(0)
     depth = rng.integers(300, 8000, (height, width)).astype(np.uint16)
@@ -57,7 +52,7 @@ def bench_cloud(height: int = 480, width: int = 640, stride: int = 1, repeat: in
         if i >= 2:  # first calls build the ray cache
             times.append((t1 - t0) * 1e3)
             msg_times.append((time.perf_counter() - t1) * 1e3)
-    out = {"shape": [height, width], "stride": stride, "organized": organized, "points": len(cloud), **_stats(times)}
+    out = {"shape": [height, width], "stride": stride, "organized": organized, "points": len(cloud), **latency_stats(times)}
     if to_msg:
         out["msg_median_ms"] = float(np.median(msg_times))
     return out
@@ -98,7 +93,7 @@ def bench_tracker(frames: Iterable[np.ndarray], config: TrackerConfig, repeat: i
             t0 = time.perf_counter()
             tracker.update(f)
             times.append((time.perf_counter() - t0) * 1e3)
-    return {"frames": len(frames), "shape": list(np.shape(frames[0])) if frames else [], **_stats(times)}
+    return {"frames": len(frames), "shape": list(np.shape(frames[0])) if frames else [], **latency_stats(times)}
 
 
 def tracking_quality(gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], labels: VideoLabels,

@@ -21,7 +21,6 @@ queue depth bounded by 1, the node alive, and at least one answer after warm-up.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import tempfile
@@ -33,9 +32,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .node_driver import NodeDriver
+from .node_driver import NodeDriver, node_command
+from ..core.latency import latency_stats
 from ..core.stamp_match import stamp_ns
-from .node_driver import node_command as node_process_command
 
 NODE_NS = "/seg_soak"
 NODE_NAME = "segment_node"
@@ -95,17 +94,6 @@ def read_rss_kb(pid: int) -> Optional[int]:
     return None
 
 
-def percentiles(values: list[float], qs: tuple[int, ...] = (50, 90, 99)) -> dict[str, Optional[float]]:
-    """``{"p50": .., "p90": .., "p99": .., "max": .., "n": ..}`` (None entries when empty), in ms."""
-    if not values:
-        return {**{f"p{q}": None for q in qs}, "max": None, "n": 0}
-    arr = np.asarray(values, dtype=np.float64)
-    out: dict[str, Any] = {f"p{q}": round(float(np.percentile(arr, q)), 2) for q in qs}
-    out["max"] = round(float(arr.max()), 2)
-    out["n"] = int(arr.size)
-    return out
-
-
 def judge(*, rss_start_kb: Optional[int], rss_end_kb: Optional[int], max_queue_depth: int, node_alive: bool,
           answered_after_warmup: int, max_rss_growth_pct: float = 5.0) -> dict[str, Any]:
     """The pass/fail checks of a soak run; ``passed`` is True only when all hold.
@@ -130,14 +118,14 @@ def judge(*, rss_start_kb: Optional[int], rss_end_kb: Optional[int], max_queue_d
 
 
 # ----------------------------------------------------------------------------- node process
-def node_command(cfg: SoakConfig) -> list[str]:
-    """``seg-perception run`` command line of the node under test."""
+def node_params(cfg: SoakConfig) -> dict[str, Any]:
+    """Parameters of the node under test (its command line: :func:`.node_driver.node_command`)."""
     params = {"model": cfg.model, "weights": cfg.weights, "backend": cfg.backend, "device": cfg.device,
               "qos_reliability": "reliable", "diagnostics_period": min(1.0, cfg.sample_period / 2),
               **cfg.extra_params}
     if cfg.resolution:
         params["resolution"] = cfg.resolution
-    return node_process_command(params, namespace=NODE_NS, name=NODE_NAME)
+    return params
 
 
 def _frames(camera: tuple[int, int], n: int = 4) -> list[Any]:
@@ -219,7 +207,7 @@ def run_soak(cfg: SoakConfig, progress: Callable[[str], None] = lambda s: None) 
     frames = _frames(tuple(cfg.camera))
     samples: list[_Sample] = []
     publish_t: list[float] = []
-    with NodeDriver(node_command(cfg), log_path, name="seg_soak_driver", env=env, domain_id=domain,
+    with NodeDriver(node_command(node_params(cfg), namespace=NODE_NS, name=NODE_NAME), log_path, name="seg_soak_driver", env=env, domain_id=domain,
                     error=SoakError, stop_timeout=20) as driver:
         proc, prefix = driver.proc, f"{NODE_NS}/{NODE_NAME}"
         pub = driver.node.create_publisher(Image, f"{NODE_NS}/image", qos)
@@ -334,7 +322,7 @@ def build_report(cfg: SoakConfig, samples: list[_Sample], publish_t: list[float]
         d = snap[-1].diag if snap else {}
         windows.append({
             "t_start_s": round(a, 2), "t_end_s": round(b, 2), "published": pub, "answered": len(in_w),
-            "e2e_latency_ms": percentiles(in_w),
+            "e2e_latency_ms": latency_stats(in_w, digits=2),
             "node_total_ms": {"median": _float(d, "node_total_ms.median_ms"), "p90": _float(d, "node_total_ms.p90_ms")},
             "node_fps": _float(d, "fps"),
             "rss_mb": round(snap[-1].rss_kb / 1024.0, 1) if snap and snap[-1].rss_kb else None,
@@ -368,7 +356,7 @@ def build_report(cfg: SoakConfig, samples: list[_Sample], publish_t: list[float]
             "growth_pct": checks["rss_growth_pct"], "slope_mb_per_1000_frames": slope,
         },
         "queue": {"max_depth": max_depth, "bound": MAX_QUEUE_DEPTH},
-        "e2e_latency_ms": percentiles([ms for _t, ms in lat]),
+        "e2e_latency_ms": latency_stats([ms for _t, ms in lat], digits=2),
         "node_stage_ms": {k: _float(final, k) for k in sorted(final) if k.endswith(("median_ms", "p90_ms"))},
         "windows": windows,
         "samples": [{"t_s": round(s.t, 2), "published": s.published, "rss_mb": _mb(s.rss_kb),
@@ -405,12 +393,12 @@ def format_report(r: dict[str, Any]) -> str:
         f"slope {m['slope_mb_per_1000_frames']} MB/1000 frames",
         f"queue depth : max {r['queue']['max_depth']} (bound {r['queue']['bound']})",
         f"latency e2e : {_fmt_pct(r['e2e_latency_ms'])}",
-        "windows     :  t[s]          pub   ans   p50     p90     p99     max  ms   node fps  RSS MB",
+        "windows     :  t[s]          pub   ans   median  p90     p99     max  ms   node fps  RSS MB",
     ]
     for w in r["windows"]:
         e = w["e2e_latency_ms"]
         lines.append(f"              {w['t_start_s']:6.1f}-{w['t_end_s']:<6.1f} {w['published']:5d} {w['answered']:5d} "
-                     f"{_n(e['p50'])} {_n(e['p90'])} {_n(e['p99'])} {_n(e['max'])}   {_n(w['node_fps'], 5)}  {_n(w['rss_mb'], 6)}")
+                     f"{_n(e['median_ms'])} {_n(e['p90_ms'])} {_n(e['p99_ms'])} {_n(e['max_ms'])}   {_n(w['node_fps'], 5)}  {_n(w['rss_mb'], 6)}")
     verdict = "PASS" if r["passed"] else "FAIL"
     failed = [k for k, v in c.items() if v is False and k != "passed"]
     if not c.get("warmup_reached"):
@@ -425,14 +413,7 @@ def _n(v: Optional[float], width: int = 7) -> str:
 
 
 def _fmt_pct(p: dict) -> str:
-    if not p.get("n"):
+    if not p.get("count"):
         return "no answers"
-    return f"p50 {p['p50']} ms, p90 {p['p90']} ms, p99 {p['p99']} ms, max {p['max']} ms (n={p['n']})"
-
-
-def write_json(report: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write the report as indented JSON (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    return path
+    return (f"median {p['median_ms']} ms, p90 {p['p90_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms "
+            f"(n={p['count']})")

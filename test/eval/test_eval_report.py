@@ -3,22 +3,15 @@ import json
 import math
 
 import numpy as np
-import pytest
 
-from seg_perception.eval.report import json_safe, latency_stats, render_markdown, write_report
+from seg_perception.core.latency import latency_stats
+from seg_perception.eval.report import json_safe, render_markdown, write_report
 
 
 def test_json_safe_replaces_nan_and_numpy():
     out = json_safe({"a": float("nan"), "b": np.float32(0.5), "c": np.arange(2), "d": [np.int64(3), math.inf]})
     assert out == {"a": None, "b": 0.5, "c": [0, 1], "d": [3, None]}
     json.dumps(out, allow_nan=False)
-
-
-def test_latency_stats_hand_values():
-    s = latency_stats([10.0, 20.0, 30.0, 40.0])
-    assert s["mean_ms"] == 25.0 and s["median_ms"] == 25.0 and s["fps"] == pytest.approx(40.0)
-    assert s["min_ms"] == 10.0 and s["max_ms"] == 40.0
-    assert latency_stats([])["mean_ms"] is None
 
 
 def test_write_report_without_metrics(tmp_path):

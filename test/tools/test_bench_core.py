@@ -13,7 +13,7 @@ def test_bench_functions_report():
     assert r["points"] > 0 and r["median_ms"] > 0 and r["msg_median_ms"] > 0 and r["shape"] == [48, 64]
     pred, _ = synthetic_sequence(frames=3, height=64, width=128, objects=3)
     r = bench_tracker(pred, TrackerConfig(thing_ids=frozenset({11, 13})), repeat=1)
-    assert r["frames"] == 3 and r["samples"] == 3 and r["median_ms"] > 0
+    assert r["frames"] == 3 and r["count"] == 3 and r["median_ms"] > 0
 
 
 def test_tracking_quality_improves_association():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seg_perception.tools.soak import SoakConfig, _Sample, build_report, format_report, judge, percentiles, read_rss_kb
+from seg_perception.tools.soak import SoakConfig, _Sample, build_report, format_report, judge, read_rss_kb
 
 
 def test_judge_rules():
@@ -19,12 +19,6 @@ def test_judge_rules():
     assert not judge(**{**ok, "answered_after_warmup": 0})["passed"]
     assert not judge(**{**ok, "rss_start_kb": None})["passed"]  # no measurement is not a pass
     assert judge(**{**ok, "rss_end_kb": 90_000})["passed"]  # shrinking is fine
-
-
-def test_percentiles():
-    p = percentiles([float(v) for v in range(1, 101)])
-    assert (p["p50"], p["p90"], p["max"], p["n"]) == (50.5, 90.1, 100.0, 100)
-    assert percentiles([])["p50"] is None and percentiles([])["n"] == 0
 
 
 def test_read_rss_of_this_process():
@@ -69,7 +63,7 @@ def test_build_report_from_synthetic_measurements(tmp_path):
     assert r["rss_mb"]["warmup_at_published"] == 200 and r["rss_mb"]["warmup_at_processed"] == 12
     assert r["rss_mb"]["slope_mb_per_1000_frames"] == pytest.approx(10_000 / 1024 / 200 * 1000 / 1, rel=1e-2)
     assert r["frames"]["published"] == 400 and r["frames"]["answered"] == 20
-    assert r["e2e_latency_ms"]["p50"] == pytest.approx(50.0, abs=0.01)
+    assert r["e2e_latency_ms"]["median_ms"] == pytest.approx(50.0, abs=0.01)
     assert len(r["windows"]) == 4 and sum(w["published"] for w in r["windows"]) == 400
     assert sum(w["answered"] for w in r["windows"]) == 20
     assert r["queue"]["max_depth"] == 1
