@@ -507,20 +507,6 @@ class SqliteScan(Source):
                     yield ts, data
 
 
-class _Unreadable(Source):
-    """A storage file nothing could be read from; reading it records a stop at index 0."""
-
-    def __init__(self, path: Path, error: str) -> None:
-        self.label = str(path)
-        self.error = error
-
-    def topics(self) -> dict[str, tuple[str, int]]:
-        return {}
-
-    def messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
-        raise BagError(self.error)
-
-
 _FOOTER_SIZE = 1 + 8 + 8 + 8 + 4  # opcode, length, summary_start, summary_offset_start, summary_crc
 
 
