@@ -117,8 +117,9 @@ def load_model(
             "'default' for the shipped model, or 'none' for random init"
         )
     digest = sha256_file(path)
-    if _is_own_checkpoint(path):
-        loaded = ckpt.load_checkpoint(path, expect_model=model)
+    content = ckpt.try_torch_load(path)
+    if ckpt.is_own_checkpoint(content):
+        loaded = ckpt.load_checkpoint(path, expect_model=model, obj=content)
         labels = get_label_set(label_set or loaded.label_set)
         meta = dict(loaded.meta)
         res = meta.get("resolution")
@@ -164,12 +165,3 @@ def panoptic_config_for(loaded: LoadedModel, panoptic: "PanopticConfig | dict | 
         return cfg.with_overrides(panoptic, source="panoptic overrides")
     except ValueError as exc:
         raise PipelineError(f"{exc} (re-run `seg-perception tune-panoptic --write` for a bad checkpoint entry)") from None
-
-
-def _is_own_checkpoint(path: Path) -> bool:
-    """True when ``path`` holds a seg_perception checkpoint (a dict with ``format: seg_perception/N``)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not loadable here: let the converters produce the precise error
-        return False
-    return isinstance(obj, dict) and str(obj.get("format", "")).startswith("seg_perception/")
