@@ -12,6 +12,7 @@ import torch
 
 from ..datasets.labels import LabelSet, get_label_set, list_label_sets
 from ..hashing import sha256_file
+from ..models.shipped import SHIPPED
 from .resolution import PipelineError, parse_resolution
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,12 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 LOG = logging.getLogger("seg_perception.core.weights")
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-#: Shipped defaults (trained on synthetic scenes, see docs/TRAINING.md).
-SHIPPED_WEIGHTS = {
-    "deeplabv3plus_mobilenetv2": WEIGHTS_DIR / "deeplabv3plus_mobilenetv2_synthetic.pt",
-    "panoptic_deeplab_mobilenetv2": WEIGHTS_DIR / "panoptic_deeplab_mobilenetv2_synthetic.pt",
-}
+#: Shipped defaults, model -> file (what each is: :mod:`seg_perception.models.shipped`).
+SHIPPED_WEIGHTS = {name: info.path for name, info in SHIPPED.items()}
 NO_WEIGHTS = ("none", "random")
 #: Checkpoint meta key holding post-processing values tuned for the weights (``seg-perception
 #: tune-panoptic --write``): a dict of :data:`seg_perception.core.panoptic.TUNABLE_FIELDS`.
