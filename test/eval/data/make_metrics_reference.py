@@ -171,6 +171,7 @@ def edge_frames() -> list[tuple[np.ndarray, np.ndarray]]:
     gt[25:35, 10:20] = 26001; pr[26:36, 10:20] = 13007  # car 90/110
     gt[25:35, 30:40] = 26002; pr[25:35, 30:40] = 13008; pr[25:35, 35:40] = 13009  # split: 50/100 + 50
     pr[0:5, 0:64] = 10000  # sky on void: no FP (all on void)
+    gt[38:44, 40:50] = 24; pr[38:44, 40:50] = 11020  # exactly a person crowd: never a match, not a FP
     frame_b = (gt, pr)
     return [frame_a, frame_b]
 
