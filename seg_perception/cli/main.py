@@ -30,6 +30,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+README_BEGIN = "<!-- commands: generated from seg_perception.cli.main.COMMANDS -->"
+README_END = "<!-- end of commands -->"
+
+
+def markdown_table() -> str:
+    """README's command table (between :data:`README_BEGIN` and :data:`README_END`)."""
+    rows = ["| command | what it does |", "|---|---|"]
+    rows += [f"| `seg-perception {name}` | {help_text} |" for name, (_module, help_text) in COMMANDS.items()]
+    return "\n".join([README_BEGIN, *rows, README_END])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seg-perception", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -12,6 +12,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="report a weights file's format, the model and model kwargs it maps to, and whether "
                         "every key is used (same detect/convert path as loading it)")
     p.add_argument("--model", default=None, help="with --inspect: check the file against this model instead")
+    p.add_argument("--lineage", metavar="FILE", default=None,
+                   help="print the training stages a seg_perception checkpoint grew from (commands, steps, held-out "
+                        "scores), oldest first: the recipe of the file")
     p.add_argument("--model-kwargs", default=None, metavar="JSON",
                    help='with --inspect: builder kwargs over the ones the file implies, e.g. \'{"output_stride": 8}\'')
 
@@ -35,18 +38,36 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _lineage(path: str) -> int:
+    from ..models.checkpoints import CheckpointError, read_checkpoint_meta
+    from ..models.lineage import format_lineage, lineage
+
+    try:
+        stages = lineage(read_checkpoint_meta(path))
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 1
+    print("\n".join(format_lineage(stages)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.inspect:
         return _inspect(args)
+    if args.lineage:
+        return _lineage(args.lineage)
     from ..datasets.labels import list_label_sets
     from ..models import list_models, model_info
-    from ..core.weights import SHIPPED_WEIGHTS
+    from ..models.shipped import SHIPPED
 
     print("models:")
     for name in list_models(args.task):
         info = model_info(name)
-        shipped = SHIPPED_WEIGHTS.get(name)
-        tag = f"  [shipped: {shipped.name}]" if shipped and shipped.is_file() else ""
+        shipped = SHIPPED.get(name)
+        tag = ""
+        if shipped is not None and shipped.path.is_file():
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in shipped.metrics.items())
+            tag = f"  [shipped: {shipped.file}; held-out {scores}]"
         print(f"  {name:40s} {info.task:9s} {info.description}{tag}")
     print("label sets: " + ", ".join(list_label_sets()))
     return 0

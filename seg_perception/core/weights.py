@@ -12,6 +12,7 @@ import torch
 
 from ..datasets.labels import LabelSet, get_label_set, list_label_sets
 from ..hashing import sha256_file
+from ..models.shipped import SHIPPED
 from .resolution import PipelineError, parse_resolution
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,12 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 LOG = logging.getLogger("seg_perception.core.weights")
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-#: Shipped defaults (trained on synthetic scenes, see docs/TRAINING.md).
-SHIPPED_WEIGHTS = {
-    "deeplabv3plus_mobilenetv2": WEIGHTS_DIR / "deeplabv3plus_mobilenetv2_synthetic.pt",
-    "panoptic_deeplab_mobilenetv2": WEIGHTS_DIR / "panoptic_deeplab_mobilenetv2_synthetic.pt",
-}
+#: Shipped defaults, model -> file (what each is: :mod:`seg_perception.models.shipped`).
+SHIPPED_WEIGHTS = {name: info.path for name, info in SHIPPED.items()}
 NO_WEIGHTS = ("none", "random")
 #: Checkpoint meta key holding post-processing values tuned for the weights (``seg-perception
 #: tune-panoptic --write``): a dict of :data:`seg_perception.core.panoptic.TUNABLE_FIELDS`.
@@ -117,8 +114,9 @@ def load_model(
             "'default' for the shipped model, or 'none' for random init"
         )
     digest = sha256_file(path)
-    if _is_own_checkpoint(path):
-        loaded = ckpt.load_checkpoint(path, expect_model=model)
+    content = ckpt.try_torch_load(path)
+    if ckpt.is_own_checkpoint(content):
+        loaded = ckpt.load_checkpoint(path, expect_model=model, obj=content)
         labels = get_label_set(label_set or loaded.label_set)
         meta = dict(loaded.meta)
         res = meta.get("resolution")
@@ -164,12 +162,3 @@ def panoptic_config_for(loaded: LoadedModel, panoptic: "PanopticConfig | dict | 
         return cfg.with_overrides(panoptic, source="panoptic overrides")
     except ValueError as exc:
         raise PipelineError(f"{exc} (re-run `seg-perception tune-panoptic --write` for a bad checkpoint entry)") from None
-
-
-def _is_own_checkpoint(path: Path) -> bool:
-    """True when ``path`` holds a seg_perception checkpoint (a dict with ``format: seg_perception/N``)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not loadable here: let the converters produce the precise error
-        return False
-    return isinstance(obj, dict) and str(obj.get("format", "")).startswith("seg_perception/")

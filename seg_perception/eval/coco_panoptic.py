@@ -89,6 +89,7 @@ class CocoPanopticWriter:
         self.void_id = int(void_id if void_id is not None else label_set.ignore_label * label_divisor)
         self.images: list[dict] = []
         self.annotations: list[dict] = []
+        self._image_ids: set[Union[int, str]] = set()
 
     def add(
         self,
@@ -97,6 +98,7 @@ class CocoPanopticWriter:
         panoptic: Optional[np.ndarray] = None,
         segments: Sequence[Any] = (),
         extra: Optional[dict] = None,
+        image_id: Optional[Union[int, str]] = None,
     ) -> Optional[dict]:
         """Write one frame; returns its COCO annotation (None for semantic-only results).
 
@@ -105,13 +107,21 @@ class CocoPanopticWriter:
             semantic: (H, W) train ids. panoptic: (H, W) our panoptic ids or None.
             segments: ``results.Segment`` list; used only for ``score`` values.
             extra: extra keys for the ``images`` entry (bag, index, stamp_ns, ...).
+            image_id: the ground truth's id for this image (e.g. Cityscapes' ``"frankfurt_000000_000294"``
+                from ``createPanopticImgs``). The COCO panoptic API pairs prediction and ground truth
+                annotations by ``image_id``, so pass it when the GT JSON is known; default: the
+                running frame number 0, 1, 2, ...
         """
         sem = np.asarray(semantic)
         _write_png(self.sem_dir / f"{name}.png", sem.astype(np.uint8 if self.label_set.num_classes <= 256 else np.uint16))
         if panoptic is None:
             return None
         pan = np.asarray(panoptic, dtype=np.int64)
-        image_id = len(self.images)
+        if image_id is None:
+            image_id = len(self.images)
+        if image_id in self._image_ids:
+            raise ValueError(f"image_id {image_id!r} was already added; every frame needs its own image_id")
+        self._image_ids.add(image_id)
         height, width = pan.shape
         self.images.append({"id": image_id, "file_name": f"{name}.png", "height": height, "width": width, **(extra or {})})
         scores = {int(s.id): float(s.score) for s in segments if hasattr(s, "id")}

@@ -10,11 +10,18 @@ mIoU conventions (see DESIGN.md "Reference facts"):
   that appears only in predictions scores IoU 0 and pulls the mean down.
 * ``"detectron2"`` (``SemSegEvaluator``): only classes with ground-truth pixels are averaged.
 
+In both, a void / out-of-range prediction on an evaluated pixel is a miss of the ground-truth class
+(cityscapesScripts counts it as labelId 0; detectron2 argmaxes logits and never receives one).
+
 PQ follows the COCO panoptic API (``panopticapi/evaluation.py``): a prediction matches a ground
 truth segment of the same class when IoU > 0.5 (matches are then unique), void pixels are removed
 from the prediction when computing the union, crowd regions are never matched, and unmatched
 predictions that lie mostly (> 50 %) on void or on a crowd region of their class are not counted
 as false positives.
+
+Both mIoU conventions, the other semantic numbers and PQ are checked against the reference
+implementations' own outputs (cityscapesScripts, detectron2, panopticapi) in
+test/eval/test_eval_metrics_reference.py; docs/EVALUATION.md lists versions and cases.
 """
 from __future__ import annotations
 

@@ -281,9 +281,26 @@ def update_checkpoint_meta(path: str | Path, updates: Mapping[str, Any]) -> Path
     return _atomic_save(obj, path)
 
 
+def is_own_checkpoint(obj: Any) -> bool:
+    """True when ``obj`` (what ``torch.load`` returned) is a seg_perception checkpoint."""
+    return isinstance(obj, dict) and str(obj.get("format", "")).startswith("seg_perception/")
+
+
+def try_torch_load(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)``, or None where that fails (e.g. a Detectron2 ``.pkl``,
+    which the converters read with their own restricted unpickler and precise errors)."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not loadable this way: the converters explain why
+        return None
+
+
 def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
-                    map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+                    map_location: str | torch.device = "cpu", obj: Any = None) -> LoadedCheckpoint:
     """Rebuild the model stored in our checkpoint at ``path`` and load its weights (float32, eval).
+
+    ``obj``: the file's content where the caller has already read it (saves a second read of a
+    large file); else the file is read here.
 
     Raises:
         CheckpointError: missing file (names the path), unreadable / not our format, a model name
@@ -292,7 +309,7 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None,
     from .registry import get_model
 
     path = Path(path)
-    obj = _check_own(_torch_load(path, map_location), path)
+    obj = _check_own(_torch_load(path, map_location) if obj is None else obj, path)
     name = obj["model"]
     if expect_model is not None and name != expect_model:
         raise CheckpointError(

@@ -142,3 +142,12 @@ def test_export_without_weights_loads_the_shipped_model():
         export.load_for_export(_parse(export, ["--model", NO_SHIPPED, "--out", "x.onnx"]))
     with pytest.raises(PipelineError, match="257x513.*256x512"):
         export.load_for_export(_parse(export, ["--resolution", "257x513", "--out", "x.onnx"]))
+
+
+def test_readme_command_table_matches_the_commands():
+    """README's table is generated from COMMANDS; regenerate it with cli.main.markdown_table()."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text[text.index(cli.README_BEGIN): text.index(cli.README_END) + len(cli.README_END)]
+    assert block == cli.markdown_table(), "README command table drifted: paste seg_perception.cli.main.markdown_table()"

@@ -76,3 +76,21 @@ def test_build_segmenter_refuses_a_misaligned_resolution():
     net = get_model("hrnetv2_w18_small_v2").eval()
     with pytest.raises(PipelineError, match="multiples of 32.*32x64"):
         check_resolution(net, "hrnetv2_w18_small_v2", (32, 48))  # fine for a stride-16 model, not for HRNet
+
+
+def test_network_stride_is_measured_once_per_architecture():
+    from seg_perception.models import get_model, input_size
+    from seg_perception.models.input_size import network_stride
+
+    input_size._STRIDES.clear()  # independent of what earlier tests measured
+    forwards = []
+
+    def build(**kw):
+        net = get_model("deeplabv3plus_mobilenetv2", num_classes=5, aspp_channels=16, decoder_channels=16, **kw).eval()
+        net.register_forward_pre_hook(lambda *_: forwards.append(1))
+        return net
+
+    assert network_stride(build(output_stride=16)) == 16
+    n = len(forwards)
+    assert network_stride(build(output_stride=16)) == 16 and len(forwards) == n  # same architecture: cached
+    assert network_stride(build(output_stride=8)) == 8 and len(forwards) == n + 1  # another one: measured
