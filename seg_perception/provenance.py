@@ -15,7 +15,9 @@ from typing import Any
 def machine_info(device: str = "cpu") -> dict[str, Any]:
     """CPU, library versions and the accelerator of this machine.
 
-    Returns ``{"hostname", "platform", "python", "cpu", "cpu_count", "torch", "torch_threads",
+    No host name: the block goes into benchmark JSON and checkpoints that are shared.
+
+    Returns ``{"platform", "python", "cpu", "cpu_count", "torch", "torch_threads",
     "cuda_available", "device", "cpu_flags", "onnxruntime", "openvino", "tensorrt"}`` (a library
     that is absent: None), plus ``"gpu", "compute_capability", "cuda"`` when CUDA is available.
     """
@@ -24,7 +26,6 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
     from .runtime.cpu_features import relevant_flags
 
     info: dict[str, Any] = {
-        "hostname": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": _cpu_name(),

@@ -26,3 +26,12 @@ def test_write_json_creates_folders_and_round_trips(tmp_path) -> None:
     assert path == tmp_path / "x" / "y" / "r.json"
     text = path.read_text(encoding="utf-8")
     assert json.loads(text) == report and text.endswith("\n")
+
+
+def test_machine_block_names_no_host():
+    import platform
+
+    from seg_perception.provenance import machine_info
+
+    info = machine_info()
+    assert "hostname" not in info and platform.node() not in str(info.values())
