@@ -30,13 +30,21 @@ Topics (relative names, so namespaces and remapping work as usual):
 * with ``depth_topic``: subscribes the registered depth image and its camera_info, pairs depth
   with color by stamp (:class:`~seg_perception.ros.robot_outputs.RobotOutputs`) and publishes
   ``~/points`` (PointCloud2: x, y, z, label, instance, rgb) while someone subscribes.
+* with ``cameras: [front, left, ...]`` (several cameras, one model): per camera ``<name>/image``
+  (or ``<name>/image/compressed``) and ``<name>/camera_info`` in, ``~/<name>/semantic``,
+  ``~/<name>/colored``, ``~/<name>/overlay``, ``~/<name>/panoptic``, ``~/<name>/instances``,
+  ``~/<name>/camera_info`` out, each with its own camera's header and size. The worker takes the
+  newest frame of every camera that has one (up to ``max_batch``, round-robin:
+  :class:`~seg_perception.core.scheduler.CameraBatcher`) and runs them as ONE batched inference
+  (``Segmenter.segment_batch``). Depth clouds and tracking stay single-camera (refused with
+  ``cameras``). /diagnostics adds ``camera.<name>.*`` counters and ``batch.*``.
 * ``/diagnostics``: fps, per-stage latency, received/processed/dropped/rejected counts by reason,
   lifecycle state, input topic/QoS/publishers and warnings, reload state, start-up times.
 
 Threading: the subscription callback fully decodes each message (``to_rgb``); a message that is
-rejected is counted by reason and never touches the newest-frame slot, so it cannot displace a
-valid pending frame. A worker thread segments the newest valid frame and publishes; frames it had
-no time for are counted as dropped.
+rejected is counted by reason and never touches the camera's newest-frame slot, so it cannot
+displace a valid pending frame. A worker thread segments the newest valid frame (of each camera)
+and publishes; frames it had no time for are counted as dropped.
 
 Runtime parameter changes: the callback validates cheaply (types, ranges, choices; for
 ``weights`` existence, file type, size limit and container magic) and refuses bad values at once.
