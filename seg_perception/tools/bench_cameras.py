@@ -239,3 +239,35 @@ def format_table(report: dict[str, Any]) -> str:
         rows.append(f"| {r['backend']} | {r['cameras']} | {r['layout']} | {r['total_fps']:.2f} | "
                     f"{min(fps):.2f}..{max(fps):.2f} | {lat.get('p50_ms', '-')} / {lat.get('p90_ms', '-')} |")
     return "\n".join(rows)
+
+
+def bench_segment_batch(model: str = "deeplabv3plus_mobilenetv2", weights: str = "default",
+                        resolution: tuple[int, int] = (256, 512), camera: tuple[int, int] = (480, 640),
+                        backend: str = "onnxruntime", n: int = 3, repeat: int = 10) -> dict[str, Any]:
+    """The Segmenter alone (no ROS): ``segment_batch`` of ``n`` frames (one inference) vs ``n``
+    ``segment`` calls, interleaved ``repeat`` times on the same Segmenter; medians and their ratio."""
+    from .bench import machine_info, synthetic_frame
+    from ..core.segmenter import build_segmenter
+
+    seg = build_segmenter(model, weights=weights, resolution=resolution, backend=backend, max_batch=n)
+    frames = [synthetic_frame(camera, seed=i) for i in range(n)]
+    try:
+        seg.segment_batch(frames)  # warm-up of both paths
+        seg.segment(frames[0])
+        batched, single = [], []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            seg.segment_batch(frames)
+            t1 = time.perf_counter()
+            for f in frames:
+                seg.segment(f)
+            t2 = time.perf_counter()
+            batched.append((t1 - t0) * 1e3)
+            single.append((t2 - t1) * 1e3)
+    finally:
+        seg.close()
+    b, s = float(np.median(batched)), float(np.median(single))
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info("cpu"),
+            "model": model, "backend": backend, "resolution": list(resolution), "camera": list(camera),
+            "frames": n, "repeat": repeat, "segment_batch_median_ms": round(b, 1),
+            "segment_loop_median_ms": round(s, 1), "loop_over_batch_speedup": round(s / b, 3)}
