@@ -35,7 +35,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", help="inference backend (default torch)")
     p.add_argument("--device", default="cpu", help="device, e.g. cpu or cuda:0 (default cpu)")
     p.add_argument("--precision", default="fp32", help="fp32 or fp16 (backend permitting)")
-    p.add_argument("--batch-size", type=int, default=1, help="frames per segment_batch call (default 1)")
+    p.add_argument("--batch-size", type=int, default=1, help="frames per segment_batch call, run as one batched inference (default 1)")
     p.add_argument("--miou-convention", choices=["cityscapes", "detectron2"], default="cityscapes",
                    help="cityscapes: classes in GT or predictions count; detectron2: only classes with GT")
     p.add_argument("--stamp-tolerance-ms", type=float, default=0.0,
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         segmenter = build_segmenter(
             args.model, weights=args.weights, resolution=args.resolution, backend=args.backend,
             device=args.device, precision=args.precision, label_set=args.label_set,
+            max_batch=args.batch_size,  # one inference per --batch-size frames (segment_batch)
         )
     except (ValueError, KeyError, FileNotFoundError, CheckpointError, BackendError) as exc:
         print(f"eval-bag: error: {exc}")

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a model to ONNX"),
     "build-engine": ("build_engine", "build a TensorRT engine (offline step on the target)"),
     "bench": ("bench", "benchmark backends side by side (per-stage latency, throughput)"),
+    "bench-cameras": ("bench_cameras", "several cameras: one node with batched inference vs one node per camera"),
     "bench-tracking": ("bench_tracking", "video panoptic quality (STQ, VPQ, id switches) without and with tracking"),
     "soak": ("soak", "soak test: publish thousands of frames to a running node, report RSS/latency"),
 }

@@ -13,13 +13,16 @@ Data path for one frame (camera resolution H x W, network resolution h x w)::
          (seg_perception.core.panoptic)
       -> SegResult(semantic (H, W) uint8, panoptic (H, W) int32 | None, segments, timings)
 
+``segment_batch`` runs several frames (several cameras, each at its own H x W) as one (N, 3, h, w)
+inference and post-processes each at its own size.
+
 The same Segmenter serves the ROS node, the offline bag evaluator and the benchmark.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 
 from ..config import DEFAULT_RESOLUTION
 from ..datasets.labels import LabelSet
+from ..runtime.base import batch_capacity
 from .preprocess import to_network_input
 from .resolution import PipelineError, check_resolution, parse_resolution
 from .results import SegResult, StageTimings
@@ -182,9 +186,61 @@ class Segmenter:
         result.timings = StageTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return result
 
-    def segment_batch(self, frames: list[np.ndarray]) -> list[SegResult]:
-        """Segment several frames; returns one SegResult per frame (timings per frame)."""
-        return [self.segment(f) for f in frames]
+    @property
+    def max_batch(self) -> Optional[int]:
+        """Most frames one backend inference takes (None = any number); see :meth:`segment_batch`."""
+        return batch_capacity(self.backend)[0]
+
+    def segment_batch(self, frames: Sequence[np.ndarray]) -> list[SegResult]:
+        """Segment several frames with one backend inference per chunk of :attr:`max_batch` frames.
+
+        Each (H_i, W_i, 3) uint8 RGB frame (sizes may differ: several cameras) is pre-processed to
+        (3, h, w) at the network resolution; the frames are stacked into one (N, 3, h, w) input and
+        run as ONE ``backend.infer``; each frame's outputs ``[i]`` are then post-processed at its
+        own (H_i, W_i). A backend that only runs a fixed N (a fixed-batch ONNX or engine, a
+        captured CUDA graph) gets the last chunk padded with copies of its last frame, whose
+        outputs are discarded.
+
+        Returns one SegResult per frame, in order. ``timings`` per frame: its own pre- and
+        post-processing, and the chunk's inference time divided by the frames in the chunk.
+
+        Raises:
+            PipelineError: a frame is not an (H, W, 3) uint8 image (the message names its index).
+        """
+        if self._closed:
+            raise PipelineError("Segmenter is closed")
+        frames = list(frames)
+        cap, exact = batch_capacity(self.backend)
+        step = max(1, cap or len(frames) or 1)
+        results: list[SegResult] = []
+        for start in range(0, len(frames), step):
+            results.extend(self._segment_chunk(frames[start:start + step], start, step if exact else 0))
+        return results
+
+    def _segment_chunk(self, chunk: list[np.ndarray], first: int, exact: int) -> list[SegResult]:
+        pre_ms = []
+        inputs = []
+        for i, rgb in enumerate(chunk):
+            t0 = time.perf_counter()
+            try:
+                inputs.append(self.preprocess(rgb))
+            except PipelineError as e:
+                raise PipelineError(f"frame {first + i} of the batch: {e}") from None
+            pre_ms.append((time.perf_counter() - t0) * 1e3)
+        pad = max(0, exact - len(inputs))
+        x = np.concatenate(inputs + [inputs[-1]] * pad, axis=0)  # (N, 3, h, w)
+        t1 = time.perf_counter()
+        outputs = self.backend.infer({self._input_name: x})
+        self._sync()
+        infer_ms = (time.perf_counter() - t1) * 1e3 / len(chunk)
+        results = []
+        for i, rgb in enumerate(chunk):
+            t2 = time.perf_counter()
+            result = self.postprocess(outputs, rgb.shape[:2], index=i)
+            self._sync()
+            result.timings = StageTimings(pre_ms[i], infer_ms, (time.perf_counter() - t2) * 1e3)
+            results.append(result)
+        return results
 
     def close(self) -> None:
         """Release the backend (idempotent)."""
@@ -257,13 +313,17 @@ def build_segmenter(
     panoptic: "PanopticConfig | dict | None" = None,
     model_kwargs: dict | None = None,
     backend_options: dict | None = None,
+    max_batch: int = 1,
 ) -> Segmenter:
     """Load ``model`` + ``weights`` and wrap it in a Segmenter running on ``backend``.
 
     ``resolution`` is the network input (H, W); None uses the checkpoint's recorded resolution or
     :data:`DEFAULT_RESOLUTION`. A resolution the model's stride does not fit is refused
     (:func:`check_resolution`). See :func:`load_model` for ``weights`` and
-    :func:`panoptic_config_for` for ``panoptic`` (ignored by semantic models).
+    :func:`panoptic_config_for` for ``panoptic`` (ignored by semantic models). ``max_batch`` > 1
+    builds the backend for batches of 1..max_batch frames (see
+    :func:`seg_perception.runtime.factory.create_backend`), what :meth:`Segmenter.segment_batch` runs
+    in one inference.
     """
     loaded = load_model(model, weights=weights, label_set=label_set, model_kwargs=model_kwargs)
     panoptic_cfg = panoptic_config_for(loaded, panoptic) if loaded.task == "panoptic" else None
@@ -273,7 +333,7 @@ def build_segmenter(
     check_resolution(loaded.model, model, res, loaded.meta.get("format"))
     be = create_backend(
         backend, loaded.model, resolution=res, batch=1, device=device, precision=precision,
-        options=backend_options,
+        options=backend_options, max_batch=max_batch,
     )
     be.activate()
     try:

@@ -65,6 +65,9 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
                    ("",) + RELIABILITY),
     LaunchArgument("qos_depth", "", "Camera subscription history depth (>= 5 keeps every frame until the node "
                    "has seen it); empty = the preset's (5)."),
+    LaunchArgument("cameras", "", "Several cameras in one node, comma-separated names (e.g. front,left): each "
+                   "subscribes <namespace>/<name>/image, or image_topic with {camera} replaced by the name when it "
+                   "contains {camera} (e.g. /{camera}/image_raw); empty = one camera (the preset's)."),
 )
 ARGUMENT_NAMES = tuple(a.name for a in LAUNCH_ARGUMENTS)
 #: launch arguments that override a node parameter of the same name when non-empty
@@ -133,8 +136,17 @@ def resolve_launch(values: dict[str, str]) -> NodeLaunch:
     topic = vals["image_topic"]
     if not topic:
         raise ParameterError("launch argument image_topic must not be empty (e.g. /camera/image_raw)")
-    # the node derives <image>/compressed and the sibling camera_info from the one base topic
-    remappings = [("image", topic)]
+    cameras = validate("cameras", [n.strip() for n in vals["cameras"].split(",") if n.strip()])
+    if cameras:
+        overrides["cameras"] = cameras
+    if "{camera}" in topic and not cameras:
+        raise ParameterError(f"launch argument image_topic:={topic!r} contains {{camera}} but no cameras are given; "
+                             "pass cameras:=front,left or a plain topic")
+    # the node derives <image>/compressed and the sibling camera_info from each base topic
+    if cameras:
+        remappings = [(f"{c}/image", topic.replace("{camera}", c)) for c in cameras] if "{camera}" in topic else []
+    else:
+        remappings = [("image", topic)]
     return NodeLaunch(namespace=vals["namespace"], parameters=parameters, remappings=remappings,
                       preset=preset if preset.is_file() else None)
 

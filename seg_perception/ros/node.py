@@ -30,13 +30,21 @@ Topics (relative names, so namespaces and remapping work as usual):
 * with ``depth_topic``: subscribes the registered depth image and its camera_info, pairs depth
   with color by stamp (:class:`~seg_perception.ros.robot_outputs.RobotOutputs`) and publishes
   ``~/points`` (PointCloud2: x, y, z, label, instance, rgb) while someone subscribes.
+* with ``cameras: [front, left, ...]`` (several cameras, one model): per camera ``<name>/image``
+  (or ``<name>/image/compressed``) and ``<name>/camera_info`` in, ``~/<name>/semantic``,
+  ``~/<name>/colored``, ``~/<name>/overlay``, ``~/<name>/panoptic``, ``~/<name>/instances``,
+  ``~/<name>/camera_info`` out, each with its own camera's header and size. The worker takes the
+  newest frame of every camera that has one (up to ``max_batch``, round-robin:
+  :class:`~seg_perception.core.scheduler.CameraBatcher`) and runs them as ONE batched inference
+  (``Segmenter.segment_batch``). Depth clouds and tracking stay single-camera (refused with
+  ``cameras``). /diagnostics adds ``camera.<name>.*`` counters and ``batch.*``.
 * ``/diagnostics``: fps, per-stage latency, received/processed/dropped/rejected counts by reason,
   lifecycle state, input topic/QoS/publishers and warnings, reload state, start-up times.
 
 Threading: the subscription callback fully decodes each message (``to_rgb``); a message that is
-rejected is counted by reason and never touches the newest-frame slot, so it cannot displace a
-valid pending frame. A worker thread segments the newest valid frame and publishes; frames it had
-no time for are counted as dropped.
+rejected is counted by reason and never touches the camera's newest-frame slot, so it cannot
+displace a valid pending frame. A worker thread segments the newest valid frame (of each camera)
+and publishes; frames it had no time for are counted as dropped.
 
 Runtime parameter changes: the callback validates cheaply (types, ranges, choices; for
 ``weights`` existence, file type, size limit and container magic) and refuses bad values at once.
@@ -66,6 +74,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from ..core import viz
 from ..core.conversions import ConversionError, numpy_to_image, to_rgb
+from ..core.scheduler import CameraBatcher
 from ..core.segmenter import Segmenter, build_segmenter
 from .camera_info import image_topic_sibling, scale_camera_info
 from .depth_input import depth_from_msg
@@ -73,7 +82,7 @@ from .instances import InstancePublisher
 from .robot_outputs import RobotOutputs
 from .params import (FLOAT_KEYS, PARAMETERS, RELOAD_KEYS, SPECS, STARTUP_ONLY_KEYS, NodeConfig, ParameterError,
                      closest_parameter, precheck_weights, validate)
-from .stats import LatestSlot, NodeStats, process_age_s
+from .stats import NodeStats, process_age_s
 
 #: Parameters every rclpy node declares itself (not ours, not misspellings).
 _RCLPY_PARAMS = frozenset({"use_sim_time", "start_type_description_service", "start_parameter_event_publisher"})
@@ -131,6 +140,30 @@ class _Frame:
     convert_ms: float
 
 
+class _Camera:
+    """One camera's input topics, subscriptions, output publishers and counters.
+
+    The single-camera node (``cameras: []``) has one, named ``""``, on today's topics (``image``,
+    ``~/semantic``, ...); with ``cameras`` each has its own (``<name>/image``, ``~/<name>/semantic``).
+    """
+
+    def __init__(self, name: str, input_topic: str, info_topic: str, stats: NodeStats) -> None:
+        self.name = name
+        self.input_topic = input_topic
+        self.info_topic = info_topic
+        self.stats = stats
+        self.sub: Any = None
+        self.info_sub: Any = None
+        self.reliability: Optional[ReliabilityPolicy] = None
+        self.infos: list = []
+        self.last_rx: Optional[float] = None
+        self.sub_since = 0.0
+        self.warning = ""
+        self.warned = False
+        self.pubs: dict[str, Any] = {}
+        self.instances: Any = None
+
+
 class SegmentNode(LifecycleNode):
     """The segmentation node (see the module docstring)."""
 
@@ -141,8 +174,11 @@ class SegmentNode(LifecycleNode):
         self._active = False
         self._segmenter: Optional[Segmenter] = None
         self._seg_lock = threading.Lock()
-        self._slot = LatestSlot()
         self.stats = NodeStats()
+        self._cams: list[_Camera] = []
+        self._batcher: Optional[CameraBatcher] = None
+        self._batches = 0
+        self._batched_frames = 0
         self._worker: Optional[threading.Thread] = None
         self._reloader: Optional[threading.Thread] = None
         self._reload_cond = threading.Condition()
@@ -152,14 +188,6 @@ class SegmentNode(LifecycleNode):
         self._reload_state = "idle"
         self._reload_error = ""
         self._reverting: Optional[int] = None  # thread ident while the reload thread sets values back
-        self._sub: Any = None
-        self._info_sub: Any = None
-        self._sub_reliability: Optional[ReliabilityPolicy] = None
-        self._infos: list = []
-        self._last_rx: Optional[float] = None
-        self._sub_since = 0.0
-        self._input_warning = ""
-        self._warned_input = False
         self._transition_error = ""
         self._startup: dict[str, float] = {}
         self._factory = segmenter_factory
@@ -180,12 +208,15 @@ class SegmentNode(LifecycleNode):
         for spec in PARAMETERS:
             choices = spec.choices() if callable(spec.choices) else spec.choices
             extra = f"choices: {', '.join(choices)}" if choices else ""
+            # a list parameter (cameras) is declared by type: rclpy would type an empty default as bytes
+            default = Parameter.Type.STRING_ARRAY if isinstance(spec.default, list) else spec.default
             try:
-                self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
+                self.declare_parameter(spec.name, default, ParameterDescriptor(
                     description=spec.description, additional_constraints=extra, read_only=spec.read_only))
             except rclpy.exceptions.InvalidParameterTypeException:
                 given = self._parameter_overrides[spec.name].value
-                kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[type(spec.default)]
+                kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                        list: "a list of names (e.g. -p cameras:=\"[front, left]\")"}[type(spec.default)]
                 example = spec.default or ("256x512" if spec.name == "resolution" else "...")
                 quote = (f"; quote the value (-p {spec.name}:=\"'{example}'\"): YAML reads e.g. 0x0 as a number"
                          if isinstance(spec.default, str) else "")
@@ -193,7 +224,7 @@ class SegmentNode(LifecycleNode):
                                    f"{quote}") from None
             except Exception as e:  # noqa: BLE001 - any declaration failure is a refusal to start
                 raise StartupError(f"parameter '{spec.name}': {_one_line(e)}") from None
-        raw = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        raw = {spec.name: self._declared_value(spec.name) for spec in PARAMETERS}
         try:
             self.cfg = NodeConfig.from_dict(raw)
         except ParameterError as e:
@@ -201,19 +232,14 @@ class SegmentNode(LifecycleNode):
         self._requested = self.cfg
         self._warn_unknown_parameters()
 
-        self.pub_semantic = self.create_publisher(Image, "~/semantic", 10)
-        self.pub_colored = self.create_publisher(Image, "~/colored", 10)
-        self.pub_overlay = self.create_publisher(Image, "~/overlay", 10)
-        self.pub_panoptic = self.create_publisher(Image, "~/panoptic", 10)
-        self.pub_info = self.create_publisher(CameraInfo, "~/camera_info", 10)
-        self.pub_panoptic_frame = self.create_publisher(Image, "~/panoptic_frame", 10)
-        self.pub_points = self.create_publisher(PointCloud2, "~/points", 10)
-        self.instances = InstancePublisher(self, "~/instances")
-        if not self.instances.available:
-            self.get_logger().warning(f"instance lists (~/instances) are off: {self.instances.why_unavailable}")
+        self._cams = self._make_cameras()
+        self._batcher = CameraBatcher([c.name for c in self._cams], self.cfg.batch_size())
+        if not self.cfg["cameras"]:  # one camera only (depth and tracking are refused with cameras)
+            self.pub_panoptic_frame = self.create_publisher(Image, "~/panoptic_frame", 10)
+            self.pub_points = self.create_publisher(PointCloud2, "~/points", 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.input_topic = self._resolve_input_topic()
-        self.info_topic = self._resolve_info_topic()
+        self.input_topic = ", ".join(c.input_topic for c in self._cams)
+        self.info_topic = ", ".join(c.info_topic for c in self._cams)
         self.depth_topic = self.resolve_topic_name(self.cfg["depth_topic"]) if self.cfg["depth_topic"] else ""
         if self.depth_topic:
             self.depth_info_topic = (self.resolve_topic_name(self.cfg["depth_info_topic"]) if self.cfg["depth_info_topic"]
@@ -231,6 +257,13 @@ class SegmentNode(LifecycleNode):
         self._running = True
         self._worker = threading.Thread(target=self._work, name="seg_worker", daemon=True)
         self._worker.start()
+
+    def _declared_value(self, name: str) -> Any:
+        """The parameter's value; the default for one declared by type and never set (cameras)."""
+        try:
+            return self.get_parameter(name).value
+        except rclpy.exceptions.ParameterUninitializedException:
+            return SPECS[name].default
 
     # ------------------------------------------------------------------ parameters at start
     def _coerce_overrides(self) -> None:
@@ -256,22 +289,43 @@ class SegmentNode(LifecycleNode):
             hint = f"did you mean '{near}'?" if near else f"known: {', '.join(SPECS)}"
             self.get_logger().warning(f"unknown parameter '{name}' is ignored; {hint}")
 
-    def _resolve_input_topic(self) -> str:
-        base = self.resolve_topic_name("image")
+    def _make_cameras(self) -> list[_Camera]:
+        """The cameras with their topics and publishers: ``image`` / ``~/semantic`` ... for the one
+        camera, ``<name>/image`` / ``~/<name>/semantic`` ... per name in ``cameras``."""
+        cams = []
+        for name in self.cfg["cameras"] or [""]:
+            ns = f"{name}/" if name else ""
+            stats = NodeStats() if name else self.stats
+            cam = _Camera(name, self._resolve_input_topic(f"{ns}image"),
+                          self._resolve_info_topic(f"{ns}image", f"{ns}camera_info"), stats)
+            out = f"~/{ns}"
+            cam.pubs = {"semantic": self.create_publisher(Image, f"{out}semantic", 10),
+                        "colored": self.create_publisher(Image, f"{out}colored", 10),
+                        "overlay": self.create_publisher(Image, f"{out}overlay", 10),
+                        "panoptic": self.create_publisher(Image, f"{out}panoptic", 10),
+                        "camera_info": self.create_publisher(CameraInfo, f"{out}camera_info", 10)}
+            cam.instances = InstancePublisher(self, f"{out}instances")
+            if not cam.instances.available and not cams:
+                self.get_logger().warning(f"instance lists ({out}instances) are off: {cam.instances.why_unavailable}")
+            cams.append(cam)
+        return cams
+
+    def _resolve_input_topic(self, image: str = "image") -> str:
+        base = self.resolve_topic_name(image)
         if self.cfg["input_transport"] != "compressed":
             return base
         # image_transport: <base>/compressed of the one remapped base topic, unless the user
         # remapped image/compressed itself.
-        own = self.resolve_topic_name("image/compressed")
-        if own != self.resolve_topic_name("image/compressed", only_expand=True):
+        own = self.resolve_topic_name(f"{image}/compressed")
+        if own != self.resolve_topic_name(f"{image}/compressed", only_expand=True):
             return own
         return base.rstrip("/") + "/compressed"
 
-    def _resolve_info_topic(self) -> str:
-        own = self.resolve_topic_name("camera_info")
-        if own != self.resolve_topic_name("camera_info", only_expand=True):
+    def _resolve_info_topic(self, image: str = "image", info: str = "camera_info") -> str:
+        own = self.resolve_topic_name(info)
+        if own != self.resolve_topic_name(info, only_expand=True):
             return own
-        return image_topic_sibling(self.resolve_topic_name("image"), "camera_info")
+        return image_topic_sibling(self.resolve_topic_name(image), "camera_info")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -319,11 +373,13 @@ class SegmentNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._subscribe(self._pick_reliability()[0])
-            self._info_sub = self.create_subscription(CameraInfo, self.info_topic, self._on_camera_info, 5)
+            for cam in self._cams:
+                self._subscribe(cam, self._pick_reliability(cam)[0])
+                cam.info_sub = self.create_subscription(CameraInfo, cam.info_topic,
+                                                        lambda msg, cam=cam: self._on_camera_info(cam, msg), 5)
             if self.depth_topic:
                 qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.cfg["qos_depth"],
-                                 reliability=self._sub_reliability or ReliabilityPolicy.RELIABLE)
+                                 reliability=self._cams[0].reliability or ReliabilityPolicy.RELIABLE)
                 self._depth_sub = self.create_subscription(Image, self.depth_topic, self._on_depth, qos)
                 self._depth_info_sub = self.create_subscription(CameraInfo, self.depth_info_topic,
                                                                 self._on_depth_info, 5)
@@ -336,8 +392,8 @@ class SegmentNode(LifecycleNode):
         self._active = False
         self._unsubscribe()
         self.robot.request_reset()
-        if self._slot.clear():
-            self.stats.on_dropped()
+        for name in self._batcher.clear():
+            self._count(self._camera(name), "on_dropped")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -364,102 +420,126 @@ class SegmentNode(LifecycleNode):
             seg.close()
 
     # ------------------------------------------------------------------ subscription and QoS
-    def _pick_reliability(self) -> tuple[ReliabilityPolicy, str]:
-        """The reliability to subscribe with and why (``qos_reliability``; auto: the publishers')."""
+    def _pick_reliability(self, cam: _Camera) -> tuple[ReliabilityPolicy, str]:
+        """The reliability to subscribe ``cam`` with and why (``qos_reliability``; auto: its publishers')."""
         mode = self.cfg["qos_reliability"]
         if mode == "reliable":
             return ReliabilityPolicy.RELIABLE, "qos_reliability reliable"
         if mode == "best_effort":
             return ReliabilityPolicy.BEST_EFFORT, "qos_reliability best_effort"
-        infos = self.get_publishers_info_by_topic(self.input_topic)
+        infos = self.get_publishers_info_by_topic(cam.input_topic)
         if any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos):
             return ReliabilityPolicy.BEST_EFFORT, f"auto: a publisher of {len(infos)} is best effort"
         if infos:
             return ReliabilityPolicy.RELIABLE, f"auto: {len(infos)} reliable publisher(s)"
         # no publisher yet: reliable, what image_transport and most drivers publish; re-checked
-        return (self._sub_reliability or ReliabilityPolicy.RELIABLE), "auto: no publisher yet"
+        return (cam.reliability or ReliabilityPolicy.RELIABLE), "auto: no publisher yet"
 
-    def _subscribe(self, reliability: ReliabilityPolicy) -> None:
-        self._unsubscribe(info=False)
+    def _subscribe(self, cam: _Camera, reliability: ReliabilityPolicy) -> None:
+        if cam.sub is not None:
+            self.destroy_subscription(cam.sub)
+            cam.sub = None
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.cfg["qos_depth"], reliability=reliability)
         msg_type = CompressedImage if self.cfg["input_transport"] == "compressed" else Image
-        self._sub = self.create_subscription(msg_type, self.input_topic, self._on_image, qos)
-        self._sub_reliability = reliability
-        self._sub_since = time.monotonic()
-        self._warned_input = False
-        self.get_logger().info(f"listening on {self.input_topic} ({reliability.name.lower()}, depth "
+        cam.sub = self.create_subscription(msg_type, cam.input_topic, lambda msg, cam=cam: self._on_image(cam, msg), qos)
+        cam.reliability = reliability
+        cam.sub_since = time.monotonic()
+        cam.warned = False
+        self.get_logger().info(f"listening on {cam.input_topic} ({reliability.name.lower()}, depth "
                                f"{self.cfg['qos_depth']}; qos_reliability {self.cfg['qos_reliability']})")
 
     def _unsubscribe(self, info: bool = True) -> None:
-        if self._sub is not None:
-            self.destroy_subscription(self._sub)
-            self._sub = None
-        if info and self._info_sub is not None:
-            self.destroy_subscription(self._info_sub)
-            self._info_sub = None
+        for cam in self._cams:
+            if cam.sub is not None:
+                self.destroy_subscription(cam.sub)
+                cam.sub = None
+            if info and cam.info_sub is not None:
+                self.destroy_subscription(cam.info_sub)
+                cam.info_sub = None
         for attr in ("_depth_sub", "_depth_info_sub") if info else ():
             if getattr(self, attr) is not None:
                 self.destroy_subscription(getattr(self, attr))
                 setattr(self, attr, None)
 
     def _watch_input(self) -> None:
-        """Every second while active: follow the publishers' QoS (auto) and warn once when no frame comes."""
-        if not self._active or self._sub is None:
+        """Every second while active: follow the publishers' QoS (auto) and warn once per camera when no frame comes."""
+        if not self._active:
             return
+        for cam in self._cams:
+            if cam.sub is not None:
+                self._watch_camera(cam)
+
+    def _watch_camera(self, cam: _Camera) -> None:
         if self.cfg["qos_reliability"] == "auto":
-            want, why = self._pick_reliability()
-            if want != self._sub_reliability:
-                self.get_logger().info(f"publishers on {self.input_topic} changed ({why}): resubscribing")
-                self._subscribe(want)
+            want, why = self._pick_reliability(cam)
+            if want != cam.reliability:
+                self.get_logger().info(f"publishers on {cam.input_topic} changed ({why}): resubscribing")
+                self._subscribe(cam, want)
                 return
         timeout = self.cfg["input_timeout"]
-        since = self._last_rx if self._last_rx is not None and self._last_rx > self._sub_since else self._sub_since
+        since = cam.last_rx if cam.last_rx is not None and cam.last_rx > cam.sub_since else cam.sub_since
         idle = time.monotonic() - since
         if timeout <= 0 or idle < timeout:
-            self._input_warning = ""
+            cam.warning = ""
             return
-        n_pub = self.count_publishers(self.input_topic)
+        n_pub = self.count_publishers(cam.input_topic)
+        image = f"{cam.name}/image" if cam.name else "image"
         if n_pub == 0:
-            text = (f"no publisher on {self.input_topic} for {idle:.0f} s: start the camera or remap the topic "
-                    f"(e.g. -r image:=/camera/image_raw"
+            text = (f"no publisher on {cam.input_topic} for {idle:.0f} s: start the camera or remap the topic "
+                    f"(e.g. -r {image}:=/camera/image_raw"
                     + (", input_transport compressed subscribes <image>/compressed" if self.cfg["input_transport"]
                        == "compressed" else "") + ")")
         else:
-            rel = self._sub_reliability.name.lower() if self._sub_reliability else "?"
-            text = (f"{n_pub} publisher(s) on {self.input_topic} but no frame for {idle:.0f} s: likely a QoS "
+            rel = cam.reliability.name.lower() if cam.reliability else "?"
+            text = (f"{n_pub} publisher(s) on {cam.input_topic} but no frame for {idle:.0f} s: likely a QoS "
                     f"mismatch (this subscription is {rel}) or the DDS large-sample limit (stock FastDDS drops "
                     "best-effort samples over ~0.5 MB between processes); fix: publish reliable or set "
                     "qos_reliability:=reliable, or send input_transport:=compressed")
-        self._input_warning = text
-        if not self._warned_input:
-            self._warned_input = True
+        cam.warning = text
+        if not cam.warned:
+            cam.warned = True
             self.get_logger().warning(text)
 
+    @property
+    def _input_warning(self) -> str:
+        return "; ".join(c.warning for c in self._cams if c.warning)
+
     # ------------------------------------------------------------------ input
-    def _on_image(self, msg: Any) -> None:
+    def _count(self, cam: _Camera, method: str, *args: Any) -> None:
+        """Update the node's counters and, with several cameras, the camera's own."""
+        getattr(self.stats, method)(*args)
+        if cam.stats is not self.stats:
+            getattr(cam.stats, method)(*args)
+
+    def _camera(self, name: str) -> _Camera:
+        return next(c for c in self._cams if c.name == name)
+
+    def _on_image(self, cam: _Camera, msg: Any) -> None:
         # Full conversion here: only decoded valid frames reach the newest-frame slot, so a message
         # that will be rejected never displaces a good pending frame.
-        self._last_rx = time.monotonic()
+        cam.last_rx = time.monotonic()
         t0 = time.perf_counter()
+        where = f" from camera {cam.name!r}" if cam.name else ""
         try:
             rgb = to_rgb(msg)
         except ConversionError as e:
-            self.stats.on_received(False, self._slot.depth)
-            self.stats.on_rejected(e.reason)
-            self.get_logger().warning(f"skipped frame: {e}", throttle_duration_sec=2.0)
+            self._count(cam, "on_received", False, self._batcher.depth)
+            self._count(cam, "on_rejected", e.reason)
+            self.get_logger().warning(f"skipped frame{where}: {e}", throttle_duration_sec=2.0)
             return
         except Exception as e:  # noqa: BLE001 - a decoder failure must not take the node down
-            self.stats.on_received(False, self._slot.depth)
-            self.stats.on_rejected("undecodable")
-            self.get_logger().warning(f"skipped frame: {type(e).__name__}: {e}", throttle_duration_sec=2.0)
+            self._count(cam, "on_received", False, self._batcher.depth)
+            self._count(cam, "on_rejected", "undecodable")
+            self.get_logger().warning(f"skipped frame{where}: {type(e).__name__}: {e}", throttle_duration_sec=2.0)
             return
         frame = _Frame(header=msg.header, rgb=rgb, convert_ms=(time.perf_counter() - t0) * 1e3)
-        self.robot.on_color(msg.header)
-        dropped = self._slot.put(frame)
-        self.stats.on_received(dropped, self._slot.depth)
+        if not cam.name:
+            self.robot.on_color(msg.header)
+        dropped = self._batcher.put(cam.name, frame)
+        self._count(cam, "on_received", dropped, self._batcher.depth)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._infos = (self._infos + [msg])[-10:]
+    def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
+        cam.infos = (cam.infos + [msg])[-10:]
 
     def _on_depth(self, msg: Image) -> None:
         try:
@@ -477,8 +557,8 @@ class SegmentNode(LifecycleNode):
     def _on_depth_info(self, msg: CameraInfo) -> None:
         self.robot.on_depth_info(msg)
 
-    def _info_for(self, header: Any) -> Optional[CameraInfo]:
-        infos = self._infos
+    def _info_for(self, cam: _Camera, header: Any) -> Optional[CameraInfo]:
+        infos = cam.infos
         for info in reversed(infos):
             if (info.header.stamp.sec, info.header.stamp.nanosec) == (header.stamp.sec, header.stamp.nanosec):
                 return info
@@ -487,61 +567,74 @@ class SegmentNode(LifecycleNode):
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
         while self._running:
-            frame = self._slot.take(timeout=0.2)
-            if frame is None or not self._running:
+            batch = self._batcher.take(timeout=0.2)
+            if not batch or not self._running:
                 continue
             try:
-                self._process(frame)
+                self._process(batch)
             except Exception as e:  # noqa: BLE001 - the node must never die on one frame
                 if not self._running or not self.context.ok():
                     return  # shutting down: the publishers are gone, nothing to report
-                self.stats.on_error(type(e).__name__)
+                for name, _frame in batch:
+                    self._count(self._camera(name), "on_error", type(e).__name__)
                 self.get_logger().error(f"frame failed: {type(e).__name__}: {e}", throttle_duration_sec=5.0)
 
     def _publish(self, pub: Any, msg: Any) -> None:
         if self._running and self._active:
             pub.publish(msg)
 
-    def _process(self, frame: _Frame) -> None:
+    def _process(self, batch: list[tuple[str, _Frame]]) -> None:
+        """Segment the batch's frames (one inference for several cameras) and publish each result."""
         t1 = time.perf_counter()
         with self._seg_lock:
             seg = self._segmenter
             if seg is None or not self._active:
-                self.stats.on_dropped()
+                for name, _frame in batch:
+                    self._count(self._camera(name), "on_dropped")
                 return
-            result = seg.segment(frame.rgb)
+            if len(batch) == 1:
+                results = [seg.segment(batch[0][1].rgb)]
+            else:
+                results = seg.segment_batch([frame.rgb for _name, frame in batch])
             label_set = seg.label_set
         t2 = time.perf_counter()
+        self._batches += 1
+        self._batched_frames += len(batch)
+        for (name, frame), result in zip(batch, results):
+            self._publish_result(self._camera(name), frame, result, label_set, t1, t2)
+
+    def _publish_result(self, cam: _Camera, frame: _Frame, result: Any, label_set: Any, t1: float, t2: float) -> None:
         header, rgb = frame.header, frame.rgb
+        pubs = cam.pubs
         sem_enc = "mono8" if result.semantic.dtype.itemsize == 1 else "mono16"
-        self._publish(self.pub_semantic, numpy_to_image(result.semantic, sem_enc, header))
+        self._publish(pubs["semantic"], numpy_to_image(result.semantic, sem_enc, header))
         panoptic, segments = result.panoptic, result.segments
         if panoptic is not None and self.cfg["tracking.enabled"]:
             panoptic, segments = self.robot.track(header, panoptic, segments, label_set, self.cfg)
             self._publish(self.pub_panoptic_frame, numpy_to_image(result.panoptic, "32SC1", header))
         if panoptic is not None:
-            self._publish(self.pub_panoptic, numpy_to_image(panoptic, "32SC1", header))
+            self._publish(pubs["panoptic"], numpy_to_image(panoptic, "32SC1", header))
             if self._running and self._active:
-                self.instances.publish(header, segments)
-        info = self._info_for(header)
+                cam.instances.publish(header, segments)
+        info = self._info_for(cam, header)
         if info is not None:
             try:
-                self._publish(self.pub_info, scale_camera_info(info, *result.semantic.shape[:2], header))
+                self._publish(pubs["camera_info"], scale_camera_info(info, *result.semantic.shape[:2], header))
             except ValueError as e:
-                self.stats.on_rejected("camera_info")
+                self._count(cam, "on_rejected", "camera_info")
                 self.get_logger().warning(f"camera_info not passed through: {e}", throttle_duration_sec=10.0)
-        want_colored = self.pub_colored.get_subscription_count() > 0
-        want_overlay = self.pub_overlay.get_subscription_count() > 0
+        want_colored = pubs["colored"].get_subscription_count() > 0
+        want_overlay = pubs["overlay"].get_subscription_count() > 0
         if want_colored or want_overlay:
             if panoptic is not None:
                 color = viz.colorize_panoptic(panoptic, label_set.palette)
             else:
                 color = viz.colorize(result.semantic, label_set.palette)
             if want_colored:
-                self._publish(self.pub_colored, numpy_to_image(color, "rgb8", header))
+                self._publish(pubs["colored"], numpy_to_image(color, "rgb8", header))
             if want_overlay:
                 over = viz.overlay(rgb, color, self.cfg["overlay_alpha"])
-                self._publish(self.pub_overlay, numpy_to_image(over, "rgb8", header))
+                self._publish(pubs["overlay"], numpy_to_image(over, "rgb8", header))
         if self.depth_topic:
             # After the image outputs: waiting for a late depth frame never delays them.
             want_cloud = self.pub_points.get_subscription_count() > 0
@@ -551,9 +644,10 @@ class SegmentNode(LifecycleNode):
                 self._publish(self.pub_points, cloud)
         t3 = time.perf_counter()
         stages = result.timings.as_dict()
+        # node_total_ms: from the worker taking the batch to this camera's outputs being published
         stages.update({"convert_ms": frame.convert_ms, "publish_ms": (t3 - t2) * 1e3,
                        "node_total_ms": frame.convert_ms + (t3 - t1) * 1e3})
-        self.stats.on_processed(stages)
+        self._count(cam, "on_processed", stages)
         self._startup.setdefault("first_frame_s", round(process_age_s(), 3))
 
     # ------------------------------------------------------------------ runtime parameters
@@ -671,9 +765,22 @@ class SegmentNode(LifecycleNode):
         snap["lifecycle.state"] = self._state_label()
         snap["input.topic"] = self.input_topic
         snap["input.camera_info_topic"] = self.info_topic
-        snap["input.reliability"] = self._sub_reliability.name.lower() if self._sub is not None else "none"
-        snap["input.publishers"] = self.count_publishers(self.input_topic)
+        snap["input.reliability"] = ", ".join(c.reliability.name.lower() if c.sub is not None and c.reliability
+                                              else "none" for c in self._cams)
+        snap["input.publishers"] = sum(self.count_publishers(c.input_topic) for c in self._cams)
         snap["input.warning"] = self._input_warning
+        if self.cfg["cameras"]:
+            snap["batch.max_batch"] = self._batcher.max_batch
+            snap["batch.batches"] = self._batches
+            snap["batch.mean_size"] = round(self._batched_frames / self._batches, 2) if self._batches else 0.0
+            counts = self._batcher.counts()
+            for cam in self._cams:
+                pre = f"camera.{cam.name}."
+                snap[pre + "topic"] = cam.input_topic
+                snap[pre + "publishers"] = self.count_publishers(cam.input_topic)
+                snap[pre + "warning"] = cam.warning
+                snap[pre + "frames_taken"] = counts[cam.name].taken
+                snap.update({pre + k: v for k, v in cam.stats.snapshot().items()})
         if self.depth_topic:
             snap["input.depth_topic"] = self.depth_topic
             snap["input.depth_info_topic"] = self.depth_info_topic
@@ -706,7 +813,8 @@ class SegmentNode(LifecycleNode):
         """Stop the threads and free everything; works on a half-built node too."""
         self._running = False
         self._active = False
-        self._slot.close()
+        if self._batcher is not None:
+            self._batcher.close()
         with self._reload_cond:
             self._reload_cond.notify_all()
         if self._worker is not None and self._worker.is_alive():

@@ -18,7 +18,7 @@ RELOAD_KEYS = frozenset({"model", "weights", "label_set", "num_classes", "resolu
                          "class_split_area", "class_aware_grouping"})
 #: Parameters that only take effect at start-up (topics and QoS are wired once).
 STARTUP_ONLY_KEYS = frozenset({"input_transport", "qos_reliability", "qos_depth", "autostart", "depth_topic",
-                               "depth_info_topic", "stamp_tolerance_ms", "match_buffer"})
+                               "depth_info_topic", "stamp_tolerance_ms", "match_buffer", "cameras", "max_batch"})
 CLOUD_COLORS = ("class", "instance", "image")
 #: Largest weights file the node opens (the biggest public checkpoint it converts is ~250 MB); a
 #: bigger file is refused before it is read or hashed.
@@ -177,6 +177,35 @@ def _class_list(v: Any) -> str:
     return ",".join(str(i) for i in ids)
 
 
+#: Largest number of cameras one node serves (each adds a subscription, publishers and a batch slot).
+MAX_CAMERAS = 16
+
+
+def _cameras(v: Any) -> list[str]:
+    """``cameras``: [] (one camera on ``image``) or distinct names, each one ROS name token
+    (letters, digits, underscores, not starting with a digit), used as ``<name>/image`` and
+    ``~/<name>/semantic``."""
+    fix = "e.g. -p cameras:=\"[front, left]\" (names: letters, digits, _; not starting with a digit)"
+    if v is None:
+        return []
+    if isinstance(v, str) or not isinstance(v, (list, tuple)):
+        raise ParameterError(f"parameter 'cameras' = {v!r} must be a list of camera names; {fix}")
+    names = []
+    for name in v:
+        if not isinstance(name, str) or not name or not (name[0].isalpha() or name[0] == "_") or \
+                not all(c.isascii() and (c.isalnum() or c == "_") for c in name):
+            raise ParameterError(f"parameter 'cameras': {name!r} is not a valid camera name (it becomes the topic "
+                                 f"namespace <name>/image); {fix}")
+        if name in names:
+            raise ParameterError(f"parameter 'cameras' = {list(v)!r} names {name!r} twice; each camera needs its own "
+                                 "name (its topics would collide)")
+        names.append(name)
+    if len(names) > MAX_CAMERAS:
+        raise ParameterError(f"parameter 'cameras' has {len(names)} names; at most {MAX_CAMERAS} per node "
+                             "(run another node for the rest)")
+    return names
+
+
 def parse_class_list(v: str) -> Optional[frozenset[int]]:
     """Normalized ``cloud.classes`` -> class ids (None = all)."""
     return frozenset(int(t) for t in v.split(",")) if v else None
@@ -260,6 +289,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               _bool("cloud.organized")),
     ParamSpec("cloud.color_by", "class", "~/points rgb: class color, instance color or the camera image.",
               _choice("cloud.color_by", CLOUD_COLORS), CLOUD_COLORS),
+    ParamSpec("cameras", [], "Several cameras served by one model with batched inference, e.g. [front, left]: "
+              "subscribes <name>/image (+ <name>/camera_info) per camera, publishes ~/<name>/semantic, "
+              "~/<name>/camera_info, ...; [] = one camera on 'image'. Not with depth_topic or tracking. "
+              "Start-up only (see docs/MULTI_CAMERA.md).", _cameras, None, True),
+    ParamSpec("max_batch", 8, "With cameras: most frames in one inference (the newest frame of up to this many "
+              "cameras, served round-robin). Start-up only.", _range("max_batch", 1, 64, int), None, True),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 #: Parameters declared as doubles: an integer from YAML or the command line (``overlay_alpha:=1``) is
@@ -298,6 +333,13 @@ class NodeConfig:
         for k, v in (overrides or {}).items():
             vals[k] = v
         out = cls({k: validate(k, v) for k, v in vals.items()})
+        if out["cameras"]:
+            for key, off in (("depth_topic", ""), ("tracking.enabled", False)):
+                if out[key] != off:
+                    raise ParameterError(
+                        f"parameter '{key}' = {out[key]!r} is not supported with 'cameras' = {out['cameras']!r}: "
+                        "depth clouds and tracking work on one camera per node; run one node per camera for "
+                        f"them (or leave '{key}' at {off!r})")
         lo, hi = out["cloud.min_range"], out["cloud.max_range"]
         if hi and lo >= hi:
             raise ParameterError(f"parameters 'cloud.min_range' = {lo} and 'cloud.max_range' = {hi}: the kept depth "
@@ -332,17 +374,25 @@ class NodeConfig:
             "precision": self["precision"],
             "label_set": self["label_set"] or None,
             "panoptic": self.panoptic_overrides(),
+            "max_batch": self.batch_size(),
         }
+
+    def batch_size(self) -> int:
+        """Frames per inference the Segmenter is built for: min(max_batch, cameras); 1 for one camera."""
+        return max(1, min(self["max_batch"], len(self["cameras"])))
 
 
 README_BEGIN = "<!-- parameters: generated from seg_perception.ros.params.PARAMETERS -->"
 README_END = "<!-- end of parameters -->"
 
 
-def markdown_table() -> str:
-    """The parameter table of README.md (between :data:`README_BEGIN` and :data:`README_END`)."""
+def markdown_table(exclude: frozenset[str] = frozenset()) -> str:
+    """The parameter table of README.md (between :data:`README_BEGIN` and :data:`README_END`);
+    ``exclude``: names left out (parameters README does not list yet)."""
     rows = ["| parameter | default | description |", "|---|---|---|"]
     for p in PARAMETERS:
-        default = str(p.default).lower() if isinstance(p.default, bool) else repr(p.default)
+        if p.name in exclude:
+            continue
+        default = str(p.default).lower() if isinstance(p.default, bool) else repr(p.default)  # a list: []
         rows.append(f"| `{p.name}` | `{default}` | {p.description.replace('|', '/')} |")
     return "\n".join([README_BEGIN, *rows, README_END])

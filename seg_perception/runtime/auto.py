@@ -191,7 +191,7 @@ def select_cpu_path(
 
 def create_auto_backend(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, device: str, precision: str, cache_dir: Path,
-    options: dict, create: Callable[..., Backend], available: Callable[[], list[str]],
+    options: dict, create: Callable[..., Backend], available: Callable[[], list[str]], max_batch: int = 1,
 ) -> Backend:
     """The backend ``auto`` stands for, with its choice on ``backend.selection`` (a dict with ``reason``).
 
@@ -211,7 +211,7 @@ def create_auto_backend(
         trt_precision = precision if precision in ("fp16", "int8") else "fp16"  # fp32 (the default) means "choose"
         be = create_backend("tensorrt", model, resolution=resolution, batch=batch,
                             device=device if device.startswith("cuda") else "cuda", precision=trt_precision,
-                            cache_dir=str(cache_dir), options=calib)
+                            cache_dir=str(cache_dir), options=calib, max_batch=max_batch)
         be.selection = {"backend": "tensorrt", "precision": trt_precision,
                         "reason": f"TensorRT installed and a CUDA GPU present ({torch.cuda.get_device_name()})"}
     else:
@@ -225,7 +225,7 @@ def create_auto_backend(
                                  options=options, create=create, candidates=candidates)
         be = create_backend(record["backend"], model, resolution=resolution, batch=batch,
                             precision=record["precision"], cache_dir=str(cache_dir),
-                            options=calib if record["precision"] == "int8" else {})
+                            options=calib if record["precision"] == "int8" else {}, max_batch=max_batch)
         be.selection = record
     LOG.info("backend auto -> %s %s: %s%s", be.selection["backend"], be.selection["precision"],
              be.selection["reason"], " (cached measurement)" if be.selection.get("cached") else "")

@@ -6,7 +6,7 @@ enter, ``deactivate`` on exit), the Polygraphy-runner shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -38,7 +38,8 @@ class Backend(Protocol):
     def output_spec(self) -> list[TensorSpec]: ...
 
     def infer(self, feeds: dict) -> dict:
-        """Run one batch. ``feeds`` maps input names to arrays/tensors; returns name -> array/tensor."""
+        """Run one batch. ``feeds`` maps input names to (N, ...) arrays/tensors; returns name -> (N, ...)
+        array/tensor. N may be anything from 1 to :func:`batch_capacity` of the backend."""
         ...
 
     @property
@@ -51,3 +52,51 @@ class Backend(Protocol):
     def __enter__(self): ...
 
     def __exit__(self, *exc) -> None: ...
+
+
+def as_numpy(value: Any, dtype: np.dtype) -> np.ndarray:
+    """A torch tensor (any device) or array-like -> C-contiguous numpy array of ``dtype``."""
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+def pack_feeds(specs: Sequence[TensorSpec], feeds: dict,
+               convert: Optional[Callable[[TensorSpec, Any], Any]] = None) -> dict:
+    """The inputs a backend runs on: ``{spec.name: convert(spec, feeds[spec.name])}`` for every input spec.
+
+    One check for every backend: all inputs present (the error lists the expected and given
+    names). ``convert`` defaults to :func:`as_numpy` at the spec's dtype.
+
+    Raises:
+        BackendError: an input is missing from ``feeds``.
+    """
+    missing = [s.name for s in specs if s.name not in feeds]
+    if missing:
+        raise BackendError(f"missing input {', '.join(map(repr, missing))} (missing inputs {missing} of the "
+                           f"expected {[s.name for s in specs]}; got {sorted(feeds)})")
+    convert = convert or (lambda spec, value: as_numpy(value, spec.dtype))
+    return {s.name: convert(s, feeds[s.name]) for s in specs}
+
+
+def name_outputs(names: Sequence[str], values: Sequence[Any], copy: bool = False) -> dict:
+    """Output arrays in graph order -> {name: array}; ``copy`` for runtimes that reuse their buffers."""
+    if len(names) != len(values):
+        raise BackendError(f"the runtime returned {len(values)} outputs for the {len(names)} declared {list(names)}")
+    return {n: (np.array(v) if copy else v) for n, v in zip(names, values)}
+
+
+def batch_capacity(backend: Any) -> tuple[Optional[int], bool]:
+    """(largest N one ``infer`` call takes (None = any), whether N must be exactly that).
+
+    A backend may say so itself (``max_batch`` / ``exact_batch`` attributes: the TensorRT
+    profile's max, a captured CUDA graph); otherwise the first input's batch dimension decides: a
+    fixed N (an ONNX exported at batch N) takes exactly N, a dynamic one (-1 or a name) any N.
+    """
+    if hasattr(backend, "max_batch"):
+        return backend.max_batch, bool(getattr(backend, "exact_batch", False))
+    shape = tuple(backend.input_spec()[0].shape)
+    n = shape[0] if shape else -1
+    if isinstance(n, int) and n > 0:
+        return n, True
+    return None, False

@@ -96,6 +96,7 @@ def export_onnx(
     dynamic: bool = False,
     opset: int = DEFAULT_OPSET,
     half: bool = False,
+    dynamic_batch: bool = False,
 ) -> Path:
     """Export ``model`` to ONNX at ``path`` (TorchScript-based exporter, ``dynamo=False``).
 
@@ -108,6 +109,9 @@ def export_onnx(
         dynamic: mark N, H and W of the input and outputs as dynamic axes.
         opset: ONNX opset (TensorRT 10 parses opsets 9..20).
         half: run the network in float16 inside the graph, float32 I/O (see :class:`_TupleOutputs`).
+        dynamic_batch: mark only N (the batch) dynamic, H and W stay fixed: what batched
+            inference of several cameras at the network resolution needs (onnxruntime and
+            OpenVINO then run any N, TensorRT needs an optimization profile for N).
 
     Returns:
         The path, after ``onnx.checker`` validated the file.
@@ -123,8 +127,8 @@ def export_onnx(
     wrapper = _TupleOutputs(net, names, half=half).eval()
     example = torch.zeros(batch, 3, h, w, dtype=torch.float32)
     dynamic_axes = None
-    if dynamic:
-        axes = {0: "N", 2: "H", 3: "W"}
+    if dynamic or dynamic_batch:
+        axes = {0: "N", 2: "H", 3: "W"} if dynamic else {0: "N"}
         dynamic_axes = {INPUT_NAME: axes, **{n: axes for n in names}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,27 +201,30 @@ def export_onnx_cached(
     opset: int = DEFAULT_OPSET,
     half: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    dynamic_batch: bool = False,
 ) -> Path:
     """ONNX file for ``model`` in ``cache_dir/onnx/``, exported only when not already there.
 
     The file name is a hash of :func:`model_fingerprint` + resolution + batch + dynamic + opset +
-    half + the export recipe version, so any change yields a new export.
+    half + dynamic_batch + the export recipe version, so any change yields a new export.
     """
     h, w = _check_resolution(resolution, batch)
+    dynamic_batch = bool(dynamic_batch) and not dynamic  # dynamic already makes N dynamic
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = json.dumps(
-        {"model": model_fingerprint(model), "resolution": [h, w], "batch": int(batch), "dynamic": bool(dynamic),
-         "opset": int(opset), "half": bool(half), "recipe": EXPORT_RECIPE_VERSION, "torch": torch.__version__},
-        sort_keys=True,
-    )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    path = root / "onnx" / f"{type(model).__name__}_{h}x{w}_b{batch}{'_dyn' if dynamic else ''}" \
+    fields = {"model": model_fingerprint(model), "resolution": [h, w], "batch": int(batch), "dynamic": bool(dynamic),
+              "opset": int(opset), "half": bool(half), "recipe": EXPORT_RECIPE_VERSION, "torch": torch.__version__}
+    if dynamic_batch:  # only when set: files exported before batching keep their names
+        fields["dynamic_batch"] = True
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+    tag = "_dyn" if dynamic else ("_bdyn" if dynamic_batch else "")
+    path = root / "onnx" / f"{type(model).__name__}_{h}x{w}_b{batch}{tag}" \
         f"{'_fp16' if half else ''}_op{opset}_{digest}.onnx"
     if path.is_file():
         LOG.info("reusing cached ONNX %s", path)
         return path
     LOG.info("exporting %s to %s", type(model).__name__, path)
-    return export_onnx(model, path, resolution=(h, w), batch=batch, dynamic=dynamic, opset=opset, half=half)
+    return export_onnx(model, path, resolution=(h, w), batch=batch, dynamic=dynamic, opset=opset, half=half,
+                       dynamic_batch=dynamic_batch)
 
 
 # --------------------------------------------------------------------------- inspection

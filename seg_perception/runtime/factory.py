@@ -136,10 +136,15 @@ def create_backend(
     precision: str = "fp32",
     cache_dir: str | None = None,
     options: dict | None = None,
+    max_batch: int = 1,
 ) -> Backend:
     """Build an (inactive) backend of ``kind`` for ``model`` at network ``resolution`` (H, W).
 
     The input is ``"image"`` (batch, 3, H, W) float32; outputs are named by ``model.output_names``.
+    ``max_batch`` > 1 makes one ``infer`` take 1..max_batch frames (several cameras, batched
+    evaluation): the ONNX gets a dynamic batch axis (onnxruntime / OpenVINO then run any N) and a
+    TensorRT engine an optimization profile min 1, opt = max = ``max_batch`` (part of its cache key);
+    eager torch runs any N anyway.
     Call ``activate()`` (or use it as a context manager) before ``infer``.
 
     Raises:
@@ -150,12 +155,13 @@ def create_backend(
         raise BackendError(f"unknown backend {kind!r}; valid backends: {', '.join(BACKEND_CHOICES)} "
                            f"(available here: {', '.join(available_backends())})")
     options = dict(options or {})
+    max_batch = _check_max_batch(max_batch, batch)
     if kind == "auto":
         from .auto import create_auto_backend
 
         return create_auto_backend(model, resolution=resolution, batch=batch, device=device, precision=precision,
                                    cache_dir=_cache_root(cache_dir, options), options=options,
-                                   create=create_backend, available=available_backends)
+                                   create=create_backend, available=available_backends, max_batch=max_batch)
     _check_options(kind, options)
     resolution = (int(resolution[0]), int(resolution[1]))
     if kind == "torch":
@@ -168,15 +174,24 @@ def create_backend(
         )
     root = _cache_root(cache_dir, options)
     if kind == "onnxruntime":
-        return _create_onnxruntime(model, resolution, batch, device, precision, root, options)
+        return _create_onnxruntime(model, resolution, batch, device, precision, root, options, max_batch > 1)
     if kind == "openvino":
-        return _create_openvino(model, resolution, batch, device, precision, root, options)
+        return _create_openvino(model, resolution, batch, device, precision, root, options, max_batch > 1)
     handle, engine_path, _built = prepare_tensorrt_engine(
-        model, resolution=resolution, batch=batch, device=device, precision=precision, cache_dir=root, options=options
+        model, resolution=resolution, batch=batch, device=device, precision=precision, cache_dir=root, options=options,
+        max_batch=max_batch,
     )
     from .tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(handle, device=_tensorrt_device(device), engine_path=engine_path)
+
+
+def _check_max_batch(max_batch: Any, batch: int) -> int:
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise BackendError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+    if max_batch > 1 and int(batch) != 1:
+        raise BackendError(f"max_batch {max_batch} needs batch 1 (the batch axis becomes dynamic), got batch {batch}")
+    return max_batch
 
 
 def _split(value: Any) -> list[str]:
@@ -185,7 +200,8 @@ def _split(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
-def _create_onnxruntime(model, resolution, batch, device, precision, root: Path, options: dict) -> Backend:
+def _create_onnxruntime(model, resolution, batch, device, precision, root: Path, options: dict,
+                        dynamic_batch: bool = False) -> Backend:
     from .onnxruntime_backend import PROVIDER_NAMES, OnnxRuntimeBackend, import_onnxruntime
 
     ort = import_onnxruntime()
@@ -204,7 +220,7 @@ def _create_onnxruntime(model, resolution, batch, device, precision, root: Path,
         providers = ["cpu"]
     onnx_path = export_onnx_cached(
         model, resolution=resolution, batch=batch, dynamic=flag_option(options, "dynamic", False),
-        opset=int_option(options, "opset", DEFAULT_OPSET), cache_dir=root,
+        opset=int_option(options, "opset", DEFAULT_OPSET), cache_dir=root, dynamic_batch=dynamic_batch,
     )
     if precision == "int8":
         if dev.type != "cpu":
@@ -221,7 +237,8 @@ def _create_onnxruntime(model, resolution, batch, device, precision, root: Path,
     )
 
 
-def _create_openvino(model, resolution, batch, device, precision, root: Path, options: dict) -> Backend:
+def _create_openvino(model, resolution, batch, device, precision, root: Path, options: dict,
+                     dynamic_batch: bool = False) -> Backend:
     from .openvino_backend import PRECISIONS, OpenVinoBackend, import_openvino
 
     import_openvino()
@@ -231,7 +248,8 @@ def _create_openvino(model, resolution, batch, device, precision, root: Path, op
     if precision not in PRECISIONS:
         raise BackendError(f"openvino precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     onnx_path = export_onnx_cached(model, resolution=resolution, batch=batch,
-                                   opset=int_option(options, "opset", DEFAULT_OPSET), cache_dir=root)
+                                   opset=int_option(options, "opset", DEFAULT_OPSET), cache_dir=root,
+                                   dynamic_batch=dynamic_batch)
     if precision == "int8":
         from .calibration import CalibrationSource, quantize_onnx_int8
 
@@ -289,10 +307,14 @@ def prepare_tensorrt_engine(
     cache_dir: str | os.PathLike | None = None,
     options: dict | None = None,
     rebuild: bool = False,
+    max_batch: int = 1,
 ) -> tuple[Any, Path, bool]:
     """Export ``model`` to ONNX and load or build its TensorRT engine (no execution context yet).
 
     ``rebuild`` builds even when a valid cached engine exists (e.g. after new calibration data).
+    ``max_batch`` > 1: the ONNX batch axis is dynamic and the engine's optimization profile runs
+    N = 1..max_batch, tuned for max_batch (min (1, 3, H, W), opt = max (max_batch, 3, H, W)); the
+    profile is part of the engine cache key, so each max batch has its own engine.
 
     Returns:
         (engine handle, engine file path, whether it was built now).
@@ -310,9 +332,10 @@ def prepare_tensorrt_engine(
         raise BackendError(f"TensorRT precision {precision!r} is not one of fp32, fp16, int8")
     check_int8_support(trt, precision)
     dynamic = flag_option(options, "dynamic", False)
+    max_batch = _check_max_batch(max_batch, batch)
     onnx_path = export_onnx_cached(
         model, resolution=resolution, batch=batch, dynamic=dynamic, opset=int_option(options, "opset", DEFAULT_OPSET),
-        half=precision == "fp16" and is_strongly_typed(trt), cache_dir=root,
+        half=precision == "fp16" and is_strongly_typed(trt), cache_dir=root, dynamic_batch=max_batch > 1,
     )
     unsupported = unsupported_tensorrt_ops(onnx_path)
     if unsupported:
@@ -321,9 +344,15 @@ def prepare_tensorrt_engine(
     calibrator, cid = (None, None)
     if precision == "int8":
         calibrator, cid = _calibrator(options, onnx_path, root, resolution, batch, dev)
+    min_shape, max_shape = _shape(options.get("min_shape"), "min_shape"), _shape(options.get("max_shape"), "max_shape")
+    if max_batch > 1:
+        if min_shape is not None or max_shape is not None:
+            raise BackendError(f"max_batch {max_batch} sets the engine's batch profile itself; drop the min_shape/"
+                               "max_shape options (or use max_batch 1 with option dynamic)")
+        min_shape, max_shape = (1, 3, *resolution), (max_batch, 3, *resolution)
     settings = BuildSettings(
-        precision=precision, input_shape=(batch, 3, *resolution),
-        min_shape=_shape(options.get("min_shape"), "min_shape"), max_shape=_shape(options.get("max_shape"), "max_shape"),
+        precision=precision, input_shape=(max_batch if max_batch > 1 else batch, 3, *resolution),
+        min_shape=min_shape, max_shape=max_shape,
         workspace_mb=int_option(options, "workspace_mb", 1024),
         dla_core=int_option(options, "dla_core", None),
         gpu_fallback=flag_option(options, "gpu_fallback", True),

@@ -10,11 +10,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .base import BackendError, TensorSpec
+from .base import BackendError, TensorSpec, name_outputs, pack_feeds
 
 LOG = logging.getLogger("seg_perception.runtime")
 
@@ -178,24 +178,18 @@ class OnnxRuntimeBackend:
         return self._latency_ms
 
     def infer(self, feeds: dict) -> dict[str, np.ndarray]:
-        """{"image": (N, 3, H, W)} -> {name: numpy array} for every graph output."""
+        """{"image": (N, 3, H, W)} -> {name: (N, ...) numpy array} for every graph output.
+
+        Any N when the ONNX was exported with a dynamic batch axis, else exactly its fixed N.
+        """
         session = self.session
-        inputs = {}
-        for spec in self.input_spec():
-            if spec.name not in feeds:
-                raise BackendError(f"missing input {spec.name!r}; got {sorted(feeds)}")
-            inputs[spec.name] = _as_numpy(feeds[spec.name], spec.dtype)
+        inputs = pack_feeds(self.input_spec(), feeds)
         t0 = time.perf_counter()
         try:
             values = session.run(None, inputs)
         except Exception as exc:
             shapes = {k: v.shape for k, v in inputs.items()}
-            raise BackendError(f"onnxruntime inference failed for inputs {shapes}: {exc}") from exc
+            raise BackendError(f"onnxruntime inference failed for inputs {shapes} (model input "
+                               f"{[s.shape for s in self.input_spec()]}): {exc}") from exc
         self._latency_ms = (time.perf_counter() - t0) * 1e3
-        return {o.name: v for o, v in zip(session.get_outputs(), values)}
-
-
-def _as_numpy(value: Any, dtype: np.dtype) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch tensor
-        value = value.detach().cpu().numpy()
-    return np.ascontiguousarray(value, dtype=dtype)
+        return name_outputs([o.name for o in session.get_outputs()], values)

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .base import BackendError, TensorSpec
+from .base import BackendError, TensorSpec, name_outputs, pack_feeds
 
 LOG = logging.getLogger("seg_perception.runtime")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -128,22 +128,19 @@ class OpenVinoBackend:
         return self._latency_ms
 
     def infer(self, feeds: dict) -> dict[str, np.ndarray]:
-        """{"image": (N, 3, H, W)} -> {name: numpy array} for every graph output (copies, safe to keep)."""
+        """{"image": (N, 3, H, W)} -> {name: (N, ...) numpy array} for every graph output (copies, safe to keep).
+
+        Any N when the ONNX was exported with a dynamic batch axis, else exactly its fixed N.
+        """
         self.activate()
-        inputs = {}
-        for spec in self._inputs:
-            if spec.name not in feeds:
-                raise BackendError(f"missing input {spec.name!r}; got {sorted(feeds)}")
-            value = feeds[spec.name]
-            if hasattr(value, "detach"):
-                value = value.detach().cpu().numpy()
-            inputs[spec.name] = np.ascontiguousarray(value, dtype=spec.dtype)
+        inputs = pack_feeds(self._inputs, feeds)
         t0 = time.perf_counter()
         try:
             result = self._request.infer(inputs)
         except Exception as exc:
             shapes = {k: v.shape for k, v in inputs.items()}
-            raise BackendError(f"OpenVINO inference failed for inputs {shapes}: {exc}") from exc
+            raise BackendError(f"OpenVINO inference failed for inputs {shapes} (model input "
+                               f"{[s.shape for s in self._inputs]}): {exc}") from exc
         self._latency_ms = (time.perf_counter() - t0) * 1e3
         # the request reuses its output buffers on the next call: copy out
-        return {spec.name: np.array(result[port]) for spec, port in zip(self._outputs, self._compiled.outputs)}
+        return name_outputs([s.name for s in self._outputs], [result[p] for p in self._compiled.outputs], copy=True)

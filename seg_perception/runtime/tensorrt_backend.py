@@ -29,7 +29,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .base import BackendError, TensorSpec
+from .base import BackendError, TensorSpec, pack_feeds
 from ..hashing import sha256_file
 from .engine_cache import EngineCache, EngineKey, gpu_identity
 
@@ -209,7 +209,9 @@ def _configure_profile(builder: Any, config: Any, network: Any, settings: BuildS
         profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in shapes.items():
             profile.set_shape(name, lo, opt, hi)
-        config.add_optimization_profile(profile)
+        if config.add_optimization_profile(profile) < 0:
+            raise BackendError(f"TensorRT refused the optimization profile {shapes} (min <= opt <= max per "
+                               "dimension is required); fix the min_shape/max_shape options or max_batch")
         if settings.precision == "int8":  # calibration batches come at the opt shape
             config.set_calibration_profile(profile)
 
@@ -358,6 +360,18 @@ class TensorRTBackend:
             mode = engine_obj.get_tensor_mode(name)
             (self._inputs if mode == trt.TensorIOMode.INPUT else self._outputs).append(spec)
         self._tdtypes = {n: _torch_dtype(trt, engine_obj.get_tensor_dtype(n)) for n in self._names()}
+        #: Largest batch one infer takes: the optimization profile's max N for a dynamic batch axis,
+        #: else the engine's fixed N (then exactly that N; see runtime.base.batch_capacity).
+        self.max_batch, self.exact_batch = self._batch_bounds()
+
+    def _batch_bounds(self) -> tuple[int, bool]:
+        if not self._inputs:
+            return 1, True
+        spec = self._inputs[0]
+        if spec.shape and spec.shape[0] >= 0:
+            return int(spec.shape[0]), True
+        _lo, _opt, hi = self._handle.engine.get_tensor_profile_shape(spec.name, 0)
+        return int(tuple(hi)[0]), False
 
     def _names(self) -> list[str]:
         return [s.name for s in self._inputs + self._outputs]
@@ -409,18 +423,22 @@ class TensorRTBackend:
                 "rebuild the engine at that resolution/batch (or export with --dynamic)"
             )
         if not fixed and not self._context.set_input_shape(spec.name, tuple(x.shape)):
-            raise BackendError(f"input {spec.name!r} shape {tuple(x.shape)} is outside the engine's optimization profile")
+            lo, _opt, hi = (tuple(v) for v in self._handle.engine.get_tensor_profile_shape(spec.name, 0))
+            raise BackendError(f"input {spec.name!r} shape {tuple(x.shape)} is outside the engine's optimization "
+                               f"profile (min {lo}, max {hi}); split the batch or rebuild the engine with a larger "
+                               "max batch")
         if not self._context.set_tensor_address(spec.name, x.data_ptr()):
             raise BackendError(f"TensorRT rejected the buffer for {spec.name!r}")
         return x
 
     def infer(self, feeds: dict) -> dict[str, torch.Tensor]:
-        """Run one batch: {"image": (N, 3, H, W)} -> {name: tensor on device} (shapes from the engine)."""
+        """Run one batch: {"image": (N, 3, H, W)} -> {name: (N, ...) tensor on device} (shapes from the engine).
+
+        N: the engine's fixed batch, or 1..``max_batch`` for an engine built with a batch profile.
+        """
         if self._context is None:
             self.activate()
-        missing = [s.name for s in self._inputs if s.name not in feeds]
-        if missing:
-            raise BackendError(f"missing inputs {missing}; the engine expects {[s.name for s in self._inputs]}, got {sorted(feeds)}")
+        pack_feeds(self._inputs, feeds, lambda _spec, value: value)  # presence check; binding converts
         t0 = time.perf_counter()
         if self._stream is not None:  # inputs produced on the caller's stream must be ready
             self._stream.wait_stream(torch.cuda.current_stream(self.device))

@@ -98,6 +98,9 @@ class TorchBackend:
         self.channels_last = bool(channels_last)
         self.cuda_graphs = bool(cuda_graphs)
         self.warmup = max(1, int(warmup))
+        #: Eager torch runs any N; a captured CUDA graph only its fixed N (runtime.base.batch_capacity).
+        self.max_batch: Optional[int] = self.batch if self.cuda_graphs else None
+        self.exact_batch = self.cuda_graphs
         self._active = False
         self._graph: Optional[torch.cuda.CUDAGraph] = None
         self._static_in: Optional[torch.Tensor] = None

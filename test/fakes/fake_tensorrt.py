@@ -10,6 +10,10 @@ Install in a test with ``monkeypatch.setitem(sys.modules, "tensorrt", fake_tenso
 * INT8 builds drive the calibrator like TensorRT: ``read_calibration_cache``; when it returns
   nothing, ``get_batch`` until None (reading each batch from the returned pointers), then
   ``write_calibration_cache``.
+* Optimization profiles as TensorRT documents them: ``add_optimization_profile`` returns -1 for
+  an invalid profile (min <= opt <= max violated), a dynamic network without a profile for each
+  dynamic input fails to build, ``context.set_input_shape`` returns False outside profile 0's
+  [min, max], and ``engine.get_tensor_profile_shape(name, 0)`` gives [min, opt, max].
 * "Executing" reads each input from the raw address given to ``set_tensor_address`` (host memory:
   the tests use CPU torch tensors), runs the ONNX with onnxruntime on CPU and writes the outputs
   to their addresses. Real TensorRT needs CUDA device pointers; this double only supports host
@@ -228,6 +232,11 @@ class IBuilderConfig:
         return self.pools.get(pool, 0)
 
     def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
+        # TensorRT returns -1 for a profile that is not valid (IOptimizationProfile::isValid: per
+        # input, equal ranks and min <= opt <= max in every dimension)
+        for lo, opt, hi in profile.shapes.values():
+            if not len(lo) == len(opt) == len(hi) or any(not a <= b <= c for a, b, c in zip(lo, opt, hi)):
+                return -1
         self.profiles.append(profile)
         return len(self.profiles) - 1
 
@@ -314,6 +323,17 @@ class Builder:
     def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> Optional[memoryview]:
         if network.onnx_bytes is None:
             return None
+        # TensorRT: a network with a dynamic input (a -1 dimension) needs an optimization profile
+        # giving its min/opt/max shapes, whose fixed dimensions agree with the network's; else the
+        # build fails (None).
+        for t in network.inputs:
+            if any(d < 0 for d in t.shape):
+                if not config.profiles or any(t.name not in p.shapes for p in config.profiles):
+                    return None
+                for p in config.profiles:
+                    if any(len(s) != len(t.shape) or any(d >= 0 and v != d for v, d in zip(s, t.shape))
+                           for s in p.shapes[t.name]):
+                        return None
         self.module.BUILD_COUNT += 1
         calibration = self._calibrate(config, network) if BuilderFlag.INT8 in config.flags else None
         if config._timing_cache is not None:

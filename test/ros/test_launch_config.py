@@ -102,3 +102,16 @@ def test_launch_description_runs_where_launch_is_installed():
     opaque = [e for e in ld.entities if isinstance(e, launch.actions.OpaqueFunction)][0]
     nodes = opaque.execute(ctx)
     assert nodes and nodes[0].node_executable == "segment_node"
+
+
+def test_cameras_argument_sets_the_parameter_and_one_remapping_per_camera():
+    spec = lc.resolve_launch({"cameras": "front, left", "image_topic": "/{camera}/image_raw"})
+    assert lc.effective_parameters(spec)["cameras"] == ["front", "left"]
+    assert spec.remappings == [("front/image", "/front/image_raw"), ("left/image", "/left/image_raw")]
+    plain = lc.resolve_launch({"cameras": "front,left"})  # no {camera}: the relative <name>/image topics
+    assert plain.remappings == [] and lc.effective_parameters(plain)["cameras"] == ["front", "left"]
+    with pytest.raises(ParameterError, match="names 'front' twice"):
+        lc.resolve_launch({"cameras": "front,front"})
+    with pytest.raises(ParameterError, match="contains {camera} but no cameras"):
+        lc.resolve_launch({"image_topic": "/{camera}/image_raw"})
+    assert lc.resolve_launch({}).remappings == [("image", "/camera/image_raw")]  # one camera: unchanged
