@@ -386,13 +386,10 @@ README_BEGIN = "<!-- parameters: generated from seg_perception.ros.params.PARAME
 README_END = "<!-- end of parameters -->"
 
 
-def markdown_table(exclude: frozenset[str] = frozenset()) -> str:
-    """The parameter table of README.md (between :data:`README_BEGIN` and :data:`README_END`);
-    ``exclude``: names left out (parameters README does not list yet)."""
+def markdown_table() -> str:
+    """The parameter table of README.md (between :data:`README_BEGIN` and :data:`README_END`)."""
     rows = ["| parameter | default | description |", "|---|---|---|"]
     for p in PARAMETERS:
-        if p.name in exclude:
-            continue
         default = str(p.default).lower() if isinstance(p.default, bool) else repr(p.default)  # a list: []
         rows.append(f"| `{p.name}` | `{default}` | {p.description.replace('|', '/')} |")
     return "\n".join([README_BEGIN, *rows, README_END])

@@ -149,14 +149,7 @@ def test_readme_parameter_table_matches_the_declared_parameters():
 
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = text[text.index(README_BEGIN): text.index(README_END) + len(README_END)]
-    # The table with every parameter, or (until the integrator regenerates README.md, which the
-    # parameters' authors may not edit) without the ones in README_PENDING; empty it afterwards.
-    assert block in (markdown_table(), markdown_table(exclude=README_PENDING)), \
-        "README parameter table drifted: paste seg_perception.ros.params.markdown_table()"
-
-
-#: Parameters added while README.md is being rewritten (multi-camera); README lists them once regenerated.
-README_PENDING = frozenset({"cameras", "max_batch"})
+    assert block == markdown_table(), "README parameter table drifted: paste seg_perception.ros.params.markdown_table()"
 
 
 def test_cloud_range_must_not_be_empty():

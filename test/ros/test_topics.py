@@ -32,37 +32,50 @@ def _resolve(name: str) -> str:
     return {"<depth_topic>": DEPTH, "<depth_info_topic>": "/topics_test/depth/camera_info"}.get(name, f"{NS}/{name}")
 
 
+def _node_topics(h: Harness, proc, expected: dict[str, dict[str, str]], log: Path) -> dict[str, dict[str, str]]:
+    """The node's topics (by direction, name -> type) once every expected one is in the graph."""
+    def graph() -> dict[str, dict[str, str]]:
+        pubs = h.node.get_publisher_names_and_types_by_node(NODE, NS)
+        subs = h.node.get_subscriber_names_and_types_by_node(NODE, NS)
+        return {"out": {n: ts[0] for n, ts in pubs if n not in INFRASTRUCTURE},
+                "in": {n: ts[0] for n, ts in subs if n not in INFRASTRUCTURE}}
+
+    def complete() -> bool:
+        try:
+            g = graph()
+        except Exception:  # node not discovered yet
+            return False
+        return all(set(expected[d]) <= set(g[d]) for d in ("in", "out"))
+
+    ok = h.spin_until(complete, 120, proc)
+    got = graph()
+    assert ok, f"missing topics; node has {got}\n{log.read_text()[-2000:]}"
+    return got
+
+
+HAVE_VISION_MSGS = importlib.util.find_spec("vision_msgs") is not None
+
+
 @pytest.mark.ros
-def test_a_running_node_has_exactly_the_documented_topics(tmp_path):
-    """Panoptic model with depth and tracking: every documented topic of that configuration (raw
-    input) exists with its type, and the node has no undocumented one."""
-    have_vision_msgs = importlib.util.find_spec("vision_msgs") is not None
+@pytest.mark.parametrize("cameras", [[], ["front", "left"]], ids=["one camera", "two cameras"])
+def test_a_running_node_has_exactly_the_documented_topics(tmp_path, cameras):
+    """Every documented topic of the configuration (raw input; one camera: panoptic model with depth
+    and tracking; two cameras: the per-camera names) exists with its type, and no undocumented one."""
     expected: dict[str, dict[str, str]] = {"in": {}, "out": {}}
     for t in TOPICS:
-        if t.name == "image/compressed" or (t.name == "~/instances" and not have_vision_msgs):
+        if t.name == "image/compressed" or (t.name == "~/instances" and not HAVE_VISION_MSGS):
             continue
-        expected[t.direction][_resolve(t.name)] = t.msg_type
+        if cameras and not t.per_camera:
+            if t.name.startswith("/"):  # node-wide
+                expected[t.direction][t.name] = t.msg_type
+            continue
+        for cam in cameras or [""]:
+            expected[t.direction][_resolve(t.names(cam))] = t.msg_type
+    params = {"model": "panoptic_deeplab_mobilenetv2", "resolution": "128x256"}
+    params.update({"cameras": cameras} if cameras else {"depth_topic": DEPTH, "tracking.enabled": True})
     h = Harness("topics_probe")
     try:
-        params = {"model": "panoptic_deeplab_mobilenetv2", "resolution": "128x256", "depth_topic": DEPTH,
-                  "tracking.enabled": True}
         with node_process(params, namespace=NS, log_path=tmp_path / "node.log") as proc:
-            def graph() -> dict[str, dict[str, str]]:
-                pubs = h.node.get_publisher_names_and_types_by_node(NODE, NS)
-                subs = h.node.get_subscriber_names_and_types_by_node(NODE, NS)
-                return {"out": {n: ts[0] for n, ts in pubs if n not in INFRASTRUCTURE},
-                        "in": {n: ts[0] for n, ts in subs if n not in INFRASTRUCTURE}}
-
-            def complete() -> bool:
-                try:
-                    g = graph()
-                except Exception:  # node not discovered yet
-                    return False
-                return set(expected["in"]) <= set(g["in"]) and set(expected["out"]) <= set(g["out"])
-
-            ok = h.spin_until(complete, 120, proc)
-            got = graph()
-            assert ok, f"missing topics; node has {got}\n{(tmp_path / 'node.log').read_text()[-2000:]}"
-            assert got == expected
+            assert _node_topics(h, proc, expected, tmp_path / "node.log") == expected
     finally:
         h.close()
