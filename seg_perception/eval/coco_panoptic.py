@@ -91,6 +91,10 @@ class CocoPanopticWriter:
         self.annotations: list[dict] = []
         self._image_ids: set[Union[int, str]] = set()
 
+    def has_image(self, image_id: Union[int, str]) -> bool:
+        """True when a frame with ``image_id`` was already added."""
+        return image_id in self._image_ids
+
     def add(
         self,
         name: str,

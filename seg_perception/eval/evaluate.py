@@ -386,8 +386,12 @@ class Scores:
         self.per_frame.append(record)
         if self.coco is not None:
             stem = f"{Path(frame.bag_path).name}_{frame.index:06d}"
+            # Folder GT matched by name: the Cityscapes key is the image_id its COCO panoptic GT
+            # (createPanopticImgs) uses, so pq_compute pairs our export with it directly.
+            key = gt_key(record.get("name"))
             self.coco.add(stem, sem, result.panoptic, getattr(result, "segments", ()),
-                          {"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns})
+                          {"bag": frame.bag_path, "index": frame.index, "stamp_ns": frame.stamp_ns},
+                          image_id=key if key and not self.coco.has_image(key) else None)
         if self.pred_bag is not None:
             self.pred_bag.add(frame, p.rgb, result)
 

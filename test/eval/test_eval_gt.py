@@ -246,3 +246,18 @@ def test_size_mismatched_folder_gt_is_listed_not_fatal(tmp_path, scene):
         f.unlink()
     _make_bag(images, None, tmp_path / "bag3", topic="/cam")
     assert r["semantic"] == _eval(scene, tmp_path / "bag3", gt, tmp_path / "out3")["semantic"]
+
+
+def test_folder_gt_by_name_exports_the_cityscapes_keys_as_coco_image_ids(tmp_path, scene):
+    """pq_compute pairs prediction and GT annotations by image_id: with folder GT matched by name the
+    export uses the Cityscapes key, as createPanopticImgs names the GT's images."""
+    import json
+
+    images, gt = write_cityscapes(tmp_path, scene)
+    _make_bag(images, None, tmp_path / "bag", topic="/cam")
+    evaluate_bags([tmp_path / "bag"], segmenter=scene.FakeSegmenter("panoptic"), image_topic="/cam", gt_dir=gt,
+                  gt_match="name", out_dir=tmp_path / "out", progress=False, figures=False)
+    doc = json.loads((tmp_path / "out" / "panoptic" / "predictions.json").read_text())
+    ids = [a["image_id"] for a in doc["annotations"]]
+    assert ids == [f"aachen_000000_{i:06d}" for i in range(6)]
+    assert [im["id"] for im in doc["images"]] == ids
