@@ -44,6 +44,63 @@ def _uncertain_cells(labels: np.ndarray) -> np.ndarray:
     return (a != b) | (a != c) | (a != d)
 
 
+class CellMap:
+    """How camera pixels (H, W) fall into network cells (h, w) under bilinear ``align_corners=False``.
+
+    Camera pixel (Y, X) blends network pixels {y0, y1} x {x0, x1}; its *cell* is (y0[Y], x0[X]).
+    ``y0`` is non-decreasing, so each cell's camera pixels form a rectangle: rows
+    ``row_start[i] : row_start[i] + row_count[i]``, columns likewise. Built once per size pair
+    (:func:`cell_map`).
+
+    Attributes:
+        y0, y1, fy: (H,) source rows and weight of y1 (see :func:`_axis`); x0, x1, fx: (W,).
+        index: (H, W) intp flat cell index ``y0 * w + x0`` (a gather from (h, w) to (H, W)).
+        row_start, row_count: (h,) int64; col_start, col_count: (w,) int64.
+    """
+
+    def __init__(self, small_hw: tuple[int, int], out_hw: tuple[int, int]) -> None:
+        (h, w), (H, W) = small_hw, out_hw
+        self.small_hw, self.out_hw = (h, w), (H, W)
+        self.y0, self.y1, self.fy = _axis(h, H)
+        self.x0, self.x1, self.fx = _axis(w, W)
+        self.index = (self.y0[:, None] * w + self.x0[None, :]).astype(np.intp)
+        self.row_start = np.searchsorted(self.y0, np.arange(h), side="left").astype(np.int64)
+        self.row_count = np.bincount(self.y0, minlength=h).astype(np.int64)
+        self.col_start = np.searchsorted(self.x0, np.arange(w), side="left").astype(np.int64)
+        self.col_count = np.bincount(self.x0, minlength=w).astype(np.int64)
+
+    def gather(self, small: np.ndarray) -> np.ndarray:
+        """(h, w) -> (H, W): every camera pixel takes the value of its cell (nearest source y0, x0)."""
+        return np.take(small.reshape(-1), self.index)
+
+    def pixels_of_cells(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Camera (rows, cols), each (N,) int64, of every pixel in the flat network ``cells`` (M,)."""
+        w = self.small_hw[1]
+        ci, cj = np.divmod(np.asarray(cells, dtype=np.int64), w)
+        nr, nc = self.row_count[ci], self.col_count[cj]
+        # one entry per (cell, camera row), then one per (cell, camera row, camera column)
+        cell_of_row = np.repeat(np.arange(ci.size), nr)
+        rows = self.row_start[ci][cell_of_row] + _ramp(nr)
+        per_row = nc[cell_of_row]
+        cols = np.repeat(self.col_start[cj][cell_of_row], per_row) + _ramp(per_row)
+        return np.repeat(rows, per_row), cols
+
+
+def _ramp(counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(n) for every n in ``counts`` (int64)."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
+
+
+@lru_cache(maxsize=16)
+def cell_map(small_hw: tuple[int, int], out_hw: tuple[int, int]) -> CellMap:
+    """The cached :class:`CellMap` from network (h, w) to camera (H, W)."""
+    return CellMap(tuple(small_hw), tuple(out_hw))
+
+
 def upsample_argmax(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], *, exact: bool = False) -> np.ndarray:
     """Per-pixel class of bilinearly upsampled logits, without materializing them at (H, W).
 
@@ -54,6 +111,33 @@ def upsample_argmax(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
 
     Returns:
         (H, W) numpy array of class ids: uint8 for <= 256 classes, else int32.
+    """
+    return upsample_labels(logits, out_hw, exact=exact).labels
+
+
+class UpsampledLabels:
+    """Result of :func:`upsample_labels`.
+
+    Attributes:
+        labels: (H, W) class ids (uint8 for <= 256 classes, else int32).
+        small: (h, w) argmax at network resolution (None on the exact / GPU path).
+        boundary_rows, boundary_cols: (N,) int64 camera pixels whose four sources disagree (their
+            labels came from the exact blend); empty when none or on the exact path.
+        cells: the :class:`CellMap` used (None when H x W equals h x w or on the exact path).
+    """
+
+    def __init__(self, labels, small=None, boundary_rows=None, boundary_cols=None, cells=None) -> None:
+        empty = np.zeros(0, dtype=np.int64)
+        self.labels, self.small, self.cells = labels, small, cells
+        self.boundary_rows = empty if boundary_rows is None else boundary_rows
+        self.boundary_cols = empty if boundary_cols is None else boundary_cols
+
+
+def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], *,
+                    exact: bool = False) -> UpsampledLabels:
+    """:func:`upsample_argmax` with what it learned on the way (network argmax, boundary pixels).
+
+    Same arguments; see :class:`UpsampledLabels` for the result.
     """
     t = torch.as_tensor(logits)
     if t.ndim != 3:
@@ -67,19 +151,19 @@ def upsample_argmax(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
     if (h, w) != (H, W) and (exact or t.device.type != "cpu"):
         t = F.interpolate(t[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     if t.device.type != "cpu":
-        return t.max(0).indices.cpu().numpy().astype(dtype)
+        return UpsampledLabels(t.max(0).indices.cpu().numpy().astype(dtype))
     arr = t.contiguous().numpy()  # channels_last outputs (torch bf16) would make every pass strided
-    if arr.shape[1:] == (H, W):
-        return _argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
     small = _argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
-    y0, y1, fy = _axis(h, H)
-    x0, x1, fx = _axis(w, W)
-    out = small[y0][:, x0]  # (H, W): the label wherever the 2x2 sources agree
-    rows, cols = np.nonzero(_uncertain_cells(small)[y0][:, x0])
+    if arr.shape[1:] == (H, W):
+        return UpsampledLabels(small, small)
+    cm = cell_map((h, w), (H, W))
+    out = cm.gather(small)  # (H, W): the label wherever the 2x2 sources agree
+    # Boundary pixels are listed from the few uncertain network cells, not by scanning (H, W).
+    rows, cols = cm.pixels_of_cells(np.flatnonzero(_uncertain_cells(small)))
     if rows.size:
-        out[rows, cols] = _boundary_labels(arr.reshape(c, h * w), small.reshape(-1), w, y0[rows], y1[rows], fy[rows],
-                                           x0[cols], x1[cols], fx[cols]).astype(out.dtype)
-    return out
+        out[rows, cols] = _boundary_labels(arr.reshape(c, h * w), small.reshape(-1), w, cm.y0[rows], cm.y1[rows],
+                                           cm.fy[rows], cm.x0[cols], cm.x1[cols], cm.fx[cols]).astype(out.dtype)
+    return UpsampledLabels(out, small, rows, cols, cm)
 
 
 def _argmax_channels(arr: np.ndarray) -> np.ndarray:
