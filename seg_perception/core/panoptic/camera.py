@@ -36,13 +36,14 @@ import torch.nn.functional as F
 from ...datasets.labels import LabelSet
 from ..upsample import _uncertain_cells, upsample_labels
 from .config import PanopticConfig
+from ..results import Segment
 from .postprocess import (
     PanopticOutput,
     _check_hw,
-    _segments,
+    check_id_space,
     find_centers,
     instance_classes,
-    merge_semantic_and_instance,
+    merge_tables,
     nearest_center,
     panoptic_postprocess,
     resize_heads,
@@ -75,7 +76,9 @@ def camera_postprocess(
         exact: run the exact path (``resize_heads`` + ``panoptic_postprocess`` at H x W).
 
     Returns:
-        :class:`PanopticOutput` at (H, W): int32 ids, int64 semantic, segments.
+        :class:`PanopticOutput` at (H, W): int32 ids, semantic classes (int64 on the exact path,
+        uint8 / int32 as :func:`~seg_perception.core.upsample.upsample_argmax` gives them on the
+        fast one), segments.
     """
     cfg.validate()
     _check_hw("semantic_logits", semantic_logits, None, "drop the batch dimension: outputs['semantic'][0]")
@@ -101,9 +104,8 @@ def camera_postprocess(
 
     logits = semantic_logits.float()
     num_classes = logits.shape[0]
+    check_id_space(num_classes, cfg)
     up = upsample_labels(logits, (H, W))
-    cm = up.cells
-    small = up.small  # (h, w) network argmax
     is_thing = np.zeros(max(num_classes, 256), dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
     thing_cam = is_thing[up.labels]  # (H, W) bool
@@ -112,51 +114,150 @@ def camera_postprocess(
     center_cam = F.interpolate(center[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
     centers, scores = find_centers(center_cam, cfg)
     k = centers.shape[0]
-    inst_dtype = np.uint8 if k < 255 else np.int32
-    instance = np.zeros((H, W), dtype=inst_dtype)
+    grouping = _Grouping.none(up, is_thing)
     if k > 0 and thing_cam.any():
         off = offset.float()
-        instance = _group_at_camera(off, centers, small, is_thing, up, thing_cam, inst_dtype)
+        grouping = _group_at_camera(off, centers, up, is_thing, thing_cam)
         if cfg.class_aware_grouping and k > 1:
-            center_class = instance_classes(torch.from_numpy(instance.astype(np.int64)),
-                                            torch.from_numpy(up.labels.astype(np.int64)), k, num_classes)
-            instance = _group_at_camera(off, centers, small, is_thing, up, thing_cam, inst_dtype,
-                                        center_class=center_class)
-
-    semantic = torch.from_numpy(up.labels.astype(np.int64))
-    inst_t = torch.from_numpy(instance.astype(np.int32, copy=False))
-    panoptic = merge_semantic_and_instance(semantic, inst_t, thing_ids, cfg)
-    # Probability of the argmax class at network resolution (exp(max - logsumexp)), read at each
-    # camera pixel's nearest source: only segment scores use it.
+            center_class = instance_classes(*grouping.instance_votes(k), k, num_classes)
+            grouping = _group_at_camera(off, centers, up, is_thing, thing_cam, center_class=center_class)
+    # Probability of the argmax class at network resolution (exp(max - logsumexp)): segment scores
+    # read it at each camera pixel's nearest source.
     top = logits.max(dim=0).values
-    prob_small = torch.exp(top - torch.logsumexp(logits, dim=0)).numpy()
-    prob = torch.from_numpy(cm.gather(prob_small))
-    segments = _segments(panoptic, semantic, inst_t, prob, scores, thing_ids, cfg, label_set)
-    return PanopticOutput(panoptic=panoptic, semantic=semantic, segments=segments)
+    prob_small = (1.0 / torch.exp(logits - top).sum(dim=0)).numpy()  # = exp(top - logsumexp), cheaper
+    panoptic, segments = _merge(grouping, up, num_classes, is_thing, prob_small, scores, thing_ids, cfg, label_set)
+    return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
+                          segments=segments)
 
 
-def _group_at_camera(offset: torch.Tensor, centers: torch.Tensor, small: np.ndarray, is_thing: np.ndarray,
-                     up, thing_cam: np.ndarray, inst_dtype, center_class: Optional[torch.Tensor] = None) -> np.ndarray:
-    """(H, W) instance index (k + 1, 0 off things) of every camera thing pixel; see the module docstring.
+class _Grouping:
+    """Instances of one frame, described per network cell plus the camera pixels computed exactly.
 
-    With ``center_class`` ((K,) int64, class-aware grouping) each pixel only considers the centers of
-    its own semantic class where there are any. The region nearest to one center among those of
-    class c is convex too, so a camera pixel inherits its sources' common instance when the four
-    sources also share its class (a cell without a class boundary); the others are exact.
+    Attributes:
+        cell_inst: (h, w) int64 instance (k + 1, 0 = none) of every *pure* cell -- a cell whose
+            camera pixels all share the cell's network class and instance.
+        pure: (h, w) bool.
+        rows, cols: (N,) int64 camera pixels of the impure cells, computed one by one.
+        inst: (N,) int64 their instances; sem: (N,) int64 their classes.
+    """
+
+    def __init__(self, cell_inst, pure, rows, cols, inst, sem, up) -> None:
+        self.cell_inst, self.pure, self.rows, self.cols, self.inst, self.sem = cell_inst, pure, rows, cols, inst, sem
+        self.up = up
+
+    @classmethod
+    def none(cls, up, is_thing: np.ndarray) -> "_Grouping":
+        """No instance anywhere (no center or no thing pixel): pure cells are the semantic-agreeing ones."""
+        pure = ~_uncertain_cells(up.small)
+        rows, cols = up.cells.pixels_of_cells(np.flatnonzero(~pure))
+        sem = up.labels[rows, cols].astype(np.int64)
+        return cls(np.zeros(up.small.shape, np.int64), pure, rows, cols, np.zeros_like(sem), sem, up)
+
+    def instance_votes(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(instance (M,), semantic (M,)) with every camera thing pixel once, for vote counting."""
+        cm = self.up.cells
+        area = cm.row_count[:, None] * cm.col_count[None, :]
+        sel = self.pure & (self.cell_inst > 0)
+        inst = np.concatenate([np.repeat(self.cell_inst[sel], area[sel]), self.inst[self.inst > 0]])
+        sem = np.concatenate([np.repeat(self.up.small[sel].astype(np.int64), area[sel]), self.sem[self.inst > 0]])
+        return torch.from_numpy(inst), torch.from_numpy(sem)
+
+
+def _merge(g: _Grouping, up, num_classes: int, is_thing: np.ndarray, prob_small: np.ndarray, scores: torch.Tensor,
+           thing_ids: frozenset[int], cfg: PanopticConfig, label_set) -> tuple[np.ndarray, list[Segment]]:
+    """Panoptic ids (H, W) int32 and segments, from pure cells (weighted by their pixel count) plus
+    the exactly computed pixels; same numbering and statistics as the exact path."""
+    cm = up.cells
+    h, w = up.small.shape
+    H, W = up.labels.shape
+    C = num_classes
+    # One "entry" per pure cell and per exact pixel: key = instance * C + class, its pixel count,
+    # coordinate sums and extent, probability sum.
+    ci, cj = np.nonzero(g.pure)
+    nr, nc = cm.row_count[ci], cm.col_count[cj]
+    rs, cs = cm.row_start[ci], cm.col_start[cj]
+    cell_sem = up.small[ci, cj].astype(np.int64)
+    key = np.concatenate([g.cell_inst[ci, cj] * C + cell_sem, g.inst * C + g.sem])
+    area = np.concatenate([nr * nc, np.ones(g.rows.size, np.int64)])
+    sum_y = np.concatenate([(nr * rs + nr * (nr - 1) // 2) * nc, g.rows]).astype(np.float64)
+    sum_x = np.concatenate([(nc * cs + nc * (nc - 1) // 2) * nr, g.cols]).astype(np.float64)
+    y_lo = np.concatenate([rs, g.rows])
+    y_hi = np.concatenate([rs + nr - 1, g.rows])
+    x_lo = np.concatenate([cs, g.cols])
+    x_hi = np.concatenate([cs + nc - 1, g.cols])
+    prob = np.concatenate([prob_small[ci, cj] * (nr * nc),
+                           prob_small.reshape(-1)[cm.y0[g.rows] * w + cm.x0[g.cols]]]).astype(np.float64)
+
+    n_inst = int(key.max()) // C + 1 if key.size else 1
+    counts = np.bincount(key, weights=area, minlength=n_inst * C).round().astype(np.int64).reshape(n_inst, C)
+    thing_cls = is_thing[:C]
+    votes = torch.from_numpy(counts * thing_cls[None, :])
+    stuff_area = torch.from_numpy(counts[0] * ~thing_cls)
+    thing_lut, stuff_lut = merge_tables(votes, stuff_area, cfg, (H, W))
+    id_of_key = torch.where(torch.from_numpy(np.tile(thing_cls, n_inst)), thing_lut,
+                            stuff_lut.repeat(n_inst)).numpy().astype(np.int32)
+
+    # Ids at camera resolution: pure cells spread over their pixels, exact pixels written after.
+    cell_id = np.full(h * w, cfg.void_label, dtype=np.int32)
+    cell_id[ci * w + cj] = id_of_key[key[:ci.size]]
+    panoptic = cm.gather(cell_id)
+    panoptic[g.rows, g.cols] = id_of_key[key[ci.size:]]
+
+    ids = id_of_key[key]
+    valid = ids != cfg.void_label
+    if not valid.any():
+        return panoptic, []
+    uniq, seg = np.unique(ids[valid], return_inverse=True)
+    n = uniq.size
+    a = np.bincount(seg, weights=area[valid], minlength=n)
+    sy, sx = np.bincount(seg, weights=sum_y[valid], minlength=n), np.bincount(seg, weights=sum_x[valid], minlength=n)
+    ps = np.bincount(seg, weights=prob[valid], minlength=n)
+    seg_t = torch.from_numpy(seg)
+
+    def reduce(v: np.ndarray, op: str, init: int) -> list:
+        return torch.full((n,), init, dtype=torch.int64).scatter_reduce(
+            0, seg_t, torch.from_numpy(v[valid]), reduce=op, include_self=True).tolist()
+
+    x0, x1, y0, y1 = reduce(x_lo, "amin", W), reduce(x_hi, "amax", -1), reduce(y_lo, "amin", H), reduce(y_hi, "amax", -1)
+    # a thing segment's score: its instance's center score (every key of one id has one instance)
+    inst_of_seg = np.zeros(n, dtype=np.int64)
+    inst_of_seg[seg] = (key[valid] // C)
+    center_scores = scores.double().numpy()
+    div = cfg.label_divisor
+    name = label_set.class_name if label_set is not None else str
+    out = []
+    for j, i in enumerate(uniq.tolist()):
+        cls = i // div
+        thing = inst_of_seg[j] > 0
+        score = float(center_scores[inst_of_seg[j] - 1]) if thing else float(ps[j] / max(a[j], 1))
+        out.append(Segment(id=int(i), class_id=cls, class_name=name(cls), is_thing=cls in thing_ids, score=score,
+                           area=int(round(a[j])), bbox=(x0[j], y0[j], x1[j] - x0[j] + 1, y1[j] - y0[j] + 1),
+                           centroid=(float(sx[j] / a[j]), float(sy[j] / a[j]))))
+    return panoptic, out
+
+
+def _group_at_camera(offset: torch.Tensor, centers: torch.Tensor, up, is_thing: np.ndarray, thing_cam: np.ndarray,
+                     center_class: Optional[torch.Tensor] = None) -> _Grouping:
+    """Instance (k + 1, 0 off things) of every camera thing pixel, as a :class:`_Grouping`.
 
     Args:
         offset: (2, h, w) float32 network offsets. centers: (K, 2) int64 camera (y, x), K >= 1.
-        small: (h, w) network argmax. is_thing: (>= C,) bool class lookup.
         up: the :class:`~seg_perception.core.upsample.UpsampledLabels` of the semantic head.
-        thing_cam: (H, W) bool camera thing mask.
+        is_thing: (>= C,) bool class lookup. thing_cam: (H, W) bool camera thing mask.
+        center_class: (K,) int64 for class-aware grouping: each pixel only considers the centers
+            of its own semantic class where there are any. The region nearest to one center among
+            those of class c is convex too, so a camera pixel inherits its sources' common instance
+            when the four sources also share its class; the others are exact.
     """
     cm = up.cells
+    small = up.small
     h, w = small.shape
     H, W = thing_cam.shape
     sy, sx = np.float32(H / h), np.float32(W / w)
+    sem_unsure = _uncertain_cells(small)
     # Network cells holding a camera thing pixel: agreeing cells of a thing class, plus the cells
     # of thing pixels among the boundary pixels (their labels came from the exact blend).
-    cell_thing = is_thing[small] & ~_uncertain_cells(small)
+    cell_thing = is_thing[small] & ~sem_unsure
     if up.boundary_rows.size:
         b_thing = thing_cam[up.boundary_rows, up.boundary_cols]
         cell_thing.reshape(-1)[cm.y0[up.boundary_rows[b_thing]] * w + cm.x0[up.boundary_cols[b_thing]]] = True
@@ -169,31 +270,28 @@ def _group_at_camera(offset: torch.Tensor, centers: torch.Tensor, small: np.ndar
     off = offset.reshape(2, -1).numpy()
     py = (qy.astype(np.float32) + np.float32(0.5)) * sy - np.float32(0.5) + sy * off[0, q]
     px = (qx.astype(np.float32) + np.float32(0.5)) * sx - np.float32(0.5) + sx * off[1, q]
-    inst_small = np.zeros(h * w, dtype=inst_dtype)
     aware = {}
     if center_class is not None:
         aware = dict(point_class=torch.from_numpy(small.reshape(-1)[q].astype(np.int64)), center_class=center_class)
-    inst_small[q] = (nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers, **aware).numpy()
-                     + 1).astype(inst_dtype)
+    inst_small = np.zeros(h * w, dtype=np.int64)
+    inst_small[q] = nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers, **aware).numpy() + 1
     inst_small = inst_small.reshape(h, w)
 
-    instance = cm.gather(inst_small)
-    instance[~thing_cam] = 0
-    # Exact computation where the four sources disagree, and on the clamped border rows/columns.
-    unsure = _uncertain_cells(inst_small)
-    if center_class is not None:
-        unsure |= _uncertain_cells(small)  # a source of another class chose among other centers
-    rows, cols = cm.pixels_of_cells(np.flatnonzero(unsure & cell_thing))
-    border_r = np.flatnonzero((cm.y0 == cm.y1) | (cm.fy == 0) & (cm.y0 == 0))
-    border_c = np.flatnonzero((cm.x0 == cm.x1) | (cm.fx == 0) & (cm.x0 == 0))
-    br = np.concatenate([np.repeat(border_r, W), np.tile(np.arange(H), border_c.size)])
-    bc = np.concatenate([np.tile(np.arange(W), border_r.size), np.repeat(border_c, H)])
-    rows, cols = np.concatenate([rows, br]), np.concatenate([cols, bc])
-    sel = thing_cam[rows, cols]
-    rows, cols = rows[sel], cols[sel]
-    if rows.size:
-        y0, y1, fy = cm.y0[rows], cm.y1[rows], cm.fy[rows]
-        x0, x1, fx = cm.x0[cols], cm.x1[cols], cm.fx[cols]
+    # Impure cells: class boundaries, instance boundaries of thing cells, and the border cells
+    # (first / last row and column: the source coordinate is clamped there, breaking convexity).
+    impure = sem_unsure | (cell_thing & _uncertain_cells(inst_small))
+    border_r = np.unique(cm.y0[(cm.y0 == cm.y1) | ((cm.fy == 0) & (cm.y0 == 0))])
+    border_c = np.unique(cm.x0[(cm.x0 == cm.x1) | ((cm.fx == 0) & (cm.x0 == 0))])
+    impure[border_r, :] = True
+    impure[:, border_c] = True
+    rows, cols = cm.pixels_of_cells(np.flatnonzero(impure))
+    sem = up.labels[rows, cols].astype(np.int64)
+    inst = np.zeros(rows.size, dtype=np.int64)
+    t = np.flatnonzero(thing_cam[rows, cols])
+    if t.size:
+        r, c = rows[t], cols[t]
+        y0, y1, fy = cm.y0[r], cm.y1[r], cm.fy[r]
+        x0, x1, fx = cm.x0[c], cm.x1[c], cm.fx[c]
 
         def blend(ch: np.ndarray) -> np.ndarray:
             # upsample_bilinear2d's order: along W in each source row, then along H
@@ -201,11 +299,10 @@ def _group_at_camera(offset: torch.Tensor, centers: torch.Tensor, small: np.ndar
             bottom = ch[y1 * w + x0] * (1 - fx) + ch[y1 * w + x1] * fx
             return top * (1 - fy) + bottom * fy
 
-        ey = rows.astype(np.float32) + blend(off[0]) * sy
-        ex = cols.astype(np.float32) + blend(off[1]) * sx
+        ey = r.astype(np.float32) + blend(off[0]) * sy
+        ex = c.astype(np.float32) + blend(off[1]) * sx
         if center_class is not None:
-            aware = dict(point_class=torch.from_numpy(up.labels[rows, cols].astype(np.int64)),
-                         center_class=center_class)
-        instance[rows, cols] = (nearest_center(torch.from_numpy(ey), torch.from_numpy(ex), centers, **aware).numpy()
-                                + 1).astype(inst_dtype)
-    return instance
+            aware = dict(point_class=torch.from_numpy(sem[t]), center_class=center_class)
+        inst[t] = nearest_center(torch.from_numpy(ey), torch.from_numpy(ex), centers, **aware).numpy() + 1
+    cell_inst = np.where(is_thing[small], inst_small, 0)
+    return _Grouping(cell_inst, ~impure, rows, cols, inst, sem, up)
