@@ -35,10 +35,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "VainF's published DeepLabV3+ checkpoints); weights files add theirs")
     p.add_argument("--resolution", default=None,
                    help="network input HxW, e.g. 512x1024 (default: the one the weights record, else 512x1024)")
-    p.add_argument("--backends", default="torch,onnxruntime",
+    p.add_argument("--backends", default="onnxruntime:fp32,auto",
                    help="comma-separated variants kind[:precision][+cl][+graphs] in report order, e.g. "
                         "onnxruntime:fp32,onnxruntime:int8,openvino:int8,torch:bf16; the first is the ratio reference "
-                        "(kinds: torch, onnxruntime, openvino, tensorrt, auto; default torch,onnxruntime)")
+                        "(kinds: torch, onnxruntime, openvino, tensorrt, auto; default onnxruntime:fp32,auto: the reference and what backend auto picks here)")
     p.add_argument("--suite", choices=("cpu", "gpu"), default=None,
                    help="preset variant list instead of --backends: cpu = every CPU backend x precision; gpu = torch "
                         "fp32/fp16/channels_last/CUDA graphs, onnxruntime-gpu, TensorRT fp16/int8 (device cuda)")
