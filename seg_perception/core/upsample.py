@@ -75,6 +75,12 @@ class CellMap:
 
     def pixels_of_cells(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Camera (rows, cols), each (N,) int64, of every pixel in the flat network ``cells`` (M,)."""
+        rows, cols, _ = self.pixels_of_cells_indexed(cells)
+        return rows, cols
+
+    def pixels_of_cells_indexed(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`pixels_of_cells` plus (N,) int64 position in ``cells`` of each pixel's cell
+        (pixels come grouped by cell, in the order of ``cells``)."""
         w = self.small_hw[1]
         ci, cj = np.divmod(np.asarray(cells, dtype=np.int64), w)
         nr, nc = self.row_count[ci], self.col_count[cj]
@@ -83,7 +89,7 @@ class CellMap:
         rows = self.row_start[ci][cell_of_row] + _ramp(nr)
         per_row = nc[cell_of_row]
         cols = np.repeat(self.col_start[cj][cell_of_row], per_row) + _ramp(per_row)
-        return np.repeat(rows, per_row), cols
+        return np.repeat(rows, per_row), cols, np.repeat(cell_of_row, per_row)
 
 
 def _ramp(counts: np.ndarray) -> np.ndarray:
@@ -123,7 +129,7 @@ class UpsampledLabels:
         small: (h, w) argmax at network resolution (None on the exact / GPU path).
         boundary_rows, boundary_cols: (N,) int64 camera pixels whose four sources disagree (their
             labels came from the exact blend); empty when none or on the exact path.
-        cells: the :class:`CellMap` used (None when H x W equals h x w or on the exact path).
+        cells: the :class:`CellMap` used (None on the exact / GPU path).
     """
 
     def __init__(self, labels, small=None, boundary_rows=None, boundary_cols=None, cells=None) -> None:
@@ -154,15 +160,16 @@ def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
         return UpsampledLabels(t.max(0).indices.cpu().numpy().astype(dtype))
     arr = t.contiguous().numpy()  # channels_last outputs (torch bf16) would make every pass strided
     small = _argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
-    if arr.shape[1:] == (H, W):
-        return UpsampledLabels(small, small)
     cm = cell_map((h, w), (H, W))
+    if arr.shape[1:] == (H, W):  # identity: every camera pixel is its own cell
+        return UpsampledLabels(small, small, cells=cm)
     out = cm.gather(small)  # (H, W): the label wherever the 2x2 sources agree
     # Boundary pixels are listed from the few uncertain network cells, not by scanning (H, W).
-    rows, cols = cm.pixels_of_cells(np.flatnonzero(_uncertain_cells(small)))
+    cells = np.flatnonzero(_uncertain_cells(small))
+    rows, cols, cell_of_px = cm.pixels_of_cells_indexed(cells)
     if rows.size:
-        out[rows, cols] = _boundary_labels(arr.reshape(c, h * w), small.reshape(-1), w, cm.y0[rows], cm.y1[rows],
-                                           cm.fy[rows], cm.x0[cols], cm.x1[cols], cm.fx[cols]).astype(out.dtype)
+        out[rows, cols] = _boundary_labels(arr.reshape(c, h * w), small.reshape(-1), w, cells, cell_of_px,
+                                           cm.fy[rows], cm.fx[cols], cm).astype(out.dtype)
     return UpsampledLabels(out, small, rows, cols, cm)
 
 
@@ -182,31 +189,44 @@ def _blend(v00, v01, v10, v11, wy, wx):
     return (v00 * (1 - wx) + v01 * wx) * (1 - wy) + (v10 * (1 - wx) + v11 * wx) * wy
 
 
-def _boundary_labels(flat: np.ndarray, small: np.ndarray, w: int, y0, y1, wy, x0, x1, wx) -> np.ndarray:
-    """Exact labels for N boundary pixels (sources given per pixel) from (C, h*w) logits.
+def _boundary_labels(flat: np.ndarray, small: np.ndarray, w: int, cells: np.ndarray, cell_of_px: np.ndarray,
+                     wy: np.ndarray, wx: np.ndarray, cm: "CellMap") -> np.ndarray:
+    """Exact labels for N boundary pixels from (C, h*w) logits.
+
+    Args:
+        flat: (C, h*w) logits; small: (h*w,) their argmax; w: network width.
+        cells: (M,) flat network cells (i, j) = sources {i, i+1} x {j, j+1} (clamped).
+        cell_of_px: (N,) position in ``cells`` of each pixel's cell; wy, wx: (N,) blend weights.
 
     Candidates first: only the four sources' own classes are blended. Any other class k is below
     the second-best logit at every source, so its blend is at most the blend of those second-best
     values; where the best candidate beats that bound the candidate is the answer. The few pixels
     left (and every pixel of adversarial inputs such as random logits) get the full C-channel blend.
+    Everything a pixel shares with its cell (sources, candidates, their logits) is gathered once
+    per cell.
     """
     c, hw = flat.shape
-    q = [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1]
-    cand = np.stack([small[qi] for qi in q]).astype(np.int64)  # (4, N) class of each source
+    h = hw // w
+    ci, cj = np.divmod(cells, w)
+    ci1, cj1 = np.minimum(ci + 1, h - 1), np.minimum(cj + 1, w - 1)
+    q = np.stack([ci * w + cj, ci * w + cj1, ci1 * w + cj, ci1 * w + cj1])  # (4 corners, M)
+    cand = small[q].astype(np.int64)  # (4 candidates, M): the class of each source
     lin = flat.reshape(-1)
-    blends = np.stack([_blend(*(lin[k * hw + qi] for qi in q), wy, wx) for k in cand])  # (4, N)
+    # vals[k, j, m]: logit of candidate k at corner j of cell m, then expanded to pixels
+    vals = lin[cand[:, None, :] * hw + q[None, :, :]]  # (4, 4, M)
+    vals = np.take(vals, cell_of_px, axis=2)  # (4, 4, N)
+    blends = _blend(vals[:, 0], vals[:, 1], vals[:, 2], vals[:, 3], wy, wx)  # (4, N)
     top = blends.max(0)
-    choice = np.where(blends == top, cand, c).min(0)  # ties: the smallest class index, like argmax
+    cand_px = np.take(cand, cell_of_px, axis=1)
+    choice = np.where(blends == top, cand_px, c).min(0)  # ties: the smallest class index, like argmax
     # bound for every non-candidate class: blend of the sources' second-best logits
-    used = np.zeros(hw, dtype=bool)
-    for qi in q:
-        used[qi] = True
-    sources = np.flatnonzero(used)
-    second = np.empty(hw, dtype=flat.dtype)  # filled only where a boundary pixel reads it
-    second[sources] = np.partition(np.take(flat, sources, axis=1), c - 2, axis=0)[c - 2]
-    unsure = np.nonzero(~(top > _blend(*(second[qi] for qi in q), wy, wx)))[0]
+    # (a source shared by neighbouring cells is partitioned more than once: cheaper than np.unique)
+    second = np.partition(np.take(flat, q.reshape(-1), axis=1), c - 2, axis=0)[c - 2].reshape(q.shape)  # (4, M)
+    second = np.take(second, cell_of_px, axis=1)
+    unsure = np.nonzero(~(top > _blend(second[0], second[1], second[2], second[3], wy, wx)))[0]
     if unsure.size:
-        corners = [np.take(flat, qi[unsure], axis=1) for qi in q]  # (C, M) each
+        qu = q[:, cell_of_px[unsure]]
+        corners = [np.take(flat, qi, axis=1) for qi in qu]  # (C, U) each
         full = _blend(*corners, wy[unsure], wx[unsure])
         choice[unsure] = full.argmax(0)
     return choice

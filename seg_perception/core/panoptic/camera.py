@@ -42,7 +42,6 @@ from .postprocess import (
     _check_hw,
     check_id_space,
     find_centers,
-    instance_classes,
     merge_tables,
     nearest_center,
     panoptic_postprocess,
@@ -94,7 +93,7 @@ def camera_postprocess(
     if H < 1 or W < 1:
         raise ValueError(f"out_hw={tuple(out_hw)} must be two integers >= 1 (height, width)")
     fast = (not exact and not align_corners and H >= h and W >= w
-            and (H, W) != (h, w) and all(t.device.type == "cpu" for t in (semantic_logits, center, offset)))
+            and all(t.device.type == "cpu" for t in (semantic_logits, center, offset)))
     if not fast:
         if (H, W) != (h, w):
             semantic_logits, center, offset = resize_heads(semantic_logits, center, offset, (H, W),
@@ -111,7 +110,8 @@ def camera_postprocess(
     thing_cam = is_thing[up.labels]  # (H, W) bool
 
     # Centers: the exact path's, on the heatmap upsampled like resize_heads does.
-    center_cam = F.interpolate(center[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
+    center_cam = center.float() if (H, W) == (h, w) else \
+        F.interpolate(center[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
     centers, scores = find_centers(center_cam, cfg)
     k = centers.shape[0]
     grouping = _Grouping.none(up, is_thing)
@@ -119,12 +119,14 @@ def camera_postprocess(
         off = offset.float()
         grouping = _group_at_camera(off, centers, up, is_thing, thing_cam)
         if cfg.class_aware_grouping and k > 1:
-            center_class = instance_classes(*grouping.instance_votes(k), k, num_classes)
+            votes = grouping.votes(num_classes)[1:]  # as instance_classes counts them: thing pixels only
+            center_class = np.full(k, -1, dtype=np.int64)
+            center_class[:votes.shape[0]] = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1)
+            center_class = torch.from_numpy(center_class)
             grouping = _group_at_camera(off, centers, up, is_thing, thing_cam, center_class=center_class)
     # Probability of the argmax class at network resolution (exp(max - logsumexp)): segment scores
     # read it at each camera pixel's nearest source.
-    top = logits.max(dim=0).values
-    prob_small = (1.0 / torch.exp(logits - top).sum(dim=0)).numpy()  # = exp(top - logsumexp), cheaper
+    prob_small = _max_probability(logits.contiguous().numpy())
     panoptic, segments = _merge(grouping, up, num_classes, is_thing, prob_small, scores, thing_ids, cfg, label_set)
     return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
                           segments=segments)
@@ -148,92 +150,122 @@ class _Grouping:
     @classmethod
     def none(cls, up, is_thing: np.ndarray) -> "_Grouping":
         """No instance anywhere (no center or no thing pixel): pure cells are the semantic-agreeing ones."""
-        pure = ~_uncertain_cells(up.small)
+        pure = ~_uncertain_cells(up.small) if up.labels.shape != up.small.shape else np.ones(up.small.shape, bool)
         rows, cols = up.cells.pixels_of_cells(np.flatnonzero(~pure))
         sem = up.labels[rows, cols].astype(np.int64)
         return cls(np.zeros(up.small.shape, np.int64), pure, rows, cols, np.zeros_like(sem), sem, up)
 
-    def instance_votes(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(instance (M,), semantic (M,)) with every camera thing pixel once, for vote counting."""
+    def votes(self, num_classes: int) -> np.ndarray:
+        """(n_inst, C) int64 camera pixels of instance k (row 0: none) and class c."""
         cm = self.up.cells
-        area = cm.row_count[:, None] * cm.col_count[None, :]
-        sel = self.pure & (self.cell_inst > 0)
-        inst = np.concatenate([np.repeat(self.cell_inst[sel], area[sel]), self.inst[self.inst > 0]])
-        sem = np.concatenate([np.repeat(self.up.small[sel].astype(np.int64), area[sel]), self.sem[self.inst > 0]])
-        return torch.from_numpy(inst), torch.from_numpy(sem)
+        area = (cm.row_count[:, None] * cm.col_count[None, :])[self.pure]
+        key_cells = self.cell_inst[self.pure] * num_classes + self.up.small[self.pure]
+        key_px = self.inst * num_classes + self.sem
+        n = (max(int(key_cells.max(initial=0)), int(key_px.max(initial=0))) // num_classes + 1) * num_classes
+        counts = np.bincount(key_cells, weights=area, minlength=n) + np.bincount(key_px, minlength=n)
+        return counts.round().astype(np.int64).reshape(-1, num_classes)
+
+
+def _max_probability(logits: np.ndarray) -> np.ndarray:
+    """(C, h, w) float32 logits -> (h, w) softmax probability of the argmax class, exp(max - logsumexp)."""
+    top = logits.max(axis=0)
+    total = np.zeros_like(top)
+    tmp = np.empty_like(top)
+    for channel in logits:
+        np.subtract(channel, top, out=tmp)
+        np.exp(tmp, out=tmp)
+        total += tmp
+    return np.reciprocal(total, out=total)
 
 
 def _merge(g: _Grouping, up, num_classes: int, is_thing: np.ndarray, prob_small: np.ndarray, scores: torch.Tensor,
            thing_ids: frozenset[int], cfg: PanopticConfig, label_set) -> tuple[np.ndarray, list[Segment]]:
     """Panoptic ids (H, W) int32 and segments, from pure cells (weighted by their pixel count) plus
-    the exactly computed pixels; same numbering and statistics as the exact path."""
+    the exactly computed pixels; same numbering and statistics as the exact path.
+
+    Statistics are accumulated per key ``instance * C + class`` (a few thousand at most), then
+    summed over the keys of each panoptic id.
+    """
     cm = up.cells
     h, w = up.small.shape
     H, W = up.labels.shape
     C = num_classes
-    # One "entry" per pure cell and per exact pixel: key = instance * C + class, its pixel count,
-    # coordinate sums and extent, probability sum.
-    ci, cj = np.nonzero(g.pure)
-    nr, nc = cm.row_count[ci], cm.col_count[cj]
-    rs, cs = cm.row_start[ci], cm.col_start[cj]
-    cell_sem = up.small[ci, cj].astype(np.int64)
-    key = np.concatenate([g.cell_inst[ci, cj] * C + cell_sem, g.inst * C + g.sem])
-    area = np.concatenate([nr * nc, np.ones(g.rows.size, np.int64)])
-    sum_y = np.concatenate([(nr * rs + nr * (nr - 1) // 2) * nc, g.rows]).astype(np.float64)
-    sum_x = np.concatenate([(nc * cs + nc * (nc - 1) // 2) * nr, g.cols]).astype(np.float64)
-    y_lo = np.concatenate([rs, g.rows])
-    y_hi = np.concatenate([rs + nr - 1, g.rows])
-    x_lo = np.concatenate([cs, g.cols])
-    x_hi = np.concatenate([cs + nc - 1, g.cols])
-    prob = np.concatenate([prob_small[ci, cj] * (nr * nc),
-                           prob_small.reshape(-1)[cm.y0[g.rows] * w + cm.x0[g.cols]]]).astype(np.float64)
-
-    n_inst = int(key.max()) // C + 1 if key.size else 1
-    counts = np.bincount(key, weights=area, minlength=n_inst * C).round().astype(np.int64).reshape(n_inst, C)
     thing_cls = is_thing[:C]
-    votes = torch.from_numpy(counts * thing_cls[None, :])
-    stuff_area = torch.from_numpy(counts[0] * ~thing_cls)
-    thing_lut, stuff_lut = merge_tables(votes, stuff_area, cfg, (H, W))
+    counts = g.votes(C)
+    n_inst = counts.shape[0]
+    thing_lut, stuff_lut = merge_tables(torch.from_numpy(counts * thing_cls[None, :]),
+                                        torch.from_numpy(counts[0] * ~thing_cls), cfg, (H, W))
     id_of_key = torch.where(torch.from_numpy(np.tile(thing_cls, n_inst)), thing_lut,
                             stuff_lut.repeat(n_inst)).numpy().astype(np.int32)
 
     # Ids at camera resolution: pure cells spread over their pixels, exact pixels written after.
-    cell_id = np.full(h * w, cfg.void_label, dtype=np.int32)
-    cell_id[ci * w + cj] = id_of_key[key[:ci.size]]
-    panoptic = cm.gather(cell_id)
-    panoptic[g.rows, g.cols] = id_of_key[key[ci.size:]]
+    key_cells = np.where(g.pure, g.cell_inst * C + up.small, 0)  # (h, w); impure cells are overwritten
+    panoptic = cm.gather(id_of_key[key_cells])
+    key_px = g.inst * C + g.sem
+    panoptic[g.rows, g.cols] = id_of_key[key_px]
 
-    ids = id_of_key[key]
-    valid = ids != cfg.void_label
-    if not valid.any():
+    # Segments: compact index of every used key with a non-void id.
+    flat_area = counts.reshape(-1)
+    used = np.flatnonzero((flat_area > 0) & (id_of_key[:flat_area.size] != cfg.void_label))
+    if used.size == 0:
         return panoptic, []
-    uniq, seg = np.unique(ids[valid], return_inverse=True)
-    n = uniq.size
-    a = np.bincount(seg, weights=area[valid], minlength=n)
-    sy, sx = np.bincount(seg, weights=sum_y[valid], minlength=n), np.bincount(seg, weights=sum_x[valid], minlength=n)
-    ps = np.bincount(seg, weights=prob[valid], minlength=n)
-    seg_t = torch.from_numpy(seg)
+    seg_ids, seg_of_used = np.unique(id_of_key[used], return_inverse=True)
+    n = seg_ids.size
+    compact = np.full(flat_area.size, n, dtype=np.int64)  # n: void or unused
+    compact[used] = seg_of_used
+    area = np.bincount(compact, weights=flat_area, minlength=n + 1)[:n]
+    # Pure cells: cell (i, j) covers camera rows row_start[i] .. + row_count[i] - 1 (columns likewise).
+    ci, cj = np.nonzero(g.pure)
+    cc = compact[key_cells[ci, cj]]
+    nr, nc = cm.row_count[ci], cm.col_count[cj]
+    rs, cs = cm.row_start[ci], cm.col_start[cj]
+    pc = compact[key_px]
 
-    def reduce(v: np.ndarray, op: str, init: int) -> list:
-        return torch.full((n,), init, dtype=torch.int64).scatter_reduce(
-            0, seg_t, torch.from_numpy(v[valid]), reduce=op, include_self=True).tolist()
+    def total(cell_values: np.ndarray, px_values: np.ndarray) -> np.ndarray:
+        return (np.bincount(cc, weights=cell_values, minlength=n + 1)
+                + np.bincount(pc, weights=px_values, minlength=n + 1))[:n]
 
-    x0, x1, y0, y1 = reduce(x_lo, "amin", W), reduce(x_hi, "amax", -1), reduce(y_lo, "amin", H), reduce(y_hi, "amax", -1)
-    # a thing segment's score: its instance's center score (every key of one id has one instance)
+    sum_y = total((nr * rs + nr * (nr - 1) // 2) * nc, g.rows)
+    sum_x = total((nc * cs + nc * (nc - 1) // 2) * nr, g.cols)
+    prob = total(prob_small[ci, cj] * (nr * nc), prob_small.reshape(-1)[cm.y0[g.rows] * w + cm.x0[g.cols]])
+    # Extent: occupied network rows / columns per segment (cells), camera rows / columns (pixels).
+    y0, y1 = _extent(cc, ci, h, n, cm.row_start, cm.row_start + cm.row_count - 1, pc, g.rows, H)
+    x0, x1 = _extent(cc, cj, w, n, cm.col_start, cm.col_start + cm.col_count - 1, pc, g.cols, W)
     inst_of_seg = np.zeros(n, dtype=np.int64)
-    inst_of_seg[seg] = (key[valid] // C)
+    inst_of_seg[seg_of_used] = used // C  # every key of one id has the same instance
     center_scores = scores.double().numpy()
     div = cfg.label_divisor
     name = label_set.class_name if label_set is not None else str
     out = []
-    for j, i in enumerate(uniq.tolist()):
+    for j, i in enumerate(seg_ids.tolist()):
         cls = i // div
         thing = inst_of_seg[j] > 0
-        score = float(center_scores[inst_of_seg[j] - 1]) if thing else float(ps[j] / max(a[j], 1))
+        score = float(center_scores[inst_of_seg[j] - 1]) if thing else float(prob[j] / area[j])
         out.append(Segment(id=int(i), class_id=cls, class_name=name(cls), is_thing=cls in thing_ids, score=score,
-                           area=int(round(a[j])), bbox=(x0[j], y0[j], x1[j] - x0[j] + 1, y1[j] - y0[j] + 1),
-                           centroid=(float(sx[j] / a[j]), float(sy[j] / a[j]))))
+                           area=int(round(area[j])), bbox=(int(x0[j]), int(y0[j]), int(x1[j] - x0[j] + 1),
+                                                           int(y1[j] - y0[j] + 1)),
+                           centroid=(float(sum_x[j] / area[j]), float(sum_y[j] / area[j]))))
     return panoptic, out
+
+
+def _extent(cell_seg: np.ndarray, cell_pos: np.ndarray, cells: int, n: int, first: np.ndarray, last: np.ndarray,
+            px_seg: np.ndarray, px_pos: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lo (n,), hi (n,)) camera extent of each segment along one axis.
+
+    Args:
+        cell_seg, cell_pos: (M,) segment index (n = none) and row (or column) index of each pure cell.
+        cells: cells along the axis; first / last: (cells,) camera coordinate range of each.
+        px_seg, px_pos: (N,) segment index and camera coordinate of each exact pixel.
+        size: camera pixels along the axis.
+    """
+    occ_cells = np.bincount(cell_seg * cells + cell_pos, minlength=(n + 1) * cells).reshape(n + 1, cells)[:n] > 0
+    occ_px = np.bincount(px_seg * size + px_pos, minlength=(n + 1) * size).reshape(n + 1, size)[:n] > 0
+    big = np.iinfo(np.int64).max
+    lo = np.minimum(np.where(occ_cells, first[None, :], big).min(axis=1, initial=big),
+                    np.where(occ_px, np.arange(size)[None, :], big).min(axis=1, initial=big))
+    hi = np.maximum(np.where(occ_cells, last[None, :], -1).max(axis=1, initial=-1),
+                    np.where(occ_px, np.arange(size)[None, :], -1).max(axis=1, initial=-1))
+    return lo, hi
 
 
 def _group_at_camera(offset: torch.Tensor, centers: torch.Tensor, up, is_thing: np.ndarray, thing_cam: np.ndarray,
@@ -254,7 +286,8 @@ def _group_at_camera(offset: torch.Tensor, centers: torch.Tensor, up, is_thing: 
     h, w = small.shape
     H, W = thing_cam.shape
     sy, sx = np.float32(H / h), np.float32(W / w)
-    sem_unsure = _uncertain_cells(small)
+    identity = (H, W) == (h, w)
+    sem_unsure = np.zeros((h, w), dtype=bool) if identity else _uncertain_cells(small)
     # Network cells holding a camera thing pixel: agreeing cells of a thing class, plus the cells
     # of thing pixels among the boundary pixels (their labels came from the exact blend).
     cell_thing = is_thing[small] & ~sem_unsure
@@ -263,8 +296,9 @@ def _group_at_camera(offset: torch.Tensor, centers: torch.Tensor, up, is_thing: 
         cell_thing.reshape(-1)[cm.y0[up.boundary_rows[b_thing]] * w + cm.x0[up.boundary_cols[b_thing]]] = True
     # Their four corners (clamped) are the network pixels to group.
     need = cell_thing.copy()
-    need[1:, :] |= cell_thing[:-1, :]
-    need[:, 1:] |= need[:, :-1].copy()
+    if not identity:
+        need[1:, :] |= cell_thing[:-1, :]
+        need[:, 1:] |= need[:, :-1].copy()
     q = np.flatnonzero(need)
     qy, qx = np.divmod(q, w)
     off = offset.reshape(2, -1).numpy()
@@ -279,11 +313,14 @@ def _group_at_camera(offset: torch.Tensor, centers: torch.Tensor, up, is_thing: 
 
     # Impure cells: class boundaries, instance boundaries of thing cells, and the border cells
     # (first / last row and column: the source coordinate is clamped there, breaking convexity).
-    impure = sem_unsure | (cell_thing & _uncertain_cells(inst_small))
-    border_r = np.unique(cm.y0[(cm.y0 == cm.y1) | ((cm.fy == 0) & (cm.y0 == 0))])
-    border_c = np.unique(cm.x0[(cm.x0 == cm.x1) | ((cm.fx == 0) & (cm.x0 == 0))])
-    impure[border_r, :] = True
-    impure[:, border_c] = True
+    if identity:
+        impure = np.zeros((h, w), dtype=bool)
+    else:
+        impure = sem_unsure | (cell_thing & _uncertain_cells(inst_small))
+        border_r = np.unique(cm.y0[(cm.y0 == cm.y1) | ((cm.fy == 0) & (cm.y0 == 0))])
+        border_c = np.unique(cm.x0[(cm.x0 == cm.x1) | ((cm.fx == 0) & (cm.x0 == 0))])
+        impure[border_r, :] = True
+        impure[:, border_c] = True
     rows, cols = cm.pixels_of_cells(np.flatnonzero(impure))
     sem = up.labels[rows, cols].astype(np.int64)
     inst = np.zeros(rows.size, dtype=np.int64)

@@ -262,6 +262,11 @@ def nearest_center(
     if max_chunk_bytes is None:
         max_chunk_bytes = DEFAULT_CUDA_CHUNK_BYTES if py.device.type == "cuda" else DEFAULT_CHUNK_BYTES
     chunk = max(1, int(max_chunk_bytes) // (k * 4 * 2 + 8))
+    if py.device.type == "cpu":
+        return torch.from_numpy(_nearest_center_numpy(
+            py.numpy(), px.numpy(), cy.numpy(), cx.numpy(), chunk,
+            None if point_class is None else point_class.numpy(),
+            None if center_class is None else center_class.numpy()))
     labels = torch.empty(py.numel(), dtype=torch.int64, device=py.device)
     for start in range(0, py.numel(), chunk):
         stop = start + chunk
@@ -277,6 +282,27 @@ def nearest_center(
         torch.argmin(dist, dim=1, out=labels[start:stop])
     return labels
 
+
+
+def _nearest_center_numpy(py: np.ndarray, px: np.ndarray, cy: np.ndarray, cx: np.ndarray, chunk: int,
+                          point_class: Optional[np.ndarray], center_class: Optional[np.ndarray]) -> np.ndarray:
+    """:func:`nearest_center` on CPU: the same float32 operations in numpy, single-threaded (torch's
+    OpenMP workers cost more than they save on these small chunks and busy-wait on a shared CPU)."""
+    n = py.size
+    labels = np.empty(n, dtype=np.int64)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        dist = py[start:stop, None] - cy
+        np.square(dist, out=dist)
+        dx = px[start:stop, None] - cx
+        np.square(dx, out=dx)
+        dist += dx
+        np.sqrt(dist, out=dist)
+        if center_class is not None:
+            same = point_class[start:stop, None] == center_class
+            dist[~same & same.any(axis=1, keepdims=True)] = np.inf
+        labels[start:stop] = dist.argmin(axis=1)
+    return labels
 
 def _class_votes(instance: torch.Tensor, semantic: torch.Tensor, n_inst: int, num_classes: int) -> torch.Tensor:
     """(n_inst, num_classes) int64: pixels of instance k with class c (row 0 = no instance).

@@ -65,6 +65,21 @@ def test_camera_ids_match_the_exact_path(seed, cfg, out_hw):
     assert fast.panoptic.shape == out_hw and fast.panoptic.dtype == torch.int32
 
 
+@pytest.mark.parametrize("cfg", [PanopticConfig(stuff_area=0), PanopticConfig(class_aware_grouping=True, nms_kernel=3),
+                                 PanopticConfig(class_split_area=20_000)], ids=["plain", "class_aware", "class_split"])
+@pytest.mark.parametrize("seed", range(3))
+def test_at_network_resolution_equals_panoptic_postprocess(seed, cfg):
+    """Camera == network: the same ids and segment statistics as the reference-checked function."""
+    for logits, heat, offset in (_smooth_heads(seed), _random_heads((24, 40), 19, 6, "cpu", seed=seed)):
+        fast = camera_postprocess(logits, heat, offset, (24, 40), thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+        want = panoptic_postprocess(logits, heat, offset, thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+        assert torch.equal(fast.panoptic, want.panoptic) and torch.equal(fast.semantic.long(), want.semantic)
+        assert len(fast.segments) == len(want.segments)
+        for a, b in zip(fast.segments, want.segments):
+            assert (a.id, a.class_id, a.is_thing, a.area, a.bbox) == (b.id, b.class_id, b.is_thing, b.area, b.bbox)
+            assert a.centroid == pytest.approx(b.centroid) and a.score == pytest.approx(b.score, rel=1e-5)
+
+
 def test_camera_ids_on_noise_logits_still_match():
     """Every pixel a class boundary: nearly everything takes the exact per-pixel route."""
     logits, heat, offset = _random_heads((20, 30), 19, 5, "cpu", seed=3)
