@@ -17,7 +17,7 @@ min(y0 + 1, h - 1), weight src - y0; columns likewise.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import torch
@@ -68,6 +68,14 @@ class CellMap:
         self.row_count = np.bincount(self.y0, minlength=h).astype(np.int64)
         self.col_start = np.searchsorted(self.x0, np.arange(w), side="left").astype(np.int64)
         self.col_count = np.bincount(self.x0, minlength=w).astype(np.int64)
+
+    @cached_property
+    def cell_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(area, sum of camera rows, sum of camera columns) of every cell's pixels: (h, w) float64 each."""
+        nr, nc = self.row_count.astype(np.float64), self.col_count.astype(np.float64)
+        row_sum = nr * self.row_start + nr * (nr - 1) / 2  # sum of the camera rows of network row i
+        col_sum = nc * self.col_start + nc * (nc - 1) / 2
+        return np.outer(nr, nc), np.outer(row_sum, nc), np.outer(nr, col_sum)
 
     def gather(self, small: np.ndarray) -> np.ndarray:
         """(h, w) -> (H, W): every camera pixel takes the value of its cell (nearest source y0, x0)."""

@@ -204,33 +204,36 @@ def _merge(g: _Grouping, up, num_classes: int, is_thing: np.ndarray, prob_small:
     key_px = g.inst * C + g.sem
     panoptic[g.rows, g.cols] = id_of_key[key_px]
 
-    # Segments: compact index of every used key with a non-void id.
+    # Segments: compact index of every used key with a non-void id (n: void, unused or impure cell).
     flat_area = counts.reshape(-1)
     used = np.flatnonzero((flat_area > 0) & (id_of_key[:flat_area.size] != cfg.void_label))
     if used.size == 0:
         return panoptic, []
     seg_ids, seg_of_used = np.unique(id_of_key[used], return_inverse=True)
     n = seg_ids.size
-    compact = np.full(flat_area.size, n, dtype=np.int64)  # n: void or unused
+    compact = np.full(max(flat_area.size, int(key_cells.max()) + 1) + 1, n, dtype=np.int64)
     compact[used] = seg_of_used
-    area = np.bincount(compact, weights=flat_area, minlength=n + 1)[:n]
-    # Pure cells: cell (i, j) covers camera rows row_start[i] .. + row_count[i] - 1 (columns likewise).
-    ci, cj = np.nonzero(g.pure)
-    cc = compact[key_cells[ci, cj]]
-    nr, nc = cm.row_count[ci], cm.col_count[cj]
-    rs, cs = cm.row_start[ci], cm.col_start[cj]
-    pc = compact[key_px]
+    area = np.bincount(compact[:flat_area.size], weights=flat_area, minlength=n + 1)[:n]
+    # Pure cells: statistics of each cell's camera pixels (CellMap.cell_stats), dense over (h, w).
+    cell_seg = np.take(compact, np.where(g.pure, key_cells, compact.size - 1)).reshape(-1)
+    cell_area, cell_sy, cell_sx = (v.reshape(-1) for v in cm.cell_stats)
+    px_seg = compact[key_px]
 
     def total(cell_values: np.ndarray, px_values: np.ndarray) -> np.ndarray:
-        return (np.bincount(cc, weights=cell_values, minlength=n + 1)
-                + np.bincount(pc, weights=px_values, minlength=n + 1))[:n]
+        return (np.bincount(cell_seg, weights=cell_values, minlength=n + 1)
+                + np.bincount(px_seg, weights=px_values, minlength=n + 1))[:n]
 
-    sum_y = total((nr * rs + nr * (nr - 1) // 2) * nc, g.rows)
-    sum_x = total((nc * cs + nc * (nc - 1) // 2) * nr, g.cols)
-    prob = total(prob_small[ci, cj] * (nr * nc), prob_small.reshape(-1)[cm.y0[g.rows] * w + cm.x0[g.cols]])
+    sum_y = total(cell_sy, g.rows)
+    sum_x = total(cell_sx, g.cols)
+    prob = total(prob_small.reshape(-1) * cell_area, prob_small.reshape(-1)[cm.y0[g.rows] * w + cm.x0[g.cols]])
     # Extent: occupied network rows / columns per segment (cells), camera rows / columns (pixels).
-    y0, y1 = _extent(cc, ci, h, n, cm.row_start, cm.row_start + cm.row_count - 1, pc, g.rows, H)
-    x0, x1 = _extent(cc, cj, w, n, cm.col_start, cm.col_start + cm.col_count - 1, pc, g.cols, W)
+    seg2d = cell_seg.reshape(h, w)
+    rows_occ = np.bincount((seg2d * h + np.arange(h)[:, None]).reshape(-1), minlength=(n + 1) * h)
+    cols_occ = np.bincount((seg2d * w + np.arange(w)[None, :]).reshape(-1), minlength=(n + 1) * w)
+    y0, y1 = _extent(rows_occ.reshape(n + 1, h)[:n] > 0, cm.row_start, cm.row_start + cm.row_count - 1,
+                     px_seg, g.rows, n, H)
+    x0, x1 = _extent(cols_occ.reshape(n + 1, w)[:n] > 0, cm.col_start, cm.col_start + cm.col_count - 1,
+                     px_seg, g.cols, n, W)
     inst_of_seg = np.zeros(n, dtype=np.int64)
     inst_of_seg[seg_of_used] = used // C  # every key of one id has the same instance
     center_scores = scores.double().numpy()
@@ -248,17 +251,16 @@ def _merge(g: _Grouping, up, num_classes: int, is_thing: np.ndarray, prob_small:
     return panoptic, out
 
 
-def _extent(cell_seg: np.ndarray, cell_pos: np.ndarray, cells: int, n: int, first: np.ndarray, last: np.ndarray,
-            px_seg: np.ndarray, px_pos: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _extent(occ_cells: np.ndarray, first: np.ndarray, last: np.ndarray, px_seg: np.ndarray, px_pos: np.ndarray,
+            n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(lo (n,), hi (n,)) camera extent of each segment along one axis.
 
     Args:
-        cell_seg, cell_pos: (M,) segment index (n = none) and row (or column) index of each pure cell.
-        cells: cells along the axis; first / last: (cells,) camera coordinate range of each.
-        px_seg, px_pos: (N,) segment index and camera coordinate of each exact pixel.
+        occ_cells: (n, cells) bool, segment s has a pure cell in row (or column) i of the grid.
+        first / last: (cells,) camera coordinate range of each grid row (column).
+        px_seg, px_pos: (N,) segment index (n: none) and camera coordinate of each exact pixel.
         size: camera pixels along the axis.
     """
-    occ_cells = np.bincount(cell_seg * cells + cell_pos, minlength=(n + 1) * cells).reshape(n + 1, cells)[:n] > 0
     occ_px = np.bincount(px_seg * size + px_pos, minlength=(n + 1) * size).reshape(n + 1, size)[:n] > 0
     big = np.iinfo(np.int64).max
     lo = np.minimum(np.where(occ_cells, first[None, :], big).min(axis=1, initial=big),
