@@ -10,7 +10,9 @@ times, frame by frame in rotating order so load drift hits every candidate alike
   QDQ graph leaves in float (``INFERENCE_PRECISION_HINT`` bf16), and THROUGHPUT (streams, an
   async queue of the optimal number of requests) for bf16 and int8.
 
-Throughput candidates report milliseconds per frame over a batch of frames in flight. Inference
+Throughput candidates report milliseconds per frame over a batch of frames in flight. All
+candidates live in one process: OpenVINO's worker threads (one pool per compiled model) cost the
+others some speed, so compare a few at a time (``--only``) before trusting a small difference. Inference
 only (no pre- or post-processing); ``seg-perception bench`` measures whole frames and accuracy.
 bf16 candidates are skipped (with the reason) on CPUs without native bf16.
 """
@@ -164,9 +166,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--weights", default=None, help="checkpoint, 'default' (shipped; the default) or 'none'")
     p.add_argument("--resolution", default="512x1024", help="network HxW (default 512x1024)")
     p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--only", default="",
+                   help="comma-separated candidate names to run (besides the onnxruntime fp32 reference); every "
+                        "runtime alive in the process shares the 2 cores' caches and threads, so few at a time "
+                        "interfere least")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
-    report = run_options(args.model, parse_resolution(args.resolution), weights=args.weights, frames=args.frames)
+    only = [c.strip() for c in args.only.split(",") if c.strip()] or None
+    report = run_options(args.model, parse_resolution(args.resolution), weights=args.weights, frames=args.frames,
+                         only=only)
     for r in report["results"]:
         if "error" in r:
             print(f"{r['candidate']:40s} skipped: {r['error']}")
