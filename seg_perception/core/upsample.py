@@ -228,8 +228,15 @@ def _boundary_labels(flat: np.ndarray, small: np.ndarray, w: int, cells: np.ndar
     cand_px = np.take(cand, cell_of_px, axis=1)
     choice = np.where(blends == top, cand_px, c).min(0)  # ties: the smallest class index, like argmax
     # bound for every non-candidate class: blend of the sources' second-best logits
-    # (a source shared by neighbouring cells is partitioned more than once: cheaper than np.unique)
-    second = np.partition(np.take(flat, q.reshape(-1), axis=1), c - 2, axis=0)[c - 2].reshape(q.shape)  # (4, M)
+    # second-best logit of every distinct source (sources are shared by neighbouring cells; a mask
+    # over h*w dedupes them without sorting), partitioned along contiguous rows
+    mark = np.zeros(hw, dtype=bool)
+    mark[q.reshape(-1)] = True
+    sources = np.flatnonzero(mark)
+    where = np.empty(hw, dtype=np.int64)
+    where[sources] = np.arange(sources.size)
+    per_source = np.partition(np.take(flat, sources, axis=1).T.copy(), c - 2, axis=1)[:, c - 2]
+    second = per_source[where[q]]  # (4, M)
     second = np.take(second, cell_of_px, axis=1)
     unsure = np.nonzero(~(top > _blend(second[0], second[1], second[2], second[3], wy, wx)))[0]
     if unsure.size:

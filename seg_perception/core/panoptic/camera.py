@@ -107,23 +107,21 @@ def camera_postprocess(
     up = upsample_labels(logits, (H, W))
     is_thing = np.zeros(max(num_classes, 256), dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
-    thing_cam = is_thing[up.labels]  # (H, W) bool
 
     # Centers: the exact path's, on the heatmap upsampled like resize_heads does.
     center_cam = center.float() if (H, W) == (h, w) else \
         F.interpolate(center[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
     centers, scores = find_centers(center_cam, cfg)
     k = centers.shape[0]
-    grouping = _Grouping.none(up, is_thing)
-    if k > 0 and thing_cam.any():
-        off = offset.float()
-        grouping = _group_at_camera(off, centers, up, is_thing, thing_cam)
+    grouping = _Grouping.none(up)
+    geometry = _Geometry(up, is_thing, offset.float()) if k > 0 else None
+    if geometry is not None and geometry.q.size:
+        grouping = geometry.group(centers)
         if cfg.class_aware_grouping and k > 1:
             votes = grouping.votes(num_classes)[1:]  # as instance_classes counts them: thing pixels only
             center_class = np.full(k, -1, dtype=np.int64)
             center_class[:votes.shape[0]] = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1)
-            center_class = torch.from_numpy(center_class)
-            grouping = _group_at_camera(off, centers, up, is_thing, thing_cam, center_class=center_class)
+            grouping = geometry.group(centers, center_class=torch.from_numpy(center_class))
     # Probability of the argmax class at network resolution (exp(max - logsumexp)): segment scores
     # read it at each camera pixel's nearest source.
     prob_small = _max_probability(logits.contiguous().numpy())
@@ -148,21 +146,26 @@ class _Grouping:
         self.up = up
 
     @classmethod
-    def none(cls, up, is_thing: np.ndarray) -> "_Grouping":
+    def none(cls, up) -> "_Grouping":
         """No instance anywhere (no center or no thing pixel): pure cells are the semantic-agreeing ones."""
         pure = ~_uncertain_cells(up.small) if up.labels.shape != up.small.shape else np.ones(up.small.shape, bool)
         rows, cols = up.cells.pixels_of_cells(np.flatnonzero(~pure))
         sem = up.labels[rows, cols].astype(np.int64)
         return cls(np.zeros(up.small.shape, np.int64), pure, rows, cols, np.zeros_like(sem), sem, up)
 
+    def keys(self, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keys ``instance * C + class``: (h, w) of the cells (-1 on impure cells), (N,) of the exact pixels."""
+        cells = np.where(self.pure, self.cell_inst * num_classes + self.up.small, -1)
+        return cells, self.inst * num_classes + self.sem
+
     def votes(self, num_classes: int) -> np.ndarray:
         """(n_inst, C) int64 camera pixels of instance k (row 0: none) and class c."""
-        cm = self.up.cells
-        area = (cm.row_count[:, None] * cm.col_count[None, :])[self.pure]
-        key_cells = self.cell_inst[self.pure] * num_classes + self.up.small[self.pure]
-        key_px = self.inst * num_classes + self.sem
+        key_cells, key_px = self.keys(num_classes)
         n = (max(int(key_cells.max(initial=0)), int(key_px.max(initial=0))) // num_classes + 1) * num_classes
-        counts = np.bincount(key_cells, weights=area, minlength=n) + np.bincount(key_px, minlength=n)
+        area = self.up.cells.cell_stats[0].reshape(-1)
+        flat = key_cells.reshape(-1)
+        counts = np.bincount(np.where(flat < 0, n, flat), weights=area, minlength=n + 1)[:n] + \
+            np.bincount(key_px, minlength=n)
         return counts.round().astype(np.int64).reshape(-1, num_classes)
 
 
@@ -199,9 +202,9 @@ def _merge(g: _Grouping, up, num_classes: int, is_thing: np.ndarray, prob_small:
                             stuff_lut.repeat(n_inst)).numpy().astype(np.int32)
 
     # Ids at camera resolution: pure cells spread over their pixels, exact pixels written after.
-    key_cells = np.where(g.pure, g.cell_inst * C + up.small, 0)  # (h, w); impure cells are overwritten
+    key_cells, key_px = g.keys(C)
+    key_cells = np.where(key_cells < 0, 0, key_cells)  # impure cells: their pixels are all overwritten
     panoptic = cm.gather(id_of_key[key_cells])
-    key_px = g.inst * C + g.sem
     panoptic[g.rows, g.cols] = id_of_key[key_px]
 
     # Segments: compact index of every used key with a non-void id (n: void, unused or impure cell).
@@ -215,7 +218,7 @@ def _merge(g: _Grouping, up, num_classes: int, is_thing: np.ndarray, prob_small:
     compact[used] = seg_of_used
     area = np.bincount(compact[:flat_area.size], weights=flat_area, minlength=n + 1)[:n]
     # Pure cells: statistics of each cell's camera pixels (CellMap.cell_stats), dense over (h, w).
-    cell_seg = np.take(compact, np.where(g.pure, key_cells, compact.size - 1)).reshape(-1)
+    cell_seg = np.take(compact, np.where(g.pure, key_cells, compact.size - 1)).reshape(-1)  # n on impure cells
     cell_area, cell_sy, cell_sx = (v.reshape(-1) for v in cm.cell_stats)
     px_seg = compact[key_px]
 
@@ -270,78 +273,94 @@ def _extent(occ_cells: np.ndarray, first: np.ndarray, last: np.ndarray, px_seg: 
     return lo, hi
 
 
-def _group_at_camera(offset: torch.Tensor, centers: torch.Tensor, up, is_thing: np.ndarray, thing_cam: np.ndarray,
-                     center_class: Optional[torch.Tensor] = None) -> _Grouping:
-    """Instance (k + 1, 0 off things) of every camera thing pixel, as a :class:`_Grouping`.
+class _Geometry:
+    """What grouping needs that does not depend on the centers' classes: computed once per frame.
 
     Args:
-        offset: (2, h, w) float32 network offsets. centers: (K, 2) int64 camera (y, x), K >= 1.
         up: the :class:`~seg_perception.core.upsample.UpsampledLabels` of the semantic head.
-        is_thing: (>= C,) bool class lookup. thing_cam: (H, W) bool camera thing mask.
-        center_class: (K,) int64 for class-aware grouping: each pixel only considers the centers
-            of its own semantic class where there are any. The region nearest to one center among
-            those of class c is convex too, so a camera pixel inherits its sources' common instance
-            when the four sources also share its class; the others are exact.
+        is_thing: (>= C,) bool class lookup.
+        offset: (2, h, w) float32 network offsets (dy, dx) in network pixels.
     """
-    cm = up.cells
-    small = up.small
-    h, w = small.shape
-    H, W = thing_cam.shape
-    sy, sx = np.float32(H / h), np.float32(W / w)
-    identity = (H, W) == (h, w)
-    sem_unsure = np.zeros((h, w), dtype=bool) if identity else _uncertain_cells(small)
-    # Network cells holding a camera thing pixel: agreeing cells of a thing class, plus the cells
-    # of thing pixels among the boundary pixels (their labels came from the exact blend).
-    cell_thing = is_thing[small] & ~sem_unsure
-    if up.boundary_rows.size:
-        b_thing = thing_cam[up.boundary_rows, up.boundary_cols]
-        cell_thing.reshape(-1)[cm.y0[up.boundary_rows[b_thing]] * w + cm.x0[up.boundary_cols[b_thing]]] = True
-    # Their four corners (clamped) are the network pixels to group.
-    need = cell_thing.copy()
-    if not identity:
-        need[1:, :] |= cell_thing[:-1, :]
-        need[:, 1:] |= need[:, :-1].copy()
-    q = np.flatnonzero(need)
-    qy, qx = np.divmod(q, w)
-    off = offset.reshape(2, -1).numpy()
-    py = (qy.astype(np.float32) + np.float32(0.5)) * sy - np.float32(0.5) + sy * off[0, q]
-    px = (qx.astype(np.float32) + np.float32(0.5)) * sx - np.float32(0.5) + sx * off[1, q]
-    aware = {}
-    if center_class is not None:
-        aware = dict(point_class=torch.from_numpy(small.reshape(-1)[q].astype(np.int64)), center_class=center_class)
-    inst_small = np.zeros(h * w, dtype=np.int64)
-    inst_small[q] = nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers, **aware).numpy() + 1
-    inst_small = inst_small.reshape(h, w)
 
-    # Impure cells: class boundaries, instance boundaries of thing cells, and the border cells
-    # (first / last row and column: the source coordinate is clamped there, breaking convexity).
-    if identity:
-        impure = np.zeros((h, w), dtype=bool)
-    else:
-        impure = sem_unsure | (cell_thing & _uncertain_cells(inst_small))
-        border_r = np.unique(cm.y0[(cm.y0 == cm.y1) | ((cm.fy == 0) & (cm.y0 == 0))])
-        border_c = np.unique(cm.x0[(cm.x0 == cm.x1) | ((cm.fx == 0) & (cm.x0 == 0))])
-        impure[border_r, :] = True
-        impure[:, border_c] = True
-    rows, cols = cm.pixels_of_cells(np.flatnonzero(impure))
-    sem = up.labels[rows, cols].astype(np.int64)
-    inst = np.zeros(rows.size, dtype=np.int64)
-    t = np.flatnonzero(thing_cam[rows, cols])
-    if t.size:
-        r, c = rows[t], cols[t]
-        y0, y1, fy = cm.y0[r], cm.y1[r], cm.fy[r]
-        x0, x1, fx = cm.x0[c], cm.x1[c], cm.fx[c]
+    def __init__(self, up, is_thing: np.ndarray, offset: torch.Tensor) -> None:
+        cm = up.cells
+        small = up.small
+        h, w = small.shape
+        H, W = up.labels.shape
+        self.up, self.is_thing = up, is_thing
+        self.sy, self.sx = np.float32(H / h), np.float32(W / w)
+        self.identity = (H, W) == (h, w)  # every pixel its own cell: nothing to blend, nothing impure
+        self.sem_unsure = np.zeros((h, w), dtype=bool) if self.identity else _uncertain_cells(small)
+        # Network cells holding a camera thing pixel: agreeing cells of a thing class, plus the
+        # cells of thing pixels among the boundary pixels (their labels came from the exact blend).
+        cell_thing = is_thing[small] & ~self.sem_unsure
+        if up.boundary_rows.size:
+            b = is_thing[up.labels[up.boundary_rows, up.boundary_cols]]
+            cell_thing.reshape(-1)[cm.y0[up.boundary_rows[b]] * w + cm.x0[up.boundary_cols[b]]] = True
+        self.cell_thing = cell_thing
+        # Their four corners (clamped) are the network pixels to group.
+        need = cell_thing.copy()
+        if not self.identity:
+            need[1:, :] |= cell_thing[:-1, :]
+            need[:, 1:] |= need[:, :-1].copy()
+        self.q = np.flatnonzero(need)
+        qy, qx = np.divmod(self.q, w)
+        self.off = offset.reshape(2, -1).numpy()
+        sy, sx = self.sy, self.sx
+        # P(q) = pos(q) + s * offset(q) in camera coordinates (float32, as the exact path computes)
+        self.py = (qy.astype(np.float32) + np.float32(0.5)) * sy - np.float32(0.5) + sy * self.off[0, self.q]
+        self.px = (qx.astype(np.float32) + np.float32(0.5)) * sx - np.float32(0.5) + sx * self.off[1, self.q]
+        self.q_class = small.reshape(-1)[self.q].astype(np.int64)
+        # Border cells (first / last row and column): the source coordinate is clamped there, so a
+        # pixel's position is not the blend of its sources' positions: always exact.
+        self.border = np.zeros((h, w), dtype=bool)
+        if not self.identity:
+            self.border[np.unique(cm.y0[(cm.y0 == cm.y1) | ((cm.fy == 0) & (cm.y0 == 0))]), :] = True
+            self.border[:, np.unique(cm.x0[(cm.x0 == cm.x1) | ((cm.fx == 0) & (cm.x0 == 0))])] = True
 
-        def blend(ch: np.ndarray) -> np.ndarray:
-            # upsample_bilinear2d's order: along W in each source row, then along H
-            top = ch[y0 * w + x0] * (1 - fx) + ch[y0 * w + x1] * fx
-            bottom = ch[y1 * w + x0] * (1 - fx) + ch[y1 * w + x1] * fx
-            return top * (1 - fy) + bottom * fy
+    def group(self, centers: torch.Tensor, center_class: Optional[torch.Tensor] = None) -> _Grouping:
+        """Instance (k + 1, 0 off things) of every camera thing pixel, as a :class:`_Grouping`.
 
-        ey = r.astype(np.float32) + blend(off[0]) * sy
-        ex = c.astype(np.float32) + blend(off[1]) * sx
+        Args:
+            centers: (K, 2) int64 camera (y, x), K >= 1.
+            center_class: (K,) int64 for class-aware grouping: each pixel only considers the
+                centers of its own semantic class where there are any. The region nearest to one
+                center among those of class c is convex too, so a camera pixel inherits its sources'
+                common instance when the four sources also share its class; the others are exact.
+        """
+        up, cm, small = self.up, self.up.cells, self.up.small
+        h, w = small.shape
+        aware = {}
         if center_class is not None:
-            aware = dict(point_class=torch.from_numpy(sem[t]), center_class=center_class)
-        inst[t] = nearest_center(torch.from_numpy(ey), torch.from_numpy(ex), centers, **aware).numpy() + 1
-    cell_inst = np.where(is_thing[small], inst_small, 0)
-    return _Grouping(cell_inst, ~impure, rows, cols, inst, sem, up)
+            aware = dict(point_class=torch.from_numpy(self.q_class), center_class=center_class)
+        inst_small = np.zeros(h * w, dtype=np.int32)
+        inst_small[self.q] = nearest_center(torch.from_numpy(self.py), torch.from_numpy(self.px), centers,
+                                            **aware).numpy() + 1
+        inst_small = inst_small.reshape(h, w)
+        # Impure cells: class boundaries, instance boundaries of thing cells, the border cells.
+        if self.identity:
+            impure = self.border
+        else:
+            impure = self.sem_unsure | self.border | (self.cell_thing & _uncertain_cells(inst_small))
+        rows, cols = cm.pixels_of_cells(np.flatnonzero(impure))
+        sem = up.labels[rows, cols].astype(np.int64)
+        inst = np.zeros(rows.size, dtype=np.int64)
+        t = np.flatnonzero(self.is_thing[sem])
+        if t.size:
+            r, c = rows[t], cols[t]
+            y0, y1, fy = cm.y0[r], cm.y1[r], cm.fy[r]
+            x0, x1, fx = cm.x0[c], cm.x1[c], cm.fx[c]
+
+            def blend(ch: np.ndarray) -> np.ndarray:
+                # upsample_bilinear2d's order: along W in each source row, then along H
+                top = ch[y0 * w + x0] * (1 - fx) + ch[y0 * w + x1] * fx
+                bottom = ch[y1 * w + x0] * (1 - fx) + ch[y1 * w + x1] * fx
+                return top * (1 - fy) + bottom * fy
+
+            ey = r.astype(np.float32) + blend(self.off[0]) * self.sy
+            ex = c.astype(np.float32) + blend(self.off[1]) * self.sx
+            if center_class is not None:
+                aware = dict(point_class=torch.from_numpy(sem[t]), center_class=center_class)
+            inst[t] = nearest_center(torch.from_numpy(ey), torch.from_numpy(ex), centers, **aware).numpy() + 1
+        cell_inst = np.where(self.is_thing[small], inst_small, 0).astype(np.int64)
+        return _Grouping(cell_inst, ~impure, rows, cols, inst, sem, up)
