@@ -9,6 +9,8 @@ from typing import Any
 
 #: Inference runtimes (``auto``: TensorRT on a CUDA GPU, else the fastest measured CPU path).
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
+#: The backend of the node, the launch file and every CLI command that runs a model, unless one is named.
+DEFAULT_BACKEND = "auto"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: How the node subscribes: ``image`` (raw) or ``image/compressed`` (image_transport convention).
 TRANSPORTS = ("raw", "compressed")

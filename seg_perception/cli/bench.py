@@ -35,16 +35,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "VainF's published DeepLabV3+ checkpoints); weights files add theirs")
     p.add_argument("--resolution", default=None,
                    help="network input HxW, e.g. 512x1024 (default: the one the weights record, else 512x1024)")
-    p.add_argument("--backends", default="torch,onnxruntime",
-                   help="comma-separated variants kind[:precision][+cl][+graphs] in report order, e.g. "
+    p.add_argument("--backends", default="onnxruntime:fp32,auto",
+                   help="comma-separated variants kind[:precision][+cl][+graphs][+exact] in report order, e.g. "
                         "onnxruntime:fp32,onnxruntime:int8,openvino:int8,torch:bf16; the first is the ratio reference "
-                        "(kinds: torch, onnxruntime, openvino, tensorrt, auto; default torch,onnxruntime)")
+                        "(kinds: torch, onnxruntime, openvino, tensorrt, auto; default onnxruntime:fp32,auto: the reference and what backend auto picks here)")
     p.add_argument("--suite", choices=("cpu", "gpu"), default=None,
                    help="preset variant list instead of --backends: cpu = every CPU backend x precision; gpu = torch "
                         "fp32/fp16/channels_last/CUDA graphs, onnxruntime-gpu, TensorRT fp16/int8 (device cuda)")
     p.add_argument("--accuracy", action="store_true",
                    help="also score every variant: mIoU (PQ) on held-out synthetic scenes and on the sample drive")
     p.add_argument("--accuracy-scenes", type=int, default=12, help="held-out scenes for --accuracy (default 12)")
+    p.add_argument("--post-agreement", type=int, default=0, metavar="N",
+                   help="also compare the default post-processing with the exact one (+exact: every head upsampled "
+                        "to the camera) on N sample-drive frames resized to --camera: pixel agreement and CPU ms")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8, as each backend permits")
     p.add_argument("--channels-last", action="store_true", help="torch backend: NHWC memory format")
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = BenchConfig(
             model=args.model, weights=weights or "none", resolution=resolution,
             backends=backends, device=device, suite=args.suite, accuracy=args.accuracy,
-            accuracy_scenes=args.accuracy_scenes,
+            accuracy_scenes=args.accuracy_scenes, post_agreement_frames=args.post_agreement,
             precision=args.precision, channels_last=args.channels_last, cuda_graphs=args.cuda_graphs,
             frames=args.frames, warmup=args.warmup,
             camera=parse_resolution(args.camera) if args.camera else None, label_set=args.label_set,

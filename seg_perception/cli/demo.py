@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..config import BACKENDS, DEFAULT_BACKEND
 from ..tools.demo import SAMPLE_BAG, DemoConfig, format_summary, run_demo
 
 HELP = ("start segment_node with the shipped model, play a bag onto its camera topic over real ROS 2, "
@@ -20,7 +21,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d.model, help="registered model (default: the shipped panoptic model)")
     p.add_argument("--weights", default=d.weights, help="checkpoint path, 'default' (shipped) or 'none'")
     p.add_argument("--resolution", default=d.resolution, help="network HxW ('' = the checkpoint's)")
-    p.add_argument("--backend", default=d.backend, choices=("torch", "onnxruntime", "tensorrt"))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help="inference runtime (default %(default)s: TensorRT on a GPU, else the fastest measured CPU path)")
     p.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N")
     p.add_argument("--rate", type=float, default=d.rate, help="playback speed vs bag stamps (1 = real time; 0 = lock-step, wait for each answer)")
     p.add_argument("--max-frames", type=int, default=0, help="play at most this many frames (0 = all)")

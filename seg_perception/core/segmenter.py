@@ -9,8 +9,8 @@ Data path for one frame (camera resolution H x W, network resolution h x w)::
          "offset": (1, 2, h, w)]}
       -> postprocess: labels of bilinear (align_corners=False) logits at (H, W) + argmax, computed
          by seg_perception.core.upsample (exact blend only on class-boundary pixels);
-         panoptic models: upsample heads with offsets scaled by (H/h, W/w), then group instances
-         (seg_perception.core.panoptic)
+         panoptic models: centers on the upsampled heatmap, grouping of network pixels with offsets
+         scaled by (H/h, W/w), exact only at instance boundaries (seg_perception.core.panoptic.camera)
       -> SegResult(semantic (H, W) uint8, panoptic (H, W) int32 | None, segments, timings)
 
 ``segment_batch`` runs several frames (several cameras, each at its own H x W) as one (N, 3, h, w)
@@ -90,8 +90,9 @@ class Segmenter:
             self.panoptic_cfg.validate()
         self._input_name = backend.input_spec()[0].name
         self._closed = False
-        #: True: semantic labels from full bilinear logit upsampling + argmax (the reference path,
-        #: ~as slow as the network at camera resolution on a CPU); False: upsample_argmax, same labels.
+        #: True: labels (and panoptic ids) from every head upsampled to the camera resolution (the
+        #: reference path, slower than the network at camera resolution on a CPU); False:
+        #: upsample_argmax / camera_postprocess, the same labels.
         self.exact_upsampling = False
 
     # ------------------------------------------------------------------ stages
@@ -124,16 +125,15 @@ class Segmenter:
             )
         H, W = out_hw
         if self.task == "panoptic":
-            from .panoptic import panoptic_postprocess, resize_heads
+            from .panoptic import camera_postprocess
 
             center = self._to_torch(outputs["center"])[index]
             offset = self._to_torch(outputs["offset"])[index]
-            if tuple(logits.shape[-2:]) != (H, W):
-                logits, center, offset = resize_heads(logits, center, offset, (H, W),
-                                                      align_corners=self.align_corners)
-            out = panoptic_postprocess(
-                logits, center, offset,
-                thing_ids=self.label_set.thing_ids, cfg=self.panoptic_cfg, label_set=self.label_set,
+            # Grouping at camera resolution without upsampling every head (same ids; exact_upsampling:
+            # the reference path, all heads resized to (H, W) first).
+            out = camera_postprocess(
+                logits, center, offset, (H, W), thing_ids=self.label_set.thing_ids, cfg=self.panoptic_cfg,
+                label_set=self.label_set, align_corners=self.align_corners, exact=self.exact_upsampling,
             )
             semantic = out.semantic.to(torch.uint8 if self.label_set.num_classes <= 256 else torch.int32)
             return SegResult(

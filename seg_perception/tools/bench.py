@@ -12,9 +12,10 @@ of median post-processing to median inference time (the Panoptic-DeepLab groupin
 ``segments`` the median number of segments per frame (grouping time grows with the number of
 centers). With ``weights: none`` the random weights are seeded, identical for every backend.
 
-Each entry of ``backends`` is a *variant* ``kind[:precision][+cl][+graphs]`` (e.g.
+Each entry of ``backends`` is a *variant* ``kind[:precision][+cl][+graphs][+exact]`` (e.g.
 ``onnxruntime:int8``, ``torch:bf16``, ``torch:fp16+cl+graphs``; ``cl`` = channels_last,
-``graphs`` = CUDA graphs); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
+``graphs`` = CUDA graphs, ``exact`` = the reference post-processing that upsamples every head to
+the camera resolution, to compare with the default path); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
 post-processing / median inference) is reported for every task: with ``camera`` larger than the
 network it is the cost of producing labels at camera resolution.
 
@@ -50,6 +51,9 @@ GPU_SUITE = ("torch:fp32", "torch:fp16", "torch:fp16+cl", "torch:fp16+cl+graphs"
              "tensorrt:fp16", "tensorrt:int8")
 SUITES = {"cpu": CPU_SUITE, "gpu": GPU_SUITE}
 _FLAGS = {"cl": "channels_last", "graphs": "cuda_graphs"}
+#: Variant flags that configure the Segmenter rather than the backend: ``+exact`` = the reference
+#: post-processing (every head upsampled to the camera before argmax / grouping).
+_SEGMENTER_FLAGS = ("exact",)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Variant:
     kind: str
     precision: str
     options: tuple = ()
+    exact_post: bool = False
 
 
 def parse_variant(text: str, default_precision: str = "fp32") -> Variant:
@@ -72,10 +77,12 @@ def parse_variant(text: str, default_precision: str = "fp32") -> Variant:
     kind, _, precision = head.partition(":")
     if not kind:
         raise ValueError(f"backend variant {text!r} has no backend kind; write e.g. onnxruntime:int8")
-    bad = [f for f in flags if f not in _FLAGS]
+    bad = [f for f in flags if f not in _FLAGS and f not in _SEGMENTER_FLAGS]
     if bad:
-        raise ValueError(f"backend variant {text!r}: unknown flag(s) {bad}; valid: {', '.join('+' + f for f in _FLAGS)}")
-    return Variant(text.strip(), kind, precision or default_precision, tuple((_FLAGS[f], True) for f in flags))
+        valid = ", ".join("+" + f for f in (*_FLAGS, *_SEGMENTER_FLAGS))
+        raise ValueError(f"backend variant {text!r}: unknown flag(s) {bad}; valid: {valid}")
+    return Variant(text.strip(), kind, precision or default_precision,
+                   tuple((_FLAGS[f], True) for f in flags if f in _FLAGS), exact_post="exact" in flags)
 
 
 @dataclass
@@ -111,6 +118,7 @@ class BenchConfig:
     accuracy_scenes: int = 12
     accuracy_bag_frames: Optional[int] = None
     suite: Optional[str] = None
+    post_agreement_frames: int = 0
 
     def validate(self) -> None:
         if not self.backends:
@@ -186,6 +194,7 @@ def _build(variant: Variant, cfg: BenchConfig):
             precision=variant.precision, label_set=cfg.label_set, model_kwargs=cfg.model_kwargs or None,
             backend_options=_backend_options(variant, cfg),
         )
+    seg.exact_upsampling = variant.exact_post
     return seg, (time.perf_counter() - t0) * 1e3
 
 
@@ -206,6 +215,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     for kind in cfg.backends:
         variant = parse_variant(kind, cfg.precision)
         head = {"backend": kind, "kind": variant.kind, "precision": variant.precision}
+        if variant.exact_post:
+            head["exact_post"] = True
         skip = _gpu_skip_reason(variant, cfg)
         if skip:
             LOG.warning("backend %s %s", kind, skip)
@@ -233,6 +244,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if cfg.accuracy:
             for kind, seg in segmenters.items():
                 results[kind]["accuracy"] = score_accuracy(seg, cfg)
+        if cfg.post_agreement_frames > 0 and segmenters:
+            kind, seg = next(iter(segmenters.items()))
+            results[kind]["post_agreement"] = post_agreement(seg, camera, cfg.post_agreement_frames)
     finally:
         for seg in segmenters.values():
             seg.close()
@@ -254,6 +268,47 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     config["resolution"] = list(cfg.resolution)
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(cfg.device),
             "config": config, "results": ordered}
+
+
+def post_agreement(seg: Any, camera: tuple[int, int], frames: int) -> dict[str, Any]:
+    """Default post-processing vs the exact one (every head upsampled to ``camera``) on sample-drive frames.
+
+    Each of ``frames`` frames of the sample drive (spread over the drive) is resized to ``camera``,
+    run through the network once, then post-processed both ways (CPU time of each measured with
+    ``time.process_time``). Returns the lowest and mean per-pixel agreement of the semantic labels
+    and (panoptic models) of the panoptic ids, and the median post-processing CPU ms of each path.
+    """
+    import cv2
+
+    from ..bag.rosbag import read_images
+    from ..core.conversions import to_rgb
+    from ..datasets.sample_bag import IMAGE_TOPIC, SAMPLE_BAG_PATH
+
+    msgs = list(read_images(SAMPLE_BAG_PATH, IMAGE_TOPIC))
+    picks = [msgs[i] for i in np.linspace(0, len(msgs) - 1, min(frames, len(msgs))).astype(int)]
+    keep = seg.exact_upsampling
+    sem, pan, fast_ms, exact_ms = [], [], [], []
+    try:
+        for frame in picks:
+            rgb = cv2.resize(to_rgb(frame.msg), (camera[1], camera[0]), interpolation=cv2.INTER_LINEAR)
+            outputs = seg.infer(rgb)
+            got = {}
+            for exact, times in ((False, fast_ms), (True, exact_ms)):
+                seg.exact_upsampling = exact
+                t0 = time.process_time()
+                got[exact] = seg.postprocess(outputs, camera)
+                times.append((time.process_time() - t0) * 1e3)
+            sem.append(float((got[False].semantic == got[True].semantic).mean()))
+            if got[True].panoptic is not None:
+                pan.append(float((got[False].panoptic == got[True].panoptic).mean()))
+    finally:
+        seg.exact_upsampling = keep
+    out: dict[str, Any] = {"frames": len(picks), "camera": list(camera), "semantic_min": min(sem),
+                           "semantic_mean": float(np.mean(sem)), "post_cpu_ms": float(np.median(fast_ms)),
+                           "exact_post_cpu_ms": float(np.median(exact_ms))}
+    if pan:
+        out.update({"panoptic_min": min(pan), "panoptic_mean": float(np.mean(pan))})
+    return out
 
 
 def score_accuracy(seg: Any, cfg: BenchConfig) -> dict[str, Any]:
@@ -339,4 +394,12 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [title, fmt(head), fmt(["-" * w for w in widths])]
     for row in rows:
         lines.append(fmt(row) if len(row) == len(head) else f"{row[0].ljust(widths[0])}  {row[1]}")
+    for r in report["results"]:
+        agree = r.get("post_agreement")
+        if agree:
+            pan = (f", panoptic ids min {100 * agree['panoptic_min']:.3f} %" if "panoptic_min" in agree else "")
+            lines.append(f"post-processing vs the exact path ({r['backend']}, {agree['frames']} sample-drive frames at "
+                         f"{agree['camera'][0]}x{agree['camera'][1]}): labels agree min "
+                         f"{100 * agree['semantic_min']:.3f} %{pan}; CPU ms {agree['post_cpu_ms']:.1f} vs "
+                         f"{agree['exact_post_cpu_ms']:.1f} exact")
     return "\n".join(lines)

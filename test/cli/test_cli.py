@@ -40,6 +40,23 @@ def _parse(module, argv):
     return p.parse_args([str(a) for a in argv])
 
 
+@pytest.mark.parametrize("name", ["demo", "soak", "eval-bag"])
+def test_commands_that_run_a_model_default_to_the_nodes_backend(name):
+    """The node's backend parameter default (auto) is every command's: one place decides the path."""
+    from seg_perception.config import BACKENDS
+    from seg_perception.ros.params import SPECS
+
+    node_default = SPECS["backend"].default
+    action = _action(_parser(name), "--backend")
+    assert action.default == node_default == "auto"
+    assert tuple(action.choices) == BACKENDS
+
+
+def test_bench_compares_backend_auto_with_onnxruntime_fp32_by_default():
+    args = _parse(bench, [])
+    assert args.backends.split(",") == ["onnxruntime:fp32", "auto"]
+
+
 def test_default_model_is_the_nodes():
     from seg_perception.ros.params import DEFAULT_MODEL as NODE_DEFAULT
 

@@ -79,3 +79,19 @@ def test_segmenter_labels_match_its_exact_path_at_camera_resolution():
     exact = seg.segment(image).semantic
     assert fast.shape == exact.shape == (540, 960) and fast.dtype == exact.dtype == np.uint8
     assert float((fast == exact).mean()) >= 0.9995
+
+
+@pytest.mark.parametrize("small_hw, out_hw", [((4, 6), (9, 13)), ((24, 40), (51, 85)), ((8, 8), (8, 8)), ((10, 12), (6, 7))])
+def test_cell_map_lists_every_camera_pixel_once_in_its_cell(small_hw, out_hw):
+    from seg_perception.core.upsample import cell_map
+
+    cm = cell_map(small_hw, out_hw)
+    rows, cols = cm.pixels_of_cells(np.arange(small_hw[0] * small_hw[1]))
+    flat = rows * out_hw[1] + cols
+    assert np.array_equal(np.sort(flat), np.arange(out_hw[0] * out_hw[1]))
+    # the cell of a camera pixel: the floor of PyTorch's source coordinate (align_corners=False)
+    sy = np.clip((np.arange(out_hw[0]) + 0.5) * small_hw[0] / out_hw[0] - 0.5, 0, None).astype(int)
+    sx = np.clip((np.arange(out_hw[1]) + 0.5) * small_hw[1] / out_hw[1] - 0.5, 0, None).astype(int)
+    assert np.array_equal(cm.index, sy[:, None] * small_hw[1] + sx[None, :])
+    small = np.arange(small_hw[0] * small_hw[1]).reshape(small_hw)
+    assert np.array_equal(cm.gather(small), small[sy][:, sx])

@@ -142,3 +142,21 @@ def test_stats_and_frame_helpers():
     assert s == {"min": 1.0, "median": 3.0, "p90": pytest.approx(4.6)}
     a, b = synthetic_frame((10, 12), seed=1), synthetic_frame((10, 12), seed=1)
     assert a.shape == (10, 12, 3) and a.dtype.name == "uint8" and (a == b).all()
+
+
+def test_exact_flag_and_post_agreement_compare_the_two_post_processing_paths():
+    """+exact runs the reference post-processing; --post-agreement measures both paths on real frames."""
+    v = parse_variant("onnxruntime:int8+exact")
+    assert (v.kind, v.precision, v.exact_post, v.options) == ("onnxruntime", "int8", True, ())
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48), camera=(50, 70),
+                      backends=["torch", "torch+exact"], frames=1, warmup=0, post_agreement_frames=2,
+                      model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
+    report = run_bench(cfg)
+    default, exact = report["results"]
+    assert exact["exact_post"] and "exact_post" not in default
+    agree = default["post_agreement"]
+    assert agree["frames"] == 2 and agree["camera"] == [50, 70]
+    # same labels as the exact path up to float rounding of near-ties (test/core/test_upsample.py)
+    assert 0.999 <= agree["semantic_min"] <= agree["semantic_mean"] <= 1.0
+    assert agree["post_cpu_ms"] > 0 and agree["exact_post_cpu_ms"] > 0
+    assert "post-processing vs the exact path" in format_table(report)

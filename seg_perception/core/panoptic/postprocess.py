@@ -62,167 +62,33 @@ of its class over the segment's pixels.
 """
 from __future__ import annotations
 
-import statistics
-import time
-from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..datasets.labels import LabelSet
-from .results import LABEL_DIVISOR, Segment
+from ...datasets.labels import LabelSet
+from ..results import Segment
+from .config import _INT32_MAX, PanopticConfig
 
 __all__ = [
-    "PanopticConfig",
-    "TUNABLE_FIELDS",
     "PanopticOutput",
     "find_centers",
     "group_instances",
+    "nearest_center",
     "instance_classes",
     "merge_semantic_and_instance",
     "resize_heads",
     "panoptic_postprocess",
-    "time_postprocess",
 ]
 
-_INT32_MAX = 2**31 - 1
 #: Default memory budget of one grouping chunk's temporaries on CPU (sized to stay in L2 cache)
 #: and on CUDA (few, large chunks: every chunk costs kernel launches).
 DEFAULT_CHUNK_BYTES = 2 * 2**20
 DEFAULT_CUDA_CHUNK_BYTES = 256 * 2**20
-
-
-@dataclass(frozen=True)
-class PanopticConfig:
-    """Panoptic-DeepLab post-processing parameters (defaults: the paper's Cityscapes setting).
-
-    Attributes:
-        center_threshold: center heatmap values must be strictly above this, in [0, 1].
-        nms_kernel: odd max-pool window (pixels of the grid grouping runs on), >= 1.
-        top_k: at most this many centers (the reference's rule, see :func:`find_centers`), >= 1;
-            above ``label_divisor - 1`` only an image with that many instances of one class fails.
-        stuff_area: minimum stuff segment area in pixels *at* ``stuff_area_reference_hw``;
-            at an H x W output the threshold is ``stuff_area * H * W / (ref_h * ref_w)``.
-        class_split_area: 0 (the paper): an instance's pixels all take its majority class. > 0: a
-            fragment of an instance labelled with another thing class becomes its own segment
-            when it covers at least this many pixels at ``stuff_area_reference_hw`` (scaled
-            like ``stuff_area``); smaller fragments take the majority class.
-        class_aware_grouping: False (the paper): every thing pixel joins the nearest center. True:
-            it joins the nearest center whose instance has the pixel's semantic class, where
-            there is one (see the module docstring).
-        stuff_area_reference_hw: (height, width) ``stuff_area`` and ``class_split_area`` refer to.
-        label_divisor: panoptic id = class * label_divisor + instance.
-        void_label: id of void pixels; 255000 by default, not 0 (0 is road stuff); -1 (Detectron2) or
-            any other value that is no real panoptic id.
-    """
-
-    center_threshold: float = 0.1
-    nms_kernel: int = 7
-    top_k: int = 200
-    stuff_area: int = 2048
-    class_split_area: int = 0
-    class_aware_grouping: bool = False
-    stuff_area_reference_hw: tuple[int, int] = (1024, 2048)
-    label_divisor: int = LABEL_DIVISOR
-    void_label: int = 255 * LABEL_DIVISOR
-
-    def validate(self) -> "PanopticConfig":
-        """Check every field; return ``self`` so calls chain.
-
-        Raises:
-            ValueError: naming the bad field, its value and the allowed range.
-        """
-        t = self.center_threshold
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.0 <= float(t) <= 1.0:
-            raise ValueError(f"PanopticConfig.center_threshold={t!r} must be a number in [0, 1]")
-        k = self.nms_kernel
-        if not _is_int(k) or k < 1 or k % 2 == 0:
-            raise ValueError(
-                f"PanopticConfig.nms_kernel={k!r} must be an odd integer >= 1 (e.g. 7), "
-                "so the max-pool window is centred on its pixel"
-            )
-        d = self.label_divisor
-        if not _is_int(d) or d < 2:
-            raise ValueError(f"PanopticConfig.label_divisor={d!r} must be an integer >= 2 (e.g. 1000)")
-        if not _is_int(self.top_k) or self.top_k < 1:
-            raise ValueError(f"PanopticConfig.top_k={self.top_k!r} must be an integer >= 1 (e.g. 200)")
-        a = self.stuff_area
-        if not isinstance(a, (int, float)) or isinstance(a, bool) or a < 0:
-            raise ValueError(f"PanopticConfig.stuff_area={a!r} must be a number >= 0 (pixels; 0 keeps all stuff)")
-        a = self.class_split_area
-        if not isinstance(a, (int, float)) or isinstance(a, bool) or a < 0:
-            raise ValueError(
-                f"PanopticConfig.class_split_area={a!r} must be a number >= 0 (pixels; 0 = off, the paper's "
-                "majority vote)"
-            )
-        if not isinstance(self.class_aware_grouping, bool):
-            raise ValueError(
-                f"PanopticConfig.class_aware_grouping={self.class_aware_grouping!r} must be True or False "
-                "(False = the paper's class-agnostic grouping)"
-            )
-        ref = self.stuff_area_reference_hw
-        if (
-            not isinstance(ref, (tuple, list))
-            or len(ref) != 2
-            or not all(_is_int(v) and v >= 1 for v in ref)
-        ):
-            raise ValueError(
-                f"PanopticConfig.stuff_area_reference_hw={ref!r} must be (height, width), two integers >= 1, "
-                "e.g. (1024, 2048)"
-            )
-        v = self.void_label
-        if not _is_int(v) or not -_INT32_MAX - 1 <= v <= _INT32_MAX:
-            raise ValueError(
-                f"PanopticConfig.void_label={v!r} must be an int32 integer "
-                f"(default 255 * label_divisor = {255 * d}; Detectron2 uses -1)"
-            )
-        return self
-
-    def with_overrides(self, overrides: Optional[Mapping[str, Any]], *, source: str = "overrides") -> "PanopticConfig":
-        """A validated copy with the ``overrides`` fields replaced (``None`` / empty: a validated copy).
-
-        Args:
-            overrides: field name -> value, e.g. ``{"center_threshold": 0.2}``.
-            source: where the overrides come from, for error messages (e.g. a checkpoint path).
-
-        Raises:
-            ValueError: an unknown field (lists the known ones) or a bad value (names the source).
-        """
-        items = dict(overrides or {})
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(items) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown panoptic post-processing field(s) {unknown}; known: {sorted(known)}")
-        if isinstance(items.get("stuff_area_reference_hw"), list):
-            items["stuff_area_reference_hw"] = tuple(items["stuff_area_reference_hw"])
-        try:
-            return replace(self, **items).validate()
-        except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
-
-    def tunables(self) -> dict[str, Any]:
-        """The fields a deployment tunes (:data:`TUNABLE_FIELDS`) as a plain dict."""
-        return {name: getattr(self, name) for name in TUNABLE_FIELDS}
-
-    def _scaled(self, area: float, hw: tuple[int, int]) -> float:
-        ref_h, ref_w = self.stuff_area_reference_hw
-        return float(area) * hw[0] * hw[1] / (ref_h * ref_w)
-
-    def min_stuff_area(self, hw: tuple[int, int]) -> float:
-        """Stuff area threshold in pixels for an output of size ``hw = (H, W)``."""
-        return self._scaled(self.stuff_area, hw)
-
-    def min_class_split_area(self, hw: tuple[int, int]) -> float:
-        """Class-split fragment threshold in pixels for an output of size ``hw``; 0 when off."""
-        return self._scaled(self.class_split_area, hw)
-
-
-#: PanopticConfig fields that are tuned per model and exposed as node parameters.
-TUNABLE_FIELDS: tuple[str, ...] = ("center_threshold", "nms_kernel", "top_k", "stuff_area", "class_split_area",
-                                   "class_aware_grouping")
 
 
 @dataclass(frozen=True)
@@ -240,9 +106,6 @@ class PanopticOutput:
     semantic: torch.Tensor
     segments: list[Segment]
 
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_hw(name: str, t: torch.Tensor, channels: Optional[int], hint: str) -> None:
@@ -292,8 +155,13 @@ def find_centers(center: torch.Tensor, cfg: PanopticConfig) -> tuple[torch.Tenso
     _check_hw("center", center, 1, "pass one image's heatmap, e.g. outputs['center'][0]")
     hm = center[0].float()
     h, w = hm.shape
-    cand = (hm > cfg.center_threshold) & (hm == _max_pool(hm, cfg.nms_kernel))
-    flat = torch.nonzero(cand.flatten()).flatten()  # raster order
+    if hm.device.type == "cpu":  # numpy's flatnonzero is several times faster than torch.nonzero here
+        a = hm.contiguous().numpy()
+        cand = (a > np.float32(cfg.center_threshold)) & (a == _max_pool(hm, cfg.nms_kernel).numpy())
+        flat = torch.from_numpy(np.flatnonzero(cand))  # raster order
+    else:
+        cand = (hm > cfg.center_threshold) & (hm == _max_pool(hm, cfg.nms_kernel))
+        flat = torch.nonzero(cand.flatten()).flatten()  # raster order
     scores = hm.flatten()[flat]
     if flat.numel() >= cfg.top_k:
         kth = torch.topk(scores, cfg.top_k, sorted=True).values[-1].clamp(min=0)
@@ -355,33 +223,86 @@ def group_instances(
     # Predicted center of every thing pixel, float32 as in the reference maths.
     py_all = torch.div(pix, w, rounding_mode="floor").float() + off[0, pix]
     px_all = (pix % w).float() + off[1, pix]
+    if center_class is not None:
+        pc_all = pixel_class.flatten()[pix].long()
+        labels = nearest_center(py_all, px_all, centers, max_chunk_bytes=max_chunk_bytes,
+                                point_class=pc_all, center_class=center_class.long())
+    else:
+        labels = nearest_center(py_all, px_all, centers, max_chunk_bytes=max_chunk_bytes)
+    out[pix] = labels.to(torch.int32) + 1
+    return out.view(h, w)
+
+
+def nearest_center(
+    py: torch.Tensor,
+    px: torch.Tensor,
+    centers: torch.Tensor,
+    *,
+    max_chunk_bytes: Optional[int] = None,
+    point_class: Optional[torch.Tensor] = None,
+    center_class: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Index of the nearest center of each point: float32 Euclidean distance, ties -> lowest index.
+
+    Args:
+        py, px: (N,) float32 point coordinates (rows, columns).
+        centers: (K, 2) int64 (y, x), K >= 1.
+        max_chunk_bytes: memory bound of one chunk's temporaries (see :func:`group_instances`).
+        point_class, center_class: (N,) and (K,) int64 for class-aware grouping (both or neither).
+
+    Returns:
+        (N,) int64 center index in 0..K-1.
+    """
+    k = centers.shape[0]
     cy = centers[:, 0].float()
     cx = centers[:, 1].float()
-    if center_class is not None:
-        cc = center_class.long()
-        pc_all = pixel_class.flatten()[pix].long()
     # Two float32 (chunk, K) temporaries, updated in place. Chunks small enough to stay in the CPU's
     # L2 cache make this compute-bound instead of memory-bound (3x faster at K = 200 than one big
     # chunk on the development machine); the default bounds both temporaries to ~2 MB.
     if max_chunk_bytes is None:
-        max_chunk_bytes = DEFAULT_CUDA_CHUNK_BYTES if offset.device.type == "cuda" else DEFAULT_CHUNK_BYTES
+        max_chunk_bytes = DEFAULT_CUDA_CHUNK_BYTES if py.device.type == "cuda" else DEFAULT_CHUNK_BYTES
     chunk = max(1, int(max_chunk_bytes) // (k * 4 * 2 + 8))
-    labels = torch.empty(pix.numel(), dtype=torch.int64, device=offset.device)
-    for start in range(0, pix.numel(), chunk):
+    if py.device.type == "cpu":
+        return torch.from_numpy(_nearest_center_numpy(
+            py.numpy(), px.numpy(), cy.numpy(), cx.numpy(), chunk,
+            None if point_class is None else point_class.numpy(),
+            None if center_class is None else center_class.numpy()))
+    labels = torch.empty(py.numel(), dtype=torch.int64, device=py.device)
+    for start in range(0, py.numel(), chunk):
         stop = start + chunk
-        dist = py_all[start:stop, None] - cy
+        dist = py[start:stop, None] - cy
         dist.square_()
-        dx = px_all[start:stop, None] - cx
+        dx = px[start:stop, None] - cx
         dist += dx.square_()
         dist.sqrt_()
         if center_class is not None:
-            same = pc_all[start:stop, None] == cc
+            same = point_class[start:stop, None] == center_class
             # only where some center has the pixel's class: the other centers are out of reach
             dist.masked_fill_(~same & same.any(dim=1, keepdim=True), float("inf"))
         torch.argmin(dist, dim=1, out=labels[start:stop])
-    out[pix] = labels.to(torch.int32) + 1
-    return out.view(h, w)
+    return labels
 
+
+
+def _nearest_center_numpy(py: np.ndarray, px: np.ndarray, cy: np.ndarray, cx: np.ndarray, chunk: int,
+                          point_class: Optional[np.ndarray], center_class: Optional[np.ndarray]) -> np.ndarray:
+    """:func:`nearest_center` on CPU: the same float32 operations in numpy, single-threaded (torch's
+    OpenMP workers cost more than they save on these small chunks and busy-wait on a shared CPU)."""
+    n = py.size
+    labels = np.empty(n, dtype=np.int64)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        dist = py[start:stop, None] - cy
+        np.square(dist, out=dist)
+        dx = px[start:stop, None] - cx
+        np.square(dx, out=dx)
+        dist += dx
+        np.sqrt(dist, out=dist)
+        if center_class is not None:
+            same = point_class[start:stop, None] == center_class
+            dist[~same & same.any(axis=1, keepdims=True)] = np.inf
+        labels[start:stop] = dist.argmin(axis=1)
+    return labels
 
 def _class_votes(instance: torch.Tensor, semantic: torch.Tensor, n_inst: int, num_classes: int) -> torch.Tensor:
     """(n_inst, num_classes) int64: pixels of instance k with class c (row 0 = no instance).
@@ -448,6 +369,25 @@ def merge_semantic_and_instance(
     if lo < 0:
         raise ValueError(f"semantic class ids must be >= 0, found {lo}")
     num_classes = max(hi + 1, max((int(t) + 1 for t in thing_ids), default=0))
+    check_id_space(num_classes, cfg)
+
+    is_thing = _thing_lut(thing_ids, num_classes, dev)[sem]  # (H, W) bool
+    inst = torch.where(is_thing, instance.long(), torch.zeros_like(sem))
+    n_inst = int(inst.max()) + 1 if inst.numel() else 1
+    # votes[k, c] = pixels of instance k with class c (row 0 = no instance).
+    votes = _class_votes(inst, sem, n_inst, num_classes)
+    stuff_area = torch.bincount(sem[~is_thing], minlength=num_classes)
+    thing_lut, stuff_lut = merge_tables(votes, stuff_area, cfg, tuple(sem.shape))
+    pan = torch.where(is_thing, thing_lut[inst * num_classes + sem], stuff_lut[sem])
+    return pan.to(torch.int32)
+
+
+def check_id_space(num_classes: int, cfg: PanopticConfig) -> None:
+    """Refuse a ``void_label`` that collides with a real id, or ids that overflow int32.
+
+    Raises:
+        ValueError: naming the value and the fix.
+    """
     div, void = cfg.label_divisor, cfg.void_label
     if 0 <= void < num_classes * div and void % div < cfg.top_k + 1:
         raise ValueError(
@@ -457,12 +397,27 @@ def merge_semantic_and_instance(
     if (num_classes - 1) * div + cfg.top_k > _INT32_MAX:
         raise ValueError(f"label_divisor={div} with {num_classes} classes overflows int32 panoptic ids")
 
-    is_thing = _thing_lut(thing_ids, num_classes, dev)[sem]  # (H, W) bool
-    inst = torch.where(is_thing, instance.long(), torch.zeros_like(sem))
-    n_inst = int(inst.max()) + 1 if inst.numel() else 1
 
-    # Majority vote: votes[k, c] = pixels of instance k with class c (row 0 = no instance).
-    votes = _class_votes(inst, sem, n_inst, num_classes)
+def merge_tables(votes: torch.Tensor, stuff_area: torch.Tensor, cfg: PanopticConfig,
+                 hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Panoptic id lookup tables from class votes (the numbering of :func:`merge_semantic_and_instance`).
+
+    Args:
+        votes: (n_inst, C) int64, pixels of instance k (row 0: no instance) with thing class c.
+        stuff_area: (C,) int64 pixels of each stuff class.
+        cfg: uses ``label_divisor``, ``void_label``, ``stuff_area``, ``class_split_area``.
+        hw: (H, W) of the output, for the scaled area thresholds.
+
+    Returns:
+        ``(thing_lut (n_inst * C,), stuff_lut (C,))`` int64: the id of a thing pixel of instance
+        k and class c is ``thing_lut[k * C + c]``, of a stuff pixel of class c ``stuff_lut[c]``.
+
+    Raises:
+        ValueError: more segments of one class than ``label_divisor`` allows.
+    """
+    dev = votes.device
+    num_classes = votes.shape[1]
+    div, void = cfg.label_divisor, cfg.void_label
     inst_class = votes.argmax(dim=1)  # first max -> lowest class on ties
     present = votes.sum(dim=1) > 0
     present[0] = False
@@ -470,7 +425,7 @@ def merge_semantic_and_instance(
     # instance, plus the fragments class splitting keeps.
     segment = F.one_hot(inst_class, num_classes).bool() & present[:, None]
     if cfg.class_split_area > 0:
-        split = votes >= max(1.0, cfg.min_class_split_area(tuple(sem.shape)))
+        split = votes >= max(1.0, cfg.min_class_split_area(hw))
         segment |= split & present[:, None]
     # Per-class running count in (instance, class) order -> 1..n numbering.
     rank = segment.long().cumsum(dim=0)
@@ -485,15 +440,10 @@ def merge_semantic_and_instance(
     seg_id = target * div + rank.gather(1, target)
     thing_lut = torch.where(present[:, None], seg_id, torch.full_like(seg_id, void)).flatten()
     thing_lut[:num_classes] = void  # thing pixels that no instance claimed (row 0)
-
     # Stuff: one segment per class, void when below the scaled area threshold.
-    stuff_pix = sem[~is_thing]
-    stuff_area = torch.bincount(stuff_pix, minlength=num_classes)
-    big = stuff_area.double() >= cfg.min_stuff_area(tuple(sem.shape))
+    big = stuff_area.double() >= cfg.min_stuff_area(hw)
     stuff_lut = torch.where(big, classes * div, torch.full_like(classes, void))
-
-    pan = torch.where(is_thing, thing_lut[inst * num_classes + sem], stuff_lut[sem])
-    return pan.to(torch.int32)
+    return thing_lut, stuff_lut
 
 
 def resize_heads(
@@ -671,70 +621,3 @@ def _segments(
         )
         for i, s, ar, xa, ya, xb, yb, mx, my in zip(*cols)
     ]
-
-
-def _random_heads(
-    hw: tuple[int, int], num_classes: int, centers: int, device: str, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random (C, H, W) logits, (1, H, W) heatmap with ``centers`` Gaussian blobs, (2, H, W) offsets
-    pointing at the nearest blob, for timing."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = hw
-    logits = torch.randn(num_classes, h, w, generator=g)
-    cy = torch.randint(0, h, (centers,), generator=g).float()
-    cx = torch.randint(0, w, (centers,), generator=g).float()
-    yy = torch.arange(h, dtype=torch.float32).view(h, 1, 1)
-    xx = torch.arange(w, dtype=torch.float32).view(1, w, 1)
-    sigma = max(2.0, min(h, w) / 64)
-    d2 = (yy - cy) ** 2 + (xx - cx) ** 2 if centers > 0 else torch.full((h, w, 1), float("inf"))
-    heat = torch.exp(-d2.min(dim=2).values / (2 * sigma**2))[None]
-    if centers > 0:
-        near = d2.argmin(dim=2)
-        offset = torch.stack([cy[near] - yy[..., 0], cx[near] - xx[..., 0]])
-    else:
-        offset = torch.zeros(2, h, w)
-    return logits.to(device), heat.to(device), offset.to(device)
-
-
-def time_postprocess(
-    hw: tuple[int, int],
-    num_classes: int = 19,
-    centers: int = 20,
-    repeats: int = 5,
-    device: str = "cpu",
-) -> dict:
-    """Median wall time of :func:`panoptic_postprocess` (no resize) on random heads.
-
-    Args:
-        hw: (H, W) of the heads.
-        num_classes: C of the semantic head; the Cityscapes things 11..18 are things when present.
-        centers: Gaussian blobs in the center heatmap.
-        repeats: timed runs after one warm-up.
-        device: torch device string, e.g. ``"cpu"`` or ``"cuda"``.
-
-    Returns:
-        ``{"hw", "device", "repeats", "median_ms", "min_ms", "max_ms", "segments"}``.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats={repeats!r} must be >= 1")
-    logits, heat, offset = _random_heads(tuple(hw), num_classes, centers, device)
-    things = frozenset(range(11, 19)) & frozenset(range(num_classes))
-    cfg = PanopticConfig()
-    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    out = panoptic_postprocess(logits, heat, offset, thing_ids=things, cfg=cfg)  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        out = panoptic_postprocess(logits, heat, offset, thing_ids=things, cfg=cfg)
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return {
-        "hw": tuple(hw),
-        "device": str(device),
-        "repeats": repeats,
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "segments": len(out.segments),
-    }

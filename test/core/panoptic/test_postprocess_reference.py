@@ -16,7 +16,7 @@ import torch
 
 from seg_perception.eval.coco_panoptic import CocoPanopticWriter, rgb_to_id
 from seg_perception.datasets.labels import get_label_set
-from seg_perception.core.panoptic import PanopticConfig, find_centers, panoptic_postprocess
+from seg_perception.core.panoptic import PanopticConfig, camera_postprocess, find_centers, panoptic_postprocess
 from test import reference_fixtures as rf
 
 FIX = "pdl_postprocess"
@@ -65,6 +65,18 @@ def test_panoptic_ids_match_reference_exactly(heads, top_k) -> None:
     out = _run(h, top_k)
     np.testing.assert_array_equal(out.panoptic.numpy(), e[f"panoptic_topk{top_k}"])
     np.testing.assert_array_equal(out.semantic.numpy(), h["semantic_labels"].astype(np.int64))
+
+
+@pytest.mark.parametrize("top_k", TOP_KS)
+def test_camera_path_at_output_resolution_matches_reference_exactly(heads, top_k) -> None:
+    """The Segmenter's path (camera_postprocess) with camera = network gives the references' ids too."""
+    h, e = heads
+    st = rf.manifest(FIX)["settings"]
+    logits = torch.from_numpy(h["sem_logits"][0].astype(np.float32))
+    out = camera_postprocess(logits, torch.from_numpy(h["center"][0]), torch.from_numpy(h["offset"][0]),
+                             tuple(logits.shape[1:]), thing_ids=frozenset(st["thing_ids"]), cfg=_cfg(top_k))
+    np.testing.assert_array_equal(out.panoptic.numpy(), e[f"panoptic_topk{top_k}"])
+    np.testing.assert_array_equal(out.semantic.numpy().astype(np.int64), h["semantic_labels"].astype(np.int64))
 
 
 @pytest.mark.parametrize("top_k", TOP_KS)

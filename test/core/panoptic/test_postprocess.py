@@ -1,4 +1,4 @@
-"""Tests for seg_perception.core.panoptic (Panoptic-DeepLab post-processing).
+"""Tests for seg_perception.core.panoptic.postprocess (Panoptic-DeepLab post-processing).
 
 The main check compares the vectorized torch code against ``reference_postprocess`` below: an
 independent, deliberately slow implementation with plain Python loops over pixels and
@@ -22,7 +22,6 @@ from seg_perception.core.panoptic import (
     merge_semantic_and_instance,
     panoptic_postprocess,
     resize_heads,
-    time_postprocess,
 )
 
 CITYSCAPES = get_label_set("cityscapes")
@@ -577,47 +576,6 @@ def test_segmenter_resizes_bowenc0221_heads_corner_aligned():
 # ----------------------------------------------------------------------------------------------
 # Config validation, input checks, timing helper
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "kwargs,field",
-    [
-        (dict(center_threshold=1.5), "center_threshold"),
-        (dict(center_threshold=-0.1), "center_threshold"),
-        (dict(nms_kernel=4), "nms_kernel"),
-        (dict(nms_kernel=0), "nms_kernel"),
-        (dict(top_k=0), "top_k"),
-        (dict(top_k=2.5), "top_k"),
-        (dict(stuff_area=-1), "stuff_area"),
-        (dict(class_split_area=-1), "class_split_area"),
-        (dict(class_aware_grouping=1), "class_aware_grouping"),
-        (dict(stuff_area_reference_hw=(0, 2048)), "stuff_area_reference_hw"),
-        (dict(label_divisor=1), "label_divisor"),
-        (dict(void_label=2**31), "void_label"),
-    ],
-)
-def test_config_validate_names_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
-        PanopticConfig(**kwargs).validate()
-
-
-def test_default_config():
-    cfg = PanopticConfig().validate()
-    assert (cfg.center_threshold, cfg.nms_kernel, cfg.top_k, cfg.stuff_area) == (0.1, 7, 200, 2048)
-    assert cfg.void_label == 255_000 and cfg.label_divisor == 1000
-    assert cfg.min_stuff_area((1024, 2048)) == 2048 and cfg.min_stuff_area((512, 1024)) == 512
-
-
-def test_with_overrides_replaces_validates_and_names_the_source():
-    cfg = PanopticConfig().with_overrides({"center_threshold": 0.3, "stuff_area_reference_hw": [512, 1024]})
-    assert cfg.center_threshold == 0.3 and cfg.stuff_area_reference_hw == (512, 1024) and cfg.nms_kernel == 7
-    assert cfg.tunables() == {"center_threshold": 0.3, "nms_kernel": 7, "top_k": 200, "stuff_area": 2048,
-                             "class_split_area": 0, "class_aware_grouping": False}
-    assert PanopticConfig().with_overrides(None) == PanopticConfig()
-    with pytest.raises(ValueError, match=r"ckpt\.pt: unknown .*'nms'"):
-        PanopticConfig().with_overrides({"nms": 3}, source="ckpt.pt")
-    with pytest.raises(ValueError, match=r"ckpt\.pt: PanopticConfig\.nms_kernel=4"):
-        PanopticConfig().with_overrides({"nms_kernel": 4}, source="ckpt.pt")
-
-
 def test_postprocess_rejects_batched_heads():
     with pytest.raises(ValueError, match=r"outputs\['center'\]\[0\]"):
         panoptic_postprocess(
@@ -627,13 +585,6 @@ def test_postprocess_rejects_batched_heads():
         panoptic_postprocess(
             torch.zeros(3, 4, 4), torch.zeros(1, 4, 5), torch.zeros(2, 4, 4), thing_ids=THINGS, cfg=PanopticConfig()
         )
-
-
-def test_time_postprocess_reports_median():
-    r = time_postprocess((32, 48), centers=3, repeats=2)
-    assert r["hw"] == (32, 48) and r["repeats"] == 2 and r["device"] == "cpu"
-    assert 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
-    assert r["segments"] >= 1
 
 
 def test_too_many_instances_for_label_divisor():
@@ -647,7 +598,7 @@ def test_too_many_instances_for_label_divisor():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpu_max_filter_matches_a_window_loop(kernel: int, dtype: torch.dtype) -> None:
     """The CPU max filter (OpenCV dilation) against explicit clipped windows, borders included."""
-    from seg_perception.core.panoptic import _max_pool
+    from seg_perception.core.panoptic.postprocess import _max_pool
 
     g = torch.Generator().manual_seed(kernel)
     x = torch.randn(23, 31, generator=g, dtype=dtype)

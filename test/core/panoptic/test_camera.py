@@ -1,0 +1,141 @@
+"""Tests for seg_perception.core.panoptic.camera: ids at camera resolution without upsampling every head.
+
+The oracle is the exact path -- every head resized to the camera (``resize_heads``) and grouped
+there (``panoptic_postprocess``, itself checked against Detectron2's and bowenc0221's code in
+test_postprocess_reference.py and against a loop implementation in test_postprocess.py).
+"""
+from __future__ import annotations
+
+from itertools import islice
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from seg_perception.core.panoptic import PanopticConfig, camera_postprocess, panoptic_postprocess, resize_heads
+from seg_perception.core.panoptic.timing import _random_heads
+from seg_perception.datasets.labels import get_label_set
+
+CITYSCAPES = get_label_set("cityscapes")
+THINGS = CITYSCAPES.thing_ids
+
+
+def _exact(logits, center, offset, out_hw, cfg):
+    heads = resize_heads(logits, center, offset, out_hw)
+    return panoptic_postprocess(*heads, thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+
+
+def _compare(fast, exact, min_agreement: float, stuff_score_tol: float | None = 0.05) -> None:
+    agree = float((fast.panoptic == exact.panoptic).double().mean())
+    assert agree >= min_agreement, agree
+    assert float((fast.semantic.long() == exact.semantic).double().mean()) >= 0.999
+    by_id = {s.id: s for s in exact.segments}
+    if agree == 1.0:  # same ids everywhere: same segments, same area, box and centroid
+        assert [s.id for s in fast.segments] == [s.id for s in exact.segments]
+        for s in fast.segments:
+            e = by_id[s.id]
+            assert (s.class_id, s.is_thing, s.area, s.bbox) == (e.class_id, e.is_thing, e.area, e.bbox)
+            assert s.centroid == pytest.approx(e.centroid, abs=1e-6)
+            if s.is_thing:
+                assert s.score == pytest.approx(e.score)
+            elif stuff_score_tol is not None:  # nearest-source probability instead of the upsampled one
+                assert s.score == pytest.approx(e.score, abs=stuff_score_tol)
+
+
+def _smooth_heads(seed: int, hw=(24, 40), centers: int = 6):
+    """Random heads with blob-shaped classes (a real network's logits are smooth, random ones are not)."""
+    logits, heat, offset = _random_heads(hw, 19, centers, "cpu", seed=seed)
+    sm = torch.from_numpy(np.stack([cv2.GaussianBlur(c, (0, 0), 2.0) for c in logits.numpy()])) * 6
+    return sm, heat, offset
+
+
+@pytest.mark.parametrize("cfg", [
+    PanopticConfig(stuff_area=0),
+    PanopticConfig(),
+    PanopticConfig(nms_kernel=3, class_aware_grouping=True),
+    PanopticConfig(class_split_area=20_000, class_aware_grouping=True),
+], ids=["plain", "stuff_area", "class_aware", "class_split"])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("out_hw", [(51, 85), (48, 80), (75, 97)])
+def test_camera_ids_match_the_exact_path(seed, cfg, out_hw):
+    logits, heat, offset = _smooth_heads(seed)
+    fast = camera_postprocess(logits, heat, offset, out_hw, thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+    _compare(fast, _exact(logits, heat, offset, out_hw, cfg), 0.995)
+    assert fast.panoptic.shape == out_hw and fast.panoptic.dtype == torch.int32
+
+
+@pytest.mark.parametrize("cfg", [PanopticConfig(stuff_area=0), PanopticConfig(class_aware_grouping=True, nms_kernel=3),
+                                 PanopticConfig(class_split_area=20_000)], ids=["plain", "class_aware", "class_split"])
+@pytest.mark.parametrize("seed", range(3))
+def test_at_network_resolution_equals_panoptic_postprocess(seed, cfg):
+    """Camera == network: the same ids and segment statistics as the reference-checked function."""
+    for logits, heat, offset in (_smooth_heads(seed), _random_heads((24, 40), 19, 6, "cpu", seed=seed)):
+        fast = camera_postprocess(logits, heat, offset, (24, 40), thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+        want = panoptic_postprocess(logits, heat, offset, thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+        assert torch.equal(fast.panoptic, want.panoptic) and torch.equal(fast.semantic.long(), want.semantic)
+        assert len(fast.segments) == len(want.segments)
+        for a, b in zip(fast.segments, want.segments):
+            assert (a.id, a.class_id, a.is_thing, a.area, a.bbox) == (b.id, b.class_id, b.is_thing, b.area, b.bbox)
+            assert a.centroid == pytest.approx(b.centroid) and a.score == pytest.approx(b.score, rel=1e-5)
+
+
+def test_camera_ids_on_noise_logits_still_match():
+    """Every pixel a class boundary: nearly everything takes the exact per-pixel route."""
+    logits, heat, offset = _random_heads((20, 30), 19, 5, "cpu", seed=3)
+    fast = camera_postprocess(logits, heat, offset, (45, 70), thing_ids=THINGS, cfg=PanopticConfig(stuff_area=0))
+    # (stuff scores not compared: on noise the nearest source's probability is far from the blend's)
+    _compare(fast, _exact(logits, heat, offset, (45, 70), PanopticConfig(stuff_area=0)), 0.995, None)
+
+
+def test_camera_ids_of_the_shipped_model_match_the_exact_path():
+    from seg_perception.bag.rosbag import read_images
+    from seg_perception.core.conversions import to_rgb
+    from seg_perception.core.segmenter import build_segmenter
+    from seg_perception.datasets.sample_bag import IMAGE_TOPIC, SAMPLE_BAG_PATH
+
+    seg = build_segmenter("panoptic_deeplab_mobilenetv2", weights=None, resolution=(128, 256), backend="torch")
+    cam = (270, 480)  # 2.11 x 1.875: no integer factor
+    for frame in islice(read_images(SAMPLE_BAG_PATH, IMAGE_TOPIC), 0, 60, 20):
+        rgb = to_rgb(frame.msg)
+        out = seg.infer(rgb)
+        heads = [torch.as_tensor(out[k][0]).float() for k in ("semantic", "center", "offset")]
+        fast = camera_postprocess(*heads, cam, thing_ids=THINGS, cfg=seg.panoptic_cfg, label_set=CITYSCAPES)
+        exact = camera_postprocess(*heads, cam, thing_ids=THINGS, cfg=seg.panoptic_cfg, label_set=CITYSCAPES,
+                                   exact=True)
+        _compare(fast, exact, 0.995)
+        assert any(s.is_thing for s in fast.segments)
+    # the Segmenter takes the fast path unless exact_upsampling is set, with the same ids
+    frame = cv2.resize(rgb, cam[::-1])
+    a = seg.segment(frame)
+    seg.exact_upsampling = True
+    b = seg.segment(frame)
+    assert float((a.panoptic == b.panoptic).mean()) >= 0.995 and (a.semantic == b.semantic).mean() >= 0.999
+
+
+@pytest.mark.parametrize("kwargs", [dict(exact=True), dict(align_corners=True)])
+def test_exact_and_corner_aligned_models_take_the_exact_path(kwargs):
+    logits, heat, offset = _smooth_heads(1)
+    cfg = PanopticConfig()
+    got = camera_postprocess(logits, heat, offset, (51, 85), thing_ids=THINGS, cfg=cfg, **kwargs)
+    heads = resize_heads(logits, heat, offset, (51, 85), align_corners=kwargs.get("align_corners", False))
+    want = panoptic_postprocess(*heads, thing_ids=THINGS, cfg=cfg)
+    assert torch.equal(got.panoptic, want.panoptic)
+
+
+def test_no_center_or_no_thing_gives_stuff_and_void_only():
+    logits, heat, offset = _smooth_heads(2)
+    fast = camera_postprocess(logits, torch.zeros_like(heat), offset, (51, 85), thing_ids=THINGS,
+                              cfg=PanopticConfig(stuff_area=0))
+    exact = _exact(logits, torch.zeros_like(heat), offset, (51, 85), PanopticConfig(stuff_area=0))
+    assert torch.equal(fast.panoptic, exact.panoptic)
+    assert not any(s.is_thing for s in fast.segments)
+
+
+def test_bad_heads_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"outputs\['center'\]\[0\]"):
+        camera_postprocess(torch.zeros(3, 4, 4), torch.zeros(1, 1, 4, 4), torch.zeros(2, 4, 4), (8, 8),
+                           thing_ids=THINGS, cfg=PanopticConfig())
+    with pytest.raises(ValueError, match="out_hw"):
+        camera_postprocess(torch.zeros(3, 4, 4), torch.zeros(1, 4, 4), torch.zeros(2, 4, 4), (0, 8),
+                           thing_ids=THINGS, cfg=PanopticConfig())
