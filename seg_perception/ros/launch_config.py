@@ -14,7 +14,7 @@ import yaml
 
 from .params import BACKENDS, PRECISIONS, RELIABILITY, TRANSPORTS, ParameterError, validate
 
-from ..config import DEFAULT_MODEL
+from ..config import DEFAULT_BACKEND, DEFAULT_MODEL
 
 PACKAGE = "seg_perception"
 
@@ -54,7 +54,7 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("image_topic", "/camera/image_raw", "Camera topic (sensor_msgs/Image); '<topic>/compressed' is used when input_transport=compressed."),
     LaunchArgument("namespace", "", "Namespace of the node (outputs are <ns>/segment_node/semantic, ...)."),
     LaunchArgument("params_file", "", "Extra ROS 2 parameters file applied after the preset (overrides it)."),
-    LaunchArgument("backend", "auto", "Inference runtime (auto: TensorRT on a GPU, else the fastest measured CPU path); empty = the preset's.", ("",) + BACKENDS),
+    LaunchArgument("backend", DEFAULT_BACKEND, "Inference runtime (auto: TensorRT on a GPU, else the fastest measured CPU path); empty = the preset's.", ("",) + BACKENDS),
     LaunchArgument("device", "", "cpu, cuda or cuda:N; empty = the preset's."),
     LaunchArgument("precision", "", "Numeric precision; empty = the preset's.", ("",) + PRECISIONS),
     LaunchArgument("weights", "", "Checkpoint path; empty = the preset's ('default' = shipped weights)."),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..config import BACKENDS, DEFAULT_MODEL, PRECISIONS, RELIABILITY, TRANSPORTS, ConfigError, parse_resolution
+from ..config import BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, PRECISIONS, RELIABILITY, TRANSPORTS, ConfigError, parse_resolution
 from ..datasets.labels import list_label_sets
 
 #: Parameters whose change on a running node rebuilds the Segmenter (refused if the rebuild fails).
@@ -230,7 +230,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("num_classes", 0, "Expected number of output classes (0 = from label set/checkpoint); checked at load.", _range("num_classes", 0, 65535, int)),
     ParamSpec("resolution", "", "Network input 'HxW' (camera images are resized to it); '' = checkpoint default.", _resolution),
     ParamSpec("device", "cpu", "Inference device: cpu, cuda, cuda:N.", _device),
-    ParamSpec("backend", "auto", "Inference runtime; auto = TensorRT on a GPU, else the fastest measured CPU path.", _choice("backend", BACKENDS), BACKENDS),
+    ParamSpec("backend", DEFAULT_BACKEND, "Inference runtime; auto = TensorRT on a GPU, else the fastest measured CPU path.", _choice("backend", BACKENDS), BACKENDS),
     ParamSpec("precision", "fp32", "Numeric precision (fp16/int8 need CUDA/TensorRT).", _choice("precision", PRECISIONS), PRECISIONS),
     ParamSpec("overlay_alpha", 0.5, "Mask opacity in ~/overlay, 0..1.", _range("overlay_alpha", 0.0, 1.0, float)),
     ParamSpec("input_transport", "raw", "Subscribe 'image' (raw) or 'image/compressed'. Start-up only.", _choice("input_transport", TRANSPORTS), TRANSPORTS, True),
