@@ -280,7 +280,7 @@ def post_agreement(seg: Any, camera: tuple[int, int], frames: int) -> dict[str, 
     """
     import cv2
 
-    from ..bag.rosbag import read_images
+    from ..bag.read import read_images
     from ..core.conversions import to_rgb
     from ..datasets.sample_bag import IMAGE_TOPIC, SAMPLE_BAG_PATH
 

@@ -8,7 +8,6 @@ optimization-profile calls as TensorRT documents them.
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from seg_perception.runtime import create_backend
 from seg_perception.runtime.base import BackendError, batch_capacity
 
 from ..fakes import fake_tensorrt
+from ..fakes.fixtures import cache_dir, fake_trt  # noqa: F401  (fixtures)
 from ..runtime.tiny_models import TinyPanoptic, TinySemantic, seeded
 
 CITY = get_label_set("cityscapes")
@@ -32,24 +32,6 @@ SIZES = [(48, 80), (24, 40), (30, 52)]
 def _frames(sizes=SIZES, seed=0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for hw in sizes]
-
-
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("SEG_PERCEPTION_CACHE", str(path))
-    return path
-
-
-@pytest.fixture
-def fake_trt(monkeypatch):
-    from seg_perception.runtime import factory, tensorrt_backend
-
-    mod = fake_tensorrt.new_module()
-    monkeypatch.setitem(sys.modules, "tensorrt", mod)
-    monkeypatch.setattr(factory, "_tensorrt_device", lambda device: "cpu")
-    monkeypatch.setattr(tensorrt_backend, "gpu_identity", lambda device="cuda": ("Fake Orin", "8.7"))
-    return mod
 
 
 class CountingBackend:

@@ -47,7 +47,7 @@ def test_eval_bag_cli_with_real_model(tmp_path, scene, capsys):
     bag = scene.write_scene_bag(tmp_path / "bag", "mcap", n=3, panoptic=False)
     args = parse(eval_bag, [bag, "--model", "deeplabv3plus_mobilenetv2", "--weights", "none", "--image-topic", "/cam",
                             "--gt-semantic-topic", "/gt/semantic", "--out", tmp_path / "out", "--write-bag",
-                            "--resolution", "32x64", "--batch-size", "2", "--miou-convention", "detectron2",
+                            "--resolution", "32x64", "--batch-size", "2", "--miou-convention", "detectron2", "--backend", "torch",
                             "--no-progress", "--no-figures"])
     assert eval_bag.run(args) == 0
     printed = capsys.readouterr().out

@@ -89,7 +89,7 @@ def test_camera_ids_on_noise_logits_still_match():
 
 
 def test_camera_ids_of_the_shipped_model_match_the_exact_path():
-    from seg_perception.bag.rosbag import read_images
+    from seg_perception.bag.read import read_images
     from seg_perception.core.conversions import to_rgb
     from seg_perception.core.segmenter import build_segmenter
     from seg_perception.datasets.sample_bag import IMAGE_TOPIC, SAMPLE_BAG_PATH
