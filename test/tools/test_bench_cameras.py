@@ -38,7 +38,7 @@ def test_three_equal_cameras_get_equal_service_from_one_node(tmp_path):
     what it received, and the answered counts per camera are within a frame or two of each other.
     With all frames published back to back in camera order (the old bench), the transport delivered
     the last camera's frames promptly and the others' late and in bursts, so the node replaced them
-    in its newest-frame slot before taking them: 26-40 answers against 38-53 for the last camera."""
+    in its newest-frame slot before taking them: 26-39 answers against 38-52 for the last camera."""
     cfg = CamerasBenchConfig(weights="none", resolution=(64, 128), counts=[3], backends=["torch"],
                              rate=15.0, duration=4.0, warmup=1, layouts=["one_node"])
     report = run_bench_cameras(cfg, log_dir=tmp_path)
@@ -64,7 +64,7 @@ def test_synchronized_cameras_get_equal_service_with_the_large_images_dds_profil
     """The same three cameras with all frames written back to back each period (hardware-synced
     cameras in one driver): with config/fastdds_large_images.xml in both processes the service is
     equal. Without it (Fast DDS's 0.5 MB shared-memory segment) the cameras written first got
-    26-40 answers where the last one got 38-53 (docs/MULTI_CAMERA.md)."""
+    26-39 answers where the last one got 38-52 (docs/MULTI_CAMERA.md)."""
     profile = Path(__file__).resolve().parents[2] / "config" / "fastdds_large_images.xml"
     out = tmp_path / "r.json"
     env = {**os.environ, "FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}
