@@ -114,6 +114,11 @@ class _Rig:
         with self._lock:
             self.answered[cam].setdefault(int(msg.header.stamp.sec), t)
 
+    def _on_diag(self, i: int, arr: Any) -> None:
+        self.diags[i](arr)
+        if any(self.diags[i].match in st.name for st in arr.status):
+            self._diag_at[i] = time.monotonic()
+
     def run(self, node: Any, spin_until: Any) -> dict[str, Any]:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -127,7 +132,9 @@ class _Rig:
                 for c in self.cams]
         pubs = {c: node.create_publisher(Image, self.image_topics[c], qos) for c in self.cams}
         self.diags = [LatestDiagnostics(name) for name in self.node_names]
-        subs += [node.create_subscription(DiagnosticArray, "/diagnostics", d, 10) for d in self.diags]
+        self._diag_at = [0.0] * len(self.diags)  # monotonic arrival of each node's newest report
+        subs += [node.create_subscription(DiagnosticArray, "/diagnostics", lambda a, i=i: self._on_diag(i, a), 10)
+                 for i in range(len(self.diags))]
         frames = {c: numpy_to_image(synthetic_frame(self.cfg.camera, seed=i), "rgb8") for i, c in enumerate(self.cams)}
         try:
             for c in self.cams:
@@ -155,7 +162,11 @@ class _Rig:
                 k += 1
                 spin_until(lambda: False, max(0.0, t0 + k * period - time.monotonic()))
             window = time.monotonic() - t0
-            spin_until(lambda: False, 3.0)  # answers still in flight; diagnostics_period 1 s: a fresh report
+            spin_until(lambda: False, 3.0)  # answers still in flight
+            # counters from a report made after the last answer was published (the node counts a
+            # frame after publishing it; diagnostics_period 1 s)
+            last = max((t for c in self.cams for t in self.answered[c].values()), default=0.0) + 0.05
+            spin_until(lambda: min(self._diag_at) > last, 3.0)
             counters = self._node_counters()
         finally:
             for s in subs:
