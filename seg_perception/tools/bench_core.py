@@ -2,7 +2,8 @@
 
 Run ``python -m seg_perception.tools.bench_core [--json out.json]`` for the cloud (640x480, stride
 1 and 2, dense and organized, plus the PointCloud2 packing when sensor_msgs is importable) and the
-tracker on a synthetic 512x1024 sequence. Timings belong here, never in unit tests.
+tracker on a synthetic 512x1024 sequence. The JSON records the date, the machine and the load
+average before and after the run. Timings belong here, never in unit tests.
 """
 from __future__ import annotations
 
