@@ -34,6 +34,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", help="precision (default fp32)")
     p.add_argument("--rate", type=float, default=15.0, help="frames per second each camera publishes (default 15)")
     p.add_argument("--duration", type=float, default=6.0, help="measured seconds per configuration (default 6)")
+    p.add_argument("--phases", choices=["spread", "together"], default="spread",
+                   help="spread (default): camera i publishes i/N of a period after camera 0, like independent "
+                        "cameras; together: all frames back to back each period in camera order")
+    p.add_argument("--layouts", default="one_node,separate_nodes",
+                   help="comma-separated: one_node, separate_nodes (default both)")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
 
 
@@ -46,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
             model=args.model, weights=args.weights, resolution=parse_resolution(args.resolution),
             camera=parse_resolution(args.camera), counts=args.counts,
             backends=[b.strip() for b in args.backends.split(",") if b.strip()], device=args.device,
-            precision=args.precision, rate=args.rate, duration=args.duration,
+            precision=args.precision, rate=args.rate, duration=args.duration, phases=args.phases,
+            layouts=[v.strip() for v in args.layouts.split(",") if v.strip()],
         )
         cfg.validate()
     except ValueError as exc:

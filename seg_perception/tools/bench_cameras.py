@@ -9,9 +9,14 @@ For N cameras, both layouts are run over real ROS 2 topics (reliable QoS) with t
 
 Every camera publishes frames at ``rate`` Hz for ``duration`` seconds (after a warm-up in which
 each camera gets answers), more than the node can segment at N >= 2 on a CPU, so the numbers are
-the saturated throughput. Measured here, per camera: delivered fps (answered frames published in
-the window / window) and latency (answer received here - frame published here, matched by header
-stamp) percentiles; overall: total fps and fairness (slowest camera's fps / fastest's).
+the saturated throughput. The cameras' phases are spread over the period by default (``phases``):
+publishing all N large frames back to back in a fixed order makes the DDS transport deliver the
+last-written one promptly and the earlier ones late or not at all, which shows up as unequal
+per-camera fps in both layouts (measured: docs/MULTI_CAMERA.md). Measured here, per camera:
+delivered fps (answered frames published in the window / window) and latency (answer received
+here - frame published here, matched by header stamp) percentiles; overall: total fps and fairness
+(slowest camera's fps / fastest's); and, per camera over the whole run, the node's own /diagnostics
+counters beside this process's (``per_camera.<cam>.node``), which say where frames were lost.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .node_driver import node_command, start_process, stop_process, wait_connected
+from .node_driver import LatestDiagnostics, node_command, start_process, stop_process, wait_connected
 
 NS = "/seg_bench_cams"
 
@@ -45,6 +50,12 @@ class CamerasBenchConfig:
     rate: float = 15.0
     duration: float = 6.0
     warmup: int = 2
+    #: "spread": camera i publishes i/N of a period after camera 0, like independent cameras;
+    #: "together": all N frames back to back each period, always in camera order (the transport
+    #: then delivers the last-written frame first and the earlier ones late or not at all: see
+    #: docs/MULTI_CAMERA.md, "Scheduling and fairness")
+    phases: str = "spread"
+    layouts: list[str] = field(default_factory=lambda: ["one_node", "separate_nodes"])
 
     def validate(self) -> None:
         if not self.counts or any(n < 1 for n in self.counts):
@@ -53,6 +64,10 @@ class CamerasBenchConfig:
             raise ValueError(f"rate and duration must be positive, got {self.rate} Hz, {self.duration} s")
         if not self.backends:
             raise ValueError("give at least one backend")
+        if not self.layouts or set(self.layouts) - {"one_node", "separate_nodes"}:
+            raise ValueError(f"layouts must be one_node and/or separate_nodes, got {self.layouts}")
+        if self.phases not in ("spread", "together"):
+            raise ValueError(f"phases must be 'spread' or 'together', got {self.phases!r}")
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -78,10 +93,12 @@ class _Rig:
         if layout == "one_node":
             cams = "[" + ", ".join(self.cams) + "]"
             self.commands.append(node_command({**base, "cameras": cams, "max_batch": n}, namespace=NS))
+            self.node_names = [f"{NS}/segment_node"]
             for c in self.cams:
                 self.image_topics[c] = f"{NS}/{c}/image"
                 self.answer_topics[c] = f"{NS}/segment_node/{c}/semantic"
         else:
+            self.node_names = [f"{NS}/{c}/segment_node" for c in self.cams]
             for c in self.cams:
                 self.commands.append(node_command(base, namespace=f"{NS}/{c}"))
                 self.image_topics[c] = f"{NS}/{c}/image"
@@ -97,7 +114,13 @@ class _Rig:
         with self._lock:
             self.answered[cam].setdefault(int(msg.header.stamp.sec), t)
 
+    def _on_diag(self, i: int, arr: Any) -> None:
+        self.diags[i](arr)
+        if any(self.diags[i].match in st.name for st in arr.status):
+            self._diag_at[i] = time.monotonic()
+
     def run(self, node: Any, spin_until: Any) -> dict[str, Any]:
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
@@ -108,6 +131,10 @@ class _Rig:
         subs = [node.create_subscription(Image, self.answer_topics[c], lambda m, c=c: self._on_answer(c, m), qos)
                 for c in self.cams]
         pubs = {c: node.create_publisher(Image, self.image_topics[c], qos) for c in self.cams}
+        self.diags = [LatestDiagnostics(name) for name in self.node_names]
+        self._diag_at = [0.0] * len(self.diags)  # monotonic arrival of each node's newest report
+        subs += [node.create_subscription(DiagnosticArray, "/diagnostics", lambda a, i=i: self._on_diag(i, a), 10)
+                 for i in range(len(self.diags))]
         frames = {c: numpy_to_image(synthetic_frame(self.cfg.camera, seed=i), "rgb8") for i, c in enumerate(self.cams)}
         try:
             for c in self.cams:
@@ -125,20 +152,52 @@ class _Rig:
             period = 1.0 / self.cfg.rate
             t0 = time.monotonic()
             k = 0
+            # camera i's frame of tick k is due at t0 + (k + offset_i) * period
+            offsets = [i / self.n if self.cfg.phases == "spread" else 0.0 for i in range(self.n)]
             while time.monotonic() - t0 < self.cfg.duration:
-                for c in self.cams:
+                for c, off in zip(self.cams, offsets):
+                    spin_until(lambda: False, max(0.0, t0 + (k + off) * period - time.monotonic()))
                     self._publish(pubs[c], frames[c], c, stamp)
                 stamp += 1
                 k += 1
                 spin_until(lambda: False, max(0.0, t0 + k * period - time.monotonic()))
             window = time.monotonic() - t0
             spin_until(lambda: False, 3.0)  # answers still in flight
+            # counters from a report made after the last answer was published (the node counts a
+            # frame after publishing it; diagnostics_period 1 s)
+            last = max((t for c in self.cams for t in self.answered[c].values()), default=0.0) + 0.05
+            spin_until(lambda: min(self._diag_at) > last, 3.0)
+            counters = self._node_counters()
         finally:
             for s in subs:
                 node.destroy_subscription(s)
             for p in pubs.values():
                 node.destroy_publisher(p)
-        return self._report(first, stamp, window)
+        report = self._report(first, stamp, window)
+        for c in self.cams:
+            report["per_camera"][c]["node"] = counters[c]
+        return report
+
+    def _node_counters(self) -> dict[str, dict[str, Any]]:
+        """Per camera, from the node's last /diagnostics and this process's own counts, over the whole
+        run (warm-up included): frames this process published and got answers for, and what the node
+        says it received, dropped (replaced in its newest-frame slot before the worker took them),
+        took into a batch and published. Where the frames were lost is the first place the counts
+        fall: received < published means the transport or the node's executor lost them (its reader
+        queue overflowed), dropped > 0 the node's scheduler, answered < processed the way back."""
+        out = {}
+        with self._lock:
+            for i, c in enumerate(self.cams):
+                if self.layout == "one_node":
+                    diag, pre = self.diags[0].latest(), f"camera.{c}."
+                else:
+                    diag, pre = self.diags[i].latest(), ""
+                counts: dict[str, Any] = {"published": len(self.sent[c]), "answered": len(self.answered[c])}
+                for key in ("frames_received", "frames_dropped", "frames_taken", "frames_processed"):
+                    if pre + key in diag:
+                        counts[key.replace("frames_", "node_")] = int(float(diag[pre + key]))
+                out[c] = counts
+        return out
 
     def _publish(self, pub: Any, msg: Any, cam: str, stamp: int) -> None:
         msg.header.stamp.sec = stamp
@@ -188,7 +247,8 @@ def run_bench_cameras(cfg: CamerasBenchConfig, log_dir: Optional[Path] = None) -
     try:
         for backend in cfg.backends:
             for n in cfg.counts:
-                for layout in (["one_node"] if n == 1 else ["one_node", "separate_nodes"]):
+                # with one camera both layouts are the same node: run it once
+                for layout in ([cfg.layouts[0]] if n == 1 else cfg.layouts):
                     rig = _Rig(cfg, backend, n, layout, log_dir)
                     rig.procs = [start_process(cmd, log) for cmd, log in zip(rig.commands, rig.logs)]
 

@@ -2,12 +2,14 @@
 
 Run ``python -m seg_perception.tools.bench_core [--json out.json]`` for the cloud (640x480, stride
 1 and 2, dense and organized, plus the PointCloud2 packing when sensor_msgs is importable) and the
-tracker on a synthetic 512x1024 sequence. Timings belong here, never in unit tests.
+tracker on a synthetic 512x1024 sequence. The JSON records the date, the machine and the load
+average before and after the run. Timings belong here, never in unit tests.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Iterable, Optional, Sequence
 
@@ -17,6 +19,7 @@ from seg_perception.core.latency import latency_stats
 from seg_perception.core.pointcloud import CloudConfig, depth_to_cloud
 from seg_perception.core.tracking import PanopticTracker, TrackerConfig
 from seg_perception.eval.video_metrics import IdSwitches, STQ, VPQ, VideoLabels
+from seg_perception.provenance import machine_info
 
 
 def bench_cloud(height: int = 480, width: int = 640, stride: int = 1, repeat: int = 50, organized: bool = False,
@@ -128,12 +131,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         to_msg = True
     except ImportError:
         to_msg = False
-    results = {"cloud": [bench_cloud(stride=s, organized=o, repeat=args.repeat, to_msg=to_msg)
-                         for s in (1, 2) for o in (False, True)]}
+    # Timings are only comparable with the machine, date and load they were taken under.
+    results: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info("cpu"),
+                     "load_avg_1_5_15_before": [round(v, 2) for v in os.getloadavg()]}
+    results["cloud"] = [bench_cloud(stride=s, organized=o, repeat=args.repeat, to_msg=to_msg)
+                        for s in (1, 2) for o in (False, True)]
     pred, gt = synthetic_sequence()
     labels = VideoLabels(19, frozenset({11, 13}))
     results["tracker"] = bench_tracker(pred, TrackerConfig(thing_ids=labels.thing_ids), repeat=2)
     results["tracking_quality"] = tracking_quality(gt, pred, labels)
+    results["load_avg_1_5_15_after"] = [round(v, 2) for v in os.getloadavg()]
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

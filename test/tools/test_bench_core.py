@@ -45,3 +45,5 @@ def test_main_writes_json(tmp_path, monkeypatch):
     assert main(["--json", str(out), "--repeat", "2"]) == 0
     data = json.loads(out.read_text())
     assert {"cloud", "tracker", "tracking_quality"} <= set(data) and len(data["cloud"]) == 4
+    assert data["date"] and data["machine"]["cpu_count"] >= 1
+    assert len(data["load_avg_1_5_15_before"]) == len(data["load_avg_1_5_15_after"]) == 3
