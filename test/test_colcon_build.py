@@ -34,6 +34,8 @@ def test_colcon_build_installs_launch_config_and_executables(tmp_path):
     assert (share / "package.xml").is_file()
     presets = {p.name for p in (share / "config").glob("*.yaml")}
     assert presets == {p.name for p in (REPO / "config").glob("*.yaml")} and presets
+    # the DDS profile README points users at (FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix ...)/share/...)
+    assert (share / "config" / "fastdds_large_images.xml").is_file()
     index = tmp_path / "install" / "seg_perception" / "share" / "ament_index" / "resource_index" / "packages" / "seg_perception"
     assert index.is_file()
     lib = tmp_path / "install" / "seg_perception" / "lib" / "seg_perception"
