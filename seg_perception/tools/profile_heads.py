@@ -66,6 +66,7 @@ def _session(path: Path, profile_prefix: Optional[str] = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.log_severity_level = 3  # the QDQ graphs' unused-initializer notices, one line per constant
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
