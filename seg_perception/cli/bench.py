@@ -36,7 +36,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", default=None,
                    help="network input HxW, e.g. 512x1024 (default: the one the weights record, else 512x1024)")
     p.add_argument("--backends", default="onnxruntime:fp32,auto",
-                   help="comma-separated variants kind[:precision][+cl][+graphs][+exact] in report order, e.g. "
+                   help="comma-separated variants kind[:precision][+cl][+graphs][+exact][+native] in report order, e.g. "
                         "onnxruntime:fp32,onnxruntime:int8,openvino:int8,torch:bf16; the first is the ratio reference "
                         "(kinds: torch, onnxruntime, openvino, tensorrt, auto; default onnxruntime:fp32,auto: the reference and what backend auto picks here)")
     p.add_argument("--suite", choices=("cpu", "gpu"), default=None,
@@ -47,7 +47,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accuracy-scenes", type=int, default=12, help="held-out scenes for --accuracy (default 12)")
     p.add_argument("--post-agreement", type=int, default=0, metavar="N",
                    help="also compare the default post-processing with the exact one (+exact: every head upsampled "
-                        "to the camera) on N sample-drive frames resized to --camera: pixel agreement and CPU ms")
+                        "to the camera) on N sample-drive frames resized to --camera: pixel agreement and CPU ms; "
+                        "also every variant's labels vs the first variant's on the same frames (e.g. +native)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8, as each backend permits")
     p.add_argument("--channels-last", action="store_true", help="torch backend: NHWC memory format")

@@ -13,6 +13,10 @@ Data path for one frame (camera resolution H x W, network resolution h x w)::
          scaled by (H/h, W/w), exact only at instance boundaries (seg_perception.core.panoptic.camera)
       -> SegResult(semantic (H, W) uint8, panoptic (H, W) int32 | None, segments, timings)
 
+With backend option ``native_heads`` the backend returns the heads on their own grid (h', w') --
+1/4 of (h, w), or 1/2 for a stride-2 semantic stage -- instead of (h, w), offsets in pixels of that
+grid; the post-processing above is the same code and upsamples once, (h', w') -> (H, W).
+
 ``segment_batch`` runs several frames (several cameras, each at its own H x W) as one (N, 3, h, w)
 inference and post-processes each at its own size.
 
@@ -116,7 +120,11 @@ class Segmenter:
         return t.float() if t.dtype != torch.float32 else t
 
     def postprocess(self, outputs: dict, out_hw: tuple[int, int], index: int = 0) -> SegResult:
-        """Backend outputs for one batch element -> SegResult at ``out_hw`` (camera H, W)."""
+        """Backend outputs for one batch element -> SegResult at ``out_hw`` (camera H, W).
+
+        The heads may be at the network resolution or on any coarser grid (``native_heads``): every
+        step resizes from the heads' own (h, w) to (H, W) with align_corners=False.
+        """
         logits = self._to_torch(outputs["semantic"])[index]  # (C, h, w)
         if logits.shape[0] != self.label_set.num_classes:
             raise PipelineError(

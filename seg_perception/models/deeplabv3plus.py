@@ -115,6 +115,15 @@ class DeepLabV3Plus(nn.Module):
         y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return {"semantic": y}
 
+    def forward_native(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Opt-in export form (``native_heads``): ``{"semantic": (N, num_classes, h, w)}`` logits at
+        the decoder's stride (h, w = the stride-4 feature map), before :meth:`forward`'s bilinear
+        (align_corners=False) resize to the input size. Upsampling these to the input size gives
+        :meth:`forward`'s output; post-processing may instead upsample them straight to a camera size.
+        """
+        feats = self.backbone(x)
+        return {"semantic": self.classifier(self.decoder(self.aspp(feats["out"]), feats["low_level"]))}
+
 
 def _build(backbone: str, *, num_classes: int, output_stride: int, aspp_channels: int,
            decoder_channels: int, low_level_channels: int, decoder_convs: int,

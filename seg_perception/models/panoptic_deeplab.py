@@ -342,6 +342,42 @@ class PanopticDeepLab(nn.Module):
         return {"semantic": sem, "center": center, "offset": torch.cat([dy, dx], dim=1)}
 
 
+    def forward_native(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Opt-in export form (``native_heads``): the heads on the semantic head's own grid (h, w)
+        -- 1/4 of the input, 1/2 with a stride-2 stage -- instead of :meth:`forward`'s input size.
+
+        ``"semantic"`` (N, C, h, w) logits as predicted; ``"center"`` (N, 1, h, w) and ``"offset"``
+        (N, 2, h, w) resized bilinearly from the 1/4 grid to (h, w) when the grids differ (the center
+        clamped after the resize, as :meth:`forward` does), offsets in pixels of the (h, w) grid: the
+        model's ``"ratio"`` convention (dy x h/h4, dx x w/w4) applied to the (h, w) grid instead of
+        the input. Only ``align_corners=False`` models with ``offset_scaling="ratio"`` have this form.
+
+        Raises:
+            ValueError: ``align_corners=True`` or ``offset_scaling="corners_floor"`` (converted
+                bowenc0221 checkpoints): their heads are only defined at the input size.
+        """
+        if self.align_corners or self.offset_scaling != "ratio":
+            raise ValueError(
+                f"native_heads needs align_corners=False and offset_scaling='ratio'; this model has "
+                f"align_corners={self.align_corners}, offset_scaling={self.offset_scaling!r} (bowenc0221's "
+                "convention): export it without native_heads"
+            )
+        out = self.forward_features(x)
+        sem = out["semantic"]
+        size = sem.shape[-2:]
+        fh, fw = out["offset"].shape[-2:]
+        center, off = out["center"], out["offset"]
+        finer = self.semantic_refine is not None  # semantic grid 1/2, instance heads 1/4
+        if finer:
+            center = F.interpolate(center, size=size, mode="bilinear", align_corners=False)
+            off = F.interpolate(off, size=size, mode="bilinear", align_corners=False)
+        if not self.training and self.center_clamp:
+            center = center.clamp(0.0, 1.0)
+        if finer:
+            off = torch.cat([off[:, 0:1] * (size[0] / fh), off[:, 1:2] * (size[1] / fw)], dim=1)
+        return {"semantic": sem, "center": center, "offset": off}
+
+
 #: Keyword arguments every ``panoptic_deeplab_*`` builder accepts (besides output_stride).
 BUILDER_KWARGS = ("num_classes", "output_stride", "aspp_channels", "decoder_channels", "instance_aspp_channels",
                   "instance_decoder_channels", "head_channels", "instance_head_channels", "low_level_channels",

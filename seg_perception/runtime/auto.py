@@ -1,7 +1,9 @@
 """``backend: auto``: TensorRT on a CUDA GPU where installed, else the fastest measured CPU path.
 
-On a CPU the candidates (:func:`cpu_candidates`: onnxruntime fp32/int8, OpenVINO int8 and, where
-the CPU has native bf16, OpenVINO bf16; option ``auto_candidates`` replaces the list) are each built and timed on a few frames
+On a CPU the candidates (:func:`cpu_candidates`: onnxruntime fp32/int8, the same two with the heads
+exported at their own stride (``+native``, backend option ``native_heads``) for models that have
+that form, OpenVINO int8 and, where the CPU has native bf16, OpenVINO bf16; option
+``auto_candidates`` (``kind:precision[+native]``, comma-separated) replaces the list) are each built and timed on a few frames
 at the model's resolution, once; the measurement is cached in ``cache_dir/auto/<key>.json`` keyed
 by the model (weights included), resolution, batch, the CPU (model name, cores and relevant flags,
 :func:`.cpu_features.cpu_signature`), the runtime versions and the candidate list, so a new CPU,
@@ -12,7 +14,11 @@ is the sample drive), its per-pixel argmax of every head agrees with the fp32 re
 model) on at least :data:`MIN_AGREEMENT` of the pixels (panoptic: the center heatmap thresholded
 at 0.1 and the rounded offsets too). 99.5 % agreement bounds the change of any class's IoU by
 about the same half point; ``seg-perception bench --accuracy`` records the resulting mIoU/PQ of every
-path on held-out scenes. The fastest eligible candidate wins; fp32 onnxruntime is always eligible.
+path on held-out scenes. A ``+native`` candidate's heads are first resized to the network resolution
+the way the model's own forward does (bilinear, align_corners=False, offsets scaled by the size
+ratio), so the guard compares what its post-processing sees with the full-resolution fp32 heads;
+it is held to the guard even in fp32. The fastest eligible candidate wins; fp32 onnxruntime is
+always eligible.
 """
 from __future__ import annotations
 
@@ -36,18 +42,40 @@ LOG = logging.getLogger("seg_perception.runtime")
 #: Minimum per-pixel agreement with fp32 for a reduced precision to be eligible.
 MIN_AGREEMENT = 0.995
 #: Bump when the selection rule changes so older cached choices are re-measured.
-AUTO_RECIPE_VERSION = 1
+AUTO_RECIPE_VERSION = 2
 AUTO_OPTIONS = {"cache_dir", "auto_frames", "auto_candidates", "calib_images", "calib_bag", "calib_topic",
                 "calib_limit"}
 
 
-def cpu_candidates() -> list[tuple[str, str]]:
-    """(kind, precision) CPU paths worth measuring here, in tie-break order."""
+#: A candidate: (kind, precision) or (kind, precision, "native") for the heads at their own stride.
+Candidate = tuple
+
+
+def is_native(candidate: Candidate) -> bool:
+    """True for a ``+native`` candidate (backend option ``native_heads``)."""
+    return len(candidate) > 2 and candidate[2] == "native"
+
+
+def candidate_name(candidate: Candidate) -> str:
+    """``"kind precision"`` or ``"kind precision+native"`` for reasons and logs."""
+    return f"{candidate[0]} {candidate[1]}{'+native' if is_native(candidate) else ''}"
+
+
+def _has_native_form(model: Optional[nn.Module]) -> bool:
+    return (model is not None and callable(getattr(model, "forward_native", None))
+            and not getattr(model, "align_corners", False)
+            and getattr(model, "offset_scaling", "ratio") == "ratio")
+
+
+def cpu_candidates(model: Optional[nn.Module] = None) -> list[Candidate]:
+    """CPU paths worth measuring here, in tie-break order (``model``: adds its ``+native`` paths)."""
     from .cpu_features import has_bf16
 
     # OpenVINO fp32 and torch bf16 are left out: on the CPUs measured (bench --suite cpu) they never
     # beat onnxruntime fp32 / OpenVINO bf16, and every candidate costs start-up time once.
-    cands = [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    cands: list[Candidate] = [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    if _has_native_form(model):
+        cands += [("onnxruntime", "fp32", "native"), ("onnxruntime", "int8", "native")]
     if importlib.util.find_spec("openvino") is not None:
         cands.append(("openvino", "int8"))
         if has_bf16():
@@ -55,15 +83,19 @@ def cpu_candidates() -> list[tuple[str, str]]:
     return cands
 
 
-def _parse_candidates(value: Any) -> list[tuple[str, str]]:
+def _parse_candidates(value: Any) -> list[Candidate]:
     items = value.split(",") if isinstance(value, str) else list(value)
-    out = []
+    out: list[Candidate] = []
     for item in items:
-        kind, _, prec = str(item).strip().partition(":")
+        head, *flags = str(item).strip().split("+")
+        kind, _, prec = head.partition(":")
         if kind not in ("torch", "onnxruntime", "openvino"):
             raise BackendError(f"auto_candidates entry {item!r}: kind must be torch, onnxruntime or openvino "
-                               "(write kind:precision, e.g. onnxruntime:int8)")
-        out.append((kind, prec or "fp32"))
+                               "(write kind:precision[+native], e.g. onnxruntime:int8)")
+        if flags not in ([], ["native"]) or (flags and kind == "torch"):
+            raise BackendError(f"auto_candidates entry {item!r}: the only flag is +native, for onnxruntime and "
+                               "openvino (write e.g. onnxruntime:int8+native)")
+        out.append((kind, prec or "fp32", "native") if flags else (kind, prec or "fp32"))
     if not out:
         raise BackendError("auto_candidates is empty; list kind:precision entries, e.g. onnxruntime:fp32,onnxruntime:int8")
     return out
@@ -94,6 +126,23 @@ def _to_numpy(value: Any) -> np.ndarray:
     return value.detach().float().cpu().numpy() if hasattr(value, "detach") else np.asarray(value, dtype=np.float32)
 
 
+def to_network_size(outputs: dict, hw: tuple[int, int]) -> dict:
+    """Native-stride heads (N, C, h, w) resized to the network's (H, W) as the model's forward does:
+    bilinear, align_corners=False, offsets (dy, dx) scaled by H / h and W / w. numpy in, numpy out."""
+    import torch.nn.functional as F
+
+    out = {}
+    for name, value in outputs.items():
+        t = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        h, w = t.shape[-2:]
+        if (h, w) != tuple(hw):
+            t = F.interpolate(t, size=tuple(hw), mode="bilinear", align_corners=False)
+            if name == "offset":
+                t = torch.cat([t[:, :1] * (hw[0] / h), t[:, 1:2] * (hw[1] / w)], dim=1)
+        out[name] = t.numpy()
+    return out
+
+
 def agreement(ref: dict, got: dict) -> float:
     """Lowest per-pixel agreement over the heads: semantic argmax, center > 0.1, rounded offsets."""
     scores = [float((_to_numpy(ref["semantic"]).argmax(1) == _to_numpy(got["semantic"]).argmax(1)).mean())]
@@ -117,13 +166,13 @@ def _measure(be: Backend, inputs: list[np.ndarray], frames: int) -> tuple[float,
 
 def select_cpu_path(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, cache_dir: Path, options: dict,
-    create: Callable[..., Backend], candidates: Optional[list[tuple[str, str]]] = None,
+    create: Callable[..., Backend], candidates: Optional[list[Candidate]] = None,
 ) -> dict:
     """Measure (or read the cached measurement of) the CPU candidates; returns the selection record.
 
     Returns:
-        ``{"backend", "precision", "reason", "measured": [{"backend", "precision", "median_ms",
-        "agreement", "eligible" | "error"}], "cpu_flags", "key", "cached"}``.
+        ``{"backend", "precision", "native_heads", "reason", "measured": [{"backend", "precision",
+        "native_heads", "median_ms", "agreement", "eligible" | "error"}], "cpu_flags", "key", "cached"}``.
     """
     from .calibration import CalibrationSource, calibration_batches
     from .cpu_features import relevant_flags
@@ -131,7 +180,7 @@ def select_cpu_path(
     create_backend = create
 
     source = CalibrationSource.from_options(options)
-    candidates = candidates or cpu_candidates()
+    candidates = candidates or cpu_candidates(model)
     frames = int(options.get("auto_frames", 3))
     key = selection_key(model, resolution, batch, candidates, source.id())
     path = cache_dir / "auto" / f"{key}.json"
@@ -149,37 +198,46 @@ def select_cpu_path(
         ref = [{k: v.float().numpy() for k, v in model.eval()(torch.from_numpy(x)).items()} for x in inputs]
     build_options = {k: options[k] for k in ("calib_images", "calib_bag", "calib_topic", "calib_limit") if k in options}
     measured = []
-    for kind, precision in candidates:
-        entry: dict[str, Any] = {"backend": kind, "precision": precision}
+    for cand in candidates:
+        kind, precision, native = cand[0], cand[1], is_native(cand)
+        entry: dict[str, Any] = {"backend": kind, "precision": precision, "native_heads": native}
         try:
-            opts = build_options if precision == "int8" else {}
+            opts = dict(build_options) if precision == "int8" else {}
+            if native:
+                opts["native_heads"] = True
             be = create_backend(kind, model, resolution=resolution, batch=batch, precision=precision,
                                 cache_dir=str(cache_dir), options=opts)
             with be:
                 ms, outs = _measure(be, inputs, frames)
+            if native:
+                outs = [to_network_size(o, resolution) for o in outs]
         except (BackendError, RuntimeError, ValueError, OSError) as exc:
             entry["error"] = str(exc)
-            LOG.info("auto: %s %s not usable: %s", kind, precision, exc)
+            LOG.info("auto: %s not usable: %s", candidate_name(cand), exc)
             measured.append(entry)
             continue
         entry["median_ms"] = round(ms, 2)
         entry["agreement"] = round(min(agreement(r, o) for r, o in zip(ref, outs)), 5)
-        entry["eligible"] = precision == "fp32" or entry["agreement"] >= MIN_AGREEMENT
+        entry["eligible"] = (precision == "fp32" and not native) or entry["agreement"] >= MIN_AGREEMENT
         measured.append(entry)
     ok = [m for m in measured if m.get("eligible")]
     if not ok:
         raise BackendError("backend auto: no CPU candidate could be built; "
                            + "; ".join(f"{m['backend']} {m['precision']}: {m.get('error')}" for m in measured))
     best = min(ok, key=lambda m: m["median_ms"])
-    base = next((m for m in ok if (m["backend"], m["precision"]) == ("onnxruntime", "fp32")), None)
+    base = next((m for m in ok if (m["backend"], m["precision"], m.get("native_heads")) == ("onnxruntime", "fp32", False)),
+                None)
+    name = lambda m: candidate_name((m["backend"], m["precision"]) + (("native",) if m.get("native_heads") else ()))  # noqa: E731
     speed = f", {base['median_ms'] / best['median_ms']:.2f}x onnxruntime fp32" if base else ""
-    dropped = [f"{m['backend']} {m['precision']} (agreement {m['agreement']:.4f})" for m in measured
+    dropped = [f"{name(m)} (agreement {m['agreement']:.4f})" for m in measured
                if "eligible" in m and not m["eligible"]]
-    reason = (f"no TensorRT GPU; fastest measured CPU path at {resolution[0]}x{resolution[1]}: {best['median_ms']:.1f} ms"
+    reason = (f"no TensorRT GPU; fastest measured CPU path at {resolution[0]}x{resolution[1]}: {name(best)}, "
+              f"{best['median_ms']:.1f} ms"
               f"{speed}, agreement with fp32 {best['agreement']:.4f} (>= {MIN_AGREEMENT} required)")
     if dropped:
         reason += "; failed the accuracy guard: " + ", ".join(dropped)
-    record = {"backend": best["backend"], "precision": best["precision"], "reason": reason, "measured": measured,
+    record = {"backend": best["backend"], "precision": best["precision"],
+              "native_heads": bool(best.get("native_heads")), "reason": reason, "measured": measured,
               "cpu_flags": relevant_flags(), "calibration": source.describe(), "key": key,
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cached": False}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,15 +275,17 @@ def create_auto_backend(
     else:
         candidates = _parse_candidates(options["auto_candidates"]) if "auto_candidates" in options else None
         if precision != "fp32":
-            candidates = [c for c in (candidates or cpu_candidates()) if c[1] == precision]
+            candidates = [c for c in (candidates or cpu_candidates(model)) if c[1] == precision]
             if not candidates:
                 raise BackendError(f"backend auto has no CPU candidate with precision {precision!r} here; use fp32 "
                                    "(auto then picks the precision) or name a backend")
         record = select_cpu_path(model, resolution=resolution, batch=batch, cache_dir=cache_dir,
                                  options=options, create=create, candidates=candidates)
+        opts = dict(calib) if record["precision"] == "int8" else {}
+        if record.get("native_heads"):
+            opts["native_heads"] = True
         be = create_backend(record["backend"], model, resolution=resolution, batch=batch,
-                            precision=record["precision"], cache_dir=str(cache_dir),
-                            options=calib if record["precision"] == "int8" else {}, max_batch=max_batch)
+                            precision=record["precision"], cache_dir=str(cache_dir), options=opts, max_batch=max_batch)
         be.selection = record
     LOG.info("backend auto -> %s %s: %s%s", be.selection["backend"], be.selection["precision"],
              be.selection["reason"], " (cached measurement)" if be.selection.get("cached") else "")

@@ -2,7 +2,8 @@
 
 The exported graph has one input ``"image"``: (N, 3, H, W) float32, ImageNet-normalized RGB, and
 one output per name in ``model.output_names`` (``"semantic"`` (N, C, H, W) logits; panoptic
-models add ``"center"`` (N, 1, H, W) and ``"offset"`` (N, 2, H, W)), all float32.
+models add ``"center"`` (N, 1, H, W) and ``"offset"`` (N, 2, H, W)), all float32; with
+``native_heads`` the outputs stay at the heads' own stride instead (see :func:`export_onnx`).
 
 Also here: a content-addressed ONNX cache (:func:`export_onnx_cached`) used by the onnxruntime
 and TensorRT backends, and the operator check against TensorRT's ONNX parser
@@ -40,18 +41,22 @@ class _TupleOutputs(nn.Module):
 
     With ``half=True`` the wrapped model runs in float16 while the graph's input and outputs stay
     float32 (a Cast at each end); used where the runtime is strongly typed (TensorRT >= 11).
+    With ``native=True`` the graph is the model's ``forward_native`` (heads at their own stride, see
+    :func:`export_onnx`).
     """
 
-    def __init__(self, model: nn.Module, output_names: tuple[str, ...], half: bool = False) -> None:
+    def __init__(self, model: nn.Module, output_names: tuple[str, ...], half: bool = False,
+                 native: bool = False) -> None:
         super().__init__()
         self.model = model
         self.output_names = output_names
         self.half = half
+        self.native = native
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.half:
             image = image.half()
-        out = self.model(image)
+        out = self.model.forward_native(image) if self.native else self.model(image)
         if not isinstance(out, dict):
             raise BackendError(
                 f"{type(self.model).__name__}.forward returned {type(out).__name__}; the model contract is "
@@ -77,6 +82,19 @@ def output_names_of(model: nn.Module) -> tuple[str, ...]:
     return tuple(str(n) for n in names)
 
 
+def check_native_heads(model: nn.Module) -> None:
+    """Refuse ``native_heads`` for a model without a ``forward_native`` export form.
+
+    Raises:
+        BackendError: naming the model class and the fix.
+    """
+    if not callable(getattr(model, "forward_native", None)):
+        raise BackendError(
+            f"{type(model).__name__} has no native-stride head form (forward_native); native_heads is "
+            "available for DeepLabV3Plus and PanopticDeepLab models: leave native_heads off for this model"
+        )
+
+
 def _check_resolution(resolution: tuple[int, int], batch: int) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in resolution)
@@ -97,6 +115,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     half: bool = False,
     dynamic_batch: bool = False,
+    native_heads: bool = False,
 ) -> Path:
     """Export ``model`` to ONNX at ``path`` (TorchScript-based exporter, ``dynamo=False``).
 
@@ -112,6 +131,11 @@ def export_onnx(
         dynamic_batch: mark only N (the batch) dynamic, H and W stay fixed: what batched
             inference of several cameras at the network resolution needs (onnxruntime and
             OpenVINO then run any N, TensorRT needs an optimization profile for N).
+        native_heads: export ``model.forward_native`` instead of ``forward``: the heads at the
+            decoder's stride (1/4; a stride-2 semantic stage: 1/2), without the final bilinear
+            resize to the input size, so the graph's outputs are (N, C, h, w) with h, w < H, W and
+            post-processing upsamples them (once, straight to the camera). Off by default: the
+            default graph's outputs are the model's reference outputs.
 
     Returns:
         The path, after ``onnx.checker`` validated the file.
@@ -123,8 +147,10 @@ def export_onnx(
 
     h, w = _check_resolution(resolution, batch)
     names = output_names_of(model)
+    if native_heads:
+        check_native_heads(model)
     net = _export_copy(model, half)
-    wrapper = _TupleOutputs(net, names, half=half).eval()
+    wrapper = _TupleOutputs(net, names, half=half, native=bool(native_heads)).eval()
     example = torch.zeros(batch, 3, h, w, dtype=torch.float32)
     dynamic_axes = None
     if dynamic or dynamic_batch:
@@ -146,6 +172,8 @@ def export_onnx(
         os.replace(tmp, path)
     except BackendError:
         raise
+    except ValueError as exc:  # a model refusing its native form (e.g. align_corners=True)
+        raise BackendError(f"ONNX export of {type(model).__name__}: {exc}") from exc
     except Exception as exc:
         raise BackendError(
             f"ONNX export of {type(model).__name__} at {h}x{w} (batch {batch}, opset {opset}) failed: {exc}"
@@ -202,11 +230,12 @@ def export_onnx_cached(
     half: bool = False,
     cache_dir: str | os.PathLike | None = None,
     dynamic_batch: bool = False,
+    native_heads: bool = False,
 ) -> Path:
     """ONNX file for ``model`` in ``cache_dir/onnx/``, exported only when not already there.
 
     The file name is a hash of :func:`model_fingerprint` + resolution + batch + dynamic + opset +
-    half + dynamic_batch + the export recipe version, so any change yields a new export.
+    half + dynamic_batch + native_heads + the export recipe version, so any change yields a new export.
     """
     h, w = _check_resolution(resolution, batch)
     dynamic_batch = bool(dynamic_batch) and not dynamic  # dynamic already makes N dynamic
@@ -215,8 +244,11 @@ def export_onnx_cached(
               "opset": int(opset), "half": bool(half), "recipe": EXPORT_RECIPE_VERSION, "torch": torch.__version__}
     if dynamic_batch:  # only when set: files exported before batching keep their names
         fields["dynamic_batch"] = True
+    if native_heads:
+        check_native_heads(model)
+        fields["native_heads"] = True
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
-    tag = "_dyn" if dynamic else ("_bdyn" if dynamic_batch else "")
+    tag = ("_dyn" if dynamic else ("_bdyn" if dynamic_batch else "")) + ("_native" if native_heads else "")
     path = root / "onnx" / f"{type(model).__name__}_{h}x{w}_b{batch}{tag}" \
         f"{'_fp16' if half else ''}_op{opset}_{digest}.onnx"
     if path.is_file():
@@ -224,7 +256,7 @@ def export_onnx_cached(
         return path
     LOG.info("exporting %s to %s", type(model).__name__, path)
     return export_onnx(model, path, resolution=(h, w), batch=batch, dynamic=dynamic, opset=opset, half=half,
-                       dynamic_batch=dynamic_batch)
+                       dynamic_batch=dynamic_batch, native_heads=native_heads)
 
 
 # --------------------------------------------------------------------------- inspection

@@ -22,9 +22,12 @@ torch          channels_last (bool; default on for bf16 on CPU), cuda_graphs (bo
 onnxruntime    providers (list or "cuda,cpu"), intra_op_threads, inter_op_threads,
                allow_spinning (bool, default False: threads sleep between runs, no busy-wait),
                provider_options ({provider: {key: value}}), opset, dynamic; int8: calib_images (dir),
-               calib_bag + calib_topic, calib_limit (default source: the sample drive bag)
+               calib_bag + calib_topic, calib_limit (default source: the sample drive bag);
+               native_heads (bool, default False: heads exported at their own stride, 1/4 or 1/2,
+               and upsampled once by the post-processing, straight to the camera; see
+               :func:`.export.export_onnx`)
 openvino       opset, ov_device (OpenVINO device, default CPU), threads, performance_hint (LATENCY or
-               THROUGHPUT); int8: calib_* as for onnxruntime (the same QDQ model)
+               THROUGHPUT); int8: calib_* as for onnxruntime (the same QDQ model); native_heads
 tensorrt       opset, dynamic, min_shape, max_shape (N,3,H,W for dynamic profiles), workspace_mb,
                dla_core, gpu_fallback, timing_cache (bool), calib_images (dir), calib_bag,
                calib_topic, calib_limit, calib_cache (file)
@@ -56,8 +59,9 @@ _COMMON_OPTIONS = {"cache_dir"}
 BACKEND_OPTIONS: dict[str, set[str]] = {
     "torch": {"channels_last", "cuda_graphs", "warmup"},
     "onnxruntime": {"providers", "intra_op_threads", "inter_op_threads", "allow_spinning", "provider_options", "opset",
+                    "native_heads",
                     "dynamic", "calib_images", "calib_bag", "calib_topic", "calib_limit"},
-    "openvino": {"opset", "ov_device", "threads", "performance_hint", "calib_images", "calib_bag", "calib_topic",
+    "openvino": {"opset", "native_heads", "ov_device", "threads", "performance_hint", "calib_images", "calib_bag", "calib_topic",
                  "calib_limit"},
     "tensorrt": {"opset", "dynamic", "min_shape", "max_shape", "workspace_mb", "dla_core", "gpu_fallback",
                  "timing_cache", "calib_images", "calib_bag", "calib_topic", "calib_limit", "calib_cache"},
@@ -221,6 +225,7 @@ def _create_onnxruntime(model, resolution, batch, device, precision, root: Path,
     onnx_path = export_onnx_cached(
         model, resolution=resolution, batch=batch, dynamic=flag_option(options, "dynamic", False),
         opset=int_option(options, "opset", DEFAULT_OPSET), cache_dir=root, dynamic_batch=dynamic_batch,
+        native_heads=flag_option(options, "native_heads", False),
     )
     if precision == "int8":
         if dev.type != "cpu":
@@ -249,7 +254,7 @@ def _create_openvino(model, resolution, batch, device, precision, root: Path, op
         raise BackendError(f"openvino precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     onnx_path = export_onnx_cached(model, resolution=resolution, batch=batch,
                                    opset=int_option(options, "opset", DEFAULT_OPSET), cache_dir=root,
-                                   dynamic_batch=dynamic_batch)
+                                   dynamic_batch=dynamic_batch, native_heads=flag_option(options, "native_heads", False))
     if precision == "int8":
         from .calibration import CalibrationSource, quantize_onnx_int8
 

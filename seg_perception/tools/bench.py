@@ -12,10 +12,12 @@ of median post-processing to median inference time (the Panoptic-DeepLab groupin
 ``segments`` the median number of segments per frame (grouping time grows with the number of
 centers). With ``weights: none`` the random weights are seeded, identical for every backend.
 
-Each entry of ``backends`` is a *variant* ``kind[:precision][+cl][+graphs][+exact]`` (e.g.
-``onnxruntime:int8``, ``torch:bf16``, ``torch:fp16+cl+graphs``; ``cl`` = channels_last,
+Each entry of ``backends`` is a *variant* ``kind[:precision][+cl][+graphs][+exact][+native]``
+(e.g. ``onnxruntime:int8``, ``torch:bf16``, ``torch:fp16+cl+graphs``; ``cl`` = channels_last,
 ``graphs`` = CUDA graphs, ``exact`` = the reference post-processing that upsamples every head to
-the camera resolution, to compare with the default path); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
+the camera resolution, to compare with the default path, ``native`` = the heads exported at their
+own stride (backend option ``native_heads``, onnxruntime / OpenVINO), upsampled once by the
+post-processing); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
 post-processing / median inference) is reported for every task: with ``camera`` larger than the
 network it is the cost of producing labels at camera resolution.
 
@@ -50,7 +52,7 @@ CPU_SUITE = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:
 GPU_SUITE = ("torch:fp32", "torch:fp16", "torch:fp16+cl", "torch:fp16+cl+graphs", "onnxruntime:fp32",
              "tensorrt:fp16", "tensorrt:int8")
 SUITES = {"cpu": CPU_SUITE, "gpu": GPU_SUITE}
-_FLAGS = {"cl": "channels_last", "graphs": "cuda_graphs"}
+_FLAGS = {"cl": "channels_last", "graphs": "cuda_graphs", "native": "native_heads"}
 #: Variant flags that configure the Segmenter rather than the backend: ``+exact`` = the reference
 #: post-processing (every head upsampled to the camera before argmax / grouping).
 _SEGMENTER_FLAGS = ("exact",)
@@ -68,7 +70,7 @@ class Variant:
 
 
 def parse_variant(text: str, default_precision: str = "fp32") -> Variant:
-    """``"kind[:precision][+cl][+graphs]"`` -> :class:`Variant`.
+    """``"kind[:precision][+cl][+graphs][+exact][+native]"`` -> :class:`Variant`.
 
     Raises:
         ValueError: empty kind or an unknown ``+flag`` (names the valid ones).
@@ -247,6 +249,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if cfg.post_agreement_frames > 0 and segmenters:
             kind, seg = next(iter(segmenters.items()))
             results[kind]["post_agreement"] = post_agreement(seg, camera, cfg.post_agreement_frames)
+            for other, agree in variant_agreement(segmenters, camera, cfg.post_agreement_frames).items():
+                results[other]["agreement_vs_first"] = agree
     finally:
         for seg in segmenters.values():
             seg.close()
@@ -270,14 +274,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             "config": config, "results": ordered}
 
 
-def post_agreement(seg: Any, camera: tuple[int, int], frames: int) -> dict[str, Any]:
-    """Default post-processing vs the exact one (every head upsampled to ``camera``) on sample-drive frames.
-
-    Each of ``frames`` frames of the sample drive (spread over the drive) is resized to ``camera``,
-    run through the network once, then post-processed both ways (CPU time of each measured with
-    ``time.process_time``). Returns the lowest and mean per-pixel agreement of the semantic labels
-    and (panoptic models) of the panoptic ids, and the median post-processing CPU ms of each path.
-    """
+def _drive_frames(camera: tuple[int, int], frames: int) -> list[np.ndarray]:
+    """``frames`` sample-drive frames spread over the drive, RGB resized to ``camera`` (H, W)."""
     import cv2
 
     from ..bag.read import read_images
@@ -286,11 +284,51 @@ def post_agreement(seg: Any, camera: tuple[int, int], frames: int) -> dict[str, 
 
     msgs = list(read_images(SAMPLE_BAG_PATH, IMAGE_TOPIC))
     picks = [msgs[i] for i in np.linspace(0, len(msgs) - 1, min(frames, len(msgs))).astype(int)]
+    return [cv2.resize(to_rgb(m.msg), (camera[1], camera[0]), interpolation=cv2.INTER_LINEAR) for m in picks]
+
+
+def variant_agreement(segmenters: dict[str, Any], camera: tuple[int, int], frames: int) -> dict[str, dict[str, Any]]:
+    """Per-pixel agreement of every variant's labels (and panoptic ids) with the first variant's.
+
+    The same ``frames`` sample-drive frames at ``camera`` go through every Segmenter; for each
+    variant after the first: the lowest and mean fraction of camera pixels whose semantic label
+    (panoptic: also id) equals the first variant's. This is how a path that changes the labels on
+    purpose (``+native``: one bilinear resize instead of two) is compared with the reference path.
+    """
+    kinds = list(segmenters)
+    if len(kinds) < 2:
+        return {}
+    images = _drive_frames(camera, frames)
+    ref = [segmenters[kinds[0]].segment(rgb) for rgb in images]
+    out: dict[str, dict[str, Any]] = {}
+    for kind in kinds[1:]:
+        sem, pan = [], []
+        for rgb, r in zip(images, ref):
+            got = segmenters[kind].segment(rgb)
+            sem.append(float((got.semantic == r.semantic).mean()))
+            if r.panoptic is not None and got.panoptic is not None:
+                pan.append(float((got.panoptic == r.panoptic).mean()))
+        entry: dict[str, Any] = {"reference": kinds[0], "frames": len(images), "camera": list(camera),
+                                 "semantic_min": min(sem), "semantic_mean": float(np.mean(sem))}
+        if pan:
+            entry.update({"panoptic_min": min(pan), "panoptic_mean": float(np.mean(pan))})
+        out[kind] = entry
+    return out
+
+
+def post_agreement(seg: Any, camera: tuple[int, int], frames: int) -> dict[str, Any]:
+    """Default post-processing vs the exact one (every head upsampled to ``camera``) on sample-drive frames.
+
+    Each of ``frames`` frames of the sample drive (spread over the drive) is resized to ``camera``,
+    run through the network once, then post-processed both ways (CPU time of each measured with
+    ``time.process_time``). Returns the lowest and mean per-pixel agreement of the semantic labels
+    and (panoptic models) of the panoptic ids, and the median post-processing CPU ms of each path.
+    """
+    images = _drive_frames(camera, frames)
     keep = seg.exact_upsampling
     sem, pan, fast_ms, exact_ms = [], [], [], []
     try:
-        for frame in picks:
-            rgb = cv2.resize(to_rgb(frame.msg), (camera[1], camera[0]), interpolation=cv2.INTER_LINEAR)
+        for rgb in images:
             outputs = seg.infer(rgb)
             got = {}
             for exact, times in ((False, fast_ms), (True, exact_ms)):
@@ -303,7 +341,7 @@ def post_agreement(seg: Any, camera: tuple[int, int], frames: int) -> dict[str, 
                 pan.append(float((got[False].panoptic == got[True].panoptic).mean()))
     finally:
         seg.exact_upsampling = keep
-    out: dict[str, Any] = {"frames": len(picks), "camera": list(camera), "semantic_min": min(sem),
+    out: dict[str, Any] = {"frames": len(images), "camera": list(camera), "semantic_min": min(sem),
                            "semantic_mean": float(np.mean(sem)), "post_cpu_ms": float(np.median(fast_ms)),
                            "exact_post_cpu_ms": float(np.median(exact_ms))}
     if pan:
@@ -402,4 +440,10 @@ def format_table(report: dict[str, Any]) -> str:
                          f"{agree['camera'][0]}x{agree['camera'][1]}): labels agree min "
                          f"{100 * agree['semantic_min']:.3f} %{pan}; CPU ms {agree['post_cpu_ms']:.1f} vs "
                          f"{agree['exact_post_cpu_ms']:.1f} exact")
+        vs = r.get("agreement_vs_first")
+        if vs:
+            pan = (f", panoptic ids min {100 * vs['panoptic_min']:.3f} %" if "panoptic_min" in vs else "")
+            lines.append(f"{r['backend']} vs {vs['reference']} ({vs['frames']} sample-drive frames at {vs['camera'][0]}x"
+                         f"{vs['camera'][1]}): labels agree min {100 * vs['semantic_min']:.3f} % "
+                         f"(mean {100 * vs['semantic_mean']:.3f} %){pan}")
     return "\n".join(lines)

@@ -95,3 +95,24 @@ def test_cell_map_lists_every_camera_pixel_once_in_its_cell(small_hw, out_hw):
     assert np.array_equal(cm.index, sy[:, None] * small_hw[1] + sx[None, :])
     small = np.arange(small_hw[0] * small_hw[1]).reshape(small_hw)
     assert np.array_equal(cm.gather(small), small[sy][:, sx])
+
+
+def test_native_heads_upsample_straight_from_the_native_grid_to_the_camera(tmp_path):
+    """backend option native_heads: the network returns its 1/4-stride logits and the Segmenter's
+    labels are those of ONE bilinear resize from that grid to the camera (non-integer factor) --
+    checked against PyTorch's F.interpolate from the native grid straight to the camera + argmax."""
+    from seg_perception.datasets.synthetic import make_scene
+    from seg_perception.core.segmenter import build_segmenter
+
+    seg = build_segmenter("deeplabv3plus_mobilenetv2", weights="default", resolution=(128, 256), backend="onnxruntime",
+                          backend_options={"native_heads": True, "cache_dir": str(tmp_path)})
+    image = make_scene(4242, (540, 960)).image
+    logits = torch.as_tensor(seg.infer(image)["semantic"])[0]
+    assert tuple(logits.shape) == (19, 32, 64)  # the decoder's stride, not the network's 128x256
+    got = seg.segment(image).semantic
+    exact = _exact(logits, (540, 960))  # 16.875 x 15: one resize, no integer factor
+    assert got.shape == (540, 960)
+    assert float((got == exact).mean()) >= 0.9995
+    assert len(np.unique(exact)) >= 4
+    seg.exact_upsampling = True  # the Segmenter's own exact path resizes from the native grid too
+    assert float((seg.segment(image).semantic == exact).mean()) >= 0.9999

@@ -93,3 +93,18 @@ def test_onnx_export_dynamic_shapes(tmp_path) -> None:
     ref = ref["semantic"].numpy()
     assert got.shape == (2, 7, 67, 93)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_native_heads_are_the_logits_before_the_final_resize() -> None:
+    """forward_native = forward without its last bilinear resize: torch's own F.interpolate of the
+    native logits to the input size is forward's output, and the grid is the decoder's 1/4."""
+    import torch.nn.functional as F
+
+    net = get_model("deeplabv3plus_mobilenetv2", **SMALL).eval()
+    x = torch.randn(2, 3, 67, 93)
+    with torch.no_grad():
+        native = net.forward_native(x)["semantic"]
+        full = net(x)["semantic"]
+    assert native.shape == (2, 7, 17, 24)  # ceil(ceil(67/2)/2), ceil(ceil(93/2)/2)
+    up = F.interpolate(native, size=(67, 93), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(up, full)

@@ -218,3 +218,53 @@ def test_pool_window_refuses_sizes_and_crops_naming_the_fix() -> None:
         get_model("panoptic_deeplab_resnet52_dc5", **SMALL, aspp_pool_crop=(100, 128))
     with pytest.raises(ValueError, match="decoder_conv must be one of"):
         get_model("panoptic_deeplab_resnet52_dc5", **SMALL, decoder_conv="dsconv")
+
+
+def test_native_heads_at_quarter_resolution_resize_to_forward() -> None:
+    """Without a stride-2 stage every head is on the 1/4 grid: resizing them with torch's
+    F.interpolate and scaling the offsets by the model's 'ratio' gives forward's outputs."""
+    import torch.nn.functional as F
+
+    net = get_model("panoptic_deeplab_mobilenetv2", **SMALL).eval()
+    x = torch.randn(1, 3, 67, 93)
+    with torch.no_grad():
+        nat, full = net.forward_native(x), net(x)
+        raw = net.forward_features(x)
+    assert {k: tuple(v.shape[-2:]) for k, v in nat.items()} == {k: (17, 24) for k in net.output_names}
+    up = lambda t: F.interpolate(t, size=(67, 93), mode="bilinear", align_corners=False)  # noqa: E731
+    torch.testing.assert_close(up(nat["semantic"]), full["semantic"])
+    torch.testing.assert_close(up(raw["center"]).clamp(0, 1), full["center"])
+    torch.testing.assert_close(nat["center"], raw["center"].clamp(0, 1))
+    torch.testing.assert_close(nat["offset"], raw["offset"])  # already in pixels of the 1/4 grid
+    off = up(nat["offset"])
+    torch.testing.assert_close(torch.cat([off[:, :1] * 67 / 17, off[:, 1:] * 93 / 24], 1), full["offset"])
+
+
+def test_native_heads_with_a_stride2_stage_share_the_semantic_grid() -> None:
+    """Semantic at 1/2; center and offsets resized to that grid, offsets in its pixels."""
+    import torch.nn.functional as F
+
+    net = get_model("panoptic_deeplab_mobilenetv2", **dict(SMALL, semantic_stride2_channels=6)).eval()
+    with torch.no_grad():
+        nn.init.zeros_(net.offset_predictor.weight)
+        net.offset_predictor.bias.copy_(torch.tensor([1.5, -2.0]))
+        x = torch.randn(1, 3, 67, 93)
+        nat, full, raw = net.forward_native(x), net(x), net.forward_features(x)
+    grid = (_ceil_half(67, 1), _ceil_half(93, 1))
+    assert {k: tuple(v.shape[-2:]) for k, v in nat.items()} == {k: grid for k in net.output_names}
+    torch.testing.assert_close(nat["semantic"], raw["semantic"])
+    torch.testing.assert_close(
+        F.interpolate(nat["semantic"], size=(67, 93), mode="bilinear", align_corners=False), full["semantic"])
+    # a constant 1/4-grid offset of (1.5, -2.0) is 1.5 * 34 / 17 and -2.0 * 47 / 24 pixels of the 1/2 grid
+    torch.testing.assert_close(nat["offset"][0, 0], torch.full(grid, 1.5 * 34 / 17))
+    torch.testing.assert_close(nat["offset"][0, 1], torch.full(grid, -2.0 * 47 / 24))
+    want_center = F.interpolate(raw["center"], size=grid, mode="bilinear", align_corners=False).clamp(0, 1)
+    torch.testing.assert_close(nat["center"], want_center)
+
+
+@pytest.mark.parametrize("kwargs", [dict(align_corners=True), dict(offset_scaling="corners_floor")])
+def test_native_heads_refuse_corner_aligned_conventions_by_name(kwargs) -> None:
+    net = get_model("panoptic_deeplab_mobilenetv2", **dict(SMALL, **kwargs)).eval()
+    key = next(iter(kwargs))
+    with pytest.raises(ValueError, match=key):
+        net.forward_native(torch.randn(1, 3, 32, 32))

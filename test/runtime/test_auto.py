@@ -85,3 +85,73 @@ def test_segmenter_describes_the_choice(cache_dir):
                                            "auto_frames": 1})
     desc = seg.describe()["backend_selection"]
     assert desc["backend"] in ("onnxruntime", "openvino") and "fastest measured" in desc["reason"]
+
+
+def _small_deeplab():
+    import torch
+
+    from seg_perception.models import get_model
+
+    torch.manual_seed(0)
+    return get_model("deeplabv3plus_mobilenetv2", num_classes=5, aspp_channels=8, decoder_channels=8,
+                     low_level_channels=4).eval()
+
+
+def test_native_candidates_only_for_models_with_the_native_form():
+    assert not any(auto.is_native(c) for c in auto.cpu_candidates(seeded(TinySemantic)))
+    natives = [c for c in auto.cpu_candidates(_small_deeplab()) if auto.is_native(c)]
+    assert natives == [("onnxruntime", "fp32", "native"), ("onnxruntime", "int8", "native")]
+    assert auto._parse_candidates("onnxruntime:int8+native,openvino:fp32") == [
+        ("onnxruntime", "int8", "native"), ("openvino", "fp32")]
+    with pytest.raises(BackendError, match=r"\+native"):
+        auto._parse_candidates("onnxruntime:int8+fast")
+
+
+def test_native_heads_resized_like_forward_match_the_model():
+    """to_network_size(forward_native) is the model's forward (semantic, center, offsets in input pixels)."""
+    import torch
+
+    from seg_perception.models import get_model
+
+    torch.manual_seed(0)
+    net = get_model("panoptic_deeplab_mobilenetv2", num_classes=5, aspp_channels=16, decoder_channels=16,
+                    instance_aspp_channels=16, instance_decoder_channels=8, head_channels=16, instance_head_channels=8,
+                    low_level_channels=(8, 12), instance_low_level_channels=(4, 6)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        full = {k: v.numpy() for k, v in net(x).items()}
+        nat = {k: v.numpy() for k, v in net.forward_native(x).items()}
+    got = auto.to_network_size(nat, (64, 96))
+    for name in ("semantic", "offset"):
+        np.testing.assert_allclose(got[name], full[name], atol=1e-5, rtol=1e-5)
+    # the native center is clamped to [0, 1] on the grid, forward's after its resize: equal up to the clamp
+    np.testing.assert_allclose(got["center"], full["center"], atol=1e-3)
+    assert auto.agreement(full, got) == 1.0
+
+
+def test_auto_picks_a_native_path_only_through_the_guard(cache_dir, monkeypatch):
+    real = auto._measure
+    state = {"break": False}
+
+    def native_fast(be, inputs, frames):
+        ms, outs = real(be, inputs, frames)
+        if outs[0]["semantic"].shape[-2:] != RES:  # the native-heads backend: pretend it is fastest
+            ms = 0.01
+            if state["break"]:
+                outs = [{**o, "semantic": -o["semantic"]} for o in outs]
+        return ms, outs
+
+    monkeypatch.setattr(auto, "_measure", native_fast)
+    opts = {"auto_candidates": "onnxruntime:fp32,onnxruntime:fp32+native", "calib_limit": 2}
+    be = create_backend("auto", _small_deeplab(), resolution=RES, options=opts)
+    sel = be.selection
+    assert sel["native_heads"] and "onnxruntime fp32+native" in sel["reason"]
+    nat = next(m for m in sel["measured"] if m["native_heads"])
+    assert nat["eligible"] and nat["agreement"] >= auto.MIN_AGREEMENT
+    with be:
+        assert be.infer({"image": np.zeros((1, 3, *RES), np.float32)})["semantic"].shape == (1, 5, 8, 12)
+
+    state["break"] = True  # same path, wrong classes: the guard keeps it out even in fp32
+    sel = create_backend("auto", _small_deeplab(), resolution=RES, options={**opts, "calib_limit": 3}).selection
+    assert not sel["native_heads"] and (sel["backend"], sel["precision"]) == ("onnxruntime", "fp32")
+    assert "failed the accuracy guard: onnxruntime fp32+native" in sel["reason"]

@@ -173,3 +173,59 @@ def test_default_cache_dir_env(monkeypatch, tmp_path):
     assert ex.default_cache_dir() == tmp_path / "x"
     monkeypatch.delenv("SEG_PERCEPTION_CACHE")
     assert ex.default_cache_dir().parts[-2:] == (".cache", "seg_perception")
+
+
+def test_native_heads_export_runs_forward_native(tmp_path):
+    """The native-heads graph computes the model's forward_native (onnxruntime vs torch)."""
+    from seg_perception.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("panoptic_deeplab_mobilenetv2", num_classes=5, aspp_channels=16, decoder_channels=16,
+                      instance_aspp_channels=16, instance_decoder_channels=8, head_channels=16,
+                      instance_head_channels=8, low_level_channels=(8, 12), instance_low_level_channels=(4, 6),
+                      semantic_stride2_channels=6).eval()
+    path = ex.export_onnx(model, tmp_path / "n.onnx", resolution=(64, 96), native_heads=True)
+    _, outputs, _ = _io(path)
+    assert outputs == {"semantic": [1, 5, 32, 48], "center": [1, 1, 32, 48], "offset": [1, 2, 32, 48]}
+    x = np.random.default_rng(3).standard_normal((1, 3, 64, 96)).astype(np.float32)
+    got = _run(path, x)
+    with torch.no_grad():
+        ref = model.forward_native(torch.from_numpy(x))
+    for name in model.output_names:
+        np.testing.assert_allclose(got[name], ref[name].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_native_heads_cache_key_and_refusals(cache_dir):
+    from seg_perception.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("deeplabv3plus_mobilenetv2", num_classes=3, aspp_channels=8, decoder_channels=8,
+                      low_level_channels=4).eval()
+    plain = ex.export_onnx_cached(model, resolution=(32, 48), cache_dir=cache_dir)
+    native = ex.export_onnx_cached(model, resolution=(32, 48), cache_dir=cache_dir, native_heads=True)
+    assert plain != native and "_native" in native.name and "_native" not in plain.name
+    assert _io(native)[1]["semantic"] == [1, 3, 8, 12] and _io(plain)[1]["semantic"] == [1, 3, 32, 48]
+    with pytest.raises(BackendError, match="forward_native"):  # a model without the native form
+        ex.export_onnx_cached(seeded(TinySemantic), resolution=(16, 16), cache_dir=cache_dir, native_heads=True)
+    corner = get_model("panoptic_deeplab_mobilenetv2", num_classes=3, align_corners=True).eval()
+    with pytest.raises(BackendError, match="align_corners"):
+        ex.export_onnx(corner, cache_dir / "c.onnx", resolution=(32, 32), native_heads=True)
+
+
+def test_native_heads_dynamic_export_scales_offsets_at_every_size(tmp_path):
+    """With dynamic H, W the grid-size ratios of the offset scaling stay computed from the shapes."""
+    from seg_perception.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("panoptic_deeplab_mobilenetv2", num_classes=5, aspp_channels=16, decoder_channels=16,
+                      instance_aspp_channels=16, instance_decoder_channels=8, head_channels=16,
+                      instance_head_channels=8, low_level_channels=(8, 12), instance_low_level_channels=(4, 6),
+                      semantic_stride2_channels=6).eval()
+    path = ex.export_onnx(model, tmp_path / "nd.onnx", resolution=(64, 96), dynamic=True, native_heads=True)
+    for hw in ((64, 96), (80, 144), (72, 100)):
+        x = np.random.default_rng(hw[0]).standard_normal((1, 3, *hw)).astype(np.float32)
+        got = _run(path, x)
+        with torch.no_grad():
+            ref = model.forward_native(torch.from_numpy(x))
+        for name in model.output_names:
+            np.testing.assert_allclose(got[name], ref[name].numpy(), atol=1e-4, rtol=1e-4)

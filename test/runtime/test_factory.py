@@ -132,3 +132,28 @@ def test_segmenter_on_every_backend(model, kwargs, fake_trt, cache_dir):
         assert res.is_panoptic == ref.is_panoptic
         if ref.is_panoptic:
             assert res.panoptic.shape == (40, 60) and (res.panoptic == ref.panoptic).mean() >= 0.99
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_native_heads_option_runs_forward_native(kind, cache_dir):
+    """native_heads: the backend returns the model's forward_native heads (torch is the oracle);
+    a model without that form is refused naming the option."""
+    if kind not in available_backends():
+        pytest.skip(f"{kind} is not installed")
+    from seg_perception.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("panoptic_deeplab_mobilenetv2", num_classes=5, aspp_channels=16, decoder_channels=16,
+                      instance_aspp_channels=16, instance_decoder_channels=8, head_channels=16,
+                      instance_head_channels=8, low_level_channels=(8, 12), instance_low_level_channels=(4, 6)).eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 96)).astype(np.float32)
+    be = create_backend(kind, model, resolution=(64, 96), options={"native_heads": "true"})
+    with be:
+        got = be.infer({"image": x})
+    with torch.no_grad():
+        ref = model.forward_native(torch.from_numpy(x))
+    for name in model.output_names:
+        assert got[name].shape == tuple(ref[name].shape) == (1, ref[name].shape[1], 16, 24)
+        np.testing.assert_allclose(got[name], ref[name].numpy(), atol=1e-3, rtol=1e-3)
+    with pytest.raises(BackendError, match="native_heads"):
+        create_backend(kind, seeded(TinySemantic), resolution=(16, 16), options={"native_heads": True})

@@ -160,3 +160,24 @@ def test_exact_flag_and_post_agreement_compare_the_two_post_processing_paths():
     assert 0.999 <= agree["semantic_min"] <= agree["semantic_mean"] <= 1.0
     assert agree["post_cpu_ms"] > 0 and agree["exact_post_cpu_ms"] > 0
     assert "post-processing vs the exact path" in format_table(report)
+
+
+def test_native_flag_and_label_agreement_with_the_first_variant():
+    """+native builds the backend with native_heads; --post-agreement also compares every variant's
+    labels with the first one's on the same sample-drive frames."""
+    v = parse_variant("onnxruntime:int8+native")
+    assert (v.kind, v.precision, dict(v.options), v.exact_post) == ("onnxruntime", "int8", {"native_heads": True}, False)
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48), camera=(50, 70),
+                      backends=["torch", "onnxruntime:fp32", "onnxruntime:fp32+native", "torch+native"], frames=1,
+                      warmup=0, post_agreement_frames=2, model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
+    report = run_bench(cfg)
+    ref, same, native, bad = report["results"]
+    assert "agreement_vs_first" not in ref and "native_heads" in bad["error"]  # torch has no such option
+    _check_entry(native)
+    for entry in (same, native):
+        agree = entry["agreement_vs_first"]
+        assert agree["reference"] == "torch" and agree["frames"] == 2 and agree["camera"] == [50, 70]
+        assert 0.0 <= agree["semantic_min"] <= agree["semantic_mean"] <= 1.0
+    # the same network on another runtime: the same labels up to float rounding of near-ties
+    assert same["agreement_vs_first"]["semantic_min"] >= 0.999
+    assert "onnxruntime:fp32+native vs torch" in format_table(report)
