@@ -39,7 +39,7 @@ from .config import PanopticConfig
 from ..results import Segment
 from .postprocess import (
     PanopticOutput,
-    _check_hw,
+    check_heads,
     check_id_space,
     find_centers,
     merge_tables,
@@ -80,18 +80,7 @@ def camera_postprocess(
         fast one), segments.
     """
     cfg.validate()
-    _check_hw("semantic_logits", semantic_logits, None, "drop the batch dimension: outputs['semantic'][0]")
-    _check_hw("center", center, 1, "drop the batch dimension: outputs['center'][0]")
-    _check_hw("offset", offset, 2, "drop the batch dimension: outputs['offset'][0]")
-    h, w = semantic_logits.shape[1:]
-    if tuple(center.shape[1:]) != (h, w) or tuple(offset.shape[1:]) != (h, w):
-        raise ValueError(
-            f"heads must share H x W: semantic {tuple(semantic_logits.shape)}, center {tuple(center.shape)}, "
-            f"offset {tuple(offset.shape)}"
-        )
-    H, W = int(out_hw[0]), int(out_hw[1])
-    if H < 1 or W < 1:
-        raise ValueError(f"out_hw={tuple(out_hw)} must be two integers >= 1 (height, width)")
+    h, w, H, W = check_heads(semantic_logits, center, offset, out_hw)
     fast = (not exact and not align_corners and H >= h and W >= w
             and all(t.device.type == "cpu" for t in (semantic_logits, center, offset)))
     if not fast:

@@ -446,6 +446,29 @@ def merge_tables(votes: torch.Tensor, stuff_area: torch.Tensor, cfg: PanopticCon
     return thing_lut, stuff_lut
 
 
+def check_heads(semantic_logits: torch.Tensor, center: torch.Tensor, offset: torch.Tensor,
+                out_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Check unbatched heads and an output size; returns ``(h, w, H, W)``.
+
+    Raises:
+        ValueError: a head of the wrong rank or channel count, heads of different sizes, or an
+            output size below 1 (each names the shapes and the fix).
+    """
+    _check_hw("semantic_logits", semantic_logits, None, "drop the batch dimension: outputs['semantic'][0]")
+    _check_hw("center", center, 1, "drop the batch dimension: outputs['center'][0]")
+    _check_hw("offset", offset, 2, "drop the batch dimension: outputs['offset'][0]")
+    h, w = (int(s) for s in semantic_logits.shape[1:])
+    if tuple(center.shape[1:]) != (h, w) or tuple(offset.shape[1:]) != (h, w):
+        raise ValueError(
+            f"heads must share H x W: semantic {tuple(semantic_logits.shape)}, center {tuple(center.shape)}, "
+            f"offset {tuple(offset.shape)}"
+        )
+    H, W = int(out_hw[0]), int(out_hw[1])
+    if H < 1 or W < 1:
+        raise ValueError(f"out_hw={tuple(out_hw)} must be two integers >= 1 (height, width)")
+    return h, w, H, W
+
+
 def resize_heads(
     semantic_logits: torch.Tensor,
     center: torch.Tensor,
@@ -472,18 +495,7 @@ def resize_heads(
         ``(semantic_logits (C, H, W), center (1, H, W), offset (2, H, W))``, offsets in pixels of
         the H x W grid.
     """
-    _check_hw("semantic_logits", semantic_logits, None, "drop the batch dimension: outputs['semantic'][0]")
-    _check_hw("center", center, 1, "drop the batch dimension: outputs['center'][0]")
-    _check_hw("offset", offset, 2, "drop the batch dimension: outputs['offset'][0]")
-    h, w = semantic_logits.shape[1:]
-    if center.shape[1:] != (h, w) or offset.shape[1:] != (h, w):
-        raise ValueError(
-            f"heads must share H x W: semantic {tuple(semantic_logits.shape)}, center {tuple(center.shape)}, "
-            f"offset {tuple(offset.shape)}"
-        )
-    H, W = int(out_hw[0]), int(out_hw[1])
-    if H < 1 or W < 1:
-        raise ValueError(f"out_hw={tuple(out_hw)} must be two integers >= 1 (height, width)")
+    h, w, H, W = check_heads(semantic_logits, center, offset, out_hw)
     if (H, W) == (h, w):
         return semantic_logits, center, offset
 
