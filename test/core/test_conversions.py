@@ -226,6 +226,15 @@ def test_to_rgb_float_non_finite_become_zero():
     np.testing.assert_array_equal(out, [[0, 0, 0], [0, 255, 128]])
 
 
+def test_to_rgb_float_span_beyond_float32_is_not_clipped():
+    """Finite 32FC1 values whose span overflows float32 still map linearly onto 0..255."""
+    vals = np.array([[-3e38, -1e38, 0.0], [1e38, 2e38, 3e38]], dtype=np.float32)
+    out = to_rgb(make_image(vals, "32FC1"))[:, :, 0]
+    v = vals.astype(np.float64)
+    expected = np.rint((v - v.min()) * 255.0 / (v.max() - v.min()))
+    np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.parametrize("vals", [np.full((2, 2), 4.0), np.full((2, 2), np.nan)])
 def test_to_rgb_float_degenerate(vals):
     out = to_rgb(make_image(vals.astype(np.float32), "32FC1"))
