@@ -255,11 +255,11 @@ def _minmax_to_uint8(img: np.ndarray) -> np.ndarray:
     lo, hi = float(vals.min()), float(vals.max())
     if hi <= lo:
         return np.zeros(img.shape, dtype=np.uint8)
+    if not all_finite:
+        f = np.where(finite, f, lo)
     if f.dtype == np.float32 and hi - lo > float(np.finfo(np.float32).max):
         f = f.astype(np.float64)  # the span itself overflows float32 (e.g. -3e38 .. 3e38)
     scale = 255.0 / (hi - lo)
-    if not all_finite:
-        f = np.where(finite, f, lo)
     out = np.rint((f - lo) * scale)
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)
