@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from seg_perception.models import safe_pickle
-from seg_perception.models.checkpoints import CheckpointError, load_checkpoint
+from seg_perception.models.convert import safe_pickle
+from seg_perception.models.checkpoint import CheckpointError, load_checkpoint
 from seg_perception.core.resolution import PipelineError
 from seg_perception.core.segmenter import build_segmenter
 from seg_perception.core.weights import load_model
@@ -263,7 +263,8 @@ def test_payload_refusal_names_the_global_and_never_advises_unsafe_loading(tmp_p
         path.write_bytes(pickle.dumps({"state_dict": {"w": np.zeros(2)}, "x": payload}, protocol=2))
     else:
         _evil_pt(path, payload, zipfile=container == "zip")
-    from seg_perception.models.checkpoints import read_checkpoint_meta, read_weights_file
+    from seg_perception.models.checkpoint import read_checkpoint_meta
+    from seg_perception.models.convert.formats import read_weights_file
 
     calls = [read_weights_file, lambda p: load_model(MODEL, weights=str(p))]
     if container != "plain_pickle":

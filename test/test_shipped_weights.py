@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from seg_perception.models.checkpoints import load_checkpoint
+from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.core.weights import SHIPPED_WEIGHTS
 from seg_perception.core.segmenter import build_segmenter
 from seg_perception.training.config import EVAL_SEED_BASE

@@ -23,7 +23,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.soup import average_checkpoints
-    from ..models.checkpoints import CheckpointError, update_checkpoint_meta
+    from ..models.checkpoint import CheckpointError, update_checkpoint_meta
     from ..core.resolution import PipelineError, parse_resolution
     from ..training.synthetic_eval import evaluate_checkpoint
 

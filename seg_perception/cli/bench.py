@@ -67,7 +67,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def model_resolution(model: str, weights: str | None) -> tuple[int, int]:
     """The network (H, W) a Segmenter of ``model`` + ``weights`` uses when none is given: the
     resolution the checkpoint records, else ``pipeline.DEFAULT_RESOLUTION``."""
-    from ..models.checkpoints import CheckpointError, read_checkpoint_meta
+    from ..models.checkpoint import CheckpointError, read_checkpoint_meta
     from ..core.segmenter import DEFAULT_RESOLUTION
     from ..core.resolution import parse_resolution
 

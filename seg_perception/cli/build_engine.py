@@ -58,7 +58,7 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.checkpoints import CheckpointError
+    from ..models.checkpoint import CheckpointError
     from ..runtime.base import BackendError
     from ..runtime.factory import prepare_tensorrt_engine
 

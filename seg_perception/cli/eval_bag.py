@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from seg_perception.bag.read import BagError
     from seg_perception.eval.evaluate import evaluate_bags
     from seg_perception.eval.gt import GroundTruthError
-    from seg_perception.models.checkpoints import CheckpointError
+    from seg_perception.models.checkpoint import CheckpointError
     from seg_perception.core.segmenter import build_segmenter
     from seg_perception.runtime.base import BackendError
 

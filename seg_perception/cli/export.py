@@ -65,7 +65,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.checkpoints import CheckpointError
+    from ..models.checkpoint import CheckpointError
     from ..runtime.base import BackendError
     from ..hashing import sha256_file
     from ..runtime.export import export_onnx, onnx_ops, unsupported_tensorrt_ops

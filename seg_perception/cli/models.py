@@ -20,7 +20,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from ..models.checkpoints import CheckpointError, inspect_weights
+    from ..models.checkpoint import CheckpointError
+    from ..models.convert.formats import inspect_weights
 
     from .common import parse_model_kwargs
 
@@ -39,7 +40,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _lineage(path: str) -> int:
-    from ..models.checkpoints import CheckpointError, read_checkpoint_meta
+    from ..models.checkpoint import CheckpointError, read_checkpoint_meta
     from ..models.lineage import format_lineage, lineage
 
     try:

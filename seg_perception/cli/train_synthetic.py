@@ -67,7 +67,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.checkpoints import CheckpointError
+    from ..models.checkpoint import CheckpointError
     from ..core.resolution import PipelineError, parse_resolution
     from .common import parse_model_kwargs
     from ..training.config import TrainConfig

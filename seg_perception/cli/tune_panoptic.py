@@ -60,7 +60,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.tuning import TuningError, tune_panoptic, write_tuned
-    from ..models.checkpoints import CheckpointError, read_checkpoint_meta
+    from ..models.checkpoint import CheckpointError, read_checkpoint_meta
     from ..core.panoptic import PanopticConfig
     from ..core.resolution import PipelineError, parse_resolution
     from ..core.segmenter import build_segmenter

@@ -89,10 +89,11 @@ def load_model(
     Raises:
         ValueError: unknown model (lists registered ones) or label set; PipelineError: no weights
             given for a model without shipped weights (see :func:`resolve_weights`).
-        seg_perception.models.checkpoints.CheckpointError: missing / corrupt / mismatching weights.
+        seg_perception.models.checkpoint.CheckpointError: missing / corrupt / mismatching weights.
     """
     from ..models import get_model, model_info
-    from ..models import checkpoints as ckpt
+    from ..models import checkpoint as ckpt
+    from ..models.convert import formats
 
     info = model_info(model)
     kwargs = dict(model_kwargs or {})
@@ -126,7 +127,7 @@ def load_model(
         )
     labels = get_label_set(label_set or "cityscapes")
     # Structure the file needs (e.g. VainF's one-conv decoder), under the caller's explicit kwargs.
-    kwargs = {**ckpt.weights_model_kwargs(path, model_name=model), **kwargs}
+    kwargs = {**formats.weights_model_kwargs(path, model_name=model), **kwargs}
     if kwargs.get("num_classes", labels.num_classes) != labels.num_classes:
         raise PipelineError(
             f"{str(path)!r} has a {kwargs['num_classes']}-class classifier but label set {labels.name!r} has "
@@ -134,7 +135,7 @@ def load_model(
             f"{', '.join(list_label_sets())})")
     kwargs.setdefault("num_classes", labels.num_classes)
     net = get_model(model, **kwargs)
-    meta = ckpt.load_weights(net, path, model_name=model) or {}
+    meta = formats.load_weights(net, path, model_name=model) or {}
     return LoadedModel(net.eval(), model, info.task, labels, str(path), digest, None, dict(meta))
 
 

@@ -32,7 +32,7 @@ from .backbones.hrnet_backbone import (
     HRNetConfig,
     resize_bilinear,
 )
-from .checkpoints import describe_mismatch
+from .checkpoint import describe_mismatch
 from .convert.hrnet import HRNetCheckpointError, checkpoint_hint, convert_hrnet_official
 from .registry import register_model
 

@@ -100,7 +100,7 @@ def make_segmenter(cfg: NodeConfig, factory: Callable[..., Segmenter] = build_se
             the file) or do not load.
         ParameterError: ``num_classes`` does not match the model.
     """
-    from ..models.checkpoints import CheckpointError
+    from ..models.checkpoint import CheckpointError
 
     try:
         precheck_weights(cfg["weights"])

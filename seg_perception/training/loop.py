@@ -322,7 +322,7 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> tuple[dict, fr
     :data:`WARM_START_RENAMES` (e.g. a trained DeepLabV3+ MobileNetV2 for a Panoptic-DeepLab
     MobileNetV2): :func:`warm_start`, recorded under ``"warm_start"``.
     """
-    from ..models.checkpoints import load_checkpoint
+    from ..models.checkpoint import load_checkpoint
     from ..hashing import sha256_file
 
     ckpt = load_checkpoint(cfg.init_from)
@@ -368,7 +368,7 @@ def _load_init(cfg: TrainConfig, net: nn.Module, kwargs: dict) -> tuple[dict, fr
 
 def _save(cfg: TrainConfig, net: nn.Module, kwargs: dict, meta: dict) -> Path:
     """Write ``net`` (float16 tensors, contiguous layout) to ``cfg.out`` with ``meta``."""
-    from ..models.checkpoints import save_checkpoint
+    from ..models.checkpoint import save_checkpoint
 
     was_training = net.training
     state_net = net.to(memory_format=torch.contiguous_format)

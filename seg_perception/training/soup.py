@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from ..models.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
+from ..models.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)

@@ -224,9 +224,9 @@ def write_tuned(path: str | os.PathLike, result: TuneResult, *, held_out: Option
     are untouched; the file is replaced atomically.
 
     Raises:
-        seg_perception.models.checkpoints.CheckpointError: not a readable seg_perception checkpoint.
+        seg_perception.models.checkpoint.CheckpointError: not a readable seg_perception checkpoint.
     """
-    from ..models.checkpoints import update_checkpoint_meta
+    from ..models.checkpoint import update_checkpoint_meta
     from ..core.weights import POSTPROCESS_META_KEY
 
     updates = {POSTPROCESS_META_KEY: dict(result.best), POSTPROCESS_META_KEY + "_tuning": result.record()}

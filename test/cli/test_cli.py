@@ -16,7 +16,7 @@ import pytest
 from seg_perception.cli import main as cli
 from seg_perception.cli import bench, eval_bag, export
 from seg_perception.cli.common import DEFAULT_MODEL
-from seg_perception.models.checkpoints import read_checkpoint_meta
+from seg_perception.models.checkpoint import read_checkpoint_meta
 from seg_perception.core.weights import SHIPPED_WEIGHTS, resolve_weights
 from seg_perception.core.resolution import PipelineError
 

@@ -170,7 +170,7 @@ def test_public_vainf_checkpoint_loads_through_the_pipeline(tmp_path):
     reproduces the source network's labels through build_segmenter."""
     from seg_perception.models import get_model
 
-    from ..models.test_checkpoints import to_vainf
+    from ..models.convert.test_formats import to_vainf
 
     kw = {"aspp_channels": 16, "decoder_channels": 16, "low_level_channels": 8, "decoder_convs": 1}
     src = get_model("deeplabv3plus_resnet50", num_classes=19, **kw).eval()

@@ -12,7 +12,7 @@ from seg_perception.datasets.labels import get_label_set
 
 
 def test_missing_weights_names_path(tmp_path):
-    from seg_perception.models.checkpoints import CheckpointError
+    from seg_perception.models.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="nope.pt"):
         load_model("deeplabv3plus_mobilenetv2", weights=str(tmp_path / "nope.pt"))

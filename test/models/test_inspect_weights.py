@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from seg_perception.cli.main import main
-from seg_perception.models.checkpoints import CheckpointError, inspect_weights
+from seg_perception.models.checkpoint import CheckpointError
+from seg_perception.models.convert.formats import inspect_weights
 from seg_perception.core.segmenter import build_segmenter
 
 from .. import reference_fixtures as refs

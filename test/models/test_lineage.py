@@ -6,7 +6,7 @@ import re
 import pytest
 
 from seg_perception.cli.main import main
-from seg_perception.models.checkpoints import read_checkpoint_meta
+from seg_perception.models.checkpoint import read_checkpoint_meta
 from seg_perception.models.lineage import lineage
 from seg_perception.models.shipped import SHIPPED
 

@@ -109,7 +109,7 @@ def test_bowenc0221_r50_os32_matches_reference(bowen_files, container) -> None:
 
 
 def test_bowenc0221_file_for_another_depth_is_refused(bowen_files) -> None:
-    from seg_perception.models.checkpoints import CheckpointError
+    from seg_perception.models.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="R50 checkpoint.*use panoptic_deeplab_resnet50"):
         build_segmenter("panoptic_deeplab_resnet101", weights=str(bowen_files["plain"]), resolution=(257, 513))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from seg_perception.config import parse_resolution
-from seg_perception.models.checkpoints import load_checkpoint
+from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.models.shipped import README_BEGIN, README_END, SHIPPED, markdown_table
 
 REPO = Path(__file__).resolve().parents[2]

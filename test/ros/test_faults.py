@@ -36,7 +36,7 @@ from sensor_msgs.msg import Image
 
 from seg_perception.core.conversions import numpy_to_image
 from seg_perception.models import get_model
-from seg_perception.models.checkpoints import CheckpointError, save_checkpoint
+from seg_perception.models.checkpoint import CheckpointError, save_checkpoint
 from seg_perception.core.resolution import PipelineError
 from seg_perception.core.segmenter import build_segmenter
 from seg_perception.core.weights import load_model

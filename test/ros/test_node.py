@@ -304,7 +304,7 @@ def test_managed_node_transitions_and_camera_info_passthrough(harness, tmp_path)
     from rclpy.parameter import Parameter
 
     from seg_perception.models import get_model
-    from seg_perception.models.checkpoints import save_checkpoint
+    from seg_perception.models.checkpoint import save_checkpoint
 
     other = save_checkpoint(tmp_path / "hrnet.pt", get_model("hrnetv2_w18_small_v2", num_classes=19),
                             model_name="hrnetv2_w18_small_v2", model_kwargs={"num_classes": 19},

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from seg_perception.models import registry
-from seg_perception.models.checkpoints import load_checkpoint
+from seg_perception.models.checkpoint import load_checkpoint
 from seg_perception.training.config import TrainConfig, train_seed
 from seg_perception.training.data import make_batch
 from seg_perception.training.loop import lr_at, train, train_step
@@ -155,7 +155,7 @@ def test_warm_start_skips_misshapen_tensors_and_refuses_a_foreign_source() -> No
 def test_init_from_another_model_warm_starts_and_records_it(tmp_path) -> None:
     """A trained DeepLabV3+ seeds a Panoptic-DeepLab stage; unrelated model pairs are refused by name."""
     from seg_perception.models import get_model
-    from seg_perception.models.checkpoints import save_checkpoint
+    from seg_perception.models.checkpoint import save_checkpoint
 
     src = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
     path = save_checkpoint(tmp_path / "sem.pt", src, model_name="deeplabv3plus_mobilenetv2",
@@ -183,7 +183,7 @@ def test_warm_lr_scale_slows_only_the_copied_tensors(scale: float, copied_move: 
     """Copied tensors train at lr * warm_lr_scale, new ones at lr: with a tiny scale the warm-started
     backbone keeps its (float16) values while the fresh heads still learn; with 1.0 both move."""
     from seg_perception.models import get_model
-    from seg_perception.models.checkpoints import save_checkpoint
+    from seg_perception.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     src = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)

@@ -8,7 +8,12 @@ import torch.nn.functional as F
 
 from seg_perception.training.soup import average_checkpoints, average_state_dicts
 from seg_perception.models import registry
-from seg_perception.models.checkpoints import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from seg_perception.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 from seg_perception.hashing import sha256_file
 
 

@@ -11,7 +11,7 @@ from seg_perception.datasets.synthetic import make_scene
 from seg_perception.eval.oracle import oracle_heads
 from seg_perception.training.tuning import DEFAULT_GRID, DEFAULT_REFINE, TuneResult, TuningError, tune_panoptic, write_tuned
 from seg_perception.models import get_model
-from seg_perception.models.checkpoints import CheckpointError, save_checkpoint
+from seg_perception.models.checkpoint import CheckpointError, save_checkpoint
 from seg_perception.core.panoptic import PanopticConfig
 from seg_perception.core.weights import POSTPROCESS_META_KEY, load_model
 from seg_perception.core.segmenter import Segmenter, build_segmenter

@@ -5,7 +5,7 @@ Reference: facebookresearch/detectron2 @ 02b5c4e295e990042a714712c21dc79b731e883
 ``DeepLabV3PlusHead`` decoders), ``build_resnet_deeplab_backbone`` and ``layers/aspp.py``.
 
 Container: ``pickle`` of ``{"model": {name: numpy array}, "__author__": ...}`` (read by
-:mod:`..safe_pickle`). Both released Cityscapes configs load:
+:mod:`.safe_pickle`). Both released Cityscapes configs load:
 
 * ``..._crop_512_1024_dsconv`` (``model_final_23d03a.pkl``): 5x5 depthwise-separable decoder
   fusions, semantic head and offset head, separable ASPP;

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from seg_perception.models.safe_pickle import UnsafePickleError, load_path, loads
+from seg_perception.models.convert.safe_pickle import UnsafePickleError, load_path, loads
 
 
 class _Touch:

@@ -1,8 +1,9 @@
-"""Checkpoints: our format round trip, errors, and converters from public layouts.
+"""Public checkpoint layouts: detection, conversion and refusal through ``load_weights``.
 
 Fake public checkpoints are made from one of our models by renaming its keys into the public
 layout with renames written here independently (from reading the public code), then loaded back
-through ``load_weights``; the loaded model must compute what the source model computes.
+through ``load_weights``; the loaded model must compute what the source model computes. The
+numbers are checked against the references' own outputs in test_reference_parity_*.py.
 """
 from __future__ import annotations
 
@@ -13,159 +14,17 @@ import re
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from seg_perception.models import get_model
-from seg_perception.models.checkpoints import (
-    CheckpointError,
-    apply_state_dict,
+from seg_perception.models.checkpoint import CheckpointError, save_checkpoint
+from seg_perception.models.convert.formats import (
     detect_format,
-    load_checkpoint,
     load_weights,
     read_weights_file,
-    read_checkpoint_meta,
-    save_checkpoint,
-    update_checkpoint_meta,
     weights_model_kwargs,
 )
 
-SMALL_DLV3P = dict(num_classes=5, aspp_channels=16, decoder_channels=16, low_level_channels=8)
-
-
-def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics/affine so that wrong mappings change the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-        for name in ("classifier", "semantic_predictor", "center_predictor", "offset_predictor"):
-            layer = getattr(model, name, None)
-            if isinstance(layer, nn.Conv2d):
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.1)
-                layer.bias.copy_(torch.randn(layer.bias.shape, generator=g) * 0.1)
-    return model.eval()
-
-
-def _outputs(model: nn.Module, seed: int = 1, size: tuple[int, int] = (33, 45)) -> dict[str, torch.Tensor]:
-    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        return model.eval()(x)
-
-
-def _assert_same_outputs(a: nn.Module, b: nn.Module, atol: float = 1e-5) -> None:
-    oa, ob = _outputs(a), _outputs(b)
-    assert list(oa) == list(ob)
-    for k in oa:
-        torch.testing.assert_close(oa[k], ob[k], atol=atol, rtol=1e-4)
-
-
-# --------------------------------------------------------------------------- our format
-
-def test_round_trip_half_and_full(tmp_path) -> None:
-    with torch.random.fork_rng(devices=[]):  # conv init draws from the global RNG: fix it
-        torch.manual_seed(0)
-        src = _randomize_bn(get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P))
-    p_half = save_checkpoint(tmp_path / "h.pt", src, model_name="deeplabv3plus_mobilenetv2",
-                             model_kwargs=SMALL_DLV3P, label_set="cityscapes",
-                             extra={"resolution": "64x128", "miou": 0.5, "classes": [1, 2]})
-    p_full = save_checkpoint(tmp_path / "f.pt", src, model_name="deeplabv3plus_mobilenetv2",
-                             model_kwargs=SMALL_DLV3P, label_set="cityscapes", half=False)
-    raw = torch.load(p_half, map_location="cpu", weights_only=True)
-    assert raw["format"] == "seg_perception/1" and raw["model"] == "deeplabv3plus_mobilenetv2"
-    assert raw["state_dict"]["classifier.weight"].dtype == torch.float16
-    assert raw["state_dict"]["backbone.features.0.1.num_batches_tracked"].dtype == torch.int64
-    assert os.path.getsize(p_half) < 0.6 * os.path.getsize(p_full)
-
-    full = load_checkpoint(p_full, expect_model="deeplabv3plus_mobilenetv2")
-    assert full.model_name == "deeplabv3plus_mobilenetv2" and full.label_set == "cityscapes"
-    assert full.model_kwargs == SMALL_DLV3P and not full.model.training
-    _assert_same_outputs(src, full.model, atol=0)
-
-    half = load_checkpoint(p_half)
-    assert all(v.dtype != torch.float16 for v in half.model.state_dict().values())
-    assert half.meta["resolution"] == "64x128" and half.meta["classes"] == [1, 2]
-    # fp16 weights: errors scale with the logits (measured <= 2.9 % of max |logit| over 12 inits)
-    oa, oh = _outputs(src), _outputs(half.model)
-    for k in oa:
-        assert float((oa[k] - oh[k]).abs().max()) <= 0.05 * float(oa[k].abs().max()), k
-
-
-def test_load_checkpoint_errors(tmp_path) -> None:
-    missing = tmp_path / "nope.pt"
-    with pytest.raises(CheckpointError, match=re.escape(str(missing))):
-        load_checkpoint(missing)
-
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(os.urandom(2048))
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
-        load_checkpoint(garbage)
-
-    src = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
-    good = save_checkpoint(tmp_path / "g.pt", src, model_name="deeplabv3plus_mobilenetv2",
-                           model_kwargs=SMALL_DLV3P, label_set="cityscapes")
-    truncated = tmp_path / "t.pt"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
-        load_checkpoint(truncated)
-
-    other = tmp_path / "list.pt"
-    torch.save([1, 2, 3], other)
-    with pytest.raises(CheckpointError, match="not a seg_perception checkpoint"):
-        load_checkpoint(other)
-
-    with pytest.raises(CheckpointError, match="'deeplabv3plus_mobilenetv2'.*'panoptic_deeplab_resnet50'"):
-        load_checkpoint(good, expect_model="panoptic_deeplab_resnet50")
-
-
-def test_save_refuses_non_plain_metadata(tmp_path) -> None:
-    net = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
-    with pytest.raises(ValueError, match="extra\\['score'\\].*float64"):
-        save_checkpoint(tmp_path / "x.pt", net, model_name="deeplabv3plus_mobilenetv2",
-                        model_kwargs=SMALL_DLV3P, label_set="cityscapes", extra={"score": np.float64(1.0)})
-
-
-def test_update_checkpoint_meta_merges_and_keeps_weights(tmp_path) -> None:
-    net = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
-    path = save_checkpoint(tmp_path / "x.pt", net, model_name="deeplabv3plus_mobilenetv2",
-                           model_kwargs=SMALL_DLV3P, label_set="cityscapes", extra={"a": 1, "b": 2})
-    before = torch.load(path, weights_only=True)
-    update_checkpoint_meta(path, {"b": 3, "c": {"d": [1, 2]}})
-    after = torch.load(path, weights_only=True)
-    assert after["meta"] == {**before["meta"], "b": 3, "c": {"d": [1, 2]}} == read_checkpoint_meta(path)
-    assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
-    assert {k: v for k, v in after.items() if k not in ("meta", "state_dict")} == \
-        {k: v for k, v in before.items() if k not in ("meta", "state_dict")}
-    with pytest.raises(ValueError, match="float64"):
-        update_checkpoint_meta(path, {"score": np.float64(1.0)})
-    plain = tmp_path / "plain.pt"
-    torch.save(net.state_dict(), plain)
-    with pytest.raises(CheckpointError, match="not a seg_perception checkpoint"):
-        update_checkpoint_meta(plain, {"a": 1})
-    with pytest.raises(CheckpointError, match="not a seg_perception checkpoint"):
-        read_checkpoint_meta(plain)
-    assert not list(tmp_path.glob("*.tmp"))
-
-
-def test_apply_state_dict_reports_keys_and_shapes() -> None:
-    net = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
-    sd = dict(net.state_dict())
-    removed = [k for k in sd if k.startswith("aspp.convs.1.")]
-    for k in removed:
-        del sd[k]
-    for i in range(12):
-        sd[f"extra.layer{i}.weight"] = torch.zeros(1)
-    sd["classifier.weight"] = torch.zeros(7, 16, 1, 1)
-    with pytest.raises(CheckpointError) as info:
-        apply_state_dict(net, sd, source="unit-test.pth")
-    msg = str(info.value)
-    assert "unit-test.pth" in msg
-    assert f"{len(removed)} missing key(s)" in msg and "aspp.convs.1.0.weight" in msg
-    assert "12 unexpected key(s)" in msg and "extra.layer0.weight" in msg and "(2 more)" in msg
-    assert "classifier.weight: checkpoint (7, 16, 1, 1) vs model (5, 16, 1, 1)" in msg
+from ..checkpoint_helpers import SMALL_DLV3P, SMALL_PDL, assert_same_outputs, randomize_bn
 
 
 # --------------------------------------------------------------------------- VainF
@@ -205,7 +64,7 @@ def test_vainf_checkpoint(name: str, tmp_path) -> None:
     kwargs = dict(SMALL_DLV3P, decoder_convs=1)
     if name.endswith("mobilenetv2"):
         kwargs["block_padding"] = "input"  # what VainF's MobileNetV2 computes
-    src = _randomize_bn(get_model(name, **kwargs))
+    src = randomize_bn(get_model(name, **kwargs))
     path = tmp_path / f"best_{name}_cityscapes_os16.pth"
     torch.save({"cur_itrs": 30000, "model_state": to_vainf(src.state_dict()),
                 "optimizer_state": {"state": {}, "param_groups": []}, "best_score": 0.72}, path)
@@ -216,7 +75,7 @@ def test_vainf_checkpoint(name: str, tmp_path) -> None:
     dst = get_model(name, **{k: v for k, v in need.items() if k != "block_padding"})
     meta = load_weights(dst, path, model_name=name)
     assert meta["format"] == "vainf"
-    _assert_same_outputs(src, dst)
+    assert_same_outputs(src, dst)
 
     # the paper's two-conv decoder does not fit: refused with the key lists and the needed kwargs
     paper = get_model(name, **SMALL_DLV3P)
@@ -231,10 +90,6 @@ def test_vainf_checkpoint(name: str, tmp_path) -> None:
 
 
 # --------------------------------------------------------------------------- Detectron2
-
-SMALL_PDL = dict(num_classes=5, aspp_channels=16, decoder_channels=16, instance_aspp_channels=16,
-                 instance_decoder_channels=8, head_channels=16, instance_head_channels=8,
-                 low_level_channels=(8, 12), instance_low_level_channels=(4, 6))
 
 
 def to_detectron2(sd: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -269,7 +124,7 @@ def to_detectron2(sd: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 def test_detectron2_pkl(tmp_path) -> None:
     name = "panoptic_deeplab_resnet52_dc5"
-    src = _randomize_bn(get_model(name, **SMALL_PDL))
+    src = randomize_bn(get_model(name, **SMALL_PDL))
     d2 = to_detectron2(src.state_dict())
     assert "sem_seg_head.decoder.res5.project_conv.convs.1.depthwise.norm.running_var" in d2
     assert "backbone.stem.conv2.norm.weight" in d2 and "backbone.res5.2.conv3.norm.bias" in d2
@@ -288,7 +143,7 @@ def test_detectron2_pkl(tmp_path) -> None:
     dst = get_model(name, **{**need, "aspp_pool_crop": None, "center_clamp": True})
     meta = load_weights(dst, path, model_name=name)
     assert meta["format"] == "detectron2"
-    _assert_same_outputs(src, dst)
+    assert_same_outputs(src, dst)
 
     with pytest.raises(CheckpointError, match="Detectron2 Panoptic-DeepLab"):
         load_weights(get_model("deeplabv3plus_resnet50"), path, model_name="deeplabv3plus_resnet50")
@@ -360,7 +215,7 @@ def to_bowenc0221(sd: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor
 
 def test_bowenc0221_pth(tmp_path) -> None:
     name = "panoptic_deeplab_resnet50"
-    src = _randomize_bn(get_model(name, **BOWEN))
+    src = randomize_bn(get_model(name, **BOWEN))
     path = tmp_path / "final_state.pth"
     torch.save({f"module.{k}": v for k, v in to_bowenc0221(src.state_dict(), 3).items()}, path)
 
@@ -372,18 +227,18 @@ def test_bowenc0221_pth(tmp_path) -> None:
     meta = load_weights(dst, path, model_name=name)
     assert meta["format"] == "bowenc0221" and meta["align_corners"] is True
     assert meta["offset_scaling"] == "corners_floor"
-    _assert_same_outputs(src, dst)
+    assert_same_outputs(src, dst)
 
 
 # --------------------------------------------------------------------------- other layouts
 
 def test_plain_state_dict_and_own_format_via_load_weights(tmp_path) -> None:
-    src = _randomize_bn(get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P))
+    src = randomize_bn(get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P))
     plain = tmp_path / "plain.pth"
     torch.save(src.state_dict(), plain)
     dst = get_model("deeplabv3plus_mobilenetv2", **SMALL_DLV3P)
     assert load_weights(dst, plain, model_name="deeplabv3plus_mobilenetv2")["format"] == "state_dict"
-    _assert_same_outputs(src, dst, atol=0)
+    assert_same_outputs(src, dst, atol=0)
 
     own = save_checkpoint(tmp_path / "own.pt", src, model_name="deeplabv3plus_mobilenetv2",
                           model_kwargs=SMALL_DLV3P, label_set="cityscapes", extra={"resolution": "32x64"})
@@ -416,12 +271,3 @@ def test_unknown_layout_lists_supported(tmp_path) -> None:
     torch.save({"weights": [1, 2]}, path)
     with pytest.raises(CheckpointError, match="supported: seg_perception.*VainF.*Detectron2.*bowenc0221"):
         load_weights(get_model("deeplabv3plus_mobilenetv2"), path, model_name="deeplabv3plus_mobilenetv2")
-
-
-def test_round_trip_panoptic_with_tuple_kwargs(tmp_path) -> None:
-    src = _randomize_bn(get_model("panoptic_deeplab_mobilenetv2", **SMALL_PDL))
-    path = save_checkpoint(tmp_path / "p.pt", src, model_name="panoptic_deeplab_mobilenetv2",
-                           model_kwargs=SMALL_PDL, label_set="cityscapes", half=False)
-    loaded = load_checkpoint(path, expect_model="panoptic_deeplab_mobilenetv2")
-    assert loaded.model_kwargs == SMALL_PDL  # tuples survive weights_only loading
-    _assert_same_outputs(src, loaded.model, atol=0)
