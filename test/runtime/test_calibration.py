@@ -275,7 +275,6 @@ def test_semantic_model_graph_is_unaffected_by_float_heads(cache_dir, tmp_path):
 
 
 def test_float_head_walk_needs_a_conv():
-    import onnx
     from onnx import TensorProto, helper
 
     node = helper.make_node("Relu", ["image"], ["offset"], name="relu")
@@ -283,7 +282,6 @@ def test_float_head_walk_needs_a_conv():
                               [helper.make_tensor_value_info("offset", TensorProto.FLOAT, [1, 3, 4, 4])])
     with pytest.raises(BackendError, match="'offset' reaches graph input 'image' without a Conv"):
         cal.float_head_nodes(helper.make_model(graph))
-    assert onnx  # imported for helper
 
 
 @pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
