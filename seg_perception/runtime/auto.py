@@ -143,14 +143,22 @@ def to_network_size(outputs: dict, hw: tuple[int, int]) -> dict:
     return out
 
 
-def agreement(ref: dict, got: dict) -> float:
-    """Lowest per-pixel agreement over the heads: semantic argmax, center > 0.1, rounded offsets."""
-    scores = [float((_to_numpy(ref["semantic"]).argmax(1) == _to_numpy(got["semantic"]).argmax(1)).mean())]
+def head_agreement(ref: dict, got: dict) -> dict[str, float]:
+    """Per-head per-pixel agreement with ``ref``: semantic argmax, center > 0.1, |offset diff| < 0.5 px.
+
+    ``ref`` / ``got``: head name -> (N, C, H, W) arrays or tensors at the same size.
+    """
+    scores = {"semantic": float((_to_numpy(ref["semantic"]).argmax(1) == _to_numpy(got["semantic"]).argmax(1)).mean())}
     if "center" in ref:
-        scores.append(float(((_to_numpy(ref["center"]) > 0.1) == (_to_numpy(got["center"]) > 0.1)).mean()))
+        scores["center"] = float(((_to_numpy(ref["center"]) > 0.1) == (_to_numpy(got["center"]) > 0.1)).mean())
     if "offset" in ref:
-        scores.append(float((np.abs(_to_numpy(ref["offset"]) - _to_numpy(got["offset"])) < 0.5).mean()))
-    return min(scores)
+        scores["offset"] = float((np.abs(_to_numpy(ref["offset"]) - _to_numpy(got["offset"])) < 0.5).mean())
+    return scores
+
+
+def agreement(ref: dict, got: dict) -> float:
+    """Lowest per-pixel agreement over the heads (:func:`head_agreement`)."""
+    return min(head_agreement(ref, got).values())
 
 
 def _measure(be: Backend, inputs: list[np.ndarray], frames: int) -> tuple[float, list[dict]]:

@@ -143,7 +143,54 @@ def calibration_id(*, images: Optional[str] = None, bag: Optional[str] = None, t
 #: Frames used from the default calibration source (the shipped sample drive) and from others unless a limit is given.
 DEFAULT_CALIB_FRAMES = 32
 #: Bump when the quantization recipe changes so cached int8 models from older recipes are not reused.
-QUANT_RECIPE_VERSION = 1
+#: 2: the last Conv of each float head (:data:`FLOAT_HEADS`) and the ops after it stay float.
+QUANT_RECIPE_VERSION = 2
+#: Outputs whose final layers stay float in int8 models: offsets are pixels (range +-hundreds), so
+#: uint8 activations would step them by 1-2 px; the center heatmap is thresholded at 0.1, where
+#: a uint8 step of its logits moves the threshold crossing. Semantic logits only feed an argmax.
+FLOAT_HEADS = ("center", "offset")
+#: Ops that only compute shapes: the walk back from an output stops there (their inputs are
+#: read for their shape, not their values, and may lead anywhere in the graph).
+_SHAPE_OPS = frozenset({"Shape", "Size", "Constant", "ConstantOfShape"})
+
+
+def float_head_nodes(model: Any, outputs: Iterable[str] = FLOAT_HEADS) -> list[str]:
+    """Names of the nodes to keep in float so that ``outputs`` are computed in float from their last Conv.
+
+    Walks the ONNX graph back from each named output through the producers of its inputs
+    (initializers, graph inputs and shape-only ops end a path) and stops at the first Conv on each
+    path, which is included: for Panoptic-DeepLab that is ``<head>_predictor`` Conv -> Resize ->
+    Clip / Slice -> Mul -> Concat. Outputs the graph does not have are ignored (a semantic model
+    gives ``[]``). ``model`` is an ``onnx.ModelProto``.
+
+    Raises:
+        BackendError: a path from a named output reaches a graph input without a Conv (the rule
+            would keep the whole head in float, which is not what it is for); or a node has no name.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    graph_inputs = {i.name for i in graph.input}
+    present = [name for name in outputs if name in {o.name for o in graph.output}]
+    keep: dict[str, None] = {}  # ordered set of node names
+    for name in present:
+        stack, seen = [name], set()
+        while stack:
+            tensor = stack.pop()
+            if tensor in seen:
+                continue
+            seen.add(tensor)
+            if tensor in graph_inputs:
+                raise BackendError(f"output {name!r} reaches graph input {tensor!r} without a Conv; cannot keep "
+                                   f"only its final layers in float (give the head a Conv predictor)")
+            node = producer.get(tensor)
+            if node is None or node.op_type in _SHAPE_OPS:
+                continue  # initializer or shape computation
+            if not node.name:
+                raise BackendError(f"node producing {tensor!r} has no name; nodes_to_exclude needs named nodes")
+            keep[node.name] = None
+            if node.op_type != "Conv":
+                stack.extend(i for i in node.input if i)
+    return list(keep)
 
 
 class CalibrationSource:
@@ -201,22 +248,32 @@ def quantize_onnx_int8(
     *,
     resolution: tuple[int, int],
     cache_dir: str | os.PathLike,
+    float_heads: Iterable[str] = FLOAT_HEADS,
 ) -> Path:
     """Statically quantized (QDQ) copy of ``onnx_path``, calibrated on ``source``; cached.
 
     onnxruntime's ``quantize_static``: int8 per-channel weights, uint8 activations (U8S8, the
     VNNI-friendly format), MinMax calibration over the frames. The file lives in
-    ``cache_dir/int8/<onnx sha>_<source id>_q<recipe>.onnx``; a second call with the same model,
-    weights, resolution and calibration set reuses it. OpenVINO reads the same file.
+    ``cache_dir/int8/<onnx sha>_<source id>_q<recipe>f<float-node hash>.onnx``; a second call with the same model,
+    weights, resolution and calibration set reuses it. OpenVINO reads the same file. The nodes of
+    :func:`float_head_nodes` (the last Conv of the center and offset heads and the ops after it)
+    stay float; the recipe version in the name changes with that rule. ``float_heads=()`` quantizes
+    every node (plain int8, for comparisons).
 
     Raises:
         BackendError: no usable calibration frame, or quantization failed.
     """
+    import onnx
+
     from ..hashing import sha256_file
 
     onnx_path = Path(onnx_path)
+    float_heads = tuple(float_heads)
+    float_nodes = float_head_nodes(onnx.load(str(onnx_path), load_external_data=False), float_heads)
+    # the float-node list is in the name: a changed rule (or graph) never reuses an older int8 model
+    rule = hashlib.sha256("|".join([*float_heads, "#", *float_nodes]).encode()).hexdigest()[:8]
     out = Path(cache_dir) / "int8" / f"{onnx_path.stem[:48]}_{sha256_file(onnx_path)[:12]}_{source.id()}" \
-        f"_q{QUANT_RECIPE_VERSION}.onnx"
+        f"_q{QUANT_RECIPE_VERSION}f{rule}.onnx"
     if out.is_file():
         LOG.info("reusing cached int8 ONNX %s", out)
         return out
@@ -244,10 +301,13 @@ def quantize_onnx_int8(
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)  # calibration sessions warn about every unused initializer
+    if float_nodes:
+        LOG.info("keeping %d head node(s) in float: %s", len(float_nodes), ", ".join(float_nodes))
     try:
         quantize_static(
             str(onnx_path), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=float_nodes,
         )
         os.replace(tmp, out)
     except Exception as exc:

@@ -162,3 +162,162 @@ def test_dynamic_int8_uses_a_calibration_profile(fake_trt, cache_dir, tmp_path):
                                                            "min_shape": "1x3x8x8", "max_shape": "1x3x32x32"})
     head = fake_tensorrt.read_header(be.engine_path.read_bytes())
     assert head["calibration"]["batches"] == 2 and head["profiles"][0]["image"][1] == [1, 3, 16, 24]
+
+
+# --- float heads in int8 (center / offset predictors stay float) -----------------------------------
+
+_RES = (32, 48)
+
+
+def _blurred_frames_dir(folder, n=6, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8), (7, 7), 0)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
+    return folder
+
+
+def _conv_by_weight(graph, weight_name):
+    """The Conv whose weight is ``weight_name`` (float initializer) or its DequantizeLinear'd int8 copy."""
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        w = node.input[1]
+        src = producer.get(w)
+        if w == weight_name or (src is not None and src.op_type == "DequantizeLinear"
+                                and src.input[0].startswith(weight_name)):
+            return node
+    raise AssertionError(f"no Conv with weight {weight_name}")
+
+
+def _fed_by_quantized(graph, node):
+    """Whether any input of ``node`` comes out of a Q -> DQ pair (i.e. is quantized)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    for name in node.input:
+        dq = producer.get(name)
+        if dq is not None and dq.op_type == "DequantizeLinear":
+            return True
+    return False
+
+
+def _quantized_downstream(graph, tensor):
+    """Whether a QuantizeLinear is reachable from ``tensor``."""
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    stack, seen = [tensor], set()
+    while stack:
+        t = stack.pop()
+        for n in consumers.get(t, []):
+            if n.op_type == "QuantizeLinear":
+                return True
+            if n.name not in seen:
+                seen.add(n.name)
+                stack.extend(n.output)
+    return False
+
+
+def test_float_head_nodes_keep_exactly_the_head_predictors(cache_dir, tmp_path):
+    import onnx
+
+    from seg_perception.runtime.export import export_onnx_cached
+
+    from .tiny_models import TinyPanopticHeads
+
+    onnx_path = export_onnx_cached(seeded(TinyPanopticHeads), resolution=_RES, cache_dir=cache_dir)
+    graph = onnx.load(str(onnx_path)).graph
+    names = cal.float_head_nodes(onnx.load(str(onnx_path)))
+    kept_convs = {n.input[1] for n in graph.node if n.name in names and n.op_type == "Conv"}
+    assert kept_convs == {"model.center_predictor.weight", "model.offset_predictor.weight"}
+    by_name = {n.name: n for n in graph.node}
+    # everything kept lies after those convs: no backbone conv, nothing that feeds only semantic
+    assert {by_name[n].op_type for n in names} <= {"Conv", "Resize", "Clip", "Mul", "Slice", "Concat", "Gather",
+                                                   "Cast", "Div", "Unsqueeze"}
+    assert "semantic" not in {o for n in names for o in by_name[n].output}
+
+    q = cal.quantize_onnx_int8(onnx_path, cal.CalibrationSource(images=str(_blurred_frames_dir(tmp_path / "c"))),
+                               resolution=_RES, cache_dir=cache_dir)
+    qg = onnx.load(str(q)).graph
+    inits = {i.name: i for i in qg.initializer}
+    for head in ("model.center_predictor.weight", "model.offset_predictor.weight"):
+        conv = _conv_by_weight(qg, head)
+        # float weights (a float Conv, never fused into QLinearConv) and nothing quantized downstream
+        # (its input is the shared, dequantized backbone feature, which the semantic head quantizes)
+        assert conv.input[1] == head and inits[head].data_type == onnx.TensorProto.FLOAT, head
+        assert not _quantized_downstream(qg, conv.output[0]), head
+    for quantized in ("model.semantic_predictor.weight", "model.conv.weight"):
+        conv = _conv_by_weight(qg, quantized)
+        assert conv.input[1] != quantized and _fed_by_quantized(qg, conv), quantized
+    # the rule is part of the cache key: plain int8 is a different file
+    plain = cal.quantize_onnx_int8(onnx_path, cal.CalibrationSource(images=str(tmp_path / "c")),
+                                   resolution=_RES, cache_dir=cache_dir, float_heads=())
+    pg = onnx.load(str(plain)).graph
+    assert plain != q and all(_fed_by_quantized(pg, n) and n.input[1] not in {i.name for i in pg.initializer}
+                              for n in pg.node if n.op_type == "Conv")
+
+
+def test_semantic_model_graph_is_unaffected_by_float_heads(cache_dir, tmp_path):
+    import onnx
+
+    from seg_perception.runtime.export import export_onnx_cached
+
+    onnx_path = export_onnx_cached(seeded(TinySemantic), resolution=_RES, cache_dir=cache_dir)
+    assert cal.float_head_nodes(onnx.load(str(onnx_path))) == []
+    src = cal.CalibrationSource(images=str(_blurred_frames_dir(tmp_path / "c")))
+    with_rule = onnx.load(str(cal.quantize_onnx_int8(onnx_path, src, resolution=_RES, cache_dir=cache_dir)))
+    plain = onnx.load(str(cal.quantize_onnx_int8(onnx_path, src, resolution=_RES, cache_dir=cache_dir,
+                                                 float_heads=())))
+    assert [(n.op_type, list(n.input)) for n in with_rule.graph.node] == \
+        [(n.op_type, list(n.input)) for n in plain.graph.node]
+
+
+def test_float_head_walk_needs_a_conv():
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Relu", ["image"], ["offset"], name="relu")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("offset", TensorProto.FLOAT, [1, 3, 4, 4])])
+    with pytest.raises(BackendError, match="'offset' reaches graph input 'image' without a Conv"):
+        cal.float_head_nodes(helper.make_model(graph))
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_float_heads_int8_offsets_agree_better_than_plain_int8(kind, cache_dir, tmp_path):
+    """The reference is the torch model; plain int8 (every node quantized) is the baseline to beat."""
+    import onnxruntime as ort
+    import torch
+
+    from seg_perception.core.preprocess import to_network_input
+    from seg_perception.runtime.auto import head_agreement
+    from seg_perception.runtime.export import export_onnx_cached
+
+    from .tiny_models import TinyPanopticHeads
+
+    model = seeded(TinyPanopticHeads)
+    onnx_path = export_onnx_cached(model, resolution=_RES, cache_dir=cache_dir)
+    src = cal.CalibrationSource(images=str(_blurred_frames_dir(tmp_path / "c")))
+    rng = np.random.default_rng(42)
+    xs = [to_network_input(cv2.GaussianBlur(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8), (7, 7), 0), _RES)[None]
+          for _ in range(3)]
+    with torch.no_grad():
+        refs = [{k: v.numpy() for k, v in model(torch.from_numpy(x)).items()} for x in xs]
+
+    def run(path):
+        if kind == "onnxruntime":
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            names = [o.name for o in sess.get_outputs()]
+            return [dict(zip(names, sess.run(None, {"image": x}))) for x in xs]
+        import openvino as ov
+        compiled = ov.Core().compile_model(str(path), "CPU")
+        return [{o.get_any_name(): np.asarray(v) for o, v in compiled(x).items()} for x in xs]
+
+    err, agree = {}, {}
+    for label, heads in (("plain", ()), ("float_heads", cal.FLOAT_HEADS)):
+        outs = run(cal.quantize_onnx_int8(onnx_path, src, resolution=_RES, cache_dir=cache_dir, float_heads=heads))
+        err[label] = float(np.mean([np.abs(o["offset"] - r["offset"]).mean() for o, r in zip(outs, refs)]))
+        agree[label] = float(np.mean([head_agreement(r, o)["offset"] for o, r in zip(outs, refs)]))
+    assert err["float_heads"] < err["plain"], err
+    assert agree["float_heads"] > agree["plain"], agree

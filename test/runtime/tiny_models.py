@@ -50,3 +50,31 @@ def seeded(cls, seed: int = 0, **kwargs) -> nn.Module:
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
     return model.eval()
+
+
+class TinyPanopticHeads(nn.Module):
+    """Panoptic contract with one predictor Conv per head, like Panoptic-DeepLab: semantic (N, C, H, W),
+    center (N, 1, H, W) = clamp of the upsampled center logits, offset (N, 2, H, W) in pixels
+    (range +-``offset_range``, like real offsets, which makes uint8 activations step them coarsely)."""
+
+    output_names = ("semantic", "center", "offset")
+
+    def __init__(self, num_classes: int = 5, offset_range: float = 200.0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.offset_range = offset_range
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.semantic_predictor = nn.Conv2d(8, num_classes, 1)
+        self.center_predictor = nn.Conv2d(8, 1, 1)
+        self.offset_predictor = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = F.relu(self.conv(x))
+        size = x.shape[-2:]
+
+        def up(t: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+        return {"semantic": up(self.semantic_predictor(f)),
+                "center": torch.clamp(up(self.center_predictor(f)), 0.0, 1.0),
+                "offset": up(self.offset_predictor(f)) * self.offset_range}
