@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..config import BACKENDS, DEFAULT_BACKEND
 from ..config import DEFAULT_MODEL  # the model a command uses when --model is omitted (the node's too)
 
 WEIGHTS_HELP = ("checkpoint path (public checkpoint formats are converted); 'none' = random init (outputs "
@@ -14,6 +15,13 @@ def add_model_argument(p: argparse.ArgumentParser, default: str = DEFAULT_MODEL)
     """``--model`` with a default (the node's model unless the command needs another task)."""
     p.add_argument("--model", default=default,
                    help=f"registered model name (see `seg-perception models`; default {default})")
+
+
+def add_backend_argument(p: argparse.ArgumentParser, extra: str = "") -> None:
+    """``--backend`` with the node's default (auto) and the choices of :data:`seg_perception.config.BACKENDS`."""
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help="inference runtime (default %(default)s: TensorRT on a GPU, else the fastest measured CPU path"
+                        f"{extra})")
 
 
 def add_weights_argument(p: argparse.ArgumentParser, extra: str = "") -> None:

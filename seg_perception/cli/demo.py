@@ -5,8 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import BACKENDS, DEFAULT_BACKEND
 from ..tools.demo import SAMPLE_BAG, DemoConfig, format_summary, run_demo
+from .common import add_backend_argument
 
 HELP = ("start segment_node with the shipped model, play a bag onto its camera topic over real ROS 2, "
         "record the outputs and score them against the bag's ground truth (writes demo_out/)")
@@ -21,8 +21,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d.model, help="registered model (default: the shipped panoptic model)")
     p.add_argument("--weights", default=d.weights, help="checkpoint path, 'default' (shipped) or 'none'")
     p.add_argument("--resolution", default=d.resolution, help="network HxW ('' = the checkpoint's)")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
-                   help="inference runtime (default %(default)s: TensorRT on a GPU, else the fastest measured CPU path)")
+    add_backend_argument(p)
     p.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N")
     p.add_argument("--rate", type=float, default=d.rate, help="playback speed vs bag stamps (1 = real time; 0 = lock-step, wait for each answer)")
     p.add_argument("--max-frames", type=int, default=0, help="play at most this many frames (0 = all)")

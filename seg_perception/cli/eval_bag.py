@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import BACKENDS, DEFAULT_BACKEND
-from .common import add_model_argument, add_weights_argument
+from .common import add_backend_argument, add_model_argument, add_weights_argument
 
 HELP = "evaluate a model on rosbags: mIoU, PQ/SQ/RQ, latency; writes OUT/report.{json,md} and figures"
 
@@ -33,9 +32,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--write-bag", action="store_true", help="also write OUT/predictions.mcap (images + /seg/* topics)")
     p.add_argument("--label-set", default=None, help="label set (default: the model's, e.g. cityscapes)")
     p.add_argument("--resolution", default=None, help="network input HxW, e.g. 512x1024 (default: the one the weights record, else 512x1024)")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
-                   help="inference runtime (default %(default)s: TensorRT on a GPU, else the fastest measured CPU path "
-                        "within the accuracy guard; the report records the choice)")
+    add_backend_argument(p, " within the accuracy guard; the report records the choice")
     p.add_argument("--device", default="cpu", help="device, e.g. cpu or cuda:0 (default cpu)")
     p.add_argument("--precision", default="fp32", help="fp32 or fp16 (backend permitting)")
     p.add_argument("--batch-size", type=int, default=1, help="frames per segment_batch call, run as one batched inference (default 1)")

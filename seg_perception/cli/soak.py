@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import BACKENDS, DEFAULT_BACKEND
+from .common import add_backend_argument
 
 HELP = ("soak test: start segment_node in another process, publish thousands of frames at full speed "
         "(reliable QoS), sample the node's RSS and /diagnostics; exit 1 if RSS grows >= 5%% after warm-up "
@@ -30,8 +30,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d.model, help="registered model (default %(default)s)")
     p.add_argument("--weights", default=d.weights, help="checkpoint path, 'default' (shipped) or 'none' (random init)")
     p.add_argument("--resolution", default=d.resolution, help="network HxW ('' = the checkpoint's)")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
-                   help="inference runtime (default %(default)s: TensorRT on a GPU, else the fastest measured CPU path)")
+    add_backend_argument(p)
     p.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N")
     p.add_argument("--rate", type=float, default=d.rate, help="publish rate in Hz (0 = as fast as possible)")
     p.add_argument("--warmup", type=int, default=d.warmup_frames,

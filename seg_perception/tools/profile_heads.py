@@ -27,6 +27,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..provenance import write_json
+
 LOG = logging.getLogger("seg_perception.tools.profile_heads")
 RESIZE_OPS = ("Resize", "Upsample")
 
@@ -149,8 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"kernel time ({ops}); all Resize {100 * e['resize_share']:.1f} %; default {e['default_ms']:.1f} ms, "
               f"native heads {e['native_ms']:.1f} ms ({e['native_speedup']:.2f}x)")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(report, args.json)
     return 0
 
 
