@@ -116,3 +116,71 @@ def test_native_heads_upsample_straight_from_the_native_grid_to_the_camera(tmp_p
     assert len(np.unique(exact)) >= 4
     seg.exact_upsampling = True  # the Segmenter's own exact path resizes from the native grid too
     assert float((seg.segment(image).semantic == exact).mean()) >= 0.9999
+
+
+@pytest.mark.parametrize("chw", [(1, 5, 7), (19, 3, 20000), (19, 40, 700), (7, 130, 257), (256, 9, 11)])
+def test_argmax_channels_is_numpys_first_maximum(chw):
+    """Strips (several per map, shared by threads for the larger shapes) and ties: numpy's argmax is the oracle."""
+    from seg_perception.core.upsample import argmax_channels
+
+    rng = np.random.default_rng(sum(chw))
+    arr = rng.integers(0, 4, chw).astype(np.float32)  # few values: many ties between channels
+    got = argmax_channels(arr)
+    assert got.dtype == np.uint8 and got.shape == chw[1:]
+    np.testing.assert_array_equal(got, arr.argmax(0))
+
+
+@pytest.mark.parametrize("small_hw, out_hw", [((512, 1024), (1080, 1920)), ((128, 256), (1080, 1920)),
+                                              ((17, 23), (40, 41)), ((5, 3), (5, 97)), ((64, 128), (480, 640))])
+def test_opencv_nearest_reads_one_of_the_four_sources(small_hw, out_hw):
+    """Where a cell's four sources agree, the fast gather equals the cell gather; elsewhere it still
+    reads one of the pixel's own four sources (checked per pixel against the CellMap's y0/y1/x0/x1)."""
+    from seg_perception.core.upsample import cell_map
+
+    cm = cell_map(small_hw, out_hw)
+    assert cm.opencv_picks_a_source
+    h, w = small_hw
+    ids = np.arange(h * w).reshape(h, w)
+    rows_src = cm.gather_any_corner((ids // w % 251).astype(np.uint8))  # source row mod 251
+    cols_src = cm.gather_any_corner((ids % w % 251).astype(np.uint8))
+    assert np.all((rows_src == (cm.y0[:, None] % 251)) | (rows_src == (cm.y1[:, None] % 251)))
+    assert np.all((cols_src == (cm.x0[None, :] % 251)) | (cols_src == (cm.x1[None, :] % 251)))
+
+
+def test_gather_any_corner_falls_back_where_opencv_does_not_qualify(monkeypatch):
+    from seg_perception.core.upsample import CellMap
+
+    cm = CellMap((6, 9), (20, 31))
+    small = np.random.default_rng(0).integers(0, 9, (6, 9)).astype(np.uint8)
+    cm.__dict__["opencv_picks_a_source"] = False  # what a downscale or an OpenCV change would report
+    np.testing.assert_array_equal(cm.gather_any_corner(small), cm.gather(small))
+    np.testing.assert_array_equal(cm.gather_any_corner(small.astype(np.int32)), cm.gather(small.astype(np.int32)))
+
+
+def test_boundary_labels_are_the_same_serial_and_threaded(monkeypatch):
+    """The cell groups may run on the thread pool: same labels either way (disjoint writes)."""
+    import seg_perception.core.upsample as up
+
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(19, 40, 64, generator=g)
+    monkeypatch.setattr(up, "_PARALLEL_PIXELS", 0)
+    threaded = up.upsample_argmax(logits, (337, 541))
+    monkeypatch.setattr(up, "_PARALLEL_PIXELS", 1 << 60)
+    serial = up.upsample_argmax(logits, (337, 541))
+    np.testing.assert_array_equal(threaded, serial)
+    assert float((serial == _exact(logits, (337, 541))).mean()) >= 0.999
+
+
+def test_two_class_boundaries_with_a_close_third_class_match_the_exact_path():
+    """Cells where two classes meet but a third one is close everywhere: the cell certificate fails
+    and the per-pixel bound decides; where the third class wins between the sources (its logit is
+    high in the middle of the cell only through the blend), the full blend must find it."""
+    yy, xx = torch.meshgrid(torch.arange(30.0), torch.arange(50.0), indexing="ij")
+    a = torch.sin(xx / 3) * 2
+    b = -a
+    third = torch.maximum(a, b) - 0.05 + 0.3 * torch.cos(yy / 2)  # near the winner, sometimes above the blend
+    logits = torch.stack([a, b, third, torch.full_like(a, -5.0)])
+    got = upsample_argmax(logits, (251, 413))
+    exact = _exact(logits, (251, 413))
+    assert len(np.unique(exact)) == 3
+    assert float((got == exact).mean()) >= 0.9995
