@@ -369,8 +369,8 @@ class SegmentNode(LifecycleNode):
         self._transition_error = ""
         desc = seg.describe()
         self.get_logger().info(
-            f"model {desc['model']} ({desc['task']}), weights {desc['weights']}, backend {backend_text(desc)} "
-            f"on {desc['device']}, network {desc['resolution'][0]}x{desc['resolution'][1]}, labels "
+            f"model {desc['model']} ({desc['task']}), weights {desc['weights']}, device {desc['device']}, "
+            f"backend {backend_text(desc)}, network {desc['resolution'][0]}x{desc['resolution'][1]}, labels "
             f"{desc['label_set']}; loaded and warmed in {self._startup['configure_s']:.2f} s")
         return TransitionCallbackReturn.SUCCESS
 
