@@ -11,6 +11,10 @@ from typing import Any
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 #: The backend of the node, the launch file and every CLI command that runs a model, unless one is named.
 DEFAULT_BACKEND = "auto"
+#: Backends that run an exported graph and so can export the heads at their own stride (node
+#: parameter / backend option ``native_heads``; ``auto`` then measures only its ``+native`` paths).
+#: torch runs the model's own forward, whose heads are resized to the network input.
+NATIVE_HEADS_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: How the node subscribes: ``image`` (raw) or ``image/compressed`` (image_transport convention).
 TRANSPORTS = ("raw", "compressed")

@@ -24,6 +24,16 @@ def add_backend_argument(p: argparse.ArgumentParser, extra: str = "") -> None:
                         f"{extra})")
 
 
+def add_native_heads_argument(p: argparse.ArgumentParser) -> None:
+    """``--native-heads``: the node parameter ``native_heads`` (default off), for every command that
+    builds a Segmenter or starts a node, so they share one flag and one help text."""
+    p.add_argument("--native-heads", action="store_true",
+                   help="export the heads at their own stride (1/4; 1/2 for the shipped panoptic model) and upsample "
+                        "once, straight to the camera size: faster, labels not bit-identical to the default path; "
+                        "backends auto (then only its +native paths), onnxruntime, openvino, tensorrt "
+                        "(node parameter native_heads; docs/BACKENDS.md)")
+
+
 def add_weights_argument(p: argparse.ArgumentParser, extra: str = "") -> None:
     """``--weights``: omitted = the model's shipped weights (``pipeline.resolve_weights``)."""
     p.add_argument("--weights", default=None, help=WEIGHTS_HELP + extra)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..tools.demo import SAMPLE_BAG, DemoConfig, format_summary, run_demo
-from .common import add_backend_argument
+from .common import add_backend_argument, add_native_heads_argument
 
 HELP = ("start segment_node with the shipped model, play a bag onto its camera topic over real ROS 2, "
         "record the outputs and score them against the bag's ground truth (writes demo_out/)")
@@ -22,6 +22,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=d.weights, help="checkpoint path, 'default' (shipped) or 'none'")
     p.add_argument("--resolution", default=d.resolution, help="network HxW ('' = the checkpoint's)")
     add_backend_argument(p)
+    add_native_heads_argument(p)
     p.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N")
     p.add_argument("--rate", type=float, default=d.rate, help="playback speed vs bag stamps (1 = real time; 0 = lock-step, wait for each answer)")
     p.add_argument("--max-frames", type=int, default=0, help="play at most this many frames (0 = all)")
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(bag=args.bag, image_topic=args.image_topic,
                      gt_semantic_topic=args.gt_semantic_topic or None, gt_panoptic_topic=args.gt_panoptic_topic or None,
                      model=args.model, weights=args.weights, resolution=args.resolution, backend=args.backend,
-                     device=args.device, out=args.out, rate=args.rate, max_frames=args.max_frames)
+                     native_heads=args.native_heads, device=args.device, out=args.out, rate=args.rate,
+                     max_frames=args.max_frames)
     if not Path(cfg.bag).exists():
         print(f"seg-perception demo: bag {cfg.bag} does not exist; pass --bag PATH")
         return 2

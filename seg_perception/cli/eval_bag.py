@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_backend_argument, add_model_argument, add_weights_argument
+from .common import add_backend_argument, add_model_argument, add_native_heads_argument, add_weights_argument
 
 HELP = "evaluate a model on rosbags: mIoU, PQ/SQ/RQ, latency; writes OUT/report.{json,md} and figures"
 
@@ -33,6 +33,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-set", default=None, help="label set (default: the model's, e.g. cityscapes)")
     p.add_argument("--resolution", default=None, help="network input HxW, e.g. 512x1024 (default: the one the weights record, else 512x1024)")
     add_backend_argument(p, " within the accuracy guard; the report records the choice")
+    add_native_heads_argument(p)
     p.add_argument("--device", default="cpu", help="device, e.g. cpu or cuda:0 (default cpu)")
     p.add_argument("--precision", default="fp32", help="fp32 or fp16 (backend permitting)")
     p.add_argument("--batch-size", type=int, default=1, help="frames per segment_batch call, run as one batched inference (default 1)")
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, weights=args.weights, resolution=args.resolution, backend=args.backend,
             device=args.device, precision=args.precision, label_set=args.label_set,
             max_batch=args.batch_size,  # one inference per --batch-size frames (segment_batch)
+            native_heads=args.native_heads,
         )
     except (ValueError, KeyError, FileNotFoundError, CheckpointError, BackendError) as exc:
         print(f"eval-bag: error: {exc}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_backend_argument
+from .common import add_backend_argument, add_native_heads_argument
 
 HELP = ("soak test: start segment_node in another process, publish thousands of frames at full speed "
         "(reliable QoS), sample the node's RSS and /diagnostics; exit 1 if RSS grows >= 5%% after warm-up "
@@ -31,6 +31,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=d.weights, help="checkpoint path, 'default' (shipped) or 'none' (random init)")
     p.add_argument("--resolution", default=d.resolution, help="network HxW ('' = the checkpoint's)")
     add_backend_argument(p)
+    add_native_heads_argument(p)
     p.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N")
     p.add_argument("--rate", type=float, default=d.rate, help="publish rate in Hz (0 = as fast as possible)")
     p.add_argument("--warmup", type=int, default=d.warmup_frames,
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = SoakConfig(frames=args.frames, camera=args.camera, model=args.model, weights=args.weights,
-                         resolution=args.resolution, backend=args.backend, device=args.device, rate=args.rate,
+                         resolution=args.resolution, backend=args.backend, native_heads=args.native_heads,
+                         device=args.device, rate=args.rate,
                          warmup_frames=args.warmup, warmup_processed=args.warmup_processed,
                          sample_period=args.sample_period, windows=args.windows,
                          max_rss_growth_pct=args.max_rss_growth, domain_id=args.domain_id, log_path=args.log)

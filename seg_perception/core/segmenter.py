@@ -71,6 +71,7 @@ class Segmenter:
         device: str = "cpu",
         backend_name: str = "",
         align_corners: bool = False,
+        native_heads: bool = False,
     ) -> None:
         if task not in ("semantic", "panoptic"):
             raise PipelineError(f"task must be 'semantic' or 'panoptic', got {task!r}")
@@ -86,6 +87,9 @@ class Segmenter:
         #: Resize convention of the model's heads (True for bowenc0221's models), used when the
         #: panoptic heads are brought to the camera resolution (panoptic.resize_heads).
         self.align_corners = bool(align_corners)
+        #: True when the backend returns the heads on their own grid (option ``native_heads``, or
+        #: ``auto``'s choice); the post-processing then upsamples once, grid -> camera.
+        self.native_heads = bool(native_heads)
         self.panoptic_cfg = None
         if task == "panoptic":
             from .panoptic import PanopticConfig
@@ -276,10 +280,12 @@ class Segmenter:
             "device": str(self.device),
             "resolution": list(self.resolution),
             "label_set": self.label_set.name,
+            "native_heads": self.native_heads,
         }
         selection = getattr(self.backend, "selection", None)
         if selection:  # backend auto: what it chose and why
-            desc["backend_selection"] = {k: selection[k] for k in ("backend", "precision", "reason") if k in selection}
+            desc["backend_selection"] = {k: selection[k] for k in ("backend", "precision", "native_heads", "reason")
+                                         if k in selection}
         if self.panoptic_cfg is not None:
             desc["panoptic_postprocess"] = self.panoptic_cfg.tunables()
         return desc
@@ -322,6 +328,7 @@ def build_segmenter(
     model_kwargs: dict | None = None,
     backend_options: dict | None = None,
     max_batch: int = 1,
+    native_heads: bool = False,
 ) -> Segmenter:
     """Load ``model`` + ``weights`` and wrap it in a Segmenter running on ``backend``.
 
@@ -331,18 +338,28 @@ def build_segmenter(
     :func:`panoptic_config_for` for ``panoptic`` (ignored by semantic models). ``max_batch`` > 1
     builds the backend for batches of 1..max_batch frames (see
     :func:`seg_perception.runtime.factory.create_backend`), what :meth:`Segmenter.segment_batch` runs
-    in one inference.
+    in one inference. ``native_heads`` (the node parameter; the same as backend option
+    ``native_heads``) exports the heads at their own stride: backends auto (then only its ``+native``
+    candidates), onnxruntime, openvino and tensorrt; torch, or a model without that form, is a
+    BackendError naming the fix. :attr:`Segmenter.native_heads` says whether it is in use.
     """
     loaded = load_model(model, weights=weights, label_set=label_set, model_kwargs=model_kwargs)
     panoptic_cfg = panoptic_config_for(loaded, panoptic) if loaded.task == "panoptic" else None
-    from ..runtime.factory import create_backend
+    from ..runtime.factory import create_backend, flag_option
 
     res = parse_resolution(resolution) if resolution is not None else (loaded.resolution or DEFAULT_RESOLUTION)
     check_resolution(loaded.model, model, res, loaded.meta.get("format"))
+    options = dict(backend_options or {})
+    if native_heads:
+        options["native_heads"] = True
     be = create_backend(
         backend, loaded.model, resolution=res, batch=1, device=device, precision=precision,
-        options=backend_options, max_batch=max_batch,
+        options=options, max_batch=max_batch,
     )
+    selection = getattr(be, "selection", None) or {}
+    # auto reports its choice; a named backend was built with the option the factory checked
+    native = (bool(selection.get("native_heads")) if backend == "auto"
+              else flag_option(options, "native_heads", False))
     be.activate()
     try:
         check_backend_input(be, res, backend)
@@ -361,4 +378,5 @@ def build_segmenter(
         device=device if backend == "torch" else "cpu",
         backend_name=backend,
         align_corners=bool(getattr(loaded.model, "align_corners", False)),
+        native_heads=native,
     )

@@ -12,7 +12,7 @@ from typing import Optional
 
 import yaml
 
-from .params import BACKENDS, PRECISIONS, RELIABILITY, TRANSPORTS, ParameterError, validate
+from .params import BACKENDS, PRECISIONS, RELIABILITY, TRANSPORTS, ParameterError, check_native_heads, validate
 
 from ..config import DEFAULT_BACKEND, DEFAULT_MODEL
 
@@ -57,6 +57,9 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("backend", DEFAULT_BACKEND, "Inference runtime (auto: TensorRT on a GPU, else the fastest measured CPU path); empty = the preset's.", ("",) + BACKENDS),
     LaunchArgument("device", "", "cpu, cuda or cuda:N; empty = the preset's."),
     LaunchArgument("precision", "", "Numeric precision; empty = the preset's.", ("",) + PRECISIONS),
+    LaunchArgument("native_heads", "", "true = heads exported at their own stride, upsampled once to the camera "
+                   "(backends auto, onnxruntime, openvino, tensorrt; docs/BACKENDS.md); empty = the preset's (false).",
+                   ("", "true", "false")),
     LaunchArgument("weights", "", "Checkpoint path; empty = the preset's ('default' = shipped weights)."),
     LaunchArgument("input_transport", "", "raw or compressed (subscribes <image_topic>/compressed); empty = the preset's.",
                    ("",) + TRANSPORTS),
@@ -71,10 +74,12 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
 )
 ARGUMENT_NAMES = tuple(a.name for a in LAUNCH_ARGUMENTS)
 #: launch arguments that override a node parameter of the same name when non-empty
-PARAM_OVERRIDES = ("resolution", "backend", "device", "precision", "weights", "input_transport", "qos_reliability",
-                   "qos_depth")
+PARAM_OVERRIDES = ("resolution", "backend", "device", "precision", "native_heads", "weights", "input_transport",
+                   "qos_reliability", "qos_depth")
 #: launch arguments whose text is a number for the node
 _INT_ARGUMENTS = ("qos_depth",)
+#: launch arguments whose text is true / false for the node
+_BOOL_ARGUMENTS = ("native_heads",)
 
 
 @dataclass
@@ -120,6 +125,12 @@ def resolve_launch(values: dict[str, str]) -> NodeLaunch:
                     value = int(vals[key])
                 except ValueError:
                     raise ParameterError(f"launch argument {key}:={vals[key]!r} must be an integer (e.g. 5)") from None
+            if key in _BOOL_ARGUMENTS:
+                text = vals[key].strip().lower()
+                if text not in ("true", "false"):
+                    raise ParameterError(f"launch argument {key}:={vals[key]!r} must be true or false "
+                                         f"(or empty for the preset's value)")
+                value = text == "true"
             overrides[key] = validate(key, value)
     parameters: list = []
     preset = config_dir() / f"{model}.yaml"
@@ -133,6 +144,8 @@ def resolve_launch(values: dict[str, str]) -> NodeLaunch:
             raise ParameterError(f"launch argument params_file={vals['params_file']!r} does not exist")
         parameters.append(str(pf))
     parameters.append(overrides)
+    merged = effective_parameters(NodeLaunch(namespace="", parameters=parameters))
+    check_native_heads(merged.get("native_heads", False), merged.get("backend", DEFAULT_BACKEND))
     topic = vals["image_topic"]
     if not topic:
         raise ParameterError("launch argument image_topic must not be empty (e.g. /camera/image_raw)")

@@ -126,6 +126,14 @@ def warm_up(seg: Segmenter) -> float:
     return time.perf_counter() - t0
 
 
+def backend_text(desc: dict) -> str:
+    """The backend part of the start-up log line from ``Segmenter.describe()``: auto's choice and
+    whether the heads run at their own stride, e.g. ``auto -> onnxruntime int8, native heads on``."""
+    sel = desc.get("backend_selection") or {}
+    chosen = f" -> {sel['backend']} {sel.get('precision', '')}".rstrip() if sel.get("backend") else ""
+    return f"{desc['backend']}{chosen}, native heads {'on' if desc.get('native_heads') else 'off'}"
+
+
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text or type(e).__name__
@@ -361,8 +369,8 @@ class SegmentNode(LifecycleNode):
         self._transition_error = ""
         desc = seg.describe()
         self.get_logger().info(
-            f"model {desc['model']} ({desc['task']}), weights {desc['weights']}, backend {desc['backend']} "
-            f"on {desc['device']}, network {desc['resolution'][0]}x{desc['resolution'][1]}, labels "
+            f"model {desc['model']} ({desc['task']}), weights {desc['weights']}, device {desc['device']}, "
+            f"backend {backend_text(desc)}, network {desc['resolution'][0]}x{desc['resolution'][1]}, labels "
             f"{desc['label_set']}; loaded and warmed in {self._startup['configure_s']:.2f} s")
         return TransitionCallbackReturn.SUCCESS
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..config import BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, PRECISIONS, RELIABILITY, TRANSPORTS, ConfigError, parse_resolution
+from ..config import (BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, NATIVE_HEADS_BACKENDS, PRECISIONS, RELIABILITY,
+                      TRANSPORTS, ConfigError, parse_resolution)
 from ..datasets.labels import list_label_sets
 
 #: Parameters whose change on a running node rebuilds the Segmenter (refused if the rebuild fails).
 RELOAD_KEYS = frozenset({"model", "weights", "label_set", "num_classes", "resolution", "backend", "device",
-                         "precision", "center_threshold", "nms_kernel", "top_k", "stuff_area",
+                         "precision", "native_heads", "center_threshold", "nms_kernel", "top_k", "stuff_area",
                          "class_split_area", "class_aware_grouping"})
 #: Parameters that only take effect at start-up (topics and QoS are wired once).
 STARTUP_ONLY_KEYS = frozenset({"input_transport", "qos_reliability", "qos_depth", "autostart", "depth_topic",
@@ -232,6 +233,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "Inference device: cpu, cuda, cuda:N.", _device),
     ParamSpec("backend", DEFAULT_BACKEND, "Inference runtime; auto = TensorRT on a GPU, else the fastest measured CPU path.", _choice("backend", BACKENDS), BACKENDS),
     ParamSpec("precision", "fp32", "Numeric precision (fp16/int8 need CUDA/TensorRT).", _choice("precision", PRECISIONS), PRECISIONS),
+    ParamSpec("native_heads", False, "Export the heads at their own stride (1/4; 1/2 for the shipped panoptic "
+              "model) so post-processing upsamples once, straight to the camera size: faster, labels not "
+              "bit-identical to the default path (docs/BACKENDS.md). Backends auto (then only its +native paths), "
+              "onnxruntime, openvino, tensorrt; DeepLabV3+ and Panoptic-DeepLab models.", _bool("native_heads")),
     ParamSpec("overlay_alpha", 0.5, "Mask opacity in ~/overlay, 0..1.", _range("overlay_alpha", 0.0, 1.0, float)),
     ParamSpec("input_transport", "raw", "Subscribe 'image' (raw) or 'image/compressed'. Start-up only.", _choice("input_transport", TRANSPORTS), TRANSPORTS, True),
     ParamSpec("qos_reliability", "auto", "Subscription reliability: auto = match the publishers on the input topic "
@@ -321,6 +326,19 @@ def validate(name: str, value: Any) -> Any:
     return SPECS[name].check(value)
 
 
+def check_native_heads(native_heads: Any, backend: Any) -> None:
+    """Refuse ``native_heads`` true with a backend that runs no exported graph (torch).
+
+    Raises:
+        ParameterError: naming both parameters and the backends that can.
+    """
+    if native_heads is True and backend not in NATIVE_HEADS_BACKENDS:
+        raise ParameterError(
+            f"parameter 'native_heads' = true is not supported with 'backend' = {backend!r}: it needs a backend "
+            f"that runs an exported graph ({', '.join(NATIVE_HEADS_BACKENDS)}); set backend to one of them "
+            "(e.g. onnxruntime) or native_heads to false")
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Validated node configuration (what the node and the CLI run with)."""
@@ -340,6 +358,7 @@ class NodeConfig:
                         f"parameter '{key}' = {out[key]!r} is not supported with 'cameras' = {out['cameras']!r}: "
                         "depth clouds and tracking work on one camera per node; run one node per camera for "
                         f"them (or leave '{key}' at {off!r})")
+        check_native_heads(out["native_heads"], out["backend"])
         lo, hi = out["cloud.min_range"], out["cloud.max_range"]
         if hi and lo >= hi:
             raise ParameterError(f"parameters 'cloud.min_range' = {lo} and 'cloud.max_range' = {hi}: the kept depth "
@@ -372,6 +391,7 @@ class NodeConfig:
             "backend": self["backend"],
             "device": self["device"],
             "precision": self["precision"],
+            "native_heads": self["native_heads"],
             "label_set": self["label_set"] or None,
             "panoptic": self.panoptic_overrides(),
             "max_batch": self.batch_size(),

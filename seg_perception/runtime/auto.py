@@ -19,6 +19,10 @@ the way the model's own forward does (bilinear, align_corners=False, offsets sca
 ratio), so the guard compares what its post-processing sees with the full-resolution fp32 heads;
 it is held to the guard even in fp32. The fastest eligible candidate wins; fp32 onnxruntime is
 always eligible.
+
+Option ``native_heads: true`` (node parameter ``native_heads``) keeps only the ``+native``
+candidates (:func:`native_only`; still held to the guard, so none may qualify: then auto refuses
+and says so) and, on a GPU, builds the TensorRT engine from the native-heads export.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ MIN_AGREEMENT = 0.995
 #: Bump when the selection rule changes so older cached choices are re-measured.
 AUTO_RECIPE_VERSION = 2
 AUTO_OPTIONS = {"cache_dir", "auto_frames", "auto_candidates", "calib_images", "calib_bag", "calib_topic",
-                "calib_limit"}
+                "calib_limit", "native_heads"}
 
 
 #: A candidate: (kind, precision) or (kind, precision, "native") for the heads at their own stride.
@@ -81,6 +85,27 @@ def cpu_candidates(model: Optional[nn.Module] = None) -> list[Candidate]:
         if has_bf16():
             cands.append(("openvino", "bf16"))
     return cands
+
+
+def native_only(candidates: list[Candidate], model: nn.Module) -> list[Candidate]:
+    """The ``+native`` entries of ``candidates``: what auto measures with option ``native_heads: true``.
+
+    Raises:
+        BackendError: the model has no native-stride head form, or no listed candidate is ``+native``
+            (the message names the fix).
+    """
+    if not _has_native_form(model):
+        raise BackendError(
+            f"backend auto with native_heads=true measures only heads exported at their own stride, but "
+            f"{type(model).__name__} has no such form (forward_native with align_corners=False and 'ratio' "
+            "offsets): set native_heads false")
+    natives = [c for c in candidates if is_native(c)]
+    if not natives:
+        raise BackendError(
+            f"backend auto with native_heads=true: none of the candidates "
+            f"{', '.join(candidate_name(c) for c in candidates)} is +native; add +native entries to auto_candidates "
+            "(e.g. onnxruntime:int8+native) or set native_heads false")
+    return natives
 
 
 def _parse_candidates(value: Any) -> list[Candidate]:
@@ -273,22 +298,33 @@ def create_auto_backend(
     if unknown:
         raise BackendError(f"unknown option(s) {unknown} for backend 'auto'; valid options: {', '.join(sorted(AUTO_OPTIONS))}")
     calib = {k: options[k] for k in ("calib_images", "calib_bag", "calib_topic", "calib_limit") if k in options}
+    native = options.get("native_heads") is True  # the factory made it a bool
     if "tensorrt" in available_backends():
         trt_precision = precision if precision in ("fp16", "int8") else "fp16"  # fp32 (the default) means "choose"
         be = create_backend("tensorrt", model, resolution=resolution, batch=batch,
                             device=device if device.startswith("cuda") else "cuda", precision=trt_precision,
-                            cache_dir=str(cache_dir), options=calib, max_batch=max_batch)
-        be.selection = {"backend": "tensorrt", "precision": trt_precision,
+                            cache_dir=str(cache_dir), options={**calib, **({"native_heads": True} if native else {})},
+                            max_batch=max_batch)
+        be.selection = {"backend": "tensorrt", "precision": trt_precision, "native_heads": native,
                         "reason": f"TensorRT installed and a CUDA GPU present ({torch.cuda.get_device_name()})"}
     else:
         candidates = _parse_candidates(options["auto_candidates"]) if "auto_candidates" in options else None
+        if native:
+            candidates = native_only(candidates or cpu_candidates(model), model)
         if precision != "fp32":
             candidates = [c for c in (candidates or cpu_candidates(model)) if c[1] == precision]
             if not candidates:
                 raise BackendError(f"backend auto has no CPU candidate with precision {precision!r} here; use fp32 "
                                    "(auto then picks the precision) or name a backend")
-        record = select_cpu_path(model, resolution=resolution, batch=batch, cache_dir=cache_dir,
-                                 options=options, create=create, candidates=candidates)
+        try:
+            record = select_cpu_path(model, resolution=resolution, batch=batch, cache_dir=cache_dir,
+                                     options=options, create=create, candidates=candidates)
+        except BackendError as e:
+            if not native:
+                raise
+            raise BackendError(f"{e} (native_heads=true: only the +native paths were measured, and auto keeps "
+                               "its accuracy guard; set native_heads false, or name the backend, e.g. "
+                               "onnxruntime, to run native heads without the guard)") from None
         opts = dict(calib) if record["precision"] == "int8" else {}
         if record.get("native_heads"):
             opts["native_heads"] = True

@@ -30,7 +30,9 @@ openvino       opset, ov_device (OpenVINO device, default CPU), threads, perform
                THROUGHPUT); int8: calib_* as for onnxruntime (the same QDQ model); native_heads
 tensorrt       opset, dynamic, min_shape, max_shape (N,3,H,W for dynamic profiles), workspace_mb,
                dla_core, gpu_fallback, timing_cache (bool), calib_images (dir), calib_bag,
-               calib_topic, calib_limit, calib_cache (file)
+               calib_topic, calib_limit, calib_cache (file); native_heads (the engine is built
+               from the native-heads ONNX, so its hash keys the engine cache)
+auto           see :mod:`.auto`; native_heads: true measures only the ``+native`` candidates
 all            cache_dir
 =============  ===========================================================================
 """
@@ -45,7 +47,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from ..config import BACKENDS
+from ..config import BACKENDS, NATIVE_HEADS_BACKENDS
 from .base import Backend, BackendError
 from .export import DEFAULT_OPSET, default_cache_dir, export_onnx_cached, unsupported_tensorrt_ops
 
@@ -64,7 +66,8 @@ BACKEND_OPTIONS: dict[str, set[str]] = {
     "openvino": {"opset", "native_heads", "ov_device", "threads", "performance_hint", "calib_images", "calib_bag", "calib_topic",
                  "calib_limit"},
     "tensorrt": {"opset", "dynamic", "min_shape", "max_shape", "workspace_mb", "dla_core", "gpu_fallback",
-                 "timing_cache", "calib_images", "calib_bag", "calib_topic", "calib_limit", "calib_cache"},
+                 "timing_cache", "calib_images", "calib_bag", "calib_topic", "calib_limit", "calib_cache",
+                 "native_heads"},
 }
 
 
@@ -160,6 +163,10 @@ def create_backend(
                            f"(available here: {', '.join(available_backends())})")
     options = dict(options or {})
     max_batch = _check_max_batch(max_batch, batch)
+    if "native_heads" in options:
+        options["native_heads"] = _native_heads_flag(kind, options)
+        if not options["native_heads"] and kind == "torch":
+            del options["native_heads"]  # off is what torch runs anyway
     if kind == "auto":
         from .auto import create_auto_backend
 
@@ -188,6 +195,21 @@ def create_backend(
     from .tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(handle, device=_tensorrt_device(device), engine_path=engine_path)
+
+
+def _native_heads_flag(kind: str, options: dict) -> bool:
+    """Option ``native_heads`` as a bool; true is refused for a backend that runs no exported graph.
+
+    Raises:
+        BackendError: not a flag, or true with backend torch (names the backends that can).
+    """
+    native = flag_option(options, "native_heads", False)
+    if native and kind not in NATIVE_HEADS_BACKENDS:
+        raise BackendError(
+            f"native_heads=true exports the heads at their own stride and needs a backend that runs an exported "
+            f"graph ({', '.join(NATIVE_HEADS_BACKENDS)}); backend {kind!r} runs the model's own forward: choose "
+            "one of those backends or set native_heads false")
+    return native
 
 
 def _check_max_batch(max_batch: Any, batch: int) -> int:
@@ -341,6 +363,7 @@ def prepare_tensorrt_engine(
     onnx_path = export_onnx_cached(
         model, resolution=resolution, batch=batch, dynamic=dynamic, opset=int_option(options, "opset", DEFAULT_OPSET),
         half=precision == "fp16" and is_strongly_typed(trt), cache_dir=root, dynamic_batch=max_batch > 1,
+        native_heads=flag_option(options, "native_heads", False),
     )
     unsupported = unsupported_tensorrt_ops(onnx_path)
     if unsupported:

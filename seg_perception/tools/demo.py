@@ -66,6 +66,7 @@ class DemoConfig:
     weights: str = "default"
     resolution: str = ""
     backend: str = "onnxruntime"  # the exported graph: ~2x the torch speed on CPU (README benchmarks)
+    native_heads: bool = False  # node parameter native_heads (heads at their own stride, one upsampling)
     device: str = "cpu"
     out: Path = Path("demo_out")
     rate: float = 1.0  # playback speed factor vs the bag's stamps; 0 = lock-step (wait for each answer)
@@ -151,6 +152,8 @@ def _node_cmd(cfg: DemoConfig, compressed: bool, depth: bool) -> list[str]:
             params["depth_info_topic"] = cfg.depth_info_topic
     if cfg.tracking and _is_panoptic(cfg.model):
         params["tracking.enabled"] = "true"
+    if cfg.native_heads:
+        params["native_heads"] = "true"
     params.update(cfg.extra_params)
     if cfg.resolution:
         params["resolution"] = cfg.resolution

@@ -51,6 +51,7 @@ class SoakConfig:
     weights: str = "default"
     resolution: str = ""
     backend: str = "torch"
+    native_heads: bool = False  # node parameter native_heads (heads at their own stride, one upsampling)
     device: str = "cpu"
     rate: float = 0.0  # Hz; 0 = as fast as possible
     warmup_frames: int = 200  # published frames before the RSS baseline ...
@@ -123,6 +124,8 @@ def node_params(cfg: SoakConfig) -> dict[str, Any]:
     params = {"model": cfg.model, "weights": cfg.weights, "backend": cfg.backend, "device": cfg.device,
               "qos_reliability": "reliable", "diagnostics_period": min(1.0, cfg.sample_period / 2),
               **cfg.extra_params}
+    if cfg.native_heads:
+        params["native_heads"] = True
     if cfg.resolution:
         params["resolution"] = cfg.resolution
     return params

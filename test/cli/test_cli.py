@@ -168,3 +168,65 @@ def test_readme_command_table_matches_the_commands():
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = text[text.index(cli.README_BEGIN): text.index(cli.README_END) + len(cli.README_END)]
     assert block == cli.markdown_table(), "README command table drifted: paste seg_perception.cli.main.markdown_table()"
+
+
+@pytest.mark.parametrize("name", ["demo", "soak", "eval-bag"])
+def test_native_heads_flag_is_shared_and_off_by_default(name):
+    """--native-heads: one declaration (cli.common) for every command that builds a Segmenter or a node."""
+    from seg_perception.cli.common import add_native_heads_argument
+
+    action = _action(_parser(name), "--native-heads")
+    assert action is not None and action.default is False and action.nargs == 0
+    shared = argparse.ArgumentParser()
+    add_native_heads_argument(shared)
+    assert action.help == _action(shared, "--native-heads").help
+    assert "native_heads" in action.help and "onnxruntime" in action.help
+    args = _parser(name).parse_args((["bag", "--image-topic", "/c", "--out", "o"] if name == "eval-bag" else [])
+                                    + ["--native-heads"])
+    assert args.native_heads is True
+
+
+def test_demo_and_soak_pass_native_heads_to_the_node(monkeypatch):
+    """The flag becomes the node parameter (the node's command line), not a local option."""
+    from seg_perception.cli import demo as demo_cli
+    from seg_perception.cli import soak as soak_cli
+    from seg_perception.tools import demo as demo_tool
+    from seg_perception.tools import soak as soak_tool
+
+    seen = {}
+
+    def fake_demo(cfg):
+        seen["demo"] = cfg
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(demo_cli, "run_demo", fake_demo)
+    assert demo_cli.run(_parse(demo_cli, ["--native-heads", "--backend", "onnxruntime"])) == 1
+    cmd = demo_tool._node_cmd(seen["demo"], compressed=False, depth=False)
+    assert "native_heads:=true" in cmd and "backend:=onnxruntime" in cmd
+    assert not any(a.startswith("native_heads") for a in demo_tool._node_cmd(demo_tool.DemoConfig(), False, False))
+
+    def fake_soak(cfg, progress):
+        seen["soak"] = cfg
+        raise soak_tool.SoakError("stop here")
+
+    monkeypatch.setattr(soak_tool, "run_soak", fake_soak)
+    assert soak_cli.run(_parse(soak_cli, ["--native-heads", "--backend", "openvino"])) == 2
+    assert soak_tool.node_params(seen["soak"])["native_heads"] is True
+    assert "native_heads" not in soak_tool.node_params(soak_tool.SoakConfig())
+
+
+def test_eval_bag_native_heads_reaches_the_backend_and_torch_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SEG_PERCEPTION_CACHE", str(tmp_path / "cache"))
+    bag = _scene_bag(tmp_path / "bag", n=1)
+    common = [bag, "--image-topic", "/cam", "--gt-semantic-topic", "/gt/semantic", "--resolution", "32x64",
+              "--no-progress", "--no-figures", "--native-heads"]
+    args = _parse(eval_bag, common + ["--out", tmp_path / "out", "--backend", "onnxruntime"])
+    assert eval_bag.run(args) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["model"]["native_heads"] is True and report["model"]["backend"] == "onnxruntime"
+    assert [p.name for p in (tmp_path / "cache" / "onnx").glob("*.onnx")] == \
+        [p.name for p in (tmp_path / "cache" / "onnx").glob("*_native*.onnx")] != []  # only the native graph ran
+    args = _parse(eval_bag, common + ["--out", tmp_path / "o2", "--backend", "torch"])
+    assert eval_bag.run(args) == 2
+    out = capsys.readouterr().out
+    assert "native_heads" in out and "'torch'" in out and "onnxruntime" in out and not (tmp_path / "o2").exists()

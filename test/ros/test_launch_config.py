@@ -50,6 +50,8 @@ def test_precedence_preset_then_file_then_arguments(tmp_path):
     ({"qos_reliability": "sometimes"}, "auto, best_effort, reliable"),
     ({"qos_depth": "deep"}, "integer"),
     ({"qos_depth": "0"}, "qos_depth"),
+    ({"native_heads": "maybe"}, "native_heads.*true or false"),
+    ({"native_heads": "true", "backend": "torch"}, "'native_heads' = true.*'backend' = 'torch'"),
 ])
 def test_bad_arguments_are_refused(args, needle):
     with pytest.raises(ParameterError, match=needle):
@@ -115,3 +117,17 @@ def test_cameras_argument_sets_the_parameter_and_one_remapping_per_camera():
     with pytest.raises(ParameterError, match="contains {camera} but no cameras"):
         lc.resolve_launch({"image_topic": "/{camera}/image_raw"})
     assert lc.resolve_launch({}).remappings == [("image", "/camera/image_raw")]  # one camera: unchanged
+
+
+def test_native_heads_argument_reaches_the_node_as_a_bool(tmp_path):
+    assert lc.effective_parameters(lc.resolve_launch({}))["native_heads"] is False  # the presets' value
+    for text, want in (("true", True), ("True", True), ("false", False)):
+        eff = lc.effective_parameters(lc.resolve_launch({"native_heads": text, "backend": "onnxruntime"}))
+        assert eff["native_heads"] is want and eff["backend"] == "onnxruntime"
+    # a params file that sets backend torch is checked against the argument too
+    extra = tmp_path / "torch.yaml"
+    extra.write_text("/**:\n  ros__parameters:\n    backend: torch\n")
+    with pytest.raises(ParameterError, match="native_heads"):
+        lc.resolve_launch({"native_heads": "true", "backend": "", "params_file": str(extra)})
+    arg = next(a for a in lc.LAUNCH_ARGUMENTS if a.name == "native_heads")
+    assert set(arg.choices) == {"", "true", "false"} and "onnxruntime" in arg.description

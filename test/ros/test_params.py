@@ -35,6 +35,8 @@ def test_defaults_validate():
     ("weights", 3, "string"),
     ("autostart", "yes", "true or false"),
     ("input_timeout", -1.0, "[0.0, 3600.0]"),
+    ("native_heads", "yes", "true or false"),
+    ("native_heads", 1, "true or false"),
 ])
 def test_bad_values_name_parameter_and_allowed(name, value, needle):
     with pytest.raises(ParameterError) as e:
@@ -189,3 +191,25 @@ def test_batch_size_is_the_camera_count_capped_by_max_batch():
     cfg = NodeConfig.from_dict({"cameras": ["a", "b", "c"], "max_batch": 2})
     assert cfg.batch_size() == 2 and cfg.segmenter_kwargs()["max_batch"] == 2
     assert NodeConfig.from_dict({"cameras": ["front_1", "_rear"]})["cameras"] == ["front_1", "_rear"]
+
+
+def test_native_heads_needs_a_backend_with_an_exported_graph():
+    """native_heads (default off) reaches build_segmenter; torch (no exported graph) is refused with
+    both parameters and the fix named, also when a later change would pair them."""
+    from seg_perception.config import NATIVE_HEADS_BACKENDS
+    from seg_perception.ros.params import RELOAD_KEYS, SPECS
+
+    assert SPECS["native_heads"].default is False and NodeConfig.from_dict().segmenter_kwargs()["native_heads"] is False
+    assert "native_heads" in RELOAD_KEYS  # a change rebuilds the Segmenter
+    for backend in NATIVE_HEADS_BACKENDS:
+        cfg = NodeConfig.from_dict({"backend": backend, "native_heads": True})
+        assert cfg.segmenter_kwargs()["native_heads"] is True
+    assert "torch" not in NATIVE_HEADS_BACKENDS
+    with pytest.raises(ParameterError) as e:
+        NodeConfig.from_dict({"backend": "torch", "native_heads": True})
+    for needle in ("'native_heads' = true", "'backend' = 'torch'", "onnxruntime", "native_heads to false"):
+        assert needle in str(e.value)
+    native = NodeConfig.from_dict({"backend": "onnxruntime", "native_heads": True})
+    with pytest.raises(ParameterError, match="native_heads"):
+        native.replace(backend="torch")
+    assert native.replace(backend="torch", native_heads=False)["backend"] == "torch"

@@ -233,6 +233,7 @@ def test_panoptic_postprocessing_parameter_applies_live(session):
     ({"qos_reliability": "best_effort"}, ["qos_reliability", "read-only"]),
     ({"resolution": "64by128"}, ["resolution", "HxW"]),
     ({"backend": "tflite"}, ["backend", "onnxruntime", "openvino"]),  # lists the valid choices
+    ({"native_heads": True}, ["native_heads", "'torch'", "onnxruntime"]),  # this node runs torch: names the fix
 ])
 def test_unsupported_change_is_refused_and_node_keeps_serving(session, change, needles):
     if change.get("device") == "cuda":

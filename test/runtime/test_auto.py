@@ -155,3 +155,74 @@ def test_auto_picks_a_native_path_only_through_the_guard(cache_dir, monkeypatch)
     sel = create_backend("auto", _small_deeplab(), resolution=RES, options={**opts, "calib_limit": 3}).selection
     assert not sel["native_heads"] and (sel["backend"], sel["precision"]) == ("onnxruntime", "fp32")
     assert "failed the accuracy guard: onnxruntime fp32+native" in sel["reason"]
+
+
+def test_native_heads_option_measures_only_native_candidates(cache_dir):
+    """auto + native_heads=true: only the +native entries are built and timed; the choice is native."""
+    opts = {"auto_candidates": "onnxruntime:fp32,onnxruntime:fp32+native", "calib_limit": 2, "auto_frames": 1,
+            "native_heads": "true"}
+    be = create_backend("auto", _small_deeplab(), resolution=RES, options=opts)
+    sel = be.selection
+    assert [(m["backend"], m["precision"], m["native_heads"]) for m in sel["measured"]] == [
+        ("onnxruntime", "fp32", True)]
+    assert sel["native_heads"] and "onnxruntime fp32+native" in sel["reason"]
+    with be:
+        assert be.infer({"image": np.zeros((1, 3, *RES), np.float32)})["semantic"].shape == (1, 5, 8, 12)
+    # false: auto's full list, as without the option
+    sel = create_backend("auto", _small_deeplab(), resolution=RES, options={**opts, "native_heads": False}).selection
+    assert len(sel["measured"]) == 2
+
+
+def test_native_heads_option_refusals_name_the_fix(cache_dir, monkeypatch):
+    with pytest.raises(BackendError, match="TinySemantic has no such form.*set native_heads false"):
+        create_backend("auto", seeded(TinySemantic), resolution=RES, options={"native_heads": True})
+    with pytest.raises(BackendError, match=r"none of the candidates onnxruntime fp32 is \+native"):
+        create_backend("auto", _small_deeplab(), resolution=RES,
+                       options={"native_heads": True, "auto_candidates": "onnxruntime:fp32"})
+    real = auto._measure
+
+    def wrong_classes(be, inputs, frames):
+        ms, outs = real(be, inputs, frames)
+        return ms, [{**o, "semantic": -o["semantic"]} for o in outs]
+
+    monkeypatch.setattr(auto, "_measure", wrong_classes)  # every native path fails the guard
+    with pytest.raises(BackendError, match="native_heads=true: only the \\+native paths.*name the backend"):
+        create_backend("auto", _small_deeplab(), resolution=RES,
+                       options={"native_heads": True, "auto_candidates": "onnxruntime:fp32+native", "calib_limit": 2})
+
+
+def test_native_heads_option_builds_the_tensorrt_engine_native_on_a_gpu(monkeypatch, tmp_path):
+    """With TensorRT and a GPU auto builds TensorRT directly; native_heads goes to it and to the selection."""
+    import torch
+
+    calls = []
+
+    def create(kind, model, **kw):
+        calls.append((kind, kw["options"]))
+        return type("Fake", (), {})()
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    be = auto.create_auto_backend(_small_deeplab(), resolution=RES, batch=1, device="cpu", precision="fp32",
+                                  cache_dir=tmp_path, options={"native_heads": True, "calib_limit": 4},
+                                  create=create, available=lambda: ["torch", "tensorrt"])
+    assert calls == [("tensorrt", {"calib_limit": 4, "native_heads": True})]
+    assert be.selection["native_heads"] is True and be.selection["backend"] == "tensorrt"
+    calls.clear()
+    be = auto.create_auto_backend(_small_deeplab(), resolution=RES, batch=1, device="cpu", precision="fp32",
+                                  cache_dir=tmp_path, options={}, create=create, available=lambda: ["tensorrt"])
+    assert calls == [("tensorrt", {})] and be.selection["native_heads"] is False
+
+
+def test_segmenter_says_whether_auto_chose_native_heads(cache_dir):
+    from seg_perception.core.segmenter import build_segmenter
+
+    kw = dict(weights="none", resolution=(64, 128), backend="auto")
+    opts = {"auto_candidates": "onnxruntime:fp32,onnxruntime:fp32+native", "calib_limit": 2, "auto_frames": 1}
+    seg = build_segmenter("deeplabv3plus_mobilenetv2", **kw, backend_options=opts, native_heads=True)
+    desc = seg.describe()
+    assert seg.native_heads and desc["native_heads"] is True and desc["backend_selection"]["native_heads"] is True
+    assert seg.segment(np.zeros((48, 80, 3), np.uint8)).semantic.shape == (48, 80)
+    seg.close()
+    plain = build_segmenter("deeplabv3plus_mobilenetv2", **kw, backend_options={**opts, "auto_candidates": "onnxruntime:fp32"})
+    assert plain.describe()["native_heads"] is False and plain.describe()["backend_selection"]["native_heads"] is False
+    plain.close()

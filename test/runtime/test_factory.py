@@ -157,3 +157,14 @@ def test_native_heads_option_runs_forward_native(kind, cache_dir):
         np.testing.assert_allclose(got[name], ref[name].numpy(), atol=1e-3, rtol=1e-3)
     with pytest.raises(BackendError, match="native_heads"):
         create_backend(kind, seeded(TinySemantic), resolution=(16, 16), options={"native_heads": True})
+
+
+def test_native_heads_refused_for_torch_naming_the_backends_that_can():
+    model = seeded(TinySemantic)
+    with pytest.raises(BackendError) as e:
+        create_backend("torch", model, resolution=(16, 16), options={"native_heads": "true"})
+    for needle in ("native_heads=true", "'torch'", "onnxruntime", "openvino", "tensorrt", "native_heads false"):
+        assert needle in str(e.value)
+    assert isinstance(create_backend("torch", model, resolution=(16, 16), options={"native_heads": False}), TorchBackend)
+    with pytest.raises(BackendError, match="native_heads='maybe' is not a flag"):
+        create_backend("onnxruntime", model, resolution=(16, 16), options={"native_heads": "maybe"})

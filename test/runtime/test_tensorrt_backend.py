@@ -207,3 +207,30 @@ def test_prepare_engine_rebuild_flag(fake_trt, cache_dir):
     assert not built and path2 == path
     _, _, built = prepare_tensorrt_engine(seeded(TinySemantic), resolution=RES, cache_dir=cache_dir, rebuild=True)
     assert built and fake_trt.BUILD_COUNT == 2
+
+
+def test_native_heads_engine_runs_forward_native(fake_trt, cache_dir):
+    """native_heads: the engine is built from the native-heads ONNX (its own cache entry) and returns the
+    model's forward_native heads on their grid (torch is the oracle); a model without that form is
+    refused naming the option."""
+    from seg_perception.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("panoptic_deeplab_mobilenetv2", num_classes=5, aspp_channels=16, decoder_channels=16,
+                      instance_aspp_channels=16, instance_decoder_channels=8, head_channels=16,
+                      instance_head_channels=8, low_level_channels=(8, 12), instance_low_level_channels=(4, 6)).eval()
+    res = (32, 64)
+    plain = _trt(model, cache_dir, precision="fp32", resolution=res)
+    native = _trt(model, cache_dir, precision="fp32", resolution=res, options={"native_heads": "true"})
+    assert native.engine_path != plain.engine_path
+    assert [(s.name, s.shape) for s in native.output_spec()] == [
+        ("semantic", (1, 5, 8, 16)), ("center", (1, 1, 8, 16)), ("offset", (1, 2, 8, 16))]
+    x = _x((1, 3, *res))
+    with native:
+        got = native.infer({"image": x})
+    with torch.no_grad():
+        ref = model.forward_native(torch.from_numpy(x))
+    for name in model.output_names:
+        np.testing.assert_allclose(got[name].numpy(), ref[name].numpy(), atol=1e-3, rtol=1e-3)
+    with pytest.raises(BackendError, match="native_heads"):
+        _trt(seeded(TinySemantic), cache_dir, precision="fp32", options={"native_heads": True})
