@@ -161,7 +161,9 @@ class TorchBackend:
         if not isinstance(out, dict) or any(n not in out for n in self.output_names):
             got = sorted(out) if isinstance(out, dict) else type(out).__name__
             raise BackendError(f"{type(self.model).__name__} returned {got}; expected a dict with keys {self.output_names}")
-        return {n: out[n].float() for n in self.output_names}
+        # One pass to float32 NCHW: a bf16 / channels_last head would otherwise be converted and
+        # made contiguous again by every consumer (the post-processing reads it channel by channel).
+        return {n: out[n].to(dtype=torch.float32, memory_format=torch.contiguous_format) for n in self.output_names}
 
     def _to_device(self, value: Any) -> torch.Tensor:
         x = torch.as_tensor(value)
@@ -188,7 +190,7 @@ class TorchBackend:
         self._graph, self._static_in, self._static_out = graph, static_in, static_out
 
     def infer(self, feeds: dict) -> dict[str, torch.Tensor]:
-        """{"image": (N, 3, H, W)} -> {name: (N, C, H, W) float32 tensor on the device}."""
+        """{"image": (N, 3, H, W)} -> {name: (N, C, H, W) float32 contiguous tensor on the device}."""
         if INPUT_NAME not in feeds:
             raise BackendError(f"missing input {INPUT_NAME!r}; got {sorted(feeds)}")
         if not self._active:

@@ -46,6 +46,7 @@ def test_accepts_tensor_and_numpy_and_channels_last():
     b = cl.infer({"image": torch.from_numpy(x)})["semantic"]
     assert cl.model.conv.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert b.is_contiguous()  # outputs are NCHW whatever the compute layout (consumers read channel planes)
 
 
 def test_bf16_on_cpu_close_to_fp32():
@@ -53,6 +54,7 @@ def test_bf16_on_cpu_close_to_fp32():
     out = TorchBackend(seeded(TinySemantic), resolution=(24, 40), precision="bf16").infer({"image": x})["semantic"]
     ref = _reference(TinySemantic, x)["semantic"]
     assert out.dtype == torch.float32  # outputs are float32 whatever the compute precision
+    assert out.is_contiguous()
     assert (out - ref).abs().max().item() < 0.1 * ref.abs().max().item()
 
 
