@@ -56,6 +56,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=50, help="timed frames per backend (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up frames per backend (default 5)")
     p.add_argument("--camera", default=None, help="camera frame HxW (default: the network resolution)")
+    p.add_argument("--content", choices=("drive", "synthetic"), default="drive",
+                   help="timed frames: sample-drive street scenes resized to the camera (default; their boundaries "
+                        "set the post-processing cost) or one gradient-and-noise frame")
     p.add_argument("--label-set", default=None, help="label set (default: the checkpoint's / cityscapes)")
     p.add_argument("--json", type=Path, default=None, help="also write the full report as JSON here")
     p.add_argument("--node", action="store_true",
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             accuracy_scenes=args.accuracy_scenes, post_agreement_frames=args.post_agreement,
             precision=args.precision, channels_last=args.channels_last, cuda_graphs=args.cuda_graphs,
             frames=args.frames, warmup=args.warmup,
-            camera=parse_resolution(args.camera) if args.camera else None, label_set=args.label_set,
+            camera=parse_resolution(args.camera) if args.camera else None, content=args.content, label_set=args.label_set,
             model_kwargs=model_kwargs,
         )
         report = run_bench(cfg)

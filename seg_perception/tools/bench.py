@@ -3,7 +3,9 @@
 For each backend a :class:`~seg_perception.core.segmenter.Segmenter` is built with
 :func:`~seg_perception.core.segmenter.build_segmenter`; all are warmed up, then frames are run
 *interleaved* (frame i goes through every backend, the order rotating per frame) so clock/thermal
-drift and background load affect all backends alike. Per stage (preprocess, inference,
+drift and background load affect all backends alike. The frames are sample-drive street scenes
+resized to the camera (``content``): the post-processing's cost depends on how many class and
+instance boundaries a frame has, so a noise frame would misstate it. Per stage (preprocess, inference,
 postprocess, total) the min / median / p90 milliseconds are reported, throughput is
 ``1000 / median total`` frames per second (sequential, one frame in flight), and
 ``ratio_vs_first`` is the speed-up relative to the first backend (first median total / this
@@ -98,8 +100,12 @@ class BenchConfig:
         device / precision: passed to every backend.
         channels_last / cuda_graphs: torch backend options.
         frames / warmup: timed and untimed frames per backend.
-        camera: (H, W) of the synthetic camera frame (default: ``resolution``).
+        camera: (H, W) of the camera frames (default: ``resolution``).
         seed: seed of the synthetic frame.
+        content: what the timed frames show: ``"drive"`` (default) cycles through
+            :data:`TIMING_DRIVE_FRAMES` sample-drive frames resized to ``camera`` -- street scenes,
+            whose class and instance boundaries set the post-processing's cost; ``"synthetic"``
+            times one gradient-and-noise frame (:func:`synthetic_frame`).
     """
 
     model: str
@@ -116,6 +122,7 @@ class BenchConfig:
     label_set: Optional[str] = None
     model_kwargs: dict = field(default_factory=dict)
     seed: int = 0
+    content: str = "drive"
     accuracy: bool = False
     accuracy_scenes: int = 12
     accuracy_bag_frames: Optional[int] = None
@@ -131,8 +138,23 @@ class BenchConfig:
             parse_variant(b, self.precision)
         if self.accuracy and self.accuracy_scenes < 1:
             raise ValueError(f"accuracy_scenes must be >= 1, got {self.accuracy_scenes}")
+        if self.content not in CONTENTS:
+            raise ValueError(f"content {self.content!r} is not one of {', '.join(CONTENTS)}")
         if self.frames < 1 or self.warmup < 0:
             raise ValueError(f"frames must be >= 1 and warmup >= 0, got frames={self.frames}, warmup={self.warmup}")
+
+
+#: Timed-frame contents (BenchConfig.content).
+CONTENTS = ("drive", "synthetic")
+#: Sample-drive frames the timed frames cycle through (content "drive").
+TIMING_DRIVE_FRAMES = 8
+
+
+def timing_frames(cfg: "BenchConfig", camera: tuple[int, int]) -> list[np.ndarray]:
+    """The (H, W, 3) uint8 RGB frames the timed loop cycles through (see ``BenchConfig.content``)."""
+    if cfg.content == "drive":
+        return _drive_frames(camera, TIMING_DRIVE_FRAMES)
+    return [synthetic_frame(camera, cfg.seed)]
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -211,7 +233,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """
     cfg.validate()
     camera = tuple(cfg.camera or cfg.resolution)
-    frame = synthetic_frame(camera, cfg.seed)
+    frames = timing_frames(cfg, camera)
     segmenters: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     for kind in cfg.backends:
@@ -234,14 +256,14 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         results[kind] = {**head, "setup_ms": setup_ms, "task": seg.task}
     try:
         for kind, seg in segmenters.items():
-            for _ in range(cfg.warmup):
-                seg.segment(frame)
+            for i in range(cfg.warmup):
+                seg.segment(frames[i % len(frames)])
         samples: dict[str, list] = {k: [] for k in segmenters}
         kinds = list(segmenters)
         for i in range(cfg.frames):
             shift = i % max(len(kinds), 1)
             for kind in kinds[shift:] + kinds[:shift]:
-                result = segmenters[kind].segment(frame)
+                result = segmenters[kind].segment(frames[i % len(frames)])  # frame i through every variant
                 samples[kind].append({**result.timings.as_dict(), "segments": len(result.segments or ())})
         if cfg.accuracy:
             for kind, seg in segmenters.items():

@@ -181,3 +181,41 @@ def test_native_flag_and_label_agreement_with_the_first_variant():
     # the same network on another runtime: the same labels up to float rounding of near-ties
     assert same["agreement_vs_first"]["semantic_min"] >= 0.999
     assert "onnxruntime:fp32+native vs torch" in format_table(report)
+
+
+def test_timed_frames_are_sample_drive_scenes_at_the_camera_size_unless_synthetic_is_asked(monkeypatch):
+    """content "drive" cycles through sample-drive frames (read independently here from the bag and
+    resized with OpenCV); "synthetic" times the one noise frame; anything else is refused."""
+    import cv2
+    import numpy as np
+
+    from seg_perception.bag.read import read_images
+    from seg_perception.core.conversions import to_rgb
+    from seg_perception.datasets.sample_bag import IMAGE_TOPIC, SAMPLE_BAG_PATH
+    from seg_perception.tools import bench
+
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 64), backends=["torch"],
+                      frames=3, warmup=0, camera=(40, 72))
+    frames = bench.timing_frames(cfg, (40, 72))
+    first = cv2.resize(to_rgb(next(iter(read_images(SAMPLE_BAG_PATH, IMAGE_TOPIC))).msg), (72, 40),
+                       interpolation=cv2.INTER_LINEAR)
+    assert len(frames) == bench.TIMING_DRIVE_FRAMES and frames[0].shape == (40, 72, 3)
+    np.testing.assert_array_equal(frames[0], first)
+    assert len({f.tobytes() for f in frames}) == len(frames)  # spread over the drive, all different
+    seen = []
+    orig_build = bench._build
+
+    def spy_build(variant, c):
+        seg, ms = orig_build(variant, c)
+        segment = seg.segment
+        seg.segment = lambda rgb: (seen.append(rgb.tobytes()), segment(rgb))[1]
+        return seg, ms
+
+    monkeypatch.setattr(bench, "_build", spy_build)
+    run_bench(cfg)
+    assert seen == [f.tobytes() for f in frames[:3]]
+    seen.clear()
+    run_bench(BenchConfig(**{**cfg.__dict__, "content": "synthetic"}))
+    assert seen == [synthetic_frame((40, 72), 0).tobytes()] * 3
+    with pytest.raises(ValueError, match="content 'noise'"):
+        BenchConfig(**{**cfg.__dict__, "content": "noise"}).validate()
