@@ -328,7 +328,9 @@ def build_segmenter(
     ``resolution`` is the network input (H, W); None uses the checkpoint's recorded resolution or
     :data:`DEFAULT_RESOLUTION`. A resolution the model's stride does not fit is refused
     (:func:`check_resolution`). See :func:`load_model` for ``weights`` and
-    :func:`panoptic_config_for` for ``panoptic`` (ignored by semantic models). ``max_batch`` > 1
+    :func:`panoptic_config_for` for ``panoptic`` (ignored by semantic models). With backend ``auto``
+    a panoptic model's accuracy guard compares the post-processed output with this config
+    (:class:`seg_perception.core.panoptic.agreement.PanopticGuard`). ``max_batch`` > 1
     builds the backend for batches of 1..max_batch frames (see
     :func:`seg_perception.runtime.factory.create_backend`), what :meth:`Segmenter.segment_batch` runs
     in one inference.
@@ -339,9 +341,17 @@ def build_segmenter(
 
     res = parse_resolution(resolution) if resolution is not None else (loaded.resolution or DEFAULT_RESOLUTION)
     check_resolution(loaded.model, model, res, loaded.meta.get("format"))
+    align_corners = bool(getattr(loaded.model, "align_corners", False))
+    guard = None
+    if backend == "auto" and panoptic_cfg is not None:
+        # auto's accuracy guard judges what this Segmenter publishes (labels and grouped ids after
+        # this model's post-processing), not the raw center / offset heads.
+        from .panoptic.agreement import PanopticGuard
+
+        guard = PanopticGuard(loaded.label_set, panoptic_cfg, align_corners=align_corners)
     be = create_backend(
         backend, loaded.model, resolution=res, batch=1, device=device, precision=precision,
-        options=backend_options, max_batch=max_batch,
+        options=backend_options, max_batch=max_batch, agreement=guard,
     )
     be.activate()
     try:
@@ -360,5 +370,5 @@ def build_segmenter(
         panoptic=panoptic_cfg,
         device=device if backend == "torch" else "cpu",
         backend_name=backend,
-        align_corners=bool(getattr(loaded.model, "align_corners", False)),
+        align_corners=align_corners,
     )
