@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -50,11 +51,15 @@ LOG = logging.getLogger("seg_perception.runtime")
 
 #: Minimum per-pixel agreement with fp32 for a reduced precision to be eligible.
 MIN_AGREEMENT = 0.995
-#: Calibration frames the guard compares on (fewer when the source has fewer). Eight frames cost a
-#: few seconds per candidate once per machine, against tens of seconds for building an int8
-#: candidate; the pooled share over 8 frames moves by about 0.001 between frame sets on the
-#: sample drive (docs/BENCHMARKS.md, "auto's guard for panoptic models").
-GUARD_FRAMES = 8
+#: Calibration frames the guard compares on: the whole default calibration set (the frames int8 is
+#: calibrated on; fewer when the source has fewer). On the sample drive the share pooled over 8
+#: consecutive frames moves by up to 0.004 between frame sets and the first 2 frames score every
+#: int8 path 0.002-0.003 above the 32-frame share (docs/BENCHMARKS.md "auto's accuracy guard"),
+#: which is the size of the margins the guard decides on. 32 frames add about 1 s per candidate at
+#: 256x512 here (the panoptic guard post-processes both outputs), once per machine.
+GUARD_FRAMES = 32
+#: Frames whose outputs (reference and one candidate) are held at a time.
+GUARD_CHUNK = 4
 #: Bump when the selection rule changes so older cached choices are re-measured (3: pooled scores
 #: over GUARD_FRAMES frames from an injectable agreement function, instead of the worst of 2 frames).
 AUTO_RECIPE_VERSION = 3
@@ -197,14 +202,14 @@ def pooled_scores(per_frame: list[dict]) -> dict[str, float]:
 
 
 def _measure(be: Backend, inputs: list[np.ndarray], frames: int) -> tuple[float, list[dict]]:
-    """(median ms of ``frames`` timed runs after one warm-up, outputs for ``inputs``)."""
+    """(median ms of ``frames`` timed runs after one warm-up (nan for 0), outputs for ``inputs``)."""
     outs = [{k: _to_numpy(v) for k, v in be.infer({"image": x}).items()} for x in inputs]
     times = []
     for i in range(frames):
         t0 = time.perf_counter()
         be.infer({"image": inputs[i % len(inputs)]})
         times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times)), outs
+    return (float(np.median(times)) if times else float("nan")), outs
 
 
 def select_cpu_path(
@@ -242,40 +247,66 @@ def select_cpu_path(
             return record
         except (OSError, ValueError):
             LOG.warning("ignoring unreadable auto-selection cache %s", path)
-    inputs = [b for _, b in zip(range(GUARD_FRAMES),
-                                calibration_batches(source.frames(), resolution=resolution, batch=batch))]
-    if not inputs:
+    batches = zip(range(GUARD_FRAMES), calibration_batches(source.frames(), resolution=resolution, batch=batch))
+    chunk = [b for _, b in itertools.islice(batches, GUARD_CHUNK)]
+    if not chunk:
         raise BackendError(f"backend auto: calibration source {source.describe()} gave no frame to measure on")
-    with torch.no_grad():
-        ref = [{k: v.float().numpy() for k, v in model.eval()(torch.from_numpy(x)).items()} for x in inputs]
     build_options = {k: options[k] for k in ("calib_images", "calib_bag", "calib_topic", "calib_limit") if k in options}
-    measured = []
-    for cand in candidates:
-        kind, precision, native = cand[0], cand[1], is_native(cand)
-        entry: dict[str, Any] = {"backend": kind, "precision": precision, "native_heads": native}
-        try:
-            opts = dict(build_options) if precision == "int8" else {}
-            if native:
-                opts["native_heads"] = True
-            be = create_backend(kind, model, resolution=resolution, batch=batch, precision=precision,
-                                cache_dir=str(cache_dir), options=opts)
-            with be:
-                ms, outs = _measure(be, inputs, frames)
-            if native and agreement is None:
-                outs = [to_network_size(o, resolution) for o in outs]
-            per_frame = [score_frame(r, o) for r, o in zip(ref, outs)]
-        except (BackendError, RuntimeError, ValueError, OSError) as exc:
-            entry["error"] = str(exc)
-            LOG.info("auto: %s not usable: %s", candidate_name(cand), exc)
+    measured: list[dict[str, Any]] = []
+    live: list[tuple[Candidate, dict, Backend]] = []
+    per_frame: dict[int, list[dict]] = {}
+    n_frames = 0
+    try:
+        for cand in candidates:  # all built first: the frames are then read once, a chunk at a time
+            kind, precision, native = cand[0], cand[1], is_native(cand)
+            entry: dict[str, Any] = {"backend": kind, "precision": precision, "native_heads": native}
             measured.append(entry)
+            try:
+                opts = dict(build_options) if precision == "int8" else {}
+                if native:
+                    opts["native_heads"] = True
+                be = create_backend(kind, model, resolution=resolution, batch=batch, precision=precision,
+                                    cache_dir=str(cache_dir), options=opts)
+                be.activate()
+            except (BackendError, RuntimeError, ValueError, OSError) as exc:
+                entry["error"] = str(exc)
+                LOG.info("auto: %s not usable: %s", candidate_name(cand), exc)
+                continue
+            live.append((cand, entry, be))
+            per_frame[id(entry)] = []
+        # The reference and each candidate's outputs are held for GUARD_CHUNK frames at a time only
+        # (a 512x1024 panoptic frame's heads are ~46 MB); the first chunk also times each candidate.
+        while chunk:
+            with torch.no_grad():
+                ref = [{k: v.float().numpy() for k, v in model.eval()(torch.from_numpy(x)).items()} for x in chunk]
+            for cand, entry, be in live:
+                if "error" in entry:
+                    continue
+                try:
+                    ms, outs = _measure(be, chunk, frames if n_frames == 0 else 0)
+                    if n_frames == 0:
+                        entry["median_ms"] = round(ms, 2)
+                    if is_native(cand) and agreement is None:
+                        outs = [to_network_size(o, resolution) for o in outs]
+                    per_frame[id(entry)] += [score_frame(r, o) for r, o in zip(ref, outs)]
+                except (BackendError, RuntimeError, ValueError, OSError) as exc:
+                    entry["error"] = str(exc)
+                    entry.pop("median_ms", None)
+                    LOG.info("auto: %s not usable: %s", candidate_name(cand), exc)
+            n_frames += len(chunk)
+            chunk = [b for _, b in itertools.islice(batches, GUARD_CHUNK)]
+    finally:
+        for _cand, _entry, be in live:
+            be.deactivate()
+    for cand, entry, _be in live:
+        if "error" in entry:
             continue
-        scores = pooled_scores(per_frame)
-        entry["median_ms"] = round(ms, 2)
+        scores = pooled_scores(per_frame[id(entry)])
         entry["agreement"] = round(min(scores.values()), 5)
         entry["scores"] = {k: round(v, 5) for k, v in scores.items()}
-        entry["worst_frame"] = round(min(min(f.values()) for f in per_frame), 5)
-        entry["eligible"] = (precision == "fp32" and not native) or min(scores.values()) >= MIN_AGREEMENT
-        measured.append(entry)
+        entry["worst_frame"] = round(min(min(f.values()) for f in per_frame[id(entry)]), 5)
+        entry["eligible"] = ((cand[1] == "fp32" and not is_native(cand))
+                             or min(scores.values()) >= MIN_AGREEMENT)
     ok = [m for m in measured if m.get("eligible")]
     if not ok:
         raise BackendError("backend auto: no CPU candidate could be built; "
@@ -290,12 +321,12 @@ def select_cpu_path(
     reason = (f"no TensorRT GPU; fastest measured CPU path at {resolution[0]}x{resolution[1]}: {name(best)}, "
               f"{best['median_ms']:.1f} ms"
               f"{speed}, agreement with fp32 {best['agreement']:.4f} (>= {MIN_AGREEMENT} required, "
-              f"guard {guard} over {len(inputs)} frames)")
+              f"guard {guard} over {n_frames} frames)")
     if dropped:
         reason += "; failed the accuracy guard: " + ", ".join(dropped)
     record = {"backend": best["backend"], "precision": best["precision"],
               "native_heads": bool(best.get("native_heads")), "reason": reason, "guard": guard,
-              "guard_frames": len(inputs), "measured": measured,
+              "guard_frames": n_frames, "measured": measured,
               "cpu_flags": relevant_flags(), "calibration": source.describe(), "key": key,
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cached": False}
     path.parent.mkdir(parents=True, exist_ok=True)
