@@ -335,7 +335,9 @@ def build_segmenter(
     ``resolution`` is the network input (H, W); None uses the checkpoint's recorded resolution or
     :data:`DEFAULT_RESOLUTION`. A resolution the model's stride does not fit is refused
     (:func:`check_resolution`). See :func:`load_model` for ``weights`` and
-    :func:`panoptic_config_for` for ``panoptic`` (ignored by semantic models). ``max_batch`` > 1
+    :func:`panoptic_config_for` for ``panoptic`` (ignored by semantic models). With backend ``auto``
+    a panoptic model's accuracy guard compares the post-processed output with this config
+    (:class:`seg_perception.core.panoptic.agreement.PanopticGuard`). ``max_batch`` > 1
     builds the backend for batches of 1..max_batch frames (see
     :func:`seg_perception.runtime.factory.create_backend`), what :meth:`Segmenter.segment_batch` runs
     in one inference. ``native_heads`` (the node parameter; the same as backend option
@@ -352,9 +354,17 @@ def build_segmenter(
     options = dict(backend_options or {})
     if native_heads:
         options["native_heads"] = True
+    align_corners = bool(getattr(loaded.model, "align_corners", False))
+    guard = None
+    if backend == "auto" and panoptic_cfg is not None:
+        # auto's accuracy guard judges what this Segmenter publishes (labels and grouped ids after
+        # this model's post-processing), not the raw center / offset heads.
+        from .panoptic.agreement import PanopticGuard
+
+        guard = PanopticGuard(loaded.label_set, panoptic_cfg, align_corners=align_corners)
     be = create_backend(
         backend, loaded.model, resolution=res, batch=1, device=device, precision=precision,
-        options=options, max_batch=max_batch,
+        options=options, max_batch=max_batch, agreement=guard,
     )
     selection = getattr(be, "selection", None) or {}
     # auto reports its choice; a named backend was built with the option the factory checked
@@ -377,6 +387,6 @@ def build_segmenter(
         panoptic=panoptic_cfg,
         device=device if backend == "torch" else "cpu",
         backend_name=backend,
-        align_corners=bool(getattr(loaded.model, "align_corners", False)),
+        align_corners=align_corners,
         native_heads=native,
     )

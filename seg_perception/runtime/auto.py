@@ -9,16 +9,25 @@ by the model (weights included), resolution, batch, the CPU (model name, cores a
 :func:`.cpu_features.cpu_signature`), the runtime versions and the candidate list, so a new CPU,
 new weights or an upgraded runtime re-measure.
 
-Accuracy guard: a candidate is eligible only if, on the calibration frames (the default source
-is the sample drive), its per-pixel argmax of every head agrees with the fp32 reference (the torch
-model) on at least :data:`MIN_AGREEMENT` of the pixels (panoptic: the center heatmap thresholded
-at 0.1 and the rounded offsets too). 99.5 % agreement bounds the change of any class's IoU by
-about the same half point; ``seg-perception bench --accuracy`` records the resulting mIoU/PQ of every
-path on held-out scenes. A ``+native`` candidate's heads are first resized to the network resolution
-the way the model's own forward does (bilinear, align_corners=False, offsets scaled by the size
-ratio), so the guard compares what its post-processing sees with the full-resolution fp32 heads;
-it is held to the guard even in fp32. The fastest eligible candidate wins; fp32 onnxruntime is
-always eligible.
+Accuracy guard: a candidate is eligible only if it agrees with the fp32 reference (the torch
+model) on the calibration frames (the default source is the sample drive; the first
+:data:`GUARD_FRAMES` of them). An agreement function ``agreement(ref_outputs, got_outputs) ->
+{name: score}`` scores one frame; the rule is the same for every function: each score, pooled over
+the frames (mean of the per-frame shares, the frames being the same size), must be at least
+:data:`MIN_AGREEMENT`. Pooling, not the worst frame, because the accuracy it protects (mIoU, PQ)
+is accumulated over a data set, and a minimum over frames gets stricter with every frame added.
+The caller passes the function that matches what its pipeline publishes (``build_segmenter``
+passes :class:`seg_perception.core.panoptic.agreement.PanopticGuard` for panoptic models: labels
+and panoptic ids after the model's post-processing, which gets the candidate's heads as the node
+would, native grid included). Without one, :func:`head_agreement` (the raw heads: semantic argmax;
+panoptic: the center heatmap thresholded at 0.1 and offsets within 0.5 px); a ``+native``
+candidate's heads are then first resized to the network resolution the way the model's own
+forward does (bilinear, align_corners=False, offsets scaled by the size ratio). 99.5 % of the
+pixels bounds the share of pixels whose label or segment may change to half a percent, the budget
+of the accuracy goal (<= 0.5 mIoU / PQ points lost); ``seg-perception bench --accuracy`` records the
+resulting mIoU/PQ of every path on held-out scenes. A ``+native`` candidate is held to the guard
+even in fp32. The function's ``guard_id`` (or its qualified name) and the frame count are part of
+the cache key. The fastest eligible candidate wins; fp32 onnxruntime is always eligible.
 
 Option ``native_heads: true`` (node parameter ``native_heads``) keeps only the ``+native``
 candidates (:func:`native_only`; still held to the guard, so none may qualify: then auto refuses
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -45,8 +55,20 @@ LOG = logging.getLogger("seg_perception.runtime")
 
 #: Minimum per-pixel agreement with fp32 for a reduced precision to be eligible.
 MIN_AGREEMENT = 0.995
-#: Bump when the selection rule changes so older cached choices are re-measured.
-AUTO_RECIPE_VERSION = 2
+#: Calibration frames the guard compares on: the whole default calibration set (the frames int8 is
+#: calibrated on; fewer when the source has fewer). On the sample drive the share pooled over 8
+#: consecutive frames moves by up to 0.004 between frame sets and the first 2 frames score every
+#: int8 path 0.002-0.003 above the 32-frame share (docs/BENCHMARKS.md "auto's accuracy guard"),
+#: which is the size of the margins the guard decides on. 32 frames add about 1 s per candidate at
+#: 256x512 here (the panoptic guard post-processes both outputs), once per machine.
+GUARD_FRAMES = 32
+#: Frames whose outputs (reference and one candidate) are held at a time.
+GUARD_CHUNK = 4
+#: Bump when the selection rule changes so older cached choices are re-measured (3: pooled scores
+#: over GUARD_FRAMES frames from an injectable agreement function, instead of the worst of 2 frames).
+AUTO_RECIPE_VERSION = 3
+#: A per-frame agreement: (reference outputs, candidate outputs) -> score name -> share in [0, 1].
+Agreement = Callable[[dict, dict], dict]
 AUTO_OPTIONS = {"cache_dir", "auto_frames", "auto_candidates", "calib_images", "calib_bag", "calib_topic",
                 "calib_limit", "native_heads"}
 
@@ -136,14 +158,27 @@ def _versions() -> dict[str, Optional[str]]:
     return out
 
 
-def selection_key(model: nn.Module, resolution, batch: int, candidates, calib_id: str) -> str:
-    """Cache key of one auto selection (see the module docstring for what it covers)."""
+def guard_id(agreement_fn: Optional[Agreement]) -> str:
+    """What names the accuracy guard in the cache key: the function's ``guard_id`` attribute, else
+    its qualified name (``head_agreement`` when None)."""
+    fn = agreement_fn or head_agreement
+    gid = getattr(fn, "guard_id", None)
+    if gid is None:
+        gid = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    return str(gid)
+
+
+def selection_key(model: nn.Module, resolution, batch: int, candidates, calib_id: str,
+                  guard: str = "", guard_frames: int = GUARD_FRAMES) -> str:
+    """Cache key of one auto selection (see the module docstring for what it covers; ``guard``:
+    :func:`guard_id` of the agreement function)."""
     from .cpu_features import cpu_signature
     from .export import model_fingerprint
 
     text = json.dumps({"model": model_fingerprint(model), "resolution": list(resolution), "batch": int(batch),
                        "cpu": cpu_signature(), "versions": _versions(), "candidates": [list(c) for c in candidates],
-                       "calibration": calib_id, "recipe": AUTO_RECIPE_VERSION}, sort_keys=True)
+                       "calibration": calib_id, "recipe": AUTO_RECIPE_VERSION,
+                       "guard": guard or guard_id(None), "guard_frames": int(guard_frames)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -186,36 +221,49 @@ def agreement(ref: dict, got: dict) -> float:
     return min(head_agreement(ref, got).values())
 
 
+def pooled_scores(per_frame: list[dict]) -> dict[str, float]:
+    """Each score's mean over the frames (``per_frame``: one ``{name: share}`` per frame)."""
+    return {name: float(np.mean([f[name] for f in per_frame])) for name in per_frame[0]}
+
+
 def _measure(be: Backend, inputs: list[np.ndarray], frames: int) -> tuple[float, list[dict]]:
-    """(median ms of ``frames`` timed runs after one warm-up, outputs for ``inputs``)."""
+    """(median ms of ``frames`` timed runs after one warm-up (nan for 0), outputs for ``inputs``)."""
     outs = [{k: _to_numpy(v) for k, v in be.infer({"image": x}).items()} for x in inputs]
     times = []
     for i in range(frames):
         t0 = time.perf_counter()
         be.infer({"image": inputs[i % len(inputs)]})
         times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times)), outs
+    return (float(np.median(times)) if times else float("nan")), outs
 
 
 def select_cpu_path(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, cache_dir: Path, options: dict,
     create: Callable[..., Backend], candidates: Optional[list[Candidate]] = None,
+    agreement: Optional[Agreement] = None,
 ) -> dict:
     """Measure (or read the cached measurement of) the CPU candidates; returns the selection record.
 
+    ``agreement``: the per-frame guard (see the module docstring); None: :func:`head_agreement`
+    on heads brought to the network size. A given function gets the candidate's outputs as the
+    backend returns them (native grid included).
+
     Returns:
-        ``{"backend", "precision", "native_heads", "reason", "measured": [{"backend", "precision",
-        "native_heads", "median_ms", "agreement", "eligible" | "error"}], "cpu_flags", "key", "cached"}``.
+        ``{"backend", "precision", "native_heads", "reason", "guard", "guard_frames", "measured":
+        [{"backend", "precision", "native_heads", "median_ms", "agreement" (lowest pooled score),
+        "scores" (pooled, by name), "worst_frame", "eligible" | "error"}], "cpu_flags", "key", "cached"}``.
     """
     from .calibration import CalibrationSource, calibration_batches
     from .cpu_features import relevant_flags
 
     create_backend = create
+    guard = guard_id(agreement)
+    score_frame = agreement or head_agreement
 
     source = CalibrationSource.from_options(options)
     candidates = candidates or cpu_candidates(model)
     frames = int(options.get("auto_frames", 3))
-    key = selection_key(model, resolution, batch, candidates, source.id())
+    key = selection_key(model, resolution, batch, candidates, source.id(), guard, GUARD_FRAMES)
     path = cache_dir / "auto" / f"{key}.json"
     if path.is_file():
         try:
@@ -224,35 +272,66 @@ def select_cpu_path(
             return record
         except (OSError, ValueError):
             LOG.warning("ignoring unreadable auto-selection cache %s", path)
-    inputs = [b for _, b in zip(range(2), calibration_batches(source.frames(), resolution=resolution, batch=batch))]
-    if not inputs:
+    batches = zip(range(GUARD_FRAMES), calibration_batches(source.frames(), resolution=resolution, batch=batch))
+    chunk = [b for _, b in itertools.islice(batches, GUARD_CHUNK)]
+    if not chunk:
         raise BackendError(f"backend auto: calibration source {source.describe()} gave no frame to measure on")
-    with torch.no_grad():
-        ref = [{k: v.float().numpy() for k, v in model.eval()(torch.from_numpy(x)).items()} for x in inputs]
     build_options = {k: options[k] for k in ("calib_images", "calib_bag", "calib_topic", "calib_limit") if k in options}
-    measured = []
-    for cand in candidates:
-        kind, precision, native = cand[0], cand[1], is_native(cand)
-        entry: dict[str, Any] = {"backend": kind, "precision": precision, "native_heads": native}
-        try:
-            opts = dict(build_options) if precision == "int8" else {}
-            if native:
-                opts["native_heads"] = True
-            be = create_backend(kind, model, resolution=resolution, batch=batch, precision=precision,
-                                cache_dir=str(cache_dir), options=opts)
-            with be:
-                ms, outs = _measure(be, inputs, frames)
-            if native:
-                outs = [to_network_size(o, resolution) for o in outs]
-        except (BackendError, RuntimeError, ValueError, OSError) as exc:
-            entry["error"] = str(exc)
-            LOG.info("auto: %s not usable: %s", candidate_name(cand), exc)
+    measured: list[dict[str, Any]] = []
+    live: list[tuple[Candidate, dict, Backend]] = []
+    per_frame: dict[int, list[dict]] = {}
+    n_frames = 0
+    try:
+        for cand in candidates:  # all built first: the frames are then read once, a chunk at a time
+            kind, precision, native = cand[0], cand[1], is_native(cand)
+            entry: dict[str, Any] = {"backend": kind, "precision": precision, "native_heads": native}
             measured.append(entry)
+            try:
+                opts = dict(build_options) if precision == "int8" else {}
+                if native:
+                    opts["native_heads"] = True
+                be = create_backend(kind, model, resolution=resolution, batch=batch, precision=precision,
+                                    cache_dir=str(cache_dir), options=opts)
+                be.activate()
+            except (BackendError, RuntimeError, ValueError, OSError) as exc:
+                entry["error"] = str(exc)
+                LOG.info("auto: %s not usable: %s", candidate_name(cand), exc)
+                continue
+            live.append((cand, entry, be))
+            per_frame[id(entry)] = []
+        # The reference and each candidate's outputs are held for GUARD_CHUNK frames at a time only
+        # (a 512x1024 panoptic frame's heads are ~46 MB); the first chunk also times each candidate.
+        while chunk:
+            with torch.no_grad():
+                ref = [{k: v.float().numpy() for k, v in model.eval()(torch.from_numpy(x)).items()} for x in chunk]
+            for cand, entry, be in live:
+                if "error" in entry:
+                    continue
+                try:
+                    ms, outs = _measure(be, chunk, frames if n_frames == 0 else 0)
+                    if n_frames == 0:
+                        entry["median_ms"] = round(ms, 2)
+                    if is_native(cand) and agreement is None:
+                        outs = [to_network_size(o, resolution) for o in outs]
+                    per_frame[id(entry)] += [score_frame(r, o) for r, o in zip(ref, outs)]
+                except (BackendError, RuntimeError, ValueError, OSError) as exc:
+                    entry["error"] = str(exc)
+                    entry.pop("median_ms", None)
+                    LOG.info("auto: %s not usable: %s", candidate_name(cand), exc)
+            n_frames += len(chunk)
+            chunk = [b for _, b in itertools.islice(batches, GUARD_CHUNK)]
+    finally:
+        for _cand, _entry, be in live:
+            be.deactivate()
+    for cand, entry, _be in live:
+        if "error" in entry:
             continue
-        entry["median_ms"] = round(ms, 2)
-        entry["agreement"] = round(min(agreement(r, o) for r, o in zip(ref, outs)), 5)
-        entry["eligible"] = (precision == "fp32" and not native) or entry["agreement"] >= MIN_AGREEMENT
-        measured.append(entry)
+        scores = pooled_scores(per_frame[id(entry)])
+        entry["agreement"] = round(min(scores.values()), 5)
+        entry["scores"] = {k: round(v, 5) for k, v in scores.items()}
+        entry["worst_frame"] = round(min(min(f.values()) for f in per_frame[id(entry)]), 5)
+        entry["eligible"] = ((cand[1] == "fp32" and not is_native(cand))
+                             or min(scores.values()) >= MIN_AGREEMENT)
     ok = [m for m in measured if m.get("eligible")]
     if not ok:
         raise BackendError("backend auto: no CPU candidate could be built; "
@@ -266,11 +345,13 @@ def select_cpu_path(
                if "eligible" in m and not m["eligible"]]
     reason = (f"no TensorRT GPU; fastest measured CPU path at {resolution[0]}x{resolution[1]}: {name(best)}, "
               f"{best['median_ms']:.1f} ms"
-              f"{speed}, agreement with fp32 {best['agreement']:.4f} (>= {MIN_AGREEMENT} required)")
+              f"{speed}, agreement with fp32 {best['agreement']:.4f} (>= {MIN_AGREEMENT} required, "
+              f"guard {guard} over {n_frames} frames)")
     if dropped:
         reason += "; failed the accuracy guard: " + ", ".join(dropped)
     record = {"backend": best["backend"], "precision": best["precision"],
-              "native_heads": bool(best.get("native_heads")), "reason": reason, "measured": measured,
+              "native_heads": bool(best.get("native_heads")), "reason": reason, "guard": guard,
+              "guard_frames": n_frames, "measured": measured,
               "cpu_flags": relevant_flags(), "calibration": source.describe(), "key": key,
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cached": False}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,12 +364,14 @@ def select_cpu_path(
 def create_auto_backend(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, device: str, precision: str, cache_dir: Path,
     options: dict, create: Callable[..., Backend], available: Callable[[], list[str]], max_batch: int = 1,
+    agreement: Optional[Agreement] = None,
 ) -> Backend:
     """The backend ``auto`` stands for, with its choice on ``backend.selection`` (a dict with ``reason``).
 
     ``precision`` other than fp32 restricts the CPU candidates to that precision. ``create`` /
     ``available`` are the factory's ``create_backend`` / ``available_backends`` (passed in, so this
-    module does not import the factory that dispatches to it).
+    module does not import the factory that dispatches to it). ``agreement``: the accuracy guard's
+    per-frame comparison (:func:`select_cpu_path`); None: :func:`head_agreement`.
 
     Raises:
         BackendError: unknown option, or no candidate usable.
@@ -318,7 +401,7 @@ def create_auto_backend(
                                    "(auto then picks the precision) or name a backend")
         try:
             record = select_cpu_path(model, resolution=resolution, batch=batch, cache_dir=cache_dir,
-                                     options=options, create=create, candidates=candidates)
+                                     options=options, create=create, candidates=candidates, agreement=agreement)
         except BackendError as e:
             if not native:
                 raise

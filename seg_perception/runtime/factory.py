@@ -42,7 +42,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -144,6 +144,7 @@ def create_backend(
     cache_dir: str | None = None,
     options: dict | None = None,
     max_batch: int = 1,
+    agreement: Callable[[dict, dict], dict] | None = None,
 ) -> Backend:
     """Build an (inactive) backend of ``kind`` for ``model`` at network ``resolution`` (H, W).
 
@@ -153,10 +154,14 @@ def create_backend(
     TensorRT engine an optimization profile min 1, opt = max = ``max_batch`` (part of its cache key);
     eager torch runs any N anyway.
     Call ``activate()`` (or use it as a context manager) before ``infer``.
+    ``agreement`` (kind ``auto`` only): the accuracy guard's per-frame comparison of the fp32
+    reference's and a candidate's outputs, ``(ref, got) -> {name: share}``
+    (:func:`seg_perception.runtime.auto.select_cpu_path`); None: the raw heads.
 
     Raises:
         BackendError: unknown kind (lists valid ones), unknown option, backend not installed or
-            device not usable (says what to install/change), export or engine build failure.
+            device not usable (says what to install/change), export or engine build failure,
+            ``agreement`` given for a kind other than auto.
     """
     if kind not in BACKEND_CHOICES:
         raise BackendError(f"unknown backend {kind!r}; valid backends: {', '.join(BACKEND_CHOICES)} "
@@ -172,7 +177,11 @@ def create_backend(
 
         return create_auto_backend(model, resolution=resolution, batch=batch, device=device, precision=precision,
                                    cache_dir=_cache_root(cache_dir, options), options=options,
-                                   create=create_backend, available=available_backends, max_batch=max_batch)
+                                   create=create_backend, available=available_backends, max_batch=max_batch,
+                                   agreement=agreement)
+    if agreement is not None:
+        raise BackendError(f"agreement is the accuracy guard of backend 'auto'; backend {kind!r} measures nothing: "
+                           "drop the argument or use backend 'auto'")
     _check_options(kind, options)
     resolution = (int(resolution[0]), int(resolution[1]))
     if kind == "torch":

@@ -188,3 +188,40 @@ def test_public_vainf_checkpoint_loads_through_the_pipeline(tmp_path):
         ref = src(torch.from_numpy(seg.preprocess(rgb)))["semantic"].argmax(1)[0].numpy()
     assert (seg.segment(rgb).semantic == ref).mean() > 0.999
     assert seg.weights_sha256 and len(seg.weights_sha256) == 64
+
+
+def test_auto_judges_a_panoptic_model_by_its_published_output(monkeypatch, tmp_path):
+    """build_segmenter hands backend auto the panoptic guard: offsets off by < 1 px everywhere pass
+    (the raw-head guard would reject them), swapped classes do not."""
+    from seg_perception.runtime import auto
+
+    monkeypatch.setenv("SEG_PERCEPTION_CACHE", str(tmp_path))
+    real, mode = auto._measure, {}
+
+    def fake_native(be, inputs, frames):  # fp32+native "runs" fastest, with the fp32 outputs perturbed
+        ms, outs = real(be, inputs, frames)
+        if getattr(be, "onnx_path", None) and "native" in str(be.onnx_path):
+            rng = np.random.default_rng(0)
+            outs = [{k: v.copy() for k, v in o.items()} for o in mode["fp32"]]
+            for o in outs:
+                if mode["break"] == "jitter":
+                    o["offset"] += rng.uniform(-0.9, 0.9, o["offset"].shape).astype(np.float32)
+                else:
+                    o["semantic"][:, [0, 1]] = o["semantic"][:, [1, 0]]
+            return 0.01, outs
+        mode["fp32"] = outs
+        return ms, outs
+
+    monkeypatch.setattr(auto, "_measure", fake_native)
+    opts = {"auto_candidates": "onnxruntime:fp32,onnxruntime:fp32+native", "calib_limit": 2, "auto_frames": 1}
+    for broken, picked in (("jitter", True), ("classes", False)):
+        mode["break"] = broken
+        with build_segmenter("panoptic_deeplab_mobilenetv2", weights="none", resolution=(64, 128), backend="auto",
+                             backend_options={**opts, "calib_limit": 2 + picked}) as seg:
+            sel = seg.backend.selection
+            assert sel["guard"].startswith("panoptic-mutual-best-v"), sel["guard"]
+            native = next(m for m in sel["measured"] if m["native_heads"])
+            assert set(native["scores"]) == {"semantic", "panoptic"}
+            assert sel["native_heads"] is picked and native["eligible"] is picked, native
+            if not picked:
+                assert native["scores"]["semantic"] < auto.MIN_AGREEMENT

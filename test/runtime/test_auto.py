@@ -48,7 +48,7 @@ def test_accuracy_guard_drops_a_path_that_disagrees(cache_dir, monkeypatch):
         ms, outs = real(be, inputs, frames)
         if getattr(be, "precision", "") == "int8":  # a "fast" int8 that gets the classes wrong
             outs = [{**o, "semantic": -o["semantic"]} for o in outs]
-            ms = 0.001
+            ms = 0.01
         return ms, outs
 
     monkeypatch.setattr(auto, "_measure", broken_int8)
@@ -226,3 +226,79 @@ def test_segmenter_says_whether_auto_chose_native_heads(cache_dir):
     plain = build_segmenter("deeplabv3plus_mobilenetv2", **kw, backend_options={**opts, "auto_candidates": "onnxruntime:fp32"})
     assert plain.describe()["native_heads"] is False and plain.describe()["backend_selection"]["native_heads"] is False
     plain.close()
+
+
+class _SemanticOnly:
+    """An injected guard that judges the semantic argmax only (records the shapes it was given)."""
+
+    guard_id = "test-semantic-only"
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple] = []
+
+    def __call__(self, ref: dict, got: dict) -> dict:
+        self.shapes.append(tuple(np.shape(got["semantic"])))
+        if np.shape(got["semantic"]) != np.shape(ref["semantic"]):
+            return {"labels": 0.0}
+        return {"labels": float((np.argmax(ref["semantic"], 1) == np.argmax(got["semantic"], 1)).mean())}
+
+
+def _jitter_int8_offsets(monkeypatch):
+    """int8 "measures" fastest and its offsets are off by up to 0.9 px everywhere (classes intact)."""
+    real = auto._measure
+    rng = np.random.default_rng(0)
+
+    def jitter(be, inputs, frames):
+        ms, outs = real(be, inputs, frames)
+        if getattr(be, "precision", "") == "int8":
+            outs = [{**o, "offset": o["offset"] + rng.uniform(-0.9, 0.9, o["offset"].shape).astype(np.float32)}
+                    for o in outs]
+            ms = 0.01
+        return ms, outs
+
+    monkeypatch.setattr(auto, "_measure", jitter)
+
+
+def test_an_injected_agreement_judges_the_candidates_and_keys_the_cache(cache_dir, monkeypatch):
+    _jitter_int8_offsets(monkeypatch)
+    opts = {"auto_candidates": "onnxruntime:fp32,onnxruntime:int8", "calib_limit": 3}
+    model = seeded(TinyPanoptic)
+    default = create_backend("auto", model, resolution=RES, options=opts).selection
+    assert (default["backend"], default["precision"]) == ("onnxruntime", "fp32")  # the raw offsets fail
+    assert default["guard"] == auto.guard_id(None) and default["guard"].endswith("head_agreement")
+    int8 = next(m for m in default["measured"] if m["precision"] == "int8")
+    assert int8["scores"]["offset"] < auto.MIN_AGREEMENT and int8["agreement"] == min(int8["scores"].values())
+
+    guard = _SemanticOnly()
+    sel = create_backend("auto", model, resolution=RES, options=opts, agreement=guard).selection
+    assert not sel["cached"] and sel["key"] != default["key"]  # the old rule's choice is not reused
+    assert (sel["backend"], sel["precision"]) == ("onnxruntime", "int8") and sel["guard"] == "test-semantic-only"
+    assert sel["guard_frames"] == 3 and len(guard.shapes) == 2 * 3  # every candidate on every frame
+    assert set(next(m for m in sel["measured"] if m["precision"] == "int8")["scores"]) == {"labels"}
+    assert create_backend("auto", model, resolution=RES, options=opts, agreement=guard).selection["cached"]
+
+    with pytest.raises(BackendError, match="agreement is the accuracy guard of backend 'auto'"):
+        create_backend("onnxruntime", model, resolution=RES, agreement=guard)
+
+
+def test_scores_are_pooled_over_the_frames_not_the_worst_frame(cache_dir):
+    """The one rule: each score's mean over the guard frames >= MIN_AGREEMENT."""
+    per_frame = iter([1.0, 1.0, 1.0, 0.999, 0.992, 0.996])  # fp32's 3 frames, then the candidate's
+
+    def scripted(ref, got):
+        return {"x": next(per_frame)}
+
+    scripted.guard_id = "scripted"
+    sel = create_backend("auto", seeded(TinySemantic), resolution=RES, agreement=scripted,
+                         options={"auto_candidates": "onnxruntime:fp32,onnxruntime:int8", "calib_limit": 3}).selection
+    cand = next(m for m in sel["measured"] if m["precision"] == "int8")
+    assert cand["agreement"] == pytest.approx((0.999 + 0.992 + 0.996) / 3, abs=1e-5)  # 0.99567
+    assert cand["worst_frame"] == 0.992 and cand["eligible"]
+    assert auto.pooled_scores([{"a": 1.0, "b": 0.5}, {"a": 0.0, "b": 0.5}]) == {"a": 0.5, "b": 0.5}
+
+
+def test_native_outputs_reach_an_injected_guard_on_their_own_grid(cache_dir):
+    guard = _SemanticOnly()
+    create_backend("auto", _small_deeplab(), resolution=RES, agreement=guard,
+                   options={"auto_candidates": "onnxruntime:fp32,onnxruntime:fp32+native", "calib_limit": 2})
+    assert guard.shapes[:2] == [(1, 5, *RES)] * 2 and guard.shapes[2:] == [(1, 5, 8, 12)] * 2
