@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import DEFAULT_RESOLUTION
 from ..datasets.labels import LabelSet
@@ -38,7 +37,7 @@ from ..runtime.base import batch_capacity
 from .preprocess import to_network_input
 from .resolution import PipelineError, check_resolution, parse_resolution
 from .results import SegResult, StageTimings
-from .upsample import upsample_argmax
+from .postprocess import PostProcessor
 from .weights import load_model, panoptic_config_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,10 +97,8 @@ class Segmenter:
             self.panoptic_cfg.validate()
         self._input_name = backend.input_spec()[0].name
         self._closed = False
-        #: True: labels (and panoptic ids) from every head upsampled to the camera resolution (the
-        #: reference path, slower than the network at camera resolution on a CPU); False:
-        #: upsample_argmax / camera_postprocess, the same labels.
-        self.exact_upsampling = False
+        #: Heads -> SegResult at the camera size (shared with backend auto's timing).
+        self.post = PostProcessor(task, label_set, self.panoptic_cfg, align_corners=self.align_corners)
 
     # ------------------------------------------------------------------ stages
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
@@ -119,52 +116,21 @@ class Segmenter:
             raise PipelineError(f"empty image of shape {rgb.shape}")
         return to_network_input(rgb, self.resolution)[None]
 
-    def _to_torch(self, value: Any) -> torch.Tensor:
-        t = torch.as_tensor(value)
-        return t.float() if t.dtype != torch.float32 else t
-
     def postprocess(self, outputs: dict, out_hw: tuple[int, int], index: int = 0) -> SegResult:
-        """Backend outputs for one batch element -> SegResult at ``out_hw`` (camera H, W).
+        """Backend outputs for one batch element -> SegResult at ``out_hw`` (camera H, W); see
+        :class:`~seg_perception.core.postprocess.PostProcessor`."""
+        return self.post(outputs, out_hw, index)
 
-        The heads may be at the network resolution or on any coarser grid (``native_heads``): every
-        step resizes from the heads' own (h, w) to (H, W) with align_corners=False.
-        """
-        logits = self._to_torch(outputs["semantic"])[index]  # (C, h, w)
-        if logits.shape[0] != self.label_set.num_classes:
-            raise PipelineError(
-                f"model outputs {logits.shape[0]} classes but label set {self.label_set.name!r} has "
-                f"{self.label_set.num_classes}; pass the label_set the model was trained with"
-            )
-        H, W = out_hw
-        if self.task == "panoptic":
-            from .panoptic import camera_postprocess
+    @property
+    def exact_upsampling(self) -> bool:
+        """True: labels (and panoptic ids) from every head upsampled to the camera resolution (the
+        reference path, slower than the network at camera resolution on a CPU); False (default):
+        upsample_argmax / camera_postprocess, the same labels."""
+        return self.post.exact
 
-            center = self._to_torch(outputs["center"])[index]
-            offset = self._to_torch(outputs["offset"])[index]
-            # Grouping at camera resolution without upsampling every head (same ids; exact_upsampling:
-            # the reference path, all heads resized to (H, W) first).
-            out = camera_postprocess(
-                logits, center, offset, (H, W), thing_ids=self.label_set.thing_ids, cfg=self.panoptic_cfg,
-                label_set=self.label_set, align_corners=self.align_corners, exact=self.exact_upsampling,
-            )
-            semantic = out.semantic.to(torch.uint8 if self.label_set.num_classes <= 256 else torch.int32)
-            return SegResult(
-                semantic=self._label_numpy(semantic),
-                panoptic=out.panoptic.cpu().numpy().astype(np.int32, copy=False),
-                segments=list(out.segments),
-            )
-        if self.exact_upsampling:
-            if tuple(logits.shape[-2:]) != (H, W):
-                logits = F.interpolate(logits[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-            # max(0).indices: same first-maximum labels as argmax(0), ~5x faster on CPU for (C, H, W)
-            return SegResult(semantic=self._label_numpy(logits.max(0).indices))
-        # Labels of bilinear(logits) + argmax without upsampling C channels (see seg_perception.core.upsample)
-        labels = upsample_argmax(logits, (H, W))
-        return SegResult(semantic=labels if labels.dtype == np.uint8 else labels.astype(np.uint16))
-
-    def _label_numpy(self, labels: torch.Tensor) -> np.ndarray:
-        dtype = np.uint8 if self.label_set.num_classes <= 256 else np.uint16
-        return labels.cpu().numpy().astype(dtype, copy=False)
+    @exact_upsampling.setter
+    def exact_upsampling(self, value: bool) -> None:
+        self.post.exact = bool(value)
 
     # ------------------------------------------------------------------ API
     def _sync(self) -> None:
@@ -362,9 +328,16 @@ def build_segmenter(
         from .panoptic.agreement import PanopticGuard
 
         guard = PanopticGuard(loaded.label_set, panoptic_cfg, align_corners=align_corners)
+    timed_post = None
+    if backend == "auto":
+        # auto times each candidate with the post-processing its outputs get here (a native-heads
+        # path moves the head upsampling from the network into it), at the network resolution
+        # (the camera size is not known before the first frame).
+        timed_post = _timed_post(PostProcessor(loaded.task, loaded.label_set, panoptic_cfg,
+                                               align_corners=align_corners), res)
     be = create_backend(
         backend, loaded.model, resolution=res, batch=1, device=device, precision=precision,
-        options=options, max_batch=max_batch, agreement=guard,
+        options=options, max_batch=max_batch, agreement=guard, post=timed_post,
     )
     selection = getattr(be, "selection", None) or {}
     # auto reports its choice; a named backend was built with the option the factory checked
@@ -390,3 +363,12 @@ def build_segmenter(
         align_corners=align_corners,
         native_heads=native,
     )
+
+
+def _timed_post(post: PostProcessor, hw: tuple[int, int]):
+    """``outputs -> None``: ``post`` of batch element 0 at ``hw``, named for auto's cache key."""
+    def run(outputs: dict) -> None:
+        post(outputs, hw)
+
+    run.post_id = f"core.postprocess.PostProcessor:{post.task}:{hw[0]}x{hw[1]}"
+    return run

@@ -27,7 +27,10 @@ pixels bounds the share of pixels whose label or segment may change to half a pe
 of the accuracy goal (<= 0.5 mIoU / PQ points lost); ``seg-perception bench --accuracy`` records the
 resulting mIoU/PQ of every path on held-out scenes. A ``+native`` candidate is held to the guard
 even in fp32. The function's ``guard_id`` (or its qualified name) and the frame count are part of
-the cache key. The fastest eligible candidate wins; fp32 onnxruntime is always eligible.
+the cache key. The fastest eligible candidate wins; fp32 onnxruntime is always eligible. "Fastest"
+is inference plus the caller's post-processing of its outputs when the caller passes one
+(``build_segmenter`` passes its :class:`~seg_perception.core.postprocess.PostProcessor` at the network
+resolution: a ``+native`` path moves the head upsampling out of the network into it).
 
 Option ``native_heads: true`` (node parameter ``native_heads``) keeps only the ``+native``
 candidates (:func:`native_only`; still held to the guard, so none may qualify: then auto refuses
@@ -65,10 +68,14 @@ GUARD_FRAMES = 32
 #: Frames whose outputs (reference and one candidate) are held at a time.
 GUARD_CHUNK = 4
 #: Bump when the selection rule changes so older cached choices are re-measured (3: pooled scores
-#: over GUARD_FRAMES frames from an injectable agreement function, instead of the worst of 2 frames).
-AUTO_RECIPE_VERSION = 3
+#: over GUARD_FRAMES frames from an injectable agreement function, instead of the worst of 2 frames;
+#: 4: candidates timed with the caller's post-processing).
+AUTO_RECIPE_VERSION = 4
 #: A per-frame agreement: (reference outputs, candidate outputs) -> score name -> share in [0, 1].
 Agreement = Callable[[dict, dict], dict]
+#: The caller's post-processing of one backend output dict, timed with the inference (its
+#: ``post_id`` attribute, else its qualified name, is part of the cache key).
+PostProcess = Callable[[dict], Any]
 AUTO_OPTIONS = {"cache_dir", "auto_frames", "auto_candidates", "calib_images", "calib_bag", "calib_topic",
                 "calib_limit", "native_heads"}
 
@@ -168,17 +175,29 @@ def guard_id(agreement_fn: Optional[Agreement]) -> str:
     return str(gid)
 
 
+def post_id(post: Optional[PostProcess]) -> str:
+    """What names the timed post-processing in the cache key ("" for none): its ``post_id``
+    attribute, else its qualified name."""
+    if post is None:
+        return ""
+    pid = getattr(post, "post_id", None)
+    if pid is None:
+        pid = f"{getattr(post, '__module__', '?')}.{getattr(post, '__qualname__', type(post).__qualname__)}"
+    return str(pid)
+
+
 def selection_key(model: nn.Module, resolution, batch: int, candidates, calib_id: str,
-                  guard: str = "", guard_frames: int = GUARD_FRAMES) -> str:
+                  guard: str = "", guard_frames: int = GUARD_FRAMES, post: str = "") -> str:
     """Cache key of one auto selection (see the module docstring for what it covers; ``guard``:
-    :func:`guard_id` of the agreement function)."""
+    :func:`guard_id` of the agreement function; ``post``: :func:`post_id` of the timed post-processing)."""
     from .cpu_features import cpu_signature
     from .export import model_fingerprint
 
     text = json.dumps({"model": model_fingerprint(model), "resolution": list(resolution), "batch": int(batch),
                        "cpu": cpu_signature(), "versions": _versions(), "candidates": [list(c) for c in candidates],
                        "calibration": calib_id, "recipe": AUTO_RECIPE_VERSION,
-                       "guard": guard or guard_id(None), "guard_frames": int(guard_frames)}, sort_keys=True)
+                       "guard": guard or guard_id(None), "guard_frames": int(guard_frames), "post": post},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -226,13 +245,20 @@ def pooled_scores(per_frame: list[dict]) -> dict[str, float]:
     return {name: float(np.mean([f[name] for f in per_frame])) for name in per_frame[0]}
 
 
-def _measure(be: Backend, inputs: list[np.ndarray], frames: int) -> tuple[float, list[dict]]:
-    """(median ms of ``frames`` timed runs after one warm-up (nan for 0), outputs for ``inputs``)."""
+def _measure(be: Backend, inputs: list[np.ndarray], frames: int,
+             post: Optional[PostProcess] = None) -> tuple[float, list[dict]]:
+    """(median ms of ``frames`` timed runs after one warm-up (nan for 0), outputs for ``inputs``).
+
+    A timed run is ``be.infer`` plus, when given, ``post`` of its outputs: a candidate that moves
+    work from the network into the post-processing (native heads) is timed with that work.
+    """
     outs = [{k: _to_numpy(v) for k, v in be.infer({"image": x}).items()} for x in inputs]
     times = []
     for i in range(frames):
         t0 = time.perf_counter()
-        be.infer({"image": inputs[i % len(inputs)]})
+        out = be.infer({"image": inputs[i % len(inputs)]})
+        if post is not None:
+            post(out)
         times.append((time.perf_counter() - t0) * 1e3)
     return (float(np.median(times)) if times else float("nan")), outs
 
@@ -240,13 +266,15 @@ def _measure(be: Backend, inputs: list[np.ndarray], frames: int) -> tuple[float,
 def select_cpu_path(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, cache_dir: Path, options: dict,
     create: Callable[..., Backend], candidates: Optional[list[Candidate]] = None,
-    agreement: Optional[Agreement] = None,
+    agreement: Optional[Agreement] = None, post: Optional[PostProcess] = None,
 ) -> dict:
     """Measure (or read the cached measurement of) the CPU candidates; returns the selection record.
 
     ``agreement``: the per-frame guard (see the module docstring); None: :func:`head_agreement`
     on heads brought to the network size. A given function gets the candidate's outputs as the
-    backend returns them (native grid included).
+    backend returns them (native grid included). ``post``: the caller's post-processing of one
+    output dict, timed with each inference (``median_ms`` is then inference + post-processing);
+    None: inference alone.
 
     Returns:
         ``{"backend", "precision", "native_heads", "reason", "guard", "guard_frames", "measured":
@@ -263,7 +291,7 @@ def select_cpu_path(
     source = CalibrationSource.from_options(options)
     candidates = candidates or cpu_candidates(model)
     frames = int(options.get("auto_frames", 3))
-    key = selection_key(model, resolution, batch, candidates, source.id(), guard, GUARD_FRAMES)
+    key = selection_key(model, resolution, batch, candidates, source.id(), guard, GUARD_FRAMES, post_id(post))
     path = cache_dir / "auto" / f"{key}.json"
     if path.is_file():
         try:
@@ -308,7 +336,7 @@ def select_cpu_path(
                 if "error" in entry:
                     continue
                 try:
-                    ms, outs = _measure(be, chunk, frames if n_frames == 0 else 0)
+                    ms, outs = _measure(be, chunk, frames if n_frames == 0 else 0, post)
                     if n_frames == 0:
                         entry["median_ms"] = round(ms, 2)
                     if is_native(cand) and agreement is None:
@@ -343,14 +371,15 @@ def select_cpu_path(
     speed = f", {base['median_ms'] / best['median_ms']:.2f}x onnxruntime fp32" if base else ""
     dropped = [f"{name(m)} (agreement {m['agreement']:.4f})" for m in measured
                if "eligible" in m and not m["eligible"]]
+    timed = "inference + post-processing" if post is not None else "inference"
     reason = (f"no TensorRT GPU; fastest measured CPU path at {resolution[0]}x{resolution[1]}: {name(best)}, "
-              f"{best['median_ms']:.1f} ms"
+              f"{best['median_ms']:.1f} ms ({timed})"
               f"{speed}, agreement with fp32 {best['agreement']:.4f} (>= {MIN_AGREEMENT} required, "
               f"guard {guard} over {n_frames} frames)")
     if dropped:
         reason += "; failed the accuracy guard: " + ", ".join(dropped)
     record = {"backend": best["backend"], "precision": best["precision"],
-              "native_heads": bool(best.get("native_heads")), "reason": reason, "guard": guard,
+              "native_heads": bool(best.get("native_heads")), "reason": reason, "guard": guard, "timed": timed, "post": post_id(post),
               "guard_frames": n_frames, "measured": measured,
               "cpu_flags": relevant_flags(), "calibration": source.describe(), "key": key,
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cached": False}
@@ -364,14 +393,15 @@ def select_cpu_path(
 def create_auto_backend(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, device: str, precision: str, cache_dir: Path,
     options: dict, create: Callable[..., Backend], available: Callable[[], list[str]], max_batch: int = 1,
-    agreement: Optional[Agreement] = None,
+    agreement: Optional[Agreement] = None, post: Optional[PostProcess] = None,
 ) -> Backend:
     """The backend ``auto`` stands for, with its choice on ``backend.selection`` (a dict with ``reason``).
 
     ``precision`` other than fp32 restricts the CPU candidates to that precision. ``create`` /
     ``available`` are the factory's ``create_backend`` / ``available_backends`` (passed in, so this
     module does not import the factory that dispatches to it). ``agreement``: the accuracy guard's
-    per-frame comparison (:func:`select_cpu_path`); None: :func:`head_agreement`.
+    per-frame comparison (:func:`select_cpu_path`); None: :func:`head_agreement`. ``post``: the
+    caller's post-processing, timed with each candidate's inference (:func:`select_cpu_path`).
 
     Raises:
         BackendError: unknown option, or no candidate usable.
@@ -401,7 +431,8 @@ def create_auto_backend(
                                    "(auto then picks the precision) or name a backend")
         try:
             record = select_cpu_path(model, resolution=resolution, batch=batch, cache_dir=cache_dir,
-                                     options=options, create=create, candidates=candidates, agreement=agreement)
+                                     options=options, create=create, candidates=candidates, agreement=agreement,
+                                     post=post)
         except BackendError as e:
             if not native:
                 raise

@@ -145,6 +145,7 @@ def create_backend(
     options: dict | None = None,
     max_batch: int = 1,
     agreement: Callable[[dict, dict], dict] | None = None,
+    post: Callable[[dict], Any] | None = None,
 ) -> Backend:
     """Build an (inactive) backend of ``kind`` for ``model`` at network ``resolution`` (H, W).
 
@@ -156,12 +157,14 @@ def create_backend(
     Call ``activate()`` (or use it as a context manager) before ``infer``.
     ``agreement`` (kind ``auto`` only): the accuracy guard's per-frame comparison of the fp32
     reference's and a candidate's outputs, ``(ref, got) -> {name: share}``
-    (:func:`seg_perception.runtime.auto.select_cpu_path`); None: the raw heads.
+    (:func:`seg_perception.runtime.auto.select_cpu_path`); None: the raw heads. ``post`` (kind
+    ``auto`` only): the caller's post-processing of one output dict, timed with each candidate's
+    inference; None: inference alone.
 
     Raises:
         BackendError: unknown kind (lists valid ones), unknown option, backend not installed or
             device not usable (says what to install/change), export or engine build failure,
-            ``agreement`` given for a kind other than auto.
+            ``agreement`` or ``post`` given for a kind other than auto.
     """
     if kind not in BACKEND_CHOICES:
         raise BackendError(f"unknown backend {kind!r}; valid backends: {', '.join(BACKEND_CHOICES)} "
@@ -178,9 +181,10 @@ def create_backend(
         return create_auto_backend(model, resolution=resolution, batch=batch, device=device, precision=precision,
                                    cache_dir=_cache_root(cache_dir, options), options=options,
                                    create=create_backend, available=available_backends, max_batch=max_batch,
-                                   agreement=agreement)
-    if agreement is not None:
-        raise BackendError(f"agreement is the accuracy guard of backend 'auto'; backend {kind!r} measures nothing: "
+                                   agreement=agreement, post=post)
+    if agreement is not None or post is not None:
+        what = "agreement is the accuracy guard" if agreement is not None else "post is what is timed"
+        raise BackendError(f"{what} of backend 'auto'; backend {kind!r} measures nothing: "
                            "drop the argument or use backend 'auto'")
     _check_options(kind, options)
     resolution = (int(resolution[0]), int(resolution[1]))

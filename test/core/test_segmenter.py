@@ -198,8 +198,8 @@ def test_auto_judges_a_panoptic_model_by_its_published_output(monkeypatch, tmp_p
     monkeypatch.setenv("SEG_PERCEPTION_CACHE", str(tmp_path))
     real, mode = auto._measure, {}
 
-    def fake_native(be, inputs, frames):  # fp32+native "runs" fastest, with the fp32 outputs perturbed
-        ms, outs = real(be, inputs, frames)
+    def fake_native(be, inputs, frames, post=None):  # fp32+native "runs" fastest, with the fp32 outputs perturbed
+        ms, outs = real(be, inputs, frames, post)
         if getattr(be, "onnx_path", None) and "native" in str(be.onnx_path):
             rng = np.random.default_rng(0)
             outs = [{k: v.copy() for k, v in o.items()} for o in mode["fp32"]]

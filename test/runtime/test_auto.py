@@ -44,8 +44,8 @@ def test_auto_picks_a_measured_path_and_caches_it(cache_dir, monkeypatch):
 def test_accuracy_guard_drops_a_path_that_disagrees(cache_dir, monkeypatch):
     real = auto._measure
 
-    def broken_int8(be, inputs, frames):
-        ms, outs = real(be, inputs, frames)
+    def broken_int8(be, inputs, frames, post=None):
+        ms, outs = real(be, inputs, frames, post)
         if getattr(be, "precision", "") == "int8":  # a "fast" int8 that gets the classes wrong
             outs = [{**o, "semantic": -o["semantic"]} for o in outs]
             ms = 0.01
@@ -133,8 +133,8 @@ def test_auto_picks_a_native_path_only_through_the_guard(cache_dir, monkeypatch)
     real = auto._measure
     state = {"break": False}
 
-    def native_fast(be, inputs, frames):
-        ms, outs = real(be, inputs, frames)
+    def native_fast(be, inputs, frames, post=None):
+        ms, outs = real(be, inputs, frames, post)
         if outs[0]["semantic"].shape[-2:] != RES:  # the native-heads backend: pretend it is fastest
             ms = 0.01
             if state["break"]:
@@ -181,8 +181,8 @@ def test_native_heads_option_refusals_name_the_fix(cache_dir, monkeypatch):
                        options={"native_heads": True, "auto_candidates": "onnxruntime:fp32"})
     real = auto._measure
 
-    def wrong_classes(be, inputs, frames):
-        ms, outs = real(be, inputs, frames)
+    def wrong_classes(be, inputs, frames, post=None):
+        ms, outs = real(be, inputs, frames, post)
         return ms, [{**o, "semantic": -o["semantic"]} for o in outs]
 
     monkeypatch.setattr(auto, "_measure", wrong_classes)  # every native path fails the guard
@@ -248,8 +248,8 @@ def _jitter_int8_offsets(monkeypatch):
     real = auto._measure
     rng = np.random.default_rng(0)
 
-    def jitter(be, inputs, frames):
-        ms, outs = real(be, inputs, frames)
+    def jitter(be, inputs, frames, post=None):
+        ms, outs = real(be, inputs, frames, post)
         if getattr(be, "precision", "") == "int8":
             outs = [{**o, "offset": o["offset"] + rng.uniform(-0.9, 0.9, o["offset"].shape).astype(np.float32)}
                     for o in outs]
@@ -302,3 +302,44 @@ def test_native_outputs_reach_an_injected_guard_on_their_own_grid(cache_dir):
     create_backend("auto", _small_deeplab(), resolution=RES, agreement=guard,
                    options={"auto_candidates": "onnxruntime:fp32,onnxruntime:fp32+native", "calib_limit": 2})
     assert guard.shapes[:2] == [(1, 5, *RES)] * 2 and guard.shapes[2:] == [(1, 5, 8, 12)] * 2
+
+
+def test_candidates_are_timed_with_the_callers_post_processing(cache_dir):
+    """A path whose outputs cost more to post-process loses although its inference is as fast:
+    the injected post-processing runs inside every timed run, and it keys the cache."""
+    import time as _time
+
+    native_grid = (8, 12)
+
+    def slow_native_post(outputs):
+        if tuple(np.shape(outputs["semantic"])[-2:]) == native_grid:
+            _time.sleep(0.05)
+
+    slow_native_post.post_id = "test-slow-native"
+    opts = {"auto_candidates": "onnxruntime:fp32+native,onnxruntime:fp32", "calib_limit": 2, "auto_frames": 2}
+    plain = create_backend("auto", _small_deeplab(), resolution=RES, options=opts,
+                           agreement=lambda r, g: {"all": 1.0}).selection
+    timed = create_backend("auto", _small_deeplab(), resolution=RES, options=opts,
+                           agreement=lambda r, g: {"all": 1.0}, post=slow_native_post).selection
+    assert plain["timed"] == "inference" and timed["timed"] == "inference + post-processing"
+    assert timed["key"] != plain["key"] and not timed["cached"]
+    by = {m["native_heads"]: m["median_ms"] for m in timed["measured"]}
+    assert by[True] >= 50 > by[False]  # the sleep is inside the timed runs of the native path only
+    assert (timed["backend"], timed["native_heads"]) == ("onnxruntime", False)
+    assert "(inference + post-processing)" in timed["reason"]
+    with pytest.raises(BackendError, match="post is what is timed of backend 'auto'"):
+        create_backend("onnxruntime", _small_deeplab(), resolution=RES, post=slow_native_post)
+
+
+def test_build_segmenter_times_auto_with_its_own_post_processing(cache_dir):
+    from seg_perception.core.segmenter import build_segmenter
+
+    seg = build_segmenter("deeplabv3plus_mobilenetv2", weights="none", resolution=RES, backend="auto",
+                          backend_options={"auto_candidates": "onnxruntime:fp32", "calib_limit": 2, "auto_frames": 1,
+                                           "cache_dir": str(cache_dir)})
+    try:
+        sel = seg.backend.selection
+        assert sel["timed"] == "inference + post-processing"
+        assert sel["post"] == "core.postprocess.PostProcessor:semantic:32x48"  # and keyed by it
+    finally:
+        seg.close()
