@@ -345,7 +345,7 @@ def check_native_heads(native_heads: Any, model: Any) -> None:
         able = [m for m in list_models() if model_info(m).native_heads]
         raise ParameterError(
             f"parameter 'native_heads' = true is not supported with 'model' = {model!r}: it has no native-stride "
-            f"head form (forward_native; models with one: {', '.join(able)}); set native_heads to false or choose "
+            f"head form (forward_native; models with one: {', '.join(able)}); leave native_heads off or choose "
             "one of those models")
 
 

@@ -209,7 +209,7 @@ def test_native_heads_runs_on_every_backend_and_is_refused_for_a_model_without_t
     with pytest.raises(ParameterError) as e:
         NodeConfig.from_dict({"model": "hrnetv2_w18_small_v2", "backend": "torch", "native_heads": True})
     for needle in ("'native_heads' = true", "'model' = 'hrnetv2_w18_small_v2'", "forward_native",
-                   "deeplabv3plus_mobilenetv2", "panoptic_deeplab_mobilenetv2", "native_heads to false"):
+                   "deeplabv3plus_mobilenetv2", "panoptic_deeplab_mobilenetv2", "leave native_heads off"):
         assert needle in str(e.value)
     assert "hrnetv2_w18" not in str(e.value).split("models with one:")[1]
     native = NodeConfig.from_dict({"backend": "torch", "native_heads": True})
