@@ -57,7 +57,7 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("backend", DEFAULT_BACKEND, "Inference runtime (auto: TensorRT on a GPU, else the fastest measured CPU path); empty = the preset's.", ("",) + BACKENDS),
     LaunchArgument("device", "", "cpu, cuda or cuda:N; empty = the preset's."),
     LaunchArgument("precision", "", "Numeric precision; empty = the preset's.", ("",) + PRECISIONS),
-    LaunchArgument("native_heads", "", "true = heads exported at their own stride, upsampled once to the camera "
+    LaunchArgument("native_heads", "", "true = heads at their own stride, upsampled once to the camera "
                    "(every backend; DeepLabV3+ and Panoptic-DeepLab models; docs/BACKENDS.md); empty = the preset's (false).",
                    ("", "true", "false")),
     LaunchArgument("weights", "", "Checkpoint path; empty = the preset's ('default' = shipped weights)."),

@@ -233,7 +233,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "Inference device: cpu, cuda, cuda:N.", _device),
     ParamSpec("backend", DEFAULT_BACKEND, "Inference runtime; auto = TensorRT on a GPU, else the fastest measured CPU path.", _choice("backend", BACKENDS), BACKENDS),
     ParamSpec("precision", "fp32", "Numeric precision (fp16/int8 need CUDA/TensorRT).", _choice("precision", PRECISIONS), PRECISIONS),
-    ParamSpec("native_heads", False, "Export the heads at their own stride (1/4; 1/2 for the shipped panoptic "
+    ParamSpec("native_heads", False, "Run the heads at their own stride (1/4; 1/2 for the shipped panoptic "
               "model) so post-processing upsamples once, straight to the camera size: faster, labels not "
               "bit-identical to the default path (docs/BACKENDS.md). Every backend (auto: then only its +native "
               "paths); DeepLabV3+ and Panoptic-DeepLab models.", _bool("native_heads")),
