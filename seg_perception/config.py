@@ -11,10 +11,11 @@ from typing import Any
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 #: The backend of the node, the launch file and every CLI command that runs a model, unless one is named.
 DEFAULT_BACKEND = "auto"
-#: Backends that run an exported graph and so can export the heads at their own stride (node
-#: parameter / backend option ``native_heads``; ``auto`` then measures only its ``+native`` paths).
-#: torch runs the model's own forward, whose heads are resized to the network input.
-NATIVE_HEADS_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+#: Backends that run the heads at their own stride (node parameter / backend option ``native_heads``):
+#: every one -- torch calls the model's ``forward_native``, onnxruntime / OpenVINO / TensorRT run that
+#: form exported, ``auto`` then measures only its ``+native`` paths. Only the model can refuse it
+#: (no ``forward_native``, e.g. HRNetV2), when the backend is built.
+NATIVE_HEADS_BACKENDS = BACKENDS
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: How the node subscribes: ``image`` (raw) or ``image/compressed`` (image_transport convention).
 TRANSPORTS = ("raw", "compressed")

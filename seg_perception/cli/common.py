@@ -28,9 +28,10 @@ def add_native_heads_argument(p: argparse.ArgumentParser) -> None:
     """``--native-heads``: the node parameter ``native_heads`` (default off), for every command that
     builds a Segmenter or starts a node, so they share one flag and one help text."""
     p.add_argument("--native-heads", action="store_true",
-                   help="export the heads at their own stride (1/4; 1/2 for the shipped panoptic model) and upsample "
+                   help="run the heads at their own stride (1/4; 1/2 for the shipped panoptic model) and upsample "
                         "once, straight to the camera size: faster, labels not bit-identical to the default path; "
-                        "backends auto (then only its +native paths), onnxruntime, openvino, tensorrt "
+                        "every backend (torch runs the model's forward_native, onnxruntime / openvino / tensorrt its "
+                        "export, auto only its +native paths); DeepLabV3+ and Panoptic-DeepLab models "
                         "(node parameter native_heads; docs/BACKENDS.md)")
 
 

@@ -307,9 +307,9 @@ def build_segmenter(
     builds the backend for batches of 1..max_batch frames (see
     :func:`seg_perception.runtime.factory.create_backend`), what :meth:`Segmenter.segment_batch` runs
     in one inference. ``native_heads`` (the node parameter; the same as backend option
-    ``native_heads``) exports the heads at their own stride: backends auto (then only its ``+native``
-    candidates), onnxruntime, openvino and tensorrt; torch, or a model without that form, is a
-    BackendError naming the fix. :attr:`Segmenter.native_heads` says whether it is in use.
+    ``native_heads``) runs the heads at their own stride on every backend (torch calls the model's
+    ``forward_native``, the others export it; auto measures only its ``+native`` candidates); a
+    model without that form is a BackendError naming the fix. :attr:`Segmenter.native_heads` says whether it is in use.
     """
     loaded = load_model(model, weights=weights, label_set=label_set, model_kwargs=model_kwargs)
     panoptic_cfg = panoptic_config_for(loaded, panoptic) if loaded.task == "panoptic" else None

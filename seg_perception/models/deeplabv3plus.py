@@ -137,7 +137,7 @@ def _build(backbone: str, *, num_classes: int, output_stride: int, aspp_channels
 
 
 @register_model("deeplabv3plus_mobilenetv2", task="semantic",
-                description="DeepLabV3+ with a MobileNetV2 backbone (320-ch high-level map)")
+                description="DeepLabV3+ with a MobileNetV2 backbone (320-ch high-level map)", native_heads=True)
 def deeplabv3plus_mobilenetv2(*, num_classes: int = 19, output_stride: int = 16, aspp_channels: int = 256,
                               decoder_channels: int = 256, low_level_channels: int = 48,
                               decoder_convs: int = 2, block_padding: str = "conv",
@@ -152,7 +152,8 @@ def deeplabv3plus_mobilenetv2(*, num_classes: int = 19, output_stride: int = 16,
                   include_last_conv=False, block_padding=block_padding, separable_convs=separable_convs)
 
 
-@register_model("deeplabv3plus_resnet50", task="semantic", description="DeepLabV3+ with a dilated ResNet-50")
+@register_model("deeplabv3plus_resnet50", task="semantic", description="DeepLabV3+ with a dilated ResNet-50",
+                native_heads=True)
 def deeplabv3plus_resnet50(*, num_classes: int = 19, output_stride: int = 16, aspp_channels: int = 256,
                            decoder_channels: int = 256, low_level_channels: int = 48,
                            decoder_convs: int = 2, separable_convs: bool = False) -> DeepLabV3Plus:
@@ -163,7 +164,8 @@ def deeplabv3plus_resnet50(*, num_classes: int = 19, output_stride: int = 16, as
                   separable_convs=separable_convs)
 
 
-@register_model("deeplabv3plus_resnet101", task="semantic", description="DeepLabV3+ with a dilated ResNet-101")
+@register_model("deeplabv3plus_resnet101", task="semantic", description="DeepLabV3+ with a dilated ResNet-101",
+                native_heads=True)
 def deeplabv3plus_resnet101(*, num_classes: int = 19, output_stride: int = 16, aspp_channels: int = 256,
                             decoder_channels: int = 256, low_level_channels: int = 48,
                             decoder_convs: int = 2, separable_convs: bool = False) -> DeepLabV3Plus:

@@ -44,7 +44,7 @@ separable ASPP).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -342,6 +342,15 @@ class PanopticDeepLab(nn.Module):
         return {"semantic": sem, "center": center, "offset": torch.cat([dy, dx], dim=1)}
 
 
+    def native_heads_error(self) -> Optional[str]:
+        """Why :meth:`forward_native` is not defined for this model (None when it is): backends ask
+        before they build anything, so the refusal comes at configure time, not on the first frame."""
+        if self.align_corners or self.offset_scaling != "ratio":
+            return (f"native_heads needs align_corners=False and offset_scaling='ratio'; this model has "
+                    f"align_corners={self.align_corners}, offset_scaling={self.offset_scaling!r} (bowenc0221's "
+                    "convention): run it without native_heads")
+        return None
+
     def forward_native(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Opt-in export form (``native_heads``): the heads on the semantic head's own grid (h, w)
         -- 1/4 of the input, 1/2 with a stride-2 stage -- instead of :meth:`forward`'s input size.
@@ -356,12 +365,9 @@ class PanopticDeepLab(nn.Module):
             ValueError: ``align_corners=True`` or ``offset_scaling="corners_floor"`` (converted
                 bowenc0221 checkpoints): their heads are only defined at the input size.
         """
-        if self.align_corners or self.offset_scaling != "ratio":
-            raise ValueError(
-                f"native_heads needs align_corners=False and offset_scaling='ratio'; this model has "
-                f"align_corners={self.align_corners}, offset_scaling={self.offset_scaling!r} (bowenc0221's "
-                "convention): export it without native_heads"
-            )
+        problem = self.native_heads_error()
+        if problem:
+            raise ValueError(problem)
         out = self.forward_features(x)
         sem = out["semantic"]
         size = sem.shape[-2:]
@@ -394,7 +400,7 @@ def _check_kwargs(name: str, kwargs: dict) -> None:
 
 
 @register_model("panoptic_deeplab_mobilenetv2", task="panoptic",
-                description="Panoptic-DeepLab with a MobileNetV2 backbone (320-ch high-level map)")
+                description="Panoptic-DeepLab with a MobileNetV2 backbone (320-ch high-level map)", native_heads=True)
 def panoptic_deeplab_mobilenetv2(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
     """Panoptic-DeepLab / MobileNetV2 without the final 1280-ch conv (the backbone of
     ``deeplabv3plus_mobilenetv2``, so a trained DeepLabV3+ warm-starts it: see
@@ -411,7 +417,7 @@ def panoptic_deeplab_mobilenetv2(*, output_stride: int = 16, **kwargs) -> Panopt
 
 
 @register_model("panoptic_deeplab_resnet50", task="panoptic",
-                description="Panoptic-DeepLab with a dilated ResNet-50 backbone")
+                description="Panoptic-DeepLab with a dilated ResNet-50 backbone", native_heads=True)
 def panoptic_deeplab_resnet50(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
     """Panoptic-DeepLab / ResNet-50 (torchvision stem). Same keyword arguments as
     :func:`panoptic_deeplab_mobilenetv2`."""
@@ -421,7 +427,8 @@ def panoptic_deeplab_resnet50(*, output_stride: int = 16, **kwargs) -> PanopticD
 
 
 @register_model("panoptic_deeplab_resnet52_dc5", task="panoptic",
-                description="Panoptic-DeepLab R52-DC5 (Detectron2 layout: deep stem, multi-grid, dsconv ASPP)")
+                description="Panoptic-DeepLab R52-DC5 (Detectron2 layout: deep stem, multi-grid, dsconv ASPP)",
+                native_heads=True)
 def panoptic_deeplab_resnet52_dc5(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
     """Panoptic-DeepLab matching Detectron2's ``panoptic_deeplab_R_52_os16_mg124_..._dsconv``:
     ResNet-50 with a 3-conv deep stem (128 ch), layer4 multi-grid (1, 2, 4), depthwise-separable
@@ -436,7 +443,7 @@ def panoptic_deeplab_resnet52_dc5(*, output_stride: int = 16, **kwargs) -> Panop
 
 
 @register_model("panoptic_deeplab_resnet101", task="panoptic",
-                description="Panoptic-DeepLab with a dilated ResNet-101 backbone")
+                description="Panoptic-DeepLab with a dilated ResNet-101 backbone", native_heads=True)
 def panoptic_deeplab_resnet101(*, output_stride: int = 16, **kwargs) -> PanopticDeepLab:
     """Panoptic-DeepLab / ResNet-101 (torchvision stem). Same keyword arguments as
     :func:`panoptic_deeplab_mobilenetv2`."""

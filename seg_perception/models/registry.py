@@ -35,17 +35,20 @@ class ModelInfo:
     description: str
     #: network input sizes the model takes (see :mod:`.input_size`); default: multiples of its stride
     input_size: InputSizeRule = InputSizeRule()
+    #: the built model has ``forward_native`` (heads at their own stride, option ``native_heads``):
+    #: lets the node's parameters and the launch file refuse the option without building the model
+    native_heads: bool = False
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(name: str, *, task: str, description: str = "",
-                   input_size: InputSizeRule = InputSizeRule()) -> Callable:
+                   input_size: InputSizeRule = InputSizeRule(), native_heads: bool = False) -> Callable:
     """Decorator registering ``builder(**kwargs) -> nn.Module`` under ``name``.
 
     ``input_size``: the valid network input sizes, e.g. ``InputSizeRule(offset=1)`` for a family
-    that takes ``k * stride + 1`` inputs.
+    that takes ``k * stride + 1`` inputs. ``native_heads``: the model class has ``forward_native``.
     """
     if task not in ("semantic", "panoptic"):
         raise ValueError(f"task must be 'semantic' or 'panoptic', got {task!r}")
@@ -54,7 +57,7 @@ def register_model(name: str, *, task: str, description: str = "",
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = ModelInfo(name, builder, task, description or (builder.__doc__ or "").strip().split("\n")[0],
-                                    input_size)
+                                    input_size, native_heads)
         return builder
 
     return deco

@@ -57,8 +57,8 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("backend", DEFAULT_BACKEND, "Inference runtime (auto: TensorRT on a GPU, else the fastest measured CPU path); empty = the preset's.", ("",) + BACKENDS),
     LaunchArgument("device", "", "cpu, cuda or cuda:N; empty = the preset's."),
     LaunchArgument("precision", "", "Numeric precision; empty = the preset's.", ("",) + PRECISIONS),
-    LaunchArgument("native_heads", "", "true = heads exported at their own stride, upsampled once to the camera "
-                   "(backends auto, onnxruntime, openvino, tensorrt; docs/BACKENDS.md); empty = the preset's (false).",
+    LaunchArgument("native_heads", "", "true = heads at their own stride, upsampled once to the camera "
+                   "(every backend; DeepLabV3+ and Panoptic-DeepLab models; docs/BACKENDS.md); empty = the preset's (false).",
                    ("", "true", "false")),
     LaunchArgument("weights", "", "Checkpoint path; empty = the preset's ('default' = shipped weights)."),
     LaunchArgument("input_transport", "", "raw or compressed (subscribes <image_topic>/compressed); empty = the preset's.",
@@ -145,7 +145,7 @@ def resolve_launch(values: dict[str, str]) -> NodeLaunch:
         parameters.append(str(pf))
     parameters.append(overrides)
     merged = effective_parameters(NodeLaunch(namespace="", parameters=parameters))
-    check_native_heads(merged.get("native_heads", False), merged.get("backend", DEFAULT_BACKEND))
+    check_native_heads(merged.get("native_heads", False), merged.get("model", model))
     topic = vals["image_topic"]
     if not topic:
         raise ParameterError("launch argument image_topic must not be empty (e.g. /camera/image_raw)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..config import (BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, NATIVE_HEADS_BACKENDS, PRECISIONS, RELIABILITY,
+from ..config import (BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, PRECISIONS, RELIABILITY,
                       TRANSPORTS, ConfigError, parse_resolution)
 from ..datasets.labels import list_label_sets
 
@@ -233,10 +233,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "Inference device: cpu, cuda, cuda:N.", _device),
     ParamSpec("backend", DEFAULT_BACKEND, "Inference runtime; auto = TensorRT on a GPU, else the fastest measured CPU path.", _choice("backend", BACKENDS), BACKENDS),
     ParamSpec("precision", "fp32", "Numeric precision (fp16/int8 need CUDA/TensorRT).", _choice("precision", PRECISIONS), PRECISIONS),
-    ParamSpec("native_heads", False, "Export the heads at their own stride (1/4; 1/2 for the shipped panoptic "
+    ParamSpec("native_heads", False, "Run the heads at their own stride (1/4; 1/2 for the shipped panoptic "
               "model) so post-processing upsamples once, straight to the camera size: faster, labels not "
-              "bit-identical to the default path (docs/BACKENDS.md). Backends auto (then only its +native paths), "
-              "onnxruntime, openvino, tensorrt; DeepLabV3+ and Panoptic-DeepLab models.", _bool("native_heads")),
+              "bit-identical to the default path (docs/BACKENDS.md). Every backend (auto: then only its +native "
+              "paths); DeepLabV3+ and Panoptic-DeepLab models.", _bool("native_heads")),
     ParamSpec("overlay_alpha", 0.5, "Mask opacity in ~/overlay, 0..1.", _range("overlay_alpha", 0.0, 1.0, float)),
     ParamSpec("input_transport", "raw", "Subscribe 'image' (raw) or 'image/compressed'. Start-up only.", _choice("input_transport", TRANSPORTS), TRANSPORTS, True),
     ParamSpec("qos_reliability", "auto", "Subscription reliability: auto = match the publishers on the input topic "
@@ -326,17 +326,27 @@ def validate(name: str, value: Any) -> Any:
     return SPECS[name].check(value)
 
 
-def check_native_heads(native_heads: Any, backend: Any) -> None:
-    """Refuse ``native_heads`` true with a backend that runs no exported graph (torch).
+def check_native_heads(native_heads: Any, model: Any) -> None:
+    """Refuse ``native_heads`` true with a model that has no native-stride head form (HRNetV2).
+
+    Every backend runs the form (torch calls ``forward_native``, the others export it); whether a
+    model has it is in its registry entry, so this refuses before anything is built. A model whose
+    form is undefined only for some weights (corner-aligned Panoptic-DeepLab) is refused when the
+    backend is built.
 
     Raises:
-        ParameterError: naming both parameters and the backends that can.
+        ParameterError: naming both parameters, the models that have the form and the fix.
     """
-    if native_heads is True and backend not in NATIVE_HEADS_BACKENDS:
+    if native_heads is not True:
+        return
+    from ..models import list_models, model_info
+
+    if not model_info(model).native_heads:
+        able = [m for m in list_models() if model_info(m).native_heads]
         raise ParameterError(
-            f"parameter 'native_heads' = true is not supported with 'backend' = {backend!r}: it needs a backend "
-            f"that runs an exported graph ({', '.join(NATIVE_HEADS_BACKENDS)}); set backend to one of them "
-            "(e.g. onnxruntime) or native_heads to false")
+            f"parameter 'native_heads' = true is not supported with 'model' = {model!r}: it has no native-stride "
+            f"head form (forward_native; models with one: {', '.join(able)}); leave native_heads off or choose "
+            "one of those models")
 
 
 @dataclass(frozen=True)
@@ -358,7 +368,7 @@ class NodeConfig:
                         f"parameter '{key}' = {out[key]!r} is not supported with 'cameras' = {out['cameras']!r}: "
                         "depth clouds and tracking work on one camera per node; run one node per camera for "
                         f"them (or leave '{key}' at {off!r})")
-        check_native_heads(out["native_heads"], out["backend"])
+        check_native_heads(out["native_heads"], out["model"])
         lo, hi = out["cloud.min_range"], out["cloud.max_range"]
         if hi and lo >= hi:
             raise ParameterError(f"parameters 'cloud.min_range' = {lo} and 'cloud.max_range' = {hi}: the kept depth "

@@ -146,9 +146,9 @@ def _parse_candidates(value: Any) -> list[Candidate]:
         if kind not in ("torch", "onnxruntime", "openvino"):
             raise BackendError(f"auto_candidates entry {item!r}: kind must be torch, onnxruntime or openvino "
                                "(write kind:precision[+native], e.g. onnxruntime:int8)")
-        if flags not in ([], ["native"]) or (flags and kind == "torch"):
-            raise BackendError(f"auto_candidates entry {item!r}: the only flag is +native, for onnxruntime and "
-                               "openvino (write e.g. onnxruntime:int8+native)")
+        if flags not in ([], ["native"]):
+            raise BackendError(f"auto_candidates entry {item!r}: the only flag is +native "
+                               "(write e.g. onnxruntime:int8+native)")
         out.append((kind, prec or "fp32", "native") if flags else (kind, prec or "fp32"))
     if not out:
         raise BackendError("auto_candidates is empty; list kind:precision entries, e.g. onnxruntime:fp32,onnxruntime:int8")

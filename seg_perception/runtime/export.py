@@ -83,7 +83,10 @@ def output_names_of(model: nn.Module) -> tuple[str, ...]:
 
 
 def check_native_heads(model: nn.Module) -> None:
-    """Refuse ``native_heads`` for a model without a ``forward_native`` export form.
+    """Refuse ``native_heads`` for a model without a ``forward_native`` form, or whose
+    ``native_heads_error()`` says its form is undefined (corner-aligned Panoptic-DeepLab).
+
+    Every backend asks before it exports or runs anything.
 
     Raises:
         BackendError: naming the model class and the fix.
@@ -93,6 +96,10 @@ def check_native_heads(model: nn.Module) -> None:
             f"{type(model).__name__} has no native-stride head form (forward_native); native_heads is "
             "available for DeepLabV3Plus and PanopticDeepLab models: leave native_heads off for this model"
         )
+    error_of = getattr(model, "native_heads_error", None)
+    problem = error_of() if callable(error_of) else None
+    if problem:
+        raise BackendError(f"{type(model).__name__}: {problem}")
 
 
 def _check_resolution(resolution: tuple[int, int], batch: int) -> tuple[int, int]:

@@ -18,7 +18,8 @@ Caches live in ``cache_dir`` (or ``options["cache_dir"]``), default ``$SEG_PERCE
 Per-backend ``options`` (unknown keys raise BackendError listing the valid ones):
 
 =============  ===========================================================================
-torch          channels_last (bool; default on for bf16 on CPU), cuda_graphs (bool), warmup (int, CUDA graph warm-up runs)
+torch          channels_last (bool; default on for bf16 on CPU), cuda_graphs (bool), warmup (int, CUDA graph warm-up runs);
+               native_heads (runs the model's ``forward_native``: the heads at their own stride)
 onnxruntime    providers (list or "cuda,cpu"), intra_op_threads, inter_op_threads,
                allow_spinning (bool, default False: threads sleep between runs, no busy-wait),
                provider_options ({provider: {key: value}}), opset, dynamic; int8: calib_images (dir),
@@ -47,7 +48,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-from ..config import BACKENDS, NATIVE_HEADS_BACKENDS
+from ..config import BACKENDS
 from .base import Backend, BackendError
 from .export import DEFAULT_OPSET, default_cache_dir, export_onnx_cached, unsupported_tensorrt_ops
 
@@ -59,7 +60,7 @@ BACKEND_CHOICES = BACKENDS
 BACKEND_KINDS = tuple(b for b in BACKENDS if b != "auto")
 _COMMON_OPTIONS = {"cache_dir"}
 BACKEND_OPTIONS: dict[str, set[str]] = {
-    "torch": {"channels_last", "cuda_graphs", "warmup"},
+    "torch": {"channels_last", "cuda_graphs", "warmup", "native_heads"},
     "onnxruntime": {"providers", "intra_op_threads", "inter_op_threads", "allow_spinning", "provider_options", "opset",
                     "native_heads",
                     "dynamic", "calib_images", "calib_bag", "calib_topic", "calib_limit"},
@@ -171,10 +172,8 @@ def create_backend(
                            f"(available here: {', '.join(available_backends())})")
     options = dict(options or {})
     max_batch = _check_max_batch(max_batch, batch)
-    if "native_heads" in options:
-        options["native_heads"] = _native_heads_flag(kind, options)
-        if not options["native_heads"] and kind == "torch":
-            del options["native_heads"]  # off is what torch runs anyway
+    if "native_heads" in options:  # one bool for every backend (auto keys its cache with it)
+        options["native_heads"] = flag_option(options, "native_heads", False)
     if kind == "auto":
         from .auto import create_auto_backend
 
@@ -195,6 +194,7 @@ def create_backend(
             model, resolution=resolution, batch=batch, device=device, precision=precision,
             channels_last=flag_option(options, "channels_last", False) if "channels_last" in options else None,
             cuda_graphs=flag_option(options, "cuda_graphs", False), warmup=int_option(options, "warmup", 3),
+            native_heads=flag_option(options, "native_heads", False),
         )
     root = _cache_root(cache_dir, options)
     if kind == "onnxruntime":
@@ -208,21 +208,6 @@ def create_backend(
     from .tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(handle, device=_tensorrt_device(device), engine_path=engine_path)
-
-
-def _native_heads_flag(kind: str, options: dict) -> bool:
-    """Option ``native_heads`` as a bool; true is refused for a backend that runs no exported graph.
-
-    Raises:
-        BackendError: not a flag, or true with backend torch (names the backends that can).
-    """
-    native = flag_option(options, "native_heads", False)
-    if native and kind not in NATIVE_HEADS_BACKENDS:
-        raise BackendError(
-            f"native_heads=true exports the heads at their own stride and needs a backend that runs an exported "
-            f"graph ({', '.join(NATIVE_HEADS_BACKENDS)}); backend {kind!r} runs the model's own forward: choose "
-            "one of those backends or set native_heads false")
-    return native
 
 
 def _check_max_batch(max_batch: Any, batch: int) -> int:

@@ -7,6 +7,9 @@ emulate it, slower than fp32. ``channels_last`` converts the model and every inp
 format (faster convolutions on tensor-core GPUs, and the layout oneDNN's bf16 CPU kernels want); it
 defaults to on for bf16 on CPU and off otherwise. ``cuda_graphs`` captures the whole forward once for the fixed input shape
 (after warm-up, on a side stream) and replays it per call, removing kernel-launch overhead.
+``native_heads`` runs the model's ``forward_native`` instead of its forward: the heads at their own
+stride (h, w), e.g. 1/4 of the input for DeepLabV3+, which the Segmenter's post-processing upsamples
+once, straight to the camera (the same form the ONNX backends export with that option).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .base import BackendError, TensorSpec
-from .export import INPUT_NAME, output_names_of
+from .export import INPUT_NAME, check_native_heads, output_names_of
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -55,8 +58,9 @@ class TorchBackend:
     """Runs an ``nn.Module`` obeying the model output contract.
 
     ``infer({"image": (N, 3, H, W) float32 array or tensor})`` -> {name: (N, C, H, W) float32 tensor
-    on the device} for each name in ``model.output_names``. The backend owns ``model`` (it is moved
-    to the device and converted to channels_last when asked).
+    on the device} for each name in ``model.output_names``; with ``native_heads`` the outputs are
+    ``model.forward_native``'s, (N, C, h, w) on the heads' own grid. The backend owns ``model`` (it
+    is moved to the device and converted to channels_last when asked).
     """
 
     name = "torch"
@@ -72,7 +76,10 @@ class TorchBackend:
         channels_last: Optional[bool] = None,
         cuda_graphs: bool = False,
         warmup: int = 3,
+        native_heads: bool = False,
     ) -> None:
+        if native_heads:  # a model without the form is refused before anything is moved or run
+            check_native_heads(model)
         self.device = parse_device(device)
         if precision not in PRECISIONS:
             raise BackendError(f"torch precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -98,6 +105,7 @@ class TorchBackend:
         self.channels_last = bool(channels_last)
         self.cuda_graphs = bool(cuda_graphs)
         self.warmup = max(1, int(warmup))
+        self.native_heads = bool(native_heads)
         #: Eager torch runs any N; a captured CUDA graph only its fixed N (runtime.base.batch_capacity).
         self.max_batch: Optional[int] = self.batch if self.cuda_graphs else None
         self.exact_batch = self.cuda_graphs
@@ -113,7 +121,9 @@ class TorchBackend:
 
     def output_spec(self) -> list[TensorSpec]:
         channels = {"semantic": getattr(self.model, "num_classes", "C"), "center": 1, "offset": 2}
-        return [TensorSpec(n, (self.batch, channels.get(n, "C"), *self.resolution), np.dtype(np.float32))
+        # native heads: the grid (h, w) is the model's decoder stride, known only once it has run
+        hw = ("h", "w") if self.native_heads else self.resolution
+        return [TensorSpec(n, (self.batch, channels.get(n, "C"), *hw), np.dtype(np.float32))
                 for n in self.output_names]
 
     @property
@@ -157,10 +167,12 @@ class TorchBackend:
 
     def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with self._autocast():
-            out = self.model(x)
+            out = self.model.forward_native(x) if self.native_heads else self.model(x)
         if not isinstance(out, dict) or any(n not in out for n in self.output_names):
             got = sorted(out) if isinstance(out, dict) else type(out).__name__
-            raise BackendError(f"{type(self.model).__name__} returned {got}; expected a dict with keys {self.output_names}")
+            form = "forward_native" if self.native_heads else "forward"
+            raise BackendError(f"{type(self.model).__name__}.{form} returned {got}; expected a dict with keys "
+                               f"{self.output_names}")
         # One pass to float32 NCHW: a bf16 / channels_last head would otherwise be converted and
         # made contiguous again by every consumer (the post-processing reads it channel by channel).
         return {n: out[n].to(dtype=torch.float32, memory_format=torch.contiguous_format) for n in self.output_names}
@@ -190,7 +202,8 @@ class TorchBackend:
         self._graph, self._static_in, self._static_out = graph, static_in, static_out
 
     def infer(self, feeds: dict) -> dict[str, torch.Tensor]:
-        """{"image": (N, 3, H, W)} -> {name: (N, C, H, W) float32 contiguous tensor on the device}."""
+        """{"image": (N, 3, H, W)} -> {name: (N, C, H, W) float32 contiguous tensor on the device};
+        (N, C, h, w) on the heads' own grid with ``native_heads``."""
         if INPUT_NAME not in feeds:
             raise BackendError(f"missing input {INPUT_NAME!r}; got {sorted(feeds)}")
         if not self._active:

@@ -18,7 +18,8 @@ Each entry of ``backends`` is a *variant* ``kind[:precision][+cl][+graphs][+exac
 (e.g. ``onnxruntime:int8``, ``torch:bf16``, ``torch:fp16+cl+graphs``; ``cl`` = channels_last,
 ``graphs`` = CUDA graphs, ``exact`` = the reference post-processing that upsamples every head to
 the camera resolution, to compare with the default path, ``native`` = the heads exported at their
-own stride (backend option ``native_heads``, onnxruntime / OpenVINO), upsampled once by the
+own stride (backend option ``native_heads``, every backend: e.g. ``torch:bf16+native`` runs the
+model's ``forward_native``, ``onnxruntime:int8+native`` its export), upsampled once by the
 post-processing); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
 post-processing / median inference) is reported for every task: with ``camera`` larger than the
 network it is the cost of producing labels at camera resolution.

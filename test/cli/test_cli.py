@@ -215,7 +215,8 @@ def test_demo_and_soak_pass_native_heads_to_the_node(monkeypatch):
     assert "native_heads" not in soak_tool.node_params(soak_tool.SoakConfig())
 
 
-def test_eval_bag_native_heads_reaches_the_backend_and_torch_is_refused(tmp_path, capsys, monkeypatch):
+def test_eval_bag_native_heads_reaches_the_backend_and_a_model_without_the_form_is_refused(tmp_path, capsys,
+                                                                                            monkeypatch):
     monkeypatch.setenv("SEG_PERCEPTION_CACHE", str(tmp_path / "cache"))
     bag = _scene_bag(tmp_path / "bag", n=1)
     common = [bag, "--image-topic", "/cam", "--gt-semantic-topic", "/gt/semantic", "--resolution", "32x64",
@@ -226,7 +227,15 @@ def test_eval_bag_native_heads_reaches_the_backend_and_torch_is_refused(tmp_path
     assert report["model"]["native_heads"] is True and report["model"]["backend"] == "onnxruntime"
     assert [p.name for p in (tmp_path / "cache" / "onnx").glob("*.onnx")] == \
         [p.name for p in (tmp_path / "cache" / "onnx").glob("*_native*.onnx")] != []  # only the native graph ran
-    args = _parse(eval_bag, common + ["--out", tmp_path / "o2", "--backend", "torch"])
+    # torch runs the model's forward_native itself: native heads on, nothing exported
+    onnx_files = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert eval_bag.run(_parse(eval_bag, common + ["--out", tmp_path / "o1", "--backend", "torch"])) == 0
+    report = json.loads((tmp_path / "o1" / "report.json").read_text())
+    assert report["model"]["native_heads"] is True and report["model"]["backend"] == "torch"
+    assert sorted((tmp_path / "cache" / "onnx").glob("*.onnx")) == onnx_files
+    capsys.readouterr()
+    args = _parse(eval_bag, common + ["--out", tmp_path / "o2", "--backend", "torch", "--model", "hrnetv2_w18_small_v2",
+                                      "--weights", "none"])
     assert eval_bag.run(args) == 2
     out = capsys.readouterr().out
-    assert "native_heads" in out and "'torch'" in out and "onnxruntime" in out and not (tmp_path / "o2").exists()
+    assert "native_heads" in out and "HRNetV2Seg" in out and "forward_native" in out and not (tmp_path / "o2").exists()

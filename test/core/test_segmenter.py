@@ -165,6 +165,67 @@ def test_build_segmenter_end_to_end_torch_backend():
     seg.close()
 
 
+def test_torch_native_heads_labels_are_one_resize_of_forward_native_to_the_camera():
+    """backend torch + native_heads: the Segmenter's labels at the camera are those of the model's own
+    forward_native logits (called directly, not through the backend) resized ONCE to the camera by
+    F.interpolate + argmax; they differ from the default path's somewhere."""
+    import torch.nn.functional as F
+
+    from seg_perception.datasets.synthetic import make_scene
+
+    seg = build_segmenter("deeplabv3plus_mobilenetv2", weights="default", resolution=(128, 256), backend="torch",
+                          native_heads=True)
+    plain = build_segmenter("deeplabv3plus_mobilenetv2", weights="default", resolution=(128, 256), backend="torch")
+    assert seg.native_heads and seg.describe()["native_heads"] is True and not plain.native_heads
+    cam = (540, 960)  # 16.875 x 15 from the 32x64 grid: one resize, no integer factor
+    differ = 0
+    for seed in (4242, 4243):
+        image = make_scene(seed, cam).image
+        with torch.no_grad():
+            logits = seg.backend.model.forward_native(torch.from_numpy(seg.preprocess(image)))["semantic"]
+        assert tuple(logits.shape) == (1, 19, 32, 64)  # the decoder's stride, not the network's 128x256
+        want = F.interpolate(logits, size=cam, mode="bilinear", align_corners=False)[0].argmax(0).numpy()
+        got = seg.segment(image).semantic
+        assert got.shape == cam and len(np.unique(want)) >= 4
+        assert float((got == want).mean()) >= 0.9995  # the fast path; ties at float rounding aside
+        seg.exact_upsampling = True
+        assert float((seg.segment(image).semantic == want).mean()) >= 0.9999
+        seg.exact_upsampling = False
+        differ += int((plain.segment(image).semantic != got).sum())
+    assert differ > 0, "native heads gave the default path's labels everywhere: the option did not reach torch"
+    seg.close()
+    plain.close()
+
+
+def test_torch_native_heads_panoptic_equal_the_exported_native_graph(tmp_path):
+    """The shipped panoptic model (semantic grid 1/2) with native heads: torch's ids and labels equal
+    onnxruntime's running the exported forward_native (an independent runtime), up to float rounding."""
+    from seg_perception.datasets.synthetic import make_scene
+
+    kw = {"weights": "default", "resolution": (128, 256), "native_heads": True}
+    torch_seg = build_segmenter("panoptic_deeplab_mobilenetv2", backend="torch", **kw)
+    ort_seg = build_segmenter("panoptic_deeplab_mobilenetv2", backend="onnxruntime",
+                              backend_options={"cache_dir": str(tmp_path)}, **kw)
+    image = make_scene(77, (300, 500)).image
+    heads = torch_seg.infer(image)
+    assert tuple(heads["semantic"].shape[-2:]) == (64, 128)  # 1/2 of the network
+    a, b = torch_seg.segment(image), ort_seg.segment(image)
+    assert a.panoptic.shape == (300, 500) and len(a.segments) > 0
+    assert float((a.semantic == b.semantic).mean()) >= 0.999
+    assert float((a.panoptic == b.panoptic).mean()) >= 0.99
+    torch_seg.close()
+    ort_seg.close()
+
+
+def test_native_heads_refused_by_build_segmenter_for_a_model_without_the_form():
+    from seg_perception.runtime.base import BackendError
+
+    for backend in ("torch", "onnxruntime"):
+        with pytest.raises(BackendError, match="HRNetV2Seg has no native-stride head form.*leave native_heads off"):
+            build_segmenter("hrnetv2_w18_small_v2", weights="none", resolution=(64, 64), backend=backend,
+                            native_heads=True)
+
+
 def test_public_vainf_checkpoint_loads_through_the_pipeline(tmp_path):
     """A file in VainF's layout (one-conv decoder, `model_state`) builds the right structure and
     reproduces the source network's labels through build_segmenter."""

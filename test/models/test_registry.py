@@ -46,3 +46,12 @@ def test_output_names_match_forward_and_task(name: str) -> None:
     expected = ("semantic",) if model_info(name).task == "semantic" else ("semantic", "center", "offset")
     assert net.output_names == expected
     assert out["semantic"].shape == (1, 3, 33, 31)
+
+
+def test_registry_native_heads_flag_is_what_the_built_model_has():
+    """The flag the parameters check without building a model agrees with every registered model's
+    class (built on the meta device: no weights allocated)."""
+    for name in list_models():
+        with torch.device("meta"):
+            model = get_model(name)
+        assert model_info(name).native_heads == callable(getattr(model, "forward_native", None)), name

@@ -51,7 +51,8 @@ def test_precedence_preset_then_file_then_arguments(tmp_path):
     ({"qos_depth": "deep"}, "integer"),
     ({"qos_depth": "0"}, "qos_depth"),
     ({"native_heads": "maybe"}, "native_heads.*true or false"),
-    ({"native_heads": "true", "backend": "torch"}, "'native_heads' = true.*'backend' = 'torch'"),
+    ({"native_heads": "true", "model": "hrnetv2_w18_small_v2", "backend": "torch"},
+     "'native_heads' = true.*'model' = 'hrnetv2_w18_small_v2'.*forward_native"),
 ])
 def test_bad_arguments_are_refused(args, needle):
     with pytest.raises(ParameterError, match=needle):
@@ -121,13 +122,16 @@ def test_cameras_argument_sets_the_parameter_and_one_remapping_per_camera():
 
 def test_native_heads_argument_reaches_the_node_as_a_bool(tmp_path):
     assert lc.effective_parameters(lc.resolve_launch({}))["native_heads"] is False  # the presets' value
-    for text, want in (("true", True), ("True", True), ("false", False)):
-        eff = lc.effective_parameters(lc.resolve_launch({"native_heads": text, "backend": "onnxruntime"}))
-        assert eff["native_heads"] is want and eff["backend"] == "onnxruntime"
-    # a params file that sets backend torch is checked against the argument too
-    extra = tmp_path / "torch.yaml"
-    extra.write_text("/**:\n  ros__parameters:\n    backend: torch\n")
-    with pytest.raises(ParameterError, match="native_heads"):
-        lc.resolve_launch({"native_heads": "true", "backend": "", "params_file": str(extra)})
+    for backend in ("onnxruntime", "torch"):  # every backend runs native heads
+        for text, want in (("true", True), ("True", True), ("false", False)):
+            eff = lc.effective_parameters(lc.resolve_launch({"native_heads": text, "backend": backend}))
+            assert eff["native_heads"] is want and eff["backend"] == backend
+    # a params file that sets native_heads is checked against the model argument too
+    extra = tmp_path / "native.yaml"
+    extra.write_text("/**:\n  ros__parameters:\n    native_heads: true\n")
+    with pytest.raises(ParameterError, match="native_heads.*hrnetv2_w18_small_v2"):
+        lc.resolve_launch({"model": "hrnetv2_w18_small_v2", "params_file": str(extra)})
+    eff = lc.effective_parameters(lc.resolve_launch({"backend": "torch", "params_file": str(extra)}))
+    assert eff["native_heads"] is True and eff["backend"] == "torch"
     arg = next(a for a in lc.LAUNCH_ARGUMENTS if a.name == "native_heads")
-    assert set(arg.choices) == {"", "true", "false"} and "onnxruntime" in arg.description
+    assert set(arg.choices) == {"", "true", "false"} and "every backend" in arg.description

@@ -1,10 +1,11 @@
 """Node parameter ``native_heads`` over real ROS 2 topics (issue 32).
 
-The node in another process runs onnxruntime with the heads at their own stride; its labels must be
-the in-process ``build_segmenter(..., backend_options={"native_heads": True})``'s, frame for frame,
-and differ from the default graph's somewhere (so the parameter demonstrably reaches the backend).
-Refusals: torch cannot run native heads (refused at start, naming the fix), and a model without the
-native form is refused when the node configures, naming the option.
+The node in another process runs onnxruntime (the exported native graph) or torch (the model's own
+``forward_native``) with the heads at their own stride; its labels must be the in-process
+``build_segmenter(..., backend_options={"native_heads": True})``'s on the same backend, frame for
+frame, and differ from the default path's somewhere (so the parameter demonstrably reaches the
+backend). Refusal: a model without the native form (HRNetV2) is refused at start on every backend,
+naming the option and the fix.
 """
 from __future__ import annotations
 
@@ -43,14 +44,16 @@ def _diag_values(harness: Harness) -> dict:
     return {}
 
 
+@pytest.mark.parametrize("backend, n_frames", [("onnxruntime", 4), ("torch", 2)])
 def test_node_native_heads_equal_the_in_process_segmenter_and_differ_from_the_default(harness, tmp_path,
-                                                                                       monkeypatch):
+                                                                                       monkeypatch, backend,
+                                                                                       n_frames):
     cache = tmp_path / "cache"
     monkeypatch.setenv("SEG_PERCEPTION_CACHE", str(cache))  # the node process exports into the same cache
-    kw = {"weights": "default", "resolution": RES, "backend": "onnxruntime"}
+    kw = {"weights": "default", "resolution": RES, "backend": backend}
     native = build_segmenter(MODEL, **kw, backend_options={"native_heads": True, "cache_dir": str(cache)})
     default = build_segmenter(MODEL, **kw, backend_options={"cache_dir": str(cache)})
-    frames = [make_scene(seed=300 + i, hw=CAM).image for i in range(4)]
+    frames = [make_scene(seed=300 + i, hw=CAM).image for i in range(n_frames)]
     want = [native.segment(f).semantic for f in frames]
     plain = [default.segment(f).semantic for f in frames]
     native.close()
@@ -81,14 +84,15 @@ def test_node_native_heads_equal_the_in_process_segmenter_and_differ_from_the_de
         differ += int((labels != plain[i]).sum())
     assert differ > 0, "native heads gave the default graph's labels on every pixel: the option did not reach the backend"
     # /diagnostics and the start-up log say native heads are in use
-    assert diag["config.native_heads"] == "True" and diag["config.backend"] == "onnxruntime"
+    assert diag["config.native_heads"] == "True" and diag["config.backend"] == backend
     assert "native heads on" in log.read_text(errors="replace")
 
 
 @pytest.mark.parametrize("params, needles", [
-    # torch runs the model's own forward: refused before anything is loaded
-    ({"model": MODEL, "backend": "torch", "native_heads": True}, ["native_heads", "torch", "onnxruntime"]),
-    # HRNetV2 has no native-stride form: refused when the node configures (export)
+    # HRNetV2 has no native-stride form: refused by the parameters before anything is loaded, whatever
+    # the backend (torch would call forward_native, onnxruntime export it)
+    ({"model": "hrnetv2_w18_small_v2", "weights": "none", "resolution": "64x128", "backend": "torch",
+      "native_heads": True}, ["native_heads", "hrnetv2_w18_small_v2", "forward_native", "deeplabv3plus_mobilenetv2"]),
     ({"model": "hrnetv2_w18_small_v2", "weights": "none", "resolution": "64x128", "backend": "onnxruntime",
       "native_heads": True}, ["native_heads", "forward_native", "leave native_heads off"]),
 ])

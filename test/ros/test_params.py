@@ -193,23 +193,26 @@ def test_batch_size_is_the_camera_count_capped_by_max_batch():
     assert NodeConfig.from_dict({"cameras": ["front_1", "_rear"]})["cameras"] == ["front_1", "_rear"]
 
 
-def test_native_heads_needs_a_backend_with_an_exported_graph():
-    """native_heads (default off) reaches build_segmenter; torch (no exported graph) is refused with
-    both parameters and the fix named, also when a later change would pair them."""
-    from seg_perception.config import NATIVE_HEADS_BACKENDS
+def test_native_heads_runs_on_every_backend_and_is_refused_for_a_model_without_the_form():
+    """native_heads (default off) reaches build_segmenter with every backend, torch included; a model
+    whose registry entry has no native form (HRNetV2) is refused with both parameters and the fix
+    named, also when a later change would pair them."""
+    from seg_perception.config import BACKENDS, NATIVE_HEADS_BACKENDS
     from seg_perception.ros.params import RELOAD_KEYS, SPECS
 
     assert SPECS["native_heads"].default is False and NodeConfig.from_dict().segmenter_kwargs()["native_heads"] is False
     assert "native_heads" in RELOAD_KEYS  # a change rebuilds the Segmenter
-    for backend in NATIVE_HEADS_BACKENDS:
+    assert NATIVE_HEADS_BACKENDS == BACKENDS
+    for backend in BACKENDS:
         cfg = NodeConfig.from_dict({"backend": backend, "native_heads": True})
-        assert cfg.segmenter_kwargs()["native_heads"] is True
-    assert "torch" not in NATIVE_HEADS_BACKENDS
+        assert cfg.segmenter_kwargs()["native_heads"] is True and cfg.segmenter_kwargs()["backend"] == backend
     with pytest.raises(ParameterError) as e:
-        NodeConfig.from_dict({"backend": "torch", "native_heads": True})
-    for needle in ("'native_heads' = true", "'backend' = 'torch'", "onnxruntime", "native_heads to false"):
+        NodeConfig.from_dict({"model": "hrnetv2_w18_small_v2", "backend": "torch", "native_heads": True})
+    for needle in ("'native_heads' = true", "'model' = 'hrnetv2_w18_small_v2'", "forward_native",
+                   "deeplabv3plus_mobilenetv2", "panoptic_deeplab_mobilenetv2", "leave native_heads off"):
         assert needle in str(e.value)
-    native = NodeConfig.from_dict({"backend": "onnxruntime", "native_heads": True})
+    assert "hrnetv2_w18" not in str(e.value).split("models with one:")[1]
+    native = NodeConfig.from_dict({"backend": "torch", "native_heads": True})
     with pytest.raises(ParameterError, match="native_heads"):
-        native.replace(backend="torch")
-    assert native.replace(backend="torch", native_heads=False)["backend"] == "torch"
+        native.replace(model="hrnetv2_w18")
+    assert native.replace(model="hrnetv2_w18", native_heads=False)["model"] == "hrnetv2_w18"

@@ -233,7 +233,6 @@ def test_panoptic_postprocessing_parameter_applies_live(session):
     ({"qos_reliability": "best_effort"}, ["qos_reliability", "read-only"]),
     ({"resolution": "64by128"}, ["resolution", "HxW"]),
     ({"backend": "tflite"}, ["backend", "onnxruntime", "openvino"]),  # lists the valid choices
-    ({"native_heads": True}, ["native_heads", "'torch'", "onnxruntime"]),  # this node runs torch: names the fix
 ])
 def test_unsupported_change_is_refused_and_node_keeps_serving(session, change, needles):
     if change.get("device") == "cuda":
@@ -249,3 +248,26 @@ def test_unsupported_change_is_refused_and_node_keeps_serving(session, change, n
     session.roundtrip()
     after = {k: v for k, v in session.diag().items() if k.startswith("config.")}
     assert after == before, "a refused change altered the configuration"
+
+
+def test_native_heads_on_torch_applies_live_and_a_model_without_the_form_is_refused(session):
+    """This node runs torch (panoptic): native_heads true rebuilds it on forward_native and it keeps
+    answering at the camera size; switching to HRNetV2 (no native form) is then refused naming the
+    fix, and the node keeps serving with native heads on; false returns to the default path."""
+    first = max(session.sent) + 1
+    res = session.set({"native_heads": True})
+    assert res.successful, res.reason
+    session.wait_config(native_heads="True", backend="torch", model="panoptic_deeplab_mobilenetv2")
+    session.roundtrip(panoptic=True)
+    _check_stream(session, first)
+    before = {k: v for k, v in session.diag().items() if k.startswith("config.")}
+    ok, reason = session.change({"model": "hrnetv2_w18_small_v2"})
+    assert not ok, "HRNetV2 with native_heads was accepted"
+    for needle in ("native_heads", "hrnetv2_w18_small_v2", "forward_native", "leave native_heads off"):
+        assert needle in reason, f"reason {reason!r} lacks {needle!r}"
+    session.roundtrip(panoptic=True)
+    assert {k: v for k, v in session.diag().items() if k.startswith("config.")} == before
+    res = session.set({"native_heads": False})
+    assert res.successful, res.reason
+    session.wait_config(native_heads="False")
+    session.roundtrip(panoptic=True)

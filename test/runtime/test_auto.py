@@ -173,6 +173,28 @@ def test_native_heads_option_measures_only_native_candidates(cache_dir):
     assert len(sel["measured"]) == 2
 
 
+def test_torch_native_candidate_is_measured_and_built_when_listed(cache_dir):
+    """auto's default list has no torch path; listed in auto_candidates, torch:fp32+native is built
+    with native_heads (the heads on their 1/4 grid) and the chosen backend runs forward_native."""
+    import torch
+
+    model = _small_deeplab()
+    opts = {"auto_candidates": "torch:fp32+native", "auto_frames": 1, "native_heads": True}
+    be = create_backend("auto", model, resolution=RES, options=opts)
+    sel = be.selection
+    assert [(m["backend"], m["precision"], m["native_heads"]) for m in sel["measured"]] == [("torch", "fp32", True)]
+    assert sel["native_heads"] and sel["backend"] == "torch" and "torch fp32+native" in sel["reason"]
+    x = np.random.default_rng(1).standard_normal((1, 3, *RES)).astype(np.float32)
+    with be:
+        got = be.infer({"image": x})["semantic"]
+    with torch.no_grad():
+        want = model.forward_native(torch.from_numpy(x))["semantic"]
+    assert tuple(got.shape) == (1, 5, 8, 12)
+    torch.testing.assert_close(torch.as_tensor(got), want)
+    with pytest.raises(BackendError, match="the only flag is \\+native"):
+        create_backend("auto", model, resolution=RES, options={"auto_candidates": "torch:fp32+cl"})
+
+
 def test_native_heads_option_refusals_name_the_fix(cache_dir, monkeypatch):
     with pytest.raises(BackendError, match="TinySemantic has no such form.*set native_heads false"):
         create_backend("auto", seeded(TinySemantic), resolution=RES, options={"native_heads": True})

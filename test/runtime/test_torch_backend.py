@@ -90,6 +90,77 @@ def test_model_breaking_the_contract():
         TorchBackend(Bad(), resolution=(8, 8)).infer({"image": _x((1, 3, 8, 8))})
 
 
+def _small(name: str, **kwargs):
+    from seg_perception.models import get_model
+
+    torch.manual_seed(0)
+    if name == "panoptic_deeplab_mobilenetv2":
+        kwargs = dict(num_classes=5, aspp_channels=16, decoder_channels=16, instance_aspp_channels=16,
+                      instance_decoder_channels=8, head_channels=16, instance_head_channels=8,
+                      low_level_channels=(8, 12), instance_low_level_channels=(4, 6), **kwargs)
+    else:
+        kwargs = dict(num_classes=5, aspp_channels=8, decoder_channels=8, low_level_channels=4, **kwargs)
+    return get_model(name, **kwargs).eval()
+
+
+@pytest.mark.parametrize("name, kwargs, grid", [
+    ("deeplabv3plus_mobilenetv2", {}, (16, 24)),                                     # 1/4 of 64x96
+    ("panoptic_deeplab_mobilenetv2", {"semantic_stride2_channels": 6}, (32, 48)),    # semantic stage at 1/2
+])
+def test_native_heads_run_the_models_forward_native(name, kwargs, grid):
+    """native_heads: infer returns what the model's own forward_native returns (the oracle), on the
+    heads' grid, float32 contiguous; without the option the same backend runs forward."""
+    model = _small(name, **kwargs)
+    x = _x((1, 3, 64, 96), seed=7)
+    with torch.no_grad():
+        ref = model.forward_native(torch.from_numpy(x))
+        full = model(torch.from_numpy(x))
+    with TorchBackend(model, resolution=(64, 96), native_heads=True) as be:
+        out = be.infer({"image": x})
+        assert [s.shape[2:] for s in be.output_spec()] == [("h", "w")] * len(model.output_names)
+    assert list(out) == list(model.output_names)
+    for n in model.output_names:
+        assert tuple(out[n].shape[-2:]) == grid and out[n].dtype == torch.float32 and out[n].is_contiguous()
+        torch.testing.assert_close(out[n], ref[n])
+    with TorchBackend(model, resolution=(64, 96)) as be:  # the option off: the model's forward
+        plain = be.infer({"image": x})
+    for n in model.output_names:
+        torch.testing.assert_close(plain[n], full[n])
+
+
+def test_native_heads_bf16_is_forward_native_under_torch_autocast():
+    """bf16: the backend's output is torch.autocast(bf16)'s forward_native (the oracle, run on the
+    eager NCHW model), not fp32's; float32 contiguous out, channels_last on as without the option."""
+    model = _small("deeplabv3plus_mobilenetv2")
+    x = _x((1, 3, 64, 96), seed=8)
+    with torch.no_grad():
+        fp32 = model.forward_native(torch.from_numpy(x))["semantic"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ref = model.forward_native(torch.from_numpy(x))["semantic"].float()
+    be = TorchBackend(model, resolution=(64, 96), precision="bf16", native_heads=True)
+    assert be.channels_last  # the bf16 CPU default, as without the option
+    out = be.infer({"image": x})["semantic"]
+    assert out.shape == ref.shape and out.dtype == torch.float32 and out.is_contiguous()
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(out, ref, atol=0.02 * scale, rtol=0.02)
+    assert (out - fp32).abs().max().item() > 1e-3  # bf16 really ran (random tiny nets drift ~15 % in bf16)
+
+
+def test_native_heads_refused_for_a_model_without_the_form_before_anything_runs():
+    """No forward_native (HRNetV2, the tiny test models) or a form undefined for the model's
+    convention (corner-aligned Panoptic-DeepLab): BackendError at construction, naming the fix."""
+    from seg_perception.models import get_model
+
+    with pytest.raises(BackendError, match="TinySemantic has no native-stride head form.*leave native_heads off"):
+        TorchBackend(seeded(TinySemantic), resolution=(8, 8), native_heads=True)
+    with pytest.raises(BackendError, match="HRNetV2Seg has no native-stride head form"):
+        TorchBackend(get_model("hrnetv2_w18_small_v2", num_classes=3), resolution=(64, 64), native_heads=True)
+    corner = _small("panoptic_deeplab_mobilenetv2", align_corners=True)
+    with pytest.raises(BackendError, match="align_corners=True.*without native_heads"):
+        TorchBackend(corner, resolution=(64, 96), native_heads=True)
+    assert TorchBackend(seeded(TinySemantic), resolution=(8, 8), native_heads=False).native_heads is False
+
+
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_cuda_graphs_match_eager(precision):
@@ -111,3 +182,27 @@ def test_cuda_graphs_match_eager(precision):
         torch.testing.assert_close(first[name], a[name], atol=tol, rtol=tol)
         torch.testing.assert_close(c[name], first[name])  # replay output was cloned, not overwritten
         assert not torch.equal(b[name], first[name])
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_graphs_native_heads_match_forward_native(precision):
+    """native_heads with a captured CUDA graph: the replay gives the model's forward_native (fp32
+    on the CPU as the oracle), on the heads' grid."""
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    model = _small("panoptic_deeplab_mobilenetv2", semantic_stride2_channels=6)
+    x = _x((1, 3, 64, 96), seed=9)
+    with torch.no_grad():
+        ref = model.forward_native(torch.from_numpy(x))
+    be = TorchBackend(model, resolution=(64, 96), device="cuda", precision=precision, native_heads=True,
+                      cuda_graphs=True)
+    with be:
+        out = be.infer({"image": x})
+        again = be.infer({"image": x})
+        assert be._graph is not None
+    tol = 1e-3 if precision == "fp32" else 0.1
+    for n in model.output_names:
+        assert out[n].device.type == "cuda" and out[n].shape == ref[n].shape == (1, ref[n].shape[1], 32, 48)
+        torch.testing.assert_close(out[n].cpu(), ref[n], atol=tol * max(1.0, ref[n].abs().max().item()), rtol=tol)
+        torch.testing.assert_close(again[n], out[n])

@@ -171,16 +171,24 @@ def test_native_flag_and_label_agreement_with_the_first_variant():
                       backends=["torch", "onnxruntime:fp32", "onnxruntime:fp32+native", "torch+native"], frames=1,
                       warmup=0, post_agreement_frames=2, model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
     report = run_bench(cfg)
-    ref, same, native, bad = report["results"]
-    assert "agreement_vs_first" not in ref and "native_heads" in bad["error"]  # torch has no such option
+    ref, same, native, torch_native = report["results"]
+    assert "agreement_vs_first" not in ref and "error" not in torch_native  # torch runs forward_native itself
     _check_entry(native)
-    for entry in (same, native):
+    _check_entry(torch_native)
+    for entry in (same, native, torch_native):
         agree = entry["agreement_vs_first"]
         assert agree["reference"] == "torch" and agree["frames"] == 2 and agree["camera"] == [50, 70]
         assert 0.0 <= agree["semantic_min"] <= agree["semantic_mean"] <= 1.0
     # the same network on another runtime: the same labels up to float rounding of near-ties
     assert same["agreement_vs_first"]["semantic_min"] >= 0.999
     assert "onnxruntime:fp32+native vs torch" in format_table(report)
+    # torch+native and onnxruntime+native run the same form: their labels vs torch agree alike
+    assert torch_native["agreement_vs_first"]["semantic_mean"] == pytest.approx(
+        native["agreement_vs_first"]["semantic_mean"], abs=1e-3)
+    assert parse_variant("torch:bf16+native").options == (("native_heads", True),)
+    bad = run_bench(BenchConfig(model="hrnetv2_w18_small_v2", weights="none", resolution=(32, 64),
+                                backends=["torch:fp32+native"], frames=1, warmup=0))["results"][0]
+    assert "native_heads" in bad["error"] and "forward_native" in bad["error"]  # the model has no such form
 
 
 def test_timed_frames_are_sample_drive_scenes_at_the_camera_size_unless_synthetic_is_asked(monkeypatch):
