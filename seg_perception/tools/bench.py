@@ -159,9 +159,12 @@ def timing_frames(cfg: "BenchConfig", camera: tuple[int, int]) -> list[np.ndarra
 
 
 def stats(values: list[float]) -> dict[str, float]:
-    """min / median / p90 (linear interpolation) of ``values`` in ms."""
-    arr = np.asarray(values, dtype=np.float64)
-    return {"min": float(arr.min()), "median": float(np.median(arr)), "p90": float(np.percentile(arr, 90))}
+    """min / median / p90 of ``values`` in ms: :func:`~seg_perception.core.latency.latency_stats`
+    under this report's keys."""
+    from ..core.latency import latency_stats
+
+    s = latency_stats(values)
+    return {"min": s["min_ms"], "median": s["median_ms"], "p90": s["p90_ms"]}
 
 
 def synthetic_frame(hw: tuple[int, int], seed: int = 0) -> np.ndarray:

@@ -19,7 +19,7 @@ from seg_perception.core.latency import latency_stats
 from seg_perception.core.pointcloud import CloudConfig, depth_to_cloud
 from seg_perception.core.tracking import PanopticTracker, TrackerConfig
 from seg_perception.eval.video_metrics import IdSwitches, STQ, VPQ, VideoLabels
-from seg_perception.provenance import machine_info
+from seg_perception.provenance import machine_info, write_json
 
 
 def bench_cloud(height: int = 480, width: int = 640, stride: int = 1, repeat: int = 50, organized: bool = False,
@@ -141,11 +141,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     results["tracker"] = bench_tracker(pred, TrackerConfig(thing_ids=labels.thing_ids), repeat=2)
     results["tracking_quality"] = tracking_quality(gt, pred, labels)
     results["load_avg_1_5_15_after"] = [round(v, 2) for v in os.getloadavg()]
-    text = json.dumps(results, indent=2)
-    print(text)
+    print(json.dumps(results, indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+        write_json(results, args.json)
     return 0
 
 

@@ -143,8 +143,8 @@ def run_startup(preset: Path, camera: tuple[int, int] = (480, 640), timeout: flo
 def main(argv: list[str] | None = None) -> int:
     """``python -m seg_perception.tools.bench_node [--presets a,b] [--json out.json]``: start-up per preset."""
     import argparse
-    import json
 
+    from ..provenance import write_json
     from ..ros.launch_config import config_dir, list_presets
 
     ap = argparse.ArgumentParser(prog="python -m seg_perception.tools.bench_node",
@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('first_frame_s', float('nan')):.2f} s after its start, load+warm-up "
               f"{r.get('configure_s', float('nan')):.2f} s)", flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"startup": results}, indent=2))
+        write_json({"startup": results}, args.json)
     return 0
 
 
