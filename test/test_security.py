@@ -320,7 +320,7 @@ def test_code_like_weights_path_is_only_a_path(marker, template):
 
 def test_code_like_strings_through_node_config(marker):
     """The node's parameters take the same path: validated as data, never evaluated."""
-    from seg_perception.ros.node import make_segmenter
+    from seg_perception.ros.startup import make_segmenter
     from seg_perception.ros.params import NodeConfig, ParameterError
 
     code = f"__import__('os').system('touch {marker}')"

@@ -425,7 +425,8 @@ def test_half_built_node_frees_itself_and_says_why(name, value, needle):
     graph, no exception from the clean-up) and raises one StartupError naming the parameter."""
     import rclpy
 
-    from seg_perception.ros.node import SegmentNode, StartupError
+    from seg_perception.ros.node import SegmentNode
+    from seg_perception.ros.startup import StartupError
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)

@@ -271,3 +271,127 @@ def test_native_heads_on_torch_applies_live_and_a_model_without_the_form_is_refu
     assert res.successful, res.reason
     session.wait_config(native_heads="False")
     session.roundtrip(panoptic=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pieces behind the parameter callback (ros/reconfigure.py), without a node: validation and
+# the reload state machine with stand-in build / install callables (the session above runs them
+# in a real node).
+
+class _Seg:
+    def __init__(self, cfg) -> None:
+        self.cfg, self.closed = cfg, False
+
+    def describe(self) -> dict:
+        return {"resolution": self.cfg["resolution"]}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _wait(cond, timeout: float = 10.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+def test_parameter_changes_validate_and_refuse_startup_only(tmp_path):
+    from seg_perception.ros.params import NodeConfig, ParameterError
+    from seg_perception.ros.reconfigure import parameter_changes
+
+    cfg = NodeConfig.from_dict(dict(START))
+    got = parameter_changes([Parameter("overlay_alpha", value=0.25), Parameter("use_sim_time", value=False)], cfg)
+    assert got == {"overlay_alpha": 0.25}
+    assert parameter_changes([Parameter("qos_reliability", value="reliable")], cfg) == {"qos_reliability": "reliable"}
+    with pytest.raises(ParameterError, match="'qos_reliability' only takes effect at start-up; restart the node"):
+        parameter_changes([Parameter("qos_reliability", value="best_effort")], cfg)
+    with pytest.raises(ParameterError, match="overlay_alpha"):
+        parameter_changes([Parameter("overlay_alpha", value=1.5)], cfg)
+    with pytest.raises(ParameterError, match="nms_kernel"):
+        parameter_changes([Parameter("nms_kernel", value=4)], cfg)
+    with pytest.raises(ParameterError, match="does not exist"):
+        parameter_changes([Parameter("weights", value=str(tmp_path / "missing.pt"))], cfg)
+
+
+def test_set_back_lists_only_the_reload_parameters_that_moved():
+    from seg_perception.ros.params import RELOAD_KEYS, NodeConfig
+    from seg_perception.ros.reconfigure import needs_reload, set_back_parameters
+
+    good = NodeConfig.from_dict(dict(START))
+    moved = {"resolution": "64x128", "weights": "/x.pt", "overlay_alpha": 0.1}
+    current = {k: moved.get(k, good[k]) for k in RELOAD_KEYS | {"overlay_alpha"}}
+    back = set_back_parameters(good, current.__getitem__)
+    assert [(p.name, p.value) for p in back] == [("resolution", "32x64"), ("weights", "none")]
+    assert not needs_reload(good.replace(overlay_alpha=0.1), good)
+    assert needs_reload(good.replace(resolution="64x128"), good)
+
+
+def test_reloader_builds_in_the_background_then_swaps_and_settles():
+    import threading
+
+    from seg_perception.ros.params import NodeConfig
+    from seg_perception.ros.reconfigure import Reloader
+
+    state = {"cfg": NodeConfig.from_dict(dict(START)), "installed": []}
+    gate = threading.Event()
+
+    def build(cfg):
+        gate.wait(10)
+        return _Seg(cfg)
+
+    def apply(target):
+        assert r.cond._is_owned()  # applied together with the settled generation
+        state["cfg"] = state["cfg"].replace(resolution=target["resolution"])
+
+    logs = []
+    logger = type("L", (), {"info": lambda s, m: logs.append(("info", m)), "error": lambda s, m: logs.append(("error", m))})
+    r = Reloader(build=build, install=state["installed"].append, current=lambda: state["cfg"], apply=apply,
+                 set_back=lambda good: pytest.fail("set back after a good build"), logger=logger)
+    try:
+        with r.cond:
+            r.requested = state["cfg"].replace(resolution="64x128")
+            r.start()
+        assert (r.state, r.generation, r.settled) == ("running", 1, 0)
+        assert state["cfg"]["resolution"] == "32x64"  # the old configuration runs while building
+        gate.set()
+        assert _wait(lambda: r.state == "ok"), (r.state, r.error)
+        assert (r.generation, r.settled, r.error) == (1, 1, "")
+        assert state["cfg"]["resolution"] == "64x128" and state["installed"][0].cfg["resolution"] == "64x128"
+        assert logs == [("info", "reloaded segmenter: {'resolution': '64x128'}")]
+    finally:
+        r.stop()
+        r.join(1.0)
+
+
+def test_reloader_failure_sets_the_parameters_back_and_reports():
+    from seg_perception.ros.params import NodeConfig
+    from seg_perception.ros.reconfigure import Reloader
+
+    good = NodeConfig.from_dict(dict(START))
+    seen = []
+
+    def set_back(cfg):
+        seen.append((cfg, r.reverting(), r.state, r.cond._is_owned()))
+
+    logs = []
+    logger = type("L", (), {"info": lambda s, m: logs.append(m), "error": lambda s, m: logs.append(m)})
+    r = Reloader(build=lambda cfg: (_ for _ in ()).throw(RuntimeError("bad\nweights")), install=pytest.fail,
+                 current=lambda: good, apply=pytest.fail, set_back=set_back, logger=logger)
+    try:
+        with r.cond:
+            r.requested = good.replace(weights="/x.pt")
+            r.start()
+        assert _wait(lambda: r.state == "failed")
+        assert _wait(lambda: seen)
+        assert seen == [(good, True, "failed", True)]
+        assert not r.reverting()  # only inside the reload thread's own set-back
+        assert (r.error, r.generation, r.settled, r.requested) == ("bad weights", 1, 1, good)
+        assert logs == ["reload refused, keeping the current configuration (parameters set back): bad weights"]
+    finally:
+        r.stop()
+        r.join(1.0)
