@@ -7,7 +7,8 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
 
 * semantic labels: :func:`seg_perception.core.upsample.upsample_labels` (the labels of
   ``argmax(bilinear(logits))``, exact blend only on class-boundary pixels);
-* centers: found exactly as before, on the bilinearly upsampled heatmap (one channel);
+* centers: :func:`.centers.find_centers_upsampled` (the centers of the bilinearly upsampled
+  heatmap, evaluated only in the camera tiles that can hold one);
 * grouping: every network pixel q that is a corner of some camera thing pixel predicts the center
   ``P(q) = pos(q) + s * offset(q)`` in camera coordinates (``pos(q) = (q + 0.5) * s - 0.5``, s =
   H / h per axis). Away from the frame border a camera pixel's position and its bilinearly
@@ -31,10 +32,10 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...datasets.labels import LabelSet
 from ..upsample import _uncertain_cells, upsample_labels
+from .centers import find_centers_upsampled
 from .config import PanopticConfig
 from ..results import Segment
 from .postprocess import (
@@ -97,10 +98,9 @@ def camera_postprocess(
     is_thing = np.zeros(max(num_classes, 256), dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
 
-    # Centers: the exact path's, on the heatmap upsampled like resize_heads does.
-    center_cam = center.float() if (H, W) == (h, w) else \
-        F.interpolate(center[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
-    centers, scores = find_centers(center_cam, cfg)
+    # Centers: the exact path's, evaluating the upsampled heatmap only where one can be.
+    centers, scores = find_centers(center.float(), cfg) if (H, W) == (h, w) else \
+        find_centers_upsampled(center, (H, W), cfg)
     k = centers.shape[0]
     grouping = _Grouping.none(up)
     geometry = _Geometry(up, is_thing, offset.float()) if k > 0 else None
