@@ -82,8 +82,14 @@ class BilinearSampler:
         Returns:
             ``(i0, i1, l0, l1)``: int64 source indices and float32 weights, shaped like ``dst``.
         """
+        i0, i1, l0, l1 = self.axis_table(int(n_in), int(n_out))
+        return i0[dst], i1[dst], l0[dst], l1[dst]
+
+    @lru_cache(maxsize=32)
+    def axis_table(self, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`axis` of every output coordinate 0..n_out-1 (cached per size pair; read-only)."""
         scale = np.float32(np.float32(n_in) / np.float32(n_out))
-        d = np.asarray(dst).astype(np.float32) + np.float32(0.5)
+        d = np.arange(n_out, dtype=np.float32) + np.float32(0.5)
         if self.src_fma:
             src = _fma32(np.full_like(d, scale), d, np.float32(-0.5))
         else:
@@ -92,7 +98,10 @@ class BilinearSampler:
         i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
         i1 = np.where(i0 < n_in - 1, i0 + 1, i0)
         l1 = np.clip(src - i0.astype(np.float32), np.float32(0), np.float32(1)).astype(np.float32)
-        return i0, i1, np.float32(1) - l1, l1
+        out = (i0, i1, np.float32(1) - l1, l1)
+        for a in out:
+            a.setflags(write=False)
+        return out
 
     def sample(self, img: np.ndarray, out_hw: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Values of ``img`` upsampled to ``out_hw`` at output pixels (``rows``, ``cols``).

@@ -35,6 +35,7 @@ the exact path.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -45,7 +46,7 @@ import torch
 from ...datasets.labels import LabelSet
 from ..bilinear import bilinear_sampler
 from ..upsample import _uncertain_cells, upsample_labels
-from .camera_stats import segments_of, stuff_statistics, thing_statistics
+from .camera_stats import cell_runs, segments_of, stuff_statistics, thing_statistics
 from .centers import find_centers_upsampled
 from .config import PanopticConfig
 from .postprocess import (
@@ -72,6 +73,7 @@ def camera_postprocess(
     label_set: Optional[LabelSet] = None,
     align_corners: bool = False,
     exact: bool = False,
+    stage_ms: Optional[dict[str, float]] = None,
 ) -> PanopticOutput:
     """Panoptic post-processing of network heads at the camera resolution ``out_hw``.
 
@@ -83,6 +85,9 @@ def camera_postprocess(
         thing_ids, cfg, label_set: as for :func:`.postprocess.panoptic_postprocess`.
         align_corners: the model's resize convention (True: exact path).
         exact: run the exact path (``resize_heads`` + ``panoptic_postprocess`` at H x W).
+        stage_ms: for benchmarks: a dict that receives the milliseconds of every stage of the fast
+            path (``upsample_labels``, ``centers``, ``geometry``, ``group``, ``class_aware``,
+            ``probability``, ``statistics``, ``ids``, ``segments``); the exact path leaves it empty.
 
     Returns:
         :class:`PanopticOutput` at (H, W): int32 ids, semantic classes (int64 on the exact path,
@@ -100,32 +105,44 @@ def camera_postprocess(
         return panoptic_postprocess(semantic_logits, center, offset, thing_ids=thing_ids, cfg=cfg,
                                     label_set=label_set)
 
+    lap = _Laps(stage_ms)
     logits = semantic_logits.float()
     num_classes = logits.shape[0]
     check_id_space(num_classes, cfg)
     up = upsample_labels(logits, (H, W))
+    lap("upsample_labels")
     is_thing = np.zeros(max(num_classes, 256) + 1, dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
 
     centers, scores = find_centers_upsampled(center, (H, W), cfg)
     k = centers.shape[0]
+    lap("centers")
     geo = _Geometry(up, is_thing)
     things = _Things.empty()
     if k > 0:
         geo.prepare_things(offset.float().contiguous().numpy())
+        lap("geometry")
         things = geo.group(centers)
+        lap("group")
         if cfg.class_aware_grouping and k > 1 and things.any():
             votes = things.votes(geo, k + 1, num_classes)[1:]  # as instance_classes counts them
             center_class = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1).astype(np.int64)
             things = geo.group(centers, center_class=center_class, first=things)
+            lap("class_aware")
     prob_small = _max_probability(logits.contiguous().numpy())
-    stuff = stuff_statistics(up, geo.sem_unsure | geo.thing_small, is_thing, num_classes, prob_small)
+    lap("probability")
+    stuff = stuff_statistics(up, geo.sem_unsure | geo.thing_small, is_thing, num_classes, prob_small,
+                             geo.boundary_labels)
     votes = things.votes(geo, k + 1, num_classes)
     thing_lut, stuff_lut = (t.numpy() for t in merge_tables(
         torch.from_numpy(votes), torch.from_numpy(np.round(stuff.area).astype(np.int64)), cfg, (H, W)))
+    runs, pixels = things.runs_and_pixels(geo, num_classes)
+    thing_stats = thing_statistics(geo.up.cells, runs, *pixels, num_classes, k + 1)
+    lap("statistics")
     panoptic = _panoptic_ids(geo, things, num_classes, thing_lut, stuff_lut, cfg.void_label)
-    thing_stats = thing_statistics(geo.up.cells, *things.cells_and_pixels(geo), num_classes, k + 1)
+    lap("ids")
     segments = segments_of(stuff, stuff_lut, thing_stats, thing_lut, scores, thing_ids, cfg, label_set)
+    lap("segments")
     return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
                           segments=segments)
 
@@ -152,6 +169,19 @@ def _max_probability(logits: np.ndarray) -> np.ndarray:
         sub = flat[:, bad]
         prob[bad] = 1 / np.exp(sub - sub.max(axis=0)).sum(axis=0)
     return prob.reshape(h, w)
+
+
+class _Laps:
+    """Adds the milliseconds since the previous call to ``out[name]`` (no-op without ``out``)."""
+
+    def __init__(self, out: Optional[dict[str, float]]) -> None:
+        self.out, self.t = out, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.out is not None:
+            now = time.perf_counter()
+            self.out[name] = self.out.get(name, 0.0) + (now - self.t) * 1e3
+            self.t = now
 
 
 @dataclass
@@ -183,25 +213,23 @@ class _Things:
     def any(self) -> bool:
         return bool(self.rows.size or np.any(self.cell_inst))
 
-    def cells_and_pixels(self, geo: "_Geometry") -> tuple[np.ndarray, ...]:
-        """``(cells, cell_inst, cell_class, rows, cols, inst, sem)``: the convex cells whose corners
-        agree (flat network index, instance, class) and the exact pixels."""
-        if self.cell_inst.size == 0:
-            cells = np.zeros(0, dtype=np.int64)
-            return cells, cells, cells, self.rows, self.cols, self.inst, self.sem
+    def runs_and_pixels(self, geo: "_Geometry", num_classes: int) -> tuple[tuple[np.ndarray, ...], ...]:
+        """``(runs, (rows, cols, inst, sem))``: :func:`.camera_stats.cell_runs` of the convex cells
+        whose corners agree, keyed ``instance * C + class``, and the exact pixels."""
         keep = np.flatnonzero(self.cell_inst)
         cells = geo.conv[keep]
-        return (cells, self.cell_inst[keep], geo.small_flat[cells].astype(np.int64), self.rows, self.cols,
-                self.inst, self.sem)
+        key = self.cell_inst[keep] * num_classes + geo.small_flat[cells]
+        return cell_runs(cells, key, geo.up.small.shape[1]), (self.rows, self.cols, self.inst, self.sem)
 
     def votes(self, geo: "_Geometry", n_inst: int, num_classes: int) -> np.ndarray:
         """(n_inst, C) int64 camera thing pixels of instance k (row 0: none) and class c."""
         n = n_inst * num_classes
         if not self.any():
             return np.zeros((n_inst, num_classes), dtype=np.int64)
-        cells, inst, cls, _, _, px_inst, px_sem = self.cells_and_pixels(geo)
-        area = geo.cell_area[cells]
-        counts = np.bincount(inst * num_classes + cls, weights=area, minlength=n) + \
+        (key, i, j0, j1), (_, _, px_inst, px_sem) = self.runs_and_pixels(geo, num_classes)
+        cm = geo.up.cells
+        cnc = geo.col_prefix
+        counts = np.bincount(key, weights=cm.row_count[i] * (cnc[j1] - cnc[j0]), minlength=n) + \
             np.bincount(px_inst * num_classes + px_sem, minlength=n)
         return counts.round().astype(np.int64).reshape(n_inst, num_classes)
 
@@ -224,7 +252,7 @@ class _Geometry:
         self.sem_unsure = _uncertain_cells(up.small)  # (h, w): cells whose pixels came from the exact blend
         self.thing_small = cv2.LUT(up.small, self.is_thing[:256].view(np.uint8)).view(bool) if up.small.dtype == np.uint8 \
             else is_thing[up.small]  # (h, w) bool: network pixels of a thing class
-        self.cell_area = cm.cell_stats[0].reshape(-1)
+        self.col_prefix = np.concatenate([[0], np.cumsum(cm.col_count)])  # camera columns before network column j
         # Border cells (first / last row and column): the source coordinate is clamped there, so a
         # pixel's position is not the blend of its sources' positions: always exact.
         self.border_row = np.zeros(h, dtype=bool)
@@ -348,9 +376,11 @@ def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: 
     C = num_classes
     by_class = np.where(geo.is_thing[:C], void, stuff_lut).astype(np.int32)  # thing pixels: void until grouped
     cell_id = np.take(by_class, up.small)
-    cells, inst, cls, rows, cols, px_inst, px_sem = things.cells_and_pixels(geo)
-    if cells.size:
-        cell_id.reshape(-1)[cells] = thing_lut[inst * C + cls]
+    keep = np.flatnonzero(things.cell_inst)
+    if keep.size:
+        cells = geo.conv[keep]
+        cell_id.reshape(-1)[cells] = thing_lut[things.cell_inst[keep] * C + geo.small_flat[cells]]
+    rows, cols, px_inst, px_sem = things.rows, things.cols, things.inst, things.sem
     # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
     panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
     if up.boundary_rows.size:

@@ -8,8 +8,9 @@ sums over both, never a pass over H x W:
   runs of one class (row-major run-length encoding, a few runs per row on real frames); a run's
   camera area, row and column sums and extent follow from per-column prefix sums of the cell
   sizes. The class-boundary pixels are added one by one;
-* thing keys ``instance * C + class`` (:func:`thing_statistics`): the convex cells whose corners
-  agree plus the exact thing pixels, ``bincount`` and ``minimum.at`` over those only;
+* thing keys ``instance * C + class`` (:func:`thing_statistics`): runs of the convex cells whose
+  corners agree (:func:`cell_runs`) plus the exact thing pixels, ``bincount`` and ``minimum.at``
+  over those only;
 * :func:`segments_of` sums the keys of every panoptic id (a minority class merged into its
   instance's majority shares its id) and builds the :class:`~seg_perception.core.results.Segment` list.
 
@@ -28,7 +29,7 @@ from ...datasets.labels import LabelSet
 from ..results import Segment
 from .config import PanopticConfig
 
-__all__ = ["KeyStats", "stuff_statistics", "thing_statistics", "segments_of"]
+__all__ = ["KeyStats", "add_runs", "cell_runs", "stuff_statistics", "thing_statistics", "segments_of"]
 
 _BIG = np.iinfo(np.int64).max
 
@@ -89,7 +90,7 @@ class KeyStats:
 
 
 def stuff_statistics(up, not_stuff: np.ndarray, is_thing: np.ndarray, num_classes: int,
-                     prob_small: np.ndarray) -> KeyStats:
+                     prob_small: np.ndarray, labels_b: np.ndarray) -> KeyStats:
     """Statistics of every stuff class's camera pixels (thing classes: zero).
 
     Args:
@@ -100,6 +101,7 @@ def stuff_statistics(up, not_stuff: np.ndarray, is_thing: np.ndarray, num_classe
         is_thing: (> max class,) bool class lookup.
         num_classes: C.
         prob_small: (h, w) float32 probability of the argmax class at each network pixel.
+        labels_b: (B,) classes of the class-boundary pixels (``up.boundary_rows`` / ``cols``).
 
     Returns:
         :class:`KeyStats` of C keys.
@@ -113,59 +115,77 @@ def stuff_statistics(up, not_stuff: np.ndarray, is_thing: np.ndarray, num_classe
     key = small.copy() if C < 255 else small.astype(np.int32)
     np.putmask(key, not_stuff, C)
     key = key.reshape(-1)
-    # probability sums: pure cells weighted by their camera area
-    stats.prob += np.bincount(key, weights=(prob_small.reshape(-1) * cm.cell_stats[0].reshape(-1)),
-                              minlength=C + 1)[:C]
     # runs of one key along each network row (every row start opens a run)
     change = np.empty(key.size, dtype=bool)
     change[0] = True
     np.not_equal(key[1:], key[:-1], out=change[1:])
     change[::w] = True
     starts = np.flatnonzero(change)
-    ends = np.append(starts[1:], key.size)
+    # probability sums of every run: each cell's probability times its camera columns, summed
+    # along the run (reduceat: one pass), times the run's camera rows below
+    weighted = prob_small * cm.col_count.astype(np.float32)[None, :]
+    run_prob = np.add.reduceat(weighted.reshape(-1), starts, dtype=np.float64)
     cls = key[starts].astype(np.int64)
-    keep = cls < C
-    starts, ends, cls = starts[keep], ends[keep], cls[keep]
+    keep = np.flatnonzero(cls < C)
+    ends = np.append(starts[1:], key.size)[keep]
+    starts, cls, run_prob = starts[keep], cls[keep], run_prob[keep]
     i = starts // w
-    j0 = starts - i * w
-    j1 = ends - i * w  # exclusive
-    nr, nc = cm.row_count.astype(np.float64), cm.col_count.astype(np.float64)
-    row_sum = nr * cm.row_start + nr * (nr - 1) / 2  # sum of the camera rows of network row i
-    col_sum = nc * cm.col_start + nc * (nc - 1) / 2
-    cnc = np.concatenate([[0.0], np.cumsum(nc)])
-    ccs = np.concatenate([[0.0], np.cumsum(col_sum)])
-    width = cnc[j1] - cnc[j0]  # camera columns of the run
-    stats.add_blocks(cls, nr[i] * width, row_sum[i] * width, nr[i] * (ccs[j1] - ccs[j0]),
-                     cm.row_start[i], cm.row_start[i] + cm.row_count[i] - 1,
-                     cm.col_start[j0], cm.col_start[j1 - 1] + cm.col_count[j1 - 1] - 1)
+    add_runs(stats, cm, cls, i, starts - i * w, ends - i * w)
+    stats.prob += np.bincount(cls, weights=cm.row_count[i] * run_prob, minlength=C)
     # class-boundary pixels of stuff classes, one by one (probability at the nearest source)
-    labels_b = up.labels[up.boundary_rows, up.boundary_cols]
     b = np.flatnonzero(~is_thing[labels_b])
     rows, cols = up.boundary_rows[b], up.boundary_cols[b]
     stats.add_pixels(labels_b[b].astype(np.int64), rows, cols, prob_small.reshape(-1)[cm.y0[rows] * w + cm.x0[cols]])
     return stats
 
 
-def thing_statistics(cm, cells: np.ndarray, cell_inst: np.ndarray, cell_class: np.ndarray, rows: np.ndarray,
-                     cols: np.ndarray, px_inst: np.ndarray, px_sem: np.ndarray, num_classes: int,
-                     n_inst: int) -> KeyStats:
+def add_runs(stats: KeyStats, cm, key: np.ndarray, i: np.ndarray, j0: np.ndarray, j1: np.ndarray) -> None:
+    """Add runs of network cells ``(i, j0 .. j1 - 1)`` (all (R,) int64) to ``stats`` under ``key``:
+    area, row / column sums and extent of their camera pixels, from prefix sums over columns."""
+    nr, nc = cm.row_count.astype(np.float64), cm.col_count.astype(np.float64)
+    row_sum = nr * cm.row_start + nr * (nr - 1) / 2  # sum of the camera rows of network row i
+    col_sum = nc * cm.col_start + nc * (nc - 1) / 2
+    cnc = np.concatenate([[0.0], np.cumsum(nc)])
+    ccs = np.concatenate([[0.0], np.cumsum(col_sum)])
+    width = cnc[j1] - cnc[j0]  # camera columns of the run
+    stats.add_blocks(key, nr[i] * width, row_sum[i] * width, nr[i] * (ccs[j1] - ccs[j0]),
+                     cm.row_start[i], cm.row_start[i] + cm.row_count[i] - 1,
+                     cm.col_start[j0], cm.col_start[j1 - 1] + cm.col_count[j1 - 1] - 1)
+
+
+def cell_runs(cells: np.ndarray, key: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of row-adjacent cells with one key.
+
+    Args:
+        cells: (M,) int64 ascending flat network cells; key: (M,) int64 their keys; w: network width.
+
+    Returns:
+        ``(key, i, j0, j1)`` (R,) int64 each: cells ``i * w + j0 .. i * w + j1 - 1`` share the key.
+    """
+    if cells.size == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z, z
+    brk = np.empty(cells.size, dtype=bool)
+    brk[0] = True
+    brk[1:] = (cells[1:] != cells[:-1] + 1) | (key[1:] != key[:-1]) | (cells[1:] % w == 0)
+    first = np.flatnonzero(brk)
+    last = np.append(first[1:], cells.size) - 1
+    i, j0 = np.divmod(cells[first], w)
+    return key[first], i, j0, cells[last] - i * w + 1
+
+
+def thing_statistics(cm, runs: tuple[np.ndarray, ...], rows: np.ndarray, cols: np.ndarray, px_inst: np.ndarray,
+                     px_sem: np.ndarray, num_classes: int, n_inst: int) -> KeyStats:
     """Statistics of every key ``instance * C + class`` (n_inst * C keys).
 
     Args:
         cm: the :class:`~seg_perception.core.upsample.CellMap`.
-        cells, cell_inst, cell_class: (M,) int64 pure thing cells (flat network index), their
-            instance and class.
+        runs: :func:`cell_runs` of the pure thing cells keyed ``instance * C + class``.
         rows, cols, px_inst, px_sem: (N,) int64 exact thing pixels, their instance and class.
     """
-    C = num_classes
-    w = cm.small_hw[1]
-    stats = KeyStats.zeros(n_inst * C)
-    if cells.size:
-        ci, cj = np.divmod(cells, w)
-        area, sy, sx = (v.reshape(-1)[cells] for v in cm.cell_stats)
-        stats.add_blocks(cell_inst * C + cell_class, area, sy, sx, cm.row_start[ci],
-                         cm.row_start[ci] + cm.row_count[ci] - 1, cm.col_start[cj], cm.col_start[cj] + cm.col_count[cj] - 1)
-    stats.add_pixels(px_inst * C + px_sem, rows, cols)
+    stats = KeyStats.zeros(n_inst * num_classes)
+    add_runs(stats, cm, *runs)
+    stats.add_pixels(px_inst * num_classes + px_sem, rows, cols)
     return stats
 
 

@@ -98,8 +98,8 @@ def _hot_tiles(hm: np.ndarray, out_hw: tuple[int, int], threshold: float) -> tup
     if ii.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     sampler = bilinear_sampler()
-    y0, y1, _, _ = sampler.axis(h, H, np.arange(H))
-    x0, x1, _, _ = sampler.axis(w, W, np.arange(W))
+    y0, y1, _, _ = sampler.axis_table(h, H)
+    x0, x1, _, _ = sampler.axis_table(w, W)
     # first camera row with y1 >= i, last with y0 <= i (both non-decreasing in Y)
     r_lo, r_hi = np.searchsorted(y1, ii, "left") // TILE, (np.searchsorted(y0, ii, "right") - 1) // TILE
     c_lo, c_hi = np.searchsorted(x1, jj, "left") // TILE, (np.searchsorted(x0, jj, "right") - 1) // TILE
