@@ -217,7 +217,7 @@ class _Things:
         """``(runs, (rows, cols, inst, sem))``: :func:`.camera_stats.cell_runs` of the convex cells
         whose corners agree, keyed ``instance * C + class``, and the exact pixels."""
         keep = np.flatnonzero(self.cell_inst)
-        cells = geo.conv[keep]
+        cells = geo.conv[keep] if keep.size else keep
         key = self.cell_inst[keep] * num_classes + geo.small_flat[cells]
         return cell_runs(cells, key, geo.up.small.shape[1]), (self.rows, self.cols, self.inst, self.sem)
 
