@@ -20,6 +20,8 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
   clamped) get the exact computation: upsampled offset (bit-equal to ``F.interpolate`` where
   :func:`~seg_perception.core.bilinear.bilinear_sampler` reproduces it), nearest center. Only
   thing cells are visited: the work grows with the things in view, not with H x W;
+* nearest centers: :func:`.nearest.nearest_center_grid` (a lookup table answers the points far
+  from any boundary between two centers' regions, the same index as the full computation);
 * class-aware grouping (``cfg.class_aware_grouping``): its second pass only revisits the points
   whose first-pass center has another class than theirs while some center has theirs (for every
   other point the nearest center of its class *is* its nearest center, ties included);
@@ -36,7 +38,7 @@ the exact path.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import cv2
@@ -49,6 +51,7 @@ from ..upsample import _uncertain_cells, upsample_labels
 from .camera_stats import cell_runs, segments_of, stuff_statistics, thing_statistics
 from .centers import find_centers_upsampled
 from .config import PanopticConfig
+from .nearest import nearest_center_grid, safe_table
 from .postprocess import (
     PanopticOutput,
     check_heads,
@@ -204,6 +207,7 @@ class _Things:
     cols: np.ndarray
     sem: np.ndarray
     inst: np.ndarray
+    runs: Optional[tuple[np.ndarray, ...]] = field(default=None, repr=False)  # cache of runs_and_pixels
 
     @classmethod
     def empty(cls) -> "_Things":
@@ -216,10 +220,12 @@ class _Things:
     def runs_and_pixels(self, geo: "_Geometry", num_classes: int) -> tuple[tuple[np.ndarray, ...], ...]:
         """``(runs, (rows, cols, inst, sem))``: :func:`.camera_stats.cell_runs` of the convex cells
         whose corners agree, keyed ``instance * C + class``, and the exact pixels."""
-        keep = np.flatnonzero(self.cell_inst)
-        cells = geo.conv[keep] if keep.size else keep
-        key = self.cell_inst[keep] * num_classes + geo.small_flat[cells]
-        return cell_runs(cells, key, geo.up.small.shape[1]), (self.rows, self.cols, self.inst, self.sem)
+        if self.runs is None:
+            keep = np.flatnonzero(self.cell_inst)
+            cells = geo.conv[keep] if keep.size else keep
+            key = self.cell_inst[keep] * num_classes + geo.small_flat[cells]
+            self.runs = cell_runs(cells, key, geo.up.small.shape[1])
+        return self.runs, (self.rows, self.cols, self.inst, self.sem)
 
     def votes(self, geo: "_Geometry", n_inst: int, num_classes: int) -> np.ndarray:
         """(n_inst, C) int64 camera thing pixels of instance k (row 0: none) and class c."""
@@ -331,12 +337,15 @@ class _Geometry:
         """
         cm = self.up.cells
 
+        extent = self.up.labels.shape
+        table = safe_table(centers, extent) if center_class is None else None
+
         def nearest(py, px, cls=None) -> np.ndarray:
+            if center_class is None:
+                return nearest_center_grid(py, px, centers, extent, table=table) + 1
             if py.size == 0:
                 return np.zeros(0, dtype=np.int64)
-            aware = {}
-            if center_class is not None:
-                aware = dict(point_class=torch.from_numpy(cls), center_class=torch.from_numpy(center_class))
+            aware = dict(point_class=torch.from_numpy(cls), center_class=torch.from_numpy(center_class))
             return nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers, **aware).numpy() + 1
 
         if center_class is None:
