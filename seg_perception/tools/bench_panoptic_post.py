@@ -132,9 +132,9 @@ def measure(segmenter, frames: Sequence[np.ndarray], rounds: int = 3, baseline: 
         "post_ms": round(post_med, 3),
         "post_stages_ms": stage_med,
         "post_minus_upsample_ms": round(post_med - (stage_med.get("upsample_labels") or 0.0), 3),
-        "post_over_inference": round(post_med / inf, 4),
+        "post_over_inference": round(post_med / inf, 6),
         "baseline_post_ms": _median(base),
-        "baseline_over_inference": round(statistics.median(base) / inf, 4) if base else None,
+        "baseline_over_inference": round(statistics.median(base) / inf, 6) if base else None,
         "agreement_min": min(agree) if agree else None,
         "baseline_agreement_min": min(base_agree) if base_agree else None,
     }

@@ -41,7 +41,9 @@ def test_measure_reports_stages_agreement_and_the_baseline(small):
     assert r["inference_ms"] > 0 and r["post_ms"] > 0 and r["baseline_post_ms"] > 0
     assert {"upsample_labels", "centers", "probability", "statistics", "ids", "segments"} <= set(r["post_stages_ms"])
     assert all(v >= 0 for v in r["post_stages_ms"].values())
-    assert sum(r["post_stages_ms"].values()) <= r["post_ms"] * 1.5
+    # the stages of the calling thread add up to the wall time (centers / probability may overlap them)
+    own = sum(v for k, v in r["post_stages_ms"].items() if k not in ("centers", "probability"))
+    assert own <= r["post_ms"] * 1.2
     assert r["post_minus_upsample_ms"] == pytest.approx(r["post_ms"] - r["post_stages_ms"]["upsample_labels"], abs=1e-2)
     assert r["baseline_agreement_min"] == 1.0
     assert r["agreement_min"] >= 0.995

@@ -25,6 +25,8 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
 * class-aware grouping (``cfg.class_aware_grouping``): its second pass only revisits the points
   whose first-pass center has another class than theirs while some center has theirs (for every
   other point the nearest center of its class *is* its nearest center, ties included);
+* centers and class probabilities run on a worker thread while the labels are upsampled and the
+  grouping points prepared (``background``);
 * ids: one int32 per network cell (stuff: a lookup by class; things: by instance and class),
   spread over each cell's camera rectangle, then the exact pixels written over it;
 * segment statistics: :mod:`.camera_stats`, from cell and pixel sums (no pass over H x W).
@@ -37,7 +39,9 @@ the exact path.
 """
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -76,6 +80,7 @@ def camera_postprocess(
     label_set: Optional[LabelSet] = None,
     align_corners: bool = False,
     exact: bool = False,
+    background: bool = True,
     stage_ms: Optional[dict[str, float]] = None,
 ) -> PanopticOutput:
     """Panoptic post-processing of network heads at the camera resolution ``out_hw``.
@@ -88,9 +93,14 @@ def camera_postprocess(
         thing_ids, cfg, label_set: as for :func:`.postprocess.panoptic_postprocess`.
         align_corners: the model's resize convention (True: exact path).
         exact: run the exact path (``resize_heads`` + ``panoptic_postprocess`` at H x W).
+        background: find the centers and the class probabilities on a worker thread (one per
+            process, shared) while this thread upsamples the labels and prepares the grouping:
+            numpy and OpenCV release the GIL there, so a second core shortens the wall time.
         stage_ms: for benchmarks: a dict that receives the milliseconds of every stage of the fast
-            path (``upsample_labels``, ``centers``, ``geometry``, ``group``, ``class_aware``,
-            ``probability``, ``statistics``, ``ids``, ``segments``); the exact path leaves it empty.
+            path: ``upsample_labels``, ``geometry``, ``group``, ``class_aware``, ``statistics``,
+            ``ids``, ``segments`` and ``wait`` (time blocked on the worker) on this thread, whose sum
+            is the wall time, plus ``centers`` and ``probability`` wherever they ran (with
+            ``background`` they overlap the others). The exact path leaves it empty.
 
     Returns:
         :class:`PanopticOutput` at (H, W): int32 ids, semantic classes (int64 on the exact path,
@@ -112,19 +122,24 @@ def camera_postprocess(
     logits = semantic_logits.float()
     num_classes = logits.shape[0]
     check_id_space(num_classes, cfg)
+    logits_np = logits.contiguous().numpy()
+    # Centers and class probabilities need only the raw heads: with ``background`` they run on the
+    # worker thread while this one upsamples labels and prepares the grouping.
+    run = _background().submit if background else _Done
+    pending_centers = run(_timed, find_centers_upsampled, center, (H, W), cfg)
+    pending_prob = run(_timed, _max_probability, logits_np)
     up = upsample_labels(logits, (H, W))
     lap("upsample_labels")
     is_thing = np.zeros(max(num_classes, 256) + 1, dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
-
-    centers, scores = find_centers_upsampled(center, (H, W), cfg)
-    k = centers.shape[0]
-    lap("centers")
     geo = _Geometry(up, is_thing)
+    geo.prepare_things(offset.float().contiguous().numpy())
+    lap("geometry")
+    (centers, scores), centers_ms = pending_centers.result()
+    lap("wait")
+    k = centers.shape[0]
     things = _Things.empty()
     if k > 0:
-        geo.prepare_things(offset.float().contiguous().numpy())
-        lap("geometry")
         things = geo.group(centers)
         lap("group")
         if cfg.class_aware_grouping and k > 1 and things.any():
@@ -132,8 +147,11 @@ def camera_postprocess(
             center_class = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1).astype(np.int64)
             things = geo.group(centers, center_class=center_class, first=things)
             lap("class_aware")
-    prob_small = _max_probability(logits.contiguous().numpy())
-    lap("probability")
+    prob_small, prob_ms = pending_prob.result()
+    lap("wait")
+    if stage_ms is not None:
+        stage_ms["centers"] = stage_ms.get("centers", 0.0) + centers_ms
+        stage_ms["probability"] = stage_ms.get("probability", 0.0) + prob_ms
     stuff = stuff_statistics(up, geo.sem_unsure | geo.thing_small, is_thing, num_classes, prob_small,
                              geo.boundary_labels)
     votes = things.votes(geo, k + 1, num_classes)
@@ -172,6 +190,36 @@ def _max_probability(logits: np.ndarray) -> np.ndarray:
         sub = flat[:, bad]
         prob[bad] = 1 / np.exp(sub - sub.max(axis=0)).sum(axis=0)
     return prob.reshape(h, w)
+
+
+_WORKER: dict[int, ThreadPoolExecutor] = {}
+
+
+def _background() -> ThreadPoolExecutor:
+    """The worker thread of ``background=True``, one per process (a forked child gets its own: the
+    parent's thread does not exist there, and submitting to its executor would never run)."""
+    pid = os.getpid()
+    if pid not in _WORKER:
+        _WORKER.clear()
+        _WORKER[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seg_panoptic_post")
+    return _WORKER[pid]
+
+
+def _timed(fn, *args):
+    """``(fn(*args), milliseconds it took)``."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, (time.perf_counter() - t0) * 1e3
+
+
+class _Done:
+    """A call run at once, with the ``result()`` of a future (``background=False``)."""
+
+    def __init__(self, fn, *args) -> None:
+        self.value = fn(*args)
+
+    def result(self):
+        return self.value
 
 
 class _Laps:
