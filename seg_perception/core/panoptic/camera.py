@@ -25,8 +25,8 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
 * class-aware grouping (``cfg.class_aware_grouping``): its second pass only revisits the points
   whose first-pass center has another class than theirs while some center has theirs (for every
   other point the nearest center of its class *is* its nearest center, ties included);
-* centers and class probabilities run on a worker thread while the labels are upsampled and the
-  grouping points prepared (``background``);
+* centers, class probabilities and stuff statistics run on a worker thread while the labels are
+  upsampled and the things grouped (``background``);
 * ids: one int32 per network cell (stuff: a lookup by class; things: by instance and class),
   spread over each cell's camera rectangle, then the exact pixels written over it;
 * segment statistics: :mod:`.camera_stats`, from cell and pixel sums (no pass over H x W).
@@ -93,14 +93,14 @@ def camera_postprocess(
         thing_ids, cfg, label_set: as for :func:`.postprocess.panoptic_postprocess`.
         align_corners: the model's resize convention (True: exact path).
         exact: run the exact path (``resize_heads`` + ``panoptic_postprocess`` at H x W).
-        background: find the centers and the class probabilities on a worker thread (one per
-            process, shared) while this thread upsamples the labels and prepares the grouping:
-            numpy and OpenCV release the GIL there, so a second core shortens the wall time.
+        background: find the centers, the class probabilities and the stuff statistics on a worker
+            thread (one per process, shared) while this thread upsamples the labels and groups the
+            things: numpy and OpenCV release the GIL there, so a second core shortens the wall time.
         stage_ms: for benchmarks: a dict that receives the milliseconds of every stage of the fast
             path: ``upsample_labels``, ``geometry``, ``group``, ``class_aware``, ``statistics``,
             ``ids``, ``segments`` and ``wait`` (time blocked on the worker) on this thread, whose sum
-            is the wall time, plus ``centers`` and ``probability`` wherever they ran (with
-            ``background`` they overlap the others). The exact path leaves it empty.
+            is the wall time, plus ``centers``, ``probability`` and ``stuff_statistics`` wherever
+            they ran (with ``background`` they overlap the others). The exact path leaves it empty.
 
     Returns:
         :class:`PanopticOutput` at (H, W): int32 ids, semantic classes (int64 on the exact path,
@@ -123,8 +123,9 @@ def camera_postprocess(
     num_classes = logits.shape[0]
     check_id_space(num_classes, cfg)
     logits_np = logits.contiguous().numpy()
-    # Centers and class probabilities need only the raw heads: with ``background`` they run on the
-    # worker thread while this one upsamples labels and prepares the grouping.
+    # Centers and class probabilities need only the raw heads, stuff statistics only the labels and
+    # the probabilities: with ``background`` they run on the worker thread while this one upsamples
+    # labels and groups the things.
     run = _background().submit if background else _Done
     pending_centers = run(_timed, find_centers_upsampled, center, (H, W), cfg)
     pending_prob = run(_timed, _max_probability, logits_np)
@@ -133,6 +134,14 @@ def camera_postprocess(
     is_thing = np.zeros(max(num_classes, 256) + 1, dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
     geo = _Geometry(up, is_thing)
+    not_stuff = geo.sem_unsure | geo.thing_small
+
+    def stuff_job():  # on the worker after the probabilities (FIFO: already done when this starts)
+        prob_small, prob_ms = pending_prob.result()
+        stats, ms = _timed(stuff_statistics, up, not_stuff, is_thing, num_classes, prob_small, geo.boundary_labels)
+        return stats, prob_ms, ms
+
+    pending_stuff = run(stuff_job)
     geo.prepare_things(offset.float().contiguous().numpy())
     lap("geometry")
     (centers, scores), centers_ms = pending_centers.result()
@@ -147,13 +156,11 @@ def camera_postprocess(
             center_class = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1).astype(np.int64)
             things = geo.group(centers, center_class=center_class, first=things)
             lap("class_aware")
-    prob_small, prob_ms = pending_prob.result()
+    stuff, prob_ms, stuff_ms = pending_stuff.result()
     lap("wait")
     if stage_ms is not None:
-        stage_ms["centers"] = stage_ms.get("centers", 0.0) + centers_ms
-        stage_ms["probability"] = stage_ms.get("probability", 0.0) + prob_ms
-    stuff = stuff_statistics(up, geo.sem_unsure | geo.thing_small, is_thing, num_classes, prob_small,
-                             geo.boundary_labels)
+        for name, ms in (("centers", centers_ms), ("probability", prob_ms), ("stuff_statistics", stuff_ms)):
+            stage_ms[name] = stage_ms.get(name, 0.0) + ms
     votes = things.votes(geo, k + 1, num_classes)
     thing_lut, stuff_lut = (t.numpy() for t in merge_tables(
         torch.from_numpy(votes), torch.from_numpy(np.round(stuff.area).astype(np.int64)), cfg, (H, W)))

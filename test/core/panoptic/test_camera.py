@@ -197,7 +197,8 @@ def test_stage_times_cover_the_fast_path():
     logits, heat, offset = _smooth_heads(0)
     st: dict = {}
     camera_postprocess(logits, heat, offset, (75, 97), thing_ids=THINGS, cfg=PanopticConfig(), stage_ms=st)
-    assert {"upsample_labels", "geometry", "wait", "centers", "probability", "statistics", "ids", "segments"} <= set(st)
+    assert {"upsample_labels", "geometry", "wait", "centers", "probability", "stuff_statistics", "statistics", "ids",
+            "segments"} <= set(st)
     assert all(v >= 0 for v in st.values())
     st_exact: dict = {}
     camera_postprocess(logits, heat, offset, (75, 97), thing_ids=THINGS, cfg=PanopticConfig(), stage_ms=st_exact,
