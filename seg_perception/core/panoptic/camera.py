@@ -19,7 +19,7 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
   boundaries, class boundaries, and the border rows / columns where the source coordinate is
   clamped) get the exact computation: upsampled offset (bit-equal to ``F.interpolate`` where
   :func:`~seg_perception.core.bilinear.bilinear_sampler` reproduces it), nearest center. Only
-  thing cells are visited: the work grows with the things in view, not with H x W;
+  thing cells are visited: the grouping work grows with the things in view, not with H x W;
 * nearest centers: :func:`.nearest.nearest_center_grid` (a lookup table answers the points far
   from any boundary between two centers' regions, the same index as the full computation);
 * class-aware grouping (``cfg.class_aware_grouping``): its second pass only revisits the points
