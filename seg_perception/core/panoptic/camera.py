@@ -350,9 +350,12 @@ class _Geometry:
         self.corner_pos = where[corners]  # (4, M) index into q
         qy, qx = np.divmod(self.q, w)
         sy, sx = self.sy, self.sx
-        # P(q) = pos(q) + s * offset(q) in camera coordinates (float32, as the exact path computes)
-        self.py = (qy.astype(np.float32) + np.float32(0.5)) * sy - np.float32(0.5) + sy * self.off_flat[0, self.q]
-        self.px = (qx.astype(np.float32) + np.float32(0.5)) * sx - np.float32(0.5) + sx * self.off_flat[1, self.q]
+        # P(q) = pos(q) + s * offset(q) in camera coordinates (float32), pos from per-axis tables
+        pos_y = (np.arange(h, dtype=np.float32) + np.float32(0.5)) * sy - np.float32(0.5)
+        pos_x = (np.arange(w, dtype=np.float32) + np.float32(0.5)) * sx - np.float32(0.5)
+        off_q = np.take(self.off_flat, self.q, axis=1)
+        self.py = pos_y[qy] + sy * off_q[0]
+        self.px = pos_x[qx] + sx * off_q[1]
         self.q_class = self.small_flat[self.q].astype(np.int64)
         # Exact pixels that do not depend on the centers: thing pixels among the class-boundary
         # pixels, and every pixel of the pure thing cells on the border.

@@ -79,12 +79,13 @@ def safe_table(centers: torch.Tensor, extent: tuple[int, int], cell: int = CELL)
     k = c.shape[0]
     gy = (np.arange(ny) + 0.5) * cell
     gx = (np.arange(nx) + 0.5) * cell
-    d = np.sqrt((gy[:, None, None] - c[None, None, :, 0]) ** 2 + (gx[None, :, None] - c[None, None, :, 1]) ** 2)
-    best = d.argmin(axis=2)
+    # (K, ny, nx): center-major, so the reductions over centers run across whole planes
+    d = np.sqrt((gy[None, :, None] - c[:, 0, None, None]) ** 2 + (gx[None, None, :] - c[:, 1, None, None]) ** 2)
+    best = d.argmin(axis=0)
     if k == 1:
         return best.astype(np.int32)
-    first = np.take_along_axis(d, best[..., None], axis=2)[..., 0]
-    np.put_along_axis(d, best[..., None], np.inf, axis=2)
-    margin = d.min(axis=2) - first
+    first = d.min(axis=0)
+    np.put_along_axis(d, best[None], np.inf, axis=0)
+    margin = d.min(axis=0) - first
     r = cell * math.sqrt(2) / 2
     return np.where(margin > 2 * r + SLACK, best, -1).astype(np.int32)
