@@ -320,8 +320,9 @@ class _Geometry:
         self.border_row[cm.y0[(cm.y0 == cm.y1) | ((cm.fy == 0) & (cm.y0 == 0))]] = True
         self.border_col = np.zeros(w, dtype=bool)
         self.border_col[cm.x0[(cm.x0 == cm.x1) | ((cm.fx == 0) & (cm.x0 == 0))]] = True
-        labels_b = up.labels[up.boundary_rows, up.boundary_cols]
-        self.boundary_labels = labels_b  # (B,) class of every class-boundary pixel
+        # flat camera index of every class-boundary pixel (1-D fancy indexing: ~2x a 2-D one)
+        self.boundary_flat = up.boundary_rows * W + up.boundary_cols
+        self.boundary_labels = up.labels.reshape(-1)[self.boundary_flat]  # (B,) their classes
 
     def prepare_things(self, offset: np.ndarray) -> None:
         """The grouping points and the center-independent exact pixels.
@@ -450,8 +451,9 @@ def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: 
     rows, cols, px_inst, px_sem = things.rows, things.cols, things.inst, things.sem
     # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
     panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
+    flat = panoptic.reshape(-1)
     if up.boundary_rows.size:
-        panoptic[up.boundary_rows, up.boundary_cols] = by_class[geo.boundary_labels]
+        flat[geo.boundary_flat] = by_class[geo.boundary_labels]
     if rows.size:
-        panoptic[rows, cols] = thing_lut[px_inst * C + px_sem]
+        flat[rows * panoptic.shape[1] + cols] = thing_lut[px_inst * C + px_sem]
     return panoptic
