@@ -127,7 +127,7 @@ def camera_postprocess(
     # the probabilities: with ``background`` they run on the worker thread while this one upsamples
     # labels and groups the things.
     run = _background().submit if background else _Done
-    pending_centers = run(_timed, find_centers_upsampled, center, (H, W), cfg)
+    pending_centers = run(_timed, _centers_and_table, center, (H, W), cfg)
     pending_prob = run(_timed, _max_probability, logits_np)
     up = upsample_labels(logits, (H, W))
     lap("upsample_labels")
@@ -144,12 +144,12 @@ def camera_postprocess(
     pending_stuff = run(stuff_job)
     geo.prepare_things(offset.float().contiguous().numpy())
     lap("geometry")
-    (centers, scores), centers_ms = pending_centers.result()
+    (centers, scores, table), centers_ms = pending_centers.result()
     lap("wait")
     k = centers.shape[0]
     things = _Things.empty()
     if k > 0:
-        things = geo.group(centers)
+        things = geo.group(centers, table=table)
         lap("group")
         if cfg.class_aware_grouping and k > 1 and things.any():
             votes = things.votes(geo, k + 1, num_classes)[1:]  # as instance_classes counts them
@@ -173,6 +173,13 @@ def camera_postprocess(
     lap("segments")
     return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
                           segments=segments)
+
+
+def _centers_and_table(center: torch.Tensor, out_hw: tuple[int, int],
+                       cfg: PanopticConfig) -> tuple[torch.Tensor, torch.Tensor, Optional[np.ndarray]]:
+    """Centers, scores and their :func:`.nearest.safe_table` (None without centers): the worker's first job."""
+    centers, scores = find_centers_upsampled(center, out_hw, cfg)
+    return centers, scores, safe_table(centers, out_hw) if centers.shape[0] else None
 
 
 def _max_probability(logits: np.ndarray) -> np.ndarray:
@@ -382,7 +389,7 @@ class _Geometry:
         return rows.astype(np.float32) + off[0] * self.sy, cols.astype(np.float32) + off[1] * self.sx
 
     def group(self, centers: torch.Tensor, center_class: Optional[np.ndarray] = None,
-              first: Optional[_Things] = None) -> _Things:
+              first: Optional[_Things] = None, table: Optional[np.ndarray] = None) -> _Things:
         """Instance (k + 1) of every camera thing pixel, as :class:`_Things`.
 
         Args:
@@ -393,11 +400,13 @@ class _Geometry:
                 common instance (the sources of a convex cell share its class).
             first: the class-agnostic grouping (required with ``center_class``): only its points
                 whose center has another class than theirs, while some center has theirs, move.
+            table: :func:`.nearest.safe_table` of ``centers`` over the camera (built when None).
         """
         cm = self.up.cells
 
         extent = self.up.labels.shape
-        table = safe_table(centers, extent) if center_class is None else None
+        if center_class is None and table is None:
+            table = safe_table(centers, extent)
 
         def nearest(py, px, cls=None) -> np.ndarray:
             if center_class is None:
