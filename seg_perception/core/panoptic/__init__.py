@@ -4,7 +4,9 @@
 * :mod:`.postprocess`: the pure functions (centers, grouping, merge, segment statistics) at one
   resolution, and :func:`resize_heads` to bring network heads to another.
 * :mod:`.camera`: the same result at a camera resolution above the network's without upsampling
-  every head (:func:`camera_postprocess`).
+  every head (:func:`camera_postprocess`), with :mod:`.centers` (centers of the upsampled heatmap
+  in tiles near its peaks), :mod:`.nearest` (nearest centers through a lookup table) and
+  :mod:`.camera_stats` (segment statistics from cell runs).
 * :mod:`.timing`: :func:`time_postprocess` for benchmarks.
 """
 from .camera import camera_postprocess

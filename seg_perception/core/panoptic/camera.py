@@ -7,7 +7,8 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
 
 * semantic labels: :func:`seg_perception.core.upsample.upsample_labels` (the labels of
   ``argmax(bilinear(logits))``, exact blend only on class-boundary pixels);
-* centers: found exactly as before, on the bilinearly upsampled heatmap (one channel);
+* centers: :func:`.centers.find_centers_upsampled` (the centers of the bilinearly upsampled
+  heatmap, evaluated only in the camera tiles that can hold one);
 * grouping: every network pixel q that is a corner of some camera thing pixel predicts the center
   ``P(q) = pos(q) + s * offset(q)`` in camera coordinates (``pos(q) = (q + 0.5) * s - 0.5``, s =
   H / h per axis). Away from the frame border a camera pixel's position and its bilinearly
@@ -15,33 +16,50 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
   offsets, so its predicted center is that convex combination of their P(q); the set of points
   nearest to one center is convex, so when all four sources join the same center the camera
   pixel does too, and it takes their instance. The other camera thing pixels (instance
-  boundaries, and the border rows / columns where the source coordinate is clamped) get the
-  exact computation: upsampled offset, nearest center;
-* merge and segment statistics: unchanged, at camera resolution.
+  boundaries, class boundaries, and the border rows / columns where the source coordinate is
+  clamped) get the exact computation: upsampled offset (bit-equal to ``F.interpolate`` where
+  :func:`~seg_perception.core.bilinear.bilinear_sampler` reproduces it), nearest center. Only
+  thing cells are visited: the grouping work grows with the things in view, not with H x W;
+* nearest centers: :func:`.nearest.nearest_center_grid` (a lookup table answers the points far
+  from any boundary between two centers' regions, the same index as the full computation);
+* class-aware grouping (``cfg.class_aware_grouping``): its second pass only revisits the points
+  whose first-pass center has another class than theirs while some center has theirs (for every
+  other point the nearest center of its class *is* its nearest center, ties included);
+* centers, class probabilities and stuff statistics run on a worker thread while the labels are
+  upsampled and the things grouped (``background``);
+* ids: one int32 per network cell (stuff: a lookup by class; things: by instance and class),
+  spread over each cell's camera rectangle, then the exact pixels written over it;
+* segment statistics: :mod:`.camera_stats`, from cell and pixel sums (no pass over H x W).
 
 Ids differ from the exact path only where float rounding flips a near-tie. Differences kept on
 purpose: a stuff segment's score is the mean over its pixels of the class probability at each
-pixel's nearest network source (the exact path uses upsampled logits). Class-aware grouping
-(``cfg.class_aware_grouping``) runs both passes this way. Models resized with
-``align_corners=True``, cameras smaller than the network and non-CPU tensors take the exact path.
+pixel's nearest network source (the exact path uses upsampled logits). Models resized with
+``align_corners=True``, cameras smaller than (or equal to) the network and non-CPU tensors take
+the exact path.
 """
 from __future__ import annotations
 
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Optional
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...datasets.labels import LabelSet
+from ..bilinear import bilinear_sampler
 from ..upsample import _uncertain_cells, upsample_labels
+from .camera_stats import cell_runs, segments_of, stuff_statistics, thing_statistics
+from .centers import find_centers_upsampled
 from .config import PanopticConfig
-from ..results import Segment
+from .nearest import nearest_center_grid, safe_table
 from .postprocess import (
     PanopticOutput,
     check_heads,
     check_id_space,
-    find_centers,
     merge_tables,
     nearest_center,
     panoptic_postprocess,
@@ -62,6 +80,8 @@ def camera_postprocess(
     label_set: Optional[LabelSet] = None,
     align_corners: bool = False,
     exact: bool = False,
+    background: bool = True,
+    stage_ms: Optional[dict[str, float]] = None,
 ) -> PanopticOutput:
     """Panoptic post-processing of network heads at the camera resolution ``out_hw``.
 
@@ -73,6 +93,14 @@ def camera_postprocess(
         thing_ids, cfg, label_set: as for :func:`.postprocess.panoptic_postprocess`.
         align_corners: the model's resize convention (True: exact path).
         exact: run the exact path (``resize_heads`` + ``panoptic_postprocess`` at H x W).
+        background: find the centers, the class probabilities and the stuff statistics on a worker
+            thread (one per process, shared) while this thread upsamples the labels and groups the
+            things: numpy and OpenCV release the GIL there, so a second core shortens the wall time.
+        stage_ms: for benchmarks: a dict that receives the milliseconds of every stage of the fast
+            path: ``upsample_labels``, ``geometry``, ``group``, ``class_aware``, ``statistics``,
+            ``ids``, ``segments`` and ``wait`` (time blocked on the worker) on this thread, whose sum
+            is the wall time, plus ``centers``, ``probability`` and ``stuff_statistics`` wherever
+            they ran (with ``background`` they overlap the others). The exact path leaves it empty.
 
     Returns:
         :class:`PanopticOutput` at (H, W): int32 ids, semantic classes (int64 on the exact path,
@@ -81,7 +109,7 @@ def camera_postprocess(
     """
     cfg.validate()
     h, w, H, W = check_heads(semantic_logits, center, offset, out_hw)
-    fast = (not exact and not align_corners and H >= h and W >= w
+    fast = (not exact and not align_corners and H >= h and W >= w and (H, W) != (h, w)
             and all(t.device.type == "cpu" for t in (semantic_logits, center, offset)))
     if not fast:
         if (H, W) != (h, w):
@@ -90,266 +118,351 @@ def camera_postprocess(
         return panoptic_postprocess(semantic_logits, center, offset, thing_ids=thing_ids, cfg=cfg,
                                     label_set=label_set)
 
+    lap = _Laps(stage_ms)
     logits = semantic_logits.float()
     num_classes = logits.shape[0]
     check_id_space(num_classes, cfg)
+    logits_np = logits.contiguous().numpy()
+    # Centers and class probabilities need only the raw heads, stuff statistics only the labels and
+    # the probabilities: with ``background`` they run on the worker thread while this one upsamples
+    # labels and groups the things.
+    run = _background().submit if background else _Done
+    pending_centers = run(_timed, _centers_and_table, center, (H, W), cfg)
+    pending_prob = run(_timed, _max_probability, logits_np)
     up = upsample_labels(logits, (H, W))
-    is_thing = np.zeros(max(num_classes, 256), dtype=bool)
+    lap("upsample_labels")
+    is_thing = np.zeros(max(num_classes, 256) + 1, dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
+    geo = _Geometry(up, is_thing)
+    not_stuff = geo.sem_unsure | geo.thing_small
 
-    # Centers: the exact path's, on the heatmap upsampled like resize_heads does.
-    center_cam = center.float() if (H, W) == (h, w) else \
-        F.interpolate(center[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
-    centers, scores = find_centers(center_cam, cfg)
+    def stuff_job():  # on the worker after the probabilities (FIFO: already done when this starts)
+        prob_small, prob_ms = pending_prob.result()
+        stats, ms = _timed(stuff_statistics, up, not_stuff, is_thing, num_classes, prob_small, geo.boundary_labels)
+        return stats, prob_ms, ms
+
+    pending_stuff = run(stuff_job)
+    geo.prepare_things(offset.float().contiguous().numpy())
+    lap("geometry")
+    (centers, scores, table), centers_ms = pending_centers.result()
+    lap("wait")
     k = centers.shape[0]
-    grouping = _Grouping.none(up)
-    geometry = _Geometry(up, is_thing, offset.float()) if k > 0 else None
-    if geometry is not None and geometry.q.size:
-        grouping = geometry.group(centers)
-        if cfg.class_aware_grouping and k > 1:
-            votes = grouping.votes(num_classes)[1:]  # as instance_classes counts them: thing pixels only
-            center_class = np.full(k, -1, dtype=np.int64)
-            center_class[:votes.shape[0]] = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1)
-            grouping = geometry.group(centers, center_class=torch.from_numpy(center_class))
-    # Probability of the argmax class at network resolution (exp(max - logsumexp)): segment scores
-    # read it at each camera pixel's nearest source.
-    prob_small = _max_probability(logits.contiguous().numpy())
-    panoptic, segments = _merge(grouping, up, num_classes, is_thing, prob_small, scores, thing_ids, cfg, label_set)
+    things = _Things.empty()
+    if k > 0:
+        things = geo.group(centers, table=table)
+        lap("group")
+        if cfg.class_aware_grouping and k > 1 and things.any():
+            votes = things.votes(geo, k + 1, num_classes)[1:]  # as instance_classes counts them
+            center_class = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1).astype(np.int64)
+            things = geo.group(centers, center_class=center_class, first=things)
+            lap("class_aware")
+    stuff, prob_ms, stuff_ms = pending_stuff.result()
+    lap("wait")
+    if stage_ms is not None:
+        for name, ms in (("centers", centers_ms), ("probability", prob_ms), ("stuff_statistics", stuff_ms)):
+            stage_ms[name] = stage_ms.get(name, 0.0) + ms
+    votes = things.votes(geo, k + 1, num_classes)
+    thing_lut, stuff_lut = (t.numpy() for t in merge_tables(
+        torch.from_numpy(votes), torch.from_numpy(np.round(stuff.area).astype(np.int64)), cfg, (H, W)))
+    runs, pixels = things.runs_and_pixels(geo, num_classes)
+    thing_stats = thing_statistics(geo.up.cells, runs, *pixels, num_classes, k + 1)
+    lap("statistics")
+    panoptic = _panoptic_ids(geo, things, num_classes, thing_lut, stuff_lut, cfg.void_label)
+    lap("ids")
+    segments = segments_of(stuff, stuff_lut, thing_stats, thing_lut, scores, thing_ids, cfg, label_set)
+    lap("segments")
     return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
                           segments=segments)
 
 
-class _Grouping:
-    """Instances of one frame, described per network cell plus the camera pixels computed exactly.
-
-    Attributes:
-        cell_inst: (h, w) int64 instance (k + 1, 0 = none) of every *pure* cell -- a cell whose
-            camera pixels all share the cell's network class and instance.
-        pure: (h, w) bool.
-        rows, cols: (N,) int64 camera pixels of the impure cells, computed one by one.
-        inst: (N,) int64 their instances; sem: (N,) int64 their classes.
-    """
-
-    def __init__(self, cell_inst, pure, rows, cols, inst, sem, up) -> None:
-        self.cell_inst, self.pure, self.rows, self.cols, self.inst, self.sem = cell_inst, pure, rows, cols, inst, sem
-        self.up = up
-
-    @classmethod
-    def none(cls, up) -> "_Grouping":
-        """No instance anywhere (no center or no thing pixel): pure cells are the semantic-agreeing ones."""
-        pure = ~_uncertain_cells(up.small) if up.labels.shape != up.small.shape else np.ones(up.small.shape, bool)
-        rows, cols = up.cells.pixels_of_cells(np.flatnonzero(~pure))
-        sem = up.labels[rows, cols].astype(np.int64)
-        return cls(np.zeros(up.small.shape, np.int64), pure, rows, cols, np.zeros_like(sem), sem, up)
-
-    def keys(self, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-        """Keys ``instance * C + class``: (h, w) of the cells (-1 on impure cells), (N,) of the exact pixels."""
-        cells = np.where(self.pure, self.cell_inst * num_classes + self.up.small, -1)
-        return cells, self.inst * num_classes + self.sem
-
-    def votes(self, num_classes: int) -> np.ndarray:
-        """(n_inst, C) int64 camera pixels of instance k (row 0: none) and class c."""
-        key_cells, key_px = self.keys(num_classes)
-        n = (max(int(key_cells.max(initial=0)), int(key_px.max(initial=0))) // num_classes + 1) * num_classes
-        area = self.up.cells.cell_stats[0].reshape(-1)
-        flat = key_cells.reshape(-1)
-        counts = np.bincount(np.where(flat < 0, n, flat), weights=area, minlength=n + 1)[:n] + \
-            np.bincount(key_px, minlength=n)
-        return counts.round().astype(np.int64).reshape(-1, num_classes)
+def _centers_and_table(center: torch.Tensor, out_hw: tuple[int, int],
+                       cfg: PanopticConfig) -> tuple[torch.Tensor, torch.Tensor, Optional[np.ndarray]]:
+    """Centers, scores and their :func:`.nearest.safe_table` (None without centers): the worker's first job."""
+    centers, scores = find_centers_upsampled(center, out_hw, cfg)
+    return centers, scores, safe_table(centers, out_hw) if centers.shape[0] else None
 
 
 def _max_probability(logits: np.ndarray) -> np.ndarray:
-    """(C, h, w) float32 logits -> (h, w) softmax probability of the argmax class, exp(max - logsumexp)."""
-    top = logits.max(axis=0)
-    total = np.zeros_like(top)
-    tmp = np.empty_like(top)
-    for channel in logits:
-        np.subtract(channel, top, out=tmp)
-        np.exp(tmp, out=tmp)
-        total += tmp
-    return np.reciprocal(total, out=total)
+    """(C, h, w) float32 logits -> (h, w) softmax probability of the argmax class.
 
-
-def _merge(g: _Grouping, up, num_classes: int, is_thing: np.ndarray, prob_small: np.ndarray, scores: torch.Tensor,
-           thing_ids: frozenset[int], cfg: PanopticConfig, label_set) -> tuple[np.ndarray, list[Segment]]:
-    """Panoptic ids (H, W) int32 and segments, from pure cells (weighted by their pixel count) plus
-    the exactly computed pixels; same numbering and statistics as the exact path.
-
-    Statistics are accumulated per key ``instance * C + class`` (a few thousand at most), then
-    summed over the keys of each panoptic id.
+    ``max_c exp(l_c) / sum_c exp(l_c)`` with OpenCV's SIMD exp / add / max, one channel at a time:
+    no per-pixel shift by the maximum logit (a pass less per channel). Pixels where that overflows
+    or underflows (a logit above ~88, or every logit below ~-69) get ``1 / sum exp(l - max)``.
     """
-    cm = up.cells
-    h, w = up.small.shape
-    H, W = up.labels.shape
-    C = num_classes
-    thing_cls = is_thing[:C]
-    counts = g.votes(C)
-    n_inst = counts.shape[0]
-    thing_lut, stuff_lut = merge_tables(torch.from_numpy(counts * thing_cls[None, :]),
-                                        torch.from_numpy(counts[0] * ~thing_cls), cfg, (H, W))
-    id_of_key = torch.where(torch.from_numpy(np.tile(thing_cls, n_inst)), thing_lut,
-                            stuff_lut.repeat(n_inst)).numpy().astype(np.int32)
-
-    # Ids at camera resolution: pure cells spread over their pixels, exact pixels written after.
-    key_cells, key_px = g.keys(C)
-    key_cells = np.where(key_cells < 0, 0, key_cells)  # impure cells: their pixels are all overwritten
-    panoptic = cm.gather(id_of_key[key_cells])
-    panoptic[g.rows, g.cols] = id_of_key[key_px]
-
-    # Segments: compact index of every used key with a non-void id (n: void, unused or impure cell).
-    flat_area = counts.reshape(-1)
-    used = np.flatnonzero((flat_area > 0) & (id_of_key[:flat_area.size] != cfg.void_label))
-    if used.size == 0:
-        return panoptic, []
-    seg_ids, seg_of_used = np.unique(id_of_key[used], return_inverse=True)
-    n = seg_ids.size
-    compact = np.full(max(flat_area.size, int(key_cells.max()) + 1) + 1, n, dtype=np.int64)
-    compact[used] = seg_of_used
-    area = np.bincount(compact[:flat_area.size], weights=flat_area, minlength=n + 1)[:n]
-    # Pure cells: statistics of each cell's camera pixels (CellMap.cell_stats), dense over (h, w).
-    cell_seg = np.take(compact, np.where(g.pure, key_cells, compact.size - 1)).reshape(-1)  # n on impure cells
-    cell_area, cell_sy, cell_sx = (v.reshape(-1) for v in cm.cell_stats)
-    px_seg = compact[key_px]
-
-    def total(cell_values: np.ndarray, px_values: np.ndarray) -> np.ndarray:
-        return (np.bincount(cell_seg, weights=cell_values, minlength=n + 1)
-                + np.bincount(px_seg, weights=px_values, minlength=n + 1))[:n]
-
-    sum_y = total(cell_sy, g.rows)
-    sum_x = total(cell_sx, g.cols)
-    prob = total(prob_small.reshape(-1) * cell_area, prob_small.reshape(-1)[cm.y0[g.rows] * w + cm.x0[g.cols]])
-    # Extent: occupied network rows / columns per segment (cells), camera rows / columns (pixels).
-    seg2d = cell_seg.reshape(h, w)
-    rows_occ = np.bincount((seg2d * h + np.arange(h)[:, None]).reshape(-1), minlength=(n + 1) * h)
-    cols_occ = np.bincount((seg2d * w + np.arange(w)[None, :]).reshape(-1), minlength=(n + 1) * w)
-    y0, y1 = _extent(rows_occ.reshape(n + 1, h)[:n] > 0, cm.row_start, cm.row_start + cm.row_count - 1,
-                     px_seg, g.rows, n, H)
-    x0, x1 = _extent(cols_occ.reshape(n + 1, w)[:n] > 0, cm.col_start, cm.col_start + cm.col_count - 1,
-                     px_seg, g.cols, n, W)
-    inst_of_seg = np.zeros(n, dtype=np.int64)
-    inst_of_seg[seg_of_used] = used // C  # every key of one id has the same instance
-    center_scores = scores.double().numpy()
-    div = cfg.label_divisor
-    name = label_set.class_name if label_set is not None else str
-    out = []
-    for j, i in enumerate(seg_ids.tolist()):
-        cls = i // div
-        thing = inst_of_seg[j] > 0
-        score = float(center_scores[inst_of_seg[j] - 1]) if thing else float(prob[j] / area[j])
-        out.append(Segment(id=int(i), class_id=cls, class_name=name(cls), is_thing=cls in thing_ids, score=score,
-                           area=int(round(area[j])), bbox=(int(x0[j]), int(y0[j]), int(x1[j] - x0[j] + 1),
-                                                           int(y1[j] - y0[j] + 1)),
-                           centroid=(float(sum_x[j] / area[j]), float(sum_y[j] / area[j]))))
-    return panoptic, out
+    c, h, w = logits.shape
+    flat = logits.reshape(c, h * w)
+    total = np.zeros(h * w, dtype=np.float32)
+    top = np.zeros(h * w, dtype=np.float32)
+    tmp = np.empty(h * w, dtype=np.float32)
+    for channel in flat:
+        cv2.exp(channel, dst=tmp)
+        cv2.add(total, tmp, dst=total)
+        cv2.max(top, tmp, dst=top)
+    prob = cv2.divide(top, total).reshape(-1)
+    bad = np.flatnonzero(~((total < np.inf) & (top >= np.float32(1e-30))))
+    if bad.size:
+        sub = flat[:, bad]
+        prob[bad] = 1 / np.exp(sub - sub.max(axis=0)).sum(axis=0)
+    return prob.reshape(h, w)
 
 
-def _extent(occ_cells: np.ndarray, first: np.ndarray, last: np.ndarray, px_seg: np.ndarray, px_pos: np.ndarray,
-            n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(lo (n,), hi (n,)) camera extent of each segment along one axis.
+_WORKER: dict[int, ThreadPoolExecutor] = {}
 
-    Args:
-        occ_cells: (n, cells) bool, segment s has a pure cell in row (or column) i of the grid.
-        first / last: (cells,) camera coordinate range of each grid row (column).
-        px_seg, px_pos: (N,) segment index (n: none) and camera coordinate of each exact pixel.
-        size: camera pixels along the axis.
+
+def _background() -> ThreadPoolExecutor:
+    """The worker thread of ``background=True``, one per process (a forked child gets its own: the
+    parent's thread does not exist there, and submitting to its executor would never run)."""
+    pid = os.getpid()
+    if pid not in _WORKER:
+        _WORKER.clear()
+        _WORKER[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seg_panoptic_post")
+    return _WORKER[pid]
+
+
+def _timed(fn, *args):
+    """``(fn(*args), milliseconds it took)``."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, (time.perf_counter() - t0) * 1e3
+
+
+class _Done:
+    """A call run at once, with the ``result()`` of a future (``background=False``)."""
+
+    def __init__(self, fn, *args) -> None:
+        self.value = fn(*args)
+
+    def result(self):
+        return self.value
+
+
+class _Laps:
+    """Adds the milliseconds since the previous call to ``out[name]`` (no-op without ``out``)."""
+
+    def __init__(self, out: Optional[dict[str, float]]) -> None:
+        self.out, self.t = out, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.out is not None:
+            now = time.perf_counter()
+            self.out[name] = self.out.get(name, 0.0) + (now - self.t) * 1e3
+            self.t = now
+
+
+@dataclass
+class _Things:
+    """Instances of one frame's camera thing pixels.
+
+    Attributes:
+        inst_q: (Q,) int64 instance (k + 1) of every grouping point (:attr:`_Geometry.q`).
+        cell_inst: (M,) int64 instance of every convex cell (:attr:`_Geometry.conv`), 0 where its
+            corners disagree (its pixels are among the exact ones).
+        fixed_inst: (F,) int64 instance of the exact pixels that do not depend on the centers
+            (:attr:`_Geometry.fixed_rows`).
+        rows, cols, sem, inst: (N,) int64 every exact camera thing pixel (the fixed ones first).
     """
-    occ_px = np.bincount(px_seg * size + px_pos, minlength=(n + 1) * size).reshape(n + 1, size)[:n] > 0
-    big = np.iinfo(np.int64).max
-    lo = np.minimum(np.where(occ_cells, first[None, :], big).min(axis=1, initial=big),
-                    np.where(occ_px, np.arange(size)[None, :], big).min(axis=1, initial=big))
-    hi = np.maximum(np.where(occ_cells, last[None, :], -1).max(axis=1, initial=-1),
-                    np.where(occ_px, np.arange(size)[None, :], -1).max(axis=1, initial=-1))
-    return lo, hi
+
+    inst_q: np.ndarray
+    cell_inst: np.ndarray
+    fixed_inst: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    sem: np.ndarray
+    inst: np.ndarray
+    runs: Optional[tuple[np.ndarray, ...]] = field(default=None, repr=False)  # cache of runs_and_pixels
+
+    @classmethod
+    def empty(cls) -> "_Things":
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, z, z, z, z, z, z)
+
+    def any(self) -> bool:
+        return bool(self.rows.size or np.any(self.cell_inst))
+
+    def runs_and_pixels(self, geo: "_Geometry", num_classes: int) -> tuple[tuple[np.ndarray, ...], ...]:
+        """``(runs, (rows, cols, inst, sem))``: :func:`.camera_stats.cell_runs` of the convex cells
+        whose corners agree, keyed ``instance * C + class``, and the exact pixels."""
+        if self.runs is None:
+            keep = np.flatnonzero(self.cell_inst)
+            cells = geo.conv[keep] if keep.size else keep
+            key = self.cell_inst[keep] * num_classes + geo.small_flat[cells]
+            self.runs = cell_runs(cells, key, geo.up.small.shape[1])
+        return self.runs, (self.rows, self.cols, self.inst, self.sem)
+
+    def votes(self, geo: "_Geometry", n_inst: int, num_classes: int) -> np.ndarray:
+        """(n_inst, C) int64 camera thing pixels of instance k (row 0: none) and class c."""
+        n = n_inst * num_classes
+        if not self.any():
+            return np.zeros((n_inst, num_classes), dtype=np.int64)
+        (key, i, j0, j1), (_, _, px_inst, px_sem) = self.runs_and_pixels(geo, num_classes)
+        cm = geo.up.cells
+        cnc = geo.col_prefix
+        counts = np.bincount(key, weights=cm.row_count[i] * (cnc[j1] - cnc[j0]), minlength=n) + \
+            np.bincount(px_inst * num_classes + px_sem, minlength=n)
+        return counts.round().astype(np.int64).reshape(n_inst, num_classes)
 
 
 class _Geometry:
-    """What grouping needs that does not depend on the centers' classes: computed once per frame.
+    """What grouping needs that does not depend on the centers: computed once per frame.
 
     Args:
         up: the :class:`~seg_perception.core.upsample.UpsampledLabels` of the semantic head.
-        is_thing: (>= C,) bool class lookup.
-        offset: (2, h, w) float32 network offsets (dy, dx) in network pixels.
+        is_thing: (> max class,) bool class lookup.
     """
 
-    def __init__(self, up, is_thing: np.ndarray, offset: torch.Tensor) -> None:
+    def __init__(self, up, is_thing: np.ndarray) -> None:
         cm = up.cells
-        small = up.small
-        h, w = small.shape
-        H, W = up.labels.shape
         self.up, self.is_thing = up, is_thing
+        self.small_flat = up.small.reshape(-1)
+        h, w = up.small.shape
+        H, W = up.labels.shape
         self.sy, self.sx = np.float32(H / h), np.float32(W / w)
-        self.identity = (H, W) == (h, w)  # every pixel its own cell: nothing to blend, nothing impure
-        self.sem_unsure = np.zeros((h, w), dtype=bool) if self.identity else _uncertain_cells(small)
-        # Network cells holding a camera thing pixel: agreeing cells of a thing class, plus the
-        # cells of thing pixels among the boundary pixels (their labels came from the exact blend).
-        cell_thing = is_thing[small] & ~self.sem_unsure
-        if up.boundary_rows.size:
-            b = is_thing[up.labels[up.boundary_rows, up.boundary_cols]]
-            cell_thing.reshape(-1)[cm.y0[up.boundary_rows[b]] * w + cm.x0[up.boundary_cols[b]]] = True
-        self.cell_thing = cell_thing
-        # Their four corners (clamped) are the network pixels to group.
-        need = cell_thing.copy()
-        if not self.identity:
-            need[1:, :] |= cell_thing[:-1, :]
-            need[:, 1:] |= need[:, :-1].copy()
-        self.q = np.flatnonzero(need)
-        qy, qx = np.divmod(self.q, w)
-        self.off = offset.reshape(2, -1).numpy()
-        sy, sx = self.sy, self.sx
-        # P(q) = pos(q) + s * offset(q) in camera coordinates (float32, as the exact path computes)
-        self.py = (qy.astype(np.float32) + np.float32(0.5)) * sy - np.float32(0.5) + sy * self.off[0, self.q]
-        self.px = (qx.astype(np.float32) + np.float32(0.5)) * sx - np.float32(0.5) + sx * self.off[1, self.q]
-        self.q_class = small.reshape(-1)[self.q].astype(np.int64)
+        self.sem_unsure = _uncertain_cells(up.small)  # (h, w): cells whose pixels came from the exact blend
+        self.thing_small = cv2.LUT(up.small, self.is_thing[:256].view(np.uint8)).view(bool) if up.small.dtype == np.uint8 \
+            else is_thing[up.small]  # (h, w) bool: network pixels of a thing class
+        self.col_prefix = np.concatenate([[0], np.cumsum(cm.col_count)])  # camera columns before network column j
         # Border cells (first / last row and column): the source coordinate is clamped there, so a
         # pixel's position is not the blend of its sources' positions: always exact.
-        self.border = np.zeros((h, w), dtype=bool)
-        if not self.identity:
-            self.border[np.unique(cm.y0[(cm.y0 == cm.y1) | ((cm.fy == 0) & (cm.y0 == 0))]), :] = True
-            self.border[:, np.unique(cm.x0[(cm.x0 == cm.x1) | ((cm.fx == 0) & (cm.x0 == 0))])] = True
+        self.border_row = np.zeros(h, dtype=bool)
+        self.border_row[cm.y0[(cm.y0 == cm.y1) | ((cm.fy == 0) & (cm.y0 == 0))]] = True
+        self.border_col = np.zeros(w, dtype=bool)
+        self.border_col[cm.x0[(cm.x0 == cm.x1) | ((cm.fx == 0) & (cm.x0 == 0))]] = True
+        # flat camera index of every class-boundary pixel (1-D fancy indexing: ~2x a 2-D one)
+        self.boundary_flat = up.boundary_rows * W + up.boundary_cols
+        self.boundary_labels = up.labels.reshape(-1)[self.boundary_flat]  # (B,) their classes
 
-    def group(self, centers: torch.Tensor, center_class: Optional[torch.Tensor] = None) -> _Grouping:
-        """Instance (k + 1, 0 off things) of every camera thing pixel, as a :class:`_Grouping`.
+    def prepare_things(self, offset: np.ndarray) -> None:
+        """The grouping points and the center-independent exact pixels.
+
+        Args:
+            offset: (2, h, w) float32 network offsets (dy, dx) in network pixels.
+        """
+        up, cm = self.up, self.up.cells
+        h, w = up.small.shape
+        self.offset = offset
+        self.off_flat = offset.reshape(2, -1)
+        # Pure thing cells (all four sources share one thing class): interior ones are convex.
+        cells = np.flatnonzero(self.thing_small & ~self.sem_unsure)
+        ci, cj = np.divmod(cells, w)
+        edge = self.border_row[ci] | self.border_col[cj]
+        self.conv = cells[~edge]
+        ci, cj = ci[~edge], cj[~edge]
+        # Their four corners (clamped) are the network points to group.
+        corners = np.stack([self.conv, self.conv + (cj < w - 1), self.conv + w * (ci < h - 1),
+                            self.conv + w * (ci < h - 1) + (cj < w - 1)])
+        mark = np.zeros(h * w, dtype=bool)
+        mark[corners.reshape(-1)] = True
+        self.q = np.flatnonzero(mark)
+        where = np.empty(h * w, dtype=np.int64)
+        where[self.q] = np.arange(self.q.size)
+        self.corner_pos = where[corners]  # (4, M) index into q
+        qy, qx = np.divmod(self.q, w)
+        sy, sx = self.sy, self.sx
+        # P(q) = pos(q) + s * offset(q) in camera coordinates (float32), pos from per-axis tables
+        pos_y = (np.arange(h, dtype=np.float32) + np.float32(0.5)) * sy - np.float32(0.5)
+        pos_x = (np.arange(w, dtype=np.float32) + np.float32(0.5)) * sx - np.float32(0.5)
+        off_q = np.take(self.off_flat, self.q, axis=1)
+        self.py = pos_y[qy] + sy * off_q[0]
+        self.px = pos_x[qx] + sx * off_q[1]
+        self.q_class = self.small_flat[self.q].astype(np.int64)
+        # Exact pixels that do not depend on the centers: thing pixels among the class-boundary
+        # pixels, and every pixel of the pure thing cells on the border.
+        bt = np.flatnonzero(self.is_thing[self.boundary_labels])
+        er, ec, e_of = cm.pixels_of_cells_indexed(cells[edge])
+        self.fixed_rows = np.concatenate([up.boundary_rows[bt], er])
+        self.fixed_cols = np.concatenate([up.boundary_cols[bt], ec])
+        self.fixed_sem = np.concatenate([self.boundary_labels[bt], self.small_flat[cells[edge]][e_of]]).astype(np.int64)
+        self.fixed_ey, self.fixed_ex = self.predicted(self.fixed_rows, self.fixed_cols)
+
+    def predicted(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) float32 predicted centers (y, x) of camera pixels: position + upsampled, scaled offset."""
+        H, W = self.up.labels.shape
+        sampler = bilinear_sampler()
+        if sampler is not None:
+            off = sampler.sample(self.offset, (H, W), rows, cols)
+        else:  # upsample_bilinear2d's order without fused multiply-adds: equal up to rounding
+            cm, w = self.up.cells, self.offset.shape[2]
+            y0, y1, fy, x0, x1, fx = cm.y0[rows], cm.y1[rows], cm.fy[rows], cm.x0[cols], cm.x1[cols], cm.fx[cols]
+            ch = self.off_flat
+            off = ((ch[:, y0 * w + x0] * (1 - fx) + ch[:, y0 * w + x1] * fx) * (1 - fy)
+                   + (ch[:, y1 * w + x0] * (1 - fx) + ch[:, y1 * w + x1] * fx) * fy)
+        return rows.astype(np.float32) + off[0] * self.sy, cols.astype(np.float32) + off[1] * self.sx
+
+    def group(self, centers: torch.Tensor, center_class: Optional[np.ndarray] = None,
+              first: Optional[_Things] = None, table: Optional[np.ndarray] = None) -> _Things:
+        """Instance (k + 1) of every camera thing pixel, as :class:`_Things`.
 
         Args:
             centers: (K, 2) int64 camera (y, x), K >= 1.
             center_class: (K,) int64 for class-aware grouping: each pixel only considers the
                 centers of its own semantic class where there are any. The region nearest to one
                 center among those of class c is convex too, so a camera pixel inherits its sources'
-                common instance when the four sources also share its class; the others are exact.
+                common instance (the sources of a convex cell share its class).
+            first: the class-agnostic grouping (required with ``center_class``): only its points
+                whose center has another class than theirs, while some center has theirs, move.
+            table: :func:`.nearest.safe_table` of ``centers`` over the camera (built when None).
         """
-        up, cm, small = self.up, self.up.cells, self.up.small
-        h, w = small.shape
-        aware = {}
-        if center_class is not None:
-            aware = dict(point_class=torch.from_numpy(self.q_class), center_class=center_class)
-        inst_small = np.zeros(h * w, dtype=np.int32)
-        inst_small[self.q] = nearest_center(torch.from_numpy(self.py), torch.from_numpy(self.px), centers,
-                                            **aware).numpy() + 1
-        inst_small = inst_small.reshape(h, w)
-        # Impure cells: class boundaries, instance boundaries of thing cells, the border cells.
-        if self.identity:
-            impure = self.border
+        cm = self.up.cells
+
+        extent = self.up.labels.shape
+        if center_class is None and table is None:
+            table = safe_table(centers, extent)
+
+        def nearest(py, px, cls=None) -> np.ndarray:
+            if center_class is None:
+                return nearest_center_grid(py, px, centers, extent, table=table) + 1
+            if py.size == 0:
+                return np.zeros(0, dtype=np.int64)
+            aware = dict(point_class=torch.from_numpy(cls), center_class=torch.from_numpy(center_class))
+            return nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers, **aware).numpy() + 1
+
+        if center_class is None:
+            inst_q = nearest(self.py, self.px)
+            fixed_inst = nearest(self.fixed_ey, self.fixed_ex)
         else:
-            impure = self.sem_unsure | self.border | (self.cell_thing & _uncertain_cells(inst_small))
-        rows, cols = cm.pixels_of_cells(np.flatnonzero(impure))
-        sem = up.labels[rows, cols].astype(np.int64)
-        inst = np.zeros(rows.size, dtype=np.int64)
-        t = np.flatnonzero(self.is_thing[sem])
-        if t.size:
-            r, c = rows[t], cols[t]
-            y0, y1, fy = cm.y0[r], cm.y1[r], cm.fy[r]
-            x0, x1, fx = cm.x0[c], cm.x1[c], cm.fx[c]
+            has = np.zeros(max(int(center_class.max()), int(self.is_thing.size)) + 1, dtype=bool)
+            has[center_class[center_class >= 0]] = True
 
-            def blend(ch: np.ndarray) -> np.ndarray:
-                # upsample_bilinear2d's order: along W in each source row, then along H
-                top = ch[y0 * w + x0] * (1 - fx) + ch[y0 * w + x1] * fx
-                bottom = ch[y1 * w + x0] * (1 - fx) + ch[y1 * w + x1] * fx
-                return top * (1 - fy) + bottom * fy
+            def revisit(inst: np.ndarray, cls: np.ndarray, py: np.ndarray, px: np.ndarray) -> np.ndarray:
+                move = np.flatnonzero((center_class[inst - 1] != cls) & has[cls])
+                out = inst.copy()
+                out[move] = nearest(py[move], px[move], cls[move])
+                return out
 
-            ey = r.astype(np.float32) + blend(self.off[0]) * self.sy
-            ex = c.astype(np.float32) + blend(self.off[1]) * self.sx
-            if center_class is not None:
-                aware = dict(point_class=torch.from_numpy(sem[t]), center_class=center_class)
-            inst[t] = nearest_center(torch.from_numpy(ey), torch.from_numpy(ex), centers, **aware).numpy() + 1
-        cell_inst = np.where(self.is_thing[small], inst_small, 0).astype(np.int64)
-        return _Grouping(cell_inst, ~impure, rows, cols, inst, sem, up)
+            inst_q = revisit(first.inst_q, self.q_class, self.py, self.px)
+            fixed_inst = revisit(first.fixed_inst, self.fixed_sem, self.fixed_ey, self.fixed_ex)
+        corner = inst_q[self.corner_pos]  # (4, M)
+        agree = (corner[0] == corner[1]) & (corner[0] == corner[2]) & (corner[0] == corner[3])
+        cell_inst = np.where(agree, corner[0], 0)
+        # Cells whose corners join different instances: every pixel exact.
+        split = self.conv[~agree]
+        sr, sc, s_of = cm.pixels_of_cells_indexed(split)
+        s_sem = self.small_flat[split][s_of].astype(np.int64)
+        sey, sex = self.predicted(sr, sc)
+        s_inst = nearest(sey, sex, s_sem)
+        return _Things(inst_q, cell_inst, fixed_inst, np.concatenate([self.fixed_rows, sr]),
+                       np.concatenate([self.fixed_cols, sc]), np.concatenate([self.fixed_sem, s_sem]),
+                       np.concatenate([fixed_inst, s_inst]))
+
+
+def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: np.ndarray, stuff_lut: np.ndarray,
+                  void: int) -> np.ndarray:
+    """(H, W) int32 ids: one id per network cell spread over its camera rectangle, then the
+    class-boundary pixels (by class) and the exact thing pixels (by instance and class) on top."""
+    up, cm = geo.up, geo.up.cells
+    C = num_classes
+    by_class = np.where(geo.is_thing[:C], void, stuff_lut).astype(np.int32)  # thing pixels: void until grouped
+    cell_id = np.take(by_class, up.small)
+    keep = np.flatnonzero(things.cell_inst)
+    if keep.size:
+        cells = geo.conv[keep]
+        cell_id.reshape(-1)[cells] = thing_lut[things.cell_inst[keep] * C + geo.small_flat[cells]]
+    rows, cols, px_inst, px_sem = things.rows, things.cols, things.inst, things.sem
+    # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
+    panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
+    flat = panoptic.reshape(-1)
+    if up.boundary_rows.size:
+        flat[geo.boundary_flat] = by_class[geo.boundary_labels]
+    if rows.size:
+        flat[rows * panoptic.shape[1] + cols] = thing_lut[px_inst * C + px_sem]
+    return panoptic

@@ -77,6 +77,7 @@ from .config import _INT32_MAX, PanopticConfig
 __all__ = [
     "PanopticOutput",
     "find_centers",
+    "keep_top_k",
     "group_instances",
     "nearest_center",
     "instance_classes",
@@ -162,9 +163,22 @@ def find_centers(center: torch.Tensor, cfg: PanopticConfig) -> tuple[torch.Tenso
     else:
         cand = (hm > cfg.center_threshold) & (hm == _max_pool(hm, cfg.nms_kernel))
         flat = torch.nonzero(cand.flatten()).flatten()  # raster order
-    scores = hm.flatten()[flat]
-    if flat.numel() >= cfg.top_k:
-        kth = torch.topk(scores, cfg.top_k, sorted=True).values[-1].clamp(min=0)
+    return keep_top_k(flat, hm.flatten()[flat], w, cfg.top_k)
+
+
+def keep_top_k(flat: torch.Tensor, scores: torch.Tensor, w: int, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-k rule of :func:`find_centers` on its NMS survivors.
+
+    Args:
+        flat: (N,) int64 flat pixel indices ``y * w + x`` in raster order; scores: (N,) their values.
+        w: width of the image the indices address.
+
+    Returns:
+        ``(centers (K, 2) int64 (y, x), scores (K,))``: with ``top_k`` or more survivors only those
+        scoring strictly above ``max(kth, 0)``, ``kth`` the ``top_k``-th largest score.
+    """
+    if flat.numel() >= top_k:
+        kth = torch.topk(scores, top_k, sorted=True).values[-1].clamp(min=0)
         keep = scores > kth
         flat, scores = flat[keep], scores[keep]
     centers = torch.stack([torch.div(flat, w, rounding_mode="floor"), flat % w], dim=1)

@@ -169,3 +169,38 @@ def test_native_heads_group_on_the_grid_and_match_the_exact_path_from_it(tmp_pat
             if not s.is_thing and s.id in by_id:
                 tol = 0.03 if s.area >= 2000 else 0.3
                 assert s.score == pytest.approx(by_id[s.id].score, abs=tol), (s.class_name, s.area)
+
+
+def test_background_thread_gives_the_same_result_and_survives_fork():
+    """background=True (centers and probabilities on a worker thread) == background=False, and a
+    forked child (whose copy of the parent's executor has no thread) still finishes."""
+    import multiprocessing as mp
+
+    logits, heat, offset = _smooth_heads(3)
+    cfg = PanopticConfig(class_aware_grouping=True, nms_kernel=3)
+    kw = dict(thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+    a = camera_postprocess(logits, heat, offset, (75, 97), background=True, **kw)
+    b = camera_postprocess(logits, heat, offset, (75, 97), background=False, **kw)
+    assert torch.equal(a.panoptic, b.panoptic) and a.segments == b.segments
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_child_ids, ((logits, heat, offset),)).get(timeout=60)
+    assert torch.equal(torch.from_numpy(got), a.panoptic)
+
+
+def _child_ids(heads):
+    cfg = PanopticConfig(class_aware_grouping=True, nms_kernel=3)
+    return camera_postprocess(*heads, (75, 97), thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES).panoptic.numpy()
+
+
+def test_stage_times_cover_the_fast_path():
+    logits, heat, offset = _smooth_heads(0)
+    st: dict = {}
+    camera_postprocess(logits, heat, offset, (75, 97), thing_ids=THINGS, cfg=PanopticConfig(), stage_ms=st)
+    assert {"upsample_labels", "geometry", "wait", "centers", "probability", "stuff_statistics", "statistics", "ids",
+            "segments"} <= set(st)
+    assert all(v >= 0 for v in st.values())
+    st_exact: dict = {}
+    camera_postprocess(logits, heat, offset, (75, 97), thing_ids=THINGS, cfg=PanopticConfig(), stage_ms=st_exact,
+                       exact=True)
+    assert st_exact == {}

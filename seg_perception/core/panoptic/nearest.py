@@ -1,0 +1,91 @@
+"""Nearest center of many points, exact, with most points answered by a lookup table.
+
+:func:`nearest_center_grid` returns exactly :func:`.postprocess.nearest_center` (float32 Euclidean
+distance, ties -> lowest index) for class-agnostic grouping, but computes distances to every
+center only for the points near a boundary between two centers' regions.
+
+Why that is exact: the plane is cut into ``cell x cell`` squares. For a square with middle g and
+half-diagonal r, any point p in it satisfies ``|p - c| - |g - c|`` in ``[-r, r]`` for every center
+c. If the nearest center a of g beats the second nearest by more than ``2 r + slack`` (at g),
+then at every p in the square a beats every other center by more than ``slack``; with ``slack``
+far above float32 rounding of the distances (one pixel against errors of ~1e-6 of the distance)
+the float32 comparison the reference makes picks a too, and no tie can occur. Such squares are
+*safe* and answer from the table; points in the other squares, outside the table's extent, or not
+finite get the full computation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .postprocess import nearest_center
+
+__all__ = ["nearest_center_grid", "safe_table", "CELL", "SLACK", "MIN_POINTS"]
+
+#: Square side in pixels of the lookup table.
+CELL = 16
+#: Fewer points than this (and no table given): the full computation directly.
+MIN_POINTS = 4096
+#: Margin in pixels beyond the squares' own extent (float32 rounding of distances is ~1e-3 px).
+SLACK = 1.0
+
+
+def nearest_center_grid(py: np.ndarray, px: np.ndarray, centers: torch.Tensor, extent: tuple[int, int],
+                        cell: int = CELL, table: Optional[np.ndarray] = None) -> np.ndarray:
+    """Index of the nearest center of every point, equal to :func:`.postprocess.nearest_center`.
+
+    Args:
+        py, px: (N,) float32 point coordinates (rows, columns).
+        centers: (K, 2) int64 (y, x), K >= 1.
+        extent: (H, W) the table covers ``[0, H) x [0, W)``; points outside take the full path.
+        cell: square side of the table.
+        table: a :func:`safe_table` for these centers, extent and cell (built when None).
+
+    Returns:
+        (N,) int64 center index in 0..K-1.
+    """
+    H, W = extent
+    if py.size < MIN_POINTS and table is None:  # a table costs more than it saves
+        return nearest_center(torch.from_numpy(np.ascontiguousarray(py)), torch.from_numpy(np.ascontiguousarray(px)),
+                              centers).numpy()
+    if table is None:
+        table = safe_table(centers, extent, cell)
+    ny, nx = table.shape
+    inside = (py >= 0) & (py < H) & (px >= 0) & (px < W)  # False for NaN
+    inv = np.float32(1.0 / cell)
+    iy = np.where(inside, py * inv, 0).astype(np.int64)
+    ix = np.where(inside, px * inv, 0).astype(np.int64)
+    np.minimum(iy, ny - 1, out=iy)
+    np.minimum(ix, nx - 1, out=ix)
+    out = np.where(inside, table.reshape(-1)[iy * nx + ix], -1).astype(np.int64)
+    rest = np.flatnonzero(out < 0)
+    if rest.size:
+        out[rest] = nearest_center(torch.from_numpy(np.ascontiguousarray(py[rest])),
+                                   torch.from_numpy(np.ascontiguousarray(px[rest])), centers).numpy()
+    return out
+
+
+def safe_table(centers: torch.Tensor, extent: tuple[int, int], cell: int = CELL) -> np.ndarray:
+    """(ceil(H / cell), ceil(W / cell)) int32: the nearest center of each safe square, -1 elsewhere.
+
+    Square (i, j) covers ``[i * cell, (i + 1) * cell) x [j * cell, (j + 1) * cell)``.
+    """
+    H, W = extent
+    ny, nx = -(-int(H) // cell), -(-int(W) // cell)
+    c = centers.double().numpy()
+    k = c.shape[0]
+    gy = (np.arange(ny) + 0.5) * cell
+    gx = (np.arange(nx) + 0.5) * cell
+    # (K, ny, nx): center-major, so the reductions over centers run across whole planes
+    d = np.sqrt((gy[None, :, None] - c[:, 0, None, None]) ** 2 + (gx[None, None, :] - c[:, 1, None, None]) ** 2)
+    best = d.argmin(axis=0)
+    if k == 1:
+        return best.astype(np.int32)
+    first = d.min(axis=0)
+    np.put_along_axis(d, best[None], np.inf, axis=0)
+    margin = d.min(axis=0) - first
+    r = cell * math.sqrt(2) / 2
+    return np.where(margin > 2 * r + SLACK, best, -1).astype(np.int32)

@@ -1,0 +1,63 @@
+"""Tests for seg_perception.core.panoptic.nearest: nearest centers with a lookup table, exact.
+
+The oracle is :func:`seg_perception.core.panoptic.postprocess.nearest_center` (the references'
+float32 distance and lowest-index tie rule, checked in test_postprocess.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seg_perception.core.panoptic.nearest import CELL, nearest_center_grid, safe_table
+from seg_perception.core.panoptic.postprocess import nearest_center
+
+
+def _oracle(py, px, centers):
+    return nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers).numpy()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_equals_the_full_computation_on_random_points(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 30))
+    centers = torch.from_numpy(np.stack([rng.integers(0, 300, k), rng.integers(0, 500, k)], 1))
+    py = rng.uniform(-40, 340, 20000).astype(np.float32)
+    px = rng.uniform(-40, 540, 20000).astype(np.float32)
+    got = nearest_center_grid(py, px, centers, (300, 500), table=safe_table(centers, (300, 500)))
+    assert np.array_equal(got, _oracle(py, px, centers))
+
+
+def test_exact_ties_and_points_on_square_borders():
+    """Points equidistant from two centers (ties -> lowest index), duplicate centers, points on
+    the squares' edges, outside the extent and not finite."""
+    centers = torch.tensor([[50, 50], [50, 90], [50, 90], [130, 70], [10, 200]])
+    ys, xs = np.meshgrid(np.arange(-2, 170, 0.5, dtype=np.float32), np.arange(-2, 260, 0.5, dtype=np.float32),
+                         indexing="ij")
+    py, px = ys.reshape(-1), xs.reshape(-1)
+    py[:5] = [np.nan, np.inf, -np.inf, 1e6, CELL * 3]
+    px[:5] = [0, 0, 0, 0, CELL * 5]
+    table = safe_table(centers, (160, 240))
+    got = nearest_center_grid(py, px, centers, (160, 240), table=table)
+    assert np.array_equal(got, _oracle(py, px, centers))
+    assert (got[(py == 50) & (px == 70)] == 0).all()  # tie between centers 0 and 1 at x = 70
+    assert (table >= 0).mean() > 0.5  # most squares answer from the table
+
+
+def test_small_inputs_skip_the_table_and_a_single_center_is_everywhere_nearest():
+    centers = torch.tensor([[5, 5]])
+    py = np.array([0.0, 100.0, -3.0], np.float32)
+    px = np.array([0.0, 7.0, 2.0], np.float32)
+    assert np.array_equal(nearest_center_grid(py, px, centers, (50, 50)), [0, 0, 0])
+    assert (safe_table(centers, (50, 50)) == 0).all()
+    two = torch.tensor([[5, 5], [40, 40]])
+    assert np.array_equal(nearest_center_grid(py, px, two, (50, 50)), _oracle(py, px, two))
+
+
+def test_unsafe_squares_straddle_a_boundary():
+    """Two centers 64 px apart: the squares near the bisector are unsafe, the far ones are not."""
+    centers = torch.tensor([[100, 100], [100, 164]])
+    table = safe_table(centers, (200, 260), cell=16)
+    col_of_bisector = 132 // 16
+    assert (table[:, col_of_bisector] == -1).all()
+    assert (table[:, 0] == 0).all() and (table[:, -1] == 1).all()
