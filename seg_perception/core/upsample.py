@@ -17,10 +17,7 @@ min(y0 + 1, h - 1), weight src - y0; columns likewise.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property, lru_cache
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -226,22 +223,16 @@ def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
 def argmax_channels(arr: np.ndarray) -> np.ndarray:
     """(C, h, w) float32 -> (h, w) uint8 first-maximum class (C <= 256), like ``arr.argmax(0)``.
 
-    One pass per channel over horizontal strips, the strips shared by a small thread pool (numpy's
-    comparisons and maxima release the GIL): the logits are read once, a strip's running maximum
-    stays in cache, and ``argmax(0)``'s strided reduction is avoided (3-6x faster on a 19 x 512 x
-    1024 map).
+    One pass per channel over horizontal strips: the logits are read once, a strip's running
+    maximum stays in cache, and ``argmax(0)``'s strided reduction is avoided (3x faster on a
+    19 x 512 x 1024 map). Strips are not shared between threads: measured on 2 cores, a thread pool
+    was slower (the pass is bound by memory, and numpy's per-call overhead grows).
     """
     c, h, w = arr.shape
     out = np.empty((h, w), dtype=np.uint8)
     rows = max(1, _STRIP_VALUES // max(w, 1))
-    spans = [(r, min(r + rows, h)) for r in range(0, h, rows)]
-    pool = _pool() if len(spans) > 1 else None
-    if pool is None:
-        for r0, r1 in spans:
-            _argmax_strip(arr, out, r0, r1)
-    else:
-        for f in [pool.submit(_argmax_strip, arr, out, r0, r1) for r0, r1 in spans]:
-            f.result()
+    for r0 in range(0, h, rows):
+        _argmax_strip(arr, out, r0, min(r0 + rows, h))
     return out
 
 
@@ -259,20 +250,6 @@ def _argmax_strip(arr: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
         np.greater(part[k], best, out=better)  # strict: the first maximum keeps its index, like argmax
         np.copyto(idx, np.uint8(k), where=better)
         np.maximum(best, part[k], out=best)
-
-
-_POOL: Optional[ThreadPoolExecutor] = None
-
-
-def _pool() -> Optional[ThreadPoolExecutor]:
-    """The post-processing thread pool (None on a single core): as many threads as cores, at most 4."""
-    global _POOL
-    n = min(4, os.cpu_count() or 1)
-    if n < 2:
-        return None
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="seg-upsample")
-    return _POOL
 
 
 def _blend(v00, v01, v10, v11, wy, wx):
@@ -296,7 +273,7 @@ def _write_boundary_labels(out: np.ndarray, flat: np.ndarray, small: np.ndarray,
     that bound the candidate is the answer. The few pixels left (and many pixels of adversarial
     inputs such as random logits) get the full C-channel blend.
 
-    The logits of the distinct corner sources are gathered once into a small (C, S) table (the
+    The logits of the distinct corner sources are gathered once into a small (S, C) table (the
     (C, h*w) map is too large to gather from repeatedly). The pixels of one cell form an
     ``nr x nc`` rectangle whose blend weights are the camera rows' and columns' own, so cells are
     processed in groups of equal rectangle size as dense (K candidates, cells, nr, nc) arrays.
@@ -312,7 +289,7 @@ def _write_boundary_labels(out: np.ndarray, flat: np.ndarray, small: np.ndarray,
     sources = np.flatnonzero(mark)
     where = np.empty(hw, dtype=np.int64)
     where[sources] = np.arange(sources.size)
-    table = np.take(flat, sources, axis=1)  # (C, S), C-ordered (flat[:, sources] is not: its gathers would copy)
+    table = flat[:, sources].T  # (S, C) C-ordered: one source's C logits side by side
     qs = where[q]  # (4, M) corner columns of the table
     cand = np.sort(small[q].astype(np.int64), axis=0)  # (4, M) the sources' classes, ascending
     two = (cand[1:] != cand[:-1]).sum(axis=0) == 1  # exactly two classes: blend only the min and the max
@@ -320,11 +297,11 @@ def _write_boundary_labels(out: np.ndarray, flat: np.ndarray, small: np.ndarray,
     # of the cell's candidates, else its third-best (every non-candidate is below both then).
     ar = np.arange(sources.size)
     rest = table.copy()
-    rest[small[sources].astype(np.int64), ar] = -np.inf
-    i2 = rest.argmax(axis=0)
-    v2 = rest[i2, ar]
-    rest[i2, ar] = -np.inf
-    v3 = rest.max(axis=0)
+    rest[ar, small[sources].astype(np.int64)] = -np.inf
+    i2 = rest.argmax(axis=1)
+    v2 = rest[ar, i2]
+    rest[ar, i2] = -np.inf
+    v3 = rest.max(axis=1)
     taken = (i2[qs][:, None, :] == cand[None, :, :]).any(axis=1)  # (4 corners, M)
     other = np.where(taken, v3[qs], v2[qs])  # (4, M)
     # Cell-level certificate: over a cell the best candidate's blend is >= the blend of any convex
@@ -332,7 +309,7 @@ def _write_boundary_labels(out: np.ndarray, flat: np.ndarray, small: np.ndarray,
     # corner; a non-candidate's blend is <= the blend of ``other``, whose maximum is at a corner.
     # Where the one minimum (the best of a few mixes) beats the other maximum by more than float
     # rounding, no pixel of the cell needs the per-pixel bound.
-    cv = np.take(table.reshape(-1), cand[:, None, :] * table.shape[1] + qs[None, :, :])  # (4 cand, 4 corners, M)
+    cv = np.take(table.reshape(-1), qs[None, :, :] * c + cand[:, None, :])  # (4 cand, 4 corners, M)
     floor = np.maximum(cv.mean(axis=0).min(axis=0), cv.min(axis=1).max(axis=0))
     for lam in (0.25, 0.5, 0.75):  # two classes (rows 0 and 3 of the sorted candidates): mixes of them
         floor = np.where(two, np.maximum(floor, (lam * cv[0] + (1 - lam) * cv[3]).min(axis=0)), floor)
@@ -342,26 +319,13 @@ def _write_boundary_labels(out: np.ndarray, flat: np.ndarray, small: np.ndarray,
     key = (nr * (int(cm.col_count.max()) + 1) + nc) * 2 + two
     order = np.argsort(key, kind="stable")
     bounds = np.flatnonzero(np.diff(key[order])) + 1
-    jobs = []
     for sel in np.split(order, bounds):
         r, cc, pair = int(nr[sel[0]]), int(nc[sel[0]]), bool(two[sel[0]])
         if r == 0 or cc == 0:  # downscaling: a network cell no camera pixel falls in
             continue
         kc = cand[[0, 3]][:, sel] if pair else cand[:, sel]  # (K, Mg)
-        jobs.append((out, table, qs[:, sel], kc, other[:, sel], check[sel], cm.row_start[ci[sel]],
-                     cm.col_start[cj[sel]], r, cc, cm))
-    # groups write disjoint pixels; numpy releases the GIL in their array loops
-    pool = _pool() if int((nr * nc).sum()) >= _PARALLEL_PIXELS else None
-    if pool is None:
-        for job in jobs:
-            _write_group(*job)
-    else:
-        for f in [pool.submit(_write_group, *job) for job in jobs]:
-            f.result()
-
-
-#: Boundary pixels from which the groups are shared by the thread pool (below, its overhead wins).
-_PARALLEL_PIXELS = 50_000
+        _write_group(out, table, qs[:, sel], kc, other[:, sel], check[sel], cm.row_start[ci[sel]],
+                     cm.col_start[cj[sel]], r, cc, cm)
 
 
 def _write_group(out: np.ndarray, table: np.ndarray, qs: np.ndarray, cand: np.ndarray, other: np.ndarray,
@@ -369,12 +333,12 @@ def _write_group(out: np.ndarray, table: np.ndarray, qs: np.ndarray, cand: np.nd
     """Exact labels of Mg cells whose camera pixels are nr x nc rectangles starting at (row0, col0).
 
     Args:
-        table: (C, S) logits of the corner sources; qs: (4, Mg) each cell's corners as table columns.
+        table: (S, C) logits of the corner sources; qs: (4, Mg) each cell's corners as table rows.
         cand: (K, Mg) candidate classes; other: (4, Mg) best non-candidate logit at each corner.
         check: (Mg,) bool, cells whose pixels need the per-pixel non-candidate bound (see
             :func:`_write_boundary_labels`).
     """
-    c = table.shape[0]
+    c = table.shape[1]
     # cells along the last axis: numpy's inner loops then run over Mg, not over nr or nc (2-9)
     rows = row0[None, :] + np.arange(nr)[:, None]  # (nr, Mg)
     cols = col0[None, :] + np.arange(nc)[:, None]  # (nc, Mg)
@@ -382,7 +346,7 @@ def _write_group(out: np.ndarray, table: np.ndarray, qs: np.ndarray, cand: np.nd
     wx = cm.fx[cols]  # (nc, Mg)
     # a flat gather: its result is C-ordered like the index (a 2-D fancy index here would come out
     # with a strided last axis, and every blend below would run strided)
-    v = np.take(table.reshape(-1), cand[:, None, :] * table.shape[1] + qs[None, :, :])  # (K, 4, Mg)
+    v = np.take(table.reshape(-1), qs[None, :, :] * c + cand[:, None, :])  # (K, 4, Mg)
     blends = _blend_cells(v, wy, wx)  # (K, nr, nc, Mg)
     if cand.shape[0] == 2:  # cand[0] < cand[1]: on a tie the first (smaller) class, like argmax
         best = np.maximum(blends[0], blends[1])
@@ -392,12 +356,11 @@ def _write_group(out: np.ndarray, table: np.ndarray, qs: np.ndarray, cand: np.nd
         labels = np.where(blends == best, cand[:, None, None, :], c).min(axis=0).astype(out.dtype)
     m = np.flatnonzero(check)
     if m.size:
-        sub = (slice(None), slice(None), m)
-        unsure = np.zeros(best.shape, dtype=bool)
-        unsure[sub] = ~(best[sub] > _blend_cells(np.ascontiguousarray(other[:, m]), wy[:, :, m], wx[:, m]))
+        unsure = ~(best[:, :, m] > _blend_cells(np.ascontiguousarray(other[:, m]), wy[:, :, m], wx[:, m]))
         a, b, k = np.nonzero(unsure)
         if a.size:
-            full = _blend(*(table[:, qs[j, k]] for j in range(4)), cm.fy[rows[a, k]], cm.fx[cols[b, k]])  # (C, U)
+            k = m[k]
+            full = _blend(*(table[qs[j, k]].T for j in range(4)), cm.fy[rows[a, k]], cm.fx[cols[b, k]])  # (C, U)
             labels[a, b, k] = full.argmax(axis=0)
     out[rows[:, None, :], cols[None, :, :]] = labels
 

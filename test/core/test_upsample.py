@@ -120,7 +120,7 @@ def test_native_heads_upsample_straight_from_the_native_grid_to_the_camera(tmp_p
 
 @pytest.mark.parametrize("chw", [(1, 5, 7), (19, 3, 20000), (19, 40, 700), (7, 130, 257), (256, 9, 11)])
 def test_argmax_channels_is_numpys_first_maximum(chw):
-    """Strips (several per map, shared by threads for the larger shapes) and ties: numpy's argmax is the oracle."""
+    """Strips (several per map for the larger shapes) and ties: numpy's argmax is the oracle."""
     from seg_perception.core.upsample import argmax_channels
 
     rng = np.random.default_rng(sum(chw))
@@ -155,20 +155,6 @@ def test_gather_any_corner_falls_back_where_opencv_does_not_qualify(monkeypatch)
     cm.__dict__["opencv_picks_a_source"] = False  # what a downscale or an OpenCV change would report
     np.testing.assert_array_equal(cm.gather_any_corner(small), cm.gather(small))
     np.testing.assert_array_equal(cm.gather_any_corner(small.astype(np.int32)), cm.gather(small.astype(np.int32)))
-
-
-def test_boundary_labels_are_the_same_serial_and_threaded(monkeypatch):
-    """The cell groups may run on the thread pool: same labels either way (disjoint writes)."""
-    import seg_perception.core.upsample as up
-
-    g = torch.Generator().manual_seed(5)
-    logits = torch.randn(19, 40, 64, generator=g)
-    monkeypatch.setattr(up, "_PARALLEL_PIXELS", 0)
-    threaded = up.upsample_argmax(logits, (337, 541))
-    monkeypatch.setattr(up, "_PARALLEL_PIXELS", 1 << 60)
-    serial = up.upsample_argmax(logits, (337, 541))
-    np.testing.assert_array_equal(threaded, serial)
-    assert float((serial == _exact(logits, (337, 541))).mean()) >= 0.999
 
 
 def test_two_class_boundaries_with_a_close_third_class_match_the_exact_path():
