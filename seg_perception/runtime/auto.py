@@ -110,9 +110,12 @@ def cpu_candidates(model: Optional[nn.Module] = None) -> list[Candidate]:
     if _has_native_form(model):
         cands += [("onnxruntime", "fp32", "native"), ("onnxruntime", "int8", "native")]
     if importlib.util.find_spec("openvino") is not None:
-        cands.append(("openvino", "int8"))
-        if has_bf16():
-            cands.append(("openvino", "bf16"))
+        ov: list[Candidate] = [("openvino", "int8")] + ([("openvino", "bf16")] if has_bf16() else [])
+        cands += ov
+        if _has_native_form(model):
+            # OpenVINO int8 + native heads was the fastest semantic path measured here (3.0x
+            # onnxruntime fp32 at 512x1024, docs/BENCHMARKS.md)
+            cands += [c + ("native",) for c in ov]
     return cands
 
 

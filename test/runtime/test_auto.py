@@ -100,7 +100,10 @@ def _small_deeplab():
 def test_native_candidates_only_for_models_with_the_native_form():
     assert not any(auto.is_native(c) for c in auto.cpu_candidates(seeded(TinySemantic)))
     natives = [c for c in auto.cpu_candidates(_small_deeplab()) if auto.is_native(c)]
-    assert natives == [("onnxruntime", "fp32", "native"), ("onnxruntime", "int8", "native")]
+    assert natives[:2] == [("onnxruntime", "fp32", "native"), ("onnxruntime", "int8", "native")]
+    plain = [c for c in auto.cpu_candidates(_small_deeplab()) if not auto.is_native(c)]
+    # every OpenVINO path also in its native form (the native list repeats the plain one's OpenVINO entries)
+    assert natives[2:] == [c + ("native",) for c in plain if c[0] == "openvino"]
     assert auto._parse_candidates("onnxruntime:int8+native,openvino:fp32") == [
         ("onnxruntime", "int8", "native"), ("openvino", "fp32")]
     with pytest.raises(BackendError, match=r"\+native"):
