@@ -258,6 +258,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             continue
         segmenters[kind] = seg
         results[kind] = {**head, "setup_ms": setup_ms, "task": seg.task}
+        selection = seg.describe().get("backend_selection")
+        if selection:  # backend auto: what it picked and why, beside the numbers of what it picked
+            results[kind]["selection"] = selection
     try:
         for kind, seg in segmenters.items():
             for i in range(cfg.warmup):

@@ -227,3 +227,16 @@ def test_timed_frames_are_sample_drive_scenes_at_the_camera_size_unless_syntheti
     assert seen == [synthetic_frame((40, 72), 0).tobytes()] * 3
     with pytest.raises(ValueError, match="content 'noise'"):
         BenchConfig(**{**cfg.__dict__, "content": "noise"}).validate()
+
+
+def test_an_auto_variant_records_what_auto_picked_and_why(monkeypatch):
+    from seg_perception.runtime import auto
+
+    monkeypatch.setattr(auto, "cpu_candidates", lambda model=None: [("onnxruntime", "fp32")])
+    report = run_bench(BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 64),
+                                   backends=["torch", "auto"], frames=1, warmup=0))
+    torch_row, auto_row = report["results"]
+    assert "selection" not in torch_row
+    sel = auto_row["selection"]
+    assert (sel["backend"], sel["precision"], sel["native_heads"]) == ("onnxruntime", "fp32", False)
+    assert "fastest measured CPU path at 32x64" in sel["reason"]
