@@ -63,16 +63,10 @@ class KeyStats:
         """Add N single camera pixels (``key``, ``rows``, ``cols``: (N,) int64)."""
         if key.size == 0:
             return
-        n = self.area.size
-        self.area += np.bincount(key, minlength=n)
-        self.sum_y += np.bincount(key, weights=rows, minlength=n)
-        self.sum_x += np.bincount(key, weights=cols, minlength=n)
-        np.minimum.at(self.y0, key, rows)
-        np.maximum.at(self.y1, key, rows)
-        np.minimum.at(self.x0, key, cols)
-        np.maximum.at(self.x1, key, cols)
+        # a pixel is a 1 x 1 block: area 1, its own position as sum and extent
+        self.add_blocks(key, np.ones(key.size), rows, cols, rows, rows, cols, cols)
         if prob is not None:
-            self.prob += np.bincount(key, weights=prob, minlength=n)
+            self.prob += np.bincount(key, weights=prob, minlength=self.area.size)
 
     def add_blocks(self, key: np.ndarray, area: np.ndarray, sum_y: np.ndarray, sum_x: np.ndarray, y0: np.ndarray,
                    y1: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> None:
