@@ -316,20 +316,30 @@ def _write_boundary_labels(out: np.ndarray, flat: np.ndarray, small: np.ndarray,
     ceiling = other.max(axis=0)
     check = ~(floor - ceiling > 1e-5 * (np.abs(floor) + np.abs(ceiling) + 1))
     nr, nc = cm.row_count[ci], cm.col_count[cj]
-    key = (nr * (int(cm.col_count.max()) + 1) + nc) * 2 + two
-    order = np.argsort(key, kind="stable")
-    bounds = np.flatnonzero(np.diff(key[order])) + 1
-    for sel in np.split(order, bounds):
-        r, cc, pair = int(nr[sel[0]]), int(nc[sel[0]]), bool(two[sel[0]])
-        if r == 0 or cc == 0:  # downscaling: a network cell no camera pixel falls in
-            continue
+    live = (nr > 0) & (nc > 0)  # downscaling: a network cell no camera pixel falls in has none
+    # Groups of equal rectangle size, except that the rare sizes (the first and last rows and
+    # columns of the grid, < 5 % of the cells) share one group padded to the largest size: every
+    # group costs a fixed two dozen numpy calls, which at small sizes outweigh the padding.
+    shape = nr * (int(nc.max(initial=0)) + 1) + nc
+    sizes, counts = np.unique(shape[live], return_counts=True)
+    rare = np.isin(shape, sizes[counts < 0.05 * max(int(live.sum()), 1)])
+    key = np.where(rare, -1, shape) * 2 + two
+    for sel in _groups(np.flatnonzero(live), key):
+        pair = bool(two[sel[0]])
         kc = cand[[0, 3]][:, sel] if pair else cand[:, sel]  # (K, Mg)
         _write_group(out, table, qs[:, sel], kc, other[:, sel], check[sel], cm.row_start[ci[sel]],
-                     cm.col_start[cj[sel]], r, cc, cm)
+                     cm.col_start[cj[sel]], nr[sel], nc[sel], cm)
+
+
+def _groups(index: np.ndarray, key: np.ndarray) -> list[np.ndarray]:
+    """``index`` split by ``key[index]`` (one array of indices per distinct key)."""
+    order = index[np.argsort(key[index], kind="stable")]
+    return np.split(order, np.flatnonzero(np.diff(key[order])) + 1) if order.size else []
 
 
 def _write_group(out: np.ndarray, table: np.ndarray, qs: np.ndarray, cand: np.ndarray, other: np.ndarray,
-                 check: np.ndarray, row0: np.ndarray, col0: np.ndarray, nr: int, nc: int, cm: "CellMap") -> None:
+                 check: np.ndarray, row0: np.ndarray, col0: np.ndarray, nr: np.ndarray, nc: np.ndarray,
+                 cm: "CellMap") -> None:
     """Exact labels of Mg cells whose camera pixels are nr x nc rectangles starting at (row0, col0).
 
     Args:
@@ -337,11 +347,15 @@ def _write_group(out: np.ndarray, table: np.ndarray, qs: np.ndarray, cand: np.nd
         cand: (K, Mg) candidate classes; other: (4, Mg) best non-candidate logit at each corner.
         check: (Mg,) bool, cells whose pixels need the per-pixel non-candidate bound (see
             :func:`_write_boundary_labels`).
+        nr, nc: (Mg,) rows and columns of each cell (>= 1). A smaller cell is padded to the
+            group's largest by repeating its last row / column: the repeated pixels compute and
+            write the same label again.
     """
     c = table.shape[1]
+    R, Q = int(nr.max()), int(nc.max())
     # cells along the last axis: numpy's inner loops then run over Mg, not over nr or nc (2-9)
-    rows = row0[None, :] + np.arange(nr)[:, None]  # (nr, Mg)
-    cols = col0[None, :] + np.arange(nc)[:, None]  # (nc, Mg)
+    rows = row0[None, :] + np.minimum(np.arange(R)[:, None], nr[None, :] - 1)  # (R, Mg)
+    cols = col0[None, :] + np.minimum(np.arange(Q)[:, None], nc[None, :] - 1)  # (Q, Mg)
     wy = cm.fy[rows][:, None, :]  # (nr, 1, Mg)
     wx = cm.fx[cols]  # (nc, Mg)
     # a flat gather: its result is C-ordered like the index (a 2-D fancy index here would come out
