@@ -34,8 +34,13 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
 Ids differ from the exact path only where float rounding flips a near-tie. Differences kept on
 purpose: a stuff segment's score is the mean over its pixels of the class probability at each
 pixel's nearest network source (the exact path uses upsampled logits). Models resized with
-``align_corners=True``, cameras smaller than (or equal to) the network and non-CPU tensors take
-the exact path.
+``align_corners=True``, cameras smaller than the network and non-CPU tensors take the exact path.
+
+At camera == network (every camera pixel its own network cell, blend weights 0) the same code
+runs: no pixel is a class-boundary pixel (``upsample_labels`` blends none), a cell counts as
+uncertain only if ``upsample_labels`` listed it, so every thing pixel is either a grouping point's
+own cell or a border pixel grouped exactly, and the ids equal ``panoptic_postprocess`` on the
+heads themselves.
 """
 from __future__ import annotations
 
