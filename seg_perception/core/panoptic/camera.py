@@ -34,8 +34,13 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
 Ids differ from the exact path only where float rounding flips a near-tie. Differences kept on
 purpose: a stuff segment's score is the mean over its pixels of the class probability at each
 pixel's nearest network source (the exact path uses upsampled logits). Models resized with
-``align_corners=True``, cameras smaller than (or equal to) the network and non-CPU tensors take
-the exact path.
+``align_corners=True``, cameras smaller than the network and non-CPU tensors take the exact path.
+
+At camera == network (every camera pixel its own network cell, blend weights 0) the same code
+runs: no pixel is a class-boundary pixel (``upsample_labels`` blends none), a cell counts as
+uncertain only if ``upsample_labels`` listed it, so every thing pixel is either a grouping point's
+own cell or a border pixel grouped exactly, and the ids equal ``panoptic_postprocess`` on the
+heads themselves.
 """
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ import torch
 
 from ...datasets.labels import LabelSet
 from ..bilinear import bilinear_sampler
-from ..upsample import _uncertain_cells, upsample_labels
+from ..upsample import upsample_labels
 from .camera_stats import cell_runs, segments_of, stuff_statistics, thing_statistics
 from .centers import find_centers_upsampled
 from .config import PanopticConfig
@@ -109,7 +114,7 @@ def camera_postprocess(
     """
     cfg.validate()
     h, w, H, W = check_heads(semantic_logits, center, offset, out_hw)
-    fast = (not exact and not align_corners and H >= h and W >= w and (H, W) != (h, w)
+    fast = (not exact and not align_corners and H >= h and W >= w
             and all(t.device.type == "cpu" for t in (semantic_logits, center, offset)))
     if not fast:
         if (H, W) != (h, w):
@@ -317,7 +322,11 @@ class _Geometry:
         h, w = up.small.shape
         H, W = up.labels.shape
         self.sy, self.sx = np.float32(H / h), np.float32(W / w)
-        self.sem_unsure = _uncertain_cells(up.small)  # (h, w): cells whose pixels came from the exact blend
+        # (h, w): cells whose pixels came from the exact blend -- up's own list, not recomputed from
+        # the 2x2 blocks: at camera == network no pixel is blended (its label is its cell's), and a
+        # cell counted here would be neither a grouped thing cell nor a written boundary pixel
+        self.sem_unsure = np.zeros((h, w), dtype=bool)
+        self.sem_unsure.reshape(-1)[up.boundary_cells] = True
         self.thing_small = cv2.LUT(up.small, self.is_thing[:256].view(np.uint8)).view(bool) if up.small.dtype == np.uint8 \
             else is_thing[up.small]  # (h, w) bool: network pixels of a thing class
         self.col_prefix = np.concatenate([[0], np.cumsum(cm.col_count)])  # camera columns before network column j

@@ -17,7 +17,8 @@ core pixels are kept as candidates: the window of a core pixel lies inside its e
 its maximum over S is the full image's. Values come from :func:`seg_perception.core.bilinear.bilinear_sampler`
 (bit-equal to ``F.interpolate``); where no sampler reproduces this torch, where the output is
 small (another torch kernel) or where a quarter of the tiles or more are hot, the heatmap is
-upsampled whole as before.
+upsampled whole as before. At ``out_hw`` equal to the heatmap's size it is :func:`~.postprocess.find_centers`
+of the heatmap itself.
 """
 from __future__ import annotations
 
@@ -55,9 +56,11 @@ def find_centers_upsampled(center: torch.Tensor, out_hw: tuple[int, int],
     hm = center[0].float().contiguous().numpy()
     h, w = hm.shape
     H, W = int(out_hw[0]), int(out_hw[1])
+    if (H, W) == (h, w):  # camera == network: the reference's own call, nothing to upsample
+        return find_centers(center, cfg)
     sampler = bilinear_sampler()
     tiles = None
-    if sampler is not None and H + W >= GENERIC_KERNEL_MIN_SUM and (H, W) != (h, w):
+    if sampler is not None and H + W >= GENERIC_KERNEL_MIN_SUM:
         tiles = _hot_tiles(hm, (H, W), cfg.center_threshold)
     ny, nx = -(-H // TILE), -(-W // TILE)
     if tiles is None or tiles[0].size > MAX_HOT_FRACTION * ny * nx:

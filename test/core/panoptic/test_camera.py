@@ -71,7 +71,10 @@ def test_camera_ids_match_the_exact_path(seed, cfg, out_hw):
 def test_at_network_resolution_equals_panoptic_postprocess(seed, cfg):
     """Camera == network: the same ids and segment statistics as the reference-checked function."""
     for logits, heat, offset in (_smooth_heads(seed), _random_heads((24, 40), 19, 6, "cpu", seed=seed)):
-        fast = camera_postprocess(logits, heat, offset, (24, 40), thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+        st: dict = {}
+        fast = camera_postprocess(logits, heat, offset, (24, 40), thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES,
+                                  stage_ms=st)
+        assert "upsample_labels" in st  # the fast path ran (the exact path leaves stage_ms empty)
         want = panoptic_postprocess(logits, heat, offset, thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
         assert torch.equal(fast.panoptic, want.panoptic) and torch.equal(fast.semantic.long(), want.semantic)
         assert len(fast.segments) == len(want.segments)
@@ -111,6 +114,29 @@ def test_camera_ids_of_the_shipped_model_match_the_exact_path():
     seg.exact_upsampling = True
     b = seg.segment(frame)
     assert float((a.panoptic == b.panoptic).mean()) >= 0.995 and (a.semantic == b.semantic).mean() >= 0.999
+
+
+@pytest.mark.parametrize("cfg", [PanopticConfig(), PanopticConfig(class_aware_grouping=True)], ids=["plain", "class_aware"])
+def test_shipped_model_at_network_resolution_equals_panoptic_postprocess(cfg):
+    """Real heads (smooth classes, instance boundaries inside thing regions) at camera == network."""
+    from seg_perception.bag.read import read_images
+    from seg_perception.core.conversions import to_rgb
+    from seg_perception.core.segmenter import build_segmenter
+    from seg_perception.datasets.sample_bag import IMAGE_TOPIC, SAMPLE_BAG_PATH
+
+    seg = build_segmenter("panoptic_deeplab_mobilenetv2", weights=None, resolution=(128, 256), backend="torch")
+    things_seen = 0
+    for frame in islice(read_images(SAMPLE_BAG_PATH, IMAGE_TOPIC), 0, 60, 20):
+        out = seg.infer(to_rgb(frame.msg))
+        heads = [torch.as_tensor(out[k][0]).float() for k in ("semantic", "center", "offset")]
+        st: dict = {}
+        fast = camera_postprocess(*heads, (128, 256), thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES, stage_ms=st)
+        want = panoptic_postprocess(*heads, thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+        assert "group" in st  # the fast path ran and grouped things
+        assert torch.equal(fast.panoptic, want.panoptic) and torch.equal(fast.semantic.long(), want.semantic)
+        _compare(fast, want, 1.0, stuff_score_tol=1e-4)  # same pixel, same logits: only exp / sum rounding
+        things_seen += sum(s.is_thing for s in fast.segments)
+    assert things_seen > 0
 
 
 @pytest.mark.parametrize("kwargs", [dict(exact=True), dict(align_corners=True)])

@@ -40,7 +40,8 @@ def _blobs(hw, n, seed, sigma=2.0, peak=1.0):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("hw, out_hw", [((64, 128), (270, 480)), ((128, 256), (540, 960)), ((96, 160), (211, 333))])
+@pytest.mark.parametrize("hw, out_hw", [((64, 128), (270, 480)), ((128, 256), (540, 960)), ((96, 160), (211, 333)),
+                                        ((128, 256), (128, 256)), ((37, 61), (37, 61))])
 def test_centers_equal_the_full_upsampling(seed, hw, out_hw):
     cfg = PanopticConfig(center_threshold=0.25, nms_kernel=9, top_k=200)
     want = _assert_same(_blobs(hw, 12, seed), out_hw, cfg)
