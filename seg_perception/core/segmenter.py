@@ -89,16 +89,16 @@ class Segmenter:
         #: True when the backend returns the heads on their own grid (option ``native_heads``, or
         #: ``auto``'s choice); the post-processing then upsamples once, grid -> camera.
         self.native_heads = bool(native_heads)
-        self.panoptic_cfg = None
+        cfg = None
         if task == "panoptic":
             from .panoptic import PanopticConfig
 
-            self.panoptic_cfg = panoptic or PanopticConfig()
-            self.panoptic_cfg.validate()
+            cfg = panoptic or PanopticConfig()
+            cfg.validate()
         self._input_name = backend.input_spec()[0].name
         self._closed = False
         #: Heads -> SegResult at the camera size (shared with backend auto's timing).
-        self.post = PostProcessor(task, label_set, self.panoptic_cfg, align_corners=self.align_corners)
+        self.post = PostProcessor(task, label_set, cfg, align_corners=self.align_corners)
 
     # ------------------------------------------------------------------ stages
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
@@ -120,6 +120,16 @@ class Segmenter:
         """Backend outputs for one batch element -> SegResult at ``out_hw`` (camera H, W); see
         :class:`~seg_perception.core.postprocess.PostProcessor`."""
         return self.post(outputs, out_hw, index)
+
+    @property
+    def panoptic_cfg(self) -> "PanopticConfig | None":
+        """Grouping parameters of a panoptic model (None for semantic ones); assigning one changes
+        what :meth:`postprocess` does from the next frame on (tuning, live reconfiguration)."""
+        return self.post.panoptic_cfg
+
+    @panoptic_cfg.setter
+    def panoptic_cfg(self, cfg: "PanopticConfig | None") -> None:
+        self.post.panoptic_cfg = cfg
 
     @property
     def exact_upsampling(self) -> bool:
