@@ -65,12 +65,15 @@ MIN_AGREEMENT = 0.995
 #: which is the size of the margins the guard decides on. 32 frames add about 1 s per candidate at
 #: 256x512 here (the panoptic guard post-processes both outputs), once per machine.
 GUARD_FRAMES = 32
+#: Timed runs per candidate (option ``auto_frames``), interleaved across candidates.
+AUTO_FRAMES = 8
 #: Frames whose outputs (reference and one candidate) are held at a time.
 GUARD_CHUNK = 4
 #: Bump when the selection rule changes so older cached choices are re-measured (3: pooled scores
 #: over GUARD_FRAMES frames from an injectable agreement function, instead of the worst of 2 frames;
-#: 4: candidates timed with the caller's post-processing).
-AUTO_RECIPE_VERSION = 4
+#: 4: candidates timed with the caller's post-processing; 5: 8 timed runs, interleaved across
+#: candidates).
+AUTO_RECIPE_VERSION = 5
 #: A per-frame agreement: (reference outputs, candidate outputs) -> score name -> share in [0, 1].
 Agreement = Callable[[dict, dict], dict]
 #: The caller's post-processing of one backend output dict, timed with the inference (its
@@ -266,6 +269,30 @@ def _measure(be: Backend, inputs: list[np.ndarray], frames: int,
     return (float(np.median(times)) if times else float("nan")), outs
 
 
+def _time_interleaved(live: list, inputs: list[np.ndarray], frames: int, post: Optional[PostProcess]) -> None:
+    """``median_ms`` of every usable candidate in ``live`` ((candidate, entry, backend) triples).
+
+    Round r times one run of every candidate on frame r (after an untimed one), the order rotating
+    by round, as ``seg-perception bench`` does: timing each candidate's runs back to back let load
+    drifts and the other candidates' idle thread pools decide between paths 10-40 % apart.
+    """
+    times: dict[int, list[float]] = {id(entry): [] for _c, entry, _b in live}
+    for r in range(frames):
+        order = live[r % len(live):] + live[:r % len(live)] if live else []
+        for cand, entry, be in order:
+            if "error" in entry:
+                continue
+            try:
+                ms, _outs = _measure(be, [inputs[r % len(inputs)]], 1, post)
+                times[id(entry)].append(ms)
+            except (BackendError, RuntimeError, ValueError, OSError) as exc:
+                entry["error"] = str(exc)
+                LOG.info("auto: %s not usable: %s", candidate_name(cand), exc)
+    for _cand, entry, _be in live:
+        if "error" not in entry and times[id(entry)]:
+            entry["median_ms"] = round(float(np.median(times[id(entry)])), 2)
+
+
 def select_cpu_path(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, cache_dir: Path, options: dict,
     create: Callable[..., Backend], candidates: Optional[list[Candidate]] = None,
@@ -293,7 +320,7 @@ def select_cpu_path(
 
     source = CalibrationSource.from_options(options)
     candidates = candidates or cpu_candidates(model)
-    frames = int(options.get("auto_frames", 3))
+    frames = int(options.get("auto_frames", AUTO_FRAMES))
     key = selection_key(model, resolution, batch, candidates, source.id(), guard, GUARD_FRAMES, post_id(post))
     path = cache_dir / "auto" / f"{key}.json"
     if path.is_file():
@@ -339,9 +366,7 @@ def select_cpu_path(
                 if "error" in entry:
                     continue
                 try:
-                    ms, outs = _measure(be, chunk, frames if n_frames == 0 else 0, post)
-                    if n_frames == 0:
-                        entry["median_ms"] = round(ms, 2)
+                    _ms, outs = _measure(be, chunk, 0, post)
                     if is_native(cand) and agreement is None:
                         outs = [to_network_size(o, resolution) for o in outs]
                     per_frame[id(entry)] += [score_frame(r, o) for r, o in zip(ref, outs)]
@@ -349,6 +374,8 @@ def select_cpu_path(
                     entry["error"] = str(exc)
                     entry.pop("median_ms", None)
                     LOG.info("auto: %s not usable: %s", candidate_name(cand), exc)
+            if n_frames == 0:  # every candidate is warm now: time them
+                _time_interleaved(live, chunk, frames, post)
             n_frames += len(chunk)
             chunk = [b for _, b in itertools.islice(batches, GUARD_CHUNK)]
     finally:

@@ -368,3 +368,23 @@ def test_build_segmenter_times_auto_with_its_own_post_processing(cache_dir):
         assert sel["post"] == "core.postprocess.PostProcessor:semantic:32x48"  # and keyed by it
     finally:
         seg.close()
+
+
+def test_candidates_are_timed_interleaved_in_rotating_order(cache_dir, monkeypatch):
+    """Round r times every candidate once on frame r, the order rotating by round (as bench does):
+    a drift in the machine's speed cannot favour the candidates timed last."""
+    real, timed = auto._measure, []
+
+    def spy(be, inputs, frames, post=None):
+        if frames:
+            timed.append((getattr(be, "precision", "?"), inputs[0].tobytes()))
+        return real(be, inputs, frames, post)
+
+    monkeypatch.setattr(auto, "_measure", spy)
+    sel = create_backend("auto", seeded(TinySemantic), resolution=RES,
+                         options={"auto_candidates": "onnxruntime:fp32,onnxruntime:int8", "calib_limit": 2,
+                                  "auto_frames": 4}).selection
+    assert [p for p, _ in timed] == ["fp32", "int8", "int8", "fp32", "fp32", "int8", "int8", "fp32"]
+    frames_seen = [f for _, f in timed]
+    assert frames_seen[0] == frames_seen[1] and frames_seen[2] == frames_seen[3] and frames_seen[0] != frames_seen[2]
+    assert all(m["median_ms"] > 0 for m in sel["measured"])
