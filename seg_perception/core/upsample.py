@@ -223,33 +223,18 @@ def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
 def argmax_channels(arr: np.ndarray) -> np.ndarray:
     """(C, h, w) float32 -> (h, w) uint8 first-maximum class (C <= 256), like ``arr.argmax(0)``.
 
-    One pass per channel over horizontal strips: the logits are read once, a strip's running
-    maximum stays in cache, and ``argmax(0)``'s strided reduction is avoided (3x faster on a
-    19 x 512 x 1024 map). Strips are not shared between threads: measured on 2 cores, a thread pool
-    was slower (the pass is bound by memory, and numpy's per-call overhead grows).
+    One pass per channel plane, keeping the running maximum: 3x faster than ``argmax(0)``'s strided
+    reduction on a 19 x 512 x 1024 map (bound by reading the logits once; neither strips that stay
+    in cache nor a thread pool made it faster on this 2-core CPU).
     """
-    c, h, w = arr.shape
-    out = np.empty((h, w), dtype=np.uint8)
-    rows = max(1, _STRIP_VALUES // max(w, 1))
-    for r0 in range(0, h, rows):
-        _argmax_strip(arr, out, r0, min(r0 + rows, h))
-    return out
-
-
-#: Values per strip and channel (64 KiB of float32): a strip's maximum, mask and labels stay in L2.
-_STRIP_VALUES = 16384
-
-
-def _argmax_strip(arr: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
-    part = arr[:, r0:r1]
-    best = part[0].copy()
-    idx = out[r0:r1]
-    idx[...] = 0
+    best = arr[0].copy()
+    idx = np.zeros(arr.shape[1:], dtype=np.uint8)
     better = np.empty(best.shape, dtype=bool)
-    for k in range(1, part.shape[0]):
-        np.greater(part[k], best, out=better)  # strict: the first maximum keeps its index, like argmax
+    for k in range(1, arr.shape[0]):
+        np.greater(arr[k], best, out=better)  # strict: the first maximum keeps its index, like argmax
         np.copyto(idx, np.uint8(k), where=better)
-        np.maximum(best, part[k], out=best)
+        np.maximum(best, arr[k], out=best)
+    return idx
 
 
 def _blend(v00, v01, v10, v11, wy, wx):

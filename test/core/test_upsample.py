@@ -120,7 +120,7 @@ def test_native_heads_upsample_straight_from_the_native_grid_to_the_camera(tmp_p
 
 @pytest.mark.parametrize("chw", [(1, 5, 7), (19, 3, 20000), (19, 40, 700), (7, 130, 257), (256, 9, 11)])
 def test_argmax_channels_is_numpys_first_maximum(chw):
-    """Strips (several per map for the larger shapes) and ties: numpy's argmax is the oracle."""
+    """Shapes from one channel to 256, and ties: numpy's argmax is the oracle."""
     from seg_perception.core.upsample import argmax_channels
 
     rng = np.random.default_rng(sum(chw))
