@@ -171,25 +171,24 @@ def _versions() -> dict[str, Optional[str]]:
     return out
 
 
+def _callable_id(fn: Callable, attr: str) -> str:
+    """``fn``'s ``attr`` attribute, else its qualified name: what names it in the cache key."""
+    name = getattr(fn, attr, None)
+    if name is None:
+        name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    return str(name)
+
+
 def guard_id(agreement_fn: Optional[Agreement]) -> str:
     """What names the accuracy guard in the cache key: the function's ``guard_id`` attribute, else
     its qualified name (``head_agreement`` when None)."""
-    fn = agreement_fn or head_agreement
-    gid = getattr(fn, "guard_id", None)
-    if gid is None:
-        gid = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-    return str(gid)
+    return _callable_id(agreement_fn or head_agreement, "guard_id")
 
 
 def post_id(post: Optional[PostProcess]) -> str:
     """What names the timed post-processing in the cache key ("" for none): its ``post_id``
     attribute, else its qualified name."""
-    if post is None:
-        return ""
-    pid = getattr(post, "post_id", None)
-    if pid is None:
-        pid = f"{getattr(post, '__module__', '?')}.{getattr(post, '__qualname__', type(post).__qualname__)}"
-    return str(pid)
+    return "" if post is None else _callable_id(post, "post_id")
 
 
 def selection_key(model: nn.Module, resolution, batch: int, candidates, calib_id: str,
