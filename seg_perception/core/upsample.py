@@ -70,14 +70,6 @@ class CellMap:
         self.col_start = np.searchsorted(self.x0, np.arange(w), side="left").astype(np.int64)
         self.col_count = np.bincount(self.x0, minlength=w).astype(np.int64)
 
-    @cached_property
-    def cell_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(area, sum of camera rows, sum of camera columns) of every cell's pixels: (h, w) float64 each."""
-        nr, nc = self.row_count.astype(np.float64), self.col_count.astype(np.float64)
-        row_sum = nr * self.row_start + nr * (nr - 1) / 2  # sum of the camera rows of network row i
-        col_sum = nc * self.col_start + nc * (nc - 1) / 2
-        return np.outer(nr, nc), np.outer(row_sum, nc), np.outer(nr, col_sum)
-
     def gather(self, small: np.ndarray) -> np.ndarray:
         """(h, w) -> (H, W): every camera pixel takes the value of its cell (nearest source y0, x0)."""
         return np.take(small.reshape(-1), self.index)
@@ -253,15 +245,15 @@ def _write_boundary_labels(out: np.ndarray, flat: np.ndarray, small: np.ndarray,
         cm: the :class:`CellMap` from (h, w) to (H, W).
 
     Candidates first: only the four sources' own classes are blended (two when the cell holds two
-    classes, the common case). Any other class k is below the second-best logit at every source,
-    so its blend is at most the blend of those second-best values; where the best candidate beats
-    that bound the candidate is the answer. The few pixels left (and many pixels of adversarial
-    inputs such as random logits) get the full C-channel blend.
+    classes, the common case). Any other class k is at most the best non-candidate logit at every
+    source, so its blend is at most the blend of those values; where the best candidate beats that
+    bound (for a whole cell at once, else per pixel) the candidate is the answer. The few pixels
+    left (and many pixels of adversarial inputs such as random logits) get the full C-channel blend.
 
     The logits of the distinct corner sources are gathered once into a small (S, C) table (the
     (C, h*w) map is too large to gather from repeatedly). The pixels of one cell form an
     ``nr x nc`` rectangle whose blend weights are the camera rows' and columns' own, so cells are
-    processed in groups of equal rectangle size as dense (K candidates, cells, nr, nc) arrays.
+    processed in groups of equal rectangle size as dense (K candidates, nr, nc, cells) arrays.
     """
     c, hw = flat.shape
     h, w = cm.small_hw

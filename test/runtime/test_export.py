@@ -175,15 +175,20 @@ def test_default_cache_dir_env(monkeypatch, tmp_path):
     assert ex.default_cache_dir().parts[-2:] == (".cache", "seg_perception")
 
 
-def test_native_heads_export_runs_forward_native(tmp_path):
-    """The native-heads graph computes the model's forward_native (onnxruntime vs torch)."""
+def _small_panoptic():
+    """A seeded Panoptic-DeepLab small enough to export in a second (native heads on a 1/2 grid)."""
     from seg_perception.models import get_model
 
     torch.manual_seed(0)
-    model = get_model("panoptic_deeplab_mobilenetv2", num_classes=5, aspp_channels=16, decoder_channels=16,
-                      instance_aspp_channels=16, instance_decoder_channels=8, head_channels=16,
-                      instance_head_channels=8, low_level_channels=(8, 12), instance_low_level_channels=(4, 6),
-                      semantic_stride2_channels=6).eval()
+    return get_model("panoptic_deeplab_mobilenetv2", num_classes=5, aspp_channels=16, decoder_channels=16,
+                     instance_aspp_channels=16, instance_decoder_channels=8, head_channels=16,
+                     instance_head_channels=8, low_level_channels=(8, 12), instance_low_level_channels=(4, 6),
+                     semantic_stride2_channels=6).eval()
+
+
+def test_native_heads_export_runs_forward_native(tmp_path):
+    """The native-heads graph computes the model's forward_native (onnxruntime vs torch)."""
+    model = _small_panoptic()
     path = ex.export_onnx(model, tmp_path / "n.onnx", resolution=(64, 96), native_heads=True)
     _, outputs, _ = _io(path)
     assert outputs == {"semantic": [1, 5, 32, 48], "center": [1, 1, 32, 48], "offset": [1, 2, 32, 48]}
@@ -214,13 +219,7 @@ def test_native_heads_cache_key_and_refusals(cache_dir):
 
 def test_native_heads_dynamic_export_scales_offsets_at_every_size(tmp_path):
     """With dynamic H, W the grid-size ratios of the offset scaling stay computed from the shapes."""
-    from seg_perception.models import get_model
-
-    torch.manual_seed(0)
-    model = get_model("panoptic_deeplab_mobilenetv2", num_classes=5, aspp_channels=16, decoder_channels=16,
-                      instance_aspp_channels=16, instance_decoder_channels=8, head_channels=16,
-                      instance_head_channels=8, low_level_channels=(8, 12), instance_low_level_channels=(4, 6),
-                      semantic_stride2_channels=6).eval()
+    model = _small_panoptic()
     path = ex.export_onnx(model, tmp_path / "nd.onnx", resolution=(64, 96), dynamic=True, native_heads=True)
     for hw in ((64, 96), (80, 144), (72, 100)):
         x = np.random.default_rng(hw[0]).standard_normal((1, 3, *hw)).astype(np.float32)
