@@ -24,6 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import upsample_jit
+
+#: Run the compiled kernels of :mod:`.upsample_jit` where numba is importable (same labels, bit for
+#: bit, as the numpy implementation below; tests switch it off to check both).
+USE_JIT = upsample_jit.AVAILABLE
 
 @lru_cache(maxsize=32)
 def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,9 +205,18 @@ def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
     if t.device.type != "cpu":
         return UpsampledLabels(t.max(0).indices.cpu().numpy().astype(dtype))
     arr = t.contiguous().numpy()  # channels_last outputs (torch bf16) would make every pass strided
-    small = argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
     cm = cell_map((h, w), (H, W))
-    if arr.shape[1:] == (H, W):  # identity: every camera pixel is its own cell
+    if USE_JIT and c <= 256:
+        if (h, w) == (H, W):  # identity: every camera pixel is its own cell
+            small = upsample_jit.argmax_uint8(arr)
+            return UpsampledLabels(small, small, cells=cm)
+        found = upsample_jit.scan(arr)  # labels, boundary cells and their sources in one pass
+        out = cm.gather_any_corner(found.small)
+        if found.cells.size:
+            upsample_jit.write_boundary_labels(out, found, cm)
+        return UpsampledLabels(out, found.small, found.cells, cm)
+    small = argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
+    if (h, w) == (H, W):
         return UpsampledLabels(small, small, cells=cm)
     out = cm.gather_any_corner(small)  # (H, W): right wherever the 2x2 sources agree
     # Boundary pixels are reached from the few uncertain network cells, not by scanning (H, W).

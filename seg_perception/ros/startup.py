@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.segmenter import Segmenter, build_segmenter
+from ..core.upsample_jit import compile_kernels
 from .params import NodeConfig, ParameterError, precheck_weights
 
 
@@ -52,8 +53,10 @@ def make_segmenter(cfg: NodeConfig, factory: Callable[..., Segmenter] = build_se
 
 def warm_up(seg: Segmenter) -> float:
     """Run one inference on a (H, W, 3) uint8 zero image at the network resolution (lazy backend
-    init, allocations), so the first camera frame pays none of it. Returns seconds."""
+    init, allocations) and compile the post-processing kernels, so the first camera frame pays
+    none of it. Returns seconds."""
     t0 = time.perf_counter()
+    compile_kernels()
     h, w = seg.describe()["resolution"]
     seg.segment(np.zeros((int(h), int(w), 3), np.uint8))
     return time.perf_counter() - t0

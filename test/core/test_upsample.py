@@ -3,7 +3,8 @@
 The exact path is PyTorch's own ``F.interpolate(..., "bilinear", align_corners=False)`` + argmax,
 the reference the Segmenter used before; agreement is checked on random logits (the worst case:
 nearly every pixel is a class boundary), on smooth blob-shaped logits, with ties, up- and
-downscaling, and on the shipped model's real logits for a synthetic street scene.
+downscaling, and on the shipped model's real logits for a synthetic street scene. Every test runs
+twice: with the compiled kernels of ``upsample_jit`` (numba) and with the numpy implementation.
 """
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seg_perception.core import upsample, upsample_jit
 from seg_perception.core.upsample import upsample_argmax
+
+
+@pytest.fixture(autouse=True, params=["jit", "numpy"])
+def implementation(request, monkeypatch):
+    """Both implementations of upsample_labels (numba is in requirements.txt: the jit side must run)."""
+    if request.param == "jit":
+        assert upsample_jit.AVAILABLE, "numba is not importable: pip install -r requirements.txt"
+    monkeypatch.setattr(upsample, "USE_JIT", request.param == "jit")
+    return request.param
 
 
 def _exact(logits: torch.Tensor, hw) -> np.ndarray:
@@ -170,3 +181,63 @@ def test_two_class_boundaries_with_a_close_third_class_match_the_exact_path():
     exact = _exact(logits, (251, 413))
     assert len(np.unique(exact)) == 3
     assert float((got == exact).mean()) >= 0.9995
+
+
+@pytest.mark.parametrize("chw", [(1, 5, 7), (19, 3, 2000), (7, 130, 257), (256, 9, 11)])
+def test_compiled_argmax_and_uncertain_cells_match_numpy(chw, monkeypatch):
+    """numpy's argmax (first maximum on ties) and the 2x2 disagreement of the numpy implementation
+    are the oracles of the two compiled helpers."""
+    monkeypatch.setattr(upsample_jit, "SPLIT_MIN_VALUES", upsample_jit.SPLIT_MIN_VALUES)
+    rng = np.random.default_rng(sum(chw))
+    arr = rng.integers(0, 4, chw).astype(np.float32)
+    small = upsample_jit.argmax_uint8(arr)
+    assert small.dtype == np.uint8
+    np.testing.assert_array_equal(small, arr.argmax(0))
+    for split in (False, True):  # one band, or two bands meeting in the middle row
+        upsample_jit.SPLIT_MIN_VALUES = 1 if split else 1 << 21
+        found = upsample_jit.scan(arr)
+        np.testing.assert_array_equal(found.small, arr.argmax(0))
+        np.testing.assert_array_equal(found.cells, np.flatnonzero(upsample._uncertain_cells(small)))
+    upsample_jit.SPLIT_MIN_VALUES = 1 << 21
+
+
+def test_large_maps_split_over_two_threads_give_the_same_labels(monkeypatch):
+    """Above SPLIT_MIN_VALUES the argmax and the boundary cells run in two halves on two threads."""
+    g = torch.Generator().manual_seed(5)
+    logits = F.avg_pool2d(torch.randn(19, 96, 160, generator=g)[None], 5, 1, 2)[0]  # smooth: real boundaries
+    want = _exact(logits, (301, 517))
+    monkeypatch.setattr(upsample, "USE_JIT", True)
+    monkeypatch.setattr(upsample_jit, "SPLIT_MIN_VALUES", 1)
+    calls = []
+    real = upsample_jit._split
+    monkeypatch.setattr(upsample_jit, "_split", lambda fn, n, parallel: (calls.append(parallel), real(fn, n, parallel)))
+    got = upsample_argmax(logits, (301, 517))
+    assert calls and calls[0] is True
+    assert float((got == want).mean()) >= 0.9999
+
+
+def test_compiled_and_numpy_labels_are_identical_on_real_logits():
+    """The same float32 blends in the same order: bit-equal labels, not only >= 99.95 % agreement."""
+    from seg_perception.datasets.synthetic import make_scene
+    from seg_perception.core.segmenter import build_segmenter
+
+    seg = build_segmenter("deeplabv3plus_mobilenetv2", weights="default", resolution=(128, 256))
+    logits = torch.as_tensor(seg.infer(make_scene(9, (256, 512)).image)["semantic"])[0]
+    for hw in ((540, 960), (300, 411), (97, 200)):
+        upsample.USE_JIT = True
+        fast = upsample_argmax(logits, hw)
+        upsample.USE_JIT = False
+        np.testing.assert_array_equal(fast, upsample_argmax(logits, hw))
+
+
+def test_compile_kernels_compiles_every_kernel_a_frame_uses():
+    """The node's warm-up compiles what a camera frame above the network size runs (a kernel that
+    only compiled on the first frame would stall it by seconds)."""
+    upsample_jit.compile_kernels()
+    for kernel in (upsample_jit._scan, upsample_jit._boundary, upsample_jit._argmax_rows, upsample_jit._runner_up):
+        assert kernel.signatures, kernel
+    g = torch.Generator().manual_seed(1)
+    before = {k: len(k.signatures) for k in (upsample_jit._scan, upsample_jit._boundary)}
+    upsample.USE_JIT = True
+    upsample_argmax(torch.randn(19, 30, 40, generator=g), (97, 131))
+    assert {k: len(k.signatures) for k in before} == before  # a real frame needs no new compilation
