@@ -30,6 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import jit
+from .jit import INLINE, KERNEL, njit
+
 __all__ = ["BilinearSampler", "bilinear_sampler", "GENERIC_KERNEL_MIN_SUM"]
 
 #: torch runs outputs with ``H + W <= 128`` through another (channels-last) kernel: the sampler
@@ -117,6 +120,12 @@ class BilinearSampler:
         """
         img = np.asarray(img, dtype=np.float32)
         h, w = img.shape[-2:]
+        if jit.AVAILABLE:  # one compiled loop over the (broadcast) points
+            rb, cb = np.broadcast_arrays(np.asarray(rows), np.asarray(cols))
+            out = _sample_points(np.ascontiguousarray(img.reshape(-1, h, w)), rb.astype(np.int64).reshape(-1),
+                                 cb.astype(np.int64).reshape(-1), *self.axis_table(h, int(out_hw[0])),
+                                 *self.axis_table(w, int(out_hw[1])), self.inner, self.outer)
+            return out.reshape(img.shape[:-2] + rb.shape)
         y0, y1, wy0, wy1 = self.axis(h, int(out_hw[0]), rows)
         x0, x1, wx0, wx1 = self.axis(w, int(out_hw[1]), cols)
         flat = img.reshape(*img.shape[:-2], h * w)
@@ -128,6 +137,53 @@ class BilinearSampler:
         top = _lin(at(r0, x0), at(r0, x1), wx0, wx1, self.inner)
         bottom = _lin(at(r1, x0), at(r1, x1), wx0, wx1, self.inner)
         return _lin(top, bottom, wy0, wy1, self.outer)
+
+
+@njit(**INLINE)
+def _fma_one(a, b, c, buf, bits):  # pragma: no cover - compiled
+    """:func:`_fma32` of float32 scalars (``buf`` / ``bits``: a float64 scratch and its uint64 view)."""
+    p = np.float64(a) * np.float64(b)
+    c64 = np.float64(c)
+    s = p + c64
+    buf[0] = s
+    if (bits[0] & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000):
+        bb = s - p
+        err = (p - (s - bb)) + (c64 - bb)
+        if err > 0:
+            s = np.nextafter(s, np.inf)
+        elif err < 0:
+            s = np.nextafter(s, -np.inf)
+    return np.float32(s)
+
+
+@njit(**INLINE)
+def _lin_one(p, q, wp, wq, mode, buf, bits):  # pragma: no cover - compiled
+    """:func:`_lin` of float32 scalars."""
+    if mode == 0:
+        return p * wp + q * wq
+    if mode == 1:
+        return _fma_one(p, wp, q * wq, buf, bits)
+    return _fma_one(q, wq, p * wp, buf, bits)
+
+
+@njit(**KERNEL)
+def _sample_points(img, rows, cols, y0, y1, wy0, wy1, x0, x1, wx0, wx1, inner, outer):  # pragma: no cover
+    """:meth:`BilinearSampler.sample` of N points (rows, cols (N,)) of a (C, h, w) image -> (C, N)."""
+    c_count = img.shape[0]
+    n = rows.shape[0]
+    out = np.empty((c_count, n), np.float32)
+    buf = np.empty(1, np.float64)
+    bits = buf.view(np.uint64)
+    for i in range(n):
+        r = rows[i]
+        col = cols[i]
+        a0, a1, u0, u1 = y0[r], y1[r], wy0[r], wy1[r]
+        b0, b1, v0, v1 = x0[col], x1[col], wx0[col], wx1[col]
+        for c in range(c_count):
+            top = _lin_one(img[c, a0, b0], img[c, a0, b1], v0, v1, inner, buf, bits)
+            bottom = _lin_one(img[c, a1, b0], img[c, a1, b1], v0, v1, inner, buf, bits)
+            out[c, i] = _lin_one(top, bottom, u0, u1, outer, buf, bits)
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -163,12 +163,16 @@ class UpsampledLabels:
         cells: the :class:`CellMap` used (None on the exact / GPU path).
     """
 
-    def __init__(self, labels, small=None, boundary_cells=None, cells=None) -> None:
+    def __init__(self, labels, small=None, boundary_cells=None, cells=None, boundary_flat=None) -> None:
         self.labels, self.small, self.cells = labels, small, cells
         self.boundary_cells = np.zeros(0, dtype=np.int64) if boundary_cells is None else boundary_cells
+        if boundary_flat is not None:  # known from the compiled kernels, which visit these pixels anyway
+            self.__dict__["boundary_flat"] = boundary_flat
 
     @cached_property
     def _boundary_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        if "boundary_flat" in self.__dict__:
+            return np.divmod(self.boundary_flat, self.labels.shape[1])
         if self.cells is None or self.boundary_cells.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty
@@ -183,6 +187,16 @@ class UpsampledLabels:
     def boundary_cols(self) -> np.ndarray:
         """(N,) int64 camera columns matching :attr:`boundary_rows`."""
         return self._boundary_pixels[1]
+
+    @cached_property
+    def boundary_flat(self) -> np.ndarray:
+        """(N,) int64 flat camera index ``row * W + col`` of the same pixels."""
+        return self.boundary_rows * self.labels.shape[1] + self.boundary_cols
+
+    @cached_property
+    def boundary_labels(self) -> np.ndarray:
+        """(N,) the labels of those pixels."""
+        return self.labels.reshape(-1)[self.boundary_flat]
 
 
 def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], *,
@@ -212,9 +226,12 @@ def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
             return UpsampledLabels(small, small, cells=cm)
         found = upsample_jit.scan(arr)  # labels, boundary cells and their sources in one pass
         out = cm.gather_any_corner(found.small)
-        if found.cells.size:
-            upsample_jit.write_boundary_labels(out, found, cm)
-        return UpsampledLabels(out, found.small, found.cells, cm)
+        if not found.cells.size:
+            return UpsampledLabels(out, found.small, found.cells, cm)
+        flat, labels = upsample_jit.write_boundary_labels(out, found, cm)
+        up = UpsampledLabels(out, found.small, found.cells, cm, boundary_flat=flat)
+        up.__dict__["boundary_labels"] = labels
+        return up
     small = argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
     if (h, w) == (H, W):
         return UpsampledLabels(small, small, cells=cm)

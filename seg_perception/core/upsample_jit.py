@@ -20,10 +20,10 @@ not contract them into fused multiply-adds without ``fastmath``), the candidate 
 corner) and a pixel whose best candidate does not beat that bound gets the full C-channel blend
 with numpy's first-maximum rule.
 
-numba is a dependency of the package (``requirements.txt``, ``package.xml``); where it cannot be
-imported (:data:`AVAILABLE` False) :mod:`.upsample` runs its numpy implementation. Kernels are
-compiled on first use and cached on disk (numba's ``cache=True``); they release the GIL, and large
-maps are split over two threads (the network is idle while its output is post-processed).
+Where numba cannot be imported (:data:`AVAILABLE` False, see :mod:`.jit`) :mod:`.upsample` runs
+its numpy implementation. Kernels are compiled on first use and cached on disk; they release the
+GIL, and large maps are split over two threads (the network is idle while its output is
+post-processed).
 """
 from __future__ import annotations
 
@@ -34,24 +34,13 @@ from typing import Callable
 
 import numpy as np
 
-try:  # pragma: no branch - which side runs depends on the installation
-    from numba import njit
-
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - numba is in requirements.txt; this keeps the package usable without it
-    AVAILABLE = False
-
-    def njit(*_args, **_kwargs):  # type: ignore[no-redef]
-        return lambda fn: fn
+from .jit import AVAILABLE, INLINE as _INLINE, KERNEL as _KERNEL, njit
 
 __all__ = ["AVAILABLE", "Scan", "argmax_uint8", "scan", "write_boundary_labels"]
 
 #: Maps with at least this many logits (C * h * w) are reduced by two threads.
 SPLIT_MIN_VALUES = 1 << 21
 
-_KERNEL = dict(cache=True, nogil=True, boundscheck=False)
-#: Helpers of the per-row loops: inlined into them.
-_INLINE = dict(_KERNEL, inline="always")
 
 
 @njit(**_KERNEL)
@@ -208,8 +197,9 @@ def _scan(arr, small, a, b, cells, corners, table, second, v2, v3, where, labels
 
 @njit(**_KERNEL)
 def _boundary(out, table, corners, second, v2, v3, small_flat, cells, fy, fx,
-              row_start, row_count, col_start, col_count, h, w):  # pragma: no cover - compiled
+              row_start, row_count, col_start, col_count, h, w, offsets, flat_out, lab_out):  # pragma: no cover - compiled
     c_count = table.shape[0]
+    out_w = out.shape[1]
     one = np.float32(1.0)
     cand = np.empty(4, np.int64)
     q = np.empty(4, np.int64)
@@ -320,27 +310,32 @@ def _boundary(out, table, corners, second, v2, v3, small_flat, cells, fy, fx,
                             best = v
                             label = cand[b]
                     out[y, c0 + x] = label
-        if not check:
-            continue
+        if check:
+            for y in range(r0, r0 + nr):
+                wy = fy[y]
+                uy = one - wy
+                for x in range(nc):
+                    b = 0
+                    while cand[b] != out[y, c0 + x]:
+                        b += 1
+                    best = top[b, x] * uy + bot[b, x] * wy
+                    if best > top[4, x] * uy + bot[4, x] * wy:
+                        continue
+                    wx = fx[c0 + x]
+                    ux = one - wx
+                    label = 0
+                    for c in range(c_count):
+                        v = (table[c, t[0]] * ux + table[c, t[1]] * wx) * uy + (table[c, t[2]] * ux + table[c, t[3]] * wx) * wy
+                        if c == 0 or v > best:
+                            best = v
+                            label = c
+                    out[y, c0 + x] = label
+        k = offsets[n]  # the cell's pixels, row-major, for the callers that revisit them
         for y in range(r0, r0 + nr):
-            wy = fy[y]
-            uy = one - wy
-            for x in range(nc):
-                b = 0
-                while cand[b] != out[y, c0 + x]:
-                    b += 1
-                best = top[b, x] * uy + bot[b, x] * wy
-                if best > top[4, x] * uy + bot[4, x] * wy:
-                    continue
-                wx = fx[c0 + x]
-                ux = one - wx
-                label = 0
-                for c in range(c_count):
-                    v = (table[c, t[0]] * ux + table[c, t[1]] * wx) * uy + (table[c, t[2]] * ux + table[c, t[3]] * wx) * wy
-                    if c == 0 or v > best:
-                        best = v
-                        label = c
-                out[y, c0 + x] = label
+            for x in range(c0, c0 + nc):
+                flat_out[k] = y * out_w + x
+                lab_out[k] = out[y, x]
+                k += 1
 
 
 _POOL: dict[int, ThreadPoolExecutor] = {}
@@ -444,25 +439,42 @@ def _buffers(c: int, w: int, band: int) -> _Buffers:
     return store[key]
 
 
-def write_boundary_labels(out: np.ndarray, found: Scan, cm) -> None:
+def write_boundary_labels(out: np.ndarray, found: Scan, cm) -> tuple[np.ndarray, np.ndarray]:
     """Exact labels of every camera pixel of the boundary cells, written into ``out`` in place.
 
     Args:
         out: (H, W) uint8 labels, right everywhere but in ``found.cells``.
         found: the :func:`scan` of the logits.
         cm: the :class:`~seg_perception.core.upsample.CellMap` from (h, w) to (H, W).
+
+    Returns:
+        ``(flat, labels)``: (N,) int64 flat camera index ``Y * W + X`` of every pixel of the
+        boundary cells (cell by cell, row-major within a cell: the order of
+        :meth:`~seg_perception.core.upsample.CellMap.pixels_of_cells`) and (N,) uint8 its label.
     """
     h, w = cm.small_hw
     small_flat = found.small.reshape(-1)
-    jobs = [(part, lo, hi) for part in found.parts for lo, hi in _halves(part[0].size)]
+    ci, cj = np.divmod(found.cells, w)
+    counts = cm.row_count[ci] * cm.col_count[cj]
+    starts = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    flat_out = np.empty(total, np.int64)
+    lab_out = np.empty(total, np.uint8)
+    jobs, first = [], 0
+    for part in found.parts:
+        for lo, hi in _halves(part[0].size):
+            jobs.append((part, lo, hi, first))
+        first += part[0].size
 
     def run(k0: int, k1: int) -> None:
         for k in range(k0, k1):
-            (cells, corners, table, second, v2, v3), lo, hi = jobs[k]
+            (cells, corners, table, second, v2, v3), lo, hi, base = jobs[k]
             _boundary(out, table, corners[lo:hi], second, v2, v3, small_flat, cells[lo:hi], cm.fy, cm.fx,
-                      cm.row_start, cm.row_count, cm.col_start, cm.col_count, h, w)
+                      cm.row_start, cm.row_count, cm.col_start, cm.col_count, h, w,
+                      starts[base + lo:base + hi], flat_out, lab_out)
 
     _split(run, len(jobs), found.cells.size >= 4096)
+    return flat_out, lab_out
 
 
 def _halves(n: int) -> list[tuple[int, int]]:

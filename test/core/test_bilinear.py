@@ -15,6 +15,9 @@ import torch.nn.functional as F
 from seg_perception.core import bilinear
 from seg_perception.core.bilinear import _fma32, bilinear_sampler
 
+# every test twice: compiled kernels and the numpy code they replace (conftest.both_implementations)
+pytestmark = pytest.mark.usefixtures("both_implementations")
+
 
 def _interpolate(img: np.ndarray, out_hw) -> np.ndarray:
     t = torch.from_numpy(img).reshape(1, -1, *img.shape[-2:])

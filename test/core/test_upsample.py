@@ -3,8 +3,7 @@
 The exact path is PyTorch's own ``F.interpolate(..., "bilinear", align_corners=False)`` + argmax,
 the reference the Segmenter used before; agreement is checked on random logits (the worst case:
 nearly every pixel is a class boundary), on smooth blob-shaped logits, with ties, up- and
-downscaling, and on the shipped model's real logits for a synthetic street scene. Every test runs
-twice: with the compiled kernels of ``upsample_jit`` (numba) and with the numpy implementation.
+downscaling, and on the shipped model's real logits for a synthetic street scene.
 """
 from __future__ import annotations
 
@@ -17,13 +16,8 @@ from seg_perception.core import upsample, upsample_jit
 from seg_perception.core.upsample import upsample_argmax
 
 
-@pytest.fixture(autouse=True, params=["jit", "numpy"])
-def implementation(request, monkeypatch):
-    """Both implementations of upsample_labels (numba is in requirements.txt: the jit side must run)."""
-    if request.param == "jit":
-        assert upsample_jit.AVAILABLE, "numba is not importable: pip install -r requirements.txt"
-    monkeypatch.setattr(upsample, "USE_JIT", request.param == "jit")
-    return request.param
+# every test twice: compiled kernels and the numpy code they replace (conftest.both_implementations)
+pytestmark = pytest.mark.usefixtures("both_implementations")
 
 
 def _exact(logits: torch.Tensor, hw) -> np.ndarray:
@@ -234,10 +228,28 @@ def test_compile_kernels_compiles_every_kernel_a_frame_uses():
     """The node's warm-up compiles what a camera frame above the network size runs (a kernel that
     only compiled on the first frame would stall it by seconds)."""
     upsample_jit.compile_kernels()
-    for kernel in (upsample_jit._scan, upsample_jit._boundary, upsample_jit._argmax_rows, upsample_jit._runner_up):
+    for kernel in (upsample_jit._scan, upsample_jit._boundary, upsample_jit._argmax_rows):  # the rest run inside these
         assert kernel.signatures, kernel
     g = torch.Generator().manual_seed(1)
     before = {k: len(k.signatures) for k in (upsample_jit._scan, upsample_jit._boundary)}
     upsample.USE_JIT = True
     upsample_argmax(torch.randn(19, 30, 40, generator=g), (97, 131))
     assert {k: len(k.signatures) for k in before} == before  # a real frame needs no new compilation
+
+
+@pytest.mark.parametrize("chw, hw", [((19, 24, 40), (91, 150)), ((5, 30, 20), (17, 12)), ((19, 96, 160), (301, 517))])
+def test_compiled_boundary_pixels_are_the_cell_maps_in_its_order(chw, hw, monkeypatch):
+    """The kernels list the boundary pixels as they write them: the same pixels, order and labels
+    as CellMap.pixels_of_cells over the boundary cells (what the panoptic path revisits)."""
+    from seg_perception.core.upsample import upsample_labels
+
+    monkeypatch.setattr(upsample_jit, "SPLIT_MIN_VALUES", 1)  # two bands and two jobs where there are enough cells
+    g = torch.Generator().manual_seed(chw[1])
+    logits = F.avg_pool2d(torch.randn(*chw, generator=g)[None], 3, 1, 1)[0]
+    upsample.USE_JIT = True
+    up = upsample_labels(logits, hw)
+    assert "boundary_flat" in up.__dict__ and up.boundary_cells.size
+    rows, cols = up.cells.pixels_of_cells(up.boundary_cells)
+    np.testing.assert_array_equal(up.boundary_flat, rows * hw[1] + cols)
+    np.testing.assert_array_equal(up.boundary_rows, rows)
+    np.testing.assert_array_equal(up.boundary_labels, up.labels[rows, cols])

@@ -55,8 +55,10 @@ import numpy as np
 import torch
 
 from ...datasets.labels import LabelSet
+from .. import jit
 from ..bilinear import bilinear_sampler
 from ..upsample import upsample_labels
+from . import kernels
 from .camera_stats import cell_runs, segments_of, stuff_statistics, thing_statistics
 from .centers import find_centers_upsampled
 from .config import PanopticConfig
@@ -337,8 +339,8 @@ class _Geometry:
         self.border_col = np.zeros(w, dtype=bool)
         self.border_col[cm.x0[(cm.x0 == cm.x1) | ((cm.fx == 0) & (cm.x0 == 0))]] = True
         # flat camera index of every class-boundary pixel (1-D fancy indexing: ~2x a 2-D one)
-        self.boundary_flat = up.boundary_rows * W + up.boundary_cols
-        self.boundary_labels = up.labels.reshape(-1)[self.boundary_flat]  # (B,) their classes
+        self.boundary_flat = up.boundary_flat
+        self.boundary_labels = up.boundary_labels  # (B,) their classes
 
     def prepare_things(self, offset: np.ndarray) -> None:
         """The grouping points and the center-independent exact pixels.
@@ -467,10 +469,12 @@ def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: 
         cells = geo.conv[keep]
         cell_id.reshape(-1)[cells] = thing_lut[things.cell_inst[keep] * C + geo.small_flat[cells]]
     rows, cols, px_inst, px_sem = things.rows, things.cols, things.inst, things.sem
-    # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
-    panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
+    if jit.AVAILABLE:
+        panoptic = kernels.spread_cells(cell_id, cm.y0, cm.x0)
+    else:  # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
+        panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
     flat = panoptic.reshape(-1)
-    if up.boundary_rows.size:
+    if geo.boundary_flat.size:
         flat[geo.boundary_flat] = by_class[geo.boundary_labels]
     if rows.size:
         flat[rows * panoptic.shape[1] + cols] = thing_lut[px_inst * C + px_sem]

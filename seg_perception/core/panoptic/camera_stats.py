@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from ...datasets.labels import LabelSet
+from .. import jit
 from ..results import Segment
+from . import kernels
 from .config import PanopticConfig
 
 __all__ = ["KeyStats", "add_runs", "cell_runs", "stuff_statistics", "thing_statistics", "segments_of"]
@@ -63,6 +65,12 @@ class KeyStats:
         """Add N single camera pixels (``key``, ``rows``, ``cols``: (N,) int64)."""
         if key.size == 0:
             return
+        if jit.AVAILABLE:
+            p = np.zeros(0) if prob is None else np.ascontiguousarray(prob, dtype=np.float64)
+            kernels.add_pixels(self.area, self.sum_y, self.sum_x, self.y0, self.y1, self.x0, self.x1, self.prob,
+                               *(np.ascontiguousarray(a, dtype=np.int64) for a in (key, rows, cols)), p,
+                               prob is not None)
+            return
         # a pixel is a 1 x 1 block: area 1, its own position as sum and extent
         self.add_blocks(key, np.ones(key.size), rows, cols, rows, rows, cols, cols)
         if prob is not None:
@@ -72,6 +80,12 @@ class KeyStats:
                    y1: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> None:
         """Add N blocks of camera pixels with their area, sums and inclusive extents (all (N,))."""
         if key.size == 0:
+            return
+        if jit.AVAILABLE:
+            f64 = [np.ascontiguousarray(np.broadcast_to(a, key.shape), dtype=np.float64) for a in (area, sum_y, sum_x)]
+            i64 = [np.ascontiguousarray(np.broadcast_to(a, key.shape), dtype=np.int64) for a in (key, y0, y1, x0, x1)]
+            kernels.add_blocks(self.area, self.sum_y, self.sum_x, self.y0, self.y1, self.x0, self.x1, i64[0], *f64,
+                               *i64[1:])
             return
         n = self.area.size
         self.area += np.bincount(key, weights=area, minlength=n)

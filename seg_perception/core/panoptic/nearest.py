@@ -21,6 +21,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .. import jit
+from ..jit import KERNEL, njit
 from .postprocess import nearest_center
 
 __all__ = ["nearest_center_grid", "safe_table", "CELL", "SLACK", "MIN_POINTS"]
@@ -48,6 +50,13 @@ def nearest_center_grid(py: np.ndarray, px: np.ndarray, centers: torch.Tensor, e
         (N,) int64 center index in 0..K-1.
     """
     H, W = extent
+    if jit.AVAILABLE:  # one compiled loop: the table where it is safe, every center elsewhere
+        if table is None:
+            table = safe_table(centers, extent, cell)
+        c = centers.numpy()
+        return _nearest_kernel(np.ascontiguousarray(py, dtype=np.float32), np.ascontiguousarray(px, dtype=np.float32),
+                               table, np.float32(1.0 / cell), int(H), int(W),
+                               c[:, 0].astype(np.float32), c[:, 1].astype(np.float32))
     if py.size < MIN_POINTS and table is None:  # a table costs more than it saves
         return nearest_center(torch.from_numpy(np.ascontiguousarray(py)), torch.from_numpy(np.ascontiguousarray(px)),
                               centers).numpy()
@@ -65,6 +74,34 @@ def nearest_center_grid(py: np.ndarray, px: np.ndarray, centers: torch.Tensor, e
     if rest.size:
         out[rest] = nearest_center(torch.from_numpy(np.ascontiguousarray(py[rest])),
                                    torch.from_numpy(np.ascontiguousarray(px[rest])), centers).numpy()
+    return out
+
+
+@njit(**KERNEL)
+def _nearest_kernel(py, px, table, inv, H, W, cy, cx):  # pragma: no cover - compiled
+    """:func:`nearest_center_grid` as one loop. The full computation is the reference's float32
+    maths: ``sqrt((py - cy)^2 + (px - cx)^2)``, first minimum (a NaN point gets 0, as argmin)."""
+    n = py.shape[0]
+    ny, nx = table.shape
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        y = py[i]
+        x = px[i]
+        if y >= 0 and y < H and x >= 0 and x < W:  # False for NaN
+            k = table[min(np.int64(y * inv), ny - 1), min(np.int64(x * inv), nx - 1)]
+            if k >= 0:
+                out[i] = k
+                continue
+        best = np.float32(0)
+        arg = 0
+        for k in range(cy.shape[0]):
+            dy = y - cy[k]
+            dx = x - cx[k]
+            d = np.sqrt(dy * dy + dx * dx)
+            if k == 0 or d < best:
+                best = d
+                arg = k
+        out[i] = arg
     return out
 
 

@@ -17,6 +17,9 @@ from seg_perception.core.panoptic import PanopticConfig, camera_postprocess, pan
 from seg_perception.core.panoptic.timing import _random_heads
 from seg_perception.datasets.labels import get_label_set
 
+# every test twice: compiled kernels and the numpy code they replace (conftest.both_implementations)
+pytestmark = pytest.mark.usefixtures("both_implementations")
+
 CITYSCAPES = get_label_set("cityscapes")
 THINGS = CITYSCAPES.thing_ids
 

@@ -14,6 +14,9 @@ import torch
 from seg_perception.core.panoptic.camera_stats import cell_runs, stuff_statistics, thing_statistics
 from seg_perception.core.upsample import _uncertain_cells, upsample_labels
 
+# every test twice: compiled kernels and the numpy code they replace (conftest.both_implementations)
+pytestmark = pytest.mark.usefixtures("both_implementations")
+
 
 def _naive_runs(cells, key, w):
     out = []

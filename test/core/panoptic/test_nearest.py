@@ -12,6 +12,9 @@ import torch
 from seg_perception.core.panoptic.nearest import CELL, nearest_center_grid, safe_table
 from seg_perception.core.panoptic.postprocess import nearest_center
 
+# every test twice: compiled kernels and the numpy code they replace (conftest.both_implementations)
+pytestmark = pytest.mark.usefixtures("both_implementations")
+
 
 def _oracle(py, px, centers):
     return nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers).numpy()
