@@ -62,13 +62,12 @@ from . import kernels
 from .camera_stats import cell_runs, segments_of, stuff_statistics, thing_statistics
 from .centers import find_centers_upsampled
 from .config import PanopticConfig
-from .nearest import nearest_center_grid, safe_table
+from .nearest import nearest_center_grid, nearest_center_of_class, safe_table
 from .postprocess import (
     PanopticOutput,
     check_heads,
     check_id_space,
     merge_tables,
-    nearest_center,
     panoptic_postprocess,
     resize_heads,
 )
@@ -424,8 +423,7 @@ class _Geometry:
                 return nearest_center_grid(py, px, centers, extent, table=table) + 1
             if py.size == 0:
                 return np.zeros(0, dtype=np.int64)
-            aware = dict(point_class=torch.from_numpy(cls), center_class=torch.from_numpy(center_class))
-            return nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers, **aware).numpy() + 1
+            return nearest_center_of_class(py, px, cls, centers, center_class) + 1
 
         if center_class is None:
             inst_q = nearest(self.py, self.px)

@@ -25,7 +25,7 @@ from .. import jit
 from ..jit import KERNEL, njit
 from .postprocess import nearest_center
 
-__all__ = ["nearest_center_grid", "safe_table", "CELL", "SLACK", "MIN_POINTS"]
+__all__ = ["nearest_center_grid", "nearest_center_of_class", "safe_table", "CELL", "SLACK", "MIN_POINTS"]
 
 #: Square side in pixels of the lookup table.
 CELL = 16
@@ -98,6 +98,62 @@ def _nearest_kernel(py, px, table, inv, H, W, cy, cx):  # pragma: no cover - com
             dy = y - cy[k]
             dx = x - cx[k]
             d = np.sqrt(dy * dy + dx * dx)
+            if k == 0 or d < best:
+                best = d
+                arg = k
+        out[i] = arg
+    return out
+
+
+def nearest_center_of_class(py: np.ndarray, px: np.ndarray, point_class: np.ndarray, centers: torch.Tensor,
+                            center_class: np.ndarray) -> np.ndarray:
+    """:func:`.postprocess.nearest_center` with class-aware grouping: a point whose class some
+    center has considers only the centers of that class.
+
+    Args:
+        py, px: (N,) float32 points; point_class: (N,) int64 their classes.
+        centers: (K, 2) int64 (y, x), K >= 1; center_class: (K,) int64 (-1: none).
+
+    Returns:
+        (N,) int64 center index in 0..K-1, equal to the reference's.
+    """
+    if not jit.AVAILABLE or py.size == 0:
+        return nearest_center(torch.from_numpy(np.ascontiguousarray(py)), torch.from_numpy(np.ascontiguousarray(px)),
+                              centers, point_class=torch.from_numpy(np.asarray(point_class, dtype=np.int64)),
+                              center_class=torch.from_numpy(np.asarray(center_class, dtype=np.int64))).numpy()
+    c = centers.numpy()
+    cc = np.asarray(center_class, dtype=np.int64)
+    pc = np.asarray(point_class, dtype=np.int64)
+    has = np.zeros(max(int(cc.max(initial=-1)), int(pc.max(initial=-1))) + 2, dtype=np.bool_)
+    has[cc[cc >= 0]] = True
+    return _nearest_of_class_kernel(np.ascontiguousarray(py, dtype=np.float32), np.ascontiguousarray(px, dtype=np.float32),
+                                    pc, c[:, 0].astype(np.float32), c[:, 1].astype(np.float32), cc, has)
+
+
+@njit(**KERNEL)
+def _nearest_of_class_kernel(py, px, pc, cy, cx, cc, has):  # pragma: no cover - compiled
+    """The reference's float32 distances with the other classes' centers at +inf, and numpy's
+    argmin rule: the first minimum, or the first NaN (a point at infinity can land on a center of
+    another class when every distance is +inf, exactly as in the reference)."""
+    n = py.shape[0]
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        y = py[i]
+        x = px[i]
+        cls = pc[i]
+        only = cls >= 0 and has[cls]
+        best = np.float32(0)
+        arg = 0
+        for k in range(cy.shape[0]):
+            if only and cc[k] != cls:
+                d = np.float32(np.inf)  # out of reach, as the reference masks it
+            else:
+                dy = y - cy[k]
+                dx = x - cx[k]
+                d = np.sqrt(dy * dy + dx * dx)
+            if d != d:  # argmin returns the first NaN
+                arg = k
+                break
             if k == 0 or d < best:
                 best = d
                 arg = k

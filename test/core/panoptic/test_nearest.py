@@ -64,3 +64,24 @@ def test_unsafe_squares_straddle_a_boundary():
     col_of_bisector = 132 // 16
     assert (table[:, col_of_bisector] == -1).all()
     assert (table[:, 0] == 0).all() and (table[:, -1] == 1).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_class_aware_nearest_equals_the_reference(seed):
+    """Class-aware grouping: only the centers of the point's class where some center has it; the
+    reference nearest_center with point / center classes is the oracle (NaN and inf points too)."""
+    from seg_perception.core.panoptic.nearest import nearest_center_of_class
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 25))
+    centers = torch.from_numpy(np.stack([rng.integers(0, 200, k), rng.integers(0, 300, k)], 1))
+    center_class = rng.integers(-1, 5, k)
+    py = rng.uniform(-20, 220, 5000).astype(np.float32)
+    px = rng.uniform(-20, 320, 5000).astype(np.float32)
+    py[:3] = [np.nan, np.inf, 7.0]
+    px[:3] = [1.0, 2.0, np.nan]
+    cls = rng.integers(0, 7, 5000)  # classes 5 and 6: no center has them
+    got = nearest_center_of_class(py, px, cls, centers, center_class)
+    want = nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers, point_class=torch.from_numpy(cls),
+                          center_class=torch.from_numpy(center_class)).numpy()
+    assert np.array_equal(got, want)
