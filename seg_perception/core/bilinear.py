@@ -106,6 +106,28 @@ class BilinearSampler:
             a.setflags(write=False)
         return out
 
+    def sample_boxes(self, img: np.ndarray, out_hw: tuple[int, int], row0: np.ndarray, col0: np.ndarray,
+                     side: int) -> np.ndarray:
+        """Values of the (h, w) ``img`` upsampled to ``out_hw`` in n square boxes of ``side`` pixels
+        whose top-left camera pixels are (``row0``, ``col0``) ((n,) ints, may lie outside).
+
+        Returns:
+            (n, side, side) float32; -inf at box pixels outside the camera.
+        """
+        img = np.asarray(img, dtype=np.float32)
+        h, w = img.shape
+        H, W = int(out_hw[0]), int(out_hw[1])
+        row0, col0 = np.asarray(row0, dtype=np.int64), np.asarray(col0, dtype=np.int64)
+        if jit.AVAILABLE:
+            return _sample_boxes(np.ascontiguousarray(img), row0, col0, int(side), *self.axis_table(h, H),
+                                 *self.axis_table(w, W), self.inner, self.outer)
+        ramp = np.arange(int(side))
+        rows = row0[:, None, None] + ramp[None, :, None]
+        cols = col0[:, None, None] + ramp[None, None, :]
+        inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
+        vals = self.sample(img, (H, W), np.clip(rows, 0, H - 1), np.clip(cols, 0, W - 1))
+        return np.where(inside, vals, np.float32(-np.inf)).astype(np.float32)
+
     def sample(self, img: np.ndarray, out_hw: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Values of ``img`` upsampled to ``out_hw`` at output pixels (``rows``, ``cols``).
 
@@ -183,6 +205,42 @@ def _sample_points(img, rows, cols, y0, y1, wy0, wy1, x0, x1, wx0, wx1, inner, o
             top = _lin_one(img[c, a0, b0], img[c, a0, b1], v0, v1, inner, buf, bits)
             bottom = _lin_one(img[c, a1, b0], img[c, a1, b1], v0, v1, inner, buf, bits)
             out[c, i] = _lin_one(top, bottom, u0, u1, outer, buf, bits)
+    return out
+
+
+@njit(**KERNEL)
+def _sample_boxes(img, row0, col0, side, y0, y1, wy0, wy1, x0, x1, wx0, wx1, inner, outer):  # pragma: no cover
+    """``side x side`` boxes of the upsampled (h, w) image starting at camera (row0[i], col0[i])
+    -> (n, side, side), -inf outside the camera. The blend along W of a source row is shared by
+    every box row that reads it: computed once per box and source row (the same operations)."""
+    n = row0.shape[0]
+    H = y0.shape[0]
+    W = x0.shape[0]
+    out = np.empty((n, side, side), np.float32)
+    along = np.empty((img.shape[0], side), np.float32)  # source row -> its blend along W, per box column
+    done = np.full(img.shape[0], -1, np.int64)  # which box filled along[a]
+    buf = np.empty(1, np.float64)
+    bits = buf.view(np.uint64)
+    ninf = np.float32(-np.inf)
+    for i in range(n):
+        for ry in range(side):
+            Y = row0[i] + ry
+            if Y < 0 or Y >= H:
+                for rx in range(side):
+                    out[i, ry, rx] = ninf
+                continue
+            for a in (y0[Y], y1[Y]):
+                if done[a] != i:
+                    done[a] = i
+                    for rx in range(side):
+                        X = min(max(col0[i] + rx, 0), W - 1)
+                        along[a, rx] = _lin_one(img[a, x0[X]], img[a, x1[X]], wx0[X], wx1[X], inner, buf, bits)
+            for rx in range(side):
+                X = col0[i] + rx
+                if X < 0 or X >= W:
+                    out[i, ry, rx] = ninf
+                else:
+                    out[i, ry, rx] = _lin_one(along[y0[Y], rx], along[y1[Y], rx], wy0[Y], wy1[Y], outer, buf, bits)
     return out
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..datasets.labels import LabelSet
 from .resolution import PipelineError
 from .results import SegResult
-from .upsample import upsample_argmax
+from .upsample import compile_kernels as _compile_upsample, upsample_argmax
 
 if TYPE_CHECKING:  # pragma: no cover
     from .panoptic import PanopticConfig
@@ -93,3 +93,13 @@ class PostProcessor:
 def _float(value: Any) -> torch.Tensor:
     t = torch.as_tensor(value)
     return t.float() if t.dtype != torch.float32 else t
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's disk cache: ~0.3 s; cold ~10 s) every compiled kernel the
+    post-processing uses, on tiny inputs: a node calls this while it starts so that its first
+    camera frames do not stall. Kernels are specialised on argument types, never on sizes."""
+    from .panoptic.camera import compile_kernels as _compile_panoptic
+
+    _compile_upsample()
+    _compile_panoptic()

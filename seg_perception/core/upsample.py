@@ -396,3 +396,15 @@ def _blend_cells(v4: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
     top = v4[..., 0:1, :] * ux + v4[..., 1:2, :] * wx  # (..., nc, Mg)
     bottom = v4[..., 2:3, :] * ux + v4[..., 3:4, :] * wx
     return top[..., None, :, :] * uy + bottom[..., None, :, :] * wy
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's disk cache) the kernels of :func:`upsample_labels` on a tiny
+    map; see :func:`seg_perception.core.postprocess.compile_kernels`. No-op without numba."""
+    if not USE_JIT:
+        return
+    arr = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)
+    upsample_labels(arr, (4, 5))  # camera == network: the argmax alone
+    found = upsample_jit.scan(arr)
+    upsample_jit.write_boundary_labels(cell_map((4, 5), (9, 11)).gather_any_corner(found.small), found,
+                                       cell_map((4, 5), (9, 11)))

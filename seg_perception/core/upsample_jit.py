@@ -480,18 +480,3 @@ def write_boundary_labels(out: np.ndarray, found: Scan, cm) -> tuple[np.ndarray,
 def _halves(n: int) -> list[tuple[int, int]]:
     return [(0, n)] if n < 4096 else [(0, n // 2), (n // 2, n)]
 
-
-def compile_kernels() -> None:
-    """Compile (or load from numba's disk cache) every kernel on a tiny map: a node calls this while
-    it starts, so the first camera frame does not pay the compilation (~6 s cold, ~0.3 s cached).
-    The kernels are specialised on argument types only, never on sizes. No-op without numba."""
-    if not AVAILABLE:
-        return
-    from .upsample import cell_map
-
-    rng = np.random.default_rng(0)
-    arr = rng.standard_normal((3, 4, 5)).astype(np.float32)
-    argmax_uint8(arr)
-    found = scan(arr)
-    out = cell_map((4, 5), (9, 11)).gather_any_corner(found.small)
-    write_boundary_labels(out, found, cell_map((4, 5), (9, 11)))

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.segmenter import Segmenter, build_segmenter
-from ..core.upsample_jit import compile_kernels
+from ..core.postprocess import compile_kernels
 from .params import NodeConfig, ParameterError, precheck_weights
 
 

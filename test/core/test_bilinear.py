@@ -91,3 +91,23 @@ def test_no_matching_formula_gives_none(monkeypatch):
     finally:
         monkeypatch.undo()
         bilinear_sampler.cache_clear()
+
+
+@pytest.mark.parametrize("shape, out_hw, side", [((24, 40), (51, 85), 10), ((64, 128), (270, 480), 40), ((7, 9), (150, 13), 9)])
+def test_boxes_equal_f_interpolate_and_are_minus_inf_outside(shape, out_hw, side):
+    sampler = bilinear_sampler()
+    if sampler is None:
+        pytest.skip("no candidate formula reproduces this torch build")
+    rng = np.random.default_rng(side)
+    img = rng.standard_normal(shape).astype(np.float32)
+    want = _interpolate(img, out_hw)
+    row0 = np.array([-4, 0, out_hw[0] - side // 2, 3, -side])  # partly above, inside, partly below, ..., all outside
+    col0 = np.array([-3, out_hw[1] - 2, 5, 0, 0])
+    got = sampler.sample_boxes(img, out_hw, row0, col0, side)
+    assert got.shape == (5, side, side) and got.dtype == np.float32
+    for b in range(5):
+        ys, xs = row0[b] + np.arange(side), col0[b] + np.arange(side)
+        inside = ((ys >= 0) & (ys < out_hw[0]))[:, None] & ((xs >= 0) & (xs < out_hw[1]))[None, :]
+        ref = want[np.clip(ys, 0, out_hw[0] - 1)][:, np.clip(xs, 0, out_hw[1] - 1)]
+        assert np.array_equal(got[b][inside], ref[inside])
+        assert (got[b][~inside] == -np.inf).all()

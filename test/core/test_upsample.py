@@ -224,19 +224,6 @@ def test_compiled_and_numpy_labels_are_identical_on_real_logits():
         np.testing.assert_array_equal(fast, upsample_argmax(logits, hw))
 
 
-def test_compile_kernels_compiles_every_kernel_a_frame_uses():
-    """The node's warm-up compiles what a camera frame above the network size runs (a kernel that
-    only compiled on the first frame would stall it by seconds)."""
-    upsample_jit.compile_kernels()
-    for kernel in (upsample_jit._scan, upsample_jit._boundary, upsample_jit._argmax_rows):  # the rest run inside these
-        assert kernel.signatures, kernel
-    g = torch.Generator().manual_seed(1)
-    before = {k: len(k.signatures) for k in (upsample_jit._scan, upsample_jit._boundary)}
-    upsample.USE_JIT = True
-    upsample_argmax(torch.randn(19, 30, 40, generator=g), (97, 131))
-    assert {k: len(k.signatures) for k in before} == before  # a real frame needs no new compilation
-
-
 @pytest.mark.parametrize("chw, hw", [((19, 24, 40), (91, 150)), ((5, 30, 20), (17, 12)), ((19, 96, 160), (301, 517))])
 def test_compiled_boundary_pixels_are_the_cell_maps_in_its_order(chw, hw, monkeypatch):
     """The kernels list the boundary pixels as they write them: the same pixels, order and labels

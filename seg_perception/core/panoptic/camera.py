@@ -72,7 +72,7 @@ from .postprocess import (
     resize_heads,
 )
 
-__all__ = ["camera_postprocess"]
+__all__ = ["camera_postprocess", "compile_kernels"]
 
 
 def camera_postprocess(
@@ -179,6 +179,25 @@ def camera_postprocess(
     lap("segments")
     return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
                           segments=segments)
+
+
+def compile_kernels() -> None:
+    """Run the fast path once on small synthetic heads that reach every compiled kernel (two thing
+    classes, centers of both, class-aware grouping, a camera above the network), so a node's
+    first frame does not compile them. No-op without numba."""
+    if not jit.AVAILABLE:
+        return
+    h, w = 16, 48
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    peaks = np.array([10, 36], np.float32)  # one instance of each thing class
+    logits = np.stack([np.full((h, w), 0.5, np.float32), 3 - np.abs(xx - 10), 3 - np.abs(xx - 36)])  # stuff, two things
+    center = np.exp(-((yy - 8) ** 2 + (xx[None] - peaks[:, None, None]) ** 2) / 2).max(axis=0)[None]
+    # columns 11-12 (class 1) point at the class-2 center: the class-aware pass moves them back
+    offset = np.stack([8 - yy, np.where((xx < 23) & (xx < 11), 10 - xx, 36 - xx)]).astype(np.float32)
+    # a camera 8x the heads with a few hot center tiles (the tiled center search, not the full resize)
+    cfg = PanopticConfig(center_threshold=0.5, nms_kernel=3, top_k=10, stuff_area=0, class_aware_grouping=True)
+    camera_postprocess(torch.from_numpy(logits), torch.from_numpy(center.astype(np.float32)), torch.from_numpy(offset),
+                       (128, 384), thing_ids=frozenset({1, 2}), cfg=cfg, background=False)
 
 
 def _centers_and_table(center: torch.Tensor, out_hw: tuple[int, int],

@@ -71,19 +71,14 @@ def find_centers_upsampled(center: torch.Tensor, out_hw: tuple[int, int],
         return keep_top_k(torch.zeros(0, dtype=torch.int64), torch.zeros(0), W, cfg.top_k)
     m = cfg.nms_kernel // 2
     side = TILE + 2 * m
-    ramp = np.arange(-m, TILE + m)
-    rows = (ty * TILE)[:, None, None] + ramp[None, :, None]  # (n, side, 1) camera rows of each box
-    cols = (tx * TILE)[:, None, None] + ramp[None, None, :]  # (n, 1, side)
-    inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
-    vals = sampler.sample(hm, (H, W), np.clip(rows, 0, H - 1), np.clip(cols, 0, W - 1))
-    vals = np.where(inside, vals, np.float32(-np.inf)).astype(np.float32)
+    vals = sampler.sample_boxes(hm, (H, W), ty * TILE - m, tx * TILE - m, side)  # (n, side, side), -inf outside
     # Boxes stacked vertically: a core pixel's window stays within its own box's margin.
     stack = np.ascontiguousarray(vals.reshape(-1, side))
     peak = cv2.dilate(stack, np.ones((cfg.nms_kernel, cfg.nms_kernel), np.uint8), borderType=cv2.BORDER_CONSTANT,
                       borderValue=float("-inf")).reshape(vals.shape)
     core = np.zeros((side, side), dtype=bool)
     core[m:m + TILE, m:m + TILE] = True
-    cand = core & inside & (vals > np.float32(cfg.center_threshold)) & (vals == peak)
+    cand = core & (vals > np.float32(cfg.center_threshold)) & (vals == peak)  # -inf (outside) is never above it
     n_idx, a, b = np.nonzero(cand)
     flat = (ty[n_idx] * TILE + a - m) * W + (tx[n_idx] * TILE + b - m)
     order = np.argsort(flat, kind="stable")  # raster order, as torch.nonzero on the full image

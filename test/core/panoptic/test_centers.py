@@ -16,6 +16,9 @@ from seg_perception.core.panoptic import centers as centers_mod
 from seg_perception.core.panoptic.centers import TILE, find_centers_upsampled
 from seg_perception.core.panoptic.postprocess import find_centers
 
+# every test twice: compiled kernels and the numpy code they replace (conftest.both_implementations)
+pytestmark = pytest.mark.usefixtures("both_implementations")
+
 
 def _exact(heat: torch.Tensor, out_hw, cfg):
     return find_centers(F.interpolate(heat[None], size=out_hw, mode="bilinear", align_corners=False)[0], cfg)
