@@ -200,10 +200,12 @@ class UpsampledLabels:
 
 
 def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], *,
-                    exact: bool = False) -> UpsampledLabels:
+                    exact: bool = False, split: bool = True) -> UpsampledLabels:
     """:func:`upsample_argmax` with what it learned on the way (network argmax, boundary cells).
 
-    Same arguments; see :class:`UpsampledLabels` for the result.
+    Same arguments, plus ``split``: the compiled kernels may use a second thread for large maps
+    (off when the caller keeps the second core busy itself); see :class:`UpsampledLabels` for the
+    result.
     """
     t = torch.as_tensor(logits)
     if t.ndim != 3:
@@ -222,13 +224,13 @@ def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
     cm = cell_map((h, w), (H, W))
     if USE_JIT and c <= 256:
         if (h, w) == (H, W):  # identity: every camera pixel is its own cell
-            small = upsample_jit.argmax_uint8(arr)
+            small = upsample_jit.argmax_uint8(arr, split)
             return UpsampledLabels(small, small, cells=cm)
-        found = upsample_jit.scan(arr)  # labels, boundary cells and their sources in one pass
+        found = upsample_jit.scan(arr, split)  # labels, boundary cells and their sources in one pass
         out = cm.gather_any_corner(found.small)
         if not found.cells.size:
             return UpsampledLabels(out, found.small, found.cells, cm)
-        flat, labels = upsample_jit.write_boundary_labels(out, found, cm)
+        flat, labels = upsample_jit.write_boundary_labels(out, found, cm, split)
         up = UpsampledLabels(out, found.small, found.cells, cm, boundary_flat=flat)
         up.__dict__["boundary_labels"] = labels
         return up

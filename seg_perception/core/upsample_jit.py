@@ -357,11 +357,12 @@ def _split(fn: Callable[[int, int], None], n: int, parallel: bool) -> None:
     other.result()
 
 
-def argmax_uint8(arr: np.ndarray) -> np.ndarray:
-    """(C, h, w) C-contiguous float32, C <= 256 -> (h, w) uint8 first-maximum class (numpy's argmax)."""
+def argmax_uint8(arr: np.ndarray, split: bool = True) -> np.ndarray:
+    """(C, h, w) C-contiguous float32, C <= 256 -> (h, w) uint8 first-maximum class (numpy's argmax).
+    ``split``: large maps on two threads."""
     _c, h, w = arr.shape
     out = np.empty((h, w), np.uint8)
-    _split(lambda r0, r1: _argmax_rows(arr, out, r0, r1), h, arr.size >= SPLIT_MIN_VALUES)
+    _split(lambda r0, r1: _argmax_rows(arr, out, r0, r1), h, split and arr.size >= SPLIT_MIN_VALUES)
     return out
 
 
@@ -379,14 +380,15 @@ class Scan:
         self.cells = np.concatenate([p[0] for p in parts])  # a copy: the parts live in reused buffers
 
 
-def scan(arr: np.ndarray) -> Scan:
+def scan(arr: np.ndarray, split: bool = True) -> Scan:
     """(C, h, w) C-contiguous float32, C <= 256 -> :class:`Scan`: argmax, boundary cells and their
-    sources' logits in one pass over the logits (two row bands on two threads for large maps).
+    sources' logits in one pass over the logits (``split``: two row bands on two threads for large
+    maps).
 
     The bands' tables live in buffers of the calling thread, valid until its next call."""
     c, h, w = arr.shape
     small = np.empty((h, w), np.uint8)
-    bands = [(0, h)] if arr.size < SPLIT_MIN_VALUES or h < 2 else [(0, h // 2), (h // 2, h)]
+    bands = [(0, h)] if not split or arr.size < SPLIT_MIN_VALUES or h < 2 else [(0, h // 2), (h // 2, h)]
     buffers = [_buffers(c, w, k) for k in range(len(bands))]
     parts: list = [None] * len(bands)
 
@@ -439,13 +441,14 @@ def _buffers(c: int, w: int, band: int) -> _Buffers:
     return store[key]
 
 
-def write_boundary_labels(out: np.ndarray, found: Scan, cm) -> tuple[np.ndarray, np.ndarray]:
+def write_boundary_labels(out: np.ndarray, found: Scan, cm, split: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Exact labels of every camera pixel of the boundary cells, written into ``out`` in place.
 
     Args:
         out: (H, W) uint8 labels, right everywhere but in ``found.cells``.
         found: the :func:`scan` of the logits.
         cm: the :class:`~seg_perception.core.upsample.CellMap` from (h, w) to (H, W).
+        split: many cells on two threads.
 
     Returns:
         ``(flat, labels)``: (N,) int64 flat camera index ``Y * W + X`` of every pixel of the
@@ -473,7 +476,7 @@ def write_boundary_labels(out: np.ndarray, found: Scan, cm) -> tuple[np.ndarray,
                       cm.row_start, cm.row_count, cm.col_start, cm.col_count, h, w,
                       starts[base + lo:base + hi], flat_out, lab_out)
 
-    _split(run, len(jobs), found.cells.size >= 4096)
+    _split(run, len(jobs), split and found.cells.size >= 4096)
     return flat_out, lab_out
 
 

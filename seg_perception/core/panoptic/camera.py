@@ -135,7 +135,7 @@ def camera_postprocess(
     run = _background().submit if background else _Done
     pending_centers = run(_timed, _centers_and_table, center, (H, W), cfg)
     pending_prob = run(_timed, _max_probability, logits_np)
-    up = upsample_labels(logits, (H, W))
+    up = upsample_labels(logits, (H, W), split=not background)  # the worker holds the second core
     lap("upsample_labels")
     is_thing = np.zeros(max(num_classes, 256) + 1, dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
