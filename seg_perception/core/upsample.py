@@ -30,6 +30,7 @@ from . import upsample_jit
 #: bit, as the numpy implementation below; tests switch it off to check both).
 USE_JIT = upsample_jit.AVAILABLE
 
+
 @lru_cache(maxsize=32)
 def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i0, i1, frac) for one axis: int64 (n_out,), int64 (n_out,), float32 (n_out,)."""
@@ -163,11 +164,15 @@ class UpsampledLabels:
         cells: the :class:`CellMap` used (None on the exact / GPU path).
     """
 
-    def __init__(self, labels, small=None, boundary_cells=None, cells=None, boundary_flat=None) -> None:
+    def __init__(self, labels, small=None, boundary_cells=None, cells=None, boundary_flat=None,
+                 boundary_labels=None) -> None:
         self.labels, self.small, self.cells = labels, small, cells
         self.boundary_cells = np.zeros(0, dtype=np.int64) if boundary_cells is None else boundary_cells
-        if boundary_flat is not None:  # known from the compiled kernels, which visit these pixels anyway
+        # known from the compiled kernels, which visit these pixels anyway (else derived when read)
+        if boundary_flat is not None:
             self.__dict__["boundary_flat"] = boundary_flat
+        if boundary_labels is not None:
+            self.__dict__["boundary_labels"] = boundary_labels
 
     @cached_property
     def _boundary_pixels(self) -> tuple[np.ndarray, np.ndarray]:
@@ -231,9 +236,7 @@ def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
         if not found.cells.size:
             return UpsampledLabels(out, found.small, found.cells, cm)
         flat, labels = upsample_jit.write_boundary_labels(out, found, cm, split)
-        up = UpsampledLabels(out, found.small, found.cells, cm, boundary_flat=flat)
-        up.__dict__["boundary_labels"] = labels
-        return up
+        return UpsampledLabels(out, found.small, found.cells, cm, boundary_flat=flat, boundary_labels=labels)
     small = argmax_channels(arr) if c <= 256 else arr.argmax(0).astype(dtype)
     if (h, w) == (H, W):
         return UpsampledLabels(small, small, cells=cm)
@@ -405,8 +408,6 @@ def compile_kernels() -> None:
     map; see :func:`seg_perception.core.postprocess.compile_kernels`. No-op without numba."""
     if not USE_JIT:
         return
-    arr = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)
+    arr = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)  # boundaries everywhere
     upsample_labels(arr, (4, 5))  # camera == network: the argmax alone
-    found = upsample_jit.scan(arr)
-    upsample_jit.write_boundary_labels(cell_map((4, 5), (9, 11)).gather_any_corner(found.small), found,
-                                       cell_map((4, 5), (9, 11)))
+    upsample_labels(arr, (9, 11))

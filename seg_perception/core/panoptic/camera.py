@@ -192,8 +192,9 @@ def compile_kernels() -> None:
     peaks = np.array([10, 36], np.float32)  # one instance of each thing class
     logits = np.stack([np.full((h, w), 0.5, np.float32), 3 - np.abs(xx - 10), 3 - np.abs(xx - 36)])  # stuff, two things
     center = np.exp(-((yy - 8) ** 2 + (xx[None] - peaks[:, None, None]) ** 2) / 2).max(axis=0)[None]
-    # columns 11-12 (class 1) point at the class-2 center: the class-aware pass moves them back
-    offset = np.stack([8 - yy, np.where((xx < 23) & (xx < 11), 10 - xx, 36 - xx)]).astype(np.float32)
+    # columns from 11 on point at the class-2 center, the class-1 pixels among them too: the
+    # class-aware pass moves those back
+    offset = np.stack([8 - yy, np.where(xx < 11, 10 - xx, 36 - xx)]).astype(np.float32)
     # a camera 8x the heads with a few hot center tiles (the tiled center search, not the full resize)
     cfg = PanopticConfig(center_threshold=0.5, nms_kernel=3, top_k=10, stuff_area=0, class_aware_grouping=True)
     camera_postprocess(torch.from_numpy(logits), torch.from_numpy(center.astype(np.float32)), torch.from_numpy(offset),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import jit
-from ..jit import KERNEL, njit
+from ..jit import INLINE, KERNEL, njit
 from .postprocess import nearest_center
 
 __all__ = ["nearest_center_grid", "nearest_center_of_class", "safe_table", "CELL", "SLACK", "MIN_POINTS"]
@@ -79,11 +79,11 @@ def nearest_center_grid(py: np.ndarray, px: np.ndarray, centers: torch.Tensor, e
 
 @njit(**KERNEL)
 def _nearest_kernel(py, px, table, inv, H, W, cy, cx):  # pragma: no cover - compiled
-    """:func:`nearest_center_grid` as one loop. The full computation is the reference's float32
-    maths: ``sqrt((py - cy)^2 + (px - cx)^2)``, first minimum (a NaN point gets 0, as argmin)."""
+    """:func:`nearest_center_grid` as one loop: the table where it is safe, else :func:`_nearest_one`."""
     n = py.shape[0]
     ny, nx = table.shape
     out = np.empty(n, np.int64)
+    no_class = np.empty(0, np.int64)  # class-agnostic: no center is out of reach
     for i in range(n):
         y = py[i]
         x = px[i]
@@ -92,16 +92,7 @@ def _nearest_kernel(py, px, table, inv, H, W, cy, cx):  # pragma: no cover - com
             if k >= 0:
                 out[i] = k
                 continue
-        best = np.float32(0)
-        arg = 0
-        for k in range(cy.shape[0]):
-            dy = y - cy[k]
-            dx = x - cx[k]
-            d = np.sqrt(dy * dy + dx * dx)
-            if k == 0 or d < best:
-                best = d
-                arg = k
-        out[i] = arg
+        out[i] = _nearest_one(y, x, cy, cx, False, 0, no_class)
     return out
 
 
@@ -138,27 +129,31 @@ def _nearest_of_class_kernel(py, px, pc, cy, cx, cc, has):  # pragma: no cover -
     n = py.shape[0]
     out = np.empty(n, np.int64)
     for i in range(n):
-        y = py[i]
-        x = px[i]
         cls = pc[i]
-        only = cls >= 0 and has[cls]
-        best = np.float32(0)
-        arg = 0
-        for k in range(cy.shape[0]):
-            if only and cc[k] != cls:
-                d = np.float32(np.inf)  # out of reach, as the reference masks it
-            else:
-                dy = y - cy[k]
-                dx = x - cx[k]
-                d = np.sqrt(dy * dy + dx * dx)
-            if d != d:  # argmin returns the first NaN
-                arg = k
-                break
-            if k == 0 or d < best:
-                best = d
-                arg = k
-        out[i] = arg
+        out[i] = _nearest_one(py[i], px[i], cy, cx, cls >= 0 and has[cls], cls, cc)
     return out
+
+
+@njit(**INLINE)
+def _nearest_one(y, x, cy, cx, only, cls, cc):  # pragma: no cover - compiled
+    """Nearest center of one point in the reference's float32 maths (``sqrt((y - cy)^2 + (x - cx)^2)``)
+    with numpy's argmin rule (first minimum, or the first NaN); with ``only`` the centers whose
+    class ``cc[k]`` is not ``cls`` count as +inf, as the reference masks them."""
+    best = np.float32(0)
+    arg = 0
+    for k in range(cy.shape[0]):
+        if only and cc[k] != cls:
+            d = np.float32(np.inf)
+        else:
+            dy = y - cy[k]
+            dx = x - cx[k]
+            d = np.sqrt(dy * dy + dx * dx)
+        if d != d:
+            return k
+        if k == 0 or d < best:
+            best = d
+            arg = k
+    return arg
 
 
 def safe_table(centers: torch.Tensor, extent: tuple[int, int], cell: int = CELL) -> np.ndarray:
