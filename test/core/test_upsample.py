@@ -26,7 +26,8 @@ def _exact(logits: torch.Tensor, hw) -> np.ndarray:
 
 
 @pytest.mark.parametrize("chw,hw", [((19, 32, 64), (135, 240)), ((5, 17, 23), (40, 41)), ((7, 30, 50), (30, 50)),
-                                    ((4, 40, 60), (17, 29)), ((3, 8, 8), (8, 64)), ((300, 6, 9), (20, 31))])
+                                    ((4, 40, 60), (17, 29)), ((3, 8, 8), (8, 64)), ((300, 6, 9), (20, 31)),
+                                    ((3, 1, 1), (5, 7)), ((4, 1, 9), (3, 20)), ((4, 7, 1), (20, 2)), ((19, 2, 3), (2000, 3))])
 def test_random_logits_match_exact_path(chw, hw):
     g = torch.Generator().manual_seed(sum(chw) + hw[0])
     logits = torch.randn(*chw, generator=g)
