@@ -27,19 +27,20 @@ post-processed).
 """
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
 
 from .jit import AVAILABLE, INLINE as _INLINE, KERNEL as _KERNEL, njit
+from .workers import process_worker
 
 __all__ = ["AVAILABLE", "Scan", "argmax_uint8", "scan", "write_boundary_labels"]
 
 #: Maps with at least this many logits (C * h * w) are reduced by two threads.
 SPLIT_MIN_VALUES = 1 << 21
+#: At least this many boundary cells are written by two threads.
+SPLIT_MIN_CELLS = 4096
 
 
 
@@ -338,21 +339,14 @@ def _boundary(out, table, corners, second, v2, v3, small_flat, cells, fy, fx,
                 k += 1
 
 
-_POOL: dict[int, ThreadPoolExecutor] = {}
-
-
 def _split(fn: Callable[[int, int], None], n: int, parallel: bool) -> None:
-    """``fn(0, n)``, or ``fn(0, n // 2)`` here and ``fn(n // 2, n)`` on a helper thread (one per
-    process: a forked child gets its own)."""
+    """``fn(0, n)``, or ``fn(0, n // 2)`` here and ``fn(n // 2, n)`` on a helper thread
+    (:func:`~seg_perception.core.workers.process_worker`)."""
     if not parallel or n < 2:
         fn(0, n)
         return
-    pid = os.getpid()
-    if pid not in _POOL:
-        _POOL.clear()
-        _POOL[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seg_upsample")
     half = n // 2
-    other = _POOL[pid].submit(fn, half, n)
+    other = process_worker("upsample").submit(fn, half, n)
     fn(0, half)
     other.result()
 
@@ -476,10 +470,10 @@ def write_boundary_labels(out: np.ndarray, found: Scan, cm, split: bool = True) 
                       cm.row_start, cm.row_count, cm.col_start, cm.col_count, h, w,
                       starts[base + lo:base + hi], flat_out, lab_out)
 
-    _split(run, len(jobs), split and found.cells.size >= 4096)
+    _split(run, len(jobs), split and found.cells.size >= SPLIT_MIN_CELLS)
     return flat_out, lab_out
 
 
 def _halves(n: int) -> list[tuple[int, int]]:
-    return [(0, n)] if n < 4096 else [(0, n // 2), (n // 2, n)]
+    return [(0, n)] if n < SPLIT_MIN_CELLS else [(0, n // 2), (n // 2, n)]
 

@@ -44,7 +44,6 @@ heads themselves.
 """
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from ...datasets.labels import LabelSet
 from .. import jit
 from ..bilinear import bilinear_sampler
 from ..upsample import upsample_labels
+from ..workers import process_worker
 from . import kernels
 from .camera_stats import cell_runs, segments_of, stuff_statistics, thing_statistics
 from .centers import find_centers_upsampled
@@ -232,17 +232,9 @@ def _max_probability(logits: np.ndarray) -> np.ndarray:
     return prob.reshape(h, w)
 
 
-_WORKER: dict[int, ThreadPoolExecutor] = {}
-
-
 def _background() -> ThreadPoolExecutor:
-    """The worker thread of ``background=True``, one per process (a forked child gets its own: the
-    parent's thread does not exist there, and submitting to its executor would never run)."""
-    pid = os.getpid()
-    if pid not in _WORKER:
-        _WORKER.clear()
-        _WORKER[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seg_panoptic_post")
-    return _WORKER[pid]
+    """The worker thread of ``background=True``, one per process (:func:`~seg_perception.core.workers.process_worker`)."""
+    return process_worker("panoptic_post")
 
 
 def _timed(fn, *args):

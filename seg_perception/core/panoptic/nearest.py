@@ -51,8 +51,8 @@ def nearest_center_grid(py: np.ndarray, px: np.ndarray, centers: torch.Tensor, e
     """
     H, W = extent
     if jit.AVAILABLE:  # one compiled loop: the table where it is safe, every center elsewhere
-        if table is None:
-            table = safe_table(centers, extent, cell)
+        if table is None:  # few points: a table costs more than it saves (an empty one: all unsafe)
+            table = safe_table(centers, extent, cell) if py.size >= MIN_POINTS else np.full((1, 1), -1, np.int32)
         c = centers.numpy()
         return _nearest_kernel(np.ascontiguousarray(py, dtype=np.float32), np.ascontiguousarray(px, dtype=np.float32),
                                table, np.float32(1.0 / cell), int(H), int(W),
