@@ -337,9 +337,7 @@ class PanopticDeepLab(nn.Module):
             # bowenc0221's integer factor from the heights, applied to both axes
             scale = (int(x.shape[-2]) - 1) // max(int(fh) - 1, 1)
             return {"semantic": sem, "center": center, "offset": off * scale}
-        dy = off[:, 0:1] * (x.shape[-2] / fh)
-        dx = off[:, 1:2] * (x.shape[-1] / fw)
-        return {"semantic": sem, "center": center, "offset": torch.cat([dy, dx], dim=1)}
+        return {"semantic": sem, "center": center, "offset": scale_yx(off, x.shape[-2] / fh, x.shape[-1] / fw)}
 
 
     def native_heads_error(self) -> Optional[str]:
@@ -380,8 +378,21 @@ class PanopticDeepLab(nn.Module):
         if not self.training and self.center_clamp:
             center = center.clamp(0.0, 1.0)
         if finer:
-            off = torch.cat([off[:, 0:1] * (size[0] / fh), off[:, 1:2] * (size[1] / fw)], dim=1)
+            off = scale_yx(off, size[0] / fh, size[1] / fw)
         return {"semantic": sem, "center": center, "offset": off}
+
+
+def scale_yx(offset: torch.Tensor, sy, sx) -> torch.Tensor:
+    """(N, 2, h, w) offsets (dy, dx) times (sy, sx), channel by channel, as ONE broadcast multiply.
+
+    The same float32 products as ``cat([offset[:, :1] * sy, offset[:, 1:] * sx])``, but the export
+    is a single Mul by a (1, 2, 1, 1) factor that runtimes fold into a constant, where slices and a
+    concat ran OpenVINO's reference concat kernel (~0.3 ms per frame at 256x512). ``sy`` / ``sx``
+    may be traced scalars (the ratio of input to head size), so dynamic-size exports stay right.
+    """
+    dy_unit = offset.new_tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    dx_unit = offset.new_tensor([0.0, 1.0]).view(1, 2, 1, 1)
+    return offset * (dy_unit * sy + dx_unit * sx)
 
 
 #: Keyword arguments every ``panoptic_deeplab_*`` builder accepts (besides output_stride).

@@ -28,7 +28,9 @@ onnxruntime    providers (list or "cuda,cpu"), intra_op_threads, inter_op_thread
                and upsampled once by the post-processing, straight to the camera; see
                :func:`.export.export_onnx`)
 openvino       opset, ov_device (OpenVINO device, default CPU), threads, performance_hint (LATENCY or
-               THROUGHPUT); int8: calib_* as for onnxruntime (the same QDQ model); native_heads
+               THROUGHPUT), output_layout (auto, nchw or nhwc: what OpenVINO computes the outputs
+               in; callers always get N, C, H, W; auto = nhwc at fp32 / int8 on CPU, see
+               :mod:`.openvino_backend`); int8: calib_* as for onnxruntime (the same QDQ model); native_heads
 tensorrt       opset, dynamic, min_shape, max_shape (N,3,H,W for dynamic profiles), workspace_mb,
                dla_core, gpu_fallback, timing_cache (bool), calib_images (dir), calib_bag,
                calib_topic, calib_limit, calib_cache (file); native_heads (the engine is built
@@ -64,8 +66,8 @@ BACKEND_OPTIONS: dict[str, set[str]] = {
     "onnxruntime": {"providers", "intra_op_threads", "inter_op_threads", "allow_spinning", "provider_options", "opset",
                     "native_heads",
                     "dynamic", "calib_images", "calib_bag", "calib_topic", "calib_limit"},
-    "openvino": {"opset", "native_heads", "ov_device", "threads", "performance_hint", "calib_images", "calib_bag", "calib_topic",
-                 "calib_limit"},
+    "openvino": {"opset", "native_heads", "ov_device", "threads", "performance_hint", "output_layout",
+                 "calib_images", "calib_bag", "calib_topic", "calib_limit"},
     "tensorrt": {"opset", "dynamic", "min_shape", "max_shape", "workspace_mb", "dla_core", "gpu_fallback",
                  "timing_cache", "calib_images", "calib_bag", "calib_topic", "calib_limit", "calib_cache",
                  "native_heads"},
@@ -283,6 +285,7 @@ def _create_openvino(model, resolution, batch, device, precision, root: Path, op
     return OpenVinoBackend(
         onnx_path, precision=precision, device=str(options.get("ov_device", "CPU")), cache_dir=root / "openvino",
         threads=int_option(options, "threads", None), performance_hint=str(options.get("performance_hint", "LATENCY")),
+        output_layout=str(options.get("output_layout", "auto")),
     )
 
 

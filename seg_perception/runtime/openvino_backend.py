@@ -6,6 +6,14 @@ without native bf16, see :mod:`.cpu_features`), ``int8`` (the QDQ ONNX made by
 OpenVINO turns its Q/DQ pairs into int8 kernels, so no second quantization tool is needed).
 Compiled blobs are cached by OpenVINO itself in ``cache_dir/openvino/`` (``CACHE_DIR``), keyed by
 OpenVINO on the model, device and properties; a second start skips compilation.
+
+Output layout: OpenVINO's CPU plugin computes the last convolution (and the final resize) of these
+networks channels-last; a planar (N, C, H, W) result then costs a reorder that runs OpenVINO's
+reference kernel for odd channel counts such as 19 (1.3 ms of a 15 ms panoptic int8 network at
+256x512, 2.6 ms of a 16 ms semantic int8 one with its full-size head). ``output_layout="auto"``
+therefore asks OpenVINO for (N, H, W, C) outputs at fp32 and int8 and transposes them back with
+OpenCV (~0.15 ms for 19 x 128 x 256); at bf16 the planar output measured as fast or faster, so it
+stays planar (docs/BENCHMARKS.md, "OpenVINO output layout"). Callers always get (N, C, H, W).
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import cv2
 import numpy as np
 
 from .base import BackendError, TensorSpec, name_outputs, pack_feeds
@@ -22,6 +31,8 @@ from .base import BackendError, TensorSpec, name_outputs, pack_feeds
 LOG = logging.getLogger("seg_perception.runtime")
 PRECISIONS = ("fp32", "bf16", "int8")
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 comes from the QDQ graph; the rest stays f32
+OUTPUT_LAYOUTS = ("auto", "nchw", "nhwc")
+_NHWC_BY_DEFAULT = ("fp32", "int8")  # measured faster channels-last on CPU; bf16 was not
 
 
 def import_openvino():
@@ -47,6 +58,7 @@ class OpenVinoBackend:
         cache_dir: Optional[str | os.PathLike] = None,
         threads: Optional[int] = None,
         performance_hint: str = "LATENCY",
+        output_layout: str = "auto",
     ) -> None:
         self._ov = import_openvino()
         self.onnx_path = Path(onnx_path)
@@ -56,6 +68,8 @@ class OpenVinoBackend:
             raise BackendError(f"openvino precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if performance_hint not in ("LATENCY", "THROUGHPUT"):
             raise BackendError(f"openvino performance_hint {performance_hint!r} is not LATENCY or THROUGHPUT")
+        if output_layout not in OUTPUT_LAYOUTS:
+            raise BackendError(f"openvino output_layout {output_layout!r} is not one of {', '.join(OUTPUT_LAYOUTS)}")
         self.device = str(device).upper()
         if precision == "bf16" and self.device == "CPU":
             from .cpu_features import bf16_error
@@ -67,7 +81,9 @@ class OpenVinoBackend:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.threads = threads
         self.performance_hint = performance_hint
+        self.output_layout = output_layout
         self._compiled = None
+        self._nhwc: list[bool] = []  # per compiled output: OpenVINO returns it (N, H, W, C)
         self._request = None
         self._inputs: list[TensorSpec] = []
         self._outputs: list[TensorSpec] = []
@@ -91,12 +107,36 @@ class OpenVinoBackend:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         try:
             model = core.read_model(str(self.onnx_path))
+            self._outputs = [self._spec(p) for p in model.outputs]
+            model, self._nhwc = self._with_output_layout(model)
             self._compiled = core.compile_model(model, self.device, config)
         except Exception as exc:
             raise BackendError(f"OpenVINO could not compile {self.onnx_path} for {self.device} ({config}): {exc}") from exc
         self._request = self._compiled.create_infer_request()
         self._inputs = [self._spec(p) for p in self._compiled.inputs]
-        self._outputs = [self._spec(p) for p in self._compiled.outputs]
+
+    def uses_nhwc_outputs(self) -> bool:
+        """Whether ``output_layout`` resolves to channels-last outputs for this precision and device."""
+        if self.output_layout == "auto":
+            return self.device == "CPU" and self.precision in _NHWC_BY_DEFAULT
+        return self.output_layout == "nhwc"
+
+    def _with_output_layout(self, model) -> tuple[Any, list[bool]]:
+        """``model`` with its 4-D float32 outputs made (N, H, W, C) when :meth:`uses_nhwc_outputs`,
+        and which outputs that changed."""
+        ov = self._ov
+        flags = [self.uses_nhwc_outputs() and port.get_partial_shape().rank.get_length() == 4
+                 and port.get_element_type() == ov.Type.f32 for port in model.outputs]
+        if not any(flags):
+            return model, flags
+        from openvino.preprocess import PrePostProcessor  # noqa: PLC0415 - optional dependency
+
+        ppp = PrePostProcessor(model)
+        for index, nhwc in enumerate(flags):
+            if nhwc:
+                ppp.output(index).model().set_layout(ov.Layout("NCHW"))
+                ppp.output(index).tensor().set_layout(ov.Layout("NHWC"))
+        return ppp.build(), flags
 
     @staticmethod
     def _spec(port) -> TensorSpec:
@@ -142,5 +182,20 @@ class OpenVinoBackend:
             raise BackendError(f"OpenVINO inference failed for inputs {shapes} (model input "
                                f"{[s.shape for s in self._inputs]}): {exc}") from exc
         self._latency_ms = (time.perf_counter() - t0) * 1e3
-        # the request reuses its output buffers on the next call: copy out
-        return name_outputs([s.name for s in self._outputs], [result[p] for p in self._compiled.outputs], copy=True)
+        # the request reuses its output buffers on the next call: copy out (planar)
+        arrays = [_planar_copy(result[p]) if nhwc else np.array(result[p], copy=True)
+                  for p, nhwc in zip(self._compiled.outputs, self._nhwc)]
+        return name_outputs([s.name for s in self._outputs], arrays, copy=False)
+
+
+def _planar_copy(nhwc: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) float32 -> a new C-contiguous (N, C, H, W) array, one OpenCV transpose of the
+    (H*W, C) matrix per image (several times numpy's strided copy)."""
+    n, h, w, c = nhwc.shape
+    out = np.empty((n, c, h, w), dtype=nhwc.dtype)
+    for i in range(n):
+        if c == 1:
+            out[i, 0] = nhwc[i, ..., 0]
+        else:
+            cv2.transpose(np.ascontiguousarray(nhwc[i]).reshape(h * w, c), dst=out[i].reshape(c, h * w))
+    return out

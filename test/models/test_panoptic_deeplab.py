@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from seg_perception.models import get_model, list_models
-from seg_perception.models.panoptic_deeplab import PanopticDeepLab
+from seg_perception.models.panoptic_deeplab import PanopticDeepLab, scale_yx
 
 from .onnx_helpers import export_and_run
 
@@ -138,6 +138,32 @@ def test_onnx_export_dynamic_shapes(tmp_path) -> None:
     for arr, name in zip(got, net.output_names):
         assert arr.shape == tuple(ref[name].shape)
         np.testing.assert_allclose(arr, ref[name].numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sy,sx", [(4.0, 4.0), (67 / 17, 93 / 24), (2.0, 1e-3)])
+def test_scale_yx_is_the_per_channel_product(sy, sx) -> None:
+    off = torch.randn(2, 2, 9, 13)
+    expected = torch.cat([off[:, 0:1] * sy, off[:, 1:2] * sx], dim=1)
+    assert torch.equal(scale_yx(off, sy, sx), expected)  # bit for bit, not approximately
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_offset_export_is_one_multiply_without_concat(tmp_path, native) -> None:
+    """The scaled offset output is a single broadcast Mul, no Slice / Concat (a reference-kernel
+    concat in OpenVINO), in the forward and native-heads exports, with and without a stride-2 stage."""
+    import onnx
+
+    from seg_perception.runtime.export import export_onnx
+
+    for kwargs in (SMALL, dict(SMALL, semantic_stride2_channels=6)):
+        net = get_model("panoptic_deeplab_mobilenetv2", **kwargs).eval()
+        path = tmp_path / f"off_{native}_{len(kwargs)}.onnx"
+        export_onnx(net, path, resolution=(64, 96), native_heads=native)
+        graph = onnx.load(str(path)).graph
+        producer = {out: node for node in graph.node for out in node.output}
+        # native heads on the offset head's own grid need no scale: the head's conv is the output
+        expected = "Conv" if native and "semantic_stride2_channels" not in kwargs else "Mul"
+        assert producer["offset"].op_type == expected, producer["offset"].op_type
 
 
 def test_stride2_stage_predicts_semantics_at_half_resolution() -> None:
