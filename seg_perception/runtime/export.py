@@ -31,8 +31,9 @@ LOG = logging.getLogger("seg_perception.runtime")
 
 INPUT_NAME = "image"
 DEFAULT_OPSET = 17
-#: Bump when the export recipe changes so cached ONNX files from older recipes are not reused.
-EXPORT_RECIPE_VERSION = 1
+#: Bump when the export recipe changes so cached ONNX files from older recipes are not reused
+#: (2: Panoptic-DeepLab's offset scaling exported as one Mul instead of slices + concat).
+EXPORT_RECIPE_VERSION = 2
 TRT_OPS_FILE = Path(__file__).resolve().parent / "trt_onnx_ops.json"
 
 
