@@ -114,6 +114,9 @@ class CellMap:
         """:meth:`pixels_of_cells` plus (N,) int64 position in ``cells`` of each pixel's cell
         (pixels come grouped by cell, in the order of ``cells``)."""
         w = self.small_hw[1]
+        if USE_JIT:
+            return upsample_jit.pixels_of_cells(np.ascontiguousarray(cells, dtype=np.int64), w, self.row_start,
+                                                self.row_count, self.col_start, self.col_count)
         ci, cj = np.divmod(np.asarray(cells, dtype=np.int64), w)
         nr, nc = self.row_count[ci], self.col_count[cj]
         # one entry per (cell, camera row), then one per (cell, camera row, camera column)

@@ -35,7 +35,7 @@ import numpy as np
 from .jit import AVAILABLE, INLINE as _INLINE, KERNEL as _KERNEL, njit
 from .workers import process_worker
 
-__all__ = ["AVAILABLE", "Scan", "argmax_uint8", "scan", "write_boundary_labels"]
+__all__ = ["AVAILABLE", "Scan", "argmax_uint8", "pixels_of_cells", "scan", "write_boundary_labels"]
 
 #: Maps with at least this many logits (C * h * w) are reduced by two threads.
 SPLIT_MIN_VALUES = 1 << 21
@@ -477,3 +477,27 @@ def write_boundary_labels(out: np.ndarray, found: Scan, cm, split: bool = True) 
 def _halves(n: int) -> list[tuple[int, int]]:
     return [(0, n)] if n < SPLIT_MIN_CELLS else [(0, n // 2), (n // 2, n)]
 
+
+@njit(**_KERNEL)
+def pixels_of_cells(cells, w, row_start, row_count, col_start, col_count):  # pragma: no cover - compiled
+    """Camera ``(rows, cols, of)`` (N,) int64 of every pixel of the flat network ``cells`` (M,):
+    grouped by cell in the order of ``cells``, row-major inside a cell; ``of`` the position in
+    ``cells`` (:meth:`~seg_perception.core.upsample.CellMap.pixels_of_cells_indexed`)."""
+    total = 0
+    for k in range(cells.shape[0]):
+        i = cells[k] // w
+        total += row_count[i] * col_count[cells[k] - i * w]
+    rows = np.empty(total, np.int64)
+    cols = np.empty(total, np.int64)
+    of = np.empty(total, np.int64)
+    n = 0
+    for k in range(cells.shape[0]):
+        i = cells[k] // w
+        j = cells[k] - i * w
+        for r in range(row_start[i], row_start[i] + row_count[i]):
+            for c in range(col_start[j], col_start[j] + col_count[j]):
+                rows[n] = r
+                cols[n] = c
+                of[n] = k
+                n += 1
+    return rows, cols, of

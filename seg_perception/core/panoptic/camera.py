@@ -363,6 +363,34 @@ class _Geometry:
         h, w = up.small.shape
         self.offset = offset
         self.off_flat = offset.reshape(2, -1)
+        sy, sx = self.sy, self.sx
+        # P(q) = pos(q) + s * offset(q) in camera coordinates (float32), pos from per-axis tables
+        pos_y = (np.arange(h, dtype=np.float32) + np.float32(0.5)) * sy - np.float32(0.5)
+        pos_x = (np.arange(w, dtype=np.float32) + np.float32(0.5)) * sx - np.float32(0.5)
+        if jit.AVAILABLE:
+            self.conv, edge_cells = kernels.thing_cells(self.thing_small, self.sem_unsure, self.border_row,
+                                                        self.border_col)
+            self.q, self.corner_pos, self.py, self.px, self.q_class = kernels.grouping_points(
+                self.conv, h, w, offset, pos_y, pos_x, sy, sx, self.small_flat)
+            b_rows, b_cols, b_sem = kernels.select_boundary(self.boundary_flat, self.boundary_labels, self.is_thing,
+                                                            up.labels.shape[1])
+        else:
+            edge_cells = self._numpy_grouping_points(pos_y, pos_x)
+            bt = np.flatnonzero(self.is_thing[self.boundary_labels])
+            b_rows, b_cols = up.boundary_rows[bt], up.boundary_cols[bt]
+            b_sem = self.boundary_labels[bt].astype(np.int64)
+        # Exact pixels that do not depend on the centers: thing pixels among the class-boundary
+        # pixels, and every pixel of the pure thing cells on the border.
+        er, ec, e_of = cm.pixels_of_cells_indexed(edge_cells)
+        self.fixed_rows = np.concatenate([b_rows, er])
+        self.fixed_cols = np.concatenate([b_cols, ec])
+        self.fixed_sem = np.concatenate([b_sem, self.small_flat[edge_cells][e_of].astype(np.int64)])
+        self.fixed_ey, self.fixed_ex = self.predicted(self.fixed_rows, self.fixed_cols)
+
+    def _numpy_grouping_points(self, pos_y: np.ndarray, pos_x: np.ndarray) -> np.ndarray:
+        """:func:`.kernels.thing_cells` + :func:`.kernels.grouping_points` in numpy: sets ``conv``,
+        ``q``, ``corner_pos``, ``py``, ``px``, ``q_class``; returns the border thing cells."""
+        h, w = self.up.small.shape
         # Pure thing cells (all four sources share one thing class): interior ones are convex.
         cells = np.flatnonzero(self.thing_small & ~self.sem_unsure)
         ci, cj = np.divmod(cells, w)
@@ -379,22 +407,11 @@ class _Geometry:
         where[self.q] = np.arange(self.q.size)
         self.corner_pos = where[corners]  # (4, M) index into q
         qy, qx = np.divmod(self.q, w)
-        sy, sx = self.sy, self.sx
-        # P(q) = pos(q) + s * offset(q) in camera coordinates (float32), pos from per-axis tables
-        pos_y = (np.arange(h, dtype=np.float32) + np.float32(0.5)) * sy - np.float32(0.5)
-        pos_x = (np.arange(w, dtype=np.float32) + np.float32(0.5)) * sx - np.float32(0.5)
         off_q = np.take(self.off_flat, self.q, axis=1)
-        self.py = pos_y[qy] + sy * off_q[0]
-        self.px = pos_x[qx] + sx * off_q[1]
+        self.py = pos_y[qy] + self.sy * off_q[0]
+        self.px = pos_x[qx] + self.sx * off_q[1]
         self.q_class = self.small_flat[self.q].astype(np.int64)
-        # Exact pixels that do not depend on the centers: thing pixels among the class-boundary
-        # pixels, and every pixel of the pure thing cells on the border.
-        bt = np.flatnonzero(self.is_thing[self.boundary_labels])
-        er, ec, e_of = cm.pixels_of_cells_indexed(cells[edge])
-        self.fixed_rows = np.concatenate([up.boundary_rows[bt], er])
-        self.fixed_cols = np.concatenate([up.boundary_cols[bt], ec])
-        self.fixed_sem = np.concatenate([self.boundary_labels[bt], self.small_flat[cells[edge]][e_of]]).astype(np.int64)
-        self.fixed_ey, self.fixed_ex = self.predicted(self.fixed_rows, self.fixed_cols)
+        return cells[edge]
 
     def predicted(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N,) float32 predicted centers (y, x) of camera pixels: position + upsampled, scaled offset."""
@@ -484,7 +501,9 @@ def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: 
     else:  # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
         panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
     flat = panoptic.reshape(-1)
-    if geo.boundary_flat.size:
+    if jit.AVAILABLE:
+        kernels.scatter_lut(flat, geo.boundary_flat, by_class, geo.boundary_labels)
+    elif geo.boundary_flat.size:
         flat[geo.boundary_flat] = by_class[geo.boundary_labels]
     if rows.size:
         flat[rows * panoptic.shape[1] + cols] = thing_lut[px_inst * C + px_sem]

@@ -109,7 +109,7 @@ def stuff_statistics(up, not_stuff: np.ndarray, is_thing: np.ndarray, num_classe
         is_thing: (> max class,) bool class lookup.
         num_classes: C.
         prob_small: (h, w) float32 probability of the argmax class at each network pixel.
-        labels_b: (B,) classes of the class-boundary pixels (``up.boundary_rows`` / ``cols``).
+        labels_b: (B,) classes of the class-boundary pixels (``up.boundary_flat``).
 
     Returns:
         :class:`KeyStats` of C keys.
@@ -141,6 +141,11 @@ def stuff_statistics(up, not_stuff: np.ndarray, is_thing: np.ndarray, num_classe
     add_runs(stats, cm, cls, i, starts - i * w, ends - i * w)
     stats.prob += np.bincount(cls, weights=cm.row_count[i] * run_prob, minlength=C)
     # class-boundary pixels of stuff classes, one by one (probability at the nearest source)
+    if jit.AVAILABLE:
+        kernels.add_boundary_pixels(stats.area, stats.sum_y, stats.sum_x, stats.y0, stats.y1, stats.x0, stats.x1,
+                                    stats.prob, up.boundary_flat, labels_b, is_thing, False, up.labels.shape[1],
+                                    prob_small, cm.y0, cm.x0)
+        return stats
     b = np.flatnonzero(~is_thing[labels_b])
     rows, cols = up.boundary_rows[b], up.boundary_cols[b]
     stats.add_pixels(labels_b[b].astype(np.int64), rows, cols, prob_small.reshape(-1)[cm.y0[rows] * w + cm.x0[cols]])

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..jit import KERNEL, njit
 
-__all__ = ["add_blocks", "add_pixels", "spread_cells"]
+__all__ = ["add_blocks", "add_pixels", "add_boundary_pixels", "grouping_points", "scatter_lut",
+           "select_boundary", "spread_cells", "thing_cells"]
 
 
 @njit(**KERNEL)
@@ -86,3 +87,139 @@ def spread_cells(cell_id, y0, x0):  # pragma: no cover - compiled
         for X in range(W):
             row[X] = src[x0[X]]
     return out
+
+
+@njit(**KERNEL)
+def add_boundary_pixels(area, sum_y, sum_x, y0, y1, x0, x1, prob, flat, labels, is_thing, want_thing, W, prob_small,
+                        cell_y0, cell_x0):  # pragma: no cover - compiled
+    """:func:`add_pixels` of the class-boundary pixels (``flat``: (N,) int64 camera index ``row * W
+    + col``, ``labels``: (N,) their classes) whose class is a thing (``want_thing``) or stuff, keyed
+    by class, each with the probability ``prob_small[cell_y0[row], cell_x0[col]]`` (its nearest
+    network source) -- without the row / column / selection arrays numpy needs."""
+    n = area.shape[0]
+    t_area = np.zeros(n)
+    t_y = np.zeros(n)
+    t_x = np.zeros(n)
+    t_p = np.zeros(n)
+    for i in range(flat.shape[0]):
+        k = labels[i]
+        if is_thing[k] != want_thing:
+            continue
+        r = flat[i] // W
+        c = flat[i] - r * W
+        t_area[k] += 1.0
+        t_y[k] += r
+        t_x[k] += c
+        y0[k] = min(y0[k], r)
+        y1[k] = max(y1[k], r)
+        x0[k] = min(x0[k], c)
+        x1[k] = max(x1[k], c)
+        t_p[k] += np.float64(prob_small[cell_y0[r], cell_x0[c]])
+    for k in range(n):
+        area[k] += t_area[k]
+        sum_y[k] += t_y[k]
+        sum_x[k] += t_x[k]
+        prob[k] += t_p[k]
+
+
+@njit(**KERNEL)
+def thing_cells(thing_small, sem_unsure, border_row, border_col):  # pragma: no cover - compiled
+    """Flat network cells of one thing class whose camera pixels are not class-boundary pixels, in
+    increasing order, split in two: ``(interior (M,), border (E,))`` int64 (border: first / last
+    row or column, see :class:`~seg_perception.core.panoptic.camera._Geometry`)."""
+    h, w = thing_small.shape
+    interior = np.empty(h * w, np.int64)
+    border = np.empty(h * w, np.int64)
+    m = 0
+    e = 0
+    for i in range(h):
+        for j in range(w):
+            if thing_small[i, j] and not sem_unsure[i, j]:
+                if border_row[i] or border_col[j]:
+                    border[e] = i * w + j
+                    e += 1
+                else:
+                    interior[m] = i * w + j
+                    m += 1
+    return interior[:m].copy(), border[:e].copy()
+
+
+@njit(**KERNEL)
+def grouping_points(conv, h, w, offset, pos_y, pos_x, sy, sx, small_flat):  # pragma: no cover - compiled
+    """The network points to group for the convex cells ``conv`` (M,) (flat, interior):
+
+    ``q`` (Q,) int64 the sorted union of their four (clamped) corners; ``corner_pos`` (4, M) int64
+    each corner's index in ``q`` (order: (i, j), (i, j+1), (i+1, j), (i+1, j+1)); ``py``, ``px``
+    (Q,) float32 the predicted camera center ``pos + s * offset`` (float32 as numpy computes it:
+    one rounding per product and per sum); ``q_class`` (Q,) int64 the class of each point.
+    """
+    m = conv.shape[0]
+    corners = np.empty((4, m), np.int64)
+    where = np.full(h * w, -1, np.int64)
+    for k in range(m):
+        c = conv[k]
+        i = c // w
+        j = c - i * w
+        dj = 1 if j < w - 1 else 0
+        di = w if i < h - 1 else 0
+        corners[0, k] = c
+        corners[1, k] = c + dj
+        corners[2, k] = c + di
+        corners[3, k] = c + di + dj
+        for t in range(4):
+            where[corners[t, k]] = 0
+    n = 0
+    for c in range(h * w):
+        if where[c] == 0:
+            n += 1
+    q = np.empty(n, np.int64)
+    n = 0
+    for c in range(h * w):
+        if where[c] == 0:
+            where[c] = n
+            q[n] = c
+            n += 1
+    corner_pos = np.empty((4, m), np.int64)
+    for t in range(4):
+        for k in range(m):
+            corner_pos[t, k] = where[corners[t, k]]
+    py = np.empty(n, np.float32)
+    px = np.empty(n, np.float32)
+    q_class = np.empty(n, np.int64)
+    for k in range(n):
+        i = q[k] // w
+        j = q[k] - i * w
+        py[k] = pos_y[i] + sy * offset[0, i, j]
+        px[k] = pos_x[j] + sx * offset[1, i, j]
+        q_class[k] = small_flat[q[k]]
+    return q, corner_pos, py, px, q_class
+
+
+@njit(**KERNEL)
+def select_boundary(flat, labels, is_thing, W):  # pragma: no cover - compiled
+    """The class-boundary pixels of thing classes, in order: ``(rows, cols, classes)`` (N,) int64
+    (``flat``: (B,) int64 ``row * W + col``, ``labels``: (B,) their classes)."""
+    n = 0
+    for i in range(flat.shape[0]):
+        if is_thing[labels[i]]:
+            n += 1
+    rows = np.empty(n, np.int64)
+    cols = np.empty(n, np.int64)
+    sem = np.empty(n, np.int64)
+    n = 0
+    for i in range(flat.shape[0]):
+        k = labels[i]
+        if is_thing[k]:
+            r = flat[i] // W
+            rows[n] = r
+            cols[n] = flat[i] - r * W
+            sem[n] = k
+            n += 1
+    return rows, cols, sem
+
+
+@njit(**KERNEL)
+def scatter_lut(out, flat, lut, keys):  # pragma: no cover - compiled
+    """``out[flat[i]] = lut[keys[i]]`` for every i (``out`` 1-D, modified in place)."""
+    for i in range(flat.shape[0]):
+        out[flat[i]] = lut[keys[i]]
