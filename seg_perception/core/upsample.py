@@ -18,6 +18,7 @@ min(y0 + 1, h - 1), weight src - y0; columns likewise.
 from __future__ import annotations
 
 from functools import cached_property, lru_cache
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -208,12 +209,15 @@ class UpsampledLabels:
 
 
 def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], *,
-                    exact: bool = False, split: bool = True) -> UpsampledLabels:
+                    exact: bool = False, split: bool = True,
+                    on_scanned: Optional[Callable[[], None]] = None) -> UpsampledLabels:
     """:func:`upsample_argmax` with what it learned on the way (network argmax, boundary cells).
 
     Same arguments, plus ``split``: the compiled kernels may use a second thread for large maps
-    (off when the caller keeps the second core busy itself); see :class:`UpsampledLabels` for the
-    result.
+    (off when the caller keeps the second core busy itself), and ``on_scanned``: called once the
+    pass over the logits is done (at once on paths without one); the rest then runs on this thread
+    alone, so the caller can hand the second core to other work from the callback. See
+    :class:`UpsampledLabels` for the result.
     """
     t = torch.as_tensor(logits)
     if t.ndim != 3:
@@ -226,15 +230,25 @@ def upsample_labels(logits: torch.Tensor | np.ndarray, out_hw: tuple[int, int], 
     dtype = np.uint8 if c <= 256 else np.int32
     if (h, w) != (H, W) and (exact or t.device.type != "cpu"):
         t = F.interpolate(t[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+        h, w = H, W  # logits at the camera size now: every pixel is its own cell
+    compiled = USE_JIT and c <= 256 and t.device.type == "cpu"
+    if on_scanned is not None and not compiled:  # no separate pass over the logits on this path
+        on_scanned()
+        split = False
     if t.device.type != "cpu":
         return UpsampledLabels(t.max(0).indices.cpu().numpy().astype(dtype))
     arr = t.contiguous().numpy()  # channels_last outputs (torch bf16) would make every pass strided
     cm = cell_map((h, w), (H, W))
-    if USE_JIT and c <= 256:
+    if compiled:
         if (h, w) == (H, W):  # identity: every camera pixel is its own cell
             small = upsample_jit.argmax_uint8(arr, split)
+            if on_scanned is not None:
+                on_scanned()
             return UpsampledLabels(small, small, cells=cm)
         found = upsample_jit.scan(arr, split)  # labels, boundary cells and their sources in one pass
+        if on_scanned is not None:
+            on_scanned()
+            split = False
         out = cm.gather_any_corner(found.small)
         if not found.cells.size:
             return UpsampledLabels(out, found.small, found.cells, cm)

@@ -35,7 +35,7 @@ import numpy as np
 from .jit import AVAILABLE, INLINE as _INLINE, KERNEL as _KERNEL, njit
 from .workers import process_worker
 
-__all__ = ["AVAILABLE", "Scan", "argmax_uint8", "pixels_of_cells", "scan", "write_boundary_labels"]
+__all__ = ["AVAILABLE", "Scan", "argmax_uint8", "pixels_of_cells", "scan", "split_range", "write_boundary_labels"]
 
 #: Maps with at least this many logits (C * h * w) are reduced by two threads.
 SPLIT_MIN_VALUES = 1 << 21
@@ -339,7 +339,7 @@ def _boundary(out, table, corners, second, v2, v3, small_flat, cells, fy, fx,
                 k += 1
 
 
-def _split(fn: Callable[[int, int], None], n: int, parallel: bool) -> None:
+def split_range(fn: Callable[[int, int], None], n: int, parallel: bool) -> None:
     """``fn(0, n)``, or ``fn(0, n // 2)`` here and ``fn(n // 2, n)`` on a helper thread
     (:func:`~seg_perception.core.workers.process_worker`)."""
     if not parallel or n < 2:
@@ -356,7 +356,7 @@ def argmax_uint8(arr: np.ndarray, split: bool = True) -> np.ndarray:
     ``split``: large maps on two threads."""
     _c, h, w = arr.shape
     out = np.empty((h, w), np.uint8)
-    _split(lambda r0, r1: _argmax_rows(arr, out, r0, r1), h, split and arr.size >= SPLIT_MIN_VALUES)
+    split_range(lambda r0, r1: _argmax_rows(arr, out, r0, r1), h, split and arr.size >= SPLIT_MIN_VALUES)
     return out
 
 
@@ -396,7 +396,7 @@ def scan(arr: np.ndarray, split: bool = True) -> Scan:
             cells, corners, table, second, v2, v3 = buf.arrays[:6]
             parts[k] = (cells[:m], corners[:m], table[:, :n], second[:n], v2[:n], v3[:n])
 
-    _split(run, len(bands), len(bands) > 1)
+    split_range(run, len(bands), len(bands) > 1)
     return Scan(small, parts)
 
 
@@ -470,7 +470,7 @@ def write_boundary_labels(out: np.ndarray, found: Scan, cm, split: bool = True) 
                       cm.row_start, cm.row_count, cm.col_start, cm.col_count, h, w,
                       starts[base + lo:base + hi], flat_out, lab_out)
 
-    _split(run, len(jobs), split and found.cells.size >= SPLIT_MIN_CELLS)
+    split_range(run, len(jobs), split and found.cells.size >= SPLIT_MIN_CELLS)
     return flat_out, lab_out
 
 

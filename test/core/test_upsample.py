@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from seg_perception.core import upsample, upsample_jit
-from seg_perception.core.upsample import upsample_argmax
+from seg_perception.core.upsample import upsample_argmax, upsample_labels
 
 
 # every test twice: compiled kernels and the numpy code they replace (conftest.both_implementations)
@@ -204,8 +204,8 @@ def test_large_maps_split_over_two_threads_give_the_same_labels(monkeypatch):
     monkeypatch.setattr(upsample, "USE_JIT", True)
     monkeypatch.setattr(upsample_jit, "SPLIT_MIN_VALUES", 1)
     calls = []
-    real = upsample_jit._split
-    monkeypatch.setattr(upsample_jit, "_split", lambda fn, n, parallel: (calls.append(parallel), real(fn, n, parallel)))
+    real = upsample_jit.split_range
+    monkeypatch.setattr(upsample_jit, "split_range", lambda fn, n, parallel: (calls.append(parallel), real(fn, n, parallel)))
     got = upsample_argmax(logits, (301, 517))
     assert calls and calls[0] is True
     assert float((got == want).mean()) >= 0.9999
@@ -247,3 +247,29 @@ def test_compiled_boundary_pixels_are_the_cell_maps_in_its_order(chw, hw, monkey
     np.testing.assert_array_equal(up.boundary_flat, rows * hw[1] + cols)
     np.testing.assert_array_equal(up.boundary_rows, rows)
     np.testing.assert_array_equal(up.boundary_labels, up.labels[rows, cols])
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(exact=True), dict(split=False)])
+@pytest.mark.parametrize("out_hw", [(20, 30), (57, 91)], ids=["identity", "upsampled"])
+def test_on_scanned_is_called_once_and_changes_nothing(both_implementations, kwargs, out_hw):
+    """The callback runs exactly once on every path (after the pass over the logits where there is
+    one, at once otherwise) and the labels and boundary pixels are those of a call without it."""
+    logits = torch.from_numpy(np.random.default_rng(3).standard_normal((5, 20, 30)).astype(np.float32))
+    calls: list[int] = []
+    got = upsample_labels(logits, out_hw, on_scanned=lambda: calls.append(1), **kwargs)
+    ref = upsample_labels(logits, out_hw, **kwargs)
+    assert calls == [1]
+    assert np.array_equal(got.labels, ref.labels)
+    assert np.array_equal(got.boundary_flat, ref.boundary_flat)
+    assert np.array_equal(got.boundary_labels, ref.boundary_labels)
+    want = F.interpolate(logits[None], size=out_hw, mode="bilinear", align_corners=False)[0].argmax(0).numpy()
+    assert (got.labels == want).mean() >= 0.999
+
+
+@pytest.mark.parametrize("out_hw", [(20, 30), (57, 91), (40, 60)])
+def test_exact_is_the_argmax_of_the_interpolated_logits(both_implementations, out_hw):
+    """exact=True: argmax of F.interpolate's logits at the camera size, pixel for pixel (the
+    compiled path once read those logits with the network's cell map and indexed out of bounds)."""
+    logits = torch.from_numpy(np.random.default_rng(5).standard_normal((7, 20, 30)).astype(np.float32))
+    want = F.interpolate(logits[None], size=out_hw, mode="bilinear", align_corners=False)[0].argmax(0).numpy()
+    assert np.array_equal(upsample_argmax(logits, out_hw, exact=True), want)

@@ -57,6 +57,7 @@ from ...datasets.labels import LabelSet
 from .. import jit
 from ..bilinear import bilinear_sampler
 from ..upsample import upsample_labels
+from ..upsample_jit import SPLIT_MIN_VALUES, split_range
 from ..workers import process_worker
 from . import kernels
 from .camera_stats import cell_runs, segments_of, stuff_statistics, thing_statistics
@@ -73,6 +74,9 @@ from .postprocess import (
 )
 
 __all__ = ["camera_postprocess", "compile_kernels"]
+
+#: Camera images of at least this many pixels get their ids written by two threads.
+SPLIT_MIN_PIXELS = 1 << 20
 
 
 def camera_postprocess(
@@ -133,9 +137,20 @@ def camera_postprocess(
     # the probabilities: with ``background`` they run on the worker thread while this one upsamples
     # labels and groups the things.
     run = _background().submit if background else _Done
-    pending_centers = run(_timed, _centers_and_table, center, (H, W), cfg)
-    pending_prob = run(_timed, _max_probability, logits_np)
-    up = upsample_labels(logits, (H, W), split=not background)  # the worker holds the second core
+    pending: dict[str, object] = {}
+
+    def start_worker() -> None:
+        pending["centers"] = run(_timed, _centers_and_table, center, (H, W), cfg)
+        pending["prob"] = run(_timed, _max_probability, logits_np)
+
+    # A map large enough for the label pass to split over both cores does that first and hands the
+    # second core to the worker afterwards (three busy threads on two cores were slower); a small
+    # one starts the worker at once and runs the label pass alone.
+    large = background and logits_np.size >= SPLIT_MIN_VALUES
+    if not large:
+        start_worker()
+    up = upsample_labels(logits, (H, W), split=large or not background, on_scanned=start_worker if large else None)
+    pending_centers, pending_prob = pending["centers"], pending["prob"]
     lap("upsample_labels")
     is_thing = np.zeros(max(num_classes, 256) + 1, dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
@@ -211,19 +226,19 @@ def _centers_and_table(center: torch.Tensor, out_hw: tuple[int, int],
 def _max_probability(logits: np.ndarray) -> np.ndarray:
     """(C, h, w) float32 logits -> (h, w) softmax probability of the argmax class.
 
-    ``max_c exp(l_c) / sum_c exp(l_c)`` with OpenCV's SIMD exp / add / max, one channel at a time:
-    no per-pixel shift by the maximum logit (a pass less per channel). Pixels where that overflows
-    or underflows (a logit above ~88, or every logit below ~-69) get ``1 / sum exp(l - max)``.
+    ``max_c exp(l_c) / sum_c exp(l_c)``: OpenCV's SIMD exp over all C planes in one call, then
+    numpy's max and sum over the channel axis (float32, channel after channel). No per-pixel shift
+    by the maximum logit (a pass less). A handful of calls, not three per channel: this runs on the
+    worker thread beside the main thread's numpy calls, and every call there waits for the GIL
+    (per-channel calls took 2-3x longer under that contention, four whole-array calls did not).
+    Pixels where the plain form overflows or underflows (a logit above ~88, or every logit below
+    ~-69) get ``1 / sum exp(l - max)``.
     """
     c, h, w = logits.shape
     flat = logits.reshape(c, h * w)
-    total = np.zeros(h * w, dtype=np.float32)
-    top = np.zeros(h * w, dtype=np.float32)
-    tmp = np.empty(h * w, dtype=np.float32)
-    for channel in flat:
-        cv2.exp(channel, dst=tmp)
-        cv2.add(total, tmp, dst=total)
-        cv2.max(top, tmp, dst=top)
+    exp = cv2.exp(flat)
+    total = exp.sum(axis=0)
+    top = exp.max(axis=0)
     prob = cv2.divide(top, total).reshape(-1)
     bad = np.flatnonzero(~((total < np.inf) & (top >= np.float32(1e-30))))
     if bad.size:
@@ -484,9 +499,10 @@ class _Geometry:
 
 
 def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: np.ndarray, stuff_lut: np.ndarray,
-                  void: int) -> np.ndarray:
+                  void: int, split: bool = True) -> np.ndarray:
     """(H, W) int32 ids: one id per network cell spread over its camera rectangle, then the
-    class-boundary pixels (by class) and the exact thing pixels (by instance and class) on top."""
+    class-boundary pixels (by class) and the exact thing pixels (by instance and class) on top.
+    ``split``: large images spread by two threads (the panoptic worker is idle by this stage)."""
     up, cm = geo.up, geo.up.cells
     C = num_classes
     by_class = np.where(geo.is_thing[:C], void, stuff_lut).astype(np.int32)  # thing pixels: void until grouped
@@ -497,7 +513,10 @@ def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: 
         cell_id.reshape(-1)[cells] = thing_lut[things.cell_inst[keep] * C + geo.small_flat[cells]]
     rows, cols, px_inst, px_sem = things.rows, things.cols, things.inst, things.sem
     if jit.AVAILABLE:
-        panoptic = kernels.spread_cells(cell_id, cm.y0, cm.x0)
+        # 8 MB of int32 at 1080x1920, bound by memory writes
+        panoptic = np.empty(up.labels.shape, dtype=cell_id.dtype)
+        split_range(lambda r0, r1: kernels.spread_cells(cell_id, cm.y0, cm.x0, panoptic, r0, r1), panoptic.shape[0],
+                    split and panoptic.size >= SPLIT_MIN_PIXELS)
     else:  # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
         panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
     flat = panoptic.reshape(-1)

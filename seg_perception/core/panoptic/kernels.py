@@ -72,21 +72,19 @@ def add_pixels(area, sum_y, sum_x, y0, y1, x0, x1, prob, key, rows, cols, p, wit
 
 
 @njit(**KERNEL)
-def spread_cells(cell_id, y0, x0):  # pragma: no cover - compiled
-    """(h, w) one value per network cell -> (H, W): camera pixel (Y, X) takes the value of its
-    cell (y0[Y], x0[X]). Consecutive camera rows of one network row are copies of the first."""
-    H = y0.shape[0]
+def spread_cells(cell_id, y0, x0, out, r0, r1):  # pragma: no cover - compiled
+    """Rows ``r0 : r1`` of (H, W) ``out`` from (h, w) ``cell_id``, one value per network cell:
+    camera pixel (Y, X) takes the value of its cell (y0[Y], x0[X]). Consecutive camera rows of one
+    network row are copies of the first (two calls on disjoint row ranges may run in parallel)."""
     W = x0.shape[0]
-    out = np.empty((H, W), cell_id.dtype)
-    for Y in range(H):
-        if Y > 0 and y0[Y] == y0[Y - 1]:
+    for Y in range(r0, r1):
+        if Y > r0 and y0[Y] == y0[Y - 1]:
             out[Y, :] = out[Y - 1, :]
             continue
         src = cell_id[y0[Y]]
         row = out[Y]
         for X in range(W):
             row[X] = src[x0[X]]
-    return out
 
 
 @njit(**KERNEL)

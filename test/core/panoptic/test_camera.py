@@ -217,6 +217,30 @@ def test_background_thread_gives_the_same_result_and_survives_fork():
     assert torch.equal(torch.from_numpy(got), a.panoptic)
 
 
+@pytest.mark.parametrize("out_hw", [(24, 40), (75, 97)], ids=["camera=network", "camera>network"])
+def test_large_map_path_splits_then_starts_the_worker_with_the_same_result(monkeypatch, out_hw):
+    """Maps above the split thresholds (lowered here to reach them on small heads) run the label
+    pass on two threads, start the worker afterwards and spread the ids on two threads: the
+    result is the one-thread result, which is checked against the exact path."""
+    from seg_perception.core.panoptic import camera as camera_mod
+
+    logits, heat, offset = _smooth_heads(5)
+    cfg = PanopticConfig(class_aware_grouping=True, nms_kernel=3, stuff_area=0)
+    kw = dict(thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES)
+    one = camera_postprocess(logits, heat, offset, out_hw, background=False, **kw)
+    _compare(one, _exact(logits, heat, offset, out_hw, cfg), min_agreement=0.999)
+    monkeypatch.setattr(camera_mod, "SPLIT_MIN_VALUES", 1)
+    monkeypatch.setattr(camera_mod, "SPLIT_MIN_PIXELS", 1)
+    from seg_perception.core import upsample_jit
+
+    monkeypatch.setattr(upsample_jit, "SPLIT_MIN_VALUES", 1)
+    monkeypatch.setattr(upsample_jit, "SPLIT_MIN_CELLS", 1)
+    for _ in range(3):
+        big = camera_postprocess(logits, heat, offset, out_hw, background=True, **kw)
+        assert torch.equal(big.panoptic, one.panoptic) and torch.equal(big.semantic, one.semantic)
+        assert big.segments == one.segments
+
+
 def _child_ids(heads):
     cfg = PanopticConfig(class_aware_grouping=True, nms_kernel=3)
     return camera_postprocess(*heads, (75, 97), thing_ids=THINGS, cfg=cfg, label_set=CITYSCAPES).panoptic.numpy()
