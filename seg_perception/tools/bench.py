@@ -55,7 +55,10 @@ CPU_SUITE = ("onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:
 GPU_SUITE = ("torch:fp32", "torch:fp16", "torch:fp16+cl", "torch:fp16+cl+graphs", "onnxruntime:fp32",
              "tensorrt:fp16", "tensorrt:int8")
 SUITES = {"cpu": CPU_SUITE, "gpu": GPU_SUITE}
-_FLAGS = {"cl": "channels_last", "graphs": "cuda_graphs", "native": "native_heads"}
+#: Variant flags -> the backend option they set: ``+planar`` / ``+nhwc`` pin OpenVINO's output
+#: layout (its default, ``auto``, is channels-last at fp32 / int8), for side-by-side timing.
+_FLAGS = {"cl": ("channels_last", True), "graphs": ("cuda_graphs", True), "native": ("native_heads", True),
+          "planar": ("output_layout", "nchw"), "nhwc": ("output_layout", "nhwc")}
 #: Variant flags that configure the Segmenter rather than the backend: ``+exact`` = the reference
 #: post-processing (every head upsampled to the camera before argmax / grouping).
 _SEGMENTER_FLAGS = ("exact",)
@@ -73,7 +76,7 @@ class Variant:
 
 
 def parse_variant(text: str, default_precision: str = "fp32") -> Variant:
-    """``"kind[:precision][+cl][+graphs][+exact][+native]"`` -> :class:`Variant`.
+    """``"kind[:precision][+cl][+graphs][+exact][+native][+planar|+nhwc]"`` -> :class:`Variant`.
 
     Raises:
         ValueError: empty kind or an unknown ``+flag`` (names the valid ones).
@@ -87,7 +90,7 @@ def parse_variant(text: str, default_precision: str = "fp32") -> Variant:
         valid = ", ".join("+" + f for f in (*_FLAGS, *_SEGMENTER_FLAGS))
         raise ValueError(f"backend variant {text!r}: unknown flag(s) {bad}; valid: {valid}")
     return Variant(text.strip(), kind, precision or default_precision,
-                   tuple((_FLAGS[f], True) for f in flags if f in _FLAGS), exact_post="exact" in flags)
+                   tuple(_FLAGS[f] for f in flags if f in _FLAGS), exact_post="exact" in flags)
 
 
 @dataclass

@@ -97,6 +97,7 @@ def test_variants_parse_and_run_with_their_precision():
     v = parse_variant("torch:fp16+cl+graphs")
     assert (v.kind, v.precision, dict(v.options)) == ("torch", "fp16", {"channels_last": True, "cuda_graphs": True})
     assert parse_variant("onnxruntime", "int8").precision == "int8"
+    assert dict(parse_variant("openvino:int8+native+planar").options) == {"native_heads": True, "output_layout": "nchw"}
     with pytest.raises(ValueError, match=r"\+cl"):
         parse_variant("torch+fast")
     cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48),
