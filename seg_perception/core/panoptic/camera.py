@@ -148,8 +148,9 @@ def camera_postprocess(
 
     # A map large enough for the label pass to split over both cores does that first and hands the
     # second core to the worker afterwards (three busy threads on two cores were slower); a small
-    # one starts the worker at once and runs the label pass alone.
-    large = background and logits_np.size >= SPLIT_MIN_VALUES
+    # one, or a bare argmax at camera == network (measured: not worth delaying the worker), starts
+    # the worker at once and runs the label pass alone.
+    large = background and logits_np.size >= SPLIT_MIN_VALUES and (h, w) != (H, W)
     if not large:
         start_worker()
     up = upsample_labels(logits, (H, W), split=large or not background, on_scanned=start_worker if large else None)

@@ -219,9 +219,9 @@ def test_background_thread_gives_the_same_result_and_survives_fork():
 
 @pytest.mark.parametrize("out_hw", [(24, 40), (75, 97)], ids=["camera=network", "camera>network"])
 def test_large_map_path_splits_then_starts_the_worker_with_the_same_result(monkeypatch, out_hw):
-    """Maps above the split thresholds (lowered here to reach them on small heads) run the label
-    pass on two threads, start the worker afterwards and spread the ids on two threads: the
-    result is the one-thread result, which is checked against the exact path."""
+    """Maps above the split thresholds (lowered here to reach them on small heads) spread the ids
+    on two threads and, above the network size, run the label pass on two threads before starting
+    the worker: the result is the one-thread result, which is checked against the exact path."""
     from seg_perception.core.panoptic import camera as camera_mod
 
     logits, heat, offset = _smooth_heads(5)
