@@ -47,7 +47,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -140,7 +140,7 @@ def camera_postprocess(
     # the probabilities: with ``background`` they run on the worker thread while this one upsamples
     # labels and groups the things.
     run = _background().submit if background else _Done
-    pending: dict[str, object] = {}
+    pending: dict[str, Any] = {}  # the worker's futures (or _Done values), set by start_worker
 
     def start_worker() -> None:
         pending["centers"] = run(_timed, _centers_and_table, center, (H, W), cfg)
@@ -237,8 +237,9 @@ def _max_probability(logits: np.ndarray) -> np.ndarray:
     (per-channel calls took 2-3x longer under that contention, four whole-array calls did not).
     Maps above :data:`_WHOLE_EXP_MAX_VALUES` go channel by channel: there the C x h x w temporary
     outgrows the caches (19 x 512 x 1024: 9 ms whole, 4 ms per channel). Both give the same
-    floats (the same exp, the channel sums in the same order). Pixels where the plain form overflows or underflows (a logit above ~88, or every logit below
-    ~-69) get ``1 / sum exp(l - max)``.
+    floats (the same exp, the channel sums in the same order). Pixels where the plain form
+    overflows or underflows (a logit above ~88, or every logit below ~-69) get
+    ``1 / sum exp(l - max)``.
     """
     c, h, w = logits.shape
     flat = logits.reshape(c, h * w)

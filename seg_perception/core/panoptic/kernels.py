@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jit import KERNEL, njit
+from ..jit import INLINE, KERNEL, njit
 
 __all__ = ["add_blocks", "add_pixels", "add_boundary_pixels", "grouping_points", "scatter_lut",
            "select_boundary", "spread_cells", "thing_cells"]
@@ -41,34 +41,47 @@ def add_blocks(area, sum_y, sum_x, y0, y1, x0, x1, key, b_area, b_sum_y, b_sum_x
         sum_x[k] += t_x[k]
 
 
-@njit(**KERNEL)
-def add_pixels(area, sum_y, sum_x, y0, y1, x0, x1, prob, key, rows, cols, p, with_prob):  # pragma: no cover
-    """Add N single camera pixels (``key``, ``rows``, ``cols``: (N,) int64; ``p`` (N,) float their
-    probability when ``with_prob``) to the per-key statistics in place (see :func:`add_blocks`)."""
-    n = area.shape[0]
-    t_area = np.zeros(n)
-    t_y = np.zeros(n)
-    t_x = np.zeros(n)
-    t_p = np.zeros(n)
-    for i in range(key.shape[0]):
-        k = key[i]
-        r = rows[i]
-        c = cols[i]
-        t_area[k] += 1.0
-        t_y[k] += r
-        t_x[k] += c
-        y0[k] = min(y0[k], r)
-        y1[k] = max(y1[k], r)
-        x0[k] = min(x0[k], c)
-        x1[k] = max(x1[k], c)
-        if with_prob:
-            t_p[k] += p[i]
-    for k in range(n):
+@njit(**INLINE)
+def _zero_sums(n):  # pragma: no cover - compiled
+    """Four (n,) float64 running sums: area, rows, columns, probability."""
+    return np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+
+
+@njit(**INLINE)
+def _add_pixel(t_area, t_y, t_x, y0, y1, x0, x1, k, r, c):  # pragma: no cover - compiled
+    """One camera pixel (row ``r``, column ``c``) under key ``k``: into the running sums ``t_*``
+    and the extents."""
+    t_area[k] += 1.0
+    t_y[k] += r
+    t_x[k] += c
+    y0[k] = min(y0[k], r)
+    y1[k] = max(y1[k], r)
+    x0[k] = min(x0[k], c)
+    x1[k] = max(x1[k], c)
+
+
+@njit(**INLINE)
+def _flush(area, sum_y, sum_x, prob, t_area, t_y, t_x, t_p, with_prob):  # pragma: no cover - compiled
+    """Add the running sums (accumulated from zero, as ``np.bincount`` does) to the statistics."""
+    for k in range(area.shape[0]):
         area[k] += t_area[k]
         sum_y[k] += t_y[k]
         sum_x[k] += t_x[k]
         if with_prob:
             prob[k] += t_p[k]
+
+
+@njit(**KERNEL)
+def add_pixels(area, sum_y, sum_x, y0, y1, x0, x1, prob, key, rows, cols, p, with_prob):  # pragma: no cover
+    """Add N single camera pixels (``key``, ``rows``, ``cols``: (N,) int64; ``p`` (N,) float their
+    probability when ``with_prob``) to the per-key statistics in place (see :func:`add_blocks`)."""
+    t_area, t_y, t_x, t_p = _zero_sums(area.shape[0])
+    for i in range(key.shape[0]):
+        k = key[i]
+        _add_pixel(t_area, t_y, t_x, y0, y1, x0, x1, k, rows[i], cols[i])
+        if with_prob:
+            t_p[k] += p[i]
+    _flush(area, sum_y, sum_x, prob, t_area, t_y, t_x, t_p, with_prob)
 
 
 @njit(**KERNEL)
@@ -94,30 +107,16 @@ def add_boundary_pixels(area, sum_y, sum_x, y0, y1, x0, x1, prob, flat, labels, 
     + col``, ``labels``: (N,) their classes) whose class is a thing (``want_thing``) or stuff, keyed
     by class, each with the probability ``prob_small[cell_y0[row], cell_x0[col]]`` (its nearest
     network source) -- without the row / column / selection arrays numpy needs."""
-    n = area.shape[0]
-    t_area = np.zeros(n)
-    t_y = np.zeros(n)
-    t_x = np.zeros(n)
-    t_p = np.zeros(n)
+    t_area, t_y, t_x, t_p = _zero_sums(area.shape[0])
     for i in range(flat.shape[0]):
         k = labels[i]
         if is_thing[k] != want_thing:
             continue
         r = flat[i] // W
         c = flat[i] - r * W
-        t_area[k] += 1.0
-        t_y[k] += r
-        t_x[k] += c
-        y0[k] = min(y0[k], r)
-        y1[k] = max(y1[k], r)
-        x0[k] = min(x0[k], c)
-        x1[k] = max(x1[k], c)
+        _add_pixel(t_area, t_y, t_x, y0, y1, x0, x1, k, r, c)
         t_p[k] += np.float64(prob_small[cell_y0[r], cell_x0[c]])
-    for k in range(n):
-        area[k] += t_area[k]
-        sum_y[k] += t_y[k]
-        sum_x[k] += t_x[k]
-        prob[k] += t_p[k]
+    _flush(area, sum_y, sum_x, prob, t_area, t_y, t_x, t_p, True)
 
 
 @njit(**KERNEL)
