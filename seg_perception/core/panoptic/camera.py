@@ -515,10 +515,11 @@ class _Geometry:
 
 
 def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: np.ndarray, stuff_lut: np.ndarray,
-                  void: int, split: bool = True) -> np.ndarray:
+                  void: int) -> np.ndarray:
     """(H, W) int32 ids: one id per network cell spread over its camera rectangle, then the
     class-boundary pixels (by class) and the exact thing pixels (by instance and class) on top.
-    ``split``: large images spread by two threads (the panoptic worker is idle by this stage)."""
+    Images of :data:`SPLIT_MIN_PIXELS` or more are spread by two threads (the panoptic worker is
+    idle by this stage)."""
     up, cm = geo.up, geo.up.cells
     C = num_classes
     by_class = np.where(geo.is_thing[:C], void, stuff_lut).astype(np.int32)  # thing pixels: void until grouped
@@ -532,7 +533,7 @@ def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: 
         # 8 MB of int32 at 1080x1920, bound by memory writes
         panoptic = np.empty(up.labels.shape, dtype=cell_id.dtype)
         split_range(lambda r0, r1: kernels.spread_cells(cell_id, cm.y0, cm.x0, panoptic, r0, r1), panoptic.shape[0],
-                    split and panoptic.size >= SPLIT_MIN_PIXELS)
+                    panoptic.size >= SPLIT_MIN_PIXELS)
     else:  # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
         panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
     flat = panoptic.reshape(-1)
