@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from seg_perception.provenance import write_json
+from seg_perception.runtime import BackendError
 from seg_perception.tools.bench import (GPU_SUITE, BenchConfig, format_table, parse_variant, run_bench, stats,
                                   synthetic_frame)
 
@@ -241,3 +243,21 @@ def test_an_auto_variant_records_what_auto_picked_and_why(monkeypatch):
     sel = auto_row["selection"]
     assert (sel["backend"], sel["precision"], sel["native_heads"]) == ("onnxruntime", "fp32", False)
     assert "fastest measured CPU path at 32x64" in sel["reason"]
+
+
+def test_layout_variants_reach_the_openvino_backend_and_give_the_same_labels():
+    from seg_perception.tools.bench import _build
+
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48),
+                      backends=["openvino:fp32", "openvino:fp32+planar"],
+                      model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
+    frame = synthetic_frame((32, 48), 0)
+    labels = []
+    for kind, nhwc in zip(cfg.backends, (True, False)):
+        seg, _ = _build(parse_variant(kind), cfg)
+        with seg:
+            assert seg.backend.uses_nhwc_outputs() is nhwc
+            labels.append(seg.segment(frame).semantic)
+    assert np.array_equal(labels[0], labels[1])
+    with pytest.raises(BackendError, match="output_layout"):  # another backend refuses the option by name
+        _build(parse_variant("onnxruntime:fp32+planar"), cfg)
