@@ -160,7 +160,7 @@ def float_head_nodes(model: Any, outputs: Iterable[str] = FLOAT_HEADS) -> list[s
     Walks the ONNX graph back from each named output through the producers of its inputs
     (initializers, graph inputs and shape-only ops end a path) and stops at the first Conv on each
     path, which is included: for Panoptic-DeepLab that is ``<head>_predictor`` Conv -> Resize ->
-    Clip / Slice -> Mul -> Concat. Outputs the graph does not have are ignored (a semantic model
+    Clip (center) or Mul (offset scaling). Outputs the graph does not have are ignored (a semantic model
     gives ``[]``). ``model`` is an ``onnx.ModelProto``.
 
     Raises:
