@@ -43,7 +43,6 @@ SPLIT_MIN_VALUES = 1 << 21
 SPLIT_MIN_CELLS = 4096
 
 
-
 @njit(**_KERNEL)
 def _label_row(arr, y, best, row):  # pragma: no cover - compiled
     """First-maximum class of every pixel of network row ``y`` into ``row`` (w,) uint8."""

@@ -210,8 +210,6 @@ def test_large_maps_split_over_two_threads_give_the_same_labels(monkeypatch):
     assert calls and calls[0] is True
     assert float((got == want).mean()) >= 0.9999
     calls.clear()
-    from seg_perception.core.upsample import upsample_labels
-
     alone = upsample_labels(logits, (301, 517), split=False).labels  # a caller that keeps the other core busy
     assert calls and not any(calls)
     np.testing.assert_array_equal(alone, got)
