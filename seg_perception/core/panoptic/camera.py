@@ -26,7 +26,8 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
   whose first-pass center has another class than theirs while some center has theirs (for every
   other point the nearest center of its class *is* its nearest center, ties included);
 * centers, class probabilities and stuff statistics run on a worker thread while the labels are
-  upsampled and the things grouped (``background``);
+  upsampled and the things grouped, thing statistics and the segment list while the ids are
+  written (``background``);
 * ids: one int32 per network cell (stuff: a lookup by class; things: by instance and class),
   spread over each cell's camera rectangle, then the exact pixels written over it;
 * segment statistics: :mod:`.camera_stats`, from cell and pixel sums (no pass over H x W).
@@ -68,7 +69,7 @@ from .postprocess import (
     PanopticOutput,
     check_heads,
     check_id_space,
-    merge_tables,
+    merge_tables_np,
     panoptic_postprocess,
     resize_heads,
 )
@@ -110,10 +111,11 @@ def camera_postprocess(
             thread (one per process, shared) while this thread upsamples the labels and groups the
             things: numpy and OpenCV release the GIL there, so a second core shortens the wall time.
         stage_ms: for benchmarks: a dict that receives the milliseconds of every stage of the fast
-            path: ``upsample_labels``, ``geometry``, ``group``, ``class_aware``, ``statistics``,
-            ``ids``, ``segments`` and ``wait`` (time blocked on the worker) on this thread, whose sum
-            is the wall time, plus ``centers``, ``probability`` and ``stuff_statistics`` wherever
-            they ran (with ``background`` they overlap the others). The exact path leaves it empty.
+            path: ``upsample_labels``, ``geometry``, ``group``, ``class_aware``, ``statistics``
+            (class votes and id tables), ``ids`` and ``wait`` (time blocked on the worker) on this
+            thread, whose sum is the wall time, plus ``centers``, ``probability``,
+            ``stuff_statistics``, ``thing_statistics`` and ``segments`` wherever they ran (with
+            ``background`` they overlap the others). The exact path leaves it empty.
 
     Returns:
         :class:`PanopticOutput` at (H, W): int32 ids, semantic classes (int64 on the exact path,
@@ -187,15 +189,25 @@ def camera_postprocess(
         for name, ms in (("centers", centers_ms), ("probability", prob_ms), ("stuff_statistics", stuff_ms)):
             stage_ms[name] = stage_ms.get(name, 0.0) + ms
     votes = things.votes(geo, k + 1, num_classes)
-    thing_lut, stuff_lut = (t.numpy() for t in merge_tables(
-        torch.from_numpy(votes), torch.from_numpy(np.round(stuff.area).astype(np.int64)), cfg, (H, W)))
+    thing_lut, stuff_lut = merge_tables_np(votes, np.round(stuff.area).astype(np.int64), cfg, (H, W))
     runs, pixels = things.runs_and_pixels(geo, num_classes)
-    thing_stats = thing_statistics(geo.up.cells, runs, *pixels, num_classes, k + 1)
+
+    def segments_job():  # on the worker while this thread writes the ids
+        thing_stats, stats_ms = _timed(thing_statistics, geo.up.cells, runs, *pixels, num_classes, k + 1)
+        segments, segments_ms = _timed(segments_of, stuff, stuff_lut, thing_stats, thing_lut, scores, thing_ids,
+                                       cfg, label_set)
+        return segments, stats_ms, segments_ms
+
+    pending_segments = run(segments_job)
     lap("statistics")
-    panoptic = _panoptic_ids(geo, things, num_classes, thing_lut, stuff_lut, cfg.void_label)
+    # the second core is the worker's now: the ids are spread by this thread alone
+    panoptic = _panoptic_ids(geo, things, num_classes, thing_lut, stuff_lut, cfg.void_label, split=not background)
     lap("ids")
-    segments = segments_of(stuff, stuff_lut, thing_stats, thing_lut, scores, thing_ids, cfg, label_set)
-    lap("segments")
+    segments, stats_ms, segments_ms = pending_segments.result()
+    lap("wait")
+    if stage_ms is not None:
+        for name, ms in (("thing_statistics", stats_ms), ("segments", segments_ms)):
+            stage_ms[name] = stage_ms.get(name, 0.0) + ms
     return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
                           segments=segments)
 
@@ -515,11 +527,10 @@ class _Geometry:
 
 
 def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: np.ndarray, stuff_lut: np.ndarray,
-                  void: int) -> np.ndarray:
+                  void: int, split: bool = True) -> np.ndarray:
     """(H, W) int32 ids: one id per network cell spread over its camera rectangle, then the
     class-boundary pixels (by class) and the exact thing pixels (by instance and class) on top.
-    Images of :data:`SPLIT_MIN_PIXELS` or more are spread by two threads (the panoptic worker is
-    idle by this stage)."""
+    With ``split``, images of :data:`SPLIT_MIN_PIXELS` or more are spread by two threads."""
     up, cm = geo.up, geo.up.cells
     C = num_classes
     by_class = np.where(geo.is_thing[:C], void, stuff_lut).astype(np.int32)  # thing pixels: void until grouped
@@ -533,7 +544,7 @@ def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: 
         # 8 MB of int32 at 1080x1920, bound by memory writes
         panoptic = np.empty(up.labels.shape, dtype=cell_id.dtype)
         split_range(lambda r0, r1: kernels.spread_cells(cell_id, cm.y0, cm.x0, panoptic, r0, r1), panoptic.shape[0],
-                    panoptic.size >= SPLIT_MIN_PIXELS)
+                    split and panoptic.size >= SPLIT_MIN_PIXELS)
     else:  # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
         panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
     flat = panoptic.reshape(-1)

@@ -423,40 +423,52 @@ def merge_tables(votes: torch.Tensor, stuff_area: torch.Tensor, cfg: PanopticCon
         hw: (H, W) of the output, for the scaled area thresholds.
 
     Returns:
-        ``(thing_lut (n_inst * C,), stuff_lut (C,))`` int64: the id of a thing pixel of instance
-        k and class c is ``thing_lut[k * C + c]``, of a stuff pixel of class c ``stuff_lut[c]``.
+        ``(thing_lut (n_inst * C,), stuff_lut (C,))`` int64 on ``votes``' device: the id of a thing
+        pixel of instance k and class c is ``thing_lut[k * C + c]``, of a stuff pixel of class c
+        ``stuff_lut[c]``. Computed by :func:`merge_tables_np` on the CPU (tables of a few hundred
+        entries: a dozen torch calls cost more than the work).
 
     Raises:
         ValueError: more segments of one class than ``label_divisor`` allows.
     """
-    dev = votes.device
+    thing_lut, stuff_lut = merge_tables_np(votes.detach().cpu().numpy(), stuff_area.detach().cpu().numpy(), cfg, hw)
+    return torch.from_numpy(thing_lut).to(votes.device), torch.from_numpy(stuff_lut).to(votes.device)
+
+
+def merge_tables_np(votes: np.ndarray, stuff_area: np.ndarray, cfg: PanopticConfig,
+                    hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`merge_tables` on numpy arrays: same arguments, (n_inst * C,) and (C,) int64 tables.
+
+    Raises:
+        ValueError: more segments of one class than ``label_divisor`` allows.
+    """
+    votes = np.asarray(votes, dtype=np.int64)
     num_classes = votes.shape[1]
     div, void = cfg.label_divisor, cfg.void_label
-    inst_class = votes.argmax(dim=1)  # first max -> lowest class on ties
-    present = votes.sum(dim=1) > 0
+    classes = np.arange(num_classes, dtype=np.int64)
+    inst_class = votes.argmax(axis=1)  # first max -> lowest class on ties
+    present = votes.sum(axis=1) > 0
     present[0] = False
     # segment[k, c]: (instance k, class c) is a segment -- the majority class of each present
     # instance, plus the fragments class splitting keeps.
-    segment = F.one_hot(inst_class, num_classes).bool() & present[:, None]
+    segment = (inst_class[:, None] == classes[None, :]) & present[:, None]
     if cfg.class_split_area > 0:
-        split = votes >= max(1.0, cfg.min_class_split_area(hw))
-        segment |= split & present[:, None]
+        segment |= (votes >= max(1.0, cfg.min_class_split_area(hw))) & present[:, None]
     # Per-class running count in (instance, class) order -> 1..n numbering.
-    rank = segment.long().cumsum(dim=0)
+    rank = np.cumsum(segment, axis=0, dtype=np.int64)
     if int(rank.max()) >= div:
         raise ValueError(
             f"{int(rank.max())} segments of one class do not fit below label_divisor={div}; "
             "raise PanopticConfig.label_divisor or lower top_k"
         )
     # Pixel (k, c) -> class c if (k, c) is a segment, else k's majority class.
-    classes = torch.arange(num_classes, device=dev)
-    target = torch.where(segment, classes[None, :], inst_class[:, None])  # (n_inst, C)
-    seg_id = target * div + rank.gather(1, target)
-    thing_lut = torch.where(present[:, None], seg_id, torch.full_like(seg_id, void)).flatten()
+    target = np.where(segment, classes[None, :], inst_class[:, None])  # (n_inst, C)
+    seg_id = target * div + np.take_along_axis(rank, target, axis=1)
+    thing_lut = np.where(present[:, None], seg_id, np.int64(void)).reshape(-1)
     thing_lut[:num_classes] = void  # thing pixels that no instance claimed (row 0)
     # Stuff: one segment per class, void when below the scaled area threshold.
-    big = stuff_area.double() >= cfg.min_stuff_area(hw)
-    stuff_lut = torch.where(big, classes * div, torch.full_like(classes, void))
+    big = np.asarray(stuff_area, dtype=np.float64) >= cfg.min_stuff_area(hw)
+    stuff_lut = np.where(big, classes * div, np.int64(void))
     return thing_lut, stuff_lut
 
 

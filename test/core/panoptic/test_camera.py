@@ -219,9 +219,10 @@ def test_background_thread_gives_the_same_result_and_survives_fork():
 
 @pytest.mark.parametrize("out_hw", [(24, 40), (75, 97)], ids=["camera=network", "camera>network"])
 def test_large_map_path_splits_then_starts_the_worker_with_the_same_result(monkeypatch, out_hw):
-    """Maps above the split thresholds (lowered here to reach them on small heads) spread the ids
-    on two threads and, above the network size, run the label pass on two threads before starting
-    the worker: the result is the one-thread result, which is checked against the exact path."""
+    """Maps above the split thresholds (lowered here to reach them on small heads) run the label
+    pass on two threads before starting the worker (above the network size) and, without the
+    worker, spread the ids on two threads: the result is the one-thread result, which is checked
+    against the exact path."""
     from seg_perception.core.panoptic import camera as camera_mod
 
     logits, heat, offset = _smooth_heads(5)
@@ -236,9 +237,10 @@ def test_large_map_path_splits_then_starts_the_worker_with_the_same_result(monke
     monkeypatch.setattr(upsample_jit, "SPLIT_MIN_VALUES", 1)
     monkeypatch.setattr(upsample_jit, "SPLIT_MIN_CELLS", 1)
     for _ in range(3):
-        big = camera_postprocess(logits, heat, offset, out_hw, background=True, **kw)
-        assert torch.equal(big.panoptic, one.panoptic) and torch.equal(big.semantic, one.semantic)
-        assert big.segments == one.segments
+        for background in (True, False):
+            big = camera_postprocess(logits, heat, offset, out_hw, background=background, **kw)
+            assert torch.equal(big.panoptic, one.panoptic) and torch.equal(big.semantic, one.semantic)
+            assert big.segments == one.segments
 
 
 def _child_ids(heads):
@@ -251,7 +253,7 @@ def test_stage_times_cover_the_fast_path():
     st: dict = {}
     camera_postprocess(logits, heat, offset, (75, 97), thing_ids=THINGS, cfg=PanopticConfig(), stage_ms=st)
     assert {"upsample_labels", "geometry", "wait", "centers", "probability", "stuff_statistics", "statistics", "ids",
-            "segments"} <= set(st)
+            "thing_statistics", "segments"} <= set(st)
     assert all(v >= 0 for v in st.values())
     st_exact: dict = {}
     camera_postprocess(logits, heat, offset, (75, 97), thing_ids=THINGS, cfg=PanopticConfig(), stage_ms=st_exact,
