@@ -70,6 +70,7 @@ from .postprocess import (
     check_heads,
     check_id_space,
     merge_tables_np,
+    stuff_table,
     panoptic_postprocess,
     resize_heads,
 )
@@ -168,7 +169,12 @@ def camera_postprocess(
         stats, ms = _timed(stuff_statistics, up, not_stuff, is_thing, num_classes, prob_small, geo.boundary_labels)
         return stats, prob_ms, ms
 
+    def class_ids_job():  # the ids by class (things void until grouped) after the stuff statistics
+        stuff_lut = stuff_table(np.round(pending_stuff.result()[0].area).astype(np.int64), cfg, (H, W))
+        return _timed(_class_ids, geo, num_classes, stuff_lut, cfg.void_label, not background)
+
     pending_stuff = run(stuff_job)
+    pending_class_ids = run(class_ids_job)
     geo.prepare_things(offset.float().contiguous().numpy())
     lap("geometry")
     (centers, scores, table), centers_ms = pending_centers.result()
@@ -200,13 +206,14 @@ def camera_postprocess(
 
     pending_segments = run(segments_job)
     lap("statistics")
-    # the second core is the worker's now: the ids are spread by this thread alone
-    panoptic = _panoptic_ids(geo, things, num_classes, thing_lut, stuff_lut, cfg.void_label, split=not background)
+    panoptic, class_ids_ms = pending_class_ids.result()
+    lap("wait")
+    _write_thing_ids(panoptic, geo, things, num_classes, thing_lut)
     lap("ids")
     segments, stats_ms, segments_ms = pending_segments.result()
     lap("wait")
     if stage_ms is not None:
-        for name, ms in (("thing_statistics", stats_ms), ("segments", segments_ms)):
+        for name, ms in (("class_ids", class_ids_ms), ("thing_statistics", stats_ms), ("segments", segments_ms)):
             stage_ms[name] = stage_ms.get(name, 0.0) + ms
     return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
                           segments=segments)
@@ -526,32 +533,45 @@ class _Geometry:
                        np.concatenate([fixed_inst, s_inst]))
 
 
-def _panoptic_ids(geo: _Geometry, things: _Things, num_classes: int, thing_lut: np.ndarray, stuff_lut: np.ndarray,
-                  void: int, split: bool = True) -> np.ndarray:
-    """(H, W) int32 ids: one id per network cell spread over its camera rectangle, then the
-    class-boundary pixels (by class) and the exact thing pixels (by instance and class) on top.
-    With ``split``, images of :data:`SPLIT_MIN_PIXELS` or more are spread by two threads."""
+def _class_ids(geo: _Geometry, num_classes: int, stuff_lut: np.ndarray, void: int, split: bool = True) -> np.ndarray:
+    """(H, W) int32 ids by class: one id per network cell spread over its camera rectangle, then
+    the class-boundary pixels by their own class; stuff classes take ``stuff_lut``, thing classes
+    ``void`` (:func:`_write_thing_ids` writes the grouped things over them). With ``split``, images
+    of :data:`SPLIT_MIN_PIXELS` or more are spread by two threads."""
     up, cm = geo.up, geo.up.cells
-    C = num_classes
-    by_class = np.where(geo.is_thing[:C], void, stuff_lut).astype(np.int32)  # thing pixels: void until grouped
+    by_class = np.where(geo.is_thing[:num_classes], void, stuff_lut).astype(np.int32)
     cell_id = np.take(by_class, up.small)
-    keep = np.flatnonzero(things.cell_inst)
-    if keep.size:
-        cells = geo.conv[keep]
-        cell_id.reshape(-1)[cells] = thing_lut[things.cell_inst[keep] * C + geo.small_flat[cells]]
-    rows, cols, px_inst, px_sem = things.rows, things.cols, things.inst, things.sem
     if jit.AVAILABLE:
         # 8 MB of int32 at 1080x1920, bound by memory writes
         panoptic = np.empty(up.labels.shape, dtype=cell_id.dtype)
         split_range(lambda r0, r1: kernels.spread_cells(cell_id, cm.y0, cm.x0, panoptic, r0, r1), panoptic.shape[0],
                     split and panoptic.size >= SPLIT_MIN_PIXELS)
-    else:  # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
-        panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
-    flat = panoptic.reshape(-1)
-    if jit.AVAILABLE:
-        kernels.scatter_lut(flat, geo.boundary_flat, by_class, geo.boundary_labels)
-    elif geo.boundary_flat.size:
-        flat[geo.boundary_flat] = by_class[geo.boundary_labels]
-    if rows.size:
-        flat[rows * panoptic.shape[1] + cols] = thing_lut[px_inst * C + px_sem]
+        kernels.scatter_lut(panoptic.reshape(-1), geo.boundary_flat, by_class, geo.boundary_labels)
+        return panoptic
+    # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
+    panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
+    if geo.boundary_flat.size:
+        panoptic.reshape(-1)[geo.boundary_flat] = by_class[geo.boundary_labels]
     return panoptic
+
+
+def _write_thing_ids(panoptic: np.ndarray, geo: _Geometry, things: _Things, num_classes: int,
+                     thing_lut: np.ndarray) -> None:
+    """The grouped thing pixels' ids (by instance and class) written over :func:`_class_ids`, in
+    place: the convex cells whose corners agree (none of them holds a class-boundary pixel) as
+    whole rectangles, then every exact thing pixel."""
+    cm = geo.up.cells
+    C = num_classes
+    lut = thing_lut.astype(panoptic.dtype)
+    if jit.AVAILABLE:
+        kernels.write_thing_ids(panoptic, geo.conv, things.cell_inst, geo.small_flat, lut, C, geo.up.small.shape[1],
+                                cm.row_start, cm.row_count, cm.col_start, cm.col_count, things.rows, things.cols,
+                                things.inst, things.sem)
+        return
+    keep = np.flatnonzero(things.cell_inst)
+    if keep.size:
+        cells = geo.conv[keep]
+        rows, cols, of = cm.pixels_of_cells_indexed(cells)
+        panoptic[rows, cols] = lut[things.cell_inst[keep] * C + geo.small_flat[cells]][of]
+    if things.rows.size:
+        panoptic[things.rows, things.cols] = lut[things.inst * C + things.sem]

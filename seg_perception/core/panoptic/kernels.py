@@ -14,7 +14,7 @@ import numpy as np
 from ..jit import INLINE, KERNEL, njit
 
 __all__ = ["add_blocks", "add_pixels", "add_boundary_pixels", "grouping_points", "scatter_lut",
-           "select_boundary", "spread_cells", "thing_cells"]
+           "select_boundary", "spread_cells", "thing_cells", "write_thing_ids"]
 
 
 @njit(**KERNEL)
@@ -220,3 +220,29 @@ def scatter_lut(out, flat, lut, keys):  # pragma: no cover - compiled
     """``out[flat[i]] = lut[keys[i]]`` for every i (``out`` 1-D, modified in place)."""
     for i in range(flat.shape[0]):
         out[flat[i]] = lut[keys[i]]
+
+
+@njit(**KERNEL)
+def write_thing_ids(out, conv, cell_inst, small_flat, lut, num_classes, w, row_start, row_count, col_start, col_count,
+                    rows, cols, inst, sem):  # pragma: no cover - compiled
+    """Thing ids written over (H, W) ``out`` in place: every camera pixel of convex cell ``conv[k]``
+    (flat in (h, w)) whose corners agree on instance ``cell_inst[k]`` (> 0; ``cell_inst`` (M,) or
+    empty) takes ``lut[cell_inst[k]
+    * C + small_flat[conv[k]]]`` (its cell's rectangle ``row_start : row_start + row_count`` x
+    ``col_start : col_start + col_count``), then every exact pixel (rows[i], cols[i]) ``lut[inst[i]
+    * C + sem[i]]``."""
+    for k in range(cell_inst.shape[0]):  # empty when nothing was grouped (no centers)
+        if cell_inst[k] == 0:
+            continue
+        cell = conv[k]
+        i = cell // w
+        j = cell - i * w
+        v = lut[cell_inst[k] * num_classes + small_flat[cell]]
+        c0 = col_start[j]
+        c1 = c0 + col_count[j]
+        for r in range(row_start[i], row_start[i] + row_count[i]):
+            row = out[r]
+            for c in range(c0, c1):
+                row[c] = v
+    for n in range(rows.shape[0]):
+        out[rows[n], cols[n]] = lut[inst[n] * num_classes + sem[n]]

@@ -466,10 +466,16 @@ def merge_tables_np(votes: np.ndarray, stuff_area: np.ndarray, cfg: PanopticConf
     seg_id = target * div + np.take_along_axis(rank, target, axis=1)
     thing_lut = np.where(present[:, None], seg_id, np.int64(void)).reshape(-1)
     thing_lut[:num_classes] = void  # thing pixels that no instance claimed (row 0)
-    # Stuff: one segment per class, void when below the scaled area threshold.
-    big = np.asarray(stuff_area, dtype=np.float64) >= cfg.min_stuff_area(hw)
-    stuff_lut = np.where(big, classes * div, np.int64(void))
-    return thing_lut, stuff_lut
+    return thing_lut, stuff_table(stuff_area, cfg, hw)
+
+
+def stuff_table(stuff_area: np.ndarray, cfg: PanopticConfig, hw: tuple[int, int]) -> np.ndarray:
+    """(C,) int64 id of a stuff pixel of class c (the ``stuff_lut`` of :func:`merge_tables_np`):
+    one segment per class, ``class * label_divisor``, or ``void_label`` when the class covers less
+    than the scaled ``stuff_area`` (``stuff_area``: (C,) pixels of each stuff class)."""
+    area = np.asarray(stuff_area, dtype=np.float64)
+    big = area >= cfg.min_stuff_area(hw)
+    return np.where(big, np.arange(area.size, dtype=np.int64) * cfg.label_divisor, np.int64(cfg.void_label))
 
 
 def check_heads(semantic_logits: torch.Tensor, center: torch.Tensor, offset: torch.Tensor,
