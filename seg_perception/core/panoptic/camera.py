@@ -250,7 +250,8 @@ def _max_probability(logits: np.ndarray) -> np.ndarray:
     """(C, h, w) float32 logits -> (h, w) softmax probability of the argmax class.
 
     ``max_c exp(l_c) / sum_c exp(l_c)``: OpenCV's SIMD exp over all C planes in one call, then
-    numpy's max and sum over the channel axis (float32, channel after channel). No per-pixel shift
+    their max and sum over the channel axis (float32, channel after channel; one compiled pass, or
+    numpy's two). No per-pixel shift
     by the maximum logit (a pass less). A handful of calls, not three per channel: this runs on the
     worker thread beside the main thread's numpy calls, and every call there waits for the GIL
     (per-channel calls took 2-3x longer under that contention, four whole-array calls did not).
@@ -264,8 +265,13 @@ def _max_probability(logits: np.ndarray) -> np.ndarray:
     flat = logits.reshape(c, h * w)
     if flat.size <= _WHOLE_EXP_MAX_VALUES:
         exp = cv2.exp(flat)
-        total = exp.sum(axis=0)
-        top = exp.max(axis=0)
+        if jit.AVAILABLE:  # the sum and the maximum in one pass over the exponentials
+            total = np.empty(h * w, dtype=np.float32)
+            top = np.empty(h * w, dtype=np.float32)
+            kernels.sum_and_max(exp, total, top)
+        else:
+            total = exp.sum(axis=0)
+            top = exp.max(axis=0)
     else:  # a temporary beyond the caches costs more than the GIL waits: one channel at a time
         total = np.zeros(h * w, dtype=np.float32)
         top = np.zeros(h * w, dtype=np.float32)
@@ -540,15 +546,15 @@ def _class_ids(geo: _Geometry, num_classes: int, stuff_lut: np.ndarray, void: in
     of :data:`SPLIT_MIN_PIXELS` or more are spread by two threads."""
     up, cm = geo.up, geo.up.cells
     by_class = np.where(geo.is_thing[:num_classes], void, stuff_lut).astype(np.int32)
-    cell_id = np.take(by_class, up.small)
     if jit.AVAILABLE:
         # 8 MB of int32 at 1080x1920, bound by memory writes
-        panoptic = np.empty(up.labels.shape, dtype=cell_id.dtype)
-        split_range(lambda r0, r1: kernels.spread_cells(cell_id, cm.y0, cm.x0, panoptic, r0, r1), panoptic.shape[0],
-                    split and panoptic.size >= SPLIT_MIN_PIXELS)
+        panoptic = np.empty(up.labels.shape, dtype=by_class.dtype)
+        split_range(lambda r0, r1: kernels.spread_cells(up.small, by_class, cm.y0, cm.x0, panoptic, r0, r1),
+                    panoptic.shape[0], split and panoptic.size >= SPLIT_MIN_PIXELS)
         kernels.scatter_lut(panoptic.reshape(-1), geo.boundary_flat, by_class, geo.boundary_labels)
         return panoptic
     # every cell's pixels are a rectangle: repeat columns, then rows (cheaper than a 2-D gather)
+    cell_id = np.take(by_class, up.small)
     panoptic = np.repeat(np.repeat(cell_id, cm.col_count, axis=1), cm.row_count, axis=0)
     if geo.boundary_flat.size:
         panoptic.reshape(-1)[geo.boundary_flat] = by_class[geo.boundary_labels]

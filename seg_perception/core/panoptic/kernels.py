@@ -14,7 +14,7 @@ import numpy as np
 from ..jit import INLINE, KERNEL, njit
 
 __all__ = ["add_blocks", "add_pixels", "add_boundary_pixels", "grouping_points", "scatter_lut",
-           "select_boundary", "spread_cells", "thing_cells", "write_thing_ids"]
+           "select_boundary", "spread_cells", "sum_and_max", "thing_cells", "write_thing_ids"]
 
 
 @njit(**KERNEL)
@@ -85,19 +85,20 @@ def add_pixels(area, sum_y, sum_x, y0, y1, x0, x1, prob, key, rows, cols, p, wit
 
 
 @njit(**KERNEL)
-def spread_cells(cell_id, y0, x0, out, r0, r1):  # pragma: no cover - compiled
-    """Rows ``r0 : r1`` of (H, W) ``out`` from (h, w) ``cell_id``, one value per network cell:
-    camera pixel (Y, X) takes the value of its cell (y0[Y], x0[X]). Consecutive camera rows of one
-    network row are copies of the first (two calls on disjoint row ranges may run in parallel)."""
+def spread_cells(small, lut, y0, x0, out, r0, r1):  # pragma: no cover - compiled
+    """Rows ``r0 : r1`` of (H, W) ``out`` from the (h, w) network labels ``small``, one value per
+    network cell: camera pixel (Y, X) takes ``lut[small[y0[Y], x0[X]]]``. Consecutive camera rows
+    of one network row are copies of the first (two calls on disjoint row ranges may run in
+    parallel)."""
     W = x0.shape[0]
     for Y in range(r0, r1):
         if Y > r0 and y0[Y] == y0[Y - 1]:
             out[Y, :] = out[Y - 1, :]
             continue
-        src = cell_id[y0[Y]]
+        src = small[y0[Y]]
         row = out[Y]
         for X in range(W):
-            row[X] = src[x0[X]]
+            row[X] = lut[src[x0[X]]]
 
 
 @njit(**KERNEL)
@@ -246,3 +247,19 @@ def write_thing_ids(out, conv, cell_inst, small_flat, lut, num_classes, w, row_s
                 row[c] = v
     for n in range(rows.shape[0]):
         out[rows[n], cols[n]] = lut[inst[n] * num_classes + sem[n]]
+
+
+@njit(**KERNEL)
+def sum_and_max(planes, total, top):  # pragma: no cover - compiled
+    """(C, N) float32 ``planes`` -> ``total`` (N,) their float32 sum over C, added plane after plane
+    (numpy's ``sum(axis=0)`` order, so the same floats), and ``top`` (N,) their maximum: one pass."""
+    first = planes[0]
+    for i in range(first.shape[0]):
+        total[i] = first[i]
+        top[i] = first[i]
+    for c in range(1, planes.shape[0]):
+        row = planes[c]
+        for i in range(row.shape[0]):
+            v = row[i]
+            total[i] += v
+            top[i] = v if v > top[i] else top[i]

@@ -165,6 +165,9 @@ def safe_table(centers: torch.Tensor, extent: tuple[int, int], cell: int = CELL)
     ny, nx = -(-int(H) // cell), -(-int(W) // cell)
     c = centers.double().numpy()
     k = c.shape[0]
+    if jit.AVAILABLE and k > 1:
+        return _safe_table_kernel(np.ascontiguousarray(c[:, 0]), np.ascontiguousarray(c[:, 1]), ny, nx, float(cell),
+                                  2 * (cell * math.sqrt(2) / 2) + SLACK)
     gy = (np.arange(ny) + 0.5) * cell
     gx = (np.arange(nx) + 0.5) * cell
     # (K, ny, nx): center-major, so the reductions over centers run across whole planes
@@ -177,3 +180,32 @@ def safe_table(centers: torch.Tensor, extent: tuple[int, int], cell: int = CELL)
     margin = d.min(axis=0) - first
     r = cell * math.sqrt(2) / 2
     return np.where(margin > 2 * r + SLACK, best, -1).astype(np.int32)
+
+
+@njit(**KERNEL)
+def _safe_table_kernel(cy, cx, ny, nx, cell, limit):  # pragma: no cover - compiled
+    """:func:`safe_table` for K >= 2 centers (``cy``, ``cx``: (K,) float64) in one pass per square:
+    safe where the second-nearest float64 distance exceeds the nearest by more than ``limit``
+    (= 2 r + SLACK). Squared distances are compared and only the two smallest rooted: sqrt is
+    monotonic, so the two smallest roots are the roots of the two smallest squares, and wherever
+    they differ (the only squares marked safe) the nearest center is the same one."""
+    out = np.empty((ny, nx), np.int32)
+    for i in range(ny):
+        gy = (i + 0.5) * cell
+        for j in range(nx):
+            gx = (j + 0.5) * cell
+            first = np.inf
+            second = np.inf
+            best = 0
+            for k in range(cy.shape[0]):
+                dy = gy - cy[k]
+                dx = gx - cx[k]
+                d = dy * dy + dx * dx
+                if d < first:
+                    second = first
+                    first = d
+                    best = k
+                elif d < second:  # a tie with the nearest lands here: margin 0, not safe
+                    second = d
+            out[i, j] = best if np.sqrt(second) - np.sqrt(first) > limit else -1
+    return out

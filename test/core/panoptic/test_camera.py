@@ -259,3 +259,22 @@ def test_stage_times_cover_the_fast_path():
     camera_postprocess(logits, heat, offset, (75, 97), thing_ids=THINGS, cfg=PanopticConfig(), stage_ms=st_exact,
                        exact=True)
     assert st_exact == {}
+
+
+def test_max_probability_is_the_softmax_maximum(monkeypatch):
+    """The stuff scores' per-pixel probability: torch's softmax maximum (the oracle) to float32
+    rounding, pixels whose plain exp overflows or underflows included; whole-array and
+    channel-by-channel evaluation give the same floats."""
+    from seg_perception.core.panoptic import camera as camera_mod
+
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((19, 24, 40)) * 4).astype(np.float32)
+    logits[:, 0, 0] = 100.0  # exp overflows to inf
+    logits[3, 0, 1] = 120.0
+    logits[:, 1, 0] = -90.0  # every exp underflows
+    logits[5, 1, 1] = -80.0
+    want = torch.softmax(torch.from_numpy(logits), 0).max(0).values.numpy()
+    whole = camera_mod._max_probability(logits)
+    np.testing.assert_allclose(whole, want, rtol=2e-6, atol=1e-7)
+    monkeypatch.setattr(camera_mod, "_WHOLE_EXP_MAX_VALUES", 1)
+    assert np.array_equal(camera_mod._max_probability(logits), whole)

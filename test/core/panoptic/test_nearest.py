@@ -85,3 +85,23 @@ def test_class_aware_nearest_equals_the_reference(seed):
     want = nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers, point_class=torch.from_numpy(cls),
                           center_class=torch.from_numpy(center_class)).numpy()
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_safe_table_is_the_same_compiled_and_in_numpy(seed, monkeypatch):
+    """The compiled table compares squared distances and roots only the two smallest: same table
+    as numpy's rooted distances, duplicate centers (ties) and symmetric layouts included."""
+    from seg_perception.core import jit
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 25))
+    H, W = int(rng.integers(40, 700)), int(rng.integers(40, 900))
+    c = np.stack([rng.integers(0, H, k), rng.integers(0, W, k)], 1)
+    c[1] = c[0]  # a duplicate: every square nearer to it than to the rest is a tie, never safe
+    if k >= 4:  # centers on a square lattice: squares' middles equidistant from several
+        c[2:4] = [[c[0, 0], c[0, 1] + 2 * CELL], [c[0, 0] + 2 * CELL, c[0, 1]]]
+    centers = torch.from_numpy(c.astype(np.int64))
+    monkeypatch.setattr(jit, "AVAILABLE", False)
+    want = safe_table(centers, (H, W))
+    monkeypatch.setattr(jit, "AVAILABLE", True)
+    assert np.array_equal(safe_table(centers, (H, W)), want)
