@@ -102,7 +102,13 @@ def measure(segmenter, frames: Sequence[np.ndarray], rounds: int = 3, baseline: 
     hw = tuple(frames[0].shape[:2])
     camera_postprocess(*heads[0], hw, **kw)  # warm-up: caches (cell maps, the bilinear probe), first-touch pages
     if baseline is not None:
-        baseline(*heads[0], hw, **kw)
+        try:
+            baseline(*heads[0], hw, **kw)
+        except (TypeError, AttributeError, ImportError, NameError) as err:
+            raise ValueError(
+                f"the baseline camera_postprocess does not run beside today's modules ({type(err).__name__}: {err}): "
+                "a kernel or helper it calls changed since; compare with a worktree of that revision instead"
+            ) from err
     post, base, stages = [], [], []
     for _ in range(rounds):
         for h in heads:
