@@ -251,10 +251,10 @@ def _max_probability(logits: np.ndarray) -> np.ndarray:
 
     ``max_c exp(l_c) / sum_c exp(l_c)``: OpenCV's SIMD exp over all C planes in one call, then
     their max and sum over the channel axis (float32, channel after channel; one compiled pass, or
-    numpy's two). No per-pixel shift
-    by the maximum logit (a pass less). A handful of calls, not three per channel: this runs on the
-    worker thread beside the main thread's numpy calls, and every call there waits for the GIL
-    (per-channel calls took 2-3x longer under that contention, four whole-array calls did not).
+    numpy's two). No per-pixel shift by the maximum logit (a pass less). A handful of calls, not
+    three per channel: this runs on the worker thread beside the main thread's numpy calls, and
+    every call there waits for the GIL (per-channel calls took 2-3x longer under that contention,
+    a few whole-array calls did not).
     Maps above :data:`_WHOLE_EXP_MAX_VALUES` go channel by channel: there the C x h x w temporary
     outgrows the caches (19 x 512 x 1024: 9 ms whole, 4 ms per channel). Both give the same
     floats (the same exp, the channel sums in the same order). Pixels where the plain form

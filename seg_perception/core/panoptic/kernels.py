@@ -226,12 +226,12 @@ def scatter_lut(out, flat, lut, keys):  # pragma: no cover - compiled
 @njit(**KERNEL)
 def write_thing_ids(out, conv, cell_inst, small_flat, lut, num_classes, w, row_start, row_count, col_start, col_count,
                     rows, cols, inst, sem):  # pragma: no cover - compiled
-    """Thing ids written over (H, W) ``out`` in place: every camera pixel of convex cell ``conv[k]``
-    (flat in (h, w)) whose corners agree on instance ``cell_inst[k]`` (> 0; ``cell_inst`` (M,) or
-    empty) takes ``lut[cell_inst[k]
-    * C + small_flat[conv[k]]]`` (its cell's rectangle ``row_start : row_start + row_count`` x
-    ``col_start : col_start + col_count``), then every exact pixel (rows[i], cols[i]) ``lut[inst[i]
-    * C + sem[i]]``."""
+    """Thing ids written over (H, W) ``out`` in place. Every camera pixel of convex cell
+    ``conv[k]`` (flat in (h, w)) whose corners agree on instance ``cell_inst[k] > 0`` takes
+    ``lut[cell_inst[k] * C + small_flat[conv[k]]]`` (the cell's rectangle: ``row_start : row_start
+    + row_count`` x ``col_start : col_start + col_count`` of its row and column; ``cell_inst`` is
+    (M,) like ``conv``, or empty when nothing was grouped); then every exact pixel (rows[n],
+    cols[n]) takes ``lut[inst[n] * C + sem[n]]``."""
     for k in range(cell_inst.shape[0]):  # empty when nothing was grouped (no centers)
         if cell_inst[k] == 0:
             continue
