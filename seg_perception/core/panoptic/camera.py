@@ -77,7 +77,8 @@ from .postprocess import (
 
 __all__ = ["camera_postprocess", "compile_kernels"]
 
-#: Camera images of at least this many pixels get their ids written by two threads.
+#: Camera images of at least this many pixels get their class ids spread by two threads (``background=False``:
+#: with the worker, it spreads them alone while this thread groups the things).
 SPLIT_MIN_PIXELS = 1 << 20
 #: Logit maps up to this many values get their class probabilities from whole-array calls (a
 #: temporary of up to 16 MB, which stays in this CPU's 32 MB L3), larger ones channel by channel.
