@@ -192,9 +192,7 @@ def camera_postprocess(
             lap("class_aware")
     stuff, prob_ms, stuff_ms = pending_stuff.result()
     lap("wait")
-    if stage_ms is not None:
-        for name, ms in (("centers", centers_ms), ("probability", prob_ms), ("stuff_statistics", stuff_ms)):
-            stage_ms[name] = stage_ms.get(name, 0.0) + ms
+    lap.add(centers=centers_ms, probability=prob_ms, stuff_statistics=stuff_ms)
     votes = things.votes(geo, k + 1, num_classes)
     thing_lut, stuff_lut = merge_tables_np(votes, np.round(stuff.area).astype(np.int64), cfg, (H, W))
     runs, pixels = things.runs_and_pixels(geo, num_classes)
@@ -213,9 +211,7 @@ def camera_postprocess(
     lap("ids")
     segments, stats_ms, segments_ms = pending_segments.result()
     lap("wait")
-    if stage_ms is not None:
-        for name, ms in (("class_ids", class_ids_ms), ("thing_statistics", stats_ms), ("segments", segments_ms)):
-            stage_ms[name] = stage_ms.get(name, 0.0) + ms
+    lap.add(class_ids=class_ids_ms, thing_statistics=stats_ms, segments=segments_ms)
     return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
                           segments=segments)
 
@@ -320,8 +316,14 @@ class _Laps:
     def __call__(self, name: str) -> None:
         if self.out is not None:
             now = time.perf_counter()
-            self.out[name] = self.out.get(name, 0.0) + (now - self.t) * 1e3
+            self.add(**{name: (now - self.t) * 1e3})
             self.t = now
+
+    def add(self, **ms: float) -> None:
+        """Add stages timed elsewhere (the worker's), ``name=milliseconds``, to ``out``."""
+        if self.out is not None:
+            for name, value in ms.items():
+                self.out[name] = self.out.get(name, 0.0) + value
 
 
 @dataclass

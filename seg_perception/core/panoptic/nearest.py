@@ -165,9 +165,10 @@ def safe_table(centers: torch.Tensor, extent: tuple[int, int], cell: int = CELL)
     ny, nx = -(-int(H) // cell), -(-int(W) // cell)
     c = centers.double().numpy()
     k = c.shape[0]
+    limit = 2 * (cell * math.sqrt(2) / 2) + SLACK  # 2 r + SLACK, r the square's half-diagonal
     if jit.AVAILABLE and k > 1:
         return _safe_table_kernel(np.ascontiguousarray(c[:, 0]), np.ascontiguousarray(c[:, 1]), ny, nx, float(cell),
-                                  2 * (cell * math.sqrt(2) / 2) + SLACK)
+                                  limit)
     gy = (np.arange(ny) + 0.5) * cell
     gx = (np.arange(nx) + 0.5) * cell
     # (K, ny, nx): center-major, so the reductions over centers run across whole planes
@@ -178,8 +179,7 @@ def safe_table(centers: torch.Tensor, extent: tuple[int, int], cell: int = CELL)
     first = d.min(axis=0)
     np.put_along_axis(d, best[None], np.inf, axis=0)
     margin = d.min(axis=0) - first
-    r = cell * math.sqrt(2) / 2
-    return np.where(margin > 2 * r + SLACK, best, -1).astype(np.int32)
+    return np.where(margin > limit, best, -1).astype(np.int32)
 
 
 @njit(**KERNEL)
