@@ -46,10 +46,11 @@ def test_compile_kernels_leaves_nothing_to_compile_for_real_frames(tmp_path):
     called_from_python = ["bilinear._sample_points", "bilinear._sample_boxes", "upsample_jit._scan",
                           "upsample_jit._boundary", "upsample_jit._argmax_rows", "kernels.add_blocks",
                           "kernels.add_pixels", "kernels.spread_cells", "nearest._nearest_kernel",
-                          "nearest._nearest_of_class_kernel", "kernels.add_boundary_pixels", "kernels.thing_cells",
+                          "nearest._nearest_of_class_kernel", "kernels.add_boundary_cells", "kernels.thing_cells",
                           "kernels.grouping_points", "kernels.select_boundary", "kernels.scatter_lut",
                           "upsample_jit.pixels_of_cells", "kernels.write_thing_ids",
-                          "nearest._safe_table_kernel", "kernels.sum_and_max"]  # the others are compiled inside these
+                          "nearest._safe_table_kernel", "kernels.sum_and_max",
+                          "kernels.add_stuff_cells", "kernels.thing_votes", "nearest._revisit_kernel"]  # the others are compiled inside these
     warm = {k.split(".", 2)[-1].replace("panoptic.", ""): n for k, n in got["warm"].items()}
     assert {k: warm.get(k, 0) for k in called_from_python} == {k: 1 for k in called_from_python}, got["warm"]
     assert got["frames"] == got["warm"]

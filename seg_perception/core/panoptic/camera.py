@@ -25,9 +25,10 @@ on a CPU. :func:`camera_postprocess` gives the same ids for a fraction of it:
 * class-aware grouping (``cfg.class_aware_grouping``): its second pass only revisits the points
   whose first-pass center has another class than theirs while some center has theirs (for every
   other point the nearest center of its class *is* its nearest center, ties included);
-* centers, class probabilities and stuff statistics run on a worker thread while the labels are
-  upsampled and the things grouped, thing statistics and the segment list while the ids are
-  written (``background``);
+* centers and class probabilities run on a worker thread while the labels are upsampled; then
+  the exact pixels that do not depend on the centers (with their predicted centers), the stuff
+  statistics and the ids by class while the things are grouped; thing statistics and the segment
+  list while the thing ids are written (``background``);
 * ids: one int32 per network cell (stuff: a lookup by class; things: by instance and class),
   spread over each cell's camera rectangle, then the exact pixels written over it;
 * segment statistics: :mod:`.camera_stats`, from cell and pixel sums (no pass over H x W).
@@ -64,7 +65,7 @@ from . import kernels
 from .camera_stats import cell_runs, segments_of, stuff_statistics, thing_statistics
 from .centers import find_centers_upsampled
 from .config import PanopticConfig
-from .nearest import nearest_center_grid, nearest_center_of_class, safe_table
+from .nearest import nearest_center_grid, nearest_center_of_class, revisit_of_class, safe_table
 from .postprocess import (
     PanopticOutput,
     check_heads,
@@ -109,15 +110,17 @@ def camera_postprocess(
         thing_ids, cfg, label_set: as for :func:`.postprocess.panoptic_postprocess`.
         align_corners: the model's resize convention (True: exact path).
         exact: run the exact path (``resize_heads`` + ``panoptic_postprocess`` at H x W).
-        background: find the centers, the class probabilities and the stuff statistics on a worker
-            thread (one per process, shared) while this thread upsamples the labels and groups the
-            things: numpy and OpenCV release the GIL there, so a second core shortens the wall time.
+        background: run the centers, the class probabilities, the center-independent exact
+            pixels, the statistics and the ids by class on a worker thread (one per process,
+            shared) while this thread upsamples the labels and groups the things: the compiled
+            kernels, numpy and OpenCV release the GIL there, so a second core shortens the wall time.
         stage_ms: for benchmarks: a dict that receives the milliseconds of every stage of the fast
             path: ``upsample_labels``, ``geometry``, ``group``, ``class_aware``, ``statistics``
             (class votes and id tables), ``ids`` and ``wait`` (time blocked on the worker) on this
             thread, whose sum is the wall time, plus ``centers``, ``probability``,
-            ``stuff_statistics``, ``thing_statistics`` and ``segments`` wherever they ran (with
-            ``background`` they overlap the others). The exact path leaves it empty.
+            ``exact_offsets`` (the center-independent exact pixels and their predicted centers),
+            ``stuff_statistics``, ``class_ids``, ``thing_statistics`` and ``segments`` wherever they
+            ran (with ``background`` they overlap the others). The exact path leaves it empty.
 
     Returns:
         :class:`PanopticOutput` at (H, W): int32 ids, semantic classes (int64 on the exact path,
@@ -162,7 +165,11 @@ def camera_postprocess(
     lap("upsample_labels")
     is_thing = np.zeros(max(num_classes, 256) + 1, dtype=bool)
     is_thing[[int(t) for t in thing_ids if 0 <= int(t) < num_classes]] = True
-    geo = _Geometry(up, is_thing)
+    geo = _Geometry(up, is_thing, offset.float().contiguous().numpy())
+    # The exact pixels that do not depend on the centers, with their predicted centers (an offset
+    # sample each), go to the worker first (the stuff statistics are needed only later), while
+    # this thread finds the grouping points.
+    geo.pending_fixed = run(_timed, geo.fixed_pixels)
     not_stuff = geo.sem_unsure | geo.thing_small
 
     def stuff_job():  # on the worker after the probabilities (FIFO: already done when this starts)
@@ -176,7 +183,7 @@ def camera_postprocess(
 
     pending_stuff = run(stuff_job)
     pending_class_ids = run(class_ids_job)
-    geo.prepare_things(offset.float().contiguous().numpy())
+    geo.prepare_points()
     lap("geometry")
     (centers, scores, table), centers_ms = pending_centers.result()
     lap("wait")
@@ -211,7 +218,8 @@ def camera_postprocess(
     lap("ids")
     segments, stats_ms, segments_ms = pending_segments.result()
     lap("wait")
-    lap.add(class_ids=class_ids_ms, thing_statistics=stats_ms, segments=segments_ms)
+    geo.fixed()  # long done (the worker ran it before the stuff statistics): for its time
+    lap.add(exact_offsets=geo.fixed_ms, class_ids=class_ids_ms, thing_statistics=stats_ms, segments=segments_ms)
     return PanopticOutput(panoptic=torch.from_numpy(panoptic), semantic=torch.from_numpy(up.labels),
                           segments=segments)
 
@@ -335,7 +343,7 @@ class _Things:
         cell_inst: (M,) int64 instance of every convex cell (:attr:`_Geometry.conv`), 0 where its
             corners disagree (its pixels are among the exact ones).
         fixed_inst: (F,) int64 instance of the exact pixels that do not depend on the centers
-            (:attr:`_Geometry.fixed_rows`).
+            (:meth:`_Geometry.fixed_pixels`).
         rows, cols, sem, inst: (N,) int64 every exact camera thing pixel (the fixed ones first).
     """
 
@@ -371,6 +379,10 @@ class _Things:
         n = n_inst * num_classes
         if not self.any():
             return np.zeros((n_inst, num_classes), dtype=np.int64)
+        if jit.AVAILABLE:  # straight from the cells: no runs needed (class-aware grouping's votes)
+            cm = geo.up.cells
+            return kernels.thing_votes(geo.conv, self.cell_inst, geo.small_flat, geo.up.small.shape[1], cm.row_count,
+                                       cm.col_count, self.inst, self.sem, n_inst, num_classes)
         (key, i, j0, j1), (_, _, px_inst, px_sem) = self.runs_and_pixels(geo, num_classes)
         cm = geo.up.cells
         cnc = geo.col_prefix
@@ -379,16 +391,38 @@ class _Things:
         return counts.round().astype(np.int64).reshape(n_inst, num_classes)
 
 
+@dataclass
+class _Fixed:
+    """The exact camera thing pixels that do not depend on the centers (:meth:`_Geometry.fixed_pixels`).
+
+    Attributes:
+        rows, cols, sem: (F,) int64 camera row, column and class.
+        ey, ex: (F,) float32 predicted center (y, x) of each.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    sem: np.ndarray
+    ey: np.ndarray
+    ex: np.ndarray
+
+
 class _Geometry:
     """What grouping needs that does not depend on the centers: computed once per frame.
 
     Args:
         up: the :class:`~seg_perception.core.upsample.UpsampledLabels` of the semantic head.
         is_thing: (> max class,) bool class lookup.
+        offset: (2, h, w) float32 network offsets (dy, dx) in network pixels.
     """
 
-    def __init__(self, up, is_thing: np.ndarray) -> None:
+    def __init__(self, up, is_thing: np.ndarray, offset: np.ndarray) -> None:
         cm = up.cells
+        self.offset = offset
+        self.off_flat = offset.reshape(2, -1)
+        self.pending_fixed: Any = None  # a future of ``(fixed_pixels(), ms)``, set by the caller (optional)
+        self._fixed: Optional[_Fixed] = None
+        self.fixed_ms = 0.0
         self.up, self.is_thing = up, is_thing
         self.small_flat = up.small.reshape(-1)
         h, w = up.small.shape
@@ -412,50 +446,67 @@ class _Geometry:
         self.boundary_flat = up.boundary_flat
         self.boundary_labels = up.boundary_labels  # (B,) their classes
 
-    def prepare_things(self, offset: np.ndarray) -> None:
-        """The grouping points and the center-independent exact pixels.
+    def border_thing_cells(self) -> np.ndarray:
+        """(E,) int64 the pure thing cells (all four sources of one thing class, no class-boundary
+        pixel) in a border row or column, increasing: their source coordinate is clamped, so their
+        pixels are always exact. Visits the border only (O(h + w))."""
+        h, w = self.up.small.shape
+        rows, cols = np.flatnonzero(self.border_row), np.flatnonzero(self.border_col)
+        cand = np.unique(np.concatenate([(rows[:, None] * w + np.arange(w)).reshape(-1),
+                                         (np.arange(h)[:, None] * w + cols).reshape(-1)]))
+        return cand[self.thing_small.reshape(-1)[cand] & ~self.sem_unsure.reshape(-1)[cand]]
 
-        Args:
-            offset: (2, h, w) float32 network offsets (dy, dx) in network pixels.
-        """
+    def fixed_pixels(self) -> "_Fixed":
+        """The exact pixels that do not depend on the centers: the thing pixels among the
+        class-boundary pixels, then every pixel of the :meth:`border_thing_cells`, with their
+        predicted centers. Reads what ``__init__`` set only: may run on another thread beside
+        :meth:`prepare_points`."""
         up, cm = self.up, self.up.cells
-        h, w = up.small.shape
-        self.offset = offset
-        self.off_flat = offset.reshape(2, -1)
+        edge_cells = self.border_thing_cells()
+        if jit.AVAILABLE:
+            b_rows, b_cols, b_sem = kernels.select_boundary(self.boundary_flat, self.boundary_labels, self.is_thing,
+                                                            up.labels.shape[1])
+        else:
+            bt = np.flatnonzero(self.is_thing[self.boundary_labels])
+            b_rows, b_cols = up.boundary_rows[bt], up.boundary_cols[bt]
+            b_sem = self.boundary_labels[bt].astype(np.int64)
+        er, ec, e_of = cm.pixels_of_cells_indexed(edge_cells)
+        rows, cols = np.concatenate([b_rows, er]), np.concatenate([b_cols, ec])
+        sem = np.concatenate([b_sem, self.small_flat[edge_cells][e_of].astype(np.int64)])
+        return _Fixed(rows, cols, sem, *self.predicted(rows, cols))
+
+    def fixed(self) -> "_Fixed":
+        """:meth:`fixed_pixels`: from ``pending_fixed`` where the caller submitted it to a worker
+        (its milliseconds into ``fixed_ms``), else computed here; once per frame."""
+        if self._fixed is None:
+            if self.pending_fixed is not None:
+                self._fixed, self.fixed_ms = self.pending_fixed.result()
+            else:
+                self._fixed = self.fixed_pixels()
+        return self._fixed
+
+    def prepare_points(self) -> None:
+        """The interior pure thing cells and their grouping points: sets ``conv`` (M,) int64 those
+        cells (all four sources of one thing class, no class-boundary pixel, not on the border:
+        convex), ``q`` (Q,) int64 the distinct corners of the ``conv`` cells, ``corner_pos`` (4, M)
+        their index into ``q``, ``py``, ``px`` (Q,) float32 their predicted centers P(q) and
+        ``q_class`` (Q,) int64 their class."""
+        h, w = self.up.small.shape
+        if jit.AVAILABLE:
+            self.conv, _ = kernels.thing_cells(self.thing_small, self.sem_unsure, self.border_row, self.border_col)
+        else:
+            cells = np.flatnonzero(self.thing_small & ~self.sem_unsure)
+            ci, cj = np.divmod(cells, w)
+            self.conv = cells[~(self.border_row[ci] | self.border_col[cj])]
         sy, sx = self.sy, self.sx
         # P(q) = pos(q) + s * offset(q) in camera coordinates (float32), pos from per-axis tables
         pos_y = (np.arange(h, dtype=np.float32) + np.float32(0.5)) * sy - np.float32(0.5)
         pos_x = (np.arange(w, dtype=np.float32) + np.float32(0.5)) * sx - np.float32(0.5)
         if jit.AVAILABLE:
-            self.conv, edge_cells = kernels.thing_cells(self.thing_small, self.sem_unsure, self.border_row,
-                                                        self.border_col)
             self.q, self.corner_pos, self.py, self.px, self.q_class = kernels.grouping_points(
-                self.conv, h, w, offset, pos_y, pos_x, sy, sx, self.small_flat)
-            b_rows, b_cols, b_sem = kernels.select_boundary(self.boundary_flat, self.boundary_labels, self.is_thing,
-                                                            up.labels.shape[1])
-        else:
-            edge_cells = self._numpy_grouping_points(pos_y, pos_x)
-            bt = np.flatnonzero(self.is_thing[self.boundary_labels])
-            b_rows, b_cols = up.boundary_rows[bt], up.boundary_cols[bt]
-            b_sem = self.boundary_labels[bt].astype(np.int64)
-        # Exact pixels that do not depend on the centers: thing pixels among the class-boundary
-        # pixels, and every pixel of the pure thing cells on the border.
-        er, ec, e_of = cm.pixels_of_cells_indexed(edge_cells)
-        self.fixed_rows = np.concatenate([b_rows, er])
-        self.fixed_cols = np.concatenate([b_cols, ec])
-        self.fixed_sem = np.concatenate([b_sem, self.small_flat[edge_cells][e_of].astype(np.int64)])
-        self.fixed_ey, self.fixed_ex = self.predicted(self.fixed_rows, self.fixed_cols)
-
-    def _numpy_grouping_points(self, pos_y: np.ndarray, pos_x: np.ndarray) -> np.ndarray:
-        """:func:`.kernels.thing_cells` + :func:`.kernels.grouping_points` in numpy: sets ``conv``,
-        ``q``, ``corner_pos``, ``py``, ``px``, ``q_class``; returns the border thing cells."""
-        h, w = self.up.small.shape
-        # Pure thing cells (all four sources share one thing class): interior ones are convex.
-        cells = np.flatnonzero(self.thing_small & ~self.sem_unsure)
-        ci, cj = np.divmod(cells, w)
-        edge = self.border_row[ci] | self.border_col[cj]
-        self.conv = cells[~edge]
-        ci, cj = ci[~edge], cj[~edge]
+                self.conv, h, w, self.offset, pos_y, pos_x, sy, sx, self.small_flat)
+            return
+        ci, cj = np.divmod(self.conv, w)
         # Their four corners (clamped) are the network points to group.
         corners = np.stack([self.conv, self.conv + (cj < w - 1), self.conv + w * (ci < h - 1),
                             self.conv + w * (ci < h - 1) + (cj < w - 1)])
@@ -467,10 +518,9 @@ class _Geometry:
         self.corner_pos = where[corners]  # (4, M) index into q
         qy, qx = np.divmod(self.q, w)
         off_q = np.take(self.off_flat, self.q, axis=1)
-        self.py = pos_y[qy] + self.sy * off_q[0]
-        self.px = pos_x[qx] + self.sx * off_q[1]
+        self.py = pos_y[qy] + sy * off_q[0]
+        self.px = pos_x[qx] + sx * off_q[1]
         self.q_class = self.small_flat[self.q].astype(np.int64)
-        return cells[edge]
 
     def predicted(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N,) float32 predicted centers (y, x) of camera pixels: position + upsampled, scaled offset."""
@@ -515,19 +565,11 @@ class _Geometry:
 
         if center_class is None:
             inst_q = nearest(self.py, self.px)
-            fixed_inst = nearest(self.fixed_ey, self.fixed_ex)
         else:
-            has = np.zeros(max(int(center_class.max()), int(self.is_thing.size)) + 1, dtype=bool)
-            has[center_class[center_class >= 0]] = True
-
             def revisit(inst: np.ndarray, cls: np.ndarray, py: np.ndarray, px: np.ndarray) -> np.ndarray:
-                move = np.flatnonzero((center_class[inst - 1] != cls) & has[cls])
-                out = inst.copy()
-                out[move] = nearest(py[move], px[move], cls[move])
-                return out
+                return revisit_of_class(inst, py, px, cls, centers, center_class)
 
             inst_q = revisit(first.inst_q, self.q_class, self.py, self.px)
-            fixed_inst = revisit(first.fixed_inst, self.fixed_sem, self.fixed_ey, self.fixed_ex)
         corner = inst_q[self.corner_pos]  # (4, M)
         agree = (corner[0] == corner[1]) & (corner[0] == corner[2]) & (corner[0] == corner[3])
         cell_inst = np.where(agree, corner[0], 0)
@@ -537,8 +579,14 @@ class _Geometry:
         s_sem = self.small_flat[split][s_of].astype(np.int64)
         sey, sex = self.predicted(sr, sc)
         s_inst = nearest(sey, sex, s_sem)
-        return _Things(inst_q, cell_inst, fixed_inst, np.concatenate([self.fixed_rows, sr]),
-                       np.concatenate([self.fixed_cols, sc]), np.concatenate([self.fixed_sem, s_sem]),
+        # the fixed pixels last: they may still be on the worker until here
+        fixed = self.fixed()
+        if center_class is None:
+            fixed_inst = nearest(fixed.ey, fixed.ex)
+        else:
+            fixed_inst = revisit(first.fixed_inst, fixed.sem, fixed.ey, fixed.ex)
+        return _Things(inst_q, cell_inst, fixed_inst, np.concatenate([fixed.rows, sr]),
+                       np.concatenate([fixed.cols, sc]), np.concatenate([fixed.sem, s_sem]),
                        np.concatenate([fixed_inst, s_inst]))
 
 

@@ -109,16 +109,28 @@ def stuff_statistics(up, not_stuff: np.ndarray, is_thing: np.ndarray, num_classe
         is_thing: (> max class,) bool class lookup.
         num_classes: C.
         prob_small: (h, w) float32 probability of the argmax class at each network pixel.
-        labels_b: (B,) classes of the class-boundary pixels (``up.boundary_flat``).
+        labels_b: (B,) classes of the class-boundary pixels in the order of ``up.boundary_flat`` (cell
+            by cell, row-major inside a cell: :attr:`~seg_perception.core.upsample.UpsampledLabels.boundary_labels`).
 
     Returns:
         :class:`KeyStats` of C keys.
     """
+    if labels_b.shape != up.boundary_flat.shape:
+        raise ValueError(f"labels_b has shape {labels_b.shape} but there are {up.boundary_flat.size} class-boundary "
+                         "pixels: pass up.boundary_labels")
     cm = up.cells
     small = up.small
     h, w = small.shape
     C = num_classes
     stats = KeyStats.zeros(C)
+    if jit.AVAILABLE:  # the runs and the class-boundary pixels in two passes, no temporaries
+        kernels.add_stuff_cells(stats.area, stats.sum_y, stats.sum_x, stats.y0, stats.y1, stats.x0, stats.x1,
+                                stats.prob, small, not_stuff, prob_small, cm.row_start, cm.row_count,
+                                cm.col_start, cm.col_count)
+        kernels.add_boundary_cells(stats.area, stats.sum_y, stats.sum_x, stats.y0, stats.y1, stats.x0, stats.x1,
+                                   stats.prob, up.boundary_cells, labels_b, is_thing, w, prob_small, cm.row_start,
+                                   cm.row_count, cm.col_start, cm.col_count)
+        return stats
     # key: the class of a pure stuff cell, C elsewhere (impure cells, thing cells)
     key = small.copy() if C < 255 else small.astype(np.int32)
     np.putmask(key, not_stuff, C)
@@ -141,11 +153,6 @@ def stuff_statistics(up, not_stuff: np.ndarray, is_thing: np.ndarray, num_classe
     add_runs(stats, cm, cls, i, starts - i * w, ends - i * w)
     stats.prob += np.bincount(cls, weights=cm.row_count[i] * run_prob, minlength=C)
     # class-boundary pixels of stuff classes, one by one (probability at the nearest source)
-    if jit.AVAILABLE:
-        kernels.add_boundary_pixels(stats.area, stats.sum_y, stats.sum_x, stats.y0, stats.y1, stats.x0, stats.x1,
-                                    stats.prob, up.boundary_flat, labels_b, is_thing, False, up.labels.shape[1],
-                                    prob_small, cm.y0, cm.x0)
-        return stats
     b = np.flatnonzero(~is_thing[labels_b])
     rows, cols = up.boundary_rows[b], up.boundary_cols[b]
     stats.add_pixels(labels_b[b].astype(np.int64), rows, cols, prob_small.reshape(-1)[cm.y0[rows] * w + cm.x0[cols]])

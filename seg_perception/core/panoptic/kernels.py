@@ -4,7 +4,7 @@ magnitude slower than a loop over the same keys, and spreading one id per cell o
 pixels with two ``np.repeat`` writes the image twice).
 
 Sums are accumulated from zero in input order and then added, as ``np.bincount`` does, so float
-results are equal bit for bit. Callers check :data:`~seg_perception.core.jit.AVAILABLE` and run
+results are equal bit for bit (:func:`add_stuff_cells`' probability sums: up to summation order). Callers check :data:`~seg_perception.core.jit.AVAILABLE` and run
 their numpy code where numba is missing.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 
 from ..jit import INLINE, KERNEL, njit
 
-__all__ = ["add_blocks", "add_pixels", "add_boundary_pixels", "grouping_points", "scatter_lut",
-           "select_boundary", "spread_cells", "sum_and_max", "thing_cells", "write_thing_ids"]
+__all__ = ["add_blocks", "add_pixels", "add_boundary_cells", "add_stuff_cells", "grouping_points", "scatter_lut",
+           "select_boundary", "spread_cells", "sum_and_max", "thing_cells", "thing_votes", "write_thing_ids"]
 
 
 @njit(**KERNEL)
@@ -85,38 +85,114 @@ def add_pixels(area, sum_y, sum_x, y0, y1, x0, x1, prob, key, rows, cols, p, wit
 
 
 @njit(**KERNEL)
+def add_stuff_cells(area, sum_y, sum_x, y0, y1, x0, x1, prob, small, not_stuff, prob_small, row_start, row_count,
+                    col_start, col_count):  # pragma: no cover - compiled
+    """The pure stuff cells (``not_stuff`` false) of the (h, w) network labels ``small``, keyed by
+    class, into the per-class statistics in place, with ``prob_small`` (h, w) float32 weighted by
+    each cell's camera pixels. Each network row is cut into runs of one class; a run adds its camera
+    rectangle's area, row / column sums (integers: exact in float64) and extent, and the sum over
+    its cells of ``prob * columns`` (float32 products summed in float64) times its rows -- the
+    arithmetic of :func:`~seg_perception.core.panoptic.camera_stats.stuff_statistics`'s numpy
+    code, in one pass without its temporaries (probability sums equal up to summation order)."""
+    t_area, t_y, t_x, t_p = _zero_sums(area.shape[0])
+    h, w = small.shape
+    for i in range(h):
+        nr = np.float64(row_count[i])
+        r_first = row_start[i]
+        r_last = r_first + row_count[i] - 1
+        row_sum = nr * r_first + nr * (nr - 1.0) / 2.0  # camera rows of network row i, summed
+        j = 0
+        while j < w:
+            if not_stuff[i, j]:
+                j += 1
+                continue
+            k = small[i, j]
+            j0 = j
+            width = 0.0
+            col_sum = 0.0
+            run_prob = 0.0
+            while j < w and not not_stuff[i, j] and small[i, j] == k:
+                nc = np.float64(col_count[j])
+                width += nc
+                col_sum += nc * col_start[j] + nc * (nc - 1.0) / 2.0
+                run_prob += np.float64(prob_small[i, j] * np.float32(col_count[j]))
+                j += 1
+            t_area[k] += nr * width
+            t_y[k] += row_sum * width
+            t_x[k] += nr * col_sum
+            t_p[k] += nr * run_prob
+            y0[k] = min(y0[k], r_first)
+            y1[k] = max(y1[k], r_last)
+            x0[k] = min(x0[k], col_start[j0])
+            x1[k] = max(x1[k], col_start[j - 1] + col_count[j - 1] - 1)
+    _flush(area, sum_y, sum_x, prob, t_area, t_y, t_x, t_p, True)
+
+
+@njit(**KERNEL)
+def thing_votes(conv, cell_inst, small_flat, w, row_count, col_count, px_inst, px_sem, n_inst,
+                n_classes):  # pragma: no cover - compiled
+    """(n_inst, C) int64 camera thing pixels of instance k and class c: every convex cell
+    ``conv`` (M,) with an instance ``cell_inst`` (M,) (0: none) adds its camera rectangle under its
+    class ``small_flat[cell]``, every exact pixel (``px_inst``, ``px_sem``: (N,)) one. Integer
+    counts: equal to the numpy sums over cell runs."""
+    counts = np.zeros(n_inst * n_classes, np.int64)
+    for m in range(conv.shape[0]):
+        k = cell_inst[m]
+        if k == 0:
+            continue
+        cell = conv[m]
+        i = cell // w
+        counts[k * n_classes + small_flat[cell]] += row_count[i] * col_count[cell - i * w]
+    for p in range(px_inst.shape[0]):
+        counts[px_inst[p] * n_classes + px_sem[p]] += 1
+    return counts.reshape(n_inst, n_classes)
+
+
+@njit(**KERNEL)
 def spread_cells(small, lut, y0, x0, out, r0, r1):  # pragma: no cover - compiled
     """Rows ``r0 : r1`` of (H, W) ``out`` from the (h, w) network labels ``small``, one value per
     network cell: camera pixel (Y, X) takes ``lut[small[y0[Y], x0[X]]]``. Consecutive camera rows
     of one network row are copies of the first (two calls on disjoint row ranges may run in
     parallel)."""
     W = x0.shape[0]
+    vals = np.empty(small.shape[1], lut.dtype)  # the ids of one network row's cells
     for Y in range(r0, r1):
+        row = out[Y]
         if Y > r0 and y0[Y] == y0[Y - 1]:
-            out[Y, :] = out[Y - 1, :]
+            prev = out[Y - 1]
+            for X in range(W):
+                row[X] = prev[X]
             continue
         src = small[y0[Y]]
-        row = out[Y]
+        for j in range(vals.shape[0]):  # one lookup per cell, then one gather per pixel (half the time of two)
+            vals[j] = lut[src[j]]
         for X in range(W):
-            row[X] = lut[src[x0[X]]]
+            row[X] = vals[x0[X]]
 
 
 @njit(**KERNEL)
-def add_boundary_pixels(area, sum_y, sum_x, y0, y1, x0, x1, prob, flat, labels, is_thing, want_thing, W, prob_small,
-                        cell_y0, cell_x0):  # pragma: no cover - compiled
-    """:func:`add_pixels` of the class-boundary pixels (``flat``: (N,) int64 camera index ``row * W
-    + col``, ``labels``: (N,) their classes) whose class is a thing (``want_thing``) or stuff, keyed
-    by class, each with the probability ``prob_small[cell_y0[row], cell_x0[col]]`` (its nearest
-    network source) -- without the row / column / selection arrays numpy needs."""
+def add_boundary_cells(area, sum_y, sum_x, y0, y1, x0, x1, prob, cells, labels, is_thing, w, prob_small, row_start,
+                       row_count, col_start, col_count):  # pragma: no cover - compiled
+    """:func:`add_pixels` of the stuff pixels among the class-boundary pixels, keyed by class, each
+    with the probability of its nearest network source: the pixels of the boundary ``cells`` (M,)
+    int64 flat network cells, cell by cell and row-major inside a cell, whose classes ``labels``
+    (N,) lists in that order (:attr:`~seg_perception.core.upsample.UpsampledLabels.boundary_labels`;
+    the caller checks N). Every pixel of cell (i, j) has network source (i, j), so rows, columns
+    and probability come from the loops, not from a division per pixel."""
     t_area, t_y, t_x, t_p = _zero_sums(area.shape[0])
-    for i in range(flat.shape[0]):
-        k = labels[i]
-        if is_thing[k] != want_thing:
-            continue
-        r = flat[i] // W
-        c = flat[i] - r * W
-        _add_pixel(t_area, t_y, t_x, y0, y1, x0, x1, k, r, c)
-        t_p[k] += np.float64(prob_small[cell_y0[r], cell_x0[c]])
+    n = 0
+    for m in range(cells.shape[0]):
+        i = cells[m] // w
+        j = cells[m] - i * w
+        p = np.float64(prob_small[i, j])
+        for r in range(row_start[i], row_start[i] + row_count[i]):
+            for c in range(col_start[j], col_start[j] + col_count[j]):
+                k = labels[n]
+                n += 1
+                if is_thing[k]:
+                    continue
+                _add_pixel(t_area, t_y, t_x, y0, y1, x0, x1, k, r, c)
+                t_p[k] += p
     _flush(area, sum_y, sum_x, prob, t_area, t_y, t_x, t_p, True)
 
 

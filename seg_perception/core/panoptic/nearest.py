@@ -25,7 +25,7 @@ from .. import jit
 from ..jit import INLINE, KERNEL, njit
 from .postprocess import nearest_center
 
-__all__ = ["nearest_center_grid", "nearest_center_of_class", "safe_table", "CELL", "SLACK", "MIN_POINTS"]
+__all__ = ["nearest_center_grid", "nearest_center_of_class", "revisit_of_class", "safe_table", "CELL", "SLACK", "MIN_POINTS"]
 
 #: Square side in pixels of the lookup table.
 CELL = 16
@@ -119,6 +119,51 @@ def nearest_center_of_class(py: np.ndarray, px: np.ndarray, point_class: np.ndar
     has[cc[cc >= 0]] = True
     return _nearest_of_class_kernel(np.ascontiguousarray(py, dtype=np.float32), np.ascontiguousarray(px, dtype=np.float32),
                                     pc, c[:, 0].astype(np.float32), c[:, 1].astype(np.float32), cc, has)
+
+
+def revisit_of_class(inst: np.ndarray, py: np.ndarray, px: np.ndarray, point_class: np.ndarray,
+                     centers: torch.Tensor, center_class: np.ndarray) -> np.ndarray:
+    """Class-aware grouping's second pass: points whose first-pass instance's center has another
+    class than theirs, while some center has theirs, move to the nearest center of their class
+    (:func:`nearest_center_of_class`); the others keep theirs.
+
+    Args:
+        inst: (N,) int64 first-pass instance of each point (center index + 1, >= 1).
+        py, px: (N,) float32 points; point_class: (N,) int64 their classes (>= 0).
+        centers: (K, 2) int64 (y, x), K >= 1; center_class: (K,) int64 (-1: none).
+
+    Returns:
+        (N,) int64 instance (center index + 1) of each point.
+    """
+    cc = np.asarray(center_class, dtype=np.int64)
+    pc = np.asarray(point_class, dtype=np.int64)
+    has = np.zeros(max(int(cc.max(initial=-1)), int(pc.max(initial=-1))) + 2, dtype=np.bool_)
+    has[cc[cc >= 0]] = True
+    if not jit.AVAILABLE or inst.size == 0:
+        move = np.flatnonzero((cc[inst - 1] != pc) & has[pc])
+        out = inst.copy()
+        if move.size:
+            out[move] = nearest_center_of_class(py[move], px[move], pc[move], centers, cc) + 1
+        return out
+    c = centers.numpy()
+    return _revisit_kernel(np.ascontiguousarray(inst, dtype=np.int64), np.ascontiguousarray(py, dtype=np.float32),
+                           np.ascontiguousarray(px, dtype=np.float32), pc, c[:, 0].astype(np.float32),
+                           c[:, 1].astype(np.float32), cc, has)
+
+
+@njit(**KERNEL)
+def _revisit_kernel(inst, py, px, pc, cy, cx, cc, has):  # pragma: no cover - compiled
+    """:func:`revisit_of_class` in one pass: the move test and the nearest center of the class."""
+    n = inst.shape[0]
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        k = inst[i]
+        cls = pc[i]
+        if cc[k - 1] != cls and has[cls]:
+            out[i] = _nearest_one(py[i], px[i], cy, cx, True, cls, cc) + 1
+        else:
+            out[i] = k
+    return out
 
 
 @njit(**KERNEL)

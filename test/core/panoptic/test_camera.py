@@ -252,8 +252,8 @@ def test_stage_times_cover_the_fast_path():
     logits, heat, offset = _smooth_heads(0)
     st: dict = {}
     camera_postprocess(logits, heat, offset, (75, 97), thing_ids=THINGS, cfg=PanopticConfig(), stage_ms=st)
-    assert {"upsample_labels", "geometry", "wait", "centers", "probability", "stuff_statistics", "statistics", "ids",
-            "thing_statistics", "segments"} <= set(st)
+    assert {"upsample_labels", "geometry", "wait", "centers", "probability", "exact_offsets", "stuff_statistics",
+            "class_ids", "statistics", "ids", "thing_statistics", "segments"} <= set(st)
     assert all(v >= 0 for v in st.values())
     st_exact: dict = {}
     camera_postprocess(logits, heat, offset, (75, 97), thing_ids=THINGS, cfg=PanopticConfig(), stage_ms=st_exact,
@@ -278,3 +278,52 @@ def test_max_probability_is_the_softmax_maximum(monkeypatch):
     np.testing.assert_allclose(whole, want, rtol=2e-6, atol=1e-7)
     monkeypatch.setattr(camera_mod, "_WHOLE_EXP_MAX_VALUES", 1)
     assert np.array_equal(camera_mod._max_probability(logits), whole)
+
+
+def _geometry(seed: int, out_hw=(75, 97)):
+    from seg_perception.core.panoptic.camera import _Geometry
+    from seg_perception.core.upsample import upsample_labels
+
+    logits, _, offset = _smooth_heads(seed)
+    up = upsample_labels(logits, out_hw)
+    is_thing = np.zeros(257, dtype=bool)
+    is_thing[list(THINGS)] = True
+    return _Geometry(up, is_thing, offset.numpy())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_thing_cells_split_into_interior_and_border(seed):
+    """The worker's border cells (visited along the border only) and this thread's interior cells
+    partition the pure thing cells, each increasing: against a mask over every cell."""
+    geo = _geometry(seed)
+    geo.prepare_points()
+    h, w = geo.up.small.shape
+    pure = (geo.thing_small & ~geo.sem_unsure).reshape(-1)
+    on_border = (geo.border_row[:, None] | geo.border_col[None, :]).reshape(-1)
+    assert np.array_equal(geo.border_thing_cells(), np.flatnonzero(pure & on_border))
+    assert np.array_equal(geo.conv, np.flatnonzero(pure & ~on_border))
+    assert geo.border_thing_cells().size > 0 and geo.conv.size > 0  # both cases reached
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_thing_votes_count_every_grouped_camera_pixel(seed):
+    """Votes by instance and class (class-aware grouping and the id tables use them) against a
+    count over the camera pixels of the grouped cells and the exact pixels."""
+    geo = _geometry(seed)
+    geo.prepare_points()
+    logits, heat, _ = _smooth_heads(seed)
+    from seg_perception.core.panoptic.centers import find_centers_upsampled
+
+    centers, _ = find_centers_upsampled(heat, geo.up.labels.shape, PanopticConfig())
+    things = geo.group(centers)
+    k, C = centers.shape[0], logits.shape[0]
+    got = things.votes(geo, k + 1, C)
+    want = np.zeros((k + 1, C), dtype=np.int64)
+    cm = geo.up.cells
+    for cell, inst in zip(geo.conv, things.cell_inst):
+        if inst:
+            rows, cols = cm.pixels_of_cells(np.array([cell]))
+            want[inst, geo.small_flat[cell]] += rows.size
+    np.add.at(want, (things.inst, things.sem), 1)
+    assert np.array_equal(got, want)
+    assert want[1:].sum() > 0

@@ -64,6 +64,8 @@ def test_stuff_statistics_equal_a_camera_resolution_count(out_hw):
         assert got.sum_y[c] == pytest.approx(rows[m].sum()) and got.sum_x[c] == pytest.approx(cols[m].sum())
         assert (got.y0[c], got.y1[c], got.x0[c], got.x1[c]) == (rows[m].min(), rows[m].max(), cols[m].min(), cols[m].max())
         assert got.prob[c] == pytest.approx(prob_px[m].astype(np.float64).sum(), rel=1e-6)
+    with pytest.raises(ValueError, match="boundary_labels"):
+        stuff_statistics(up, not_stuff, is_thing, 6, prob, labels_b[:-1])
 
 
 def test_thing_statistics_from_runs_and_pixels():

@@ -87,6 +87,33 @@ def test_class_aware_nearest_equals_the_reference(seed):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_class_aware_revisit_moves_exactly_the_points_of_another_class(seed):
+    """Second pass of class-aware grouping: a point moves to the reference's class-aware nearest
+    center iff its first-pass center has another class and some center has its class; every other
+    point keeps its instance."""
+    from seg_perception.core.panoptic.nearest import revisit_of_class
+
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(2, 25))
+    centers = torch.from_numpy(np.stack([rng.integers(0, 200, k), rng.integers(0, 300, k)], 1))
+    center_class = rng.integers(-1, 5, k)
+    center_class[0] = 2  # the classes with a center include 2
+    py = rng.uniform(-20, 220, 4000).astype(np.float32)
+    px = rng.uniform(-20, 320, 4000).astype(np.float32)
+    cls = rng.integers(0, 7, 4000)  # classes 5 and 6: no center has them
+    inst = _oracle(py, px, centers) + 1  # the class-agnostic first pass
+    got = revisit_of_class(inst, py, px, cls, centers, center_class)
+    aware = nearest_center(torch.from_numpy(py), torch.from_numpy(px), centers, point_class=torch.from_numpy(cls),
+                           center_class=torch.from_numpy(center_class)).numpy() + 1
+    move = (center_class[inst - 1] != cls) & np.isin(cls, center_class[center_class >= 0])
+    assert np.array_equal(got, np.where(move, aware, inst))
+    assert move.any() and (~move).any() and (got != inst).any()
+    empty = np.zeros(0, np.int64)
+    assert revisit_of_class(empty, empty.astype(np.float32), empty.astype(np.float32), empty, centers,
+                            center_class).size == 0
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_safe_table_is_the_same_compiled_and_in_numpy(seed, monkeypatch):
     """The compiled table compares squared distances and roots only the two smallest: same table
