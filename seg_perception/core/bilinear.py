@@ -15,7 +15,8 @@ index). The first call upsamples a small random probe with ``F.interpolate`` and
 candidate formula that reproduces all of its values; when none does, :func:`bilinear_sampler`
 returns None and callers upsample with ``F.interpolate`` as before.
 
-A fused multiply-add ``a * b + c`` is computed exactly: the float32 product is exact in float64,
+The compiled kernels use the CPU's fused multiply-add (:func:`~seg_perception.core.jit.fma32`). In
+numpy a fused multiply-add ``a * b + c`` is computed exactly: the float32 product is exact in float64,
 the float64 sum's rounding error is recovered (TwoSum), and the one case where rounding the float64
 sum to float32 again would round differently from a single rounding (an exact float32 midpoint)
 is nudged towards the true value.
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import jit
-from .jit import INLINE, KERNEL, njit
+from .jit import INLINE, KERNEL, fma32, njit
 
 __all__ = ["BilinearSampler", "bilinear_sampler", "GENERIC_KERNEL_MIN_SUM"]
 
@@ -162,30 +163,13 @@ class BilinearSampler:
 
 
 @njit(**INLINE)
-def _fma_one(a, b, c, buf, bits):  # pragma: no cover - compiled
-    """:func:`_fma32` of float32 scalars (``buf`` / ``bits``: a float64 scratch and its uint64 view)."""
-    p = np.float64(a) * np.float64(b)
-    c64 = np.float64(c)
-    s = p + c64
-    buf[0] = s
-    if (bits[0] & np.uint64(0x1FFFFFFF)) == np.uint64(0x10000000):
-        bb = s - p
-        err = (p - (s - bb)) + (c64 - bb)
-        if err > 0:
-            s = np.nextafter(s, np.inf)
-        elif err < 0:
-            s = np.nextafter(s, -np.inf)
-    return np.float32(s)
-
-
-@njit(**INLINE)
-def _lin_one(p, q, wp, wq, mode, buf, bits):  # pragma: no cover - compiled
-    """:func:`_lin` of float32 scalars."""
+def _lin_one(p, q, wp, wq, mode):  # pragma: no cover - compiled
+    """:func:`_lin` of float32 scalars (the fused multiply-add: :func:`~seg_perception.core.jit.fma32`)."""
     if mode == 0:
         return p * wp + q * wq
     if mode == 1:
-        return _fma_one(p, wp, q * wq, buf, bits)
-    return _fma_one(q, wq, p * wp, buf, bits)
+        return fma32(np.float32(p), np.float32(wp), np.float32(q * wq))
+    return fma32(np.float32(q), np.float32(wq), np.float32(p * wp))
 
 
 @njit(**KERNEL)
@@ -194,17 +178,15 @@ def _sample_points(img, rows, cols, y0, y1, wy0, wy1, x0, x1, wx0, wx1, inner, o
     c_count = img.shape[0]
     n = rows.shape[0]
     out = np.empty((c_count, n), np.float32)
-    buf = np.empty(1, np.float64)
-    bits = buf.view(np.uint64)
     for i in range(n):
         r = rows[i]
         col = cols[i]
         a0, a1, u0, u1 = y0[r], y1[r], wy0[r], wy1[r]
         b0, b1, v0, v1 = x0[col], x1[col], wx0[col], wx1[col]
         for c in range(c_count):
-            top = _lin_one(img[c, a0, b0], img[c, a0, b1], v0, v1, inner, buf, bits)
-            bottom = _lin_one(img[c, a1, b0], img[c, a1, b1], v0, v1, inner, buf, bits)
-            out[c, i] = _lin_one(top, bottom, u0, u1, outer, buf, bits)
+            top = _lin_one(img[c, a0, b0], img[c, a0, b1], v0, v1, inner)
+            bottom = _lin_one(img[c, a1, b0], img[c, a1, b1], v0, v1, inner)
+            out[c, i] = _lin_one(top, bottom, u0, u1, outer)
     return out
 
 
@@ -219,8 +201,6 @@ def _sample_boxes(img, row0, col0, side, y0, y1, wy0, wy1, x0, x1, wx0, wx1, inn
     out = np.empty((n, side, side), np.float32)
     along = np.empty((img.shape[0], side), np.float32)  # source row -> its blend along W, per box column
     done = np.full(img.shape[0], -1, np.int64)  # which box filled along[a]
-    buf = np.empty(1, np.float64)
-    bits = buf.view(np.uint64)
     ninf = np.float32(-np.inf)
     for i in range(n):
         for ry in range(side):
@@ -234,13 +214,13 @@ def _sample_boxes(img, row0, col0, side, y0, y1, wy0, wy1, x0, x1, wx0, wx1, inn
                     done[a] = i
                     for rx in range(side):
                         X = min(max(col0[i] + rx, 0), W - 1)
-                        along[a, rx] = _lin_one(img[a, x0[X]], img[a, x1[X]], wx0[X], wx1[X], inner, buf, bits)
+                        along[a, rx] = _lin_one(img[a, x0[X]], img[a, x1[X]], wx0[X], wx1[X], inner)
             for rx in range(side):
                 X = col0[i] + rx
                 if X < 0 or X >= W:
                     out[i, ry, rx] = ninf
                 else:
-                    out[i, ry, rx] = _lin_one(along[y0[Y], rx], along[y1[Y], rx], wy0[Y], wy1[Y], outer, buf, bits)
+                    out[i, ry, rx] = _lin_one(along[y0[Y], rx], along[y1[Y], rx], wy0[Y], wy1[Y], outer)
     return out
 
 

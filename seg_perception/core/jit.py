@@ -45,10 +45,28 @@ except ImportError:  # pragma: no cover - numba is in requirements.txt; this kee
     def njit(*_args, **_kwargs):  # type: ignore[no-redef]
         return lambda fn: fn
 
-__all__ = ["AVAILABLE", "INLINE", "KERNEL", "cache_dir_default", "njit"]
+__all__ = ["AVAILABLE", "INLINE", "KERNEL", "cache_dir_default", "fma32", "njit"]
 
 #: Compiled on first use and cached on disk; no GIL while running (callers may use threads); no
 #: bounds checks (every kernel's indices are derived from the shapes it is given).
 KERNEL = dict(cache=True, nogil=True, boundscheck=False)
 #: Helpers of a kernel's inner loops: inlined into them.
 INLINE = dict(KERNEL, inline="always")
+
+if AVAILABLE:
+    from numba.core import types as _types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def fma32(typingctx, a, b, c):  # pragma: no cover - compiled
+        """``a * b + c`` of float32 scalars rounded once, inside compiled kernels: LLVM's
+        ``llvm.fma.f32`` (one instruction on CPUs with FMA, a correctly rounded library call
+        elsewhere). torch's CPU kernels use fused multiply-adds; this reproduces them bit for bit."""
+        sig = _types.float32(_types.float32, _types.float32, _types.float32)
+
+        def codegen(context, builder, signature, args):
+            return builder.fma(*args)
+
+        return sig, codegen
+else:  # pragma: no cover - numba is in requirements.txt
+    fma32 = None
