@@ -58,7 +58,22 @@ def test_sampler_is_exact_on_a_saturated_plateau():
     assert np.array_equal(got, want)
 
 
-def test_fma32_rounds_once_like_exact_arithmetic():
+def _compiled_fma32(a, b, c):
+    from seg_perception.core.jit import fma32, njit
+
+    @njit(cache=False)
+    def run(a, b, c):
+        out = np.empty_like(a)
+        for i in range(a.shape[0]):
+            out[i] = fma32(a[i], b[i], c[i])
+        return out
+
+    return run(a, b, c)
+
+
+@pytest.mark.parametrize("impl", ["numpy", "compiled"])
+def test_fma32_rounds_once_like_exact_arithmetic(impl):
+    """numpy's emulation and the compiled kernels' hardware FMA against exact rational arithmetic."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal(2000).astype(np.float32)
     b = rng.standard_normal(2000).astype(np.float32)
@@ -70,7 +85,7 @@ def test_fma32_rounds_once_like_exact_arithmetic():
     a[2], b[2], c[2] = np.float32(2**-24 * (1 + 2**-12)), np.float32(1 - 2**-12 + 2**-24), np.float32(1)
     naive = (a.astype(np.float64) * b + c).astype(np.float32)
     assert naive[1] == np.float32(1 + 2**-22) and naive[2] == np.float32(1)  # double rounding, wrong
-    got = _fma32(a, b, c)
+    got = _fma32(a, b, c) if impl == "numpy" else _compiled_fma32(a, b, c)
     assert got[1] == np.float32(1 + 2**-23) and got[2] == np.float32(1 + 2**-23)
     for x, y, z, g in zip(a.tolist(), b.tolist(), c.tolist(), got.tolist()):
         exact = Fraction(x) * Fraction(y) + Fraction(z)
