@@ -50,7 +50,8 @@ def test_compile_kernels_leaves_nothing_to_compile_for_real_frames(tmp_path):
                           "kernels.grouping_points", "kernels.select_boundary", "kernels.scatter_lut",
                           "upsample_jit.pixels_of_cells", "kernels.write_thing_ids",
                           "nearest._safe_table_kernel", "kernels.sum_and_max",
-                          "kernels.add_stuff_cells", "kernels.thing_votes", "nearest._revisit_kernel"]  # the others are compiled inside these
+                          "kernels.add_stuff_cells", "kernels.thing_votes", "nearest._revisit_kernel",
+                          "kernels.border_thing_cells"]  # the others are compiled inside these
     warm = {k.split(".", 2)[-1].replace("panoptic.", ""): n for k, n in got["warm"].items()}
     assert {k: warm.get(k, 0) for k in called_from_python} == {k: 1 for k in called_from_python}, got["warm"]
     assert got["frames"] == got["warm"]

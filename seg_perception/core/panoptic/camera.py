@@ -450,6 +450,8 @@ class _Geometry:
         """(E,) int64 the pure thing cells (all four sources of one thing class, no class-boundary
         pixel) in a border row or column, increasing: their source coordinate is clamped, so their
         pixels are always exact. Visits the border only (O(h + w))."""
+        if jit.AVAILABLE:
+            return kernels.border_thing_cells(self.thing_small, self.sem_unsure, self.border_row, self.border_col)
         h, w = self.up.small.shape
         rows, cols = np.flatnonzero(self.border_row), np.flatnonzero(self.border_col)
         cand = np.unique(np.concatenate([(rows[:, None] * w + np.arange(w)).reshape(-1),

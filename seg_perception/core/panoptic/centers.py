@@ -79,7 +79,8 @@ def find_centers_upsampled(center: torch.Tensor, out_hw: tuple[int, int],
     core = np.zeros((side, side), dtype=bool)
     core[m:m + TILE, m:m + TILE] = True
     cand = core & (vals > np.float32(cfg.center_threshold)) & (vals == peak)  # -inf (outside) is never above it
-    n_idx, a, b = np.nonzero(cand)
+    n_idx, rest = np.divmod(np.flatnonzero(cand), side * side)  # few candidates: cheaper than a 3-D nonzero
+    a, b = np.divmod(rest, side)
     flat = (ty[n_idx] * TILE + a - m) * W + (tx[n_idx] * TILE + b - m)
     order = np.argsort(flat, kind="stable")  # raster order, as torch.nonzero on the full image
     return keep_top_k(torch.from_numpy(flat[order]), torch.from_numpy(vals[n_idx, a, b][order]), W, cfg.top_k)

@@ -13,8 +13,9 @@ import numpy as np
 
 from ..jit import INLINE, KERNEL, njit
 
-__all__ = ["add_blocks", "add_pixels", "add_boundary_cells", "add_stuff_cells", "grouping_points", "scatter_lut",
-           "select_boundary", "spread_cells", "sum_and_max", "thing_cells", "thing_votes", "write_thing_ids"]
+__all__ = ["add_blocks", "add_pixels", "add_boundary_cells", "add_stuff_cells", "border_thing_cells", "grouping_points",
+           "scatter_lut", "select_boundary", "spread_cells", "sum_and_max", "thing_cells", "thing_votes",
+           "write_thing_ids"]
 
 
 @njit(**KERNEL)
@@ -197,6 +198,37 @@ def add_boundary_cells(area, sum_y, sum_x, y0, y1, x0, x1, prob, cells, labels, 
 
 
 @njit(**KERNEL)
+def border_thing_cells(thing_small, sem_unsure, border_row, border_col):  # pragma: no cover - compiled
+    """The border part of :func:`thing_cells` ((E,) int64, increasing), visiting the border rows
+    and columns only."""
+    h, w = thing_small.shape
+    cols = np.empty(w, np.int64)
+    n_cols = 0
+    for j in range(w):
+        if border_col[j]:
+            cols[n_cols] = j
+            n_cols += 1
+    n_rows = 0
+    for i in range(h):
+        n_rows += border_row[i]
+    out = np.empty(n_rows * w + h * n_cols, np.int64)
+    e = 0
+    for i in range(h):
+        if border_row[i]:
+            for j in range(w):
+                if thing_small[i, j] and not sem_unsure[i, j]:
+                    out[e] = i * w + j
+                    e += 1
+        else:
+            for t in range(n_cols):
+                j = cols[t]
+                if thing_small[i, j] and not sem_unsure[i, j]:
+                    out[e] = i * w + j
+                    e += 1
+    return out[:e].copy()
+
+
+@njit(**KERNEL)
 def thing_cells(thing_small, sem_unsure, border_row, border_col):  # pragma: no cover - compiled
     """Flat network cells of one thing class whose camera pixels are not class-boundary pixels, in
     increasing order, split in two: ``(interior (M,), border (E,))`` int64 (border: first / last
@@ -326,16 +358,28 @@ def write_thing_ids(out, conv, cell_inst, small_flat, lut, num_classes, w, row_s
 
 
 @njit(**KERNEL)
+def _sum_and_max_block(planes, total, top, s, e):  # pragma: no cover - compiled
+    """:func:`sum_and_max` of the values ``s : e`` (local slices: no aliasing, the loops vectorize;
+    not inlined: inlined into the block loop they did not)."""
+    first = planes[0, s:e]
+    tt = total[s:e]
+    tp = top[s:e]
+    for i in range(tt.shape[0]):
+        tt[i] = first[i]
+        tp[i] = first[i]
+    for c in range(1, planes.shape[0]):
+        row = planes[c, s:e]
+        for i in range(tt.shape[0]):
+            v = row[i]
+            tt[i] += v
+            tp[i] = v if v > tp[i] else tp[i]
+
+
+@njit(**KERNEL)
 def sum_and_max(planes, total, top):  # pragma: no cover - compiled
     """(C, N) float32 ``planes`` -> ``total`` (N,) their float32 sum over C, added plane after plane
-    (numpy's ``sum(axis=0)`` order, so the same floats), and ``top`` (N,) their maximum: one pass."""
-    first = planes[0]
-    for i in range(first.shape[0]):
-        total[i] = first[i]
-        top[i] = first[i]
-    for c in range(1, planes.shape[0]):
-        row = planes[c]
-        for i in range(row.shape[0]):
-            v = row[i]
-            total[i] += v
-            top[i] = v if v > top[i] else top[i]
+    (numpy's ``sum(axis=0)`` order, so the same floats), and ``top`` (N,) their maximum: one pass,
+    in blocks of 1024 values whose running sums stay in the L1 cache."""
+    n = planes.shape[1]
+    for s in range(0, n, 1024):
+        _sum_and_max_block(planes, total, top, s, min(s + 1024, n))
