@@ -495,7 +495,7 @@ class _Geometry:
         ``q_class`` (Q,) int64 their class."""
         h, w = self.up.small.shape
         if jit.AVAILABLE:
-            self.conv, _ = kernels.thing_cells(self.thing_small, self.sem_unsure, self.border_row, self.border_col)
+            self.conv = kernels.thing_cells(self.thing_small, self.sem_unsure, self.border_row, self.border_col)
         else:
             cells = np.flatnonzero(self.thing_small & ~self.sem_unsure)
             ci, cj = np.divmod(cells, w)

@@ -199,8 +199,9 @@ def add_boundary_cells(area, sum_y, sum_x, y0, y1, x0, x1, prob, cells, labels, 
 
 @njit(**KERNEL)
 def border_thing_cells(thing_small, sem_unsure, border_row, border_col):  # pragma: no cover - compiled
-    """The border part of :func:`thing_cells` ((E,) int64, increasing), visiting the border rows
-    and columns only."""
+    """(E,) int64 flat network cells of one thing class whose camera pixels are not class-boundary
+    pixels, in a border row or column (their source coordinate is clamped), increasing: visits the
+    border rows and columns only."""
     h, w = thing_small.shape
     cols = np.empty(w, np.int64)
     n_cols = 0
@@ -230,24 +231,20 @@ def border_thing_cells(thing_small, sem_unsure, border_row, border_col):  # prag
 
 @njit(**KERNEL)
 def thing_cells(thing_small, sem_unsure, border_row, border_col):  # pragma: no cover - compiled
-    """Flat network cells of one thing class whose camera pixels are not class-boundary pixels, in
-    increasing order, split in two: ``(interior (M,), border (E,))`` int64 (border: first / last
-    row or column, see :class:`~seg_perception.core.panoptic.camera._Geometry`)."""
+    """(M,) int64 flat network cells of one thing class whose camera pixels are not class-boundary
+    pixels and that lie in no border row or column (those: :func:`border_thing_cells`), in
+    increasing order (see :class:`~seg_perception.core.panoptic.camera._Geometry`)."""
     h, w = thing_small.shape
     interior = np.empty(h * w, np.int64)
-    border = np.empty(h * w, np.int64)
     m = 0
-    e = 0
     for i in range(h):
+        if border_row[i]:
+            continue
         for j in range(w):
-            if thing_small[i, j] and not sem_unsure[i, j]:
-                if border_row[i] or border_col[j]:
-                    border[e] = i * w + j
-                    e += 1
-                else:
-                    interior[m] = i * w + j
-                    m += 1
-    return interior[:m].copy(), border[:e].copy()
+            if thing_small[i, j] and not sem_unsure[i, j] and not border_col[j]:
+                interior[m] = i * w + j
+                m += 1
+    return interior[:m].copy()
 
 
 @njit(**KERNEL)
