@@ -104,7 +104,7 @@ def measure(segmenter, frames: Sequence[np.ndarray], rounds: int = 3, baseline: 
     if baseline is not None:
         try:
             baseline(*heads[0], hw, **kw)
-        except (TypeError, AttributeError, ImportError, NameError) as err:
+        except (TypeError, ValueError, AttributeError, ImportError, NameError) as err:  # ValueError: results changed
             raise ValueError(
                 f"the baseline camera_postprocess does not run beside today's modules ({type(err).__name__}: {err}): "
                 "a kernel or helper it calls changed since; compare with a worktree of that revision instead"
