@@ -4,8 +4,9 @@ magnitude slower than a loop over the same keys, and spreading one id per cell o
 pixels with two ``np.repeat`` writes the image twice).
 
 Sums are accumulated from zero in input order and then added, as ``np.bincount`` does, so float
-results are equal bit for bit (:func:`add_stuff_cells`' probability sums: up to summation order). Callers check :data:`~seg_perception.core.jit.AVAILABLE` and run
-their numpy code where numba is missing.
+results are equal bit for bit (:func:`add_stuff_cells`' probability sums: up to summation order).
+Callers check :data:`~seg_perception.core.jit.AVAILABLE` and run their numpy code where numba is
+missing.
 """
 from __future__ import annotations
 

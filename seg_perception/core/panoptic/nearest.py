@@ -25,7 +25,8 @@ from .. import jit
 from ..jit import INLINE, KERNEL, njit
 from .postprocess import nearest_center
 
-__all__ = ["nearest_center_grid", "nearest_center_of_class", "revisit_of_class", "safe_table", "CELL", "SLACK", "MIN_POINTS"]
+__all__ = ["nearest_center_grid", "nearest_center_of_class", "revisit_of_class", "safe_table", "CELL", "SLACK",
+           "MIN_POINTS"]
 
 #: Square side in pixels of the lookup table.
 CELL = 16
