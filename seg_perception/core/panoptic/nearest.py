@@ -113,13 +113,21 @@ def nearest_center_of_class(py: np.ndarray, px: np.ndarray, point_class: np.ndar
         return nearest_center(torch.from_numpy(np.ascontiguousarray(py)), torch.from_numpy(np.ascontiguousarray(px)),
                               centers, point_class=torch.from_numpy(np.asarray(point_class, dtype=np.int64)),
                               center_class=torch.from_numpy(np.asarray(center_class, dtype=np.int64))).numpy()
+    return _nearest_of_class_kernel(*_class_args(py, px, point_class, centers, center_class))
+
+
+def _class_args(py: np.ndarray, px: np.ndarray, point_class: np.ndarray, centers: torch.Tensor,
+                center_class: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The class-aware kernels' arguments: ``(py, px)`` (N,) float32, ``pc`` (N,) int64 point
+    classes, ``(cy, cx)`` (K,) float32 centers, ``cc`` (K,) int64 center classes and ``has``, a bool
+    lookup of the classes some center has (long enough for every point class)."""
     c = centers.numpy()
     cc = np.asarray(center_class, dtype=np.int64)
     pc = np.asarray(point_class, dtype=np.int64)
     has = np.zeros(max(int(cc.max(initial=-1)), int(pc.max(initial=-1))) + 2, dtype=np.bool_)
     has[cc[cc >= 0]] = True
-    return _nearest_of_class_kernel(np.ascontiguousarray(py, dtype=np.float32), np.ascontiguousarray(px, dtype=np.float32),
-                                    pc, c[:, 0].astype(np.float32), c[:, 1].astype(np.float32), cc, has)
+    return (np.ascontiguousarray(py, dtype=np.float32), np.ascontiguousarray(px, dtype=np.float32), pc,
+            c[:, 0].astype(np.float32), c[:, 1].astype(np.float32), cc, has)
 
 
 def revisit_of_class(inst: np.ndarray, py: np.ndarray, px: np.ndarray, point_class: np.ndarray,
@@ -136,20 +144,15 @@ def revisit_of_class(inst: np.ndarray, py: np.ndarray, px: np.ndarray, point_cla
     Returns:
         (N,) int64 instance (center index + 1) of each point.
     """
-    cc = np.asarray(center_class, dtype=np.int64)
-    pc = np.asarray(point_class, dtype=np.int64)
-    has = np.zeros(max(int(cc.max(initial=-1)), int(pc.max(initial=-1))) + 2, dtype=np.bool_)
-    has[cc[cc >= 0]] = True
+    args = _class_args(py, px, point_class, centers, center_class)
     if not jit.AVAILABLE or inst.size == 0:
+        _, _, pc, _, _, cc, has = args
         move = np.flatnonzero((cc[inst - 1] != pc) & has[pc])
         out = inst.copy()
         if move.size:
             out[move] = nearest_center_of_class(py[move], px[move], pc[move], centers, cc) + 1
         return out
-    c = centers.numpy()
-    return _revisit_kernel(np.ascontiguousarray(inst, dtype=np.int64), np.ascontiguousarray(py, dtype=np.float32),
-                           np.ascontiguousarray(px, dtype=np.float32), pc, c[:, 0].astype(np.float32),
-                           c[:, 1].astype(np.float32), cc, has)
+    return _revisit_kernel(np.ascontiguousarray(inst, dtype=np.int64), *args)
 
 
 @njit(**KERNEL)
