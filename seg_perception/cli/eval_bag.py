@@ -37,6 +37,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="device, e.g. cpu or cuda:0 (default cpu)")
     p.add_argument("--precision", default="fp32", help="fp32 or fp16 (backend permitting)")
     p.add_argument("--batch-size", type=int, default=1, help="frames per segment_batch call, run as one batched inference (default 1)")
+    p.add_argument("--streams", type=int, default=1,
+                   help="frames in flight at once on backends onnxruntime / openvino (each on its own session or "
+                        "OpenVINO stream; more frames per second on a multi-core CPU; default 1)")
     p.add_argument("--miou-convention", choices=["cityscapes", "detectron2"], default="cityscapes",
                    help="cityscapes: classes in GT or predictions count; detectron2: only classes with GT")
     p.add_argument("--stamp-tolerance-ms", type=float, default=0.0,
@@ -105,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         print(f"eval-bag: error: --batch-size must be >= 1, got {args.batch_size}")
         return 2
+    if args.streams < 1:
+        print(f"eval-bag: error: --streams must be >= 1, got {args.streams}")
+        return 2
+    if args.streams > 1 and args.batch_size > 1:
+        print(f"eval-bag: error: --streams {args.streams} with --batch-size {args.batch_size}: choose one")
+        return 2
     if args.stamp_tolerance_ms < 0:
         print(f"eval-bag: error: --stamp-tolerance-ms must be >= 0, got {args.stamp_tolerance_ms}")
         return 2
@@ -114,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device, precision=args.precision, label_set=args.label_set,
             max_batch=args.batch_size,  # one inference per --batch-size frames (segment_batch)
             native_heads=args.native_heads,
+            backend_options={"streams": args.streams} if args.streams > 1 else None,
         )
     except (ValueError, KeyError, FileNotFoundError, CheckpointError, BackendError) as exc:
         print(f"eval-bag: error: {exc}")

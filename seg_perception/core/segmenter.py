@@ -18,7 +18,9 @@ With backend option ``native_heads`` the backend returns the heads on their own 
 grid; the post-processing above is the same code and upsamples once, (h', w') -> (H, W).
 
 ``segment_batch`` runs several frames (several cameras, each at its own H x W) as one (N, 3, h, w)
-inference and post-processes each at its own size.
+inference and post-processes each at its own size. ``segment_stream`` keeps several frames in
+flight on a backend opened with ``streams: N`` (frames per second rather than latency: offline
+evaluation, benchmarks): frame k+1's inference runs while frame k is post-processed.
 
 The same Segmenter serves the ROS node, the offline bag evaluator and the benchmark.
 """
@@ -26,14 +28,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..config import DEFAULT_RESOLUTION
 from ..datasets.labels import LabelSet
-from ..runtime.base import batch_capacity
+from ..runtime.base import batch_capacity, concurrency
 from .preprocess import to_network_input
 from .resolution import PipelineError, check_resolution, parse_resolution
 from .results import SegResult, StageTimings
@@ -164,14 +168,18 @@ class Segmenter:
             raise PipelineError("Segmenter is closed")
         t0 = time.perf_counter()
         x = self.preprocess(rgb)
+        return self._segment_input(x, rgb.shape[:2], (time.perf_counter() - t0) * 1e3)
+
+    def _segment_input(self, x: np.ndarray, hw: tuple[int, int], pre_ms: float) -> SegResult:
+        """Inference and post-processing of one pre-processed (1, 3, h, w) input, at camera size ``hw``."""
         t1 = time.perf_counter()
         outputs = self.backend.infer({self._input_name: x})
         self._sync()
         t2 = time.perf_counter()
-        result = self.postprocess(outputs, rgb.shape[:2])
+        result = self.postprocess(outputs, hw)
         self._sync()
         t3 = time.perf_counter()
-        result.timings = StageTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        result.timings = StageTimings(pre_ms, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return result
 
     @property
@@ -229,6 +237,75 @@ class Segmenter:
             result.timings = StageTimings(pre_ms[i], infer_ms, (time.perf_counter() - t2) * 1e3)
             results.append(result)
         return results
+
+    @property
+    def streams(self) -> int:
+        """Frames :meth:`segment_stream` keeps in inference at once: the backend's ``concurrency``
+        (its ``streams`` option; 1 for a backend that runs one call at a time)."""
+        return concurrency(self.backend)
+
+    def segment_stream(self, frames: Iterable[np.ndarray]) -> Iterator[SegResult]:
+        """Segment a sequence of (H, W, 3) uint8 RGB frames, :attr:`streams` of them in flight.
+
+        Yields one SegResult per frame, in input order, each the same as :meth:`segment` would give
+        (the same backend outputs, the same post-processing). With ``streams`` N > 1 the
+        inferences run on N threads of a pool (the backend gives each its own OpenVINO request or
+        onnxruntime session) while this thread pre-processes the next frames and post-processes
+        finished ones in order; N frames run at once and one more waits, so no stream idles while
+        a result is post-processed. Frames are read from ``frames`` only as fast as they are
+        processed (at most N + 1 ahead of the last result). With N = 1 it is :meth:`segment` per frame.
+
+        ``timings`` per frame: its pre-processing, the wall time of its own ``backend.infer`` call
+        (longer than on a one-stream backend: the streams share the cores) and its post-processing.
+        Stopping the iteration early (``close()``, ``break``) waits for the inferences in flight.
+
+        Raises:
+            PipelineError: a frame is not an (H, W, 3) uint8 image (the message names its index in
+                the sequence; results before it were already yielded).
+        """
+        if self._closed:
+            raise PipelineError("Segmenter is closed")
+        streams = self.streams
+        if streams == 1:
+            for index, rgb in enumerate(frames):
+                x, pre_ms = self._preprocess_timed(rgb, index)
+                yield self._segment_input(x, rgb.shape[:2], pre_ms)
+            return
+        pending: deque[tuple[tuple[int, int], float, Future]] = deque()
+        pool = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="seg-infer")
+        try:
+            for index, rgb in enumerate(frames):
+                x, pre_ms = self._preprocess_timed(rgb, index)
+                pending.append((rgb.shape[:2], pre_ms, pool.submit(self._timed_infer, x)))
+                if len(pending) > streams:
+                    yield self._finish(*pending.popleft())
+            while pending:
+                yield self._finish(*pending.popleft())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _preprocess_timed(self, rgb: np.ndarray, index: int) -> tuple[np.ndarray, float]:
+        """(:meth:`preprocess` of frame ``index`` of a stream, its ms); a bad frame's error names the index."""
+        t0 = time.perf_counter()
+        try:
+            x = self.preprocess(rgb)
+        except PipelineError as e:
+            raise PipelineError(f"frame {index} of the stream: {e}") from None
+        return x, (time.perf_counter() - t0) * 1e3
+
+    def _timed_infer(self, x: np.ndarray) -> tuple[dict, float]:
+        """(backend outputs, ms of the call) for one (N, 3, h, w) input; runs on a stream thread."""
+        t0 = time.perf_counter()
+        outputs = self.backend.infer({self._input_name: x})
+        return outputs, (time.perf_counter() - t0) * 1e3
+
+    def _finish(self, hw: tuple[int, int], pre_ms: float, inference: Future) -> SegResult:
+        """Wait for one frame's inference and post-process it at its camera size ``hw``."""
+        outputs, infer_ms = inference.result()
+        t0 = time.perf_counter()
+        result = self.postprocess(outputs, hw)
+        result.timings = StageTimings(pre_ms, infer_ms, (time.perf_counter() - t0) * 1e3)
+        return result
 
     def close(self) -> None:
         """Release the backend (idempotent)."""

@@ -5,6 +5,7 @@
     decoded_frames(bags)          -> (BagFrame, rgb) per readable image message
     batched(..., batch_size)      -> lists of frames
     predict(segmenter, frames)    -> Prediction (frame, rgb, SegResult, latency) per frame
+      (a segmenter with ``streams`` > 1: predict_stream(segmenter, frames), several in flight)
     Scores.add(prediction)        -> GT matched (GtMatcher), mIoU / PQ / video metrics, COCO export,
                                      prediction bag
     Scores.report(...)            -> report.json, report.md, figures (see :mod:`.report`)
@@ -13,12 +14,14 @@ Predictions made elsewhere (e.g. what a running node published, recorded by the 
 the same :class:`Scores` without a segmenter: :func:`score_predictions`.
 
 The segmenter is duck-typed: it needs ``task``, ``label_set``, ``segment_batch(list of (H, W, 3)
-uint8) -> list[SegResult]`` and, for the report, ``describe()`` or ``model_name``,
+uint8) -> list[SegResult]`` (with ``streams`` > 1: ``segment_stream(iterable of frames) -> iterator
+of SegResult``) and, for the report, ``describe()`` or ``model_name``,
 ``weights_path``, ``backend_name``, ``resolution``.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -251,6 +254,28 @@ def predict(segmenter: Any, frames: list[tuple[BagFrame, np.ndarray]]) -> list[P
     if len(results) != len(frames):
         raise RuntimeError(f"segment_batch returned {len(results)} results for {len(frames)} frames")
     return [Prediction(f, rgb, r, wall_ms / len(frames)) for (f, rgb), r in zip(frames, results)]
+
+
+def predict_stream(segmenter: Any, frames: Iterable[tuple[BagFrame, np.ndarray]]) -> Iterator[Prediction]:
+    """Segment ``frames`` through ``segmenter.segment_stream`` (several frames in flight), in order.
+
+    Each frame's latency is the wall time since the previous result (the first: since the stream
+    started), so the latencies add up to the run's wall time and their mean is 1000 / frames per
+    second -- the convention of :func:`predict`, whose frames share one batched call's time.
+    """
+    waiting: deque[tuple[BagFrame, np.ndarray]] = deque()
+
+    def images() -> Iterator[np.ndarray]:
+        for frame, rgb in frames:
+            waiting.append((frame, rgb))
+            yield rgb
+
+    last = time.perf_counter()
+    for result in segmenter.segment_stream(images()):
+        now = time.perf_counter()
+        frame, rgb = waiting.popleft()
+        yield Prediction(frame, rgb, result, (now - last) * 1e3)
+        last = now
 
 
 # ---------------------------------------------------------------------------------- ground truth
@@ -515,6 +540,10 @@ def evaluate_bags(
             ``gt.unusable`` and in ``reading.skipped`` with the reason.
     """
     bags = [str(b) for b in ([bags] if isinstance(bags, (str, Path)) else bags)]
+    streams = int(getattr(segmenter, "streams", 1))
+    if streams > 1 and int(batch_size) > 1:
+        raise ValueError(f"batch_size={batch_size} with a {streams}-stream backend: choose one way of running "
+                         "several frames at once (batch_size 1 with streams, or streams 1 with batches)")
     _check_arguments(bags, batch_size=batch_size, miou_convention=miou_convention, gt_dir=gt_dir,
                      gt_topics=bool(gt_semantic_topic or gt_panoptic_topic), stamp_tolerance_ns=stamp_tolerance_ns,
                      gt_match=gt_match, tracking=tracking)
@@ -555,9 +584,13 @@ def evaluate_bags(
     bar = tqdm(total=total, desc="eval-bag", unit="frame", disable=not progress)
     try:
         frames = decoded_frames(bags, image_topic, stats, max_frames=max_frames, on_message=lambda: bar.update(1))
-        for batch in batched(frames, int(batch_size)):
-            for p in predict(segmenter, batch):
+        if streams > 1:
+            for p in predict_stream(segmenter, frames):
                 scores.add(p)
+        else:
+            for batch in batched(frames, int(batch_size)):
+                for p in predict(segmenter, batch):
+                    scores.add(p)
     finally:
         bar.close()
         if pred_bag is not None:
@@ -565,7 +598,7 @@ def evaluate_bags(
     coco_json = coco.close() if coco is not None else None
     return _write(out, scores, stats, bags=bags, image_topic=image_topic, model=describe_segmenter(segmenter),
                   miou_convention=miou_convention, batch_size=batch_size, figures=figures,
-                  files=_export_files(out, coco_json, coco is not None, pred_bag_path if write_bag else None))
+                  extra={"streams": streams}, files=_export_files(out, coco_json, coco is not None, pred_bag_path if write_bag else None))
 
 
 def score_predictions(

@@ -114,6 +114,11 @@ def render_markdown(report: dict) -> str:
     lat = report.get("latency", {})
     if lat:
         out += ["", "## Latency (per frame, ms)", ""]
+        streams, batch = int(report.get("streams") or 1), int(report.get("batch_size") or 1)
+        if streams > 1 or batch > 1:
+            how = f"{streams} frames in flight" if streams > 1 else f"batches of {batch} frames"
+            out += [f"Run with {how}: `total` is the wall time per frame (its fps the run's throughput); the "
+                    "stage rows are each frame's own times, which overlap.", ""]
         rows = []
         for stage, s in lat.items():
             if isinstance(s, dict) and "mean_ms" in s:

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .base import Backend, BackendError
+from .base import STREAM_BACKENDS, Backend, BackendError
 
 LOG = logging.getLogger("seg_perception.runtime")
 
@@ -81,7 +81,7 @@ Agreement = Callable[[dict, dict], dict]
 #: ``post_id`` attribute, else its qualified name, is part of the cache key).
 PostProcess = Callable[[dict], Any]
 AUTO_OPTIONS = {"cache_dir", "auto_frames", "auto_candidates", "calib_images", "calib_bag", "calib_topic",
-                "calib_limit", "native_heads"}
+                "calib_limit", "native_heads", "streams"}
 
 
 #: A candidate: (kind, precision) or (kind, precision, "native") for the heads at their own stride.
@@ -420,6 +420,13 @@ def select_cpu_path(
     return record
 
 
+def _streams_not_used(options: dict, kind: str) -> None:
+    """Log that option ``streams`` does not apply to the backend auto picked (it runs one frame at a time)."""
+    if options.get("streams") not in (None, 1, "1"):
+        LOG.warning("backend auto picked %s, which runs one frame at a time: option streams=%s not used "
+                    "(streams apply to %s)", kind, options["streams"], " and ".join(STREAM_BACKENDS))
+
+
 def create_auto_backend(
     model: nn.Module, *, resolution: tuple[int, int], batch: int, device: str, precision: str, cache_dir: Path,
     options: dict, create: Callable[..., Backend], available: Callable[[], list[str]], max_batch: int = 1,
@@ -450,6 +457,7 @@ def create_auto_backend(
                             max_batch=max_batch)
         be.selection = {"backend": "tensorrt", "precision": trt_precision, "native_heads": native,
                         "reason": f"TensorRT installed and a CUDA GPU present ({torch.cuda.get_device_name()})"}
+        _streams_not_used(options, "tensorrt")
     else:
         candidates = _parse_candidates(options["auto_candidates"]) if "auto_candidates" in options else None
         if native:
@@ -472,6 +480,11 @@ def create_auto_backend(
         opts = dict(calib) if record["precision"] == "int8" else {}
         if record.get("native_heads"):
             opts["native_heads"] = True
+        if options.get("streams") is not None:
+            if record["backend"] in STREAM_BACKENDS:
+                opts["streams"] = options["streams"]
+            else:
+                _streams_not_used(options, record["backend"])
         be = create_backend(record["backend"], model, resolution=resolution, batch=batch,
                             precision=record["precision"], cache_dir=str(cache_dir), options=opts, max_batch=max_batch)
         be.selection = record

@@ -49,6 +49,10 @@ class Backend(Protocol):
 
     def deactivate(self) -> None: ...
 
+    # Optional: ``concurrency`` (int, default 1 when absent) -- how many ``infer`` calls may run at
+    # once from different threads, each on its own stream / session (option ``streams`` of the
+    # openvino and onnxruntime backends); see :func:`concurrency`.
+
     def __enter__(self): ...
 
     def __exit__(self, *exc) -> None: ...
@@ -100,3 +104,36 @@ def batch_capacity(backend: Any) -> tuple[Optional[int], bool]:
     if isinstance(n, int) and n > 0:
         return n, True
     return None, False
+
+
+#: Backend kinds with option ``streams`` (several ``infer`` calls at once, see :func:`concurrency`);
+#: torch and TensorRT run one frame at a time.
+STREAM_BACKENDS = ("onnxruntime", "openvino")
+
+
+def concurrency(backend: Any) -> int:
+    """How many ``infer`` calls ``backend`` runs at once from different threads (>= 1).
+
+    A backend opened with ``streams: N`` (openvino: N OpenVINO streams and infer requests;
+    onnxruntime: N sessions sharing the cores) says N in its ``concurrency`` attribute; every other
+    backend runs one call at a time, and a second thread would only wait for the first.
+    """
+    return max(1, int(getattr(backend, "concurrency", 1) or 1))
+
+
+def check_streams(streams: Any) -> int:
+    """Backend option ``streams`` (None = 1) as an int >= 1.
+
+    Raises:
+        BackendError: not a whole number >= 1.
+    """
+    if streams is None:
+        return 1
+    try:
+        n = int(streams)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or (isinstance(streams, float) and streams != n):
+        raise BackendError(f"streams={streams!r} must be a whole number >= 1 (frames in flight at once; 1 = one "
+                           "frame at a time, the lowest latency)")
+    return n

@@ -26,9 +26,11 @@ onnxruntime    providers (list or "cuda,cpu"), intra_op_threads, inter_op_thread
                calib_bag + calib_topic, calib_limit (default source: the sample drive bag);
                native_heads (bool, default False: heads exported at their own stride, 1/4 or 1/2,
                and upsampled once by the post-processing, straight to the camera; see
-               :func:`.export.export_onnx`)
+               :func:`.export.export_onnx`); streams (int, default 1: sessions that run frames at
+               once, each with its share of the cores; see ``Segmenter.segment_stream``)
 openvino       opset, ov_device (OpenVINO device, default CPU), threads, performance_hint (LATENCY or
-               THROUGHPUT), output_layout (auto, nchw or nhwc: what OpenVINO computes the outputs
+               THROUGHPUT; default LATENCY, THROUGHPUT with streams > 1), streams (int, default 1:
+               OpenVINO streams / infer requests that run frames at once), output_layout (auto, nchw or nhwc: what OpenVINO computes the outputs
                in; callers always get N, C, H, W; auto = nhwc at fp32 / int8 on CPU, see
                :mod:`.openvino_backend`); int8: calib_* as for onnxruntime (the same QDQ model); native_heads
 tensorrt       opset, dynamic, min_shape, max_shape (N,3,H,W for dynamic profiles), workspace_mb,
@@ -64,9 +66,9 @@ _COMMON_OPTIONS = {"cache_dir"}
 BACKEND_OPTIONS: dict[str, set[str]] = {
     "torch": {"channels_last", "cuda_graphs", "warmup", "native_heads"},
     "onnxruntime": {"providers", "intra_op_threads", "inter_op_threads", "allow_spinning", "provider_options", "opset",
-                    "native_heads",
+                    "native_heads", "streams",
                     "dynamic", "calib_images", "calib_bag", "calib_topic", "calib_limit"},
-    "openvino": {"opset", "native_heads", "ov_device", "threads", "performance_hint", "output_layout",
+    "openvino": {"opset", "native_heads", "ov_device", "threads", "performance_hint", "output_layout", "streams",
                  "calib_images", "calib_bag", "calib_topic", "calib_limit"},
     "tensorrt": {"opset", "dynamic", "min_shape", "max_shape", "workspace_mb", "dla_core", "gpu_fallback",
                  "timing_cache", "calib_images", "calib_bag", "calib_topic", "calib_limit", "calib_cache",
@@ -261,6 +263,7 @@ def _create_onnxruntime(model, resolution, batch, device, precision, root: Path,
         onnx_path, providers=providers, intra_op_threads=int_option(options, "intra_op_threads", None),
         inter_op_threads=int_option(options, "inter_op_threads", None), provider_options=options.get("provider_options"),
         precision=precision, allow_spinning=flag_option(options, "allow_spinning", False),
+        streams=int_option(options, "streams", None),
     )
 
 
@@ -284,8 +287,9 @@ def _create_openvino(model, resolution, batch, device, precision, root: Path, op
                                        cache_dir=root)
     return OpenVinoBackend(
         onnx_path, precision=precision, device=str(options.get("ov_device", "CPU")), cache_dir=root / "openvino",
-        threads=int_option(options, "threads", None), performance_hint=str(options.get("performance_hint", "LATENCY")),
-        output_layout=str(options.get("output_layout", "auto")),
+        threads=int_option(options, "threads", None),
+        performance_hint=None if options.get("performance_hint") is None else str(options["performance_hint"]),
+        output_layout=str(options.get("output_layout", "auto")), streams=int_option(options, "streams", None),
     )
 
 

@@ -3,18 +3,25 @@
 Providers are named short (``"tensorrt"``, ``"cuda"``, ``"cpu"``) or by their ONNX Runtime class
 names. Requested providers this onnxruntime build lacks are dropped with a logged warning; the
 CPU provider is always appended as the last fallback.
+
+Streams: ``streams=N`` (> 1) opens N sessions of the same file, each with its share of the cores
+as intra-op threads (``intra_op_threads`` per session when given, else the cores this process may
+use divided by N); ``infer`` may then be called from N threads at once, each call on a free session
+(:attr:`OnnxRuntimeBackend.concurrency`). One onnxruntime session run from two threads would share
+one thread pool instead.
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .base import BackendError, TensorSpec, name_outputs, pack_feeds
+from .base import BackendError, TensorSpec, check_streams, name_outputs, pack_feeds
 
 LOG = logging.getLogger("seg_perception.runtime")
 
@@ -91,6 +98,7 @@ class OnnxRuntimeBackend:
         provider_options: Optional[dict[str, dict]] = None,
         precision: str = "fp32",
         allow_spinning: bool = False,
+        streams: Optional[int] = None,
     ) -> None:
         self._ort = import_onnxruntime()
         self.onnx_path = Path(onnx_path)
@@ -113,7 +121,10 @@ class OnnxRuntimeBackend:
         self.inter_op_threads = inter_op_threads
         self.precision = precision
         self.allow_spinning = bool(allow_spinning)
+        #: infer calls that may run at once, one session each (option ``streams``)
+        self.concurrency = check_streams(streams)
         self._session = None
+        self._sessions: "queue.Queue | None" = None  # the free sessions when concurrency > 1
         self._latency_ms = 0.0
 
     def _session_options(self):
@@ -122,6 +133,8 @@ class OnnxRuntimeBackend:
         so.log_severity_level = 3  # errors only: QDQ graphs make the optimizer warn per folded initializer
         if self.intra_op_threads is not None:
             so.intra_op_num_threads = int(self.intra_op_threads)
+        elif self.concurrency > 1:  # the cores shared out between the sessions that run at once
+            so.intra_op_num_threads = max(1, _usable_cores() // self.concurrency)
         if self.inter_op_threads is not None:
             so.inter_op_num_threads = int(self.inter_op_threads)
         # By default ORT's worker threads busy-wait after each run; on a robot's CPU that steals the
@@ -136,18 +149,24 @@ class OnnxRuntimeBackend:
         if self._session is not None:
             return
         try:
-            self._session = self._ort.InferenceSession(
+            sessions = [self._ort.InferenceSession(
                 str(self.onnx_path), sess_options=self._session_options(),
                 providers=self.providers, provider_options=self.provider_options,
-            )
+            ) for _ in range(self.concurrency)]
         except Exception as exc:
             raise BackendError(f"onnxruntime could not load {self.onnx_path} with {self.providers}: {exc}") from exc
+        self._session = sessions[0]
+        if self.concurrency > 1:
+            self._sessions = queue.Queue()
+            for session in sessions:
+                self._sessions.put(session)
         used = self._session.get_providers()
         if used[0] != self.providers[0]:
             LOG.warning("onnxruntime fell back to %s (requested %s first)", used[0], self.providers[0])
 
     def deactivate(self) -> None:
         self._session = None
+        self._sessions = None
 
     def __enter__(self) -> "OnnxRuntimeBackend":
         self.activate()
@@ -180,16 +199,31 @@ class OnnxRuntimeBackend:
     def infer(self, feeds: dict) -> dict[str, np.ndarray]:
         """{"image": (N, 3, H, W)} -> {name: (N, ...) numpy array} for every graph output.
 
-        Any N when the ONNX was exported with a dynamic batch axis, else exactly its fixed N.
+        Any N when the ONNX was exported with a dynamic batch axis, else exactly its fixed N. Up
+        to :attr:`concurrency` threads may call it at once; a further call waits for a free session.
         """
-        session = self.session
+        first = self.session
         inputs = pack_feeds(self.input_spec(), feeds)
-        t0 = time.perf_counter()
+        pool = self._sessions
+        session = first if pool is None else pool.get()
         try:
-            values = session.run(None, inputs)
-        except Exception as exc:
-            shapes = {k: v.shape for k, v in inputs.items()}
-            raise BackendError(f"onnxruntime inference failed for inputs {shapes} (model input "
-                               f"{[s.shape for s in self.input_spec()]}): {exc}") from exc
+            t0 = time.perf_counter()
+            try:
+                values = session.run(None, inputs)
+            except Exception as exc:
+                shapes = {k: v.shape for k, v in inputs.items()}
+                raise BackendError(f"onnxruntime inference failed for inputs {shapes} (model input "
+                                   f"{[s.shape for s in self.input_spec()]}): {exc}") from exc
+        finally:
+            if pool is not None:
+                pool.put(session)
         self._latency_ms = (time.perf_counter() - t0) * 1e3
-        return name_outputs([o.name for o in session.get_outputs()], values)
+        return name_outputs([o.name for o in first.get_outputs()], values)
+
+
+def _usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without sched_getaffinity
+        return os.cpu_count() or 1

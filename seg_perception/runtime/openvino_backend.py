@@ -14,11 +14,18 @@ reference kernel for odd channel counts such as 19 (1.3 ms of a 15 ms panoptic i
 therefore asks OpenVINO for (N, H, W, C) outputs at fp32 and int8 and transposes them back with
 OpenCV (~0.15 ms for 19 x 128 x 256); at bf16 the planar output measured as fast or faster, so it
 stays planar (docs/BENCHMARKS.md, "OpenVINO output layout"). Callers always get (N, C, H, W).
+
+Streams: ``streams=N`` (> 1) compiles the model for N OpenVINO CPU streams (the THROUGHPUT hint,
+``NUM_STREAMS`` N) with N infer requests; ``infer`` is then safe to call from N threads at once,
+each call on a free request (:attr:`OpenVinoBackend.concurrency`). One frame takes longer than on
+the one-stream LATENCY compile, but N frames in flight finish more of them per second (offline
+evaluation, benchmarks; :meth:`seg_perception.core.segmenter.Segmenter.segment_stream`).
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -26,7 +33,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from .base import BackendError, TensorSpec, name_outputs, pack_feeds
+from .base import BackendError, TensorSpec, check_streams, name_outputs, pack_feeds
 
 LOG = logging.getLogger("seg_perception.runtime")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -57,8 +64,9 @@ class OpenVinoBackend:
         device: str = "CPU",
         cache_dir: Optional[str | os.PathLike] = None,
         threads: Optional[int] = None,
-        performance_hint: str = "LATENCY",
+        performance_hint: Optional[str] = None,
         output_layout: str = "auto",
+        streams: Optional[int] = None,
     ) -> None:
         self._ov = import_openvino()
         self.onnx_path = Path(onnx_path)
@@ -66,8 +74,15 @@ class OpenVinoBackend:
             raise BackendError(f"ONNX file {str(self.onnx_path)!r} does not exist")
         if precision not in PRECISIONS:
             raise BackendError(f"openvino precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        #: infer calls that may run at once (option ``streams``; see the module docstring)
+        self.concurrency = check_streams(streams)
+        if performance_hint is None:
+            performance_hint = "LATENCY" if self.concurrency == 1 else "THROUGHPUT"
         if performance_hint not in ("LATENCY", "THROUGHPUT"):
             raise BackendError(f"openvino performance_hint {performance_hint!r} is not LATENCY or THROUGHPUT")
+        if performance_hint == "LATENCY" and self.concurrency > 1:
+            raise BackendError(f"openvino performance_hint LATENCY runs one stream, but streams={self.concurrency}; "
+                               "leave performance_hint unset (streams > 1 uses THROUGHPUT) or set streams 1")
         if output_layout not in OUTPUT_LAYOUTS:
             raise BackendError(f"openvino output_layout {output_layout!r} is not one of {', '.join(OUTPUT_LAYOUTS)}")
         self.device = str(device).upper()
@@ -84,7 +99,7 @@ class OpenVinoBackend:
         self.output_layout = output_layout
         self._compiled = None
         self._nhwc: list[bool] = []  # per compiled output: OpenVINO returns it (N, H, W, C)
-        self._request = None
+        self._requests: "queue.Queue | None" = None  # the free infer requests, one per stream
         self._inputs: list[TensorSpec] = []
         self._outputs: list[TensorSpec] = []
         self._latency_ms = 0.0
@@ -105,6 +120,8 @@ class OpenVinoBackend:
                                   "INFERENCE_PRECISION_HINT": _HINTS[self.precision]}
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if self.concurrency > 1:
+            config["NUM_STREAMS"] = self.concurrency
         try:
             model = core.read_model(str(self.onnx_path))
             self._outputs = [self._spec(p) for p in model.outputs]
@@ -112,7 +129,9 @@ class OpenVinoBackend:
             self._compiled = core.compile_model(model, self.device, config)
         except Exception as exc:
             raise BackendError(f"OpenVINO could not compile {self.onnx_path} for {self.device} ({config}): {exc}") from exc
-        self._request = self._compiled.create_infer_request()
+        self._requests = queue.Queue()
+        for _ in range(self.concurrency):
+            self._requests.put(self._compiled.create_infer_request())
         self._inputs = [self._spec(p) for p in self._compiled.inputs]
 
     def uses_nhwc_outputs(self) -> bool:
@@ -145,7 +164,7 @@ class OpenVinoBackend:
         return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()))
 
     def deactivate(self) -> None:
-        self._request = None
+        self._requests = None
         self._compiled = None
 
     def __enter__(self) -> "OpenVinoBackend":
@@ -170,21 +189,27 @@ class OpenVinoBackend:
     def infer(self, feeds: dict) -> dict[str, np.ndarray]:
         """{"image": (N, 3, H, W)} -> {name: (N, ...) numpy array} for every graph output (copies, safe to keep).
 
-        Any N when the ONNX was exported with a dynamic batch axis, else exactly its fixed N.
+        Any N when the ONNX was exported with a dynamic batch axis, else exactly its fixed N. Up
+        to :attr:`concurrency` threads may call it at once; a further call waits for a free request.
         """
         self.activate()
         inputs = pack_feeds(self._inputs, feeds)
-        t0 = time.perf_counter()
+        requests, compiled = self._requests, self._compiled
+        request = requests.get()
         try:
-            result = self._request.infer(inputs)
-        except Exception as exc:
-            shapes = {k: v.shape for k, v in inputs.items()}
-            raise BackendError(f"OpenVINO inference failed for inputs {shapes} (model input "
-                               f"{[s.shape for s in self._inputs]}): {exc}") from exc
-        self._latency_ms = (time.perf_counter() - t0) * 1e3
-        # the request reuses its output buffers on the next call: copy out (planar)
-        arrays = [_planar_copy(result[p]) if nhwc else np.array(result[p], copy=True)
-                  for p, nhwc in zip(self._compiled.outputs, self._nhwc)]
+            t0 = time.perf_counter()
+            try:
+                result = request.infer(inputs)
+            except Exception as exc:
+                shapes = {k: v.shape for k, v in inputs.items()}
+                raise BackendError(f"OpenVINO inference failed for inputs {shapes} (model input "
+                                   f"{[s.shape for s in self._inputs]}): {exc}") from exc
+            self._latency_ms = (time.perf_counter() - t0) * 1e3
+            # the request reuses its output buffers on its next call: copy out (planar) before freeing it
+            arrays = [_planar_copy(result[p]) if nhwc else np.array(result[p], copy=True)
+                      for p, nhwc in zip(compiled.outputs, self._nhwc)]
+        finally:
+            requests.put(request)
         return name_outputs([s.name for s in self._outputs], arrays, copy=False)
 
 

@@ -7,7 +7,8 @@ drift and background load affect all backends alike. The frames are sample-drive
 resized to the camera (``content``): the post-processing's cost depends on how many class and
 instance boundaries a frame has, so a noise frame would misstate it. Per stage (preprocess, inference,
 postprocess, total) the min / median / p90 milliseconds are reported, throughput is
-``1000 / median total`` frames per second (sequential, one frame in flight), and
+``1000 / median total`` frames per second (sequential, one frame in flight; in throughput mode,
+below, ``1000 / median wall time per frame``), and
 ``ratio_vs_first`` is the speed-up relative to the first backend (first median total / this
 median total; > 1 means faster). For panoptic models ``postprocess_over_inference`` is the ratio
 of median post-processing to median inference time (the Panoptic-DeepLab grouping cost) and
@@ -20,13 +21,21 @@ Each entry of ``backends`` is a *variant* ``kind[:precision][+cl][+graphs][+exac
 the camera resolution, to compare with the default path, ``native`` = the heads exported at their
 own stride (backend option ``native_heads``, every backend: e.g. ``torch:bf16+native`` runs the
 model's ``forward_native``, ``onnxruntime:int8+native`` its export), upsampled once by the
-post-processing); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
+post-processing, ``streamsN`` = N frames in flight (backend option ``streams``, onnxruntime and
+openvino: e.g. ``openvino:int8+native+streams2``); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
 post-processing / median inference) is reported for every task: with ``camera`` larger than the
 network it is the cost of producing labels at camera resolution.
 
 ``accuracy`` also scores every variant on held-out synthetic scenes (the recorded evaluation seeds,
 :func:`seg_perception.training.synthetic_eval.evaluate_segmenter`) and on the shipped sample drive bag (mIoU, and
 PQ for panoptic models), so each speed-up is shown beside what it costs.
+
+Throughput mode: when a variant has ``+streamsN`` (N > 1), every variant is timed in blocks of
+frames run through ``Segmenter.segment_stream`` (rounds of one block per variant, the order
+rotating), and ``wall_ms_per_frame`` (a block's wall time / its frames), ``throughput_fps`` and
+``ratio_vs_first`` come from those blocks: one-stream variants in the same run give the
+comparison, their blocks being one frame after another. The stage times are each frame's own
+(with several streams they overlap: an inference takes longer than on one stream).
 
 A backend that cannot be created (not installed, precision unsupported, no GPU) gets a result
 with an ``error`` and the others still run. :data:`GPU_SUITE` is the one-go GPU run
@@ -36,6 +45,7 @@ recorded as skipped with the reason.
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -59,6 +69,8 @@ SUITES = {"cpu": CPU_SUITE, "gpu": GPU_SUITE}
 #: layout (its default, ``auto``, is channels-last at fp32 / int8), for side-by-side timing.
 _FLAGS = {"cl": ("channels_last", True), "graphs": ("cuda_graphs", True), "native": ("native_heads", True),
           "planar": ("output_layout", "nchw"), "nhwc": ("output_layout", "nhwc")}
+#: ``+streamsN``: N frames in flight (backend option ``streams``; throughput mode, see the module docstring).
+_STREAMS_FLAG = re.compile(r"streams([1-9][0-9]*)")
 #: Variant flags that configure the Segmenter rather than the backend: ``+exact`` = the reference
 #: post-processing (every head upsampled to the camera before argmax / grouping).
 _SEGMENTER_FLAGS = ("exact",)
@@ -76,7 +88,7 @@ class Variant:
 
 
 def parse_variant(text: str, default_precision: str = "fp32") -> Variant:
-    """``"kind[:precision][+cl][+graphs][+exact][+native][+planar|+nhwc]"`` -> :class:`Variant`.
+    """``"kind[:precision][+cl][+graphs][+exact][+native][+planar|+nhwc][+streamsN]"`` -> :class:`Variant`.
 
     Raises:
         ValueError: empty kind or an unknown ``+flag`` (names the valid ones).
@@ -85,12 +97,20 @@ def parse_variant(text: str, default_precision: str = "fp32") -> Variant:
     kind, _, precision = head.partition(":")
     if not kind:
         raise ValueError(f"backend variant {text!r} has no backend kind; write e.g. onnxruntime:int8")
-    bad = [f for f in flags if f not in _FLAGS and f not in _SEGMENTER_FLAGS]
+    streams = [int(m.group(1)) for m in map(_STREAMS_FLAG.fullmatch, flags) if m]
+    bad = [f for f in flags if f not in _FLAGS and f not in _SEGMENTER_FLAGS and not _STREAMS_FLAG.fullmatch(f)]
     if bad:
-        valid = ", ".join("+" + f for f in (*_FLAGS, *_SEGMENTER_FLAGS))
+        valid = ", ".join("+" + f for f in (*_FLAGS, *_SEGMENTER_FLAGS, "streamsN"))
         raise ValueError(f"backend variant {text!r}: unknown flag(s) {bad}; valid: {valid}")
-    return Variant(text.strip(), kind, precision or default_precision,
-                   tuple(_FLAGS[f] for f in flags if f in _FLAGS), exact_post="exact" in flags)
+    if len(streams) > 1:
+        raise ValueError(f"backend variant {text!r} gives +streamsN {len(streams)} times; give it once")
+    options = tuple(_FLAGS[f] for f in flags if f in _FLAGS) + tuple(("streams", n) for n in streams)
+    return Variant(text.strip(), kind, precision or default_precision, options, exact_post="exact" in flags)
+
+
+def variant_streams(variant: Variant) -> int:
+    """Frames in flight the variant asks for (its ``+streamsN``; 1 without)."""
+    return int(dict(variant.options).get("streams", 1))
 
 
 @dataclass
@@ -264,17 +284,23 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         selection = seg.describe().get("backend_selection")
         if selection:  # backend auto: what it picked and why, beside the numbers of what it picked
             results[kind]["selection"] = selection
+    streamed = any(variant_streams(parse_variant(k, cfg.precision)) > 1 for k in cfg.backends)
+    walls: dict[str, list[float]] = {k: [] for k in segmenters}
     try:
         for kind, seg in segmenters.items():
+            results[kind]["streams"] = seg.streams
             for i in range(cfg.warmup):
                 seg.segment(frames[i % len(frames)])
         samples: dict[str, list] = {k: [] for k in segmenters}
-        kinds = list(segmenters)
-        for i in range(cfg.frames):
-            shift = i % max(len(kinds), 1)
-            for kind in kinds[shift:] + kinds[:shift]:
-                result = segmenters[kind].segment(frames[i % len(frames)])  # frame i through every variant
-                samples[kind].append({**result.timings.as_dict(), "segments": len(result.segments or ())})
+        if streamed:
+            _time_blocks(segmenters, frames, cfg.frames, samples, walls)
+        else:
+            kinds = list(segmenters)
+            for i in range(cfg.frames):
+                shift = i % max(len(kinds), 1)
+                for kind in kinds[shift:] + kinds[:shift]:
+                    result = segmenters[kind].segment(frames[i % len(frames)])  # frame i through every variant
+                    samples[kind].append(_sample(result))
         if cfg.accuracy:
             for kind, seg in segmenters.items():
                 results[kind]["accuracy"] = score_accuracy(seg, cfg)
@@ -290,20 +316,46 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         entry = results[kind]
         for stage in STAGES:
             entry[stage] = stats([r[stage] for r in rows])
-        entry["throughput_fps"] = 1000.0 / entry["total_ms"]["median"]
+        if streamed:
+            entry["wall_ms_per_frame"] = stats(walls[kind])
+        per_frame_ms = entry["wall_ms_per_frame" if streamed else "total_ms"]["median"]
+        entry["throughput_fps"] = 1000.0 / per_frame_ms
         entry["postprocess_over_inference"] = entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"]
         if entry["task"] == "panoptic":
             entry["segments"] = int(statistics.median(r["segments"] for r in rows))
     ordered = [results[k] for k in cfg.backends]
     first = next((r for r in ordered if "error" not in r), None)
+    measure = "wall_ms_per_frame" if streamed else "total_ms"
     for r in ordered:
         if "error" not in r:
-            r["ratio_vs_first"] = first["total_ms"]["median"] / r["total_ms"]["median"]
+            r["ratio_vs_first"] = first[measure]["median"] / r[measure]["median"]
     config = asdict(cfg)
     config["camera"] = list(camera)
     config["resolution"] = list(cfg.resolution)
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(cfg.device),
             "config": config, "results": ordered}
+
+
+def _sample(result: Any) -> dict[str, float]:
+    return {**result.timings.as_dict(), "segments": len(result.segments or ())}
+
+
+def _time_blocks(segmenters: dict[str, Any], frames: list[np.ndarray], total: int, samples: dict[str, list],
+                 walls: dict[str, list[float]]) -> None:
+    """Throughput mode: rounds of one block of frames per variant (order rotating), each block run
+    through ``segment_stream``; appends each frame's timings to ``samples`` and each block's wall
+    ms per frame to ``walls``."""
+    most = max(seg.streams for seg in segmenters.values())
+    block = max(1, min(total, 8 * most))  # long enough that filling / draining the streams is a small part
+    kinds = list(segmenters)
+    for r, start in enumerate(range(0, total, block)):
+        chunk = [frames[i % len(frames)] for i in range(start, min(total, start + block))]
+        shift = r % max(len(kinds), 1)
+        for kind in kinds[shift:] + kinds[:shift]:
+            t0 = time.perf_counter()
+            rows = [_sample(result) for result in segmenters[kind].segment_stream(chunk)]
+            walls[kind].append((time.perf_counter() - t0) * 1e3 / len(chunk))
+            samples[kind].extend(rows)
 
 
 def _drive_frames(camera: tuple[int, int], frames: int) -> list[np.ndarray]:
@@ -432,8 +484,9 @@ def format_table(report: dict[str, Any]) -> str:
     cfg = report["config"]
     panoptic = any(r.get("task") == "panoptic" for r in report["results"])
     accuracy = any("accuracy" in r for r in report["results"])
-    head = ["backend", "pre", "infer", "post", "total min", "total med", "total p90", "fps", f"x vs {cfg['backends'][0]}",
-            "post/infer"]
+    streamed = any("wall_ms_per_frame" in r for r in report["results"])
+    head = ["backend", "pre", "infer", "post", "total min", "total med", "total p90",
+            *(["streams", "wall/frame"] if streamed else []), "fps", f"x vs {cfg['backends'][0]}", "post/infer"]
     if panoptic:
         head += ["segments"]
     if accuracy:
@@ -445,6 +498,7 @@ def format_table(report: dict[str, Any]) -> str:
             continue
         row = [r["backend"], *(f"{r[s]['median']:.2f}" for s in STAGES[:3]),
                *(f"{r['total_ms'][k]:.2f}" for k in ("min", "median", "p90")),
+               *([str(r.get("streams", 1)), f"{r['wall_ms_per_frame']['median']:.2f}"] if streamed else []),
                f"{r['throughput_fps']:.1f}", f"{r['ratio_vs_first']:.2f}", f"{r['postprocess_over_inference']:.2f}"]
         if panoptic:
             row += [str(r.get("segments", "-"))]
@@ -460,7 +514,8 @@ def format_table(report: dict[str, Any]) -> str:
     fmt = lambda cells: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))  # noqa: E731
     title = (f"{cfg['model']} @ {cfg['resolution'][0]}x{cfg['resolution'][1]} (camera {cfg['camera'][0]}x"
              f"{cfg['camera'][1]}), device {cfg['device']}, {cfg['frames']} frames "
-             f"after {cfg['warmup']} warm-up; times in ms{'; scores in %' if accuracy else ''}")
+             f"after {cfg['warmup']} warm-up; times in ms{'; scores in %' if accuracy else ''}"
+             f"{'; throughput mode: fps and x from the wall time per frame' if streamed else ''}")
     lines = [title, fmt(head), fmt(["-" * w for w in widths])]
     for row in rows:
         lines.append(fmt(row) if len(row) == len(head) else f"{row[0].ljust(widths[0])}  {row[1]}")

@@ -5,6 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from seg_perception.cli import eval_bag, make_bag
 from seg_perception.bag.read import list_topics, read_images
@@ -125,3 +126,35 @@ def test_make_bag_names_images_without_gt(tmp_path, scene, capsys, out_name):
     assert rc == 0 and "3 frames, 2 with GT" in out
     assert "no GT file for 1 image(s): a_000000_000001_leftImg8bit.png" in out
     assert list_topics(tmp_path / out_name)["/gt/semantic"][1] == 2
+
+
+def test_eval_bag_streams_score_what_one_frame_at_a_time_scores(tmp_path, scene, capsys):
+    """--streams 2 on onnxruntime: the same scores as --streams 1 (the same network and post-processing,
+    frames in order), the streams recorded in the report."""
+    bag = scene.write_scene_bag(tmp_path / "bag", "mcap", n=4, panoptic=False)
+    reports = {}
+    for streams in ("1", "2"):
+        out = tmp_path / f"out{streams}"
+        args = parse(eval_bag, [bag, "--model", "deeplabv3plus_mobilenetv2", "--weights", "none", "--image-topic", "/cam",
+                                "--gt-semantic-topic", "/gt/semantic", "--out", out, "--resolution", "32x64",
+                                "--backend", "onnxruntime", "--streams", streams, "--no-progress", "--no-figures"])
+        torch.manual_seed(0)  # weights none: the same random network both times
+        assert eval_bag.run(args) == 0, capsys.readouterr().out
+        reports[streams] = json.loads((out / "report.json").read_text())
+    one, two = reports["1"], reports["2"]
+    assert one["streams"] == 1 and two["streams"] == 2 and two["frames"]["evaluated"] == 4
+    assert two["semantic"] == one["semantic"]
+    assert [f["pixel_accuracy"] for f in two["per_frame"]] == [f["pixel_accuracy"] for f in one["per_frame"]]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--streams", "0"], "--streams must be >= 1, got 0"),
+    (["--streams", "2", "--batch-size", "2"], "--streams 2 with --batch-size 2: choose one"),
+    (["--streams", "2", "--backend", "torch"], "unknown option(s) ['streams'] for backend 'torch'"),
+])
+def test_eval_bag_streams_errors(tmp_path, scene, capsys, extra, needle):
+    bag = scene.write_scene_bag(tmp_path / "bag", n=1)
+    args = parse(eval_bag, [bag, "--model", "deeplabv3plus_mobilenetv2", "--weights", "none", "--image-topic", "/cam",
+                            "--out", tmp_path / "out", "--resolution", "32x64", "--no-progress", *extra])
+    assert eval_bag.run(args) == 2
+    assert needle in capsys.readouterr().out

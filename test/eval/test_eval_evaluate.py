@@ -295,3 +295,42 @@ def test_several_bags_accumulate(tmp_path, scene):
                       gt_semantic_topic="/gt/semantic", out_dir=tmp_path / "out", progress=False, figures=False)
     assert r["frames"]["evaluated"] == 6
     assert r["semantic"]["miou"] == pytest.approx(scene.MIOU_CITYSCAPES)
+
+
+def _streamed(scene, task):
+    """The fake segmenter behind a 2-stream interface: results come out of segment_stream, in order."""
+
+    class Streamed(scene.FakeSegmenter):
+        streams = 2
+
+        def segment_stream(self, frames):
+            self.streamed = 0
+            for rgb in frames:
+                self.streamed += 1
+                yield self.segment(rgb)
+
+    return Streamed(task)
+
+
+def test_a_streamed_segmenter_scores_the_same_and_records_its_streams(tmp_path, scene):
+    bag = scene.write_scene_bag(tmp_path / "bag")
+    kw = dict(image_topic="/cam", gt_semantic_topic="/gt/semantic", gt_panoptic_topic="/gt/panoptic", progress=False)
+    seg = _streamed(scene, "panoptic")
+    report = evaluate_bags([bag], segmenter=seg, out_dir=tmp_path / "out", **kw)
+    assert seg.streamed == 6 and report["streams"] == 2
+    assert report["frames"]["evaluated"] == 6
+    assert report["semantic"]["miou"] == pytest.approx(scene.MIOU_CITYSCAPES)
+    assert report["panoptic"]["all"]["pq"] == pytest.approx(scene.PQ_ALL)
+    # each frame's latency: the wall time since the previous result, so they add up to the run
+    assert report["latency"]["total"]["count"] == 6 and report["latency"]["inference"]["mean_ms"] == pytest.approx(2.0)
+    assert "2 frames in flight" in (tmp_path / "out" / "report.md").read_text()
+    plain = evaluate_bags([bag], segmenter=scene.FakeSegmenter("panoptic"), out_dir=tmp_path / "plain", **kw)
+    assert plain["streams"] == 1 and "in flight" not in (tmp_path / "plain" / "report.md").read_text()
+    assert [f["stamp_ns"] for f in report["per_frame"]] == [f["stamp_ns"] for f in plain["per_frame"]]
+
+
+def test_streams_and_batches_together_are_refused(tmp_path, scene):
+    bag = scene.write_scene_bag(tmp_path / "bag", n=2)
+    with pytest.raises(ValueError, match="batch_size=2 with a 2-stream backend: choose one"):
+        evaluate_bags([bag], segmenter=_streamed(scene, "semantic"), image_topic="/cam", out_dir=tmp_path / "o",
+                      batch_size=2, progress=False)

@@ -9,6 +9,7 @@ import pytest
 
 from seg_perception.runtime import BackendError, cpu_features, create_backend
 from seg_perception.runtime import auto
+from seg_perception.runtime.base import concurrency
 
 from .tiny_models import TinyPanoptic, TinySemantic, seeded
 
@@ -388,3 +389,20 @@ def test_candidates_are_timed_interleaved_in_rotating_order(cache_dir, monkeypat
     frames_seen = [f for _, f in timed]
     assert frames_seen[0] == frames_seen[1] and frames_seen[2] == frames_seen[3] and frames_seen[0] != frames_seen[2]
     assert all(m["median_ms"] > 0 for m in sel["measured"])
+
+
+@pytest.mark.parametrize("cands", ["onnxruntime:fp32", "openvino:fp32"])
+def test_streams_reach_the_cpu_backend_auto_picks(cache_dir, cands):
+    be = create_backend("auto", seeded(TinySemantic), resolution=RES,
+                        options={"auto_candidates": cands, "calib_limit": 2, "auto_frames": 1, "streams": 2})
+    assert be.selection["backend"] == cands.split(":")[0]
+    assert concurrency(be) == 2
+
+
+def test_streams_on_a_path_without_them_are_logged_not_applied(cache_dir, caplog):
+    with caplog.at_level("WARNING", logger="seg_perception.runtime"):
+        be = create_backend("auto", seeded(TinySemantic), resolution=RES,
+                            options={"auto_candidates": "torch:fp32", "calib_limit": 2, "auto_frames": 1, "streams": 3})
+    assert be.selection["backend"] == "torch" and concurrency(be) == 1
+    assert any("picked torch, which runs one frame at a time: option streams=3 not used" in r.getMessage()
+               for r in caplog.records)

@@ -177,3 +177,15 @@ def test_native_heads_on_torch_refuses_only_a_model_without_the_form():
         create_backend("torch", model, resolution=(16, 16), options={"native_heads": "maybe"})
     with pytest.raises(BackendError, match="native_heads='maybe' is not a flag"):
         create_backend("onnxruntime", model, resolution=(16, 16), options={"native_heads": "maybe"})
+
+
+def test_streams_option_is_offered_by_the_stream_backends_only(cache_dir):
+    from seg_perception.runtime.base import STREAM_BACKENDS, concurrency
+    from seg_perception.runtime.factory import BACKEND_OPTIONS
+
+    assert tuple(k for k, opts in BACKEND_OPTIONS.items() if "streams" in opts) == STREAM_BACKENDS
+    for kind in STREAM_BACKENDS:  # a YAML / launch string reaches the backend as a number
+        be = create_backend(kind, seeded(TinySemantic), resolution=(16, 24), options={"streams": "2"})
+        assert concurrency(be) == 2
+    with pytest.raises(BackendError, match=r"unknown option\(s\) \['streams'\] for backend 'torch'"):
+        create_backend("torch", seeded(TinySemantic), resolution=(16, 24), options={"streams": 2})

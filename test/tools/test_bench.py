@@ -261,3 +261,38 @@ def test_layout_variants_reach_the_openvino_backend_and_give_the_same_labels():
     assert np.array_equal(labels[0], labels[1])
     with pytest.raises(BackendError, match="output_layout"):  # another backend refuses the option by name
         _build(parse_variant("onnxruntime:fp32+planar"), cfg)
+
+
+def test_streams_flag_parses_to_the_backend_option():
+    assert dict(parse_variant("openvino:int8+native+streams2").options) == {"native_heads": True, "streams": 2}
+    assert dict(parse_variant("onnxruntime:fp32+streams12").options) == {"streams": 12}
+    for bad, needle in (("openvino+streams0", "unknown flag"), ("openvino+streams", "unknown flag"),
+                        ("openvino+streams2+streams3", "give it once")):
+        with pytest.raises(ValueError, match=needle):
+            parse_variant(bad)
+
+
+def test_throughput_mode_times_every_variant_in_blocks_through_the_stream():
+    """A +streams2 variant switches the run to throughput mode: every variant gets wall_ms_per_frame
+    from blocks of frames, fps and x come from it, and each frame's stage times are still recorded."""
+    cfg = BenchConfig(model="deeplabv3plus_mobilenetv2", weights="none", resolution=(32, 48),
+                      backends=["onnxruntime:fp32", "onnxruntime:fp32+streams2", "openvino:fp32+streams2"],
+                      frames=20, warmup=1, model_kwargs={"aspp_channels": 16, "decoder_channels": 16})
+    report = run_bench(cfg)
+    one, two, ov = report["results"]
+    assert (one["streams"], two["streams"], ov["streams"]) == (1, 2, 2)
+    for entry in (one, two, ov):
+        for stage in ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms"):
+            assert 0 <= entry[stage]["min"] <= entry[stage]["median"]
+        wall = entry["wall_ms_per_frame"]
+        assert 0 < wall["min"] <= wall["median"] <= wall["p90"]
+        assert entry["throughput_fps"] == pytest.approx(1000.0 / wall["median"], rel=1e-9)
+        assert entry["ratio_vs_first"] == pytest.approx(one["wall_ms_per_frame"]["median"] / wall["median"], rel=1e-9)
+    # one stream: a block is one frame after another, so its wall time per frame is at least the
+    # fastest frame's own stages
+    assert one["wall_ms_per_frame"]["min"] >= one["total_ms"]["min"] - 1e-6
+    table = format_table(report)
+    assert "wall/frame" in table and "throughput mode" in table
+    plain = run_bench(BenchConfig(**{**cfg.__dict__, "backends": ["onnxruntime:fp32"], "frames": 2}))
+    assert "wall_ms_per_frame" not in plain["results"][0] and plain["results"][0]["streams"] == 1
+    assert "wall/frame" not in format_table(plain)
