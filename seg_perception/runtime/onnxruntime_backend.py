@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -125,6 +126,7 @@ class OnnxRuntimeBackend:
         self.concurrency = check_streams(streams)
         self._session = None
         self._sessions: "queue.Queue | None" = None  # the free sessions when concurrency > 1
+        self._activate_lock = threading.Lock()
         self._latency_ms = 0.0
 
     def _session_options(self):
@@ -145,6 +147,11 @@ class OnnxRuntimeBackend:
         return so
 
     def activate(self) -> None:
+        """See :meth:`_activate`; under a lock, so threads calling ``infer`` at once open one runtime."""
+        with self._activate_lock:
+            self._activate()
+
+    def _activate(self) -> None:
         """Create the InferenceSession (graph optimizations ALL)."""
         if self._session is not None:
             return
@@ -155,11 +162,12 @@ class OnnxRuntimeBackend:
             ) for _ in range(self.concurrency)]
         except Exception as exc:
             raise BackendError(f"onnxruntime could not load {self.onnx_path} with {self.providers}: {exc}") from exc
-        self._session = sessions[0]
         if self.concurrency > 1:
-            self._sessions = queue.Queue()
+            free: queue.Queue = queue.Queue()
             for session in sessions:
-                self._sessions.put(session)
+                free.put(session)
+            self._sessions = free
+        self._session = sessions[0]  # last: a set session means the runtime is open
         used = self._session.get_providers()
         if used[0] != self.providers[0]:
             LOG.warning("onnxruntime fell back to %s (requested %s first)", used[0], self.providers[0])

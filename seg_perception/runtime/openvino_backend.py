@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -100,11 +101,17 @@ class OpenVinoBackend:
         self._compiled = None
         self._nhwc: list[bool] = []  # per compiled output: OpenVINO returns it (N, H, W, C)
         self._requests: "queue.Queue | None" = None  # the free infer requests, one per stream
+        self._activate_lock = threading.Lock()
         self._inputs: list[TensorSpec] = []
         self._outputs: list[TensorSpec] = []
         self._latency_ms = 0.0
 
     def activate(self) -> None:
+        """See :meth:`_activate`; under a lock, so threads calling ``infer`` at once open one runtime."""
+        with self._activate_lock:
+            self._activate()
+
+    def _activate(self) -> None:
         """Read the ONNX and compile it (from OpenVINO's cache when it holds this model/device/config)."""
         if self._compiled is not None:
             return
@@ -126,13 +133,14 @@ class OpenVinoBackend:
             model = core.read_model(str(self.onnx_path))
             self._outputs = [self._spec(p) for p in model.outputs]
             model, self._nhwc = self._with_output_layout(model)
-            self._compiled = core.compile_model(model, self.device, config)
+            compiled = core.compile_model(model, self.device, config)
         except Exception as exc:
             raise BackendError(f"OpenVINO could not compile {self.onnx_path} for {self.device} ({config}): {exc}") from exc
-        self._requests = queue.Queue()
+        free: queue.Queue = queue.Queue()
         for _ in range(self.concurrency):
-            self._requests.put(self._compiled.create_infer_request())
-        self._inputs = [self._spec(p) for p in self._compiled.inputs]
+            free.put(compiled.create_infer_request())
+        self._requests, self._inputs = free, [self._spec(p) for p in compiled.inputs]
+        self._compiled = compiled  # last: a compiled model means the runtime is open
 
     def uses_nhwc_outputs(self) -> bool:
         """Whether ``output_layout`` resolves to channels-last outputs for this precision and device."""

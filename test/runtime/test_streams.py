@@ -8,6 +8,7 @@ while others run must return exactly its own input's outputs.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -114,3 +115,36 @@ def test_a_failed_call_frees_its_stream(kind, onnx_path):
         with ThreadPoolExecutor(1) as pool:  # a stream never freed would block forever: fail instead
             out = pool.submit(be.infer, {"image": _inputs(1)[0]}).result(timeout=60)
         assert out["semantic"].shape[0] == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_first_calls_at_once_open_one_runtime(kind, onnx_path, monkeypatch):
+    """Threads whose first infer calls arrive together on a backend not yet opened: one compile /
+    one set of sessions, and every call its own outputs."""
+    cls = type(KINDS[kind](onnx_path))
+    opened = []
+    real = cls._activate
+
+    def counting(self):
+        closed = (self._compiled if kind == "openvino" else self._session) is None
+        if closed:
+            opened.append(threading.get_ident())
+            time.sleep(0.05)  # hold the door open: without the lock a second thread would get in
+        real(self)
+
+    monkeypatch.setattr(cls, "_activate", counting)
+    xs = _inputs(3)
+    be = KINDS[kind](onnx_path, streams=2)
+    start = threading.Barrier(3)
+
+    def run(x):
+        start.wait()
+        return be.infer({"image": x})
+
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(run, xs))
+    assert len(opened) == 1
+    with KINDS[kind](onnx_path) as one:
+        for g, x in zip(got, xs):
+            assert np.array_equal(g["semantic"], one.infer({"image": x})["semantic"])
+    be.deactivate()
