@@ -598,7 +598,8 @@ def evaluate_bags(
     coco_json = coco.close() if coco is not None else None
     return _write(out, scores, stats, bags=bags, image_topic=image_topic, model=describe_segmenter(segmenter),
                   miou_convention=miou_convention, batch_size=batch_size, figures=figures,
-                  extra={"streams": streams}, files=_export_files(out, coco_json, coco is not None, pred_bag_path if write_bag else None))
+                  extra={"streams": streams},
+                  files=_export_files(out, coco_json, coco is not None, pred_bag_path if write_bag else None))
 
 
 def score_predictions(

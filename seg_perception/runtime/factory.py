@@ -30,8 +30,9 @@ onnxruntime    providers (list or "cuda,cpu"), intra_op_threads, inter_op_thread
                once, each with its share of the cores; see ``Segmenter.segment_stream``)
 openvino       opset, ov_device (OpenVINO device, default CPU), threads, performance_hint (LATENCY or
                THROUGHPUT; default LATENCY, THROUGHPUT with streams > 1), streams (int, default 1:
-               OpenVINO streams / infer requests that run frames at once), output_layout (auto, nchw or nhwc: what OpenVINO computes the outputs
-               in; callers always get N, C, H, W; auto = nhwc at fp32 / int8 on CPU, see
+               OpenVINO streams / infer requests that run frames at once), output_layout (auto,
+               nchw or nhwc: what OpenVINO computes the outputs in; callers always get N, C, H, W;
+               auto = nhwc at fp32 / int8 on CPU, see
                :mod:`.openvino_backend`); int8: calib_* as for onnxruntime (the same QDQ model); native_heads
 tensorrt       opset, dynamic, min_shape, max_shape (N,3,H,W for dynamic profiles), workspace_mb,
                dla_core, gpu_fallback, timing_cache (bool), calib_images (dir), calib_bag,

@@ -22,9 +22,9 @@ the camera resolution, to compare with the default path, ``native`` = the heads 
 own stride (backend option ``native_heads``, every backend: e.g. ``torch:bf16+native`` runs the
 model's ``forward_native``, ``onnxruntime:int8+native`` its export), upsampled once by the
 post-processing, ``streamsN`` = N frames in flight (backend option ``streams``, onnxruntime and
-openvino: e.g. ``openvino:int8+native+streams2``); a bare kind uses ``precision``. ``postprocess_over_inference`` (median
-post-processing / median inference) is reported for every task: with ``camera`` larger than the
-network it is the cost of producing labels at camera resolution.
+openvino: e.g. ``openvino:int8+native+streams2``); a bare kind uses ``precision``.
+``postprocess_over_inference`` (median post-processing / median inference) is reported for every
+task: with ``camera`` larger than the network it is the cost of producing labels at camera resolution.
 
 ``accuracy`` also scores every variant on held-out synthetic scenes (the recorded evaluation seeds,
 :func:`seg_perception.training.synthetic_eval.evaluate_segmenter`) and on the shipped sample drive bag (mIoU, and
