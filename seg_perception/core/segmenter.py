@@ -175,11 +175,15 @@ class Segmenter:
         t1 = time.perf_counter()
         outputs = self.backend.infer({self._input_name: x})
         self._sync()
-        t2 = time.perf_counter()
-        result = self.postprocess(outputs, hw)
+        return self._post_timed(outputs, hw, pre_ms, (time.perf_counter() - t1) * 1e3)
+
+    def _post_timed(self, outputs: dict, hw: tuple[int, int], pre_ms: float, infer_ms: float,
+                    index: int = 0) -> SegResult:
+        """:meth:`postprocess` of batch element ``index`` at camera size ``hw``, with the frame's stage times."""
+        t0 = time.perf_counter()
+        result = self.postprocess(outputs, hw, index=index)
         self._sync()
-        t3 = time.perf_counter()
-        result.timings = StageTimings(pre_ms, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        result.timings = StageTimings(pre_ms, infer_ms, (time.perf_counter() - t0) * 1e3)
         return result
 
     @property
@@ -214,29 +218,16 @@ class Segmenter:
         return results
 
     def _segment_chunk(self, chunk: list[np.ndarray], first: int, exact: int) -> list[SegResult]:
-        pre_ms = []
-        inputs = []
-        for i, rgb in enumerate(chunk):
-            t0 = time.perf_counter()
-            try:
-                inputs.append(self.preprocess(rgb))
-            except PipelineError as e:
-                raise PipelineError(f"frame {first + i} of the batch: {e}") from None
-            pre_ms.append((time.perf_counter() - t0) * 1e3)
+        inputs, pre_ms = zip(*(self._preprocess_timed(rgb, f"frame {first + i} of the batch")
+                               for i, rgb in enumerate(chunk)))
+        inputs = list(inputs)
         pad = max(0, exact - len(inputs))
         x = np.concatenate(inputs + [inputs[-1]] * pad, axis=0)  # (N, 3, h, w)
         t1 = time.perf_counter()
         outputs = self.backend.infer({self._input_name: x})
         self._sync()
         infer_ms = (time.perf_counter() - t1) * 1e3 / len(chunk)
-        results = []
-        for i, rgb in enumerate(chunk):
-            t2 = time.perf_counter()
-            result = self.postprocess(outputs, rgb.shape[:2], index=i)
-            self._sync()
-            result.timings = StageTimings(pre_ms[i], infer_ms, (time.perf_counter() - t2) * 1e3)
-            results.append(result)
-        return results
+        return [self._post_timed(outputs, rgb.shape[:2], pre_ms[i], infer_ms, index=i) for i, rgb in enumerate(chunk)]
 
     @property
     def streams(self) -> int:
@@ -268,14 +259,14 @@ class Segmenter:
         streams = self.streams
         if streams == 1:
             for index, rgb in enumerate(frames):
-                x, pre_ms = self._preprocess_timed(rgb, index)
+                x, pre_ms = self._preprocess_timed(rgb, f"frame {index} of the stream")
                 yield self._segment_input(x, rgb.shape[:2], pre_ms)
             return
         pending: deque[tuple[tuple[int, int], float, Future]] = deque()
         pool = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="seg-infer")
         try:
             for index, rgb in enumerate(frames):
-                x, pre_ms = self._preprocess_timed(rgb, index)
+                x, pre_ms = self._preprocess_timed(rgb, f"frame {index} of the stream")
                 pending.append((rgb.shape[:2], pre_ms, pool.submit(self._timed_infer, x)))
                 if len(pending) > streams:
                     yield self._finish(*pending.popleft())
@@ -284,13 +275,13 @@ class Segmenter:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _preprocess_timed(self, rgb: np.ndarray, index: int) -> tuple[np.ndarray, float]:
-        """(:meth:`preprocess` of frame ``index`` of a stream, its ms); a bad frame's error names the index."""
+    def _preprocess_timed(self, rgb: np.ndarray, where: str) -> tuple[np.ndarray, float]:
+        """(:meth:`preprocess` of ``rgb``, its ms); a bad frame's error starts with ``where`` (which frame of what)."""
         t0 = time.perf_counter()
         try:
             x = self.preprocess(rgb)
         except PipelineError as e:
-            raise PipelineError(f"frame {index} of the stream: {e}") from None
+            raise PipelineError(f"{where}: {e}") from None
         return x, (time.perf_counter() - t0) * 1e3
 
     def _timed_infer(self, x: np.ndarray) -> tuple[dict, float]:
@@ -302,10 +293,7 @@ class Segmenter:
     def _finish(self, hw: tuple[int, int], pre_ms: float, inference: Future) -> SegResult:
         """Wait for one frame's inference and post-process it at its camera size ``hw``."""
         outputs, infer_ms = inference.result()
-        t0 = time.perf_counter()
-        result = self.postprocess(outputs, hw)
-        result.timings = StageTimings(pre_ms, infer_ms, (time.perf_counter() - t0) * 1e3)
-        return result
+        return self._post_timed(outputs, hw, pre_ms, infer_ms)
 
     def close(self) -> None:
         """Release the backend (idempotent)."""
