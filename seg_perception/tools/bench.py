@@ -285,6 +285,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if selection:  # backend auto: what it picked and why, beside the numbers of what it picked
             results[kind]["selection"] = selection
     streamed = any(variant_streams(parse_variant(k, cfg.precision)) > 1 for k in cfg.backends)
+    measure = "wall_ms_per_frame" if streamed else "total_ms"  # what fps and ratio_vs_first come from
     walls: dict[str, list[float]] = {k: [] for k in segmenters}
     try:
         for kind, seg in segmenters.items():
@@ -318,14 +319,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             entry[stage] = stats([r[stage] for r in rows])
         if streamed:
             entry["wall_ms_per_frame"] = stats(walls[kind])
-        per_frame_ms = entry["wall_ms_per_frame" if streamed else "total_ms"]["median"]
-        entry["throughput_fps"] = 1000.0 / per_frame_ms
+        entry["throughput_fps"] = 1000.0 / entry[measure]["median"]
         entry["postprocess_over_inference"] = entry["postprocess_ms"]["median"] / entry["inference_ms"]["median"]
         if entry["task"] == "panoptic":
             entry["segments"] = int(statistics.median(r["segments"] for r in rows))
     ordered = [results[k] for k in cfg.backends]
     first = next((r for r in ordered if "error" not in r), None)
-    measure = "wall_ms_per_frame" if streamed else "total_ms"
     for r in ordered:
         if "error" not in r:
             r["ratio_vs_first"] = first[measure]["median"] / r[measure]["median"]
