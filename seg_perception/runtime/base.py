@@ -5,8 +5,10 @@ enter, ``deactivate`` on exit), the Polygraphy-runner shape.
 """
 from __future__ import annotations
 
+import queue
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -119,6 +121,31 @@ def concurrency(backend: Any) -> int:
     backend runs one call at a time, and a second thread would only wait for the first.
     """
     return max(1, int(getattr(backend, "concurrency", 1) or 1))
+
+
+class FreeStreams:
+    """The runtime objects of a backend's streams (OpenVINO infer requests, onnxruntime sessions).
+
+    A call :meth:`borrow`\ s a free one and gives it back when it ends, failed or not, so N threads
+    run at once and a further one waits for a free stream.
+    """
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = tuple(items)
+        self._free: queue.Queue = queue.Queue()
+        for item in self.items:
+            self._free.put(item)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @contextmanager
+    def borrow(self) -> Iterator[Any]:
+        item = self._free.get()
+        try:
+            yield item
+        finally:
+            self._free.put(item)
 
 
 def check_streams(streams: Any) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .base import BackendError, TensorSpec, check_streams, name_outputs, pack_feeds
+from .base import BackendError, FreeStreams, TensorSpec, check_streams, name_outputs, pack_feeds
 
 LOG = logging.getLogger("seg_perception.runtime")
 
@@ -125,7 +124,7 @@ class OnnxRuntimeBackend:
         #: infer calls that may run at once, one session each (option ``streams``)
         self.concurrency = check_streams(streams)
         self._session = None
-        self._sessions: "queue.Queue | None" = None  # the free sessions when concurrency > 1
+        self._sessions: Optional[FreeStreams] = None  # one session per stream
         self._activate_lock = threading.Lock()
         self._latency_ms = 0.0
 
@@ -162,11 +161,7 @@ class OnnxRuntimeBackend:
             ) for _ in range(self.concurrency)]
         except Exception as exc:
             raise BackendError(f"onnxruntime could not load {self.onnx_path} with {self.providers}: {exc}") from exc
-        if self.concurrency > 1:
-            free: queue.Queue = queue.Queue()
-            for session in sessions:
-                free.put(session)
-            self._sessions = free
+        self._sessions = FreeStreams(sessions)
         self._session = sessions[0]  # last: a set session means the runtime is open
         used = self._session.get_providers()
         if used[0] != self.providers[0]:
@@ -212,9 +207,7 @@ class OnnxRuntimeBackend:
         """
         first = self.session
         inputs = pack_feeds(self.input_spec(), feeds)
-        pool = self._sessions
-        session = first if pool is None else pool.get()
-        try:
+        with self._sessions.borrow() as session:
             t0 = time.perf_counter()
             try:
                 values = session.run(None, inputs)
@@ -222,10 +215,7 @@ class OnnxRuntimeBackend:
                 shapes = {k: v.shape for k, v in inputs.items()}
                 raise BackendError(f"onnxruntime inference failed for inputs {shapes} (model input "
                                    f"{[s.shape for s in self.input_spec()]}): {exc}") from exc
-        finally:
-            if pool is not None:
-                pool.put(session)
-        self._latency_ms = (time.perf_counter() - t0) * 1e3
+            self._latency_ms = (time.perf_counter() - t0) * 1e3
         return name_outputs([o.name for o in first.get_outputs()], values)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from .base import BackendError, TensorSpec, check_streams, name_outputs, pack_feeds
+from .base import BackendError, FreeStreams, TensorSpec, check_streams, name_outputs, pack_feeds
 
 LOG = logging.getLogger("seg_perception.runtime")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -100,7 +99,7 @@ class OpenVinoBackend:
         self.output_layout = output_layout
         self._compiled = None
         self._nhwc: list[bool] = []  # per compiled output: OpenVINO returns it (N, H, W, C)
-        self._requests: "queue.Queue | None" = None  # the free infer requests, one per stream
+        self._requests: Optional[FreeStreams] = None  # the infer requests, one per stream
         self._activate_lock = threading.Lock()
         self._inputs: list[TensorSpec] = []
         self._outputs: list[TensorSpec] = []
@@ -136,10 +135,8 @@ class OpenVinoBackend:
             compiled = core.compile_model(model, self.device, config)
         except Exception as exc:
             raise BackendError(f"OpenVINO could not compile {self.onnx_path} for {self.device} ({config}): {exc}") from exc
-        free: queue.Queue = queue.Queue()
-        for _ in range(self.concurrency):
-            free.put(compiled.create_infer_request())
-        self._requests, self._inputs = free, [self._spec(p) for p in compiled.inputs]
+        self._requests = FreeStreams(compiled.create_infer_request() for _ in range(self.concurrency))
+        self._inputs = [self._spec(p) for p in compiled.inputs]
         self._compiled = compiled  # last: a compiled model means the runtime is open
 
     def uses_nhwc_outputs(self) -> bool:
@@ -203,8 +200,7 @@ class OpenVinoBackend:
         self.activate()
         inputs = pack_feeds(self._inputs, feeds)
         requests, compiled = self._requests, self._compiled
-        request = requests.get()
-        try:
+        with requests.borrow() as request:
             t0 = time.perf_counter()
             try:
                 result = request.infer(inputs)
@@ -216,8 +212,6 @@ class OpenVinoBackend:
             # the request reuses its output buffers on its next call: copy out (planar) before freeing it
             arrays = [_planar_copy(result[p]) if nhwc else np.array(result[p], copy=True)
                       for p, nhwc in zip(compiled.outputs, self._nhwc)]
-        finally:
-            requests.put(request)
         return name_outputs([s.name for s in self._outputs], arrays, copy=False)
 
 

@@ -80,10 +80,10 @@ def test_openvino_streams_compile_for_throughput(onnx_path):
     with OpenVinoBackend(onnx_path, streams=2) as be:
         assert int(be._compiled.get_property("NUM_STREAMS")) == 2
         assert str(be._compiled.get_property("PERFORMANCE_HINT")) in ("THROUGHPUT", "PerformanceMode.THROUGHPUT")
-        assert be._requests.qsize() == 2
+        assert len(be._requests) == 2
     with OpenVinoBackend(onnx_path) as be:  # default: one LATENCY stream, as before
         assert str(be._compiled.get_property("PERFORMANCE_HINT")) in ("LATENCY", "PerformanceMode.LATENCY")
-        assert be._requests.qsize() == 1
+        assert len(be._requests) == 1
 
 
 def test_openvino_latency_hint_with_streams_is_refused(onnx_path):
@@ -100,8 +100,8 @@ def test_onnxruntime_streams_share_the_cores(onnx_path, monkeypatch):
     assert OnnxRuntimeBackend(onnx_path, streams=16)._session_options().intra_op_num_threads == 1
     assert OnnxRuntimeBackend(onnx_path, streams=4, intra_op_threads=3)._session_options().intra_op_num_threads == 3
     with be:
-        assert be._sessions.qsize() == 4
-        assert len({id(be._sessions.queue[i]) for i in range(4)}) == 4  # four sessions, not one shared
+        assert len(be._sessions) == 4
+        assert len({id(s) for s in be._sessions.items}) == 4  # four sessions, not one shared
 
 
 @pytest.mark.parametrize("kind", KINDS)
