@@ -36,9 +36,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", default=None,
                    help="network input HxW, e.g. 512x1024 (default: the one the weights record, else 512x1024)")
     p.add_argument("--backends", default="onnxruntime:fp32,auto",
-                   help="comma-separated variants kind[:precision][+cl][+graphs][+exact][+native][+planar] in report order, e.g. "
-                        "onnxruntime:fp32,onnxruntime:int8,openvino:int8,torch:bf16; the first is the ratio reference "
-                        "(kinds: torch, onnxruntime, openvino, tensorrt, auto; default onnxruntime:fp32,auto: the reference and what backend auto picks here)")
+                   help="comma-separated variants kind[:precision][+cl][+graphs][+exact][+native][+planar|+nhwc]"
+                        "[+streamsN] in report order, e.g. onnxruntime:fp32,onnxruntime:int8,openvino:int8,torch:bf16; "
+                        "the first is the ratio reference; any +streamsN (N frames in flight) times every variant by "
+                        "throughput (kinds: torch, onnxruntime, openvino, tensorrt, auto; default onnxruntime:fp32,auto: "
+                        "the reference and what backend auto picks here)")
     p.add_argument("--suite", choices=("cpu", "gpu"), default=None,
                    help="preset variant list instead of --backends: cpu = every CPU backend x precision; gpu = torch "
                         "fp32/fp16/channels_last/CUDA graphs, onnxruntime-gpu, TensorRT fp16/int8 (device cuda)")

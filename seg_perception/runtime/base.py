@@ -126,7 +126,7 @@ def concurrency(backend: Any) -> int:
 class FreeStreams:
     """The runtime objects of a backend's streams (OpenVINO infer requests, onnxruntime sessions).
 
-    A call :meth:`borrow`\ s a free one and gives it back when it ends, failed or not, so N threads
+    A call borrows a free one (:meth:`borrow`) and gives it back when it ends, failed or not, so N threads
     run at once and a further one waits for a free stream.
     """
 
